@@ -1,0 +1,107 @@
+"""The one exception tree of loafer-core.
+
+::
+
+    LoaferError                     base of everything loafer raises
+    ├── ConfigurationError          wrong set-up; fatal, raised at construction or start-up
+    ├── ProviderError               a broker/transport failure; the dispatcher logs it and
+    │                               retries with backoff (plugins translate their library's
+    │                               errors into this at the edge)
+    ├── TranslationError            a translator could not produce content (also a ValueError,
+    │                               as Loafer 2.x raised ValueError); goes to the error handler
+    └── MessageSignal               raised by a handler to choose the outcome of its delivery
+        ├── DeleteMessage           -> ACCEPT (Loafer's meaning: remove the message)
+        ├── RejectMessage(reason)   -> REJECT (poison: dead-letter, never redeliver)
+        └── RetryMessage(delay)     -> RETRY (a failed attempt, redelivered later)
+
+``LoaferException`` is kept as an alias of :class:`LoaferError` for code written for Loafer 2.x.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loafer_core.outcome import Outcome
+
+__all__ = [
+    "ConfigurationError",
+    "DeleteMessage",
+    "LoaferError",
+    "LoaferException",
+    "MessageSignal",
+    "ProviderError",
+    "RejectMessage",
+    "RetryMessage",
+    "TranslationError",
+]
+
+
+class LoaferError(Exception):
+    """Base class of every exception loafer-core and its plugins raise."""
+
+
+LoaferException = LoaferError
+
+
+class ConfigurationError(LoaferError):
+    """The set-up is wrong: bad arguments, a missing queue, refused credentials.
+
+    Raised at construction or at start-up, with a message that says what to fix.
+    When a provider raises it while a manager runs, the manager stops every route and
+    the process exits non-zero.
+    """
+
+
+class ProviderError(LoaferError):
+    """A broker or transport failure (connection lost, a call refused).
+
+    Not fatal: the dispatcher logs it and retries with exponential backoff and jitter.
+    """
+
+
+class TranslationError(LoaferError, ValueError):
+    """A translator could not turn a raw message into content (e.g. empty content)."""
+
+
+class MessageSignal(LoaferError):
+    """Raised by a handler to choose its delivery's outcome explicitly."""
+
+    def outcome(self) -> Outcome:
+        """The outcome this signal stands for."""
+        raise NotImplementedError
+
+
+class DeleteMessage(MessageSignal):
+    """Acknowledge the message (ACCEPT): it is removed from the broker."""
+
+    def outcome(self) -> Outcome:
+        from loafer_core.outcome import ACCEPT
+
+        return ACCEPT
+
+
+class RejectMessage(MessageSignal):
+    """The message is poison (REJECT): never redelivered, dead-lettered where possible."""
+
+    def __init__(self, reason: str = "rejected by handler") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def outcome(self) -> Outcome:
+        from loafer_core.outcome import REJECT
+
+        return REJECT(self.reason)
+
+
+class RetryMessage(MessageSignal):
+    """A failed attempt (RETRY): deliver again later, after ``delay`` seconds if given."""
+
+    def __init__(self, delay: float | None = None) -> None:
+        super().__init__(f"retry requested (delay={delay})")
+        self.delay = delay
+
+    def outcome(self) -> Outcome:
+        from loafer_core.outcome import RETRY
+
+        return RETRY(self.delay)

@@ -1,0 +1,190 @@
+"""The provider contract: what a broker plugin implements.
+
+A provider consumes from one queue. The dispatcher calls, in order:
+
+1. ``await provider.start(capacity)`` once: connect, check the queue exists (raise
+   :class:`~loafer_core.errors.ConfigurationError` with what to fix if it does not),
+   size prefetch/credit to ``capacity`` (the route's ``max_concurrency``).
+2. ``await provider.fetch(n)`` repeatedly, with ``n`` the route's free capacity: return
+   between 0 and ``n`` deliveries. It may wait (long poll) but should return within
+   about 20 seconds, and it must be cancellable: a cancelled fetch hands nothing out
+   (what it received stays buffered and is released at ``close``).
+3. ``await provider.settle(delivery, outcome)`` once per delivery (it may batch
+   internally; it returns once the settlement is done or safely queued to be flushed
+   by ``close``).
+4. ``await provider.close()``: flush pending settlements, release anything fetched and
+   not handed out, disconnect. Idempotent.
+
+Transient failures raise :class:`~loafer_core.errors.ProviderError` (the dispatcher
+retries with backoff); wrong configuration raises ``ConfigurationError`` (fatal).
+
+Optional abilities are separate small protocols: :class:`LeaseExtender`,
+:class:`Publisher`, :class:`HealthChecker`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from loafer_core.outcome import Outcome
+
+__all__ = [
+    "Capabilities",
+    "Delivery",
+    "HealthChecker",
+    "LeaseExtender",
+    "Provider",
+    "Publisher",
+    "Support",
+]
+
+
+class Support(enum.Enum):
+    """How a provider supports an ability: not at all, natively, or emulated client-side."""
+
+    NONE = "none"
+    NATIVE = "native"
+    EMULATED = "emulated"
+
+    def __bool__(self) -> bool:
+        return self is not Support.NONE
+
+
+def _support(value: Support | bool) -> Support:
+    if isinstance(value, Support):
+        return value
+    return Support.NATIVE if value else Support.NONE
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do; routes that need more fail at start-up.
+
+    Booleans are accepted for every field and stored as :class:`Support`.
+
+    - ``delayed_retry``: ``RETRY(delay)`` waits ``delay`` seconds before redelivery.
+    - ``dead_letter``: ``REJECT`` moves the message somewhere inspectable.
+    - ``attempt_count``: deliveries carry ``attempt`` (1 on first delivery), so
+      ``max_attempts`` can work.
+    - ``release_uncounted``: ``RELEASE`` redelivers without counting an attempt.
+    - ``ordering_keys``: deliveries may carry an ``ordering_key``.
+    - ``lease_extension``: the provider implements :class:`LeaseExtender`.
+    - ``max_retry_delay``: the longest delay ``RETRY`` may ask for, if limited.
+    """
+
+    delayed_retry: Support | bool = Support.NONE
+    dead_letter: Support | bool = Support.NONE
+    attempt_count: Support | bool = Support.NONE
+    release_uncounted: Support | bool = Support.NONE
+    ordering_keys: Support | bool = Support.NONE
+    lease_extension: Support | bool = Support.NONE
+    max_retry_delay: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "delayed_retry",
+            "dead_letter",
+            "attempt_count",
+            "release_uncounted",
+            "ordering_keys",
+            "lease_extension",
+        ):
+            object.__setattr__(self, name, _support(getattr(self, name)))
+
+
+@dataclass(eq=False, slots=True)
+class Delivery:
+    """One message handed out by a provider, until it is settled.
+
+    - ``raw``: the message as the provider gives it to translators (documented by each
+      provider; ``bytes`` for most, the SQS message dict for SQS). Never mutated.
+    - ``body``: the payload (``bytes`` or ``str``, or the object a memory queue holds).
+    - ``message_id``: the broker's id, for logs.
+    - ``metadata``: what the provider knows (headers, ids, attributes); merged under the
+      translator's metadata before the handler sees it.
+    - ``attempt``: 1 on the first delivery, where the provider counts (else ``None``).
+    - ``ordering_key``: deliveries with the same key are handled one at a time, in order.
+    - ``token``: provider-private settlement handle (receipt handle, delivery tag, ...).
+    """
+
+    raw: Any
+    body: Any = None
+    message_id: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int | None = None
+    ordering_key: str | None = None
+    token: Any = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Delivery(message_id={self.message_id!r}, attempt={self.attempt!r}, "
+            f"ordering_key={self.ordering_key!r})"
+        )
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A source of deliveries from one queue. See the module docstring for the lifecycle."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this provider supports natively."""
+        ...
+
+    async def start(self, capacity: int) -> None:
+        """Connect and validate; size prefetch/credit to ``capacity``."""
+        ...
+
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        """Return up to ``max_messages`` deliveries (possibly none after a wait)."""
+        ...
+
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Settle one delivery with ``outcome``."""
+        ...
+
+    async def close(self) -> None:
+        """Flush settlements, release unhanded deliveries, disconnect. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class LeaseExtender(Protocol):
+    """Optional: the provider's deliveries hold a lease (visibility timeout) that can be extended.
+
+    ``lease_duration`` is the lease a fetched delivery starts with, in seconds; the
+    dispatcher calls :meth:`extend_leases` for deliveries still being handled before it
+    runs out (at about a third of it), and stops once they are settled.
+    """
+
+    @property
+    def lease_duration(self) -> float:
+        """Seconds a delivery stays leased after fetch or extension."""
+        ...
+
+    async def extend_leases(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Extend each delivery's lease to ``seconds`` from now."""
+        ...
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """Optional: put a message on the broker."""
+
+    async def publish(
+        self, body: Any, *, headers: Mapping[str, Any] | None = None, **options: Any
+    ) -> None:
+        """Publish one message; returns once the broker has it."""
+        ...
+
+
+@runtime_checkable
+class HealthChecker(Protocol):
+    """Optional: report whether the provider can reach its broker."""
+
+    async def health(self) -> bool:
+        """True when the broker is reachable and the queue consumable."""
+        ...
