@@ -62,12 +62,12 @@ class Outcome:
             raise ValueError("only a REJECT outcome takes a reason")
 
     @staticmethod
-    def RETRY(delay: float | None = None) -> Outcome:  # noqa: N802 - part of the vocabulary
+    def RETRY(delay: float | None = None) -> Outcome:
         """A failed attempt: deliver again later (after ``delay`` seconds where given)."""
         return Outcome(OutcomeKind.RETRY, delay=delay)
 
     @staticmethod
-    def REJECT(reason: str = "rejected") -> Outcome:  # noqa: N802 - part of the vocabulary
+    def REJECT(reason: str = "rejected") -> Outcome:
         """Poison: never redeliver; dead-letter where the broker can."""
         return Outcome(OutcomeKind.REJECT, reason=str(reason))
 

@@ -155,14 +155,14 @@ class Provider(Protocol):
 class LeaseExtender(Protocol):
     """Optional: the provider's deliveries hold a lease (visibility timeout) that can be extended.
 
-    ``lease_duration`` is the lease a fetched delivery starts with, in seconds; the
-    dispatcher calls :meth:`extend_leases` for deliveries still being handled before it
-    runs out (at about a third of it), and stops once they are settled.
+    ``lease_duration`` is the lease a fetched delivery starts with, in seconds (``None``
+    when its deliveries hold no lease); the dispatcher calls :meth:`extend_leases` for
+    deliveries still unsettled every third of it, and stops once they are settled.
     """
 
     @property
-    def lease_duration(self) -> float:
-        """Seconds a delivery stays leased after fetch or extension."""
+    def lease_duration(self) -> float | None:
+        """Seconds a delivery stays leased after fetch or extension (None: no lease)."""
         ...
 
     async def extend_leases(self, deliveries: Sequence[Delivery], seconds: float) -> None:

@@ -1,0 +1,56 @@
+"""loafer-core: an asyncio message-dispatch framework.
+
+A service defines routes, each tying a provider (a broker queue) to a handler; a manager
+runs them, settling every delivery with an outcome (ACCEPT, RETRY, REJECT, RELEASE).
+
+Importing this package imports no broker library: plugins are found through the
+``loafer.providers`` entry point group (see :mod:`loafer_core.plugins`).
+"""
+
+from loafer_core.errors import (
+    ConfigurationError,
+    DeleteMessage,
+    LoaferError,
+    LoaferException,
+    ProviderError,
+    RejectMessage,
+    RetryMessage,
+    TranslationError,
+)
+from loafer_core.manager import LoaferManager, Manager
+from loafer_core.outcome import ACCEPT, REJECT, RELEASE, RETRY, Outcome, OutcomeKind
+from loafer_core.policy import Backoff, RetryPolicy
+from loafer_core.provider import Capabilities, Delivery, Provider, Support
+from loafer_core.route import Route
+from loafer_core.translator import JSONTranslator, TextTranslator, Translator
+
+__all__ = [
+    "ACCEPT",
+    "REJECT",
+    "RELEASE",
+    "RETRY",
+    "Backoff",
+    "Capabilities",
+    "ConfigurationError",
+    "DeleteMessage",
+    "Delivery",
+    "JSONTranslator",
+    "LoaferError",
+    "LoaferException",
+    "LoaferManager",
+    "Manager",
+    "Outcome",
+    "OutcomeKind",
+    "Provider",
+    "ProviderError",
+    "RejectMessage",
+    "RetryMessage",
+    "RetryPolicy",
+    "Route",
+    "Support",
+    "TextTranslator",
+    "TranslationError",
+    "Translator",
+]
+
+__version__ = "3.0.0.dev0"

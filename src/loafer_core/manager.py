@@ -1,0 +1,206 @@
+"""The manager: runs routes side by side and shuts them down gracefully.
+
+``Manager(routes).run()`` blocks (Loafer 2.x's ``LoaferManager.run``); ``run(forever=False)``
+does one fetch per route, handles and settles what came, then stops. Inside an existing
+event loop use ``await manager.serve()`` or ``async with manager: ...``.
+
+Shutdown: SIGINT or SIGTERM (under :meth:`Manager.run`) or :meth:`Manager.stop` starts a
+graceful drain of every route: stop fetching, RELEASE fetched-but-unstarted deliveries at
+once, let in-flight handlers finish for up to ``shutdown_timeout`` seconds, settle them,
+flush settlements, call handlers' ``stop()``, close providers. A second signal (or
+``stop(now=True)``) ends at once, releasing what it can.
+
+A :class:`~loafer_core.errors.ConfigurationError` from any route (a missing queue, refused
+credentials, a route needing what its provider cannot do) stops every route and is raised
+from :meth:`run`/:meth:`serve`, so the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from loafer_core.dispatcher import Dispatcher
+from loafer_core.errors import ConfigurationError
+from loafer_core.route import Route
+
+__all__ = ["LoaferManager", "Manager"]
+
+logger = logging.getLogger("loafer_core.manager")
+
+
+class Manager:
+    """Runs a set of routes (on any mix of providers) in one process."""
+
+    def __init__(self, routes: Iterable[Route], *, shutdown_timeout: float = 30.0) -> None:
+        if isinstance(routes, Route):
+            routes = [routes]
+        try:
+            route_list = list(routes)
+        except TypeError:
+            raise ConfigurationError(
+                f"Manager(routes=...): expected an iterable of Route, got {type(routes).__name__}"
+            ) from None
+        if not route_list:
+            raise ConfigurationError("Manager(routes=...): at least one route is required")
+        for i, route in enumerate(route_list):
+            if not isinstance(route, Route):
+                raise ConfigurationError(
+                    f"Manager(routes=...): item {i} is a {type(route).__name__}, not a Route"
+                )
+        if len({id(r) for r in route_list}) != len(route_list):
+            raise ConfigurationError("Manager(routes=...): the same Route object is listed twice")
+        if (
+            isinstance(shutdown_timeout, bool)
+            or not isinstance(shutdown_timeout, int | float)
+            or not math.isfinite(shutdown_timeout)
+            or shutdown_timeout < 0
+        ):
+            raise ConfigurationError(
+                f"Manager(shutdown_timeout=...): expected seconds >= 0, got {shutdown_timeout!r}"
+            )
+        self.routes = route_list
+        self.shutdown_timeout = float(shutdown_timeout)
+        self._dispatchers: list[Dispatcher] = []
+        self._stop_requested = False
+        self._stop_now = False
+        self._signals = 0
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+        self._serving = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Manager routes={[r.name for r in self.routes]}>"
+
+    # -- blocking entry point -------------------------------------------------------------
+
+    def run(self, forever: bool = True) -> None:
+        """Run until SIGINT/SIGTERM (or, with ``forever=False``, one iteration), blocking.
+
+        Returns after a clean drain; raises ``ConfigurationError`` after a fatal error.
+        """
+        asyncio.run(self._run_with_signals(forever))
+
+    async def _run_with_signals(self, forever: bool) -> None:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        try:
+            await self.serve(forever=forever)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info(
+                "%s received: draining (in-flight handlers get up to %ss; "
+                "signal again to stop now)",
+                sig.name,
+                self.shutdown_timeout,
+            )
+            self.stop()
+        else:
+            logger.warning(
+                "%s received again: stopping now, releasing in-flight messages", sig.name
+            )
+            self.stop(now=True)
+
+    # -- async API ------------------------------------------------------------------------
+
+    async def serve(self, *, forever: bool = True) -> None:
+        """Run every route until :meth:`stop` (or one iteration); drain; raise a fatal error."""
+        if self._running:
+            raise RuntimeError("this Manager is already running")
+        self._running = True
+        self._stop_requested = self._stop_now = False
+        self._dispatchers = [Dispatcher(route) for route in self.routes]
+        self._serving.set()
+        tasks = {
+            asyncio.create_task(
+                d.run(once=not forever, shutdown_timeout=self.shutdown_timeout),
+                name=f"loafer:{d.route.name}",
+            ): d
+            for d in self._dispatchers
+        }
+        fatal: BaseException | None = None
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exc = task.exception() if not task.cancelled() else None
+                    if exc is not None and fatal is None:
+                        fatal = exc
+                        logger.critical(
+                            "route %r stopped the manager: %s: %s",
+                            tasks[task].route.name,
+                            type(exc).__name__,
+                            exc,
+                        )
+                        self.stop()
+                    elif exc is not None:
+                        logger.error("route %r failed too: %s", tasks[task].route.name, exc)
+        except asyncio.CancelledError:
+            for d in self._dispatchers:
+                d.stop(now=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            self._running = False
+            self._serving.clear()
+        if fatal is not None:
+            raise fatal
+        logger.info("manager stopped cleanly")
+
+    def stop(self, *, now: bool = False) -> None:
+        """Start the graceful drain; with ``now``, cut in-flight handlers short."""
+        self._stop_requested = True
+        self._stop_now = self._stop_now or now
+        for d in self._dispatchers:
+            d.stop(now=now)
+
+    async def wait_started(self) -> None:
+        """Wait until every route's provider has started (for tests and health checks)."""
+        await self._serving.wait()
+        started: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(d.wait_started() for d in self._dispatchers))
+        )
+        if self._task is None:
+            await started
+            return
+        await asyncio.wait({started, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            started.cancel()
+            self._task.result()  # raises the fatal error that stopped the manager
+            raise RuntimeError("the manager stopped before its routes started")
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self.serve(), name="loafer:manager")
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+
+LoaferManager = Manager

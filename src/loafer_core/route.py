@@ -1,0 +1,310 @@
+"""Routes: a provider (where messages come from) tied to a handler (the user's code).
+
+A route turns one delivery into one :class:`~loafer_core.outcome.Outcome`:
+
+1. with ``max_attempts`` set, a delivery past the limit is REJECTED before anything runs;
+2. the translator turns the raw message into content and metadata (empty content is an
+   error);
+3. the handler runs (bounded by ``handler_timeout``); its result maps to an outcome:
+   ``True``/``None`` -> ACCEPT, ``False`` -> RETRY, an ``Outcome`` -> that; raising
+   ``DeleteMessage``/``RejectMessage``/``RetryMessage`` -> ACCEPT/REJECT/RETRY;
+4. any other exception, in the translator or the handler, goes to the error handler:
+   ``True`` -> ACCEPT, ``False``/``None`` -> RETRY, an ``Outcome`` -> that. The default
+   error handler logs the traceback with the route and message id and returns RETRY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
+from loafer_core.handler import adapt_error_handler, adapt_handler, settle_result
+from loafer_core.outcome import ACCEPT, REJECT, RETRY, Outcome, OutcomeKind
+from loafer_core.policy import RetryPolicy
+from loafer_core.provider import Capabilities, Delivery, Provider, Support
+from loafer_core.translator import PassThroughTranslator, Translator
+
+__all__ = ["Route", "outcome_from_result"]
+
+logger = logging.getLogger("loafer_core.route")
+
+_UNSET: Any = object()
+
+
+def outcome_from_result(result: Any) -> Outcome:
+    """Map a handler's (or error handler's) return value to an outcome.
+
+    ``None`` and ``True`` -> ACCEPT, ``False`` -> RETRY, an ``Outcome`` -> itself; any other
+    value by its truth (Loafer 2.x's rule).
+    """
+    if result is None or result is True:
+        return ACCEPT
+    if result is False:
+        return RETRY()
+    if isinstance(result, Outcome):
+        return result
+    return ACCEPT if result else RETRY()
+
+
+def _error_outcome(result: Any) -> Outcome:
+    """An error handler's value: ``True`` -> ACCEPT, ``False``/``None`` -> RETRY."""
+    if result is None:
+        return RETRY()
+    return outcome_from_result(result)
+
+
+class Route:
+    """A provider tied to a handler, with its translator, error handler and limits.
+
+    Arguments:
+        provider: where deliveries come from (a :class:`~loafer_core.provider.Provider`).
+        handler: the user's code (see :mod:`loafer_core.handler` for the shapes accepted).
+        name: for logs; defaults to the provider's description.
+        translator: raw message -> ``{'content', 'metadata'}``; defaults to the provider's
+            ``default_translator`` (raw passes through if it has none); ``None`` disables it.
+        message_translator: Loafer 2.x's name for ``translator`` (give one or the other).
+        error_handler: ``(exc_type, exc, message)``, sync or async.
+        max_concurrency: deliveries fetched and not yet settled, at most (>= 1).
+        handler_timeout: seconds; an overrunning handler is cancelled and RETRIED.
+        max_attempts: deliveries past this attempt number are REJECTED before the handler
+            runs (needs a provider that counts attempts).
+        retry: a :class:`~loafer_core.policy.RetryPolicy` giving plain RETRYs a delay
+            (needs a provider with delayed retry).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        handler: Any = None,
+        *,
+        name: str | None = None,
+        translator: Translator | None = _UNSET,
+        message_translator: Translator | None = _UNSET,
+        error_handler: Any = None,
+        max_concurrency: int = 10,
+        handler_timeout: float | None = None,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not isinstance(provider, Provider):
+            raise ConfigurationError(
+                "Route(provider=...): expected a provider with capabilities, start(), "
+                f"fetch(), settle() and close(), got {type(provider).__name__}"
+            )
+        self.provider = provider
+        self._call, self._stop, handler_name = adapt_handler(handler)
+        self.handler = handler
+
+        if translator is not _UNSET and message_translator is not _UNSET:
+            raise ConfigurationError(
+                "Route: give translator=... or message_translator=... (the same thing), not both"
+            )
+        chosen = translator if translator is not _UNSET else message_translator
+        if chosen is _UNSET:
+            chosen = getattr(provider, "default_translator", None) or PassThroughTranslator()
+        if chosen is not None and not callable(getattr(chosen, "translate", None)):
+            raise ConfigurationError(
+                "Route(translator=...): expected an object with translate(raw) or None, "
+                f"got {type(chosen).__name__}"
+            )
+        self.translator: Translator | None = chosen
+
+        self._error_call = adapt_error_handler(error_handler)
+        self.error_handler = error_handler
+
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise ConfigurationError(
+                f"Route(max_concurrency=...): expected an int >= 1, got {max_concurrency!r}"
+            )
+        if max_concurrency < 1:
+            raise ConfigurationError(
+                f"Route(max_concurrency=...): must be >= 1, got {max_concurrency}"
+            )
+        self.max_concurrency = max_concurrency
+
+        if handler_timeout is not None and (
+            isinstance(handler_timeout, bool)
+            or not isinstance(handler_timeout, int | float)
+            or not math.isfinite(handler_timeout)
+            or handler_timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"Route(handler_timeout=...): expected seconds > 0 or None, got {handler_timeout!r}"
+            )
+        self.handler_timeout = handler_timeout
+
+        if max_attempts is not None and (
+            isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+        ):
+            raise ConfigurationError(
+                f"Route(max_attempts=...): expected an int >= 1 or None, got {max_attempts!r}"
+            )
+        self.max_attempts = max_attempts
+
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(
+                f"Route(retry=...): expected a RetryPolicy or None, got {type(retry).__name__}"
+            )
+        self.retry = retry
+
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"Route(name=...): expected a str, got {type(name).__name__}")
+        self.name = name or f"{_describe(provider)} -> {handler_name}"
+        self._warned_delay = False
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # -- start-up -------------------------------------------------------------------------
+
+    def check_capabilities(self, capabilities: Capabilities) -> None:
+        """Fail with ConfigurationError if this route needs what the provider cannot do."""
+        if self.max_attempts is not None and capabilities.attempt_count is Support.NONE:
+            raise ConfigurationError(
+                f"route {self.name!r}: max_attempts={self.max_attempts} needs a provider that "
+                f"counts delivery attempts, and {_describe(self.provider)} does not; remove "
+                "max_attempts or use the broker's own redrive/dead-letter limit"
+            )
+        if self.retry is not None:
+            if capabilities.delayed_retry is Support.NONE and self.retry.maximum > 0:
+                raise ConfigurationError(
+                    f"route {self.name!r}: retry={self.retry} needs delayed retries, and "
+                    f"{_describe(self.provider)} has none; remove retry= or enable delayed "
+                    "retries on the provider"
+                )
+            limit = capabilities.max_retry_delay
+            if limit is not None and self.retry.maximum > limit:
+                raise ConfigurationError(
+                    f"route {self.name!r}: retry maximum {self.retry.maximum}s exceeds the "
+                    f"provider's longest retry delay ({limit}s)"
+                )
+
+    # -- one delivery -----------------------------------------------------------------------
+
+    async def process(self, delivery: Delivery) -> Outcome:
+        """Run one delivery through translator, handler and error handler; return its outcome."""
+        attempt = delivery.attempt
+        limit = self.max_attempts
+        if limit is not None and attempt is not None and attempt > limit:
+            logger.warning(
+                "route %r: message %s rejected before handling: attempt %d exceeds max_attempts=%d",
+                self.name,
+                delivery.message_id,
+                attempt,
+                limit,
+            )
+            return REJECT(f"max_attempts ({limit}) exceeded: attempt {attempt}")
+        try:
+            if self.handler_timeout is None:
+                outcome = await self._run(delivery)
+            else:
+                try:
+                    async with asyncio.timeout(self.handler_timeout):
+                        outcome = await self._run(delivery)
+                except TimeoutError:
+                    logger.error(
+                        "route %r: handler timed out after %ss on message %s; it will be retried",
+                        self.name,
+                        self.handler_timeout,
+                        delivery.message_id,
+                    )
+                    outcome = RETRY()
+        except MessageSignal as signal:
+            outcome = signal.outcome()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            outcome = await self._on_error(exc, delivery)
+        return self._finish(outcome, delivery)
+
+    async def _run(self, delivery: Delivery) -> Outcome:
+        translator = self.translator
+        if translator is None:
+            content: Any = delivery.raw
+            metadata: Mapping[str, Any] = delivery.metadata
+        else:
+            translated = translator.translate(delivery.raw)
+            content = translated["content"]
+            if content is None or (not content and not isinstance(content, int | float)):
+                raise TranslationError(
+                    f"translator {type(translator).__name__} produced empty content"
+                )
+            extra = translated.get("metadata")
+            metadata = {**delivery.metadata, **extra} if extra else delivery.metadata
+        result = await self._call(content, metadata)
+        if not isinstance(result, bool | None | Outcome):
+            result = await settle_result(result)
+        return outcome_from_result(result)
+
+    def _finish(self, outcome: Outcome, delivery: Delivery) -> Outcome:
+        if outcome.kind is not OutcomeKind.RETRY:
+            return outcome
+        limit = self.max_attempts
+        if limit is not None and delivery.attempt is not None and delivery.attempt >= limit:
+            logger.warning(
+                "route %r: message %s failed its last attempt (%d of max_attempts=%d): rejected",
+                self.name,
+                delivery.message_id,
+                delivery.attempt,
+                limit,
+            )
+            return REJECT(f"max_attempts ({limit}) reached")
+        if outcome.delay is None and self.retry is not None:
+            return RETRY(self.retry.delay(delivery.attempt))
+        return outcome
+
+    async def _on_error(self, exc: Exception, delivery: Delivery) -> Outcome:
+        if self._error_call is None:
+            logger.error(
+                "route %r: error handling message %s (attempt %s); it will be retried",
+                self.name,
+                delivery.message_id,
+                delivery.attempt,
+                exc_info=exc,
+            )
+            return RETRY()
+        try:
+            result = await self._error_call(type(exc), exc, delivery.raw)
+            result = await settle_result(result)
+        except asyncio.CancelledError:
+            raise
+        except MessageSignal as signal:
+            return signal.outcome()
+        except Exception:
+            logger.exception(
+                "route %r: the error handler failed on message %s; it will be retried",
+                self.name,
+                delivery.message_id,
+            )
+            return RETRY()
+        return _error_outcome(result)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Call the handler's ``stop()`` once (errors are logged, never raised)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._stop is None:
+            return
+        try:
+            self._stop()
+        except Exception:
+            logger.exception("route %r: handler stop() failed", self.name)
+
+
+def _describe(provider: Any) -> str:
+    describe = getattr(provider, "describe", None)
+    if callable(describe):
+        try:
+            return str(describe())
+        except Exception:
+            pass
+    queue = getattr(provider, "queue", None) or getattr(provider, "queue_name", None)
+    return f"{type(provider).__name__}({queue!r})" if queue else type(provider).__name__

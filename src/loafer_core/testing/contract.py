@@ -1,0 +1,495 @@
+"""The provider conformance suite: subclass :class:`ProviderContract` to test a provider.
+
+Give it a way to make your provider for a queue, to create and delete queues, to put raw
+messages on the broker, and the :class:`~loafer_core.provider.Capabilities` you claim::
+
+    class TestMyContract(ProviderContract):
+        capabilities = Capabilities(delayed_retry=True, dead_letter=True)
+
+        async def make_provider(self, queue):
+            return MyProvider(queue, url=...)
+
+        async def create_queue(self, queue): ...
+        async def delete_queue(self, queue): ...
+        async def put(self, queue, body, headers=None): ...
+        async def dead_letters(self, queue): ...   # optional: bodies dead-lettered
+
+Every test runs in its own event loop (``asyncio.run``) on a fresh queue, bounded by
+``timeout``. Tests of a capability you do not claim are skipped, saying so. The tests are
+plain (sync) pytest methods: no asyncio pytest plugin is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import pytest
+
+from loafer_core.manager import Manager
+from loafer_core.outcome import ACCEPT, REJECT, RELEASE, RETRY, Outcome
+from loafer_core.provider import Capabilities, Delivery, Provider, Support
+from loafer_core.route import Route
+from loafer_core.translator import JSONTranslator, Translator
+
+__all__ = ["ProviderContract"]
+
+Scenario = Callable[[str], Awaitable[None]]
+
+
+class ProviderContract:
+    """Conformance tests for a provider. Subclass it as ``Test...`` and fill in the hooks."""
+
+    #: What the provider under test claims to support.
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: Bound on each test, in seconds.
+    timeout: ClassVar[float] = 60.0
+    #: How long a RETRY without delay, or a RELEASE, may take to come back.
+    redelivery_timeout: ClassVar[float] = 15.0
+    #: The delay used to check delayed retries, and the tolerance on it.
+    retry_delay: ClassVar[float] = 1.0
+    retry_delay_tolerance: ClassVar[float] = 0.25
+    #: Messages in the "none lost" test.
+    bulk_messages: ClassVar[int] = 1000
+    #: Size of the large bad body in the bad-input test (1 MB unless the broker caps it).
+    large_body_size: ClassVar[int] = 1_000_000
+    #: Whether the broker can carry an empty body.
+    supports_empty_body: ClassVar[bool] = True
+    #: Whether a test may delete queues at its end.
+    queue_prefix: ClassVar[str] = "loafer-contract"
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    async def make_provider(self, queue: str) -> Provider:
+        """Return a new, unstarted provider consuming ``queue``."""
+        raise NotImplementedError
+
+    async def create_queue(self, queue: str) -> None:
+        """Create ``queue`` (with its dead-letter arrangement, if the provider needs one)."""
+        raise NotImplementedError
+
+    async def delete_queue(self, queue: str) -> None:
+        """Delete ``queue`` and what :meth:`create_queue` made for it."""
+
+    async def put(self, queue: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """Put one raw message on ``queue``."""
+        raise NotImplementedError
+
+    async def put_many(self, queue: str, bodies: Sequence[bytes]) -> None:
+        """Put many messages (override with a faster, pipelined version if you have one)."""
+        for body in bodies:
+            await self.put(queue, body)
+
+    async def dead_letters(self, queue: str) -> list[bytes] | None:
+        """Bodies dead-lettered from ``queue`` so far; ``None`` if not observable."""
+        return None
+
+    def translator(self) -> Translator:
+        """A translator decoding this provider's raw message as UTF-8 JSON."""
+        return JSONTranslator()
+
+    def headers_of(self, delivery: Delivery) -> Mapping[str, Any]:
+        """The application headers of ``delivery``."""
+        headers = delivery.metadata.get("headers", {})
+        return headers if isinstance(headers, Mapping) else {}
+
+    def body_of(self, delivery: Delivery) -> bytes:
+        """The body of ``delivery`` as bytes."""
+        body = delivery.body
+        if isinstance(body, str):
+            return body.encode("utf-8")
+        return bytes(body)
+
+    # -- machinery ------------------------------------------------------------------------
+
+    def _run(self, scenario: Scenario) -> None:
+        async def main() -> None:
+            queue = f"{self.queue_prefix}-{uuid.uuid4().hex[:12]}"
+            await self.create_queue(queue)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await scenario(queue)
+            finally:
+                await self.delete_queue(queue)
+
+        asyncio.run(main())
+
+    def _needs(self, what: str) -> None:
+        if getattr(self.capabilities, what) is Support.NONE:
+            pytest.skip(f"the provider does not claim {what}")
+
+    async def _started(self, queue: str, capacity: int = 10) -> Provider:
+        provider = await self.make_provider(queue)
+        await provider.start(capacity)
+        return provider
+
+    async def _fetch_one(
+        self, provider: Provider, timeout: float, *, capacity: int = 1
+    ) -> Delivery | None:
+        """Fetch until one delivery arrives or ``timeout`` passes (None then)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            remaining = deadline - time.monotonic()
+            try:
+                async with asyncio.timeout(remaining):
+                    got = list(await provider.fetch(capacity))
+            except TimeoutError:
+                return None
+            if got:
+                first, rest = got[0], got[1:]
+                for extra in rest:
+                    await provider.settle(extra, RELEASE)
+                return first
+        return None
+
+    async def _fetch_body(self, provider: Provider, body: bytes, timeout: float) -> Delivery:
+        """Fetch until the delivery with ``body`` arrives; other deliveries are accepted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            delivery = await self._fetch_one(provider, max(0.0, remaining))
+            if delivery is None:
+                raise AssertionError(f"message {body[:40]!r} not delivered within {timeout}s")
+            if self.body_of(delivery) == body:
+                return delivery
+            await provider.settle(delivery, ACCEPT)
+
+    @staticmethod
+    def _marker() -> bytes:
+        return f'{{"marker": "{uuid.uuid4().hex}"}}'.encode()
+
+    # -- provider-level tests -------------------------------------------------------------
+
+    def test_body_and_headers_round_trip(self) -> None:
+        async def scenario(queue: str) -> None:
+            body = b'{"greeting": "hello", "n": 1}'
+            await self.put(queue, body, {"x-loafer-test": "round-trip"})
+            provider = await self._started(queue)
+            try:
+                delivery = await self._fetch_body(provider, body, self.redelivery_timeout)
+                assert self.headers_of(delivery).get("x-loafer-test") == "round-trip"
+                translated = self.translator().translate(delivery.raw)
+                assert translated["content"] == {"greeting": "hello", "n": 1}
+                if self.capabilities.attempt_count:
+                    assert delivery.attempt == 1
+                await provider.settle(delivery, ACCEPT)
+            finally:
+                await provider.close()
+
+        self._run(scenario)
+
+    def test_accept_removes(self) -> None:
+        async def scenario(queue: str) -> None:
+            body = b'{"accept": true}'
+            await self.put(queue, body)
+            provider = await self._started(queue)
+            try:
+                delivery = await self._fetch_body(provider, body, self.redelivery_timeout)
+                await provider.settle(delivery, ACCEPT)
+                # RELEASE a marker round and make sure the accepted one never shows up again
+                marker = self._marker()
+                await self.put(queue, marker)
+                seen = await self._fetch_body_skipping(provider, marker, forbidden=body)
+                await provider.settle(seen, ACCEPT)
+            finally:
+                await provider.close()
+
+        self._run(scenario)
+
+    async def _fetch_body_skipping(
+        self, provider: Provider, wanted: bytes, *, forbidden: bytes
+    ) -> Delivery:
+        deadline = time.monotonic() + self.redelivery_timeout
+        while True:
+            delivery = await self._fetch_one(provider, max(0.0, deadline - time.monotonic()))
+            if delivery is None:
+                raise AssertionError(f"{wanted!r} not delivered within {self.redelivery_timeout}s")
+            got = self.body_of(delivery)
+            assert got != forbidden, "a settled message was delivered again"
+            if got == wanted:
+                return delivery
+            await provider.settle(delivery, ACCEPT)
+
+    def test_retry_redelivers(self) -> None:
+        async def scenario(queue: str) -> None:
+            body = b'{"retry": true}'
+            await self.put(queue, body)
+            provider = await self._started(queue)
+            try:
+                first = await self._fetch_body(provider, body, self.redelivery_timeout)
+                await provider.settle(first, RETRY())
+                again = await self._fetch_body(provider, body, self.redelivery_timeout)
+                if self.capabilities.attempt_count:
+                    assert first.attempt is not None and again.attempt is not None
+                    assert again.attempt == first.attempt + 1
+                await provider.settle(again, ACCEPT)
+            finally:
+                await provider.close()
+
+        self._run(scenario)
+
+    def test_retry_with_delay_waits(self) -> None:
+        self._needs("delayed_retry")
+
+        async def scenario(queue: str) -> None:
+            body = b'{"delayed": true}'
+            await self.put(queue, body)
+            provider = await self._started(queue)
+            try:
+                first = await self._fetch_body(provider, body, self.redelivery_timeout)
+                settled_at = time.monotonic()
+                await provider.settle(first, RETRY(self.retry_delay))
+                again = await self._fetch_body(
+                    provider, body, self.retry_delay + self.redelivery_timeout
+                )
+                waited = time.monotonic() - settled_at
+                assert waited >= self.retry_delay * (1 - self.retry_delay_tolerance), (
+                    f"redelivered after {waited:.2f}s, asked for {self.retry_delay}s"
+                )
+                await provider.settle(again, ACCEPT)
+            finally:
+                await provider.close()
+
+        self._run(scenario)
+
+    def test_reject_never_redelivers(self) -> None:
+        async def scenario(queue: str) -> None:
+            body = b'{"poison": true}'
+            await self.put(queue, body)
+            provider = await self._started(queue)
+            try:
+                delivery = await self._fetch_body(provider, body, self.redelivery_timeout)
+                await provider.settle(delivery, REJECT("contract test: poison"))
+                marker = self._marker()
+                await self.put(queue, marker)
+                seen = await self._fetch_body_skipping(provider, marker, forbidden=body)
+                await provider.settle(seen, ACCEPT)
+            finally:
+                await provider.close()
+            if self.capabilities.dead_letter:
+                deadline = time.monotonic() + self.redelivery_timeout
+                while True:
+                    dead = await self.dead_letters(queue)
+                    if dead is None or body in dead:
+                        break
+                    assert time.monotonic() < deadline, f"{body!r} not dead-lettered: {dead!r}"
+                    await asyncio.sleep(0.1)  # polling the broker's state: nothing to await
+
+        self._run(scenario)
+
+    def test_release_redelivers(self) -> None:
+        async def scenario(queue: str) -> None:
+            body = b'{"release": true}'
+            await self.put(queue, body)
+            provider = await self._started(queue)
+            try:
+                first = await self._fetch_body(provider, body, self.redelivery_timeout)
+                await provider.settle(first, RELEASE)
+                again = await self._fetch_body(provider, body, self.redelivery_timeout)
+                if self.capabilities.attempt_count and self.capabilities.release_uncounted:
+                    assert again.attempt == first.attempt, "RELEASE counted an attempt"
+                await provider.settle(again, ACCEPT)
+            finally:
+                await provider.close()
+
+        self._run(scenario)
+
+    def test_close_is_idempotent(self) -> None:
+        async def scenario(queue: str) -> None:
+            provider = await self._started(queue)
+            await provider.close()
+            await provider.close()
+
+        self._run(scenario)
+
+    def test_fetch_honours_max_messages(self) -> None:
+        async def scenario(queue: str) -> None:
+            await self.put_many(queue, [f'{{"i": {i}}}'.encode() for i in range(6)])
+            provider = await self._started(queue, capacity=6)
+            held: list[Delivery] = []
+            try:
+                deadline = time.monotonic() + self.redelivery_timeout
+                while len(held) < 6 and time.monotonic() < deadline:
+                    got = list(await provider.fetch(2))
+                    assert len(got) <= 2, f"fetch(2) returned {len(got)} deliveries"
+                    held.extend(got)
+                assert len(held) == 6
+            finally:
+                for d in held:
+                    await provider.settle(d, ACCEPT)
+                await provider.close()
+
+        self._run(scenario)
+
+    # -- route-level tests ----------------------------------------------------------------
+
+    def test_concurrency_bound_holds(self) -> None:
+        async def scenario(queue: str) -> None:
+            total, limit = 12, 3
+            await self.put_many(queue, [f'{{"i": {i}}}'.encode() for i in range(total)])
+            running = 0
+            peak = 0
+            done: list[int] = []
+            all_done = asyncio.Event()
+            full = asyncio.Event()
+            gate = asyncio.Event()
+
+            async def handler(content: Any, metadata: Any) -> bool:
+                nonlocal running, peak
+                running += 1
+                peak = max(peak, running)
+                if running == limit:
+                    full.set()
+                try:
+                    await gate.wait()
+                finally:
+                    running -= 1
+                done.append(content["i"])
+                if len(set(done)) == total:
+                    all_done.set()
+                return True
+
+            route = Route(
+                await self.make_provider(queue),
+                handler,
+                translator=self.translator(),
+                max_concurrency=limit,
+            )
+            async with Manager([route]) as manager:
+                await manager.wait_started()
+                await full.wait()
+                # the gate is closed: nothing more may have been fetched than the limit
+                dispatcher = manager._dispatchers[0]
+                assert dispatcher.unsettled <= limit
+                gate.set()
+                await all_done.wait()
+            assert peak == limit
+            assert sorted(set(done)) == list(range(total))
+
+        self._run(scenario)
+
+    def test_many_messages_none_lost(self) -> None:
+        async def scenario(queue: str) -> None:
+            total = self.bulk_messages
+            await self.put_many(queue, [f'{{"i": {i}}}'.encode() for i in range(total)])
+            seen: set[int] = set()
+            all_seen = asyncio.Event()
+
+            async def handler(content: Any, metadata: Any) -> bool:
+                seen.add(content["i"])
+                if len(seen) == total:
+                    all_seen.set()
+                return True
+
+            route = Route(
+                await self.make_provider(queue),
+                handler,
+                translator=self.translator(),
+                max_concurrency=50,
+            )
+            async with Manager([route]):
+                await all_seen.wait()
+            assert seen == set(range(total))
+
+        self._run(scenario)
+
+    def test_graceful_drain_leaves_nothing_stuck(self) -> None:
+        async def scenario(queue: str) -> None:
+            total, limit = 8, 2
+            await self.put_many(queue, [f'{{"i": {i}}}'.encode() for i in range(total)])
+            started: list[int] = []
+            finished: list[int] = []
+            both = asyncio.Event()
+            gate = asyncio.Event()
+
+            async def handler(content: Any, metadata: Any) -> bool:
+                started.append(content["i"])
+                if len(started) == limit:
+                    both.set()
+                await gate.wait()
+                finished.append(content["i"])
+                return True
+
+            route = Route(
+                await self.make_provider(queue),
+                handler,
+                translator=self.translator(),
+                max_concurrency=limit,
+            )
+            manager = Manager([route], shutdown_timeout=self.timeout)
+            serving = asyncio.create_task(manager.serve())
+            await both.wait()
+            manager.stop()
+            gate.set()
+            await serving
+            assert sorted(finished) == sorted(started), "in-flight handlers were not finished"
+            # everything not finished must be available again at once
+            rest: set[int] = set()
+            provider = await self._started(queue, capacity=total)
+            try:
+                deadline = time.monotonic() + self.redelivery_timeout
+                while len(rest) < total - len(finished):
+                    delivery = await self._fetch_one(
+                        provider, max(0.0, deadline - time.monotonic()), capacity=total
+                    )
+                    assert delivery is not None, (
+                        f"only {sorted(rest)} came back; expected the {total - len(finished)} "
+                        "unfinished messages"
+                    )
+                    rest.add(self.translator().translate(delivery.raw)["content"]["i"])
+                    await provider.settle(delivery, ACCEPT)
+            finally:
+                await provider.close()
+            assert rest | set(finished) == set(range(total))
+            assert not rest & set(finished), "an accepted message came back"
+
+        self._run(scenario)
+
+    def test_bad_input_reaches_error_handler(self) -> None:
+        async def scenario(queue: str) -> None:
+            bad = [
+                b"\xff\xfe not utf-8 \xc3\x28",
+                b'{"unterminated": ',
+                b"x" * self.large_body_size,
+            ]
+            if self.supports_empty_body:
+                bad.append(b"")
+            good = b'{"good": true}'
+            for body in bad:
+                await self.put(queue, body)
+            await self.put(queue, good)
+            errors: list[type[BaseException]] = []
+            handled: list[Any] = []
+            finished = asyncio.Event()
+
+            def check() -> None:
+                if len(errors) == len(bad) and handled:
+                    finished.set()
+
+            async def handler(content: Any, metadata: Any) -> bool:
+                handled.append(content)
+                check()
+                return True
+
+            async def error_handler(exc_type: Any, exc: Any, message: Any) -> Outcome:
+                errors.append(exc_type)
+                check()
+                return ACCEPT
+
+            route = Route(
+                await self.make_provider(queue),
+                handler,
+                translator=self.translator(),
+                error_handler=error_handler,
+                max_concurrency=5,
+            )
+            async with Manager([route]):
+                await finished.wait()
+            assert handled == [{"good": True}]
+            assert len(errors) == len(bad)
+            assert all(issubclass(e, ValueError) for e in errors), errors
+
+        self._run(scenario)

@@ -1,0 +1,44 @@
+"""The embedded broker passes the conformance kit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_core.provider import Provider
+from loafer_core.testing import Capabilities, ProviderContract
+
+pytestmark = pytest.mark.memory
+
+
+class TestMemoryContract(ProviderContract):
+    capabilities = MemoryProvider(MemoryBroker(), "probe").capabilities
+    timeout = 20.0
+    redelivery_timeout = 5.0
+
+    broker: MemoryBroker
+
+    async def create_queue(self, queue: str) -> None:
+        self.broker = MemoryBroker()
+        self.broker.declare(queue)
+
+    async def make_provider(self, queue: str) -> Provider:
+        return MemoryProvider(self.broker, queue, wait=0.5)
+
+    async def put(self, queue: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        self.broker.publish(queue, body, headers=headers)
+
+    async def put_many(self, queue: str, bodies: Sequence[bytes]) -> None:
+        self.broker.publish_many(queue, list(bodies))
+
+    async def dead_letters(self, queue: str) -> list[bytes] | None:
+        return [m.body for m in self.broker.dead_letters(queue)]
+
+
+def test_capabilities_are_all_native() -> None:
+    caps = TestMemoryContract.capabilities
+    assert isinstance(caps, Capabilities)
+    assert caps.delayed_retry and caps.dead_letter and caps.attempt_count
+    assert caps.release_uncounted and caps.ordering_keys and caps.lease_extension
