@@ -1,0 +1,86 @@
+"""nox sessions: tests (core alone, then each plugin), lint, typecheck, docs, benchmarks.
+
+    nox -s tests_core          # core only, installed with no plugin extras (isolation)
+    nox -s tests_rabbit tests_amqp tests_sqs
+    nox -s lint typecheck docs
+    nox -s bench -- core       # or rabbit, amqp, sqs; extra args go to the script
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests_core", "lint", "typecheck", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+PLUGINS = ("rabbit", "amqp", "sqs")
+
+
+@nox.session(python="3.11")
+def tests_core(session: nox.Session) -> None:
+    """Core tests with no broker library installed: proves core never needs one."""
+    session.install("-e", ".[test]")
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util as u, sys; "
+        "bad = [m for m in ('aio_pika', 'proton', 'aiobotocore') if u.find_spec(m)]; "
+        "sys.exit(f'broker libraries installed: {bad}' if bad else 0)",
+    )
+    session.run("pytest", "tests/loafer_core", *session.posargs)
+
+
+def _plugin_tests(session: nox.Session, plugin: str) -> None:
+    session.install("-e", f".[{plugin},test]")
+    session.run("bash", "scripts/brokers.sh", external=True)
+    session.run("pytest", f"tests/loafer_{plugin}", *session.posargs)
+
+
+@nox.session(python="3.11")
+def tests_rabbit(session: nox.Session) -> None:
+    """RabbitMQ plugin against the real broker."""
+    _plugin_tests(session, "rabbit")
+
+
+@nox.session(python="3.11")
+def tests_amqp(session: nox.Session) -> None:
+    """AMQP 1.0 plugin against RabbitMQ's AMQP 1.0 plugin."""
+    _plugin_tests(session, "amqp")
+
+
+@nox.session(python="3.11")
+def tests_sqs(session: nox.Session) -> None:
+    """SQS plugin against moto's server."""
+    _plugin_tests(session, "sqs")
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src/."""
+    session.install("-e", ".[all,test]", "mypy>=1.11")
+    session.run("mypy", "--strict", "src")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Check the docs: every Python block parses, every relative link resolves."""
+    session.install("-e", ".")
+    session.run("python", "scripts/check_docs.py")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks: `nox -s bench -- core` (or rabbit, amqp, sqs) [script options]."""
+    which = session.posargs[0] if session.posargs else "core"
+    extra = "" if which == "core" else f"[{which}]"
+    session.install("-e", f".{extra}")
+    session.run("bash", "scripts/brokers.sh", external=True)
+    session.run("python", f"benchmarks/bench_{which}.py", *session.posargs[1:])

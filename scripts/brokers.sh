@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Makes the local brokers the tests use available: RabbitMQ on 127.0.0.1:5672 with its
+# AMQP 1.0 plugin (moto's SQS server is started by the tests themselves).
+# Skips quietly what it cannot do (no rabbitmq here, not root): the tests then resolve the
+# broker from an environment variable or a testcontainers container, or skip (fail under CI).
+set -uo pipefail
+
+port_open() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+
+if [ -n "${LOAFER_TEST_RABBIT_URL:-}" ]; then
+  exit 0
+fi
+
+if ! command -v rabbitmq-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "brokers: installing rabbitmq-server from Debian's packages"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server) >/dev/null || true
+fi
+
+if command -v rabbitmq-plugins >/dev/null 2>&1; then
+  if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_amqp1_0; then
+    echo "brokers: enabling rabbitmq_amqp1_0"
+    rabbitmq-plugins enable rabbitmq_amqp1_0 >/dev/null 2>&1 \
+      || rabbitmq-plugins enable --offline rabbitmq_amqp1_0 >/dev/null 2>&1 || true
+  fi
+fi
+
+if ! port_open && command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "brokers: starting rabbitmq-server"
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 1 60); do port_open && break; sleep 1; done
+fi
+if command -v rabbitmqctl >/dev/null 2>&1 && port_open; then
+  rabbitmqctl await_startup >/dev/null 2>&1 || true
+fi
+exit 0
