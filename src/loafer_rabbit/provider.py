@@ -1,0 +1,699 @@
+"""RabbitMQ (AMQP 0-9-1) provider for loafer-core, built on aio-pika.
+
+One robust connection (``aio_pika.connect_robust``) per provider carries two channels:
+a consuming channel whose ``basic.qos`` prefetch is the route's capacity (plus an
+optional small headroom), and a publishing channel with publisher confirms used for
+retries and emulated dead-lettering (always publish-then-ack: a crash in between gives
+a duplicate, never a loss).
+
+Outcome mapping:
+
+- ``ACCEPT`` -> ``basic.ack``.
+- ``REJECT`` -> ``basic.reject(requeue=False)`` (the queue's dead-letter exchange, if it
+  has one); with ``dead_letter=True`` on a queue the provider did not declare, the
+  message is published to the provider's dead-letter exchange, then acked.
+- ``RELEASE`` -> ``basic.nack(requeue=True)`` (not counted as an attempt).
+- ``RETRY()`` -> republished to the work queue with the attempt header incremented, then
+  acked (so ``max_attempts`` works on classic queues too).
+- ``RETRY(delay)`` -> published to the retry queue with a per-message TTL of ``delay``;
+  the retry queue dead-letters expired messages back to the work queue. Then acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+
+from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_core.outcome import Outcome, OutcomeKind
+from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_core.translator import JSONTranslator
+from loafer_rabbit.errors import connect_error, mask_url, operation_error, scrub, vhost_of
+
+__all__ = [
+    "ATTEMPT_HEADER",
+    "MAX_RETRY_DELAY",
+    "REJECT_REASON_HEADER",
+    "RabbitProvider",
+]
+
+logger = logging.getLogger("loafer_rabbit")
+
+#: Application header carrying the attempt number of the next delivery of a retried message.
+ATTEMPT_HEADER = "x-loafer-attempt"
+#: Header set on messages the provider dead-letters itself (``dead_letter=True``).
+REJECT_REASON_HEADER = "x-loafer-reject-reason"
+#: Header naming the queue a provider-dead-lettered message came from.
+REJECTED_FROM_HEADER = "x-loafer-rejected-from"
+#: The longest per-message TTL RabbitMQ accepts (2**32 - 1 ms), in seconds.
+MAX_RETRY_DELAY = (2**32 - 1) / 1000.0
+#: The largest prefetch count AMQP 0-9-1 can express.
+MAX_PREFETCH = 65535
+
+QueueType = Literal["classic", "quorum"]
+DeadLetter = bool | Literal["queue"]
+
+
+def _attempt_of(headers: Mapping[str, Any]) -> int:
+    value = headers.get(ATTEMPT_HEADER)
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, int):
+        return max(1, value)
+    if isinstance(value, bytes | str):
+        try:
+            return max(1, int(value))
+        except ValueError:
+            return 1
+    return 1
+
+
+def _is_dead(message: AbstractIncomingMessage) -> bool:
+    """True when the channel the message arrived on is closed (its tag is meaningless now)."""
+    try:
+        return bool(message.channel.is_closed)
+    except aiormq.exceptions.ChannelInvalidStateError:
+        return True
+
+
+def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"RabbitProvider({name}=...): expected a number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero) or value != value:
+        raise ConfigurationError(
+            f"RabbitProvider({name}=...): expected a number > 0, got {value!r}"
+        )
+    return float(value)
+
+
+class RabbitProvider:
+    """Consume one RabbitMQ queue through aio-pika, with at-least-once delivery.
+
+    Arguments:
+        queue: the work queue's name.
+        url: an ``amqp://`` or ``amqps://`` URL (user, password, host, port, vhost, and
+            aio-pika's query options). The password never appears in logs or errors.
+        declare: declare the work queue (durable, ``queue_type``, ``queue_arguments``)
+            instead of only checking it exists. A missing queue is a ConfigurationError
+            at start-up otherwise.
+        queue_type: ``"classic"`` or ``"quorum"``, used when ``declare`` is true.
+        durable: durability of a declared work queue.
+        queue_arguments: extra ``x-`` arguments of a declared work queue.
+        delayed_retry: declare a retry queue so that ``RETRY(delay)`` waits ``delay``
+            seconds (per-message TTL, dead-lettered back to the work queue).
+        retry_queue: the retry queue's name (default ``"<queue>.retry"``).
+        dead_letter: ``False``: REJECT is ``basic.reject(requeue=False)`` and nothing is
+            claimed; ``"queue"``: the same, and the queue is known to have its own
+            dead-letter exchange (argument or policy); ``True``: the provider declares a
+            dead-letter exchange and queue and REJECT lands there.
+        dead_letter_exchange: name of the declared dead-letter exchange (default
+            ``"<queue>.dlx"``).
+        dead_letter_queue: name of the declared dead-letter queue (default
+            ``"<queue>.dead"``).
+        prefetch_headroom: deliveries the broker may push beyond the route's capacity
+            (default 0: prefetch equals ``max_concurrency``).
+        poll_timeout: longest wait of one ``fetch`` call when nothing arrives, seconds.
+        publish_timeout: longest wait for a publisher confirm, seconds.
+        connect_timeout: longest wait for the first connection, seconds.
+        reconnect_interval: pause between reconnection attempts, seconds.
+        connection_name: shown in RabbitMQ's management tools (default ``"loafer:<queue>"``).
+        ssl_context: TLS context for ``amqps://`` (aio-pika's ``ssl_context``).
+        connection_options: extra keyword arguments for ``aio_pika.connect_robust``.
+    """
+
+    default_translator = JSONTranslator()
+
+    def __init__(
+        self,
+        queue: str,
+        *,
+        url: str = "amqp://guest:guest@localhost:5672/",
+        declare: bool = False,
+        queue_type: QueueType = "classic",
+        durable: bool = True,
+        queue_arguments: Mapping[str, Any] | None = None,
+        delayed_retry: bool = True,
+        retry_queue: str | None = None,
+        dead_letter: DeadLetter = False,
+        dead_letter_exchange: str | None = None,
+        dead_letter_queue: str | None = None,
+        prefetch_headroom: int = 0,
+        poll_timeout: float = 5.0,
+        publish_timeout: float = 30.0,
+        connect_timeout: float = 30.0,
+        reconnect_interval: float = 2.0,
+        connection_name: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        connection_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(
+                f"RabbitProvider(queue=...): expected a queue name, got {queue!r}"
+            )
+        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
+            raise ConfigurationError(
+                "RabbitProvider(url=...): expected an amqp:// or amqps:// URL, got "
+                f"{mask_url(url) if isinstance(url, str) else type(url).__name__}"
+            )
+        if queue_type not in ("classic", "quorum"):
+            raise ConfigurationError(
+                "RabbitProvider(queue_type=...): expected 'classic' or 'quorum', "
+                f"got {queue_type!r}"
+            )
+        if dead_letter not in (True, False, "queue"):
+            raise ConfigurationError(
+                f"RabbitProvider(dead_letter=...): expected True, False or 'queue', "
+                f"got {dead_letter!r}"
+            )
+        if (
+            isinstance(prefetch_headroom, bool)
+            or not isinstance(prefetch_headroom, int)
+            or prefetch_headroom < 0
+        ):
+            raise ConfigurationError(
+                f"RabbitProvider(prefetch_headroom=...): expected an int >= 0, "
+                f"got {prefetch_headroom!r}"
+            )
+        if queue_type == "quorum" and not durable:
+            raise ConfigurationError("RabbitProvider: quorum queues are always durable")
+
+        self.queue = queue
+        self._url = url
+        self._declare = bool(declare)
+        self._queue_type: QueueType = queue_type
+        self._durable = bool(durable)
+        self._queue_arguments = dict(queue_arguments or {})
+        self._delayed_retry = bool(delayed_retry)
+        self.retry_queue = retry_queue or f"{queue}.retry"
+        self._dead_letter: DeadLetter = dead_letter
+        self.dead_letter_exchange = dead_letter_exchange or f"{queue}.dlx"
+        self.dead_letter_queue = dead_letter_queue or f"{queue}.dead"
+        self._headroom = prefetch_headroom
+        self._poll_timeout = _check_positive("poll_timeout", poll_timeout)
+        self._publish_timeout = _check_positive("publish_timeout", publish_timeout)
+        self._connect_timeout = _check_positive("connect_timeout", connect_timeout)
+        self._reconnect_interval = _check_positive("reconnect_interval", reconnect_interval)
+        self._connection_name = connection_name or f"loafer:{queue}"
+        self._ssl_context = ssl_context
+        self._connection_options = dict(connection_options or {})
+
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._queue_obj: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._buffer: deque[AbstractIncomingMessage] = deque()
+        self._ready = asyncio.Event()
+        self._started = False
+        self._closed = False
+        self._dead_logged = False
+        self._dropped = 0
+        self._warned_no_delay = False
+        self.prefetch = 0
+
+    # -- description ----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The broker URL with its password masked."""
+        return mask_url(self._url)
+
+    @property
+    def vhost(self) -> str:
+        """The virtual host the URL names."""
+        return vhost_of(self._url)
+
+    def describe(self) -> str:
+        """A short description for logs (no secrets)."""
+        return f"rabbit queue {self.queue!r} on vhost {self.vhost!r}"
+
+    def __repr__(self) -> str:
+        return f"RabbitProvider(queue={self.queue!r}, url={self.url!r})"
+
+    @property
+    def _native_dead_letter(self) -> bool:
+        return self._dead_letter == "queue" or (self._dead_letter is True and self._declare)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Delayed retry via a TTL retry queue, attempts counted in a header, dead-lettering
+        when configured, uncounted RELEASE; no ordering keys, no leases."""
+        if self._dead_letter is False:
+            dead_letter = Support.NONE
+        elif self._native_dead_letter:
+            dead_letter = Support.NATIVE
+        else:
+            dead_letter = Support.EMULATED
+        return Capabilities(
+            delayed_retry=Support.EMULATED if self._delayed_retry else Support.NONE,
+            dead_letter=dead_letter,
+            attempt_count=Support.EMULATED,
+            release_uncounted=Support.NATIVE,
+            ordering_keys=Support.NONE,
+            lease_extension=Support.NONE,
+            max_retry_delay=MAX_RETRY_DELAY if self._delayed_retry else None,
+        )
+
+    # -- start-up -------------------------------------------------------------------------
+
+    async def start(self, capacity: int) -> None:
+        """Connect, check or declare the queues, set the prefetch to ``capacity`` and consume."""
+        if self._closed:
+            raise ProviderError(f"{self.describe()}: provider already closed")
+        if self._started:
+            return
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ConfigurationError(
+                f"RabbitProvider.start: capacity must be >= 1, got {capacity!r}"
+            )
+        self.prefetch = min(capacity + self._headroom, MAX_PREFETCH)
+        try:
+            await self._start()
+        except BaseException:
+            await self._disconnect()
+            raise
+        self._started = True
+
+    async def _connect(self) -> AbstractRobustConnection:
+        options: dict[str, Any] = {
+            "reconnect_interval": self._reconnect_interval,
+            **self._connection_options,
+        }
+        if self._ssl_context is not None:
+            options["ssl_context"] = self._ssl_context
+        try:
+            connection: AbstractRobustConnection = await aio_pika.connect_robust(
+                self._url,
+                timeout=self._connect_timeout,
+                client_properties={"connection_name": self._connection_name},
+                **options,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise connect_error(exc, self._url) from None
+        return connection
+
+    async def _start(self) -> None:
+        self._connection = connection = await self._connect()
+        connection.reconnect_callbacks.add(self._on_reconnect)
+        try:
+            self._channel = channel = await self._open_channel(publisher_confirms=False)
+            await channel.set_qos(prefetch_count=self.prefetch)
+            self._publish_channel = await self._open_channel(publisher_confirms=True)
+            channel.reopen_callbacks.add(self._on_reconnect)
+            if self._dead_letter is True:
+                await self._declare_dead_letter()
+            self._queue_obj = await self._declare_work_queue(channel)
+            if self._delayed_retry:
+                await self._declare_retry_queue()
+            self._consumer_tag = await self._queue_obj.consume(self._on_message, no_ack=False)
+        except LoaferError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise operation_error(f"starting {self.describe()}", exc, self._url) from None
+        logger.info("%s: consuming (prefetch %d) from %s", self.describe(), self.prefetch, self.url)
+
+    async def _open_channel(self, *, publisher_confirms: bool) -> AbstractRobustChannel:
+        assert self._connection is not None
+        channel = self._connection.channel(
+            publisher_confirms=publisher_confirms, on_return_raises=publisher_confirms
+        )
+        await channel
+        return channel
+
+    def _queue_error(self, exc: BaseException, name: str, what: str) -> LoaferError:
+        where = f"vhost {self.vhost!r} at {self.url}"
+        if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+            return ConfigurationError(
+                f"RabbitMQ {what} {name!r} does not exist on {where}; create it, or pass "
+                "declare=True to RabbitProvider to declare it"
+            )
+        if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
+            return ConfigurationError(
+                f"RabbitMQ {what} {name!r} on {where} exists with different settings "
+                f"({scrub(str(exc), self._url)}); delete it or match its arguments"
+            )
+        if isinstance(exc, aiormq.exceptions.ChannelAccessRefused):
+            return ConfigurationError(
+                f"RabbitMQ refused access to {what} {name!r} on {where} "
+                f"({scrub(str(exc), self._url)}); check the user's permissions"
+            )
+        if isinstance(exc, aiormq.exceptions.ChannelLockedResource):
+            return ConfigurationError(
+                f"RabbitMQ {what} {name!r} on {where} is exclusive to another connection"
+            )
+        return operation_error(f"declaring {what} {name!r}", exc, self._url)
+
+    async def _declare_work_queue(self, channel: AbstractRobustChannel) -> AbstractQueue:
+        try:
+            if not self._declare:
+                return await channel.declare_queue(self.queue, passive=True)
+            arguments: dict[str, Any] = {"x-queue-type": self._queue_type}
+            if self._dead_letter is True:
+                arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
+                arguments["x-dead-letter-routing-key"] = self.queue
+            arguments.update(self._queue_arguments)
+            return await channel.declare_queue(
+                self.queue, durable=self._durable, arguments=arguments
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise self._queue_error(exc, self.queue, "queue") from None
+
+    async def _declare_retry_queue(self) -> None:
+        assert self._publish_channel is not None
+        arguments = {
+            "x-queue-type": "classic",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.queue,
+        }
+        try:
+            await self._publish_channel.declare_queue(
+                self.retry_queue, durable=True, arguments=arguments
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise self._queue_error(exc, self.retry_queue, "retry queue") from None
+
+    async def _declare_dead_letter(self) -> None:
+        assert self._publish_channel is not None
+        channel = self._publish_channel
+        try:
+            exchange = await channel.declare_exchange(
+                self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise self._queue_error(
+                exc, self.dead_letter_exchange, "dead-letter exchange"
+            ) from None
+        try:
+            dlq = await channel.declare_queue(
+                self.dead_letter_queue, durable=True, arguments={"x-queue-type": "classic"}
+            )
+            await dlq.bind(exchange, routing_key=self.queue)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise self._queue_error(exc, self.dead_letter_queue, "dead-letter queue") from None
+
+    # -- consuming ------------------------------------------------------------------------
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._buffer.append(message)
+        self._ready.set()
+
+    async def _on_reconnect(self, *_: Any) -> None:
+        dead = [m for m in self._buffer if _is_dead(m)]
+        if dead:
+            self._buffer = deque(m for m in self._buffer if not _is_dead(m))
+            self._note_dead(len(dead))
+        if self._dead_logged:
+            logger.warning(
+                "%s: consuming again after a reconnect; %d deliveries received on the lost "
+                "channel were dropped unsettled (RabbitMQ requeued them: expect redeliveries)",
+                self.describe(),
+                self._dropped,
+            )
+        else:
+            logger.info("%s: consuming again after a reconnect", self.describe())
+        self._dead_logged = False
+        self._dropped = 0
+
+    def _note_dead(self, count: int) -> None:
+        self._dropped += count
+        if not self._dead_logged:
+            self._dead_logged = True
+            logger.warning(
+                "%s: the channel was lost; deliveries received on it are dropped unsettled "
+                "(RabbitMQ requeues them). Logged once per reconnect.",
+                self.describe(),
+            )
+
+    def _consumer_active(self) -> bool:
+        channel = self._channel
+        if channel is None or channel.is_closed or self._connection is None:
+            return False
+        if self._connection.is_closed:
+            return False
+        # aio-pika keeps the live aiormq channel in ``_channel``; reading it never waits
+        # (``get_underlay_channel`` on a robust channel waits for the reconnection).
+        raw = getattr(getattr(channel, "_channel", None), "channel", None)
+        if raw is None or raw.is_closed:
+            return False
+        return self._consumer_tag in raw.consumers
+
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        """Return up to ``max_messages`` buffered deliveries, waiting up to ``poll_timeout``.
+
+        Cancelling it hands nothing out. Deliveries received on a channel that has since
+        been lost are dropped (RabbitMQ requeued them). Raises ProviderError when, after a
+        quiet wait, the consumer is not active (connection lost, queue deleted).
+        """
+        if not self._started or self._closed:
+            if self._closed:
+                return []
+            raise ProviderError(f"{self.describe()}: fetch before start")
+        if max_messages < 1:
+            return []
+        if not self._buffer:
+            self._ready.clear()
+            try:
+                async with asyncio.timeout(self._poll_timeout):
+                    await self._ready.wait()
+            except TimeoutError:
+                if not self._closed and not self._consumer_active():
+                    raise ProviderError(
+                        f"{self.describe()}: not consuming (connection lost, or the consumer "
+                        "was cancelled by the broker, e.g. the queue was deleted); "
+                        "reconnecting in the background"
+                    ) from None
+                return []
+        out: list[Delivery] = []
+        buffer = self._buffer
+        dead = 0
+        while buffer and len(out) < max_messages:
+            message = buffer.popleft()
+            if _is_dead(message):
+                dead += 1
+                continue
+            out.append(self._delivery(message))
+        if dead:
+            self._note_dead(dead)
+        if not buffer:
+            self._ready.clear()
+        return out
+
+    def _delivery(self, message: AbstractIncomingMessage) -> Delivery:
+        headers = dict(message.headers or {})
+        count = headers.get("x-delivery-count")
+        metadata = {
+            "message_id": message.message_id,
+            "correlation_id": message.correlation_id,
+            "headers": headers,
+            "routing_key": message.routing_key,
+            "exchange": message.exchange,
+            "redelivered": bool(message.redelivered),
+            "delivery_count": count if isinstance(count, int) else None,
+            "content_type": message.content_type,
+            "content_encoding": message.content_encoding,
+            "reply_to": message.reply_to,
+            "type": message.type,
+            "app_id": message.app_id,
+            "timestamp": message.timestamp,
+            "priority": message.priority,
+            "queue": self.queue,
+        }
+        body = message.body
+        return Delivery(
+            raw=body,
+            body=body,
+            message_id=message.message_id,
+            metadata=metadata,
+            attempt=_attempt_of(headers),
+            token=message,
+        )
+
+    # -- settling -------------------------------------------------------------------------
+
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Settle one delivery (see the module docstring for the mapping).
+
+        A delivery whose channel was lost is dropped (RabbitMQ has requeued it). Broker
+        errors raise ProviderError; the delivery then stays unsettled (safe to retry).
+        """
+        message = delivery.token
+        if not isinstance(message, aio_pika.IncomingMessage):
+            raise ProviderError(f"{self.describe()}: {delivery!r} was not fetched from RabbitMQ")
+        if message.processed:
+            logger.warning(
+                "%s: message %s settled twice (%r ignored)",
+                self.describe(),
+                delivery.message_id,
+                outcome,
+            )
+            return
+        if _is_dead(message):
+            self._note_dead(1)
+            return
+        kind = outcome.kind
+        try:
+            if kind is OutcomeKind.ACCEPT:
+                await message.ack()
+            elif kind is OutcomeKind.RELEASE:
+                await message.nack(requeue=True)
+            elif kind is OutcomeKind.REJECT:
+                await self._reject(message, delivery, outcome.reason)
+            else:
+                await self._retry(message, delivery, outcome.delay)
+        except aiormq.exceptions.ChannelInvalidStateError:
+            self._note_dead(1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if _is_dead(message):
+                self._note_dead(1)
+                return
+            raise operation_error(
+                f"settling message {delivery.message_id} with {outcome!r}", exc, self._url
+            ) from None
+
+    def _copy(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        expiration: float | None = None,
+    ) -> aio_pika.Message:
+        return aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            delivery_mode=message.delivery_mode,
+            priority=message.priority,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            type=message.type,
+            app_id=message.app_id,
+            expiration=expiration,
+        )
+
+    async def _publish(self, message: aio_pika.Message, exchange: str, routing_key: str) -> None:
+        channel = self._publish_channel
+        if channel is None:
+            raise ProviderError(f"{self.describe()}: not started")
+        if exchange:
+            target = await channel.get_exchange(exchange, ensure=False)
+        else:
+            target = channel.default_exchange
+        await target.publish(
+            message, routing_key=routing_key, mandatory=True, timeout=self._publish_timeout
+        )
+
+    async def _retry(
+        self, message: AbstractIncomingMessage, delivery: Delivery, delay: float | None
+    ) -> None:
+        headers = dict(message.headers or {})
+        headers.pop("x-delivery-count", None)
+        headers[ATTEMPT_HEADER] = (delivery.attempt or _attempt_of(headers)) + 1
+        if delay and not self._delayed_retry:
+            if not self._warned_no_delay:
+                self._warned_no_delay = True
+                logger.warning(
+                    "%s: RETRY(delay=%s) asked, but delayed retries are disabled "
+                    "(delayed_retry=False); retrying at once",
+                    self.describe(),
+                    delay,
+                )
+            delay = None
+        if delay:
+            ttl = max(1, min(round(delay * 1000), 2**32 - 1)) / 1000.0
+            await self._publish(self._copy(message, headers, ttl), "", self.retry_queue)
+        else:
+            await self._publish(self._copy(message, headers), "", self.queue)
+        await message.ack()
+
+    async def _reject(
+        self, message: AbstractIncomingMessage, delivery: Delivery, reason: str | None
+    ) -> None:
+        if self._dead_letter is not True or self._native_dead_letter:
+            await message.reject(requeue=False)
+            return
+        headers = dict(message.headers or {})
+        headers.pop("x-delivery-count", None)
+        headers[REJECT_REASON_HEADER] = reason or "rejected"
+        headers[REJECTED_FROM_HEADER] = self.queue
+        await self._publish(self._copy(message, headers), self.dead_letter_exchange, self.queue)
+        await message.ack()
+
+    # -- health and shutdown --------------------------------------------------------------
+
+    async def health(self) -> bool:
+        """True while connected and consuming."""
+        return self._started and not self._closed and self._consumer_active()
+
+    async def close(self) -> None:
+        """Stop consuming, requeue buffered deliveries, disconnect. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ready.set()
+        try:
+            await self._stop_consuming()
+        finally:
+            await self._disconnect()
+
+    async def _stop_consuming(self) -> None:
+        queue, tag = self._queue_obj, self._consumer_tag
+        if queue is not None and tag is not None and self._consumer_active():
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await queue.cancel(tag)
+        pending = [m for m in self._buffer if not _is_dead(m)]
+        self._buffer.clear()
+        if pending:
+            results = await asyncio.gather(
+                *(m.nack(requeue=True) for m in pending), return_exceptions=True
+            )
+            failed = sum(1 for r in results if isinstance(r, BaseException))
+            logger.info(
+                "%s: released %d unhandled deliveries back to the queue%s",
+                self.describe(),
+                len(pending) - failed,
+                f" ({failed} left to the broker's requeue on disconnect)" if failed else "",
+            )
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        self._channel = self._publish_channel = None
+        if connection is None:
+            return
+        try:
+            async with asyncio.timeout(10):
+                await connection.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.debug("%s: error while closing: %s", self.describe(), scrub(str(exc), self._url))

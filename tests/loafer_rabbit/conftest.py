@@ -1,0 +1,195 @@
+"""Fixtures for the RabbitMQ provider tests: a real broker, and an admin client for set-up."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from tests.brokers import port_open, resolve
+
+LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _local() -> str | None:
+    return LOCAL_URL if port_open("127.0.0.1", 5672) else None
+
+
+def _container() -> str:  # pragma: no cover - needs a Docker engine
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    container = RabbitMqContainer("rabbitmq:3.13-management")
+    container.start()
+    host = container.get_container_host_ip()
+    port = container.get_exposed_port(5672)
+    return f"amqp://guest:guest@{host}:{port}/"
+
+
+@pytest.fixture(scope="session")
+def rabbit_url() -> str:
+    """URL of the RabbitMQ under test (LOAFER_TEST_RABBIT_URL, local, or a container)."""
+    return resolve(
+        env_var="LOAFER_TEST_RABBIT_URL", local=_local, container=_container, what="RabbitMQ"
+    )
+
+
+def unique(prefix: str = "loafer-test") -> str:
+    """A queue name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def rabbitmqctl_available() -> bool:
+    return shutil.which("rabbitmqctl") is not None
+
+
+def _run_ctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
+
+
+async def close_connections(connection_name: str) -> int:
+    """Force-close (as the broker would on a network failure) the connections whose
+    client-provided name is ``connection_name``; return how many were closed.
+
+    Targets only our own connections, so parallel users of the broker are not disturbed.
+    """
+    listing = await asyncio.to_thread(
+        _run_ctl, "list_connections", "pid", "client_properties", "-q", "--no-table-headers"
+    )
+    closed = 0
+    for line in listing.splitlines():
+        if f'{{"connection_name","{connection_name}"}}' in line:
+            pid = line.split("\t", 1)[0]
+            await asyncio.to_thread(_run_ctl, "close_connection", pid, "loafer test: forced close")
+            closed += 1
+    return closed
+
+
+class RabbitAdmin:
+    """Test-side RabbitMQ client: declares, fills, inspects and deletes queues."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connection: AbstractRobustConnection | None = None
+        self.queues: set[str] = set()
+        self.exchanges: set[str] = set()
+
+    async def open(self) -> None:
+        self.connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": "loafer-test-admin"}
+        )
+        self.channel = await self.connection.channel(publisher_confirms=True)
+
+    async def declare(
+        self,
+        name: str | None = None,
+        *,
+        quorum: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> str:
+        name = name or unique()
+        args = dict(arguments or {})
+        if quorum:
+            args["x-queue-type"] = "quorum"
+        await self.channel.declare_queue(name, durable=True, arguments=args or None)
+        self.queues.add(name)
+        return name
+
+    def track(self, *queues: str, exchanges: tuple[str, ...] = ()) -> None:
+        """Delete these at teardown too (queues a provider declared)."""
+        self.queues.update(queues)
+        self.exchanges.update(exchanges)
+
+    async def put(
+        self,
+        queue: str,
+        body: bytes,
+        headers: Mapping[str, Any] | None = None,
+        **properties: Any,
+    ) -> None:
+        properties.setdefault("delivery_mode", aio_pika.DeliveryMode.PERSISTENT)
+        await self.channel.default_exchange.publish(
+            aio_pika.Message(body, headers=dict(headers or {}), **properties),
+            routing_key=queue,
+            timeout=30,
+        )
+
+    async def put_many(self, queue: str, bodies: list[bytes]) -> None:
+        await asyncio.gather(*(self.put(queue, body) for body in bodies))
+
+    async def count(self, queue: str) -> int:
+        """Messages ready in ``queue`` (not counting unacknowledged ones)."""
+        assert self.connection is not None
+        async with self.connection.channel() as channel:
+            declared = await channel.declare_queue(queue, passive=True, robust=False)
+            return int(declared.declaration_result.message_count or 0)
+
+    async def wait_count(self, queue: str, expected: int, timeout: float = 15.0) -> int:
+        """Poll the broker until ``queue`` holds ``expected`` ready messages (or time out)."""
+        count = -1
+        async with asyncio.timeout(timeout):
+            while True:
+                count = await self.count(queue)
+                if count == expected:
+                    return count
+                await asyncio.sleep(0.05)
+
+    async def drain(self, queue: str) -> list[AbstractIncomingMessage]:
+        """Take (and ack) every ready message of ``queue``."""
+        assert self.connection is not None
+        out: list[AbstractIncomingMessage] = []
+        async with self.connection.channel() as channel:
+            declared = await channel.declare_queue(queue, passive=True, robust=False)
+            while True:
+                message = await declared.get(fail=False, timeout=10)
+                if message is None:
+                    return out
+                await message.ack()
+                out.append(message)
+
+    async def exists(self, queue: str) -> bool:
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        try:
+            await channel.declare_queue(queue, passive=True, robust=False)
+            return True
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+    async def delete(self, queue: str) -> None:
+        assert self.connection is not None
+        async with self.connection.channel() as channel:
+            await channel.queue_delete(queue)
+
+    async def cleanup(self) -> None:
+        assert self.connection is not None
+        for queue in self.queues:
+            async with self.connection.channel() as channel:
+                await channel.queue_delete(queue)
+        for exchange in self.exchanges:
+            async with self.connection.channel() as channel:
+                await channel.exchange_delete(exchange)
+        await self.connection.close()
+
+
+@pytest.fixture
+async def admin(rabbit_url: str) -> AsyncIterator[RabbitAdmin]:
+    """An admin client; every queue it declares or tracks is deleted after the test."""
+    helper = RabbitAdmin(rabbit_url)
+    await helper.open()
+    try:
+        yield helper
+    finally:
+        await helper.cleanup()
