@@ -1,0 +1,21 @@
+"""SQS provider plugin for loafer-core (aiobotocore).
+
+``pip install 'loafer-core[sqs]'``; registered as the ``sqs`` entry point of
+``loafer.providers``. See ``docs/providers/sqs.md``.
+"""
+
+from loafer_sqs.provider import SQSProvider
+from loafer_sqs.publisher import SNSPublisher, SQSPublisher
+from loafer_sqs.route import SNSQueueRoute, SQSRoute
+from loafer_sqs.translator import SNSMessageTranslator, SQSMessageTranslator, SQSTextTranslator
+
+__all__ = [
+    "SNSMessageTranslator",
+    "SNSPublisher",
+    "SNSQueueRoute",
+    "SQSMessageTranslator",
+    "SQSProvider",
+    "SQSPublisher",
+    "SQSRoute",
+    "SQSTextTranslator",
+]

@@ -1,0 +1,103 @@
+"""Client construction shared by the provider and the publishers.
+
+One long-lived aiobotocore client per object; credentials come from the standard AWS
+chain (environment, profile, instance role) unless given explicitly. Credentials are
+never stored in reprs or logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from loafer_core.errors import ConfigurationError
+from loafer_sqs.errors import translate_error
+
+__all__ = ["ClientOptions", "open_client"]
+
+_ALLOWED = frozenset(
+    {
+        "region_name",
+        "endpoint_url",
+        "use_ssl",
+        "verify",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "profile_name",
+        "config",
+        "session",
+    }
+)
+
+
+class ClientOptions:
+    """Where and how to connect: region, endpoint, credentials, botocore ``config``, or
+    an aiobotocore ``session`` of your own (its registered event handlers apply).
+
+    Unknown keys raise :class:`ConfigurationError` naming them (a typo must not be
+    ignored silently). ``repr`` never shows the credentials.
+    """
+
+    def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        merged: dict[str, Any] = dict(options or {})
+        merged.update(kwargs)
+        merged = {k: v for k, v in merged.items() if v is not None}
+        unknown = sorted(set(merged) - _ALLOWED)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown SQS client option(s) {unknown}; allowed: {sorted(_ALLOWED)}"
+            )
+        self._options = merged
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The endpoint URL, if one was given (LocalStack, moto, a VPC endpoint)."""
+        value = self._options.get("endpoint_url")
+        return str(value) if value is not None else None
+
+    def __repr__(self) -> str:
+        shown = {
+            k: v
+            for k, v in self._options.items()
+            if k in {"region_name", "endpoint_url", "use_ssl", "profile_name"}
+        }
+        return f"ClientOptions({shown!r})"
+
+    def client_kwargs(self, max_pool_connections: int) -> tuple[Any, str | None, dict[str, Any]]:
+        """``(session, profile_name, kwargs for session.create_client)``."""
+        from aiobotocore.config import AioConfig
+
+        kwargs = dict(self._options)
+        session = kwargs.pop("session", None)
+        profile = kwargs.pop("profile_name", None)
+        config = kwargs.pop("config", None)
+        pool = AioConfig(max_pool_connections=max_pool_connections)
+        kwargs["config"] = pool.merge(config) if config is not None else pool
+        return session, profile, kwargs
+
+
+async def open_client(
+    service: str,
+    options: ClientOptions,
+    stack: contextlib.AsyncExitStack,
+    *,
+    max_pool_connections: int = 10,
+) -> Any:
+    """Create a client for ``service`` and register its closing on ``stack``."""
+    try:
+        from aiobotocore.session import get_session
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigurationError(
+            "the SQS provider needs aiobotocore: pip install 'loafer-core[sqs]'"
+        ) from exc
+    session, profile, kwargs = options.client_kwargs(max_pool_connections)
+    try:
+        if session is None:
+            session = get_session()
+        if profile is not None:
+            session.set_config_variable("profile", profile)
+        return await stack.enter_async_context(session.create_client(service, **kwargs))
+    except Exception as exc:
+        raise translate_error(exc, f"creating the {service} client") from exc

@@ -1,0 +1,97 @@
+"""Translate botocore/aiohttp exceptions into loafer-core's exception tree.
+
+Only this module (and the code that calls it at the edge) knows about botocore's
+exception types; everything above sees :class:`~loafer_core.errors.ConfigurationError`
+or :class:`~loafer_core.errors.ProviderError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+
+__all__ = ["error_code", "is_missing_queue", "translate_error"]
+
+#: Error codes that mean the set-up is wrong (retrying will not help).
+_CONFIGURATION_CODES = frozenset(
+    {
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NotFound",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthorizationError",
+        "InvalidAddress",
+        "InvalidSecurity",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "KMS.AccessDeniedException",
+        "KMS.NotFoundException",
+    }
+)
+
+_MISSING_QUEUE_CODES = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NotFound"}
+)
+
+_CONFIGURATION_EXCEPTIONS = frozenset(
+    {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "NoRegionError",
+        "ParamValidationError",
+        "InvalidRegionError",
+        "UnknownServiceError",
+        "ProfileNotFound",
+        "InvalidEndpointConfigurationError",
+        "UnknownCredentialError",
+    }
+)
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ``ClientError`` (``None`` for other exceptions)."""
+    response: Any = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error")
+        if isinstance(error, dict):
+            code = error.get("Code")
+            return str(code) if code is not None else None
+    return None
+
+
+def is_missing_queue(exc: BaseException) -> bool:
+    """True when ``exc`` says the queue does not exist."""
+    return error_code(exc) in _MISSING_QUEUE_CODES
+
+
+def translate_error(exc: BaseException, doing: str) -> LoaferError:
+    """Map ``exc`` (raised while ``doing`` something) to a loafer-core exception.
+
+    Wrong configuration (missing queue, refused or missing credentials, no region, bad
+    parameters) becomes :class:`ConfigurationError`; everything else (network errors,
+    throttling, server errors) becomes :class:`ProviderError`. The message never holds
+    credentials: botocore's messages do not include them and nothing else is added.
+    """
+    if isinstance(exc, LoaferError):
+        return exc
+    code = error_code(exc)
+    name = type(exc).__name__
+    if code in _MISSING_QUEUE_CODES:
+        return ConfigurationError(f"{doing}: the queue does not exist ({code}); create it first")
+    if code in _CONFIGURATION_CODES:
+        return ConfigurationError(
+            f"{doing}: AWS refused the request ({code}): check the credentials, "
+            f"region and permissions"
+        )
+    if name in _CONFIGURATION_EXCEPTIONS:
+        return ConfigurationError(f"{doing}: {name}: {exc}")
+    if code is not None:
+        return ProviderError(f"{doing}: {code}: {exc}")
+    return ProviderError(f"{doing}: {name}: {exc}")

@@ -1,0 +1,748 @@
+"""The SQS provider: consumes one SQS queue through one long-lived aiobotocore client.
+
+Mapping of outcomes (see ``docs/providers/sqs.md``):
+
+- ``ACCEPT`` -> ``DeleteMessageBatch`` (gathered for a short linger, 10 per call).
+- ``RETRY(delay)`` -> ``ChangeMessageVisibilityBatch`` to ``delay`` seconds;
+  ``RETRY()`` leaves the message to its visibility timeout (``retry_visibility`` to
+  change that, e.g. ``0`` for an immediate redelivery).
+- ``RELEASE`` -> visibility 0 (SQS still counts the receive).
+- ``REJECT(reason)`` -> sent to the dead-letter queue (from the queue's RedrivePolicy,
+  or ``dead_letter_queue``) with the reason, then deleted; with no dead-letter queue,
+  deleted and logged at ERROR.
+
+Deliveries carry the SQS message dict as ``raw`` (never mutated), ``attempt`` from
+``ApproximateReceiveCount``, and on FIFO queues the ``MessageGroupId`` as
+``ordering_key``: the dispatcher handles a group's messages one at a time and releases
+a group's later messages when one is retried, so none overtakes it (SQS itself holds
+back the rest of a group while one of its messages is in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loafer_core.errors import ConfigurationError, ProviderError
+from loafer_core.outcome import Outcome, OutcomeKind
+from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_sqs._batch import MAX_BATCH, Batcher, Failure
+from loafer_sqs._client import ClientOptions, open_client
+from loafer_sqs.errors import is_missing_queue, translate_error
+
+__all__ = ["MAX_VISIBILITY", "SQSProvider"]
+
+logger = logging.getLogger("loafer_sqs")
+
+#: SQS's ceiling for a message's visibility: 12 hours from when it was received.
+MAX_VISIBILITY = 43_200
+#: Kept clear of the ceiling (clock skew, request latency).
+_VISIBILITY_MARGIN = 60
+
+_RECEIVE_OPTIONS = frozenset(
+    {
+        "WaitTimeSeconds",
+        "MaxNumberOfMessages",
+        "VisibilityTimeout",
+        "AttributeNames",
+        "MessageSystemAttributeNames",
+        "MessageAttributeNames",
+    }
+)
+
+#: Per-entry failure codes that retrying cannot fix.
+_PERMANENT_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidParameterValue",
+        "MessageNotInflight",
+        "InvalidIdFormat",
+        "BatchEntryIdsNotDistinct",
+        "InvalidMessageContents",
+        "InvalidAttributeName",
+        "InvalidAttributeValue",
+        "MessageTooLong",
+        "BatchRequestTooLong",
+    }
+)
+
+_REASON_ATTRIBUTE = "loafer.reject_reason"
+_SOURCE_ATTRIBUTE = "loafer.source_message_id"
+_MAX_ATTRIBUTES = 10
+
+
+@dataclass(eq=False, slots=True)
+class Receipt:
+    """Provider-private settlement handle of a delivery (``Delivery.token``)."""
+
+    handle: str
+    message_id: str
+    received_at: float
+    group: str | None = None
+    extended_at: float = 0.0
+    settled: bool = False
+
+    def visibility_cap(self, now: float) -> int:
+        """Longest visibility (seconds) still allowed for this message."""
+        return int(MAX_VISIBILITY - _VISIBILITY_MARGIN - (now - self.received_at))
+
+
+@dataclass(eq=False, slots=True)
+class _Visibility:
+    receipt: Receipt
+    seconds: int
+
+
+@dataclass(eq=False, slots=True)
+class _Reject:
+    delivery: Delivery
+    reason: str
+
+
+def _failures(response: Mapping[str, Any], count: int) -> dict[int, Failure]:
+    failed: dict[int, Failure] = {}
+    for entry in response.get("Failed", ()) or ():
+        try:
+            index = int(entry["Id"])
+        except (KeyError, ValueError):
+            continue
+        if not 0 <= index < count:
+            continue
+        code = str(entry.get("Code", "?"))
+        retry = code not in _PERMANENT_CODES and not (
+            entry.get("SenderFault") and code.endswith("Invalid")
+        )
+        failed[index] = Failure(f"{code}: {entry.get('Message', '')}", retry)
+    return failed
+
+
+def _headers(message_attributes: Mapping[str, Any]) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    for name, value in message_attributes.items():
+        if not isinstance(value, Mapping):
+            continue
+        if "StringValue" in value:
+            headers[name] = value["StringValue"]
+        elif "BinaryValue" in value:
+            headers[name] = value["BinaryValue"]
+    return headers
+
+
+class SQSProvider:
+    """Consume one SQS queue (standard or FIFO).
+
+    :param queue: the queue's name or URL (``queue_name=`` is accepted too, as in Loafer).
+    :param options: ``ReceiveMessage`` options, Loafer's ``options`` dict:
+        ``WaitTimeSeconds`` (default 20: long polling), ``MaxNumberOfMessages`` (a cap
+        per receive, at most 10), ``VisibilityTimeout``, ``MessageAttributeNames``.
+    :param dead_letter_queue: name or URL of the queue that ``REJECT`` sends to; by
+        default the queue's RedrivePolicy target; ``False`` to never dead-letter.
+    :param retry_visibility: visibility (seconds) set by a ``RETRY`` without a delay;
+        ``None`` (default, Loafer's behaviour) leaves the message to its timeout.
+    :param settle_linger: how long settlements wait to fill a batch (seconds).
+    :param receive_linger: how long a receive of fewer than 10 waits for more capacity
+        to free up while the route is busy (seconds).
+    :param close_grace: at close, how long receives still in flight may finish (their
+        messages are then released); a receive cut short may leave a message that was
+        arriving just then invisible until its visibility timeout.
+    :param client_options: ``region_name``, ``endpoint_url``, ``use_ssl``, ``verify``,
+        ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``,
+        ``profile_name``, ``config`` (an ``AioConfig``); the standard AWS chain
+        otherwise.
+    """
+
+    default_translator: Any
+
+    def __init__(
+        self,
+        queue: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        queue_name: str | None = None,
+        dead_letter_queue: str | bool | None = None,
+        retry_visibility: float | None = None,
+        settle_linger: float = 0.02,
+        receive_linger: float = 0.05,
+        close_grace: float = 1.0,
+        **client_options: Any,
+    ) -> None:
+        queue = queue if queue is not None else queue_name
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError("SQSProvider needs a queue name or URL (queue=...)")
+        self._queue = queue
+        self._receive_options = dict(options or {})
+        unknown = sorted(set(self._receive_options) - _RECEIVE_OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown SQS receive option(s) {unknown}; allowed: {sorted(_RECEIVE_OPTIONS)}"
+            )
+        wait = self._receive_options.get("WaitTimeSeconds", 20)
+        if not isinstance(wait, int) or isinstance(wait, bool) or not 0 <= wait <= 20:
+            raise ConfigurationError("options['WaitTimeSeconds'] must be an int from 0 to 20")
+        self._wait_time = wait
+        batch = self._receive_options.get("MaxNumberOfMessages", MAX_BATCH)
+        if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
+            raise ConfigurationError("options['MaxNumberOfMessages'] must be an int from 1 to 10")
+        self._max_batch = batch
+        visibility = self._receive_options.get("VisibilityTimeout")
+        if visibility is not None and (
+            not isinstance(visibility, int) or not 0 <= visibility <= MAX_VISIBILITY
+        ):
+            raise ConfigurationError("options['VisibilityTimeout'] must be an int from 0 to 43200")
+        if retry_visibility is not None and not 0 <= retry_visibility <= MAX_VISIBILITY:
+            raise ConfigurationError("retry_visibility must be between 0 and 43200 seconds")
+        if settle_linger < 0:
+            raise ConfigurationError("settle_linger must be >= 0")
+        self._dead_letter_option = dead_letter_queue
+        self._retry_visibility = retry_visibility
+        self._linger = settle_linger
+        self._receive_linger = receive_linger
+        self._close_grace = close_grace
+        self._client_options = ClientOptions(**client_options)
+        self._fifo = self._queue.rstrip("/").endswith(".fifo")
+
+        from loafer_sqs.translator import SQSMessageTranslator
+
+        self.default_translator = SQSMessageTranslator()
+
+        self._client: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._queue_url: str | None = None
+        self._dlq_url: str | None = None
+        self._lease = 30.0
+        self._capacity = 0
+        self._started = False
+        self._closed = False
+        self._buffer: list[Delivery] = []
+        self._receivers: dict[asyncio.Task[None], int] = {}
+        self._error: BaseException | None = None
+        self._changed = asyncio.Event()
+        self._completions = 0
+        self._outstanding = 0
+        self._settled = 0
+        self._deleter: Batcher[Receipt] | None = None
+        self._visibility: Batcher[_Visibility] | None = None
+        self._rejecter: Batcher[_Reject] | None = None
+
+    # -- introspection -------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"SQSProvider(queue={self._queue!r}, client={self._client_options!r})"
+
+    @property
+    def queue_url(self) -> str | None:
+        """The queue's URL, once started."""
+        return self._queue_url
+
+    @property
+    def dead_letter_queue_url(self) -> str | None:
+        """Where ``REJECT`` sends messages, once started (``None``: nowhere)."""
+        return self._dlq_url
+
+    @property
+    def fifo(self) -> bool:
+        """True for a FIFO queue."""
+        return self._fifo
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Delayed retry, attempt counting and lease extension natively; dead-lettering
+        by send-then-delete (``NONE`` once started if the queue has no dead-letter
+        queue); ordering keys on FIFO queues. ``RELEASE`` is counted by SQS."""
+        if self._started:
+            dead_letter = Support.EMULATED if self._dlq_url else Support.NONE
+        else:
+            dead_letter = Support.NONE if self._dead_letter_option is False else Support.EMULATED
+        return Capabilities(
+            delayed_retry=Support.NATIVE,
+            dead_letter=dead_letter,
+            attempt_count=Support.NATIVE,
+            release_uncounted=Support.NONE,
+            ordering_keys=Support.NATIVE if self._fifo else Support.NONE,
+            lease_extension=Support.NATIVE,
+            max_retry_delay=float(MAX_VISIBILITY - _VISIBILITY_MARGIN),
+        )
+
+    @property
+    def lease_duration(self) -> float:
+        """The visibility timeout a received message starts with (seconds)."""
+        return self._lease
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, capacity: int) -> None:
+        """Open the client, resolve the queue (and its dead-letter queue), check it exists."""
+        if self._started:
+            return
+        if self._closed:
+            raise ConfigurationError("this SQSProvider is closed; create a new one")
+        self._capacity = max(1, int(capacity))
+        receives = math.ceil(self._capacity / self._max_batch)
+        stack = contextlib.AsyncExitStack()
+        try:
+            self._client = await open_client(
+                "sqs", self._client_options, stack, max_pool_connections=receives + 16
+            )
+            self._queue_url = await self._resolve(self._queue)
+            attributes = await self._call(
+                "reading the queue attributes",
+                self._client.get_queue_attributes,
+                QueueUrl=self._queue_url,
+                AttributeNames=["All"],
+            )
+            attrs = attributes.get("Attributes", {})
+            self._fifo = attrs.get("FifoQueue", "false") == "true" or self._fifo
+            option_visibility = self._receive_options.get("VisibilityTimeout")
+            self._lease = float(
+                option_visibility
+                if option_visibility is not None
+                else attrs.get("VisibilityTimeout", 30)
+            )
+            self._dlq_url = await self._dead_letter_url(attrs)
+        except BaseException:
+            await stack.aclose()
+            self._client = None
+            raise
+        self._stack = stack
+        self._deleter = Batcher(
+            f"DeleteMessageBatch on {self._queue}",
+            self._send_deletes,
+            describe=lambda r: f"message {r.message_id}",
+            linger=self._linger,
+            error_type=ProviderError,
+        )
+        self._visibility = Batcher(
+            f"ChangeMessageVisibilityBatch on {self._queue}",
+            self._send_visibility,
+            describe=lambda v: f"message {v.receipt.message_id} (visibility {v.seconds}s)",
+            linger=self._linger,
+            error_type=ProviderError,
+        )
+        self._rejecter = Batcher(
+            f"dead-lettering from {self._queue}",
+            self._send_rejects,
+            describe=lambda r: f"message {r.delivery.message_id} (reason {r.reason!r})",
+            linger=self._linger,
+            error_type=ProviderError,
+        )
+        self._started = True
+        logger.debug(
+            "consuming %s (fifo=%s, visibility=%ss, dead-letter=%s)",
+            self._queue_url,
+            self._fifo,
+            self._lease,
+            self._dlq_url,
+        )
+
+    async def _call(self, doing: str, method: Any, **params: Any) -> Any:
+        try:
+            return await method(**params)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise translate_error(exc, f"{doing} ({self._queue})") from exc
+
+    async def _resolve(self, queue: str) -> str:
+        if queue.startswith(("http://", "https://")):
+            return queue
+        params: dict[str, Any] = {"QueueName": queue}
+        try:
+            response = await self._client.get_queue_url(**params)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if is_missing_queue(exc):
+                raise ConfigurationError(
+                    f"SQS queue {queue!r} does not exist (region/endpoint: "
+                    f"{self._client_options!r}); create it or fix the name"
+                ) from exc
+            raise translate_error(exc, f"looking up the URL of queue {queue!r}") from exc
+        return str(response["QueueUrl"])
+
+    async def _dead_letter_url(self, attrs: Mapping[str, Any]) -> str | None:
+        option = self._dead_letter_option
+        if option is False:
+            return None
+        if isinstance(option, str) and option:
+            return await self._resolve(option)
+        policy = attrs.get("RedrivePolicy")
+        if not policy:
+            return None
+        try:
+            arn = str(json.loads(policy)["deadLetterTargetArn"])
+            _, _, _, _, account, name = arn.split(":", 5)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(
+                f"queue {self._queue!r} has a RedrivePolicy without a usable "
+                f"deadLetterTargetArn: {policy!r}"
+            ) from exc
+        try:
+            response = await self._client.get_queue_url(
+                QueueName=name, QueueOwnerAWSAccountId=account
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if is_missing_queue(exc):
+                raise ConfigurationError(
+                    f"the dead-letter queue {name!r} of {self._queue!r} does not exist"
+                ) from exc
+            raise translate_error(exc, f"looking up the dead-letter queue {name!r}") from exc
+        return str(response["QueueUrl"])
+
+    async def close(self) -> None:
+        """Stop receiving, release buffered messages, flush settlements, close the client."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._started:
+            return
+        receivers = list(self._receivers)
+        if receivers:
+            # Receives that already got messages come back at once; give them a moment
+            # so their messages are released below rather than left invisible. Long
+            # polls on an empty queue are cut short.
+            await asyncio.wait(receivers, timeout=self._close_grace)
+        for task in receivers:
+            task.cancel()
+        await asyncio.gather(*receivers, return_exceptions=True)
+        self._receivers.clear()
+        assert self._visibility is not None
+        for delivery in self._buffer:
+            receipt: Receipt = delivery.token
+            receipt.settled = True
+            self._visibility.add(_Visibility(receipt, 0))
+        self._buffer.clear()
+        try:
+            for batcher in (self._rejecter, self._deleter, self._visibility):
+                if batcher is not None:
+                    await batcher.aclose()
+        finally:
+            if self._stack is not None:
+                stack, self._stack = self._stack, None
+                try:
+                    await stack.aclose()
+                except Exception as exc:  # closing must not fail the shutdown
+                    logger.warning("closing the SQS client failed: %s", exc)
+            self._client = None
+            self._changed.set()
+
+    async def flush(self) -> None:
+        """Wait until every settlement queued so far has been sent (or given up)."""
+        for batcher in (self._rejecter, self._deleter, self._visibility):
+            if batcher is not None:
+                await batcher.flush()
+
+    async def health(self) -> bool:
+        """True when the queue answers ``GetQueueAttributes``."""
+        if not self._started or self._closed:
+            return False
+        try:
+            await self._client.get_queue_attributes(
+                QueueUrl=self._queue_url, AttributeNames=["QueueArn"]
+            )
+        except Exception:
+            return False
+        return True
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if not self._started:
+            raise ProviderError("SQSProvider.fetch called before start()")
+        if self._closed:
+            raise ProviderError("SQSProvider is closed")
+
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        """Return up to ``max_messages`` deliveries, long polling when none are buffered.
+
+        Keeps enough ``ReceiveMessage`` calls in flight to cover ``max_messages`` (10
+        messages each; several calls when more than 10 are wanted). A receive of fewer
+        than 10 waits up to ``receive_linger`` for settlements to free more capacity, so
+        a busy route keeps receiving full batches. Cancelling a fetch loses nothing:
+        received messages stay buffered for the next fetch, and are released at
+        :meth:`close`.
+        """
+        self._check_running()
+        if max_messages <= 0:
+            return []
+        start = time.monotonic()
+        deadline = start + self._wait_time + 10
+        linger_until = start + self._receive_linger
+        completions = self._completions
+        settled = self._settled
+        while True:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            taken = self._take(max_messages)
+            if taken:
+                return taken
+            if self._completions != completions:
+                return []  # a receive came back empty: let the caller look again
+            now = time.monotonic()
+            lingering = now < linger_until and self._outstanding > 0
+            wanted = max_messages + (self._settled - settled)
+            deferred = self._launch(wanted, partial=not lingering)
+            timeout = deadline - now
+            if deferred:
+                timeout = min(timeout, linger_until - now)
+            elif timeout <= 0:
+                return []
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(0.0, timeout))
+            self._check_running()
+
+    def _take(self, limit: int) -> list[Delivery]:
+        if not self._buffer:
+            return []
+        taken = self._buffer[:limit]
+        del self._buffer[:limit]
+        self._outstanding += len(taken)
+        return taken
+
+    def _launch(self, wanted: int, *, partial: bool) -> bool:
+        """Start receives for ``wanted`` messages; True if a partial one was deferred."""
+        in_flight = sum(self._receivers.values())
+        room = wanted - in_flight - len(self._buffer)
+        while room >= self._max_batch:
+            self._spawn_receive(self._max_batch)
+            room -= self._max_batch
+        if room > 0 and not self._receivers:
+            if not partial:
+                return True
+            self._spawn_receive(room)
+        return False
+
+    def _spawn_receive(self, size: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._receive(size))
+        self._receivers[task] = size
+
+    async def _receive(self, size: int) -> None:
+        task = asyncio.current_task()
+        params: dict[str, Any] = {
+            "QueueUrl": self._queue_url,
+            "MaxNumberOfMessages": size,
+            "WaitTimeSeconds": self._wait_time,
+            "MessageSystemAttributeNames": ["All"],
+            "MessageAttributeNames": list(
+                self._receive_options.get("MessageAttributeNames", ["All"])
+            ),
+        }
+        if "VisibilityTimeout" in self._receive_options:
+            params["VisibilityTimeout"] = self._receive_options["VisibilityTimeout"]
+        try:
+            started = time.monotonic()
+            response = await self._client.receive_message(**params)
+            messages = response.get("Messages", []) or []
+            now = time.monotonic()
+            for message in messages:
+                self._buffer.append(self._delivery(message, now))
+            if not messages and self._wait_time < 1:
+                # No long polling: do not spin on an empty queue.
+                await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if is_missing_queue(exc):
+                self._error = ConfigurationError(f"SQS queue {self._queue!r} no longer exists")
+            else:
+                self._error = translate_error(exc, f"receiving from {self._queue}")
+        finally:
+            if task is not None:
+                self._receivers.pop(task, None)
+            self._completions += 1
+            self._changed.set()
+
+    def _delivery(self, message: Mapping[str, Any], now: float) -> Delivery:
+        attributes = message.get("Attributes", {}) or {}
+        message_attributes = message.get("MessageAttributes", {}) or {}
+        group = attributes.get("MessageGroupId") if self._fifo else None
+        try:
+            attempt: int | None = int(attributes["ApproximateReceiveCount"])
+        except (KeyError, ValueError):
+            attempt = None
+        receipt = Receipt(
+            handle=str(message["ReceiptHandle"]),
+            message_id=str(message.get("MessageId")),
+            received_at=now,
+            group=group,
+            extended_at=now,
+        )
+        metadata = {
+            "MessageId": message.get("MessageId"),
+            "ReceiptHandle": message.get("ReceiptHandle"),
+            "MD5OfBody": message.get("MD5OfBody"),
+            "Attributes": dict(attributes),
+            "MessageAttributes": dict(message_attributes),
+            "headers": _headers(message_attributes),
+            "queue_url": self._queue_url,
+        }
+        return Delivery(
+            raw=message,
+            body=message.get("Body"),
+            message_id=receipt.message_id,
+            metadata=metadata,
+            attempt=attempt,
+            ordering_key=group,
+            token=receipt,
+        )
+
+    # -- settling ------------------------------------------------------------------------
+
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Queue the settlement; it is sent within ``settle_linger`` (batched).
+
+        Failures are retried, then logged; they never raise here: an unsettled SQS
+        message comes back after its visibility timeout (at-least-once).
+        """
+        receipt = delivery.token
+        if not isinstance(receipt, Receipt):
+            raise ValueError(f"{delivery!r} was not fetched by an SQSProvider")
+        if not self._started:
+            raise ProviderError("SQSProvider.settle called before start()")
+        if receipt.settled:
+            logger.debug("%r settled twice; ignoring %r", delivery, outcome)
+            return
+        receipt.settled = True
+        self._outstanding -= 1
+        self._settled += 1
+        if self._closed:
+            logger.warning(
+                "settling %r with %r after close: left to its timeout", delivery, outcome
+            )
+            return
+        assert self._deleter is not None
+        assert self._visibility is not None
+        assert self._rejecter is not None
+        kind = outcome.kind
+        if kind is OutcomeKind.ACCEPT:
+            self._deleter.add(receipt)
+        elif kind is OutcomeKind.RELEASE:
+            self._visibility.add(_Visibility(receipt, 0))
+        elif kind is OutcomeKind.RETRY:
+            delay = outcome.delay if outcome.delay is not None else self._retry_visibility
+            if delay is not None:
+                now = time.monotonic()
+                seconds = max(0, min(math.ceil(delay), receipt.visibility_cap(now)))
+                self._visibility.add(_Visibility(receipt, seconds))
+        elif kind is OutcomeKind.REJECT:
+            reason = outcome.reason or "rejected"
+            if self._dlq_url is None:
+                logger.error(
+                    "message %s from %s rejected (%s) and deleted: the queue has no "
+                    "dead-letter queue",
+                    delivery.message_id,
+                    self._queue,
+                    reason,
+                )
+                self._deleter.add(receipt)
+            else:
+                self._rejecter.add(_Reject(delivery, reason))
+        self._changed.set()
+
+    async def extend_leases(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Set each delivery's visibility to ``seconds`` from now (batched, 10 per call).
+
+        Never beyond SQS's 12-hour ceiling; settled deliveries are skipped. Per-entry
+        failures are logged (the message may come back: at-least-once); a failed call
+        raises :class:`ProviderError` after retries.
+        """
+        if not self._started or self._closed or self._visibility is None:
+            return
+        now = time.monotonic()
+        futures: list[asyncio.Future[None]] = []
+        for delivery in deliveries:
+            receipt = delivery.token
+            if not isinstance(receipt, Receipt) or receipt.settled:
+                continue
+            cap = receipt.visibility_cap(now)
+            wanted = min(math.ceil(seconds), cap)
+            if wanted <= 0:
+                logger.warning(
+                    "message %s reached the 12-hour visibility limit; it can no longer be "
+                    "extended and will be redelivered",
+                    delivery.message_id,
+                )
+                continue
+            receipt.extended_at = now
+            futures.append(self._visibility.submit(_Visibility(receipt, wanted)))
+        if futures:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise ProviderError(f"extending {len(errors)} lease(s) failed: {errors[0]}")
+
+    # -- batch calls ---------------------------------------------------------------------
+
+    async def _send_deletes(self, receipts: Sequence[Receipt]) -> dict[int, Failure]:
+        response = await self._client.delete_message_batch(
+            QueueUrl=self._queue_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": r.handle} for i, r in enumerate(receipts)],
+        )
+        return _failures(response, len(receipts))
+
+    async def _send_visibility(self, entries: Sequence[_Visibility]) -> dict[int, Failure]:
+        response = await self._client.change_message_visibility_batch(
+            QueueUrl=self._queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": e.receipt.handle, "VisibilityTimeout": e.seconds}
+                for i, e in enumerate(entries)
+            ],
+        )
+        return _failures(response, len(entries))
+
+    def _dead_letter_entry(self, index: int, reject: _Reject) -> dict[str, Any]:
+        message: Mapping[str, Any] = reject.delivery.raw
+        attributes: dict[str, Any] = {
+            name: dict(value)
+            for name, value in (message.get("MessageAttributes") or {}).items()
+            if isinstance(value, Mapping)
+        }
+        extra = {
+            _REASON_ATTRIBUTE: reject.reason[:1024],
+            _SOURCE_ATTRIBUTE: str(reject.delivery.message_id),
+        }
+        for name, value in extra.items():
+            if len(attributes) < _MAX_ATTRIBUTES:
+                attributes[name] = {"DataType": "String", "StringValue": value or "-"}
+            else:
+                logger.warning(
+                    "dead-lettering message %s: no room for attribute %s=%r (SQS allows 10)",
+                    reject.delivery.message_id,
+                    name,
+                    value,
+                )
+        entry: dict[str, Any] = {
+            "Id": str(index),
+            "MessageBody": message.get("Body", ""),
+        }
+        if attributes:
+            entry["MessageAttributes"] = attributes
+        if self._dlq_url is not None and self._dlq_url.endswith(".fifo"):
+            system = message.get("Attributes") or {}
+            entry["MessageGroupId"] = system.get("MessageGroupId") or "loafer-dead-letters"
+            entry["MessageDeduplicationId"] = str(reject.delivery.message_id)[:128]
+        return entry
+
+    async def _send_rejects(self, rejects: Sequence[_Reject]) -> dict[int, Failure]:
+        response = await self._client.send_message_batch(
+            QueueUrl=self._dlq_url,
+            Entries=[self._dead_letter_entry(i, r) for i, r in enumerate(rejects)],
+        )
+        failed = _failures(response, len(rejects))
+        assert self._deleter is not None
+        for i, reject in enumerate(rejects):
+            if i not in failed:
+                # Sent first, deleted second: a crash in between gives a duplicate in the
+                # dead-letter queue, never a loss.
+                self._deleter.add(reject.delivery.token)
+        return failed

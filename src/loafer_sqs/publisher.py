@@ -1,0 +1,342 @@
+"""Publishers: ``SQSPublisher`` (SendMessageBatch) and ``SNSPublisher`` (PublishBatch).
+
+Both keep one long-lived client, gather messages for a short linger into batches of at
+most 10, retry per-entry failures that can succeed later, and raise
+:class:`~loafer_core.errors.ProviderError` to the caller of :meth:`publish` for an entry
+that still fails. Use them as async context managers, or call :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loafer_core.errors import ConfigurationError, ProviderError
+from loafer_sqs._batch import Batcher, Failure
+from loafer_sqs._client import ClientOptions, open_client
+from loafer_sqs.errors import is_missing_queue, translate_error
+from loafer_sqs.provider import _failures
+
+__all__ = ["SNSPublisher", "SQSPublisher", "encode_body", "message_attributes"]
+
+
+def encode_body(body: Any, encoder: Callable[[Any], str] = json.dumps) -> str:
+    """The text SQS/SNS carries: ``str`` as is, UTF-8 ``bytes`` decoded, else ``encoder``.
+
+    SQS bodies are text: bytes that are not UTF-8 raise ``ValueError`` (base64-encode
+    binary payloads, or send them as a binary message attribute).
+    """
+    if isinstance(body, str):
+        text = body
+    elif isinstance(body, bytes | bytearray | memoryview):
+        try:
+            text = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                "SQS/SNS message bodies are text; these bytes are not UTF-8 "
+                "(base64-encode binary payloads)"
+            ) from exc
+    else:
+        text = encoder(body)
+    if not text:
+        raise ValueError("SQS/SNS message bodies must not be empty")
+    return text
+
+
+def message_attributes(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Headers -> SQS/SNS message attributes (str -> String, numbers -> Number, bytes ->
+    Binary; a dict already in the ``{"DataType": ...}`` form passes through)."""
+    attributes: dict[str, Any] = {}
+    for name, value in (headers or {}).items():
+        if isinstance(value, Mapping) and "DataType" in value:
+            attributes[name] = dict(value)
+        elif isinstance(value, bytes | bytearray):
+            attributes[name] = {"DataType": "Binary", "BinaryValue": bytes(value)}
+        elif isinstance(value, bool):
+            attributes[name] = {"DataType": "String", "StringValue": str(value).lower()}
+        elif isinstance(value, int | float):
+            attributes[name] = {"DataType": "Number", "StringValue": repr(value)}
+        else:
+            attributes[name] = {"DataType": "String", "StringValue": str(value)}
+    return attributes
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    target: str
+    body: str
+    attributes: dict[str, Any]
+    group_id: str | None
+    deduplication_id: str | None
+    delay: int | None = None
+    subject: str | None = None
+
+
+class _BasePublisher:
+    _service = "sqs"
+
+    def __init__(
+        self,
+        *,
+        linger: float = 0.02,
+        encoder: Callable[[Any], str] = json.dumps,
+        **client_options: Any,
+    ) -> None:
+        self._client_options = ClientOptions(**client_options)
+        self._linger = linger
+        self._encoder = encoder
+        self._client: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+        self._batchers: dict[str, Batcher[_Entry]] = {}
+        self._targets: dict[str, str] = {}
+        self._closed = False
+
+    async def __aenter__(self) -> Any:
+        await self._ensure_client()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _ensure_client(self) -> Any:
+        if self._closed:
+            raise ProviderError(f"{type(self).__name__} is closed")
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    stack = contextlib.AsyncExitStack()
+                    self._client = await open_client(
+                        self._service, self._client_options, stack, max_pool_connections=16
+                    )
+                    self._stack = stack
+        return self._client
+
+    def _batcher(self, target: str) -> Batcher[_Entry]:
+        batcher = self._batchers.get(target)
+        if batcher is None:
+            batcher = Batcher(
+                f"publishing to {target}",
+                self._send,
+                describe=lambda e: f"a message to {e.target}",
+                linger=self._linger,
+                error_type=ProviderError,
+            )
+            self._batchers[target] = batcher
+        return batcher
+
+    async def _send(self, entries: Sequence[_Entry]) -> dict[int, Failure]:
+        raise NotImplementedError
+
+    async def _publish(self, entry: _Entry) -> None:
+        await asyncio.shield(self._batcher(entry.target).submit(entry))
+
+    async def flush(self) -> None:
+        """Wait until everything published so far is sent."""
+        for batcher in list(self._batchers.values()):
+            await batcher.flush()
+
+    async def close(self) -> None:
+        """Send what is queued and close the client. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for batcher in list(self._batchers.values()):
+                await batcher.aclose()
+        finally:
+            if self._stack is not None:
+                stack, self._stack = self._stack, None
+                await stack.aclose()
+            self._client = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(client={self._client_options!r})"
+
+
+class SQSPublisher(_BasePublisher):
+    """Publish to SQS queues with ``SendMessageBatch`` (10 per call, short linger).
+
+    :param queue: default queue (name or URL) for :meth:`publish`.
+    :param linger: how long a message waits for others to fill a batch (seconds).
+    :param encoder: turns non-text bodies into text (default ``json.dumps``).
+    :param client_options: as :class:`~loafer_sqs.SQSProvider` (``region_name``,
+        ``endpoint_url``, credentials...).
+    """
+
+    _service = "sqs"
+
+    def __init__(
+        self,
+        queue: str | None = None,
+        *,
+        linger: float = 0.02,
+        encoder: Callable[[Any], str] = json.dumps,
+        **client_options: Any,
+    ) -> None:
+        super().__init__(linger=linger, encoder=encoder, **client_options)
+        self.queue = queue
+
+    async def _url(self, queue: str) -> str:
+        if queue.startswith(("http://", "https://")):
+            return queue
+        url = self._targets.get(queue)
+        if url is None:
+            client = await self._ensure_client()
+            try:
+                response = await client.get_queue_url(QueueName=queue)
+            except Exception as exc:
+                if is_missing_queue(exc):
+                    raise ConfigurationError(f"SQS queue {queue!r} does not exist") from exc
+                raise translate_error(exc, f"looking up queue {queue!r}") from exc
+            url = str(response["QueueUrl"])
+            self._targets[queue] = url
+        return url
+
+    async def publish(
+        self,
+        body: Any,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        queue: str | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        delay: int | None = None,
+        **options: Any,
+    ) -> None:
+        """Send one message; returns once SQS has it.
+
+        ``headers`` become message attributes. On FIFO queues ``group_id`` is required
+        and ``deduplication_id`` defaults to a fresh UUID (pass ``content_based=True``
+        to leave it to the queue's content-based deduplication). ``delay`` is
+        ``DelaySeconds`` (standard queues).
+        """
+        if options.keys() - {"content_based", "message_attributes"}:
+            raise ConfigurationError(f"unknown publish option(s) {sorted(options)}")
+        target = queue or self.queue
+        if not target:
+            raise ConfigurationError("SQSPublisher.publish needs a queue (queue=...)")
+        text = encode_body(body, self._encoder)
+        attributes = message_attributes(headers)
+        attributes.update(message_attributes(options.get("message_attributes")))
+        fifo = target.rstrip("/").endswith(".fifo")
+        if fifo:
+            if not group_id:
+                raise ConfigurationError(f"publishing to the FIFO queue {target!r} needs group_id")
+            if deduplication_id is None and not options.get("content_based"):
+                deduplication_id = uuid.uuid4().hex
+        elif group_id is not None or deduplication_id is not None:
+            raise ConfigurationError("group_id/deduplication_id are for FIFO queues (.fifo)")
+        url = await self._url(target)
+        await self._ensure_client()
+        await self._publish(_Entry(url, text, attributes, group_id, deduplication_id, delay))
+
+    async def _send(self, entries: Sequence[_Entry]) -> dict[int, Failure]:
+        batch: list[dict[str, Any]] = []
+        for index, entry in enumerate(entries):
+            item: dict[str, Any] = {"Id": str(index), "MessageBody": entry.body}
+            if entry.attributes:
+                item["MessageAttributes"] = entry.attributes
+            if entry.group_id is not None:
+                item["MessageGroupId"] = entry.group_id
+            if entry.deduplication_id is not None:
+                item["MessageDeduplicationId"] = entry.deduplication_id
+            if entry.delay is not None:
+                item["DelaySeconds"] = entry.delay
+            batch.append(item)
+        response = await self._client.send_message_batch(QueueUrl=entries[0].target, Entries=batch)
+        return _failures(response, len(entries))
+
+
+class SNSPublisher(_BasePublisher):
+    """Publish to SNS topics with ``PublishBatch`` (10 per call, short linger).
+
+    :param topic: default topic ARN (or name, looked up with ``ListTopics``).
+    """
+
+    _service = "sns"
+
+    def __init__(
+        self,
+        topic: str | None = None,
+        *,
+        linger: float = 0.02,
+        encoder: Callable[[Any], str] = json.dumps,
+        **client_options: Any,
+    ) -> None:
+        super().__init__(linger=linger, encoder=encoder, **client_options)
+        self.topic = topic
+
+    async def _arn(self, topic: str) -> str:
+        if topic.startswith("arn:"):
+            return topic
+        arn = self._targets.get(topic)
+        if arn is None:
+            client = await self._ensure_client()
+            try:
+                paginator = client.get_paginator("list_topics")
+                async for page in paginator.paginate():
+                    for item in page.get("Topics", []):
+                        if str(item["TopicArn"]).rsplit(":", 1)[-1] == topic:
+                            arn = str(item["TopicArn"])
+                            break
+                    if arn:
+                        break
+            except Exception as exc:
+                raise translate_error(exc, f"looking up topic {topic!r}") from exc
+            if arn is None:
+                raise ConfigurationError(f"SNS topic {topic!r} does not exist")
+            self._targets[topic] = arn
+        return arn
+
+    async def publish(
+        self,
+        body: Any,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        topic: str | None = None,
+        subject: str | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        **options: Any,
+    ) -> None:
+        """Publish one message to the topic; returns once SNS has it."""
+        if options:
+            raise ConfigurationError(f"unknown publish option(s) {sorted(options)}")
+        target = topic or self.topic
+        if not target:
+            raise ConfigurationError("SNSPublisher.publish needs a topic (topic=...)")
+        text = encode_body(body, self._encoder)
+        arn = await self._arn(target)
+        if arn.endswith(".fifo"):
+            if not group_id:
+                raise ConfigurationError(f"publishing to the FIFO topic {target!r} needs group_id")
+            if deduplication_id is None:
+                deduplication_id = uuid.uuid4().hex
+        await self._ensure_client()
+        entry = _Entry(arn, text, message_attributes(headers), group_id, deduplication_id)
+        entry.subject = subject
+        await self._publish(entry)
+
+    async def _send(self, entries: Sequence[_Entry]) -> dict[int, Failure]:
+        batch: list[dict[str, Any]] = []
+        for index, entry in enumerate(entries):
+            item: dict[str, Any] = {"Id": str(index), "Message": entry.body}
+            if entry.attributes:
+                item["MessageAttributes"] = entry.attributes
+            if entry.subject is not None:
+                item["Subject"] = entry.subject
+            if entry.group_id is not None:
+                item["MessageGroupId"] = entry.group_id
+            if entry.deduplication_id is not None:
+                item["MessageDeduplicationId"] = entry.deduplication_id
+            batch.append(item)
+        response = await self._client.publish_batch(
+            TopicArn=entries[0].target, PublishBatchRequestEntries=batch
+        )
+        return _failures(response, len(entries))

@@ -1,0 +1,483 @@
+"""SQSProvider against moto: receiving, settling, dead-lettering, leases, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+
+from loafer_core.errors import ConfigurationError
+from loafer_core.outcome import ACCEPT, REJECT, RELEASE, RETRY
+from loafer_core.provider import Delivery, LeaseExtender, Provider, Support
+from loafer_sqs import SQSProvider
+from loafer_sqs.provider import Receipt
+from tests.loafer_sqs.conftest import CallCounter, MakeQueue, queue_counts, send_bodies
+
+pytestmark = pytest.mark.sqs
+
+
+async def fetch_n(provider: SQSProvider, n: int, timeout: float = 10.0) -> list[Delivery]:
+    """Fetch until ``n`` deliveries arrived (bounded)."""
+    got: list[Delivery] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < n:
+            got.extend(await provider.fetch(n - len(got)))
+    return got
+
+
+async def test_is_a_provider_and_lease_extender(client_options: dict[str, Any]) -> None:
+    provider = SQSProvider("anything", **client_options)
+    assert isinstance(provider, Provider)
+    assert isinstance(provider, LeaseExtender)
+    caps = provider.capabilities
+    assert caps.delayed_retry is Support.NATIVE
+    assert caps.attempt_count is Support.NATIVE
+    assert caps.lease_extension is Support.NATIVE
+    assert caps.release_uncounted is Support.NONE
+    assert caps.ordering_keys is Support.NONE
+    assert SQSProvider("orders.fifo", **client_options).capabilities.ordering_keys
+
+
+async def test_secrets_not_in_repr(client_options: dict[str, Any]) -> None:
+    provider = SQSProvider("q", aws_secret_access_key="very-secret", endpoint_url="http://x")
+    assert "very-secret" not in repr(provider)
+    assert "http://x" in repr(provider)
+
+
+async def test_unknown_options_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="WaitTimeSecond"):
+        SQSProvider("q", {"WaitTimeSecond": 3})
+    with pytest.raises(ConfigurationError, match="bogus"):
+        SQSProvider("q", bogus=1)
+    with pytest.raises(ConfigurationError, match="MaxNumberOfMessages"):
+        SQSProvider("q", {"MaxNumberOfMessages": 11})
+    with pytest.raises(ConfigurationError):
+        SQSProvider(None)
+
+
+async def test_missing_queue_is_configuration_error(client_options: dict[str, Any]) -> None:
+    provider = SQSProvider("loafer-sqs-does-not-exist", **client_options)
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        await provider.start(10)
+    await provider.close()
+
+
+async def test_missing_region_is_configuration_error(
+    sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    provider = SQSProvider(
+        "q", endpoint_url=sqs_endpoint, aws_access_key_id="a", aws_secret_access_key="b"
+    )
+    with pytest.raises(ConfigurationError):
+        await provider.start(1)
+    await provider.close()
+
+
+async def test_receive_accept_round_trip(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    await sqs.send_message(
+        QueueUrl=url,
+        MessageBody='{"hello": "world"}',
+        MessageAttributes={"trace": {"DataType": "String", "StringValue": "abc"}},
+    )
+    name = url.rsplit("/", 1)[-1]
+    provider = SQSProvider(name, **client_options)
+    await provider.start(10)
+    try:
+        assert provider.queue_url == url
+        [delivery] = await fetch_n(provider, 1)
+        raw_before = copy.deepcopy(delivery.raw)
+        assert delivery.body == '{"hello": "world"}'
+        assert delivery.attempt == 1
+        assert delivery.ordering_key is None
+        assert delivery.metadata["headers"] == {"trace": "abc"}
+        assert delivery.metadata["MessageId"] == delivery.message_id
+        assert "SentTimestamp" in delivery.metadata["Attributes"]
+        translated = provider.default_translator.translate(delivery.raw)
+        assert translated["content"] == {"hello": "world"}
+        assert "Body" not in translated["metadata"]
+        assert delivery.raw == raw_before, "the raw message was mutated"
+        await provider.settle(delivery, ACCEPT)
+        await provider.flush()
+        assert await queue_counts(sqs, url) == (0, 0)
+    finally:
+        await provider.close()
+
+
+async def test_queue_given_by_url(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    await sqs.send_message(QueueUrl=url, MessageBody='"x"')
+    provider = SQSProvider(url, **client_options)
+    await provider.start(1)
+    try:
+        [delivery] = await fetch_n(provider, 1)
+        await provider.settle(delivery, ACCEPT)
+    finally:
+        await provider.close()
+    assert await queue_counts(sqs, url) == (0, 0)
+
+
+async def test_receive_sizes_follow_max_messages(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    sizes: list[int] = []
+
+    def record(params: dict[str, Any], **kwargs: Any) -> None:
+        sizes.append(params["MaxNumberOfMessages"])
+
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    session.register("provide-client-params.sqs.ReceiveMessage", record)
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, session=session, **client_options)
+    await provider.start(25)
+    try:
+        # two full receives in flight; the remaining 5 wait until they are back
+        assert list(await provider.fetch(25)) == []
+        assert sizes == [10, 10]
+    finally:
+        await provider.close()
+    sizes.clear()
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, session=session, **client_options)
+    await provider.start(3)
+    try:
+        assert list(await provider.fetch(3)) == []
+        assert sizes == [3]
+    finally:
+        await provider.close()
+
+
+async def test_empty_queue_no_busy_loop_without_long_polling(
+    make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    counter = CallCounter()
+    provider = SQSProvider(url, {"WaitTimeSeconds": 0}, session=counter.session(), **client_options)
+    await provider.start(5)
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0:
+            assert list(await provider.fetch(5)) == []
+        assert counter.count("ReceiveMessage") <= 3
+    finally:
+        await provider.close()
+
+
+async def test_retry_with_delay_and_attempts(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    await sqs.send_message(QueueUrl=url, MessageBody='"retry me"')
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, **client_options)
+    await provider.start(1)
+    try:
+        [first] = await fetch_n(provider, 1)
+        assert first.attempt == 1
+        settled_at = time.monotonic()
+        await provider.settle(first, RETRY(2))
+        [again] = await fetch_n(provider, 1, timeout=15)
+        assert time.monotonic() - settled_at >= 1.5
+        assert again.attempt == 2
+        assert again.message_id == first.message_id
+        await provider.settle(again, ACCEPT)
+    finally:
+        await provider.close()
+
+
+async def test_retry_without_delay_leaves_visibility_timeout(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue(visibility=3)
+    await sqs.send_message(QueueUrl=url, MessageBody='"later"')
+    counter = CallCounter()
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, session=counter.session(), **client_options)
+    await provider.start(1)
+    try:
+        [first] = await fetch_n(provider, 1)
+        settled_at = time.monotonic()
+        await provider.settle(first, RETRY())
+        await provider.flush()
+        assert counter.count("ChangeMessageVisibilityBatch") == 0
+        [again] = await fetch_n(provider, 1, timeout=15)
+        assert time.monotonic() - settled_at >= 2.0
+        await provider.settle(again, ACCEPT)
+    finally:
+        await provider.close()
+
+
+async def test_retry_visibility_zero_option(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue(visibility=30)
+    await sqs.send_message(QueueUrl=url, MessageBody='"now"')
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, retry_visibility=0, **client_options)
+    await provider.start(1)
+    try:
+        [first] = await fetch_n(provider, 1)
+        await provider.settle(first, RETRY())
+        [again] = await fetch_n(provider, 1, timeout=5)
+        assert again.attempt == 2
+        await provider.settle(again, ACCEPT)
+    finally:
+        await provider.close()
+
+
+async def test_release_is_visible_at_once(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue(visibility=30)
+    await sqs.send_message(QueueUrl=url, MessageBody='"release"')
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, **client_options)
+    await provider.start(1)
+    try:
+        [first] = await fetch_n(provider, 1)
+        await provider.settle(first, RELEASE)
+        [again] = await fetch_n(provider, 1, timeout=5)
+        assert again.message_id == first.message_id
+        await provider.settle(again, ACCEPT)
+    finally:
+        await provider.close()
+
+
+async def test_reject_goes_to_dead_letter_queue(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue(dlq=True)
+    attributes = {
+        "trace": {"DataType": "String", "StringValue": "t-1"},
+        "n": {"DataType": "Number", "StringValue": "7"},
+    }
+    await sqs.send_message(QueueUrl=url, MessageBody='{"bad": 1}', MessageAttributes=attributes)
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, **client_options)
+    await provider.start(1)
+    try:
+        assert provider.dead_letter_queue_url is not None
+        assert provider.dead_letter_queue_url.endswith("-dlq")
+        assert provider.capabilities.dead_letter is Support.EMULATED
+        [delivery] = await fetch_n(provider, 1)
+        await provider.settle(delivery, REJECT("no good"))
+        await provider.flush()
+    finally:
+        await provider.close()
+    assert await queue_counts(sqs, url) == (0, 0)
+    response = await sqs.receive_message(
+        QueueUrl=provider.dead_letter_queue_url,
+        MessageAttributeNames=["All"],
+        WaitTimeSeconds=1,
+    )
+    [dead] = response["Messages"]
+    assert dead["Body"] == '{"bad": 1}'
+    got = dead["MessageAttributes"]
+    assert got["trace"]["StringValue"] == "t-1"
+    assert got["n"] == {"DataType": "Number", "StringValue": "7"}
+    assert got["loafer.reject_reason"]["StringValue"] == "no good"
+    assert got["loafer.source_message_id"]["StringValue"] == delivery.message_id
+
+
+async def test_reject_without_dead_letter_queue_deletes_and_logs(
+    sqs: Any,
+    make_queue: MakeQueue,
+    client_options: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = await make_queue()
+    await sqs.send_message(QueueUrl=url, MessageBody='"poison"')
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, **client_options)
+    await provider.start(1)
+    try:
+        assert provider.capabilities.dead_letter is Support.NONE
+        [delivery] = await fetch_n(provider, 1)
+        with caplog.at_level(logging.ERROR, logger="loafer_sqs"):
+            await provider.settle(delivery, REJECT("broken beyond repair"))
+        await provider.flush()
+    finally:
+        await provider.close()
+    assert await queue_counts(sqs, url) == (0, 0)
+    [record] = [r for r in caplog.records if r.name == "loafer_sqs"]
+    assert record.levelno == logging.ERROR
+    assert delivery.message_id in record.getMessage()
+    assert "broken beyond repair" in record.getMessage()
+
+
+async def test_explicit_dead_letter_queue(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    dead_url = await make_queue()
+    await sqs.send_message(QueueUrl=url, MessageBody='"to the side"')
+    provider = SQSProvider(
+        url, {"WaitTimeSeconds": 1}, dead_letter_queue=dead_url.rsplit("/", 1)[-1], **client_options
+    )
+    await provider.start(1)
+    try:
+        [delivery] = await fetch_n(provider, 1)
+        await provider.settle(delivery, REJECT("side"))
+    finally:
+        await provider.close()
+    assert await queue_counts(sqs, dead_url) == (1, 0)
+    assert await queue_counts(sqs, url) == (0, 0)
+
+
+async def test_deletes_are_batched_ten_at_most(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    await send_bodies(sqs, url, [json.dumps(i) for i in range(25)])
+    counter = CallCounter()
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, session=counter.session(), **client_options)
+    await provider.start(25)
+    try:
+        deliveries = await fetch_n(provider, 25)
+        assert sorted(json.loads(d.body) for d in deliveries) == list(range(25))
+        for delivery in deliveries:
+            await provider.settle(delivery, ACCEPT)
+        await provider.flush()
+        assert counter.count("DeleteMessageBatch") == 3
+        assert counter.largest_batch() <= 10
+    finally:
+        await provider.close()
+    assert await queue_counts(sqs, url) == (0, 0)
+
+
+async def test_bad_receipt_is_logged_not_raised(
+    make_queue: MakeQueue, client_options: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    url = await make_queue()
+    provider = SQSProvider(url, **client_options)
+    await provider.start(1)
+    try:
+        fake = Delivery(
+            raw={}, message_id="m-1", token=Receipt("not-a-handle", "m-1", time.monotonic())
+        )
+        with caplog.at_level(logging.ERROR, logger="loafer_sqs"):
+            await provider.settle(fake, ACCEPT)
+            await provider.flush()
+        assert any("m-1" in r.getMessage() for r in caplog.records)
+    finally:
+        await provider.close()
+
+
+async def test_cancelled_fetch_loses_nothing(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    provider = SQSProvider(url, {"WaitTimeSeconds": 5}, **client_options)
+    await provider.start(1)
+    try:
+        fetching = asyncio.create_task(provider.fetch(1))
+        await asyncio.sleep(0.2)  # let the long poll reach the server
+        fetching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fetching
+        await sqs.send_message(QueueUrl=url, MessageBody='"kept"')
+        [delivery] = await fetch_n(provider, 1)
+        assert delivery.body == '"kept"'
+        await provider.settle(delivery, ACCEPT)
+    finally:
+        await provider.close()
+
+
+async def test_close_releases_buffered_messages(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue(visibility=60)
+    await send_bodies(sqs, url, [json.dumps(i) for i in range(20)])
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, **client_options)
+    await provider.start(20)
+    handed: list[Delivery] = []
+    try:
+        handed.extend(await provider.fetch(20))
+        assert handed
+        # whatever else the receives brought in stays buffered (not handed out)
+        await provider.settle(handed[0], ACCEPT)
+        for delivery in handed[1:]:
+            await provider.settle(delivery, RELEASE)
+    finally:
+        await provider.close()
+    await provider.close()  # idempotent
+    visible, in_flight = await queue_counts(sqs, url)
+    assert (visible, in_flight) == (19, 0)
+
+
+async def test_extend_leases_keeps_message_invisible(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue(visibility=2)
+    await sqs.send_message(QueueUrl=url, MessageBody='"slow"')
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, **client_options)
+    await provider.start(1)
+    try:
+        assert provider.lease_duration == 2
+        [delivery] = await fetch_n(provider, 1)
+        await provider.extend_leases([delivery], 10)
+        await asyncio.sleep(3)  # longer than the queue's visibility timeout
+        assert await queue_counts(sqs, url) == (0, 1)
+        await provider.settle(delivery, ACCEPT)
+        await provider.extend_leases([delivery], 10)  # settled: skipped
+    finally:
+        await provider.close()
+    assert await queue_counts(sqs, url) == (0, 0)
+
+
+async def test_fifo_metadata(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue(fifo=True)
+    await sqs.send_message(
+        QueueUrl=url, MessageBody='"a"', MessageGroupId="g-1", MessageDeduplicationId="d-1"
+    )
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, **client_options)
+    await provider.start(1)
+    try:
+        assert provider.fifo
+        assert provider.capabilities.ordering_keys is Support.NATIVE
+        [delivery] = await fetch_n(provider, 1)
+        assert delivery.ordering_key == "g-1"
+        assert delivery.attempt == 1
+        await provider.settle(delivery, ACCEPT)
+    finally:
+        await provider.close()
+
+
+async def test_fetch_after_close_raises(
+    make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    from loafer_core.errors import ProviderError
+
+    url = await make_queue()
+    provider = SQSProvider(url, **client_options)
+    await provider.start(1)
+    await provider.close()
+    with pytest.raises(ProviderError):
+        await provider.fetch(1)
+
+
+async def test_unreachable_endpoint_is_provider_error() -> None:
+    from aiobotocore.config import AioConfig
+
+    from loafer_core.errors import ProviderError
+
+    provider = SQSProvider(
+        "q",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="us-east-1",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        config=AioConfig(connect_timeout=1, retries={"max_attempts": 0}),
+    )
+    with pytest.raises(ProviderError):
+        await provider.start(1)
+    await provider.close()
