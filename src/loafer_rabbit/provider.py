@@ -61,6 +61,8 @@ REJECT_REASON_HEADER = "x-loafer-reject-reason"
 REJECTED_FROM_HEADER = "x-loafer-rejected-from"
 #: The longest per-message TTL RabbitMQ accepts (2**32 - 1 ms), in seconds.
 MAX_RETRY_DELAY = (2**32 - 1) / 1000.0
+#: Failed publishes (of a retry or dead-letter copy) of one delivery before it is requeued.
+PUBLISH_ATTEMPTS = 3
 #: The largest prefetch count AMQP 0-9-1 can express.
 MAX_PREFETCH = 65535
 
@@ -223,6 +225,7 @@ class RabbitProvider:
         self._dead_logged = False
         self._dropped = 0
         self._warned_no_delay = False
+        self._publish_failures: dict[int, int] = {}
         self.prefetch = 0
 
     # -- description ----------------------------------------------------------------------
@@ -630,10 +633,11 @@ class RabbitProvider:
             delay = None
         if delay:
             ttl = max(1, min(round(delay * 1000), 2**32 - 1)) / 1000.0
-            await self._publish(self._copy(message, headers, ttl), "", self.retry_queue)
+            copy = self._copy(message, headers, ttl)
+            await self._publish_then_ack(message, delivery, copy, "", self.retry_queue)
         else:
-            await self._publish(self._copy(message, headers), "", self.queue)
-        await message.ack()
+            copy = self._copy(message, headers)
+            await self._publish_then_ack(message, delivery, copy, "", self.queue)
 
     async def _reject(
         self, message: AbstractIncomingMessage, delivery: Delivery, reason: str | None
@@ -645,7 +649,63 @@ class RabbitProvider:
         headers.pop("x-delivery-count", None)
         headers[REJECT_REASON_HEADER] = reason or "rejected"
         headers[REJECTED_FROM_HEADER] = self.queue
-        await self._publish(self._copy(message, headers), self.dead_letter_exchange, self.queue)
+        copy = self._copy(message, headers)
+        await self._publish_then_ack(message, delivery, copy, self.dead_letter_exchange, self.queue)
+
+    async def _publish_then_ack(
+        self,
+        message: AbstractIncomingMessage,
+        delivery: Delivery,
+        copy: aio_pika.Message,
+        exchange: str,
+        routing_key: str,
+    ) -> None:
+        """Publish ``copy`` (confirmed), then ack ``message``: a crash in between leaves a
+        duplicate, never a loss.
+
+        A failed publish raises ProviderError (the dispatcher retries the settle); after
+        ``PUBLISH_ATTEMPTS`` failures for one delivery, the message is requeued with
+        ``basic.nack`` instead, so it never stays unacknowledged (holding a prefetch slot)
+        for the rest of the connection's life.
+        """
+        key = id(message)
+        try:
+            try:
+                await self._publish(copy, exchange, routing_key)
+            except aiormq.exceptions.PublishError:
+                # Unroutable: the retry or dead-letter queue was deleted. Declare again, once.
+                if routing_key == self.retry_queue and self._delayed_retry:
+                    await self._declare_retry_queue()
+                elif exchange == self.dead_letter_exchange:
+                    await self._declare_dead_letter()
+                else:
+                    raise
+                await self._publish(copy, exchange, routing_key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if _is_dead(message):
+                self._publish_failures.pop(key, None)
+                self._note_dead(1)
+                return
+            failures = self._publish_failures.get(key, 0) + 1
+            error = operation_error(f"publishing to {routing_key!r}", exc, self._url)
+            if failures < PUBLISH_ATTEMPTS:
+                self._publish_failures[key] = failures
+                raise error from None
+            self._publish_failures.pop(key, None)
+            logger.error(
+                "%s: could not publish message %s to %r after %d tries (%s); requeued it "
+                "with basic.nack instead (this redelivery is not counted as an attempt)",
+                self.describe(),
+                delivery.message_id,
+                routing_key,
+                failures,
+                error,
+            )
+            await message.nack(requeue=True)
+            return
+        self._publish_failures.pop(key, None)
         await message.ack()
 
     # -- health and shutdown --------------------------------------------------------------

@@ -505,3 +505,64 @@ async def test_large_and_binary_bodies(admin: RabbitAdmin, make_provider: MakePr
     for d in again:
         assert d.attempt == 2
         await provider.settle(d, ACCEPT)
+
+
+# -- publish-then-ack failures ----------------------------------------------------------
+
+
+async def test_retry_queue_deleted_behind_our_back_is_declared_again(
+    admin: RabbitAdmin, make_provider: MakeProvider
+) -> None:
+    name = await admin.declare()
+    await admin.put(name, b"x")
+    provider = await make_provider(name, poll_timeout=0.2)
+    await admin.delete(provider.retry_queue)
+    (first,) = await fetch_n(provider, 1)
+    await provider.settle(first, RETRY(0.3))
+    (second,) = await fetch_n(provider, 1, timeout=10)
+    assert second.attempt == 2
+    await provider.settle(second, ACCEPT)
+
+
+async def test_dead_letter_exchange_deleted_behind_our_back_is_declared_again(
+    admin: RabbitAdmin, make_provider: MakeProvider
+) -> None:
+    name = await admin.declare()
+    await admin.put(name, b"x")
+    provider = await make_provider(name, dead_letter=True)
+    async with admin.connection.channel() as channel:  # type: ignore[union-attr]
+        await channel.exchange_delete(provider.dead_letter_exchange)
+    (first,) = await fetch_n(provider, 1)
+    # The first settle may fail (the publish channel is closed by the 404 and reopened);
+    # the dispatcher retries a failed settle, as this loop does.
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                await provider.settle(first, REJECT("bad"))
+                break
+            except ProviderError:
+                await asyncio.sleep(0.2)
+    await admin.wait_count(provider.dead_letter_queue, 1)
+
+
+async def test_a_publish_that_keeps_failing_falls_back_to_requeue(
+    admin: RabbitAdmin, make_provider: MakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = await admin.declare()
+    await admin.put(name, b"x")
+    provider = await make_provider(name)
+    (first,) = await fetch_n(provider, 1)
+
+    async def failing(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("simulated publish failure")
+
+    monkeypatch.setattr(provider, "_publish", failing)
+    for _ in range(2):
+        with pytest.raises(ProviderError, match="simulated publish failure"):
+            await provider.settle(first, RETRY(5))
+    await provider.settle(first, RETRY(5))  # third failure: requeued with basic.nack
+    monkeypatch.undo()
+    (again,) = await fetch_n(provider, 1, timeout=5)
+    assert again.raw == b"x"
+    assert again.attempt == 1
+    await provider.settle(again, ACCEPT)
