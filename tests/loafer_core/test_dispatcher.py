@@ -1,0 +1,326 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from loafer_core import (
+    ACCEPT,
+    RETRY,
+    ConfigurationError,
+    Manager,
+    ProviderError,
+    Route,
+)
+from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_core.outcome import Outcome, OutcomeKind
+from loafer_core.policy import Backoff
+from loafer_core.provider import Capabilities, Delivery
+
+
+async def test_same_key_in_order_different_keys_concurrently(broker: MemoryBroker) -> None:
+    for i in range(5):
+        for key in ("a", "b"):
+            broker.publish("q", f"{key}{i}", ordering_key=key)
+    order: dict[str, list[str]] = {"a": [], "b": []}
+    active: dict[str, int] = {"a": 0, "b": 0}
+    overlap = asyncio.Event()
+    both_running = 0
+
+    async def handler(content: str, metadata: Any) -> bool:
+        nonlocal both_running
+        key = content[0]
+        active[key] += 1
+        assert active[key] == 1, "two messages of one key ran at once"
+        both_running = max(both_running, sum(1 for v in active.values() if v))
+        if both_running == 2:
+            overlap.set()
+        await asyncio.sleep(0.01)
+        order[key].append(content)
+        active[key] -= 1
+        return True
+
+    route = Route(MemoryProvider(broker, "q", wait=0.1), handler, max_concurrency=10)
+    async with Manager([route]):
+        await broker.wait_idle("q", timeout=10)
+    assert order == {"a": [f"a{i}" for i in range(5)], "b": [f"b{i}" for i in range(5)]}
+    assert overlap.is_set(), "different keys never ran concurrently"
+
+
+async def test_retry_in_a_key_is_not_overtaken(broker: MemoryBroker) -> None:
+    for i in range(4):
+        broker.publish("q", f"g{i}", ordering_key="g")
+    handled: list[str] = []
+    failed_once: set[str] = set()
+
+    async def handler(content: str, metadata: Any) -> Outcome:
+        if content == "g1" and content not in failed_once:
+            failed_once.add(content)
+            return RETRY(0.05)
+        handled.append(content)
+        return ACCEPT
+
+    route = Route(MemoryProvider(broker, "q", wait=0.1), handler, max_concurrency=10)
+    async with Manager([route]):
+        await broker.wait_idle("q", timeout=10)
+    assert handled == ["g0", "g1", "g2", "g3"]
+
+
+async def test_slow_route_does_not_delay_another() -> None:
+    broker = MemoryBroker()
+    broker.declare("slow")
+    broker.declare("fast")
+    broker.publish("slow", "s")
+    for i in range(20):
+        broker.publish("fast", i)
+    release_slow = asyncio.Event()
+    fast_done = asyncio.Event()
+    fast_seen: list[int] = []
+
+    async def slow(content: Any, metadata: Any) -> bool:
+        await release_slow.wait()
+        return True
+
+    async def fast(content: int, metadata: Any) -> bool:
+        fast_seen.append(content)
+        if len(fast_seen) == 20:
+            fast_done.set()
+        return True
+
+    routes = [
+        Route(MemoryProvider(broker, "slow", wait=0.1), slow, max_concurrency=1),
+        Route(MemoryProvider(broker, "fast", wait=0.1), fast, max_concurrency=2),
+    ]
+    async with Manager(routes):
+        await asyncio.wait_for(fast_done.wait(), 5)  # while the slow one is still running
+        assert broker.in_flight("slow") == 1
+        release_slow.set()
+        await broker.wait_idle("slow", timeout=5)
+
+
+async def test_fetch_only_for_free_capacity(broker: MemoryBroker) -> None:
+    class Counting(MemoryProvider):
+        asked: list[int] = []
+
+        async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+            self.asked.append(max_messages)
+            return await super().fetch(max_messages)
+
+    broker.publish_many("q", list(range(30)))
+    gate = asyncio.Event()
+    running = 0
+    full = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        nonlocal running
+        running += 1
+        if running == 4:
+            full.set()
+        await gate.wait()
+        return True
+
+    provider = Counting(broker, "q", wait=0.1)
+    async with Manager([Route(provider, handler, max_concurrency=4)]):
+        await asyncio.wait_for(full.wait(), 5)
+        assert broker.in_flight("q") == 4
+        asked_before = len(provider.asked)
+        gate.set()
+        await broker.wait_idle("q", timeout=5)
+    assert all(1 <= n <= 4 for n in provider.asked)
+    assert asked_before >= 1
+
+
+class FlakyProvider(MemoryProvider):
+    """Fails the first fetches and settles with ProviderError (a fake, for our own logic)."""
+
+    fetch_failures = 3
+    settle_failures = 2
+
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        if self.fetch_failures:
+            self.fetch_failures -= 1
+            raise ProviderError("broker unreachable")
+        return await super().fetch(max_messages)
+
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        if self.settle_failures:
+            self.settle_failures -= 1
+            raise ProviderError("settle refused")
+        await super().settle(delivery, outcome)
+
+
+async def test_fetch_and_settle_errors_are_retried(
+    broker: MemoryBroker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Backoff, "delay", lambda self, failures: 0.01)
+    broker.publish("q", "x")
+    done = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        done.set()
+        return True
+
+    with caplog.at_level(logging.WARNING):
+        async with Manager([Route(FlakyProvider(broker, "q", wait=0.1), handler)]):
+            await asyncio.wait_for(done.wait(), 5)
+            await broker.wait_idle("q", timeout=5)
+    assert [s.outcome for s in broker.settlements("q")] == [ACCEPT]
+    assert caplog.text.count("fetch failed") == 3
+    assert caplog.text.count("settling message") == 2
+
+
+async def test_configuration_error_from_provider_stops_manager(broker: MemoryBroker) -> None:
+    ok_route = Route(MemoryProvider(broker, "q", wait=0.1), lambda c, m: True)
+    missing = Route(MemoryProvider(broker, "no-such-queue"), lambda c, m: True)
+    with pytest.raises(ConfigurationError, match="no-such-queue"):
+        await asyncio.wait_for(Manager([ok_route, missing]).serve(), 10)
+
+
+async def test_route_needing_what_provider_lacks_fails_at_start(broker: MemoryBroker) -> None:
+    class Basic(MemoryProvider):
+        @property
+        def capabilities(self) -> Capabilities:
+            return Capabilities()
+
+    route = Route(Basic(broker, "q"), lambda c, m: True, max_attempts=3)
+    with pytest.raises(ConfigurationError, match="counts delivery attempts"):
+        await asyncio.wait_for(Manager([route]).serve(), 10)
+
+
+async def test_leases_are_extended_until_settled() -> None:
+    broker = MemoryBroker()
+    broker.declare("leased", lease=0.3)
+    broker.publish("leased", "long job")
+    calls = 0
+    done = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(1.0)  # the work itself: 3x the lease
+        done.set()
+        return True
+
+    class Watching(MemoryProvider):
+        extended: list[int] = []
+
+        async def extend_leases(self, deliveries: Sequence[Delivery], seconds: float) -> None:
+            self.extended.append(len(deliveries))
+            await super().extend_leases(deliveries, seconds)
+
+    provider = Watching(broker, "leased", wait=0.1)
+    async with Manager([Route(provider, handler, max_concurrency=2)]):
+        await asyncio.wait_for(done.wait(), 5)
+        await broker.wait_idle("leased", timeout=5)
+        extensions = len(provider.extended)
+        await asyncio.sleep(0.3)  # a full lease with nothing in flight: no more extensions
+        assert len(provider.extended) == extensions
+    assert calls == 1, "the message was redelivered while its handler ran"
+    assert extensions >= 2
+    assert [s.outcome for s in broker.settlements("leased")] == [ACCEPT]
+
+
+async def test_without_extension_the_lease_expires() -> None:
+    """The control for the test above: the memory lease really redelivers."""
+    broker = MemoryBroker()
+    broker.declare("leased", lease=0.2)
+    broker.publish("leased", "job")
+    provider = MemoryProvider(broker, "leased", wait=0.1)
+    await provider.start(1)
+    first = await provider.fetch(1)
+    again = await provider.fetch(1)
+    assert not again
+    await asyncio.sleep(0.3)
+    again = await provider.fetch(1)
+    assert len(first) == 1 and len(again) == 1 and again[0].attempt == 2
+    await provider.settle(first[0], ACCEPT)  # stale: ignored
+    assert broker.depth("leased") == 0 and broker.in_flight("leased") == 1
+
+
+async def test_run_once(broker: MemoryBroker) -> None:
+    broker.publish_many("q", [1, 2, 3])
+    seen: list[int] = []
+
+    async def handler(content: int, metadata: Any) -> bool:
+        seen.append(content)
+        return True
+
+    await asyncio.wait_for(
+        Manager([Route(MemoryProvider(broker, "q"), handler, max_concurrency=2)]).serve(
+            forever=False
+        ),
+        5,
+    )
+    assert sorted(seen) == [1, 2]
+    assert broker.depth("q") == 1 and broker.in_flight("q") == 0
+
+
+async def test_graceful_stop_releases_unstarted_and_finishes_in_flight(
+    broker: MemoryBroker,
+) -> None:
+    for i in range(6):
+        broker.publish("q", f"k{i}", ordering_key="k")  # one key: 1 runs, 5 wait
+    running = asyncio.Event()
+    gate = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(content: str, metadata: Any) -> bool:
+        running.set()
+        await gate.wait()
+        finished.append(content)
+        return True
+
+    manager = Manager([Route(MemoryProvider(broker, "q", wait=0.1), handler)])
+    task = asyncio.create_task(manager.serve())
+    await asyncio.wait_for(running.wait(), 5)
+    manager.stop()
+    # unstarted ones are back at once, while the in-flight one still runs
+    for _ in range(100):
+        if broker.depth("q") == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert broker.depth("q") == 5 and broker.in_flight("q") == 1
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    assert finished == ["k0"]
+    kinds = [s.outcome.kind for s in broker.settlements("q")]
+    assert kinds.count(OutcomeKind.RELEASE) == 5 and kinds.count(OutcomeKind.ACCEPT) == 1
+
+
+async def test_stop_now_and_shutdown_timeout_release_in_flight(broker: MemoryBroker) -> None:
+    broker.publish_many("q", ["a", "b"])
+    started = 0
+    both = asyncio.Event()
+
+    async def stuck(content: Any, metadata: Any) -> bool:
+        nonlocal started
+        started += 1
+        if started == 2:
+            both.set()
+        await asyncio.Event().wait()
+        return True
+
+    manager = Manager(
+        [Route(MemoryProvider(broker, "q", wait=0.1), stuck, max_concurrency=2)],
+        shutdown_timeout=0.2,
+    )
+    task = asyncio.create_task(manager.serve())
+    await asyncio.wait_for(both.wait(), 5)
+    manager.stop()
+    await asyncio.wait_for(task, 5)  # the 0.2 s deadline cut them short
+    assert broker.depth("q") == 2 and broker.in_flight("q") == 0
+    assert {s.outcome.kind for s in broker.settlements("q")} == {OutcomeKind.RELEASE}
+    assert all(s.attempt == 1 for s in broker.settlements("q"))
+
+    started = 0
+    both.clear()
+    manager = Manager([Route(MemoryProvider(broker, "q", wait=0.1), stuck, max_concurrency=2)])
+    task = asyncio.create_task(manager.serve())
+    await asyncio.wait_for(both.wait(), 5)
+    manager.stop()
+    manager.stop(now=True)
+    await asyncio.wait_for(task, 5)
+    assert broker.depth("q") == 2 and broker.in_flight("q") == 0

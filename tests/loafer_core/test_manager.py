@@ -1,0 +1,159 @@
+"""The manager in a real process: signals, exit status, one iteration."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from loafer_core import ConfigurationError, LoaferManager, Manager, Route
+from loafer_core.memory import MemoryBroker, MemoryProvider
+
+SERVICE = textwrap.dedent(
+    """
+    import asyncio, logging, sys, threading
+    from loafer_core import Manager, Route
+    from loafer_core.memory import MemoryBroker, MemoryProvider
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    broker = MemoryBroker()
+    broker.publish_many("q", list(range(10)))
+    started = []
+    gate = asyncio.Event()
+    loops = []
+
+    class Handler:
+        async def handle(self, content, metadata):
+            loops.append(asyncio.get_running_loop())
+            started.append(content)
+            if len(started) == 2:
+                print("READY", flush=True)
+            await gate.wait()
+            return True
+
+        def stop(self):
+            print("STOPPED", flush=True)
+
+    def on_stdin():
+        if sys.stdin.readline().strip() == "go":
+            loops[0].call_soon_threadsafe(gate.set)
+
+    threading.Thread(target=on_stdin, daemon=True).start()
+    route = Route(MemoryProvider(broker, "q", wait=0.1), Handler(), max_concurrency=2)
+    manager = Manager([route], shutdown_timeout=float(sys.argv[1]))
+    try:
+        manager.run()
+    finally:
+        kinds = [s.outcome.kind.name for s in broker.settlements("q")]
+        print("ACCEPT", kinds.count("ACCEPT"), "RELEASE", kinds.count("RELEASE"),
+              "DEPTH", broker.depth("q"), "INFLIGHT", broker.in_flight("q"), flush=True)
+    """
+)
+
+
+def _start(tmp_path: Path, shutdown_timeout: float) -> subprocess.Popen[str]:
+    script = tmp_path / "service.py"
+    script.write_text(SERVICE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(shutdown_timeout)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "READY"
+    return proc
+
+
+def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
+    proc = _start(tmp_path, 30)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")  # let the two in-flight handlers finish
+    proc.stdin.flush()
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "STOPPED" in out
+    assert "ACCEPT 2 RELEASE 0 DEPTH 8 INFLIGHT 0" in out
+    assert "SIGTERM received: draining" in err
+
+
+def test_second_signal_stops_now(tmp_path: Path) -> None:
+    proc = _start(tmp_path, 30)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    # signals of one kind are not queued: send the second once the first was handled
+    while "SIGINT received: draining" not in (line := proc.stderr.readline()):
+        assert line, "the service ended without draining"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "ACCEPT 0 RELEASE 2 DEPTH 10 INFLIGHT 0" in out
+    assert "received again: stopping now" in err
+
+
+def test_fatal_configuration_error_exits_non_zero(tmp_path: Path) -> None:
+    script = tmp_path / "bad.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from loafer_core import Manager, Route
+            from loafer_core.memory import MemoryBroker, MemoryProvider
+            Manager([Route(MemoryProvider(MemoryBroker(), "missing"), print)]).run()
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert proc.returncode != 0
+    assert "memory queue 'missing' does not exist" in proc.stderr
+
+
+def test_manager_configuration() -> None:
+    broker = MemoryBroker()
+    route = Route(MemoryProvider(broker, "q"), print)
+    assert LoaferManager is Manager
+    with pytest.raises(ConfigurationError, match="at least one route"):
+        Manager([])
+    with pytest.raises(ConfigurationError, match="not a Route"):
+        Manager([route, "nope"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="twice"):
+        Manager([route, route])
+    with pytest.raises(ConfigurationError, match="shutdown_timeout"):
+        Manager([route], shutdown_timeout=-1)
+
+
+def test_run_forever_false_blocks_for_one_iteration() -> None:
+    broker = MemoryBroker()
+    broker.publish_many("q", ["a", "b", "c"])
+    seen: list[str] = []
+    Manager(routes=[Route(MemoryProvider(broker, "q"), lambda c, m: seen.append(c) is None)]).run(
+        forever=False
+    )
+    assert sorted(seen) == ["a", "b", "c"]
+    assert broker.is_idle("q")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+def test_routes_on_different_providers_side_by_side() -> None:
+    """Two brokers (two provider instances of different queues) in one manager."""
+    b1, b2 = MemoryBroker(), MemoryBroker()
+    b1.publish("x", 1)
+    b2.publish("y", 2)
+    seen: list[int] = []
+
+    def handler(content: int, metadata: object) -> bool:
+        seen.append(content)
+        return True
+
+    Manager([Route(MemoryProvider(b1, "x"), handler), Route(MemoryProvider(b2, "y"), handler)]).run(
+        forever=False
+    )
+    assert sorted(seen) == [1, 2]

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import importlib.metadata as md
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from loafer_core import ConfigurationError
+from loafer_core import plugins as plugins_module
+from loafer_core.memory import MemoryProvider
+from loafer_core.plugins import available_providers, load_provider
+
+
+def test_load_memory_provider() -> None:
+    assert load_provider("memory") is MemoryProvider
+
+
+def test_unknown_name_lists_installed() -> None:
+    with pytest.raises(ConfigurationError, match=r"no provider named 'kafka'.*installed: .*memory"):
+        load_provider("kafka")
+
+
+def test_missing_dependency_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fake_sqs_plugin.py").write_text("import aiobotocore_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = md.EntryPoint("sqs", "fake_sqs_plugin:Provider", "loafer.providers")
+    monkeypatch.setattr(plugins_module, "_entry_points", lambda: [ep])
+
+    class FakeDriver:
+        def __init__(self, group: str, name: str, **kwargs: object) -> None:
+            kwargs["on_load_failure_callback"](
+                None,
+                ep,
+                ImportError(  # type: ignore[operator]
+                    "No module named 'aiobotocore_missing_dependency'",
+                    name="aiobotocore_missing_dependency",
+                ),
+            )
+            raise RuntimeError("no driver loaded")
+
+    import stevedore
+
+    monkeypatch.setattr(stevedore, "DriverManager", FakeDriver)
+    with pytest.raises(ConfigurationError, match=r"pip install 'loafer-core\[sqs\]'"):
+        load_provider("sqs")
+    [info] = available_providers()
+    assert info.name == "sqs" and not info.loads
+    assert info.error is not None and "aiobotocore_missing_dependency" in info.error
+
+
+def test_available_providers_reports_every_installed_one() -> None:
+    infos = {p.name: p for p in available_providers()}
+    assert {"memory", "sqs", "amqp", "rabbit"} <= set(infos)
+    memory = infos["memory"]
+    assert memory.loads and memory.error is None
+    assert memory.distribution == "loafer-core" and memory.version
+    for info in infos.values():
+        assert info.loads or info.error
+
+
+def test_import_and_memory_route_import_no_broker_library() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import loafer_core
+        from loafer_core import Manager, Route
+        from loafer_core.memory import MemoryBroker, MemoryProvider
+        from loafer_core.plugins import load_provider
+        broker = MemoryBroker()
+        broker.publish("q", b"x")
+        Manager([Route(load_provider("memory")(broker, "q"), lambda c, m: True)]).run(
+            forever=False
+        )
+        assert broker.is_idle("q")
+        banned = ("aiobotocore", "botocore", "proton", "aio_pika", "aiormq",
+                  "loafer_sqs", "loafer_amqp", "loafer_rabbit")
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)
+        print("LOADED", loaded)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "LOADED []" in out

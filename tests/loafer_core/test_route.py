@@ -1,0 +1,325 @@
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from loafer_core import (
+    ACCEPT,
+    REJECT,
+    RELEASE,
+    RETRY,
+    ConfigurationError,
+    DeleteMessage,
+    JSONTranslator,
+    RejectMessage,
+    RetryMessage,
+    RetryPolicy,
+    Route,
+)
+from loafer_core.memory import MemoryProvider
+from loafer_core.provider import Capabilities, Delivery
+from loafer_core.translator import PassThroughTranslator
+
+
+def delivery(raw: Any = b'{"a": 1}', attempt: int | None = 1) -> Delivery:
+    return Delivery(raw=raw, body=raw, message_id="m-1", metadata={"headers": {}}, attempt=attempt)
+
+
+async def ok(content: Any, metadata: Any) -> bool:
+    return True
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_concurrency": "10"}, "max_concurrency"),
+        ({"max_concurrency": True}, "max_concurrency"),
+        ({"handler_timeout": 0}, "handler_timeout"),
+        ({"handler_timeout": float("nan")}, "handler_timeout"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 1.5}, "max_attempts"),
+        ({"translator": object()}, "translator"),
+        ({"error_handler": 42}, "error_handler"),
+        ({"retry": 5}, "retry"),
+        ({"name": 3}, "name"),
+    ],
+)
+def test_nonsense_is_refused_naming_the_argument(
+    provider: MemoryProvider, kwargs: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        Route(provider, ok, **kwargs)
+
+
+def test_missing_handler_and_wrong_provider(provider: MemoryProvider) -> None:
+    with pytest.raises(ConfigurationError, match="handler"):
+        Route(provider)
+    with pytest.raises(ConfigurationError, match="handler"):
+        Route(provider, "not callable")
+    with pytest.raises(ConfigurationError, match="provider"):
+        Route(object(), ok)  # type: ignore[arg-type]
+
+
+def test_translator_and_message_translator_are_one_thing(provider: MemoryProvider) -> None:
+    t = JSONTranslator()
+    assert Route(provider, ok, message_translator=t).translator is t
+    assert Route(provider, ok, translator=None).translator is None
+    assert isinstance(Route(provider, ok).translator, PassThroughTranslator)
+    with pytest.raises(ConfigurationError, match="not both"):
+        Route(provider, ok, translator=t, message_translator=t)
+
+
+def test_capability_checks(provider: MemoryProvider) -> None:
+    none = Capabilities()
+    with pytest.raises(ConfigurationError, match="max_attempts"):
+        Route(provider, ok, max_attempts=3).check_capabilities(none)
+    with pytest.raises(ConfigurationError, match="delayed retries"):
+        Route(provider, ok, retry=RetryPolicy(initial=1)).check_capabilities(none)
+    limited = Capabilities(delayed_retry=True, max_retry_delay=10)
+    with pytest.raises(ConfigurationError, match="longest retry delay"):
+        Route(provider, ok, retry=RetryPolicy(maximum=60)).check_capabilities(limited)
+    Route(provider, ok, max_attempts=3).check_capabilities(provider.capabilities)
+
+
+# -- outcome mapping ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        (True, ACCEPT),
+        (None, ACCEPT),
+        (False, RETRY()),
+        (REJECT("r"), REJECT("r")),
+        (RELEASE, RELEASE),
+        (RETRY(2), RETRY(2)),
+    ],
+)
+async def test_handler_result_mapping(provider: MemoryProvider, result: Any, expected: Any) -> None:
+    async def handler(content: Any, metadata: Any) -> Any:
+        return result
+
+    assert await Route(provider, handler).process(delivery()) == expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (DeleteMessage(), ACCEPT),
+        (RejectMessage("nope"), REJECT("nope")),
+        (RetryMessage(delay=4), RETRY(4)),
+        (RetryMessage(), RETRY()),
+    ],
+)
+async def test_signals(provider: MemoryProvider, exc: Exception, expected: Any) -> None:
+    async def handler(content: Any, metadata: Any) -> Any:
+        raise exc
+
+    assert await Route(provider, handler).process(delivery()) == expected
+
+
+@pytest.mark.parametrize(
+    ("verdict", "expected"),
+    [(True, ACCEPT), (False, RETRY()), (None, RETRY()), (REJECT("e"), REJECT("e"))],
+)
+async def test_error_handler_decides(provider: MemoryProvider, verdict: Any, expected: Any) -> None:
+    seen: list[Any] = []
+
+    async def handler(content: Any, metadata: Any) -> Any:
+        raise KeyError("boom")
+
+    async def error_handler(exc_type: Any, exc: Any, message: Any) -> Any:
+        seen.append((exc_type, str(exc), message))
+        return verdict
+
+    route = Route(provider, handler, error_handler=error_handler)
+    assert await route.process(delivery(b"raw")) == expected
+    assert seen == [(KeyError, "'boom'", b"raw")]
+
+
+async def test_sync_error_handler_and_failing_error_handler(
+    provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(content: Any, metadata: Any) -> Any:
+        raise RuntimeError("handler broke")
+
+    def sync_eh(exc_type: Any, exc: Any, message: Any) -> bool:
+        return True
+
+    assert await Route(provider, handler, error_handler=sync_eh).process(delivery()) == ACCEPT
+
+    def broken_eh(exc_type: Any, exc: Any, message: Any) -> bool:
+        raise RuntimeError("error handler broke")
+
+    with caplog.at_level(logging.ERROR):
+        out = await Route(provider, handler, error_handler=broken_eh, name="r1").process(delivery())
+    assert out == RETRY()
+    assert "the error handler failed on message m-1" in caplog.text
+
+
+async def test_default_error_handler_logs_route_and_message(
+    provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(content: Any, metadata: Any) -> Any:
+        raise ValueError("kaput")
+
+    with caplog.at_level(logging.ERROR):
+        out = await Route(provider, handler, name="orders").process(delivery())
+    assert out == RETRY()
+    assert "route 'orders'" in caplog.text and "m-1" in caplog.text
+    assert "ValueError: kaput" in caplog.text  # the traceback
+
+
+async def test_translator_errors_reach_error_handler(provider: MemoryProvider) -> None:
+    errors: list[type[BaseException]] = []
+
+    def eh(exc_type: Any, exc: Any, message: Any) -> bool:
+        errors.append(exc_type)
+        return True
+
+    called: list[Any] = []
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        called.append(content)
+        return True
+
+    route = Route(provider, handler, translator=JSONTranslator(), error_handler=eh)
+    for raw in (b"\xff\xfe", b"{bad", b"null", b'""', b"[]"):
+        assert await route.process(delivery(raw)) == ACCEPT
+    assert len(errors) == 5 and all(issubclass(e, ValueError) for e in errors)
+    assert called == []
+    assert await route.process(delivery(b"0")) == ACCEPT  # zero is content, not "empty"
+    assert called == [0]
+
+
+async def test_translator_never_mutates_raw_and_metadata_merges(provider: MemoryProvider) -> None:
+    raw = {"Body": '{"x": 1}', "MessageId": "abc"}
+    snapshot = dict(raw)
+    seen: list[Any] = []
+
+    class DictTranslator:
+        def translate(self, message: dict[str, Any]) -> dict[str, Any]:
+            return {"content": message["Body"], "metadata": {"from_translator": True}}
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        seen.append((content, dict(metadata)))
+        return True
+
+    d = Delivery(raw=raw, metadata={"headers": {"h": "v"}}, message_id="abc")
+    await Route(provider, handler, translator=DictTranslator()).process(d)
+    assert raw == snapshot
+    assert seen == [('{"x": 1}', {"headers": {"h": "v"}, "from_translator": True})]
+
+
+# -- handler shapes ----------------------------------------------------------------------
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+
+
+async def test_sync_handler_runs_in_thread_with_contextvars(provider: MemoryProvider) -> None:
+    seen: list[Any] = []
+
+    def handler(content: Any, metadata: Any) -> bool:
+        seen.append((threading.current_thread() is threading.main_thread(), request_id.get()))
+        return False
+
+    route = Route(provider, handler)
+    request_id.set("req-42")
+    assert await route.process(delivery()) == RETRY()
+    assert seen == [(False, "req-42")]
+
+
+async def test_class_handler_with_stop(provider: MemoryProvider) -> None:
+    class Handler:
+        stopped = 0
+
+        async def handle(self, content: Any, metadata: Any) -> bool:
+            return content == b'{"a": 1}'
+
+        def stop(self) -> None:
+            self.stopped += 1
+
+    h = Handler()
+    route = Route(provider, h)
+    assert await route.process(delivery()) == ACCEPT
+    route.stop()
+    route.stop()
+    assert h.stopped == 1
+
+
+async def test_async_callable_object_is_awaited(provider: MemoryProvider) -> None:
+    ran: list[Any] = []
+
+    class Callable_:
+        async def __call__(self, content: Any, metadata: Any) -> bool:
+            ran.append(content)
+            return False
+
+    assert await Route(provider, Callable_()).process(delivery()) == RETRY()
+    assert ran == [b'{"a": 1}']
+
+
+async def test_awaitable_result_is_awaited(provider: MemoryProvider) -> None:
+    async def later() -> bool:
+        return False
+
+    def handler(content: Any, metadata: Any) -> Any:
+        return later()
+
+    assert await Route(provider, handler).process(delivery()) == RETRY()
+
+
+async def test_handler_timeout_retries_and_logs(
+    provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def slow(content: Any, metadata: Any) -> bool:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return True
+
+    with caplog.at_level(logging.ERROR):
+        out = await Route(provider, slow, handler_timeout=0.05).process(delivery())
+    assert out == RETRY()
+    assert cancelled.is_set()
+    assert "timed out" in caplog.text
+
+
+async def test_max_attempts(provider: MemoryProvider, caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int | None] = []
+
+    async def failing(content: Any, metadata: Any) -> bool:
+        calls.append(metadata.get("n"))
+        return False
+
+    route = Route(provider, failing, max_attempts=3, translator=None)
+    assert await route.process(delivery(attempt=2)) == RETRY()
+    assert (await route.process(delivery(attempt=3))).kind is REJECT("x").kind
+    with caplog.at_level(logging.WARNING):
+        out = await route.process(delivery(attempt=4))
+    assert out.kind is REJECT("x").kind
+    assert len(calls) == 2  # the 4th attempt never reached the handler
+    assert "exceeds max_attempts=3" in caplog.text
+
+
+async def test_retry_policy_gives_delays(provider: MemoryProvider) -> None:
+    async def failing(content: Any, metadata: Any) -> bool:
+        return False
+
+    route = Route(provider, failing, retry=RetryPolicy(initial=1, factor=2, maximum=3))
+    assert await route.process(delivery(attempt=1)) == RETRY(1.0)
+    assert await route.process(delivery(attempt=2)) == RETRY(2.0)
+    assert await route.process(delivery(attempt=5)) == RETRY(3.0)
