@@ -1,0 +1,666 @@
+"""The reactor-thread bridge: a proton Container in its own thread, talking to asyncio.
+
+Threading model::
+
+    asyncio loop thread                         reactor thread ("loafer-amqp-...")
+    -------------------                         ----------------------------------
+    ReactorClient.call(fn, *args) --+
+        (deque + one EventInjector  |  ApplicationEvent("loafer_wakeup")
+         trigger per batch)         +--------->  on_loafer_wakeup: run every queued fn
+                                                 (exceptions caught and logged)
+    _drain_posted() <-----------------+          ReactorClient.post(fn, *args)
+        (runs every posted fn)        +--------  (deque + one loop.call_soon_threadsafe
+                                                  per batch)
+
+Every proton object (Container, Connection, Session, Link, Delivery) is created and
+touched only in the reactor thread. The asyncio side never polls: it awaits futures and
+events that posted callbacks resolve. If the reactor thread ends for any reason, the
+asyncio side learns it at once (``on_thread_end``) and every pending or later call
+raises :class:`~loafer_core.errors.ProviderError`.
+
+Connection management is ours, not proton's (``reconnect=False``): a lost transport, or
+a session or link closed by the peer with an error, ends the current *generation*; the
+client then opens a fresh connection (or session) after a delay from proton's
+:func:`~proton.reactor.delay_iter` backoff. Deliveries of a dead generation are dropped,
+never settled on the new one (the broker has requeued them already).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+from proton import Condition, Connection, Handler, SSLDomain
+from proton._reactor import delay_iter
+from proton.handlers import MessagingHandler
+from proton.reactor import ApplicationEvent, Container, EventInjector
+
+from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+
+__all__ = ["ConnectionSettings", "ReactorClient", "mask_url"]
+
+logger = logging.getLogger("loafer_amqp")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Error conditions that mean "the set-up is wrong" when they happen at start-up.
+CONFIG_CONDITIONS = frozenset(
+    {
+        "amqp:not-found",
+        "amqp:unauthorized-access",
+        "amqp:precondition-failed",
+        "amqp:invalid-field",
+        "amqp:not-allowed",
+        "amqp:not-implemented",
+        "amqp:resource-deleted",
+    }
+)
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    creds = f"{user}:***@" if parts.password is not None else f"{user}@"
+    return parts._replace(netloc=creds + host).geturl()
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Everything needed to open a connection. ``password`` never appears in ``repr``."""
+
+    scheme: str
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    virtual_host: str | None = None
+    sasl_mechanisms: str | None = None
+    heartbeat: float | None = 60.0
+    ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    ssl_key_password: str | None = field(default=None, repr=False)
+    ssl_verify: bool = True
+    reconnect_initial: float = 0.1
+    reconnect_max_delay: float = 10.0
+    container_id: str | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        **options: Any,
+    ) -> ConnectionSettings:
+        """Parse ``amqp[s]://[user[:password]@]host[:port]`` (explicit user/password win)."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid AMQP URL {mask_url(url)!r}: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in {"amqp", "amqps"}:
+            raise ConfigurationError(
+                f"AMQP URL must start with amqp:// or amqps://, got {mask_url(url)!r}"
+            )
+        if not parts.hostname:
+            raise ConfigurationError(f"AMQP URL has no host: {mask_url(url)!r}")
+        if parts.path not in {"", "/"}:
+            raise ConfigurationError(
+                f"put the address in `address`, not in the URL path: {mask_url(url)!r}"
+            )
+        url_user = unquote(parts.username) if parts.username else None
+        url_password = unquote(parts.password) if parts.password is not None else None
+        return cls(
+            scheme=scheme,
+            host=parts.hostname,
+            port=port or (5671 if scheme == "amqps" else 5672),
+            user=user if user is not None else url_user,
+            password=password if password is not None else url_password,
+            **options,
+        )
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without any credentials (what proton and the logs see)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def display_url(self) -> str:
+        """The URL for reprs and logs: user shown, password masked."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.user is None:
+            return f"{self.scheme}://{host}:{self.port}"
+        secret = ":***" if self.password is not None else ""
+        return f"{self.scheme}://{quote(self.user, safe='')}{secret}@{host}:{self.port}"
+
+    def ssl_domain(self) -> SSLDomain | None:
+        """The client SSL domain for ``amqps://`` (None for plain ``amqp://``)."""
+        if self.scheme != "amqps":
+            return None
+        domain = SSLDomain(SSLDomain.MODE_CLIENT)
+        if self.ssl_ca:
+            domain.set_trusted_ca_db(self.ssl_ca)
+        if self.ssl_verify:
+            domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME, self.ssl_ca)
+        else:
+            domain.set_peer_authentication(SSLDomain.ANONYMOUS_PEER)
+        if self.ssl_cert:
+            if not self.ssl_key:
+                raise ConfigurationError("ssl_cert needs ssl_key")
+            domain.set_credentials(self.ssl_cert, self.ssl_key, self.ssl_key_password)
+        return domain
+
+    def mechanisms(self) -> str:
+        """SASL mechanisms to offer: the explicit choice, else PLAIN with a user, else ANONYMOUS."""
+        if self.sasl_mechanisms:
+            return self.sasl_mechanisms
+        return "PLAIN" if self.user is not None else "ANONYMOUS"
+
+
+def describe(condition: Condition | None) -> str:
+    """``name: description`` of an AMQP error condition (or ``"no condition"``)."""
+    if condition is None:
+        return "no error condition"
+    if condition.description:
+        return f"{condition.name}: {condition.description}"
+    return str(condition.name)
+
+
+def guarded(method: F) -> F:
+    """Run a reactor callback, logging (never propagating) an ``Exception`` it raises.
+
+    A ``BaseException`` that is not an ``Exception`` still propagates and ends the
+    reactor thread; the asyncio side then raises ProviderError instead of hanging.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: ReactorClient, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except Exception:
+            logger.exception("%s: error in reactor callback %s", self.label, method.__name__)
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _Timer(Handler):
+    """A proton timer task running ``callback`` in the reactor thread."""
+
+    def __init__(self, client: ReactorClient, callback: Callable[[], None]) -> None:
+        self._client = client
+        self._callback = callback
+
+    def on_timer_task(self, event: Any) -> None:
+        try:
+            self._callback()
+        except Exception:
+            logger.exception("%s: error in reactor timer", self._client.label)
+
+
+class ReactorClient(MessagingHandler):
+    """One connection, one session and its links, driven by a Container in its own thread.
+
+    Subclasses implement :meth:`open_links` (create links on the new session, in the
+    reactor thread), :meth:`links_ready` (every link is attached), :meth:`generation_lost`
+    (the connection or session died: drop what belonged to it) and may override
+    :meth:`check_peer`.
+    """
+
+    def __init__(self, settings: ConnectionSettings, label: str) -> None:
+        super().__init__(prefetch=0, auto_accept=False, auto_settle=True)
+        self.settings = settings
+        self.label = label
+        # Shared, lock-protected queues between the two threads.
+        self._cmd_lock = threading.Lock()
+        self._cmds: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._cmd_scheduled = False
+        self._post_lock = threading.Lock()
+        self._posted: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._post_scheduled = False
+        self._injector = EventInjector()
+        self._wakeup = ApplicationEvent("loafer_wakeup")
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # asyncio-side state.
+        self.ready: asyncio.Future[None] | None = None
+        self.ended: asyncio.Future[None] | None = None
+        self.dead: str | None = None  # why the reactor thread ended, once it has
+        self.attached = False  # last known link state (for health checks)
+        # Reactor-side state.
+        self._container: Container | None = None
+        self._conn: Connection | None = None
+        self._session: Any = None
+        self.generation = 0
+        self._established = False  # links attached at least once
+        self._closing = False
+        self._backoff: Iterator[float] = iter(())
+        self._reset_backoff()
+        self.peer_properties: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- asyncio side
+
+    def start_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the reactor thread (call once, from the event loop)."""
+        self._loop = loop
+        self.ready = loop.create_future()
+        self.ended = loop.create_future()
+        self._thread = threading.Thread(target=self._run, name=f"loafer-amqp-{self.label}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)`` to run in the reactor thread (thread-safe, non-blocking)."""
+        if self.dead is not None:
+            raise ProviderError(f"AMQP reactor thread has stopped: {self.dead}")
+        with self._cmd_lock:
+            self._cmds.append((fn, args))
+            if self._cmd_scheduled:
+                return
+            self._cmd_scheduled = True
+        self._injector.trigger(self._wakeup)
+
+    def _drain_posted(self) -> None:
+        with self._post_lock:
+            items, self._posted = self._posted, []
+            self._post_scheduled = False
+        for fn, args in items:
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("%s: error in callback from the reactor", self.label)
+
+    def _ready_result(self, error: BaseException | None) -> None:
+        if self.ready is not None and not self.ready.done():
+            if error is None:
+                self.ready.set_result(None)
+            else:
+                self.ready.set_exception(error)
+
+    def _thread_ended(self, reason: str) -> None:
+        self.dead = reason
+        self.attached = False
+        self._ready_result(ProviderError(f"AMQP reactor thread stopped: {reason}"))
+        self.on_thread_end(reason)
+        if self.ended is not None and not self.ended.done():
+            self.ended.set_result(None)
+
+    def on_thread_end(self, reason: str) -> None:
+        """Asyncio side: the reactor thread has ended (override to wake waiters)."""
+
+    def _set_attached(self, value: bool) -> None:
+        self.attached = value
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Wait until the links are attached; raise what went wrong otherwise."""
+        assert self.ready is not None
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self.ready)
+        except TimeoutError:
+            raise ProviderError(
+                f"timed out after {timeout}s connecting to {self.settings.display_url}"
+            ) from None
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Close the connection and end the reactor thread (idempotent)."""
+        if self._thread is None or self.ended is None:
+            return
+        if self.dead is None:
+            with contextlib.suppress(ProviderError):
+                self.call(self._begin_shutdown, timeout)
+        try:
+            async with asyncio.timeout(timeout + 5.0):
+                await asyncio.shield(self.ended)
+        except TimeoutError:
+            logger.error("%s: reactor thread did not stop within %ss", self.label, timeout)
+
+    # ---------------------------------------------------------------- thread plumbing
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Reactor side: run ``fn(*args)`` on the event loop (batched per wakeup)."""
+        with self._post_lock:
+            self._posted.append((fn, args))
+            if self._post_scheduled:
+                return
+            self._post_scheduled = True
+        assert self._loop is not None
+        # RuntimeError: the loop is closed, nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._drain_posted)
+
+    def _run(self) -> None:
+        reason = "closed"
+        try:
+            container = Container(self)
+            container.container_id = self.settings.container_id or container.container_id
+            self._container = container
+            container.selectable(self._injector)
+            container.run()
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            logger.critical("%s: AMQP reactor thread died", self.label, exc_info=True)
+        finally:
+            self._conn = None
+            self._session = None
+            self._container = None
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._thread_ended, reason)
+
+    def on_loafer_wakeup(self, event: Any) -> None:
+        with self._cmd_lock:
+            items, self._cmds = self._cmds, []
+            self._cmd_scheduled = False
+        for fn, args in items:
+            try:
+                fn(*args)
+            except Exception:
+                logger.exception("%s: error running a command in the reactor", self.label)
+        self.after_commands()
+
+    def after_commands(self) -> None:
+        """Reactor side: called after each batch of commands (e.g. to top up credit)."""
+
+    def schedule(self, delay: float, callback: Callable[[], None]) -> Any:
+        """Reactor side: run ``callback`` after ``delay`` seconds; returns a cancellable task."""
+        assert self._container is not None
+        return self._container.schedule(delay, _Timer(self, callback))
+
+    # ---------------------------------------------------------------- connection
+
+    def _reset_backoff(self) -> None:
+        self._backoff = delay_iter(
+            initial=self.settings.reconnect_initial, max_delay=self.settings.reconnect_max_delay
+        )
+
+    def _next_delay(self) -> float:
+        return next(self._backoff)
+
+    @guarded
+    def on_start(self, event: Any) -> None:
+        self._container = event.container
+        self._connect()
+
+    def _connect(self) -> None:
+        assert self._container is not None
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "reconnect": False,
+            "sasl_enabled": True,
+            "allowed_mechs": s.mechanisms(),
+            "allow_insecure_mechs": True,
+        }
+        if s.heartbeat:
+            kwargs["heartbeat"] = s.heartbeat
+        if s.user is not None:
+            kwargs["user"] = s.user
+        if s.password is not None:
+            kwargs["password"] = s.password
+        if s.virtual_host:
+            kwargs["virtual_host"] = s.virtual_host
+        domain = s.ssl_domain()
+        if domain is not None:
+            kwargs["ssl_domain"] = domain
+        self._conn = self._container.connect(url=s.safe_url, **kwargs)
+        self._open_session()
+
+    def _open_session(self) -> None:
+        assert self._conn is not None
+        self.generation += 1
+        session = self._conn.session()
+        session.open()
+        self._session = session
+        assert self._container is not None
+        self.open_links(self._container, session)
+
+    def open_links(self, container: Container, session: Any) -> None:
+        """Reactor side: create this client's links on ``session``."""
+        raise NotImplementedError
+
+    def links_ready(self) -> None:
+        """Reactor side: every link is attached (first time or after a recovery)."""
+
+    def generation_lost(self, old_generation: int) -> None:
+        """Reactor side: the connection or session of ``old_generation`` is gone."""
+
+    def check_peer(self, properties: dict[str, Any]) -> LoaferError | None:
+        """Reactor side: inspect the broker's open properties; return an error to refuse it."""
+        return None
+
+    def all_links_attached(self) -> bool:
+        """Reactor side: True when every link of the current session is attached."""
+        raise NotImplementedError
+
+    def _fail_start(self, error: LoaferError) -> None:
+        """Start-up failed: report ``error`` and stop the reactor."""
+        self.post(self._ready_result, error)
+        self._closing = True
+        if self._conn is not None:
+            self._conn.close()
+        self._stop_reactor()
+
+    def _stop_reactor(self) -> None:
+        self._injector.close()
+        if self._container is not None:
+            self._container.stop()
+
+    def _lost(self, why: str, *, whole_connection: bool) -> None:
+        """The current generation died after start-up: drop it and recover with backoff."""
+        old = self.generation
+        self.generation += 1  # so late events and settlements of the old one are ignored
+        self.post(self._set_attached, False)
+        self.generation_lost(old)
+        delay = self._next_delay()
+        if whole_connection:
+            self._conn = None
+            self._session = None
+            logger.warning(
+                "%s: connection to %s lost (%s); reconnecting in %.1fs",
+                self.label,
+                self.settings.display_url,
+                why,
+                delay,
+            )
+            self.schedule(delay, self._reconnect)
+        else:
+            self._session = None
+            logger.warning(
+                "%s: session ended by the broker (%s); reopening in %.1fs", self.label, why, delay
+            )
+            self.schedule(delay, self._reopen_session)
+
+    def _reconnect(self) -> None:
+        if not self._closing and self._conn is None:
+            self._connect()
+
+    def _reopen_session(self) -> None:
+        if self._closing or self._conn is None or self._session is not None:
+            return
+        self._open_session()
+
+    def _current(self, event: Any) -> bool:
+        """True when ``event`` is about the live connection/session (not a dead one)."""
+        if self._conn is None or event.connection != self._conn:
+            return False
+        session = event.session
+        return session is None or session == self._session
+
+    @guarded
+    def on_connection_opened(self, event: Any) -> None:
+        if event.connection != self._conn:
+            return
+        props = event.connection.remote_properties or {}
+        self.peer_properties = {str(k): v for k, v in props.items()}
+        error = self.check_peer(self.peer_properties)
+        if error is not None and not self._established:
+            self._fail_start(error)
+
+    @guarded
+    def on_link_opened(self, event: Any) -> None:
+        if self._closing or not self._current(event):
+            return
+        link = event.link
+        # A refused link is attached with a null terminus, then detached with an error.
+        if link.is_receiver and link.remote_source.address is None and not link.source.dynamic:
+            return
+        if link.is_sender and link.remote_target.address is None:
+            return
+        if not self.all_links_attached():
+            return
+        self._reset_backoff()
+        self.post(self._set_attached, True)
+        if not self._established:
+            self._established = True
+            self.post(self._ready_result, None)
+        self.links_ready()
+
+    def _endpoint_error(self, what: str, condition: Condition | None, event: Any) -> None:
+        text = describe(condition)
+        if not self._established:
+            name = str(condition.name) if condition is not None else ""
+            if name in CONFIG_CONDITIONS:
+                self._fail_start(ConfigurationError(f"the broker refused {what}: {text}"))
+            else:
+                self._fail_start(ProviderError(f"the broker refused {what}: {text}"))
+            return
+        logger.error("%s: %s closed by the broker: %s", self.label, what, text)
+        if event.session is not None:
+            event.session.close()
+        self._lost(text, whole_connection=False)
+
+    @guarded
+    def on_link_error(self, event: Any) -> None:
+        if self._closing or not self._current(event):
+            return
+        self._endpoint_error(self.describe_link(event.link), event.link.remote_condition, event)
+
+    @guarded
+    def on_link_closing(self, event: Any) -> None:
+        # Detached by the peer without an error: treat like an error (we did not ask).
+        if self._closing or not self._current(event):
+            return
+        self._endpoint_error(self.describe_link(event.link), None, event)
+
+    def describe_link(self, link: Any) -> str:
+        """A human description of ``link`` for errors (override for addresses)."""
+        return "the link"
+
+    @guarded
+    def on_session_error(self, event: Any) -> None:
+        if self._closing or not self._current(event):
+            return
+        self._endpoint_error(
+            f"the session for {self.describe_link(None)}", event.session.remote_condition, event
+        )
+
+    @guarded
+    def on_session_closing(self, event: Any) -> None:
+        if self._closing or not self._current(event):
+            return
+        self._endpoint_error(f"the session for {self.describe_link(None)}", None, event)
+
+    @guarded
+    def on_transport_error(self, event: Any) -> None:
+        condition = event.transport.condition
+        text = describe(condition)
+        if self._closing:
+            return
+        if event.connection is not None and event.connection != self._conn:
+            return
+        if not self._established:
+            name = str(condition.name) if condition is not None else ""
+            if name == "amqp:unauthorized-access" or "sasl" in name.lower():
+                error: LoaferError = ConfigurationError(
+                    f"authentication to {self.settings.display_url} failed: {text}"
+                )
+            else:
+                error = ProviderError(f"cannot connect to {self.settings.display_url}: {text}")
+            self._fail_start(error)
+            return
+        logger.warning("%s: transport error: %s", self.label, text)
+
+    @guarded
+    def on_connection_error(self, event: Any) -> None:
+        if self._closing or event.connection != self._conn:
+            return
+        condition = event.connection.remote_condition
+        if not self._established:
+            name = str(condition.name) if condition is not None else ""
+            cls = ConfigurationError if name in CONFIG_CONDITIONS else ProviderError
+            self._fail_start(cls(f"the broker closed the connection: {describe(condition)}"))
+            return
+        # proton closes our end next; the transport then closes without on_disconnected.
+        self._lost(describe(condition), whole_connection=True)
+
+    @guarded
+    def on_connection_closing(self, event: Any) -> None:
+        if self._closing or event.connection != self._conn:
+            return
+        if not self._established:
+            self._fail_start(ProviderError("the broker closed the connection during start-up"))
+            return
+        self._lost("closed by the broker", whole_connection=True)
+
+    @guarded
+    def on_disconnected(self, event: Any) -> None:
+        if self._closing:
+            self._stop_reactor()
+            return
+        if event.connection != self._conn:
+            return
+        if not self._established:
+            self._fail_start(
+                ProviderError(f"connection to {self.settings.display_url} lost during start-up")
+            )
+            return
+        self._lost("transport closed", whole_connection=True)
+
+    @guarded
+    def on_connection_closed(self, event: Any) -> None:
+        if self._closing:
+            self._stop_reactor()
+
+    @guarded
+    def on_transport_closed(self, event: Any) -> None:
+        # Closing and the socket is gone (possibly before the broker answered our close).
+        if self._closing:
+            self._stop_reactor()
+
+    # ---------------------------------------------------------------- shutdown
+
+    def _begin_shutdown(self, timeout: float) -> None:
+        if self._closing:
+            return
+        self.before_shutdown()
+        self._closing = True
+        self.post(self._set_attached, False)
+        if self._conn is not None:
+            self._conn.close()
+            # Give the broker ``timeout`` to answer our close; then stop regardless.
+            self.schedule(timeout, self._stop_reactor)
+        else:
+            self._stop_reactor()
+
+    def before_shutdown(self) -> None:
+        """Reactor side: last chance to settle/release before the connection closes."""

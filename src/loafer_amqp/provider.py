@@ -1,0 +1,524 @@
+"""AMQP 1.0 consumer: :class:`AMQPProvider` (python-qpid-proton, reactor thread bridged to asyncio).
+
+See ``docs/providers/amqp.md`` for the threading model, addresses per broker, the
+outcome table and the reconnect behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from proton import Condition
+from proton import Delivery as ProtonDelivery
+from proton.reactor import AtLeastOnce, Container
+
+from loafer_amqp._bridge import ConnectionSettings, ReactorClient, logger
+from loafer_amqp._convert import body_of, message_metadata
+from loafer_amqp.translator import AMQPTranslator
+from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_core.outcome import Outcome, OutcomeKind
+from loafer_core.provider import Capabilities, Delivery, Support
+
+__all__ = ["AMQPProvider", "BrokerProfile"]
+
+BrokerProfile = Literal["auto", "rabbitmq", "generic"]
+_PROFILES = ("auto", "rabbitmq", "generic")
+
+#: RabbitMQ's AMQP 1.0 plugin accepts the `modified` outcome from this version on.
+RABBITMQ_MODIFIED_SINCE = (3, 10, 11)
+
+#: Longest reason text sent in a `rejected` outcome's error condition.
+MAX_REASON = 1024
+
+
+def _version(text: Any) -> tuple[int, ...]:
+    numbers = re.findall(r"\d+", str(text or ""))[:3]
+    return tuple(int(n) for n in numbers)
+
+
+class _Token:
+    """Settlement handle of one delivery (asyncio side; holds no proton object)."""
+
+    __slots__ = ("client", "generation", "owner", "seq", "settled")
+
+    def __init__(self, owner: AMQPProvider, client: _ReceiverClient, seq: int, gen: int) -> None:
+        self.owner = owner
+        self.client = client
+        self.seq = seq
+        self.generation = gen
+        self.settled = False
+
+    def __repr__(self) -> str:
+        return f"<AMQP delivery #{self.seq} gen {self.generation}>"
+
+
+class _ReceiverClient(ReactorClient):
+    """Reactor side of an :class:`AMQPProvider`: one receiver link with explicit credit."""
+
+    def __init__(
+        self,
+        owner: AMQPProvider,
+        settings: ConnectionSettings,
+        address: str,
+        capacity: int,
+        profile: BrokerProfile,
+    ) -> None:
+        super().__init__(settings, label=f"receiver:{address}")
+        self.owner = owner
+        self.address = address
+        self.capacity = capacity
+        self.profile = profile
+        self.use_modified = profile == "generic"
+        self._receiver: Any = None
+        self._seq = 0
+        self._unsettled: dict[int, ProtonDelivery] = {}
+        self._held: dict[int, Any] = {}
+        self._replenish_task: Any = None
+
+    # -- connection hooks (reactor thread)
+
+    def check_peer(self, properties: dict[str, Any]) -> LoaferError | None:
+        product = str(properties.get("product") or "")
+        version = _version(properties.get("version"))
+        if product == "RabbitMQ":
+            modified_ok = version >= RABBITMQ_MODIFIED_SINCE
+            if self.profile == "generic" and not modified_ok:
+                return ConfigurationError(
+                    f"broker is RabbitMQ {properties.get('version')}, which ends the whole "
+                    "session on the `modified` outcome (fixed in 3.10.11): use broker='rabbitmq'"
+                )
+            self.use_modified = modified_ok
+        elif self.profile != "generic":
+            # Unknown broker under "auto": `released` is the outcome every broker takes.
+            self.use_modified = False
+        return None
+
+    def open_links(self, container: Container, session: Any) -> None:
+        self._receiver = container.create_receiver(
+            session,
+            source=self.address,
+            name=f"loafer-{self.address}-{self.generation}",
+            options=AtLeastOnce(),
+        )
+
+    def all_links_attached(self) -> bool:
+        link = self._receiver
+        return bool(
+            link is not None
+            and link.state & link.REMOTE_ACTIVE
+            and link.remote_source.address is not None
+        )
+
+    def describe_link(self, link: Any) -> str:
+        return f"address {self.address!r}"
+
+    def links_ready(self) -> None:
+        self.replenish()
+
+    def generation_lost(self, old_generation: int) -> None:
+        for task in self._held.values():
+            task.cancel()
+        if self._unsettled:
+            logger.warning(
+                "%s: %d unsettled deliveries dropped with the old connection/session; "
+                "the broker redelivers them",
+                self.label,
+                len(self._unsettled),
+            )
+        self._held.clear()
+        self._unsettled.clear()
+        self._receiver = None
+        if self._replenish_task is not None:
+            self._replenish_task.cancel()
+            self._replenish_task = None
+        self.post(self.owner._purge, old_generation)
+
+    def after_commands(self) -> None:
+        self.request_replenish()
+
+    def request_replenish(self) -> None:
+        """Top up credit once the dispositions just made are on the wire.
+
+        proton writes a receiver's flow frame before pending dispositions; granting
+        credit in the same turn would let the broker send a new message while it still
+        counts the settled one as unacknowledged (capacity + 1 at the broker). A
+        zero-delay timer runs after the transport has encoded the dispositions.
+        """
+        if self._replenish_task is None and not self._closing:
+            self._replenish_task = self.schedule(0, self._scheduled_replenish)
+
+    def _scheduled_replenish(self) -> None:
+        self._replenish_task = None
+        self.replenish()
+
+    def replenish(self) -> None:
+        """Grant credit so that credit + unsettled deliveries == capacity (never more)."""
+        link = self._receiver
+        if self._closing or link is None or not self.all_links_attached():
+            return
+        want = self.capacity - len(self._unsettled) - link.credit
+        if want > 0:
+            link.flow(want)
+
+    # -- messages (reactor thread)
+
+    def on_message(self, event: Any) -> None:
+        try:
+            self._on_message(event)
+        except Exception:
+            logger.exception("%s: error handling an incoming message", self.label)
+
+    def _on_message(self, event: Any) -> None:
+        dlv = event.delivery
+        if self._closing or event.link != self._receiver or not self._current(event):
+            return  # a late transfer on a dead link: the broker requeues it
+        self._seq += 1
+        seq = self._seq
+        try:
+            message = event.message
+            body, body_type = body_of(message)
+            meta = message_metadata(message, self.address, body_type)
+        except Exception as exc:
+            logger.exception("%s: undecodable message rejected", self.label)
+            dlv.local.condition = Condition("loafer:undecodable", f"cannot decode: {exc}"[:512])
+            dlv.update(ProtonDelivery.REJECTED)
+            dlv.settle()
+            self.request_replenish()
+            return
+        self._unsettled[seq] = dlv
+        attempt = meta["delivery_count"] + 1 if self.profile == "generic" else None
+        delivery = Delivery(
+            raw=body,
+            body=body,
+            message_id=meta["message_id"],
+            metadata=meta,
+            attempt=attempt,
+            token=_Token(self.owner, self, seq, self.generation),
+        )
+        self.post(self.owner._deliver, delivery)
+
+    # -- settlement (reactor thread; queued by the asyncio side)
+
+    def settle_delivery(
+        self, seq: int, generation: int, kind: OutcomeKind, delay: float | None, reason: str | None
+    ) -> None:
+        if generation != self.generation:
+            logger.debug("%s: delivery #%d is from a dead session; not settled", self.label, seq)
+            return
+        dlv = self._unsettled.get(seq)
+        if dlv is None or seq in self._held:
+            return
+        if kind is OutcomeKind.RETRY and delay and not self._closing:
+            self._held[seq] = self.schedule(delay, lambda: self._retry_now(seq, generation))
+            return
+        self._apply(seq, dlv, kind, reason)
+
+    def _retry_now(self, seq: int, generation: int) -> None:
+        if generation != self.generation:
+            return
+        self._held.pop(seq, None)
+        dlv = self._unsettled.get(seq)
+        if dlv is not None:
+            self._apply(seq, dlv, OutcomeKind.RETRY, None)
+            self.request_replenish()
+
+    def _apply(self, seq: int, dlv: ProtonDelivery, kind: OutcomeKind, reason: str | None) -> None:
+        del self._unsettled[seq]
+        self._held.pop(seq, None)
+        if kind is OutcomeKind.ACCEPT:
+            dlv.update(ProtonDelivery.ACCEPTED)
+        elif kind is OutcomeKind.REJECT:
+            dlv.local.condition = Condition("loafer:rejected", (reason or "rejected")[:MAX_REASON])
+            dlv.update(ProtonDelivery.REJECTED)
+        elif kind is OutcomeKind.RETRY and self.use_modified:
+            dlv.local.failed = True
+            dlv.update(ProtonDelivery.MODIFIED)
+        else:  # RELEASE, or RETRY on a broker without `modified`
+            dlv.update(ProtonDelivery.RELEASED)
+        dlv.settle()
+
+    def before_shutdown(self) -> None:
+        # Held retries are settled now (as retries); everything else unsettled is released.
+        for seq, task in list(self._held.items()):
+            task.cancel()
+            dlv = self._unsettled.get(seq)
+            self._held.pop(seq, None)
+            if dlv is not None:
+                self._apply(seq, dlv, OutcomeKind.RETRY, None)
+        for seq, dlv in list(self._unsettled.items()):
+            self._apply(seq, dlv, OutcomeKind.RELEASE, None)
+        if self._receiver is not None:
+            self._receiver.close()
+
+    def on_thread_end(self, reason: str) -> None:
+        self.owner._wake()
+
+
+class AMQPProvider:
+    """Consume from one AMQP 1.0 address with explicit, bounded credit.
+
+    :param url: ``amqp://[user[:password]@]host[:port]`` or ``amqps://...``.
+    :param address: the source to consume from. RabbitMQ: ``/amq/queue/NAME`` (an
+        existing queue; declares nothing) or ``/queue/NAME``; other brokers: the queue name.
+    :param broker: ``"auto"`` (default: detect from the broker's open properties; retries
+        are sent as ``released`` unless the broker is known to take ``modified``; no
+        attempt counting), ``"rabbitmq"`` (same, for RabbitMQ's AMQP 1.0 plugin) or
+        ``"generic"`` (a broker with full outcome support: RETRY sends ``modified`` with
+        delivery-failed and attempts come from the header's delivery-count).
+    :param user: / ``password``: SASL PLAIN credentials (override the URL's); without any,
+        SASL ANONYMOUS is used. ``sasl_mechanisms`` overrides the choice.
+    :param ssl_ca: / ``ssl_cert`` / ``ssl_key`` / ``ssl_key_password`` / ``ssl_verify``:
+        TLS options for ``amqps://`` URLs.
+    :param fetch_wait: longest time :meth:`fetch` waits for a message before returning
+        nothing.
+    :param max_retry_delay: longest ``RETRY(delay)`` held client-side; longer delays are
+        capped (a held delivery keeps its credit; brokers may time out unsettled ones).
+    """
+
+    default_translator = AMQPTranslator()
+
+    def __init__(
+        self,
+        url: str,
+        address: str,
+        *,
+        broker: BrokerProfile = "auto",
+        user: str | None = None,
+        password: str | None = None,
+        sasl_mechanisms: str | None = None,
+        virtual_host: str | None = None,
+        heartbeat: float | None = 60.0,
+        ssl_ca: str | None = None,
+        ssl_cert: str | None = None,
+        ssl_key: str | None = None,
+        ssl_key_password: str | None = None,
+        ssl_verify: bool = True,
+        connect_timeout: float = 15.0,
+        close_timeout: float = 10.0,
+        fetch_wait: float = 20.0,
+        max_retry_delay: float = 900.0,
+        reconnect_max_delay: float = 10.0,
+    ) -> None:
+        if not isinstance(address, str) or not address:
+            raise ConfigurationError("AMQPProvider needs an address (e.g. '/amq/queue/NAME')")
+        if broker not in _PROFILES:
+            raise ConfigurationError(f"broker must be one of {_PROFILES}, got {broker!r}")
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("close_timeout", close_timeout),
+            ("fetch_wait", fetch_wait),
+            ("max_retry_delay", max_retry_delay),
+            ("reconnect_max_delay", reconnect_max_delay),
+        ):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+        self._settings = ConnectionSettings.from_url(
+            url,
+            user=user,
+            password=password,
+            sasl_mechanisms=sasl_mechanisms,
+            virtual_host=virtual_host,
+            heartbeat=heartbeat,
+            ssl_ca=ssl_ca,
+            ssl_cert=ssl_cert,
+            ssl_key=ssl_key,
+            ssl_key_password=ssl_key_password,
+            ssl_verify=ssl_verify,
+            reconnect_max_delay=reconnect_max_delay,
+        )
+        self._settings.ssl_domain()  # validate TLS options now (raises on bad files)
+        self.address = address
+        self.broker: BrokerProfile = broker
+        self._connect_timeout = float(connect_timeout)
+        self._close_timeout = float(close_timeout)
+        self._fetch_wait = float(fetch_wait)
+        self._max_retry_delay = float(max_retry_delay)
+        self._capacity = 0
+        self._client: _ReceiverClient | None = None
+        self._buffer: deque[Delivery] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._min_generation = 0
+        self._restart_due = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"AMQPProvider(url={self._settings.display_url!r}, address={self.address!r}, "
+            f"broker={self.broker!r})"
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this provider does; RETRY delays are held client-side (EMULATED)."""
+        return Capabilities(
+            delayed_retry=Support.EMULATED,
+            dead_letter=Support.NATIVE,
+            attempt_count=Support.NATIVE if self.broker == "generic" else Support.NONE,
+            release_uncounted=Support.NATIVE,
+            ordering_keys=Support.NONE,
+            lease_extension=Support.NONE,
+            max_retry_delay=self._max_retry_delay,
+        )
+
+    @property
+    def retry_outcome(self) -> str:
+        """The AMQP outcome RETRY is sent as on this connection: ``modified`` or ``released``."""
+        client = self._client
+        modified = client.use_modified if client is not None else self.broker == "generic"
+        return "modified" if modified else "released"
+
+    @property
+    def peer_properties(self) -> dict[str, Any]:
+        """The broker's connection properties (product, version, ...), once connected."""
+        client = self._client
+        return dict(client.peer_properties) if client is not None else {}
+
+    async def start(self, capacity: int) -> None:
+        """Connect, attach the receiver and grant ``capacity`` credit.
+
+        Raises ConfigurationError for an unknown address or refused credentials (with
+        the broker's error text) and ProviderError when the broker cannot be reached.
+        """
+        if self._closed:
+            raise ProviderError("AMQPProvider is closed")
+        if self._client is not None:
+            raise ProviderError("AMQPProvider.start() called twice")
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+            raise ConfigurationError(f"capacity must be a positive int, got {capacity!r}")
+        self._capacity = capacity
+        self._arrived = asyncio.Event()
+        await self._open()
+
+    async def _open(self) -> None:
+        client = _ReceiverClient(self, self._settings, self.address, self._capacity, self.broker)
+        self._client = client
+        client.start_thread(asyncio.get_running_loop())
+        try:
+            await client.wait_ready(self._connect_timeout)
+        except BaseException:
+            await client.shutdown(self._close_timeout)
+            raise
+        logger.info("%r started with credit %d", self, self._capacity)
+
+    # -- callbacks from the reactor (event loop thread)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        token = delivery.token
+        assert isinstance(token, _Token)
+        if token.client is not self._client or token.generation < self._min_generation:
+            return
+        self._buffer.append(delivery)
+        self._wake()
+
+    def _purge(self, old_generation: int) -> None:
+        self._min_generation = max(self._min_generation, old_generation + 1)
+        kept = [d for d in self._buffer if d.token.generation > old_generation]
+        dropped = len(self._buffer) - len(kept)
+        if dropped:
+            logger.info("%r: %d buffered deliveries dropped with the old session", self, dropped)
+        self._buffer = deque(kept)
+
+    def _wake(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
+
+    # -- the Provider protocol
+
+    async def _live_client(self) -> _ReceiverClient:
+        if self._closed:
+            raise ProviderError("AMQPProvider is closed")
+        client = self._client
+        if client is None:
+            raise ProviderError("AMQPProvider.start() has not been called")
+        if client.dead is None:
+            return client
+        if not self._restart_due:
+            self._restart_due = True
+            self._buffer.clear()
+            raise ProviderError(f"AMQP reactor thread stopped ({client.dead}); will restart it")
+        self._restart_due = False
+        await self._open()
+        assert self._client is not None
+        return self._client
+
+    async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+        """Up to ``max_messages`` deliveries; waits up to ``fetch_wait`` for the first one."""
+        client = await self._live_client()
+        if max_messages <= 0:
+            return []
+        assert self._arrived is not None
+        if not self._buffer:
+            try:
+                async with asyncio.timeout(self._fetch_wait):
+                    while not self._buffer and client.dead is None and not self._closed:
+                        self._arrived.clear()
+                        await self._arrived.wait()
+            except TimeoutError:
+                return []
+            if self._closed:
+                return []
+            if client.dead is not None and not self._buffer:
+                await self._live_client()  # raises ProviderError
+        out: list[Delivery] = []
+        while self._buffer and len(out) < max_messages:
+            out.append(self._buffer.popleft())
+        return out
+
+    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Queue the settlement for the reactor thread (flushed by :meth:`close` at the latest).
+
+        Deliveries of a connection or session that has since died are not settled: the
+        broker has already requeued them.
+        """
+        token = delivery.token
+        if not isinstance(token, _Token) or token.owner is not self:
+            raise ValueError(f"{delivery!r} was not fetched from this provider")
+        if token.settled:
+            logger.warning("%r: %r settled twice; ignored", self, delivery)
+            return
+        token.settled = True
+        client = token.client
+        if client is not self._client or client.dead is not None:
+            logger.info("%r: %r belongs to a dead connection; not settled", self, delivery)
+            return
+        delay = outcome.delay
+        if delay is not None and delay > self._max_retry_delay:
+            logger.warning(
+                "%r: RETRY delay %.1fs capped at max_retry_delay=%.1fs",
+                self,
+                delay,
+                self._max_retry_delay,
+            )
+            delay = self._max_retry_delay
+        try:
+            client.call(
+                client.settle_delivery,
+                token.seq,
+                token.generation,
+                outcome.kind,
+                delay,
+                outcome.reason,
+            )
+        except ProviderError:
+            logger.info("%r: reactor gone; %r will be redelivered", self, delivery)
+
+    async def close(self) -> None:
+        """Release every unsettled delivery (held retries are settled as retries), disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        self._wake()
+        client = self._client
+        if client is not None:
+            await client.shutdown(self._close_timeout)
+
+    async def health(self) -> bool:
+        """True while the reactor runs and the receiver link is attached."""
+        client = self._client
+        return bool(client is not None and client.dead is None and client.attached)

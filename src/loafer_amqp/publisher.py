@@ -1,0 +1,359 @@
+"""AMQP 1.0 publisher: :class:`AMQPPublisher` sends and awaits the broker's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from proton import Delivery as ProtonDelivery
+from proton import Message
+from proton.reactor import AtLeastOnce, Container
+
+from loafer_amqp._bridge import ConnectionSettings, ReactorClient, describe, logger
+from loafer_amqp.errors import PublishRefused
+from loafer_core.errors import ConfigurationError, ProviderError
+
+__all__ = ["AMQPPublisher"]
+
+_SECTIONS = ("data", "value", "sequence")
+_MESSAGE_OPTIONS = frozenset(
+    {
+        "message_id",
+        "correlation_id",
+        "subject",
+        "content_type",
+        "content_encoding",
+        "reply_to",
+        "group_id",
+        "to",
+        "ttl",
+        "priority",
+        "durable",
+        "annotations",
+        "body_section",
+    }
+)
+
+
+def _build_message(body: Any, headers: Mapping[str, Any] | None, options: dict[str, Any]) -> Any:
+    """Build a proton Message (reactor thread)."""
+    section = options.get("body_section", "data")
+    content_type = options.get("content_type")
+    if section == "data":
+        if isinstance(body, bytes | bytearray | memoryview):
+            payload = bytes(body)
+        elif isinstance(body, str):
+            payload = body.encode("utf-8")
+            content_type = content_type or "text/plain; charset=utf-8"
+        else:
+            payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            content_type = content_type or "application/json"
+        message = Message(body=payload, inferred=True)
+    elif section == "sequence":
+        message = Message(body=list(body), inferred=True)
+    else:
+        message = Message(body=body, inferred=False)
+    message.durable = bool(options.get("durable", True))
+    if headers:
+        properties: Any = {str(k): v for k, v in headers.items()}
+        message.properties = properties
+    if content_type:
+        message.content_type = content_type
+    for name in ("content_encoding", "subject", "reply_to", "group_id", "correlation_id"):
+        if options.get(name) is not None:
+            setattr(message, name, options[name])
+    if options.get("message_id") is not None:
+        message.id = options["message_id"]
+    if options.get("to") is not None:
+        message.address = options["to"]
+    if options.get("ttl") is not None:
+        message.ttl = float(options["ttl"])
+    if options.get("priority") is not None:
+        message.priority = int(options["priority"])
+    if options.get("annotations"):
+        message.annotations = dict(options["annotations"])
+    return message
+
+
+class _SenderClient(ReactorClient):
+    """Reactor side of an :class:`AMQPPublisher`: one sender link, sends within credit."""
+
+    def __init__(self, owner: AMQPPublisher, settings: ConnectionSettings, address: str) -> None:
+        super().__init__(settings, label=f"sender:{address}")
+        self.owner = owner
+        self.address = address
+        self._sender: Any = None
+        self._pending: deque[tuple[int, Any, Mapping[str, Any] | None, dict[str, Any]]] = deque()
+        self._inflight: dict[Any, int] = {}
+
+    def open_links(self, container: Container, session: Any) -> None:
+        self._sender = container.create_sender(
+            session,
+            target=self.address,
+            name=f"loafer-pub-{self.address}-{self.generation}",
+            options=AtLeastOnce(),
+        )
+
+    def all_links_attached(self) -> bool:
+        link = self._sender
+        return bool(
+            link is not None
+            and link.state & link.REMOTE_ACTIVE
+            and link.remote_target.address is not None
+        )
+
+    def describe_link(self, link: Any) -> str:
+        return f"target address {self.address!r}"
+
+    def links_ready(self) -> None:
+        self._pump()
+
+    def generation_lost(self, old_generation: int) -> None:
+        self._sender = None
+        if self._inflight:
+            error = ProviderError(
+                f"connection to the broker lost before it confirmed {len(self._inflight)} "
+                "message(s); they may or may not have been delivered"
+            )
+            for pid in self._inflight.values():
+                self.post(self.owner._resolve, pid, error)
+            self._inflight.clear()
+
+    def send(
+        self, pid: int, body: Any, headers: Mapping[str, Any] | None, options: dict[str, Any]
+    ) -> None:
+        if self._closing:
+            self.post(self.owner._resolve, pid, ProviderError("AMQPPublisher is closed"))
+            return
+        self._pending.append((pid, body, headers, options))
+
+    def after_commands(self) -> None:
+        self._pump()
+
+    def _pump(self) -> None:
+        link = self._sender
+        if self._closing or link is None or not self.all_links_attached():
+            return
+        while self._pending and link.credit > 0:
+            pid, body, headers, options = self._pending.popleft()
+            try:
+                message = _build_message(body, headers, options)
+                dlv = link.send(message)
+            except Exception as exc:
+                self.post(self.owner._resolve, pid, exc)
+                continue
+            self._inflight[dlv] = pid
+
+    def on_sendable(self, event: Any) -> None:
+        try:
+            if event.link == self._sender:
+                self._pump()
+        except Exception:
+            logger.exception("%s: error sending", self.label)
+
+    def _outcome(self, event: Any, error: BaseException | None) -> None:
+        pid = self._inflight.pop(event.delivery, None)
+        if pid is not None:
+            self.post(self.owner._resolve, pid, error)
+
+    def on_accepted(self, event: Any) -> None:
+        self._outcome(event, None)
+
+    def on_rejected(self, event: Any) -> None:
+        condition = event.delivery.remote.condition
+        self._outcome(
+            event,
+            PublishRefused(self.address, "rejected", describe(condition) if condition else None),
+        )
+
+    def on_released(self, event: Any) -> None:
+        state = event.delivery.remote_state
+        outcome = "modified" if state == ProtonDelivery.MODIFIED else "released"
+        self._outcome(event, PublishRefused(self.address, outcome))
+
+    def on_settled(self, event: Any) -> None:
+        # Settled by the broker without one of the outcomes above.
+        if event.delivery in self._inflight:
+            self._outcome(
+                event, PublishRefused(self.address, f"settled ({event.delivery.remote_state})")
+            )
+
+    def before_shutdown(self) -> None:
+        error = ProviderError("AMQPPublisher closed before the broker confirmed the message")
+        for pid, *_ in self._pending:
+            self.post(self.owner._resolve, pid, error)
+        self._pending.clear()
+        for pid in self._inflight.values():
+            self.post(self.owner._resolve, pid, error)
+        self._inflight.clear()
+
+    def on_thread_end(self, reason: str) -> None:
+        self.owner._fail_all(ProviderError(f"AMQP reactor thread stopped: {reason}"))
+
+
+class AMQPPublisher:
+    """Send messages to one AMQP 1.0 address and await the broker's outcome.
+
+    ``await publish(...)`` returns once the broker has *accepted* the message; a
+    ``rejected``, ``released`` or ``modified`` outcome raises
+    :class:`~loafer_amqp.errors.PublishRefused`, a lost connection before the outcome
+    raises :class:`~loafer_core.errors.ProviderError` (the message may or may not have
+    arrived). Concurrent ``publish`` calls are pipelined within the link's credit
+    (``asyncio.gather`` many of them; there is no round trip per message).
+
+    Connection options are those of :class:`~loafer_amqp.AMQPProvider`. Use it as an
+    async context manager, or call :meth:`start` / :meth:`close` (the first ``publish``
+    starts it).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        address: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        sasl_mechanisms: str | None = None,
+        virtual_host: str | None = None,
+        heartbeat: float | None = 60.0,
+        ssl_ca: str | None = None,
+        ssl_cert: str | None = None,
+        ssl_key: str | None = None,
+        ssl_key_password: str | None = None,
+        ssl_verify: bool = True,
+        durable: bool = True,
+        timeout: float | None = 60.0,
+        connect_timeout: float = 15.0,
+        close_timeout: float = 10.0,
+        reconnect_max_delay: float = 10.0,
+    ) -> None:
+        if not isinstance(address, str) or not address:
+            raise ConfigurationError("AMQPPublisher needs a target address")
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigurationError(f"timeout must be a positive number or None, got {timeout!r}")
+        self._settings = ConnectionSettings.from_url(
+            url,
+            user=user,
+            password=password,
+            sasl_mechanisms=sasl_mechanisms,
+            virtual_host=virtual_host,
+            heartbeat=heartbeat,
+            ssl_ca=ssl_ca,
+            ssl_cert=ssl_cert,
+            ssl_key=ssl_key,
+            ssl_key_password=ssl_key_password,
+            ssl_verify=ssl_verify,
+            reconnect_max_delay=reconnect_max_delay,
+        )
+        self._settings.ssl_domain()
+        self.address = address
+        self.durable = durable
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._close_timeout = close_timeout
+        self._client: _SenderClient | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._futures: dict[int, asyncio.Future[None]] = {}
+        self._next_id = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"AMQPPublisher(url={self._settings.display_url!r}, address={self.address!r})"
+
+    async def __aenter__(self) -> AMQPPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect and attach the sender (ConfigurationError for a refused address)."""
+        if self._closed:
+            raise ProviderError("AMQPPublisher is closed")
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            client = self._client
+            if client is not None and client.dead is None:
+                return
+            client = _SenderClient(self, self._settings, self.address)
+            self._client = client
+            client.start_thread(asyncio.get_running_loop())
+            try:
+                await client.wait_ready(self._connect_timeout)
+            except BaseException:
+                await client.shutdown(self._close_timeout)
+                raise
+
+    async def publish(
+        self, body: Any, *, headers: Mapping[str, Any] | None = None, **options: Any
+    ) -> None:
+        """Send ``body`` and return once the broker has accepted it.
+
+        ``bytes`` go in a data section; ``str`` is UTF-8 encoded (``text/plain``); other
+        values are JSON encoded (``application/json``). ``headers`` become application
+        properties. Options: ``message_id``, ``correlation_id``, ``subject``,
+        ``content_type``, ``content_encoding``, ``reply_to``, ``group_id``, ``to``, ``ttl``
+        (seconds), ``priority``, ``durable``, ``annotations`` (message annotations) and
+        ``body_section`` (``"data"``, or ``"value"``/``"sequence"`` to send the body as an
+        AMQP value or sequence section).
+        """
+        unknown = set(options) - _MESSAGE_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown publish option(s): {', '.join(sorted(unknown))}")
+        if options.get("body_section", "data") not in _SECTIONS:
+            raise ValueError(f"body_section must be one of {_SECTIONS}")
+        options.setdefault("durable", self.durable)
+        client = self._client
+        if client is None or client.dead is not None:
+            await self.start()
+            client = self._client
+            assert client is not None
+        loop = asyncio.get_running_loop()
+        self._next_id += 1
+        pid = self._next_id
+        future: asyncio.Future[None] = loop.create_future()
+        self._futures[pid] = future
+        try:
+            client.call(client.send, pid, body, headers, options)
+            if self._timeout is None:
+                await future
+            else:
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await future
+                except TimeoutError:
+                    raise ProviderError(
+                        f"no outcome from the broker within {self._timeout}s for a message "
+                        f"sent to {self.address!r}"
+                    ) from None
+        finally:
+            self._futures.pop(pid, None)
+
+    def _resolve(self, pid: int, error: BaseException | None) -> None:
+        future = self._futures.pop(pid, None)
+        if future is None or future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for pid in list(self._futures):
+            self._resolve(pid, error)
+
+    async def close(self) -> None:
+        """Fail unconfirmed publishes with ProviderError and disconnect (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        client = self._client
+        if client is not None:
+            await client.shutdown(self._close_timeout)
+        self._fail_all(ProviderError("AMQPPublisher closed"))

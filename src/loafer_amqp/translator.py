@@ -1,0 +1,36 @@
+"""The AMQP provider's default translator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from loafer_core.errors import TranslationError
+from loafer_core.translator import decode_text
+
+__all__ = ["AMQPTranslator"]
+
+
+class AMQPTranslator:
+    """JSON for data sections and strings; structured AMQP values pass through.
+
+    - ``bytes`` (a data section) or ``str`` (an AMQP string value): decoded as UTF-8
+      JSON; invalid UTF-8 or JSON raises :class:`~loafer_core.errors.TranslationError`.
+    - maps, lists (AMQP value or sequence sections), numbers, booleans: handed over as
+      they are (already plain Python).
+    - no body: TranslationError.
+    """
+
+    def translate(self, raw: Any) -> Mapping[str, Any]:
+        """Return ``{"content": ..., "metadata": {}}`` for one AMQP message body."""
+        if raw is None:
+            raise TranslationError("AMQP message has no body")
+        if isinstance(raw, bytes | bytearray | memoryview | str):
+            text = decode_text(raw)
+            try:
+                content = json.loads(text)
+            except ValueError as exc:
+                raise TranslationError(f"message body is not valid JSON: {exc}") from exc
+            return {"content": content, "metadata": {}}
+        return {"content": raw, "metadata": {}}
