@@ -511,11 +511,17 @@ class SQSProvider:
 
     def _launch(self, wanted: int, *, partial: bool) -> bool:
         """Start receives for ``wanted`` messages; True if a partial one was deferred."""
+        if self._fifo and self._receivers:
+            # One receive at a time on FIFO queues: two concurrent receives could come
+            # back out of order, and the buffer must keep each group's order.
+            return False
         in_flight = sum(self._receivers.values())
         room = wanted - in_flight - len(self._buffer)
         while room >= self._max_batch:
             self._spawn_receive(self._max_batch)
             room -= self._max_batch
+            if self._fifo:
+                return False
         if room > 0 and not self._receivers:
             if not partial:
                 return True

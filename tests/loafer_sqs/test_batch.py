@@ -1,0 +1,94 @@
+"""The batcher (unit tests of our own logic, with a fake batch call)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import pytest
+
+from loafer_sqs._batch import Batcher, Failure
+
+pytestmark = pytest.mark.sqs
+
+
+class FakeCall:
+    def __init__(self, fail: dict[str, list[Failure]] | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.fail = fail or {}
+        self.raise_times = 0
+
+    async def __call__(self, entries: Sequence[str]) -> dict[int, Failure]:
+        self.batches.append(list(entries))
+        if self.raise_times:
+            self.raise_times -= 1
+            raise ConnectionError("down")
+        failures: dict[int, Failure] = {}
+        for i, entry in enumerate(entries):
+            queued = self.fail.get(entry)
+            if queued:
+                failures[i] = queued.pop(0)
+        return failures
+
+
+async def test_full_batches_go_at_once_and_never_exceed_ten() -> None:
+    call = FakeCall()
+    batcher = Batcher("test", call, describe=str, linger=10.0)
+    for i in range(25):
+        batcher.add(str(i))
+    await asyncio.sleep(0)
+    assert [len(b) for b in call.batches] == [10, 10]
+    await batcher.flush()
+    assert [len(b) for b in call.batches] == [10, 10, 5]
+
+
+async def test_linger_gathers_entries() -> None:
+    call = FakeCall()
+    batcher = Batcher("test", call, describe=str, linger=0.05)
+    for i in range(3):
+        batcher.add(str(i))
+    future = batcher.submit("3")
+    await asyncio.wait_for(future, 2)
+    assert call.batches == [["0", "1", "2", "3"]]
+
+
+async def test_retryable_entry_failure_is_retried() -> None:
+    call = FakeCall({"b": [Failure("InternalError", True)]})
+    batcher = Batcher("test", call, describe=str, linger=0.0, backoff=0.001)
+    futures = [batcher.submit(x) for x in "abc"]
+    await asyncio.wait_for(asyncio.gather(*futures), 2)
+    assert call.batches == [["a", "b", "c"], ["b"]]
+
+
+async def test_permanent_failure_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    call = FakeCall({"b": [Failure("ReceiptHandleIsInvalid", False)]})
+    batcher = Batcher("delete", call, describe=lambda e: f"entry {e}", linger=0.0)
+    with caplog.at_level(logging.ERROR, logger="loafer_sqs"):
+        batcher.add("a")
+        batcher.add("b")
+        await batcher.flush()
+    assert call.batches == [["a", "b"]]
+    assert "entry b" in caplog.text
+    assert "ReceiptHandleIsInvalid" in caplog.text
+
+
+async def test_call_errors_retried_then_given_up(caplog: pytest.LogCaptureFixture) -> None:
+    call = FakeCall()
+    call.raise_times = 100
+    batcher = Batcher("test", call, describe=str, linger=0.0, attempts=3, backoff=0.001)
+    future = batcher.submit("x")
+    with (
+        caplog.at_level(logging.ERROR, logger="loafer_sqs"),
+        pytest.raises(RuntimeError, match="ConnectionError"),
+    ):
+        await asyncio.wait_for(future, 2)
+    assert len(call.batches) == 3
+
+
+async def test_call_error_recovers() -> None:
+    call = FakeCall()
+    call.raise_times = 1
+    batcher = Batcher("test", call, describe=str, linger=0.0, backoff=0.001)
+    await asyncio.wait_for(batcher.submit("x"), 2)
+    assert call.batches == [["x"], ["x"]]

@@ -1,0 +1,108 @@
+"""Translators: decoding, metadata, never mutating the raw message, bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from loafer_core.errors import TranslationError
+from loafer_sqs import SNSMessageTranslator, SQSMessageTranslator, SQSTextTranslator
+
+pytestmark = pytest.mark.sqs
+
+
+def sqs_message(body: Any) -> dict[str, Any]:
+    return {
+        "MessageId": "m-1",
+        "ReceiptHandle": "rh-1",
+        "MD5OfBody": "x",
+        "Body": body,
+        "Attributes": {"ApproximateReceiveCount": "1"},
+        "MessageAttributes": {"a": {"DataType": "String", "StringValue": "b"}},
+    }
+
+
+def envelope(message: str, **extra: Any) -> str:
+    return json.dumps(
+        {
+            "Type": "Notification",
+            "MessageId": "sns-1",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:topic",
+            "Subject": "subj",
+            "Message": message,
+            "Timestamp": "2026-01-01T00:00:00.000Z",
+            **extra,
+        }
+    )
+
+
+def test_sqs_translator_decodes_json_and_keeps_raw() -> None:
+    raw = sqs_message('{"key": true}')
+    before = copy.deepcopy(raw)
+    result = SQSMessageTranslator().translate(raw)
+    assert result["content"] == {"key": True}
+    assert result["metadata"]["MessageId"] == "m-1"
+    assert result["metadata"]["MessageAttributes"] == raw["MessageAttributes"]
+    assert "Body" not in result["metadata"]
+    assert raw == before
+
+
+@pytest.mark.parametrize("body", ['{"unterminated": ', "not json", b"\xff\xfe not utf-8", None, 12])
+def test_sqs_translator_bad_bodies(body: Any) -> None:
+    raw = sqs_message(body)
+    before = copy.deepcopy(raw)
+    with pytest.raises(TranslationError):
+        SQSMessageTranslator().translate(raw)
+    assert raw == before
+
+
+def test_sqs_translator_needs_a_message_dict() -> None:
+    with pytest.raises(TranslationError):
+        SQSMessageTranslator().translate(b'{"a": 1}')
+    with pytest.raises(TranslationError):
+        SQSMessageTranslator().translate({"MessageId": "x"})
+
+
+def test_text_translator() -> None:
+    raw = sqs_message("plain text")
+    assert SQSTextTranslator().translate(raw)["content"] == "plain text"
+
+
+def test_sns_translator_unwraps_envelope() -> None:
+    raw = sqs_message(envelope('{"order": 7}'))
+    before = copy.deepcopy(raw)
+    result = SNSMessageTranslator().translate(raw)
+    assert result["content"] == {"order": 7}
+    metadata = result["metadata"]
+    assert metadata["TopicArn"].endswith(":topic")
+    assert metadata["Subject"] == "subj"
+    assert "Message" not in metadata
+    assert metadata["sqs"]["MessageId"] == "m-1"
+    assert raw == before
+
+
+def test_sns_translator_raw_delivery() -> None:
+    raw = sqs_message('{"order": 8}')
+    assert SNSMessageTranslator().translate(raw)["content"] == {"order": 8}
+    assert SNSMessageTranslator(raw_delivery=True).translate(raw)["content"] == {"order": 8}
+    with pytest.raises(TranslationError):
+        SNSMessageTranslator(raw_delivery=False).translate(raw)
+
+
+def test_sns_translator_broken_inner_message() -> None:
+    raw = sqs_message(envelope('{"broken": '))
+    with pytest.raises(TranslationError, match="inner"):
+        SNSMessageTranslator().translate(raw)
+
+
+def test_sns_translator_text_message() -> None:
+    raw = sqs_message(envelope("hello"))
+    assert SNSMessageTranslator(json_message=False).translate(raw)["content"] == "hello"
+
+
+def test_sns_translator_not_json_at_all() -> None:
+    with pytest.raises(TranslationError):
+        SNSMessageTranslator().translate(sqs_message("<xml/>"))
