@@ -41,7 +41,14 @@ _STOP: Any = object()
 
 
 class Dispatcher:
-    """Runs one route until stopped. Created by :class:`~loafer_core.manager.Manager`."""
+    """Runs one route until stopped. Created by :class:`~loafer_core.manager.Manager`.
+
+    Design note: there is no separate fetcher task. A worker that finds nothing ready
+    fetches for the free capacity itself (one fetch at a time), keeps the first delivery
+    and wakes one idle worker if more are ready; each woken worker wakes the next. With
+    fast handlers one worker drains a batch without a context switch; with slow ones
+    concurrency ramps up within a loop iteration per worker.
+    """
 
     def __init__(
         self,
@@ -57,13 +64,20 @@ class Dispatcher:
         self.settle_attempts = settle_attempts
         self.close_timeout = close_timeout
         self._unsettled: dict[Delivery, float] = {}
-        self._ready: asyncio.Queue[Any] = asyncio.Queue()
+        self._ready: deque[Delivery] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()
         self._keys: dict[str, deque[Delivery]] = {}
-        self._capacity = asyncio.Event()
+        self._fetching: asyncio.Task[Any] | None = None
+        self._fetch_failures = 0
+        # fetch in batches: while others are in flight, wait until this many slots are free
+        self._batch = max(1, min(10, route.max_concurrency // 10))
+        self._once = False
+        self._fetched_once = False
         self._stopping = False
         self._now = asyncio.Event()
-        self._fetcher: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
         self._started = asyncio.Event()
+        self._fatal: BaseException | None = None
         self.handled = 0
 
     def __repr__(self) -> str:
@@ -83,10 +97,13 @@ class Dispatcher:
     def stop(self, *, now: bool = False) -> None:
         """Start a graceful drain; with ``now``, cut in-flight handlers short (released)."""
         self._stopping = True
+        self._done.set()
         if now:
             self._now.set()
-        if self._fetcher is not None and not self._fetcher.done():
-            self._fetcher.cancel()
+        fetching = self._fetching
+        if fetching is not None and not fetching.done():
+            fetching.cancel()
+        self._wake_all()
 
     async def run(self, *, once: bool = False, shutdown_timeout: float | None = None) -> None:
         """Run the route until :meth:`stop` (or, with ``once``, for one fetch).
@@ -95,6 +112,7 @@ class Dispatcher:
         they are cancelled and their deliveries RELEASED.
         """
         route, provider = self.route, self.provider
+        self._once = once
         try:
             await provider.start(route.max_concurrency)
             route.check_capabilities(provider.capabilities)
@@ -107,25 +125,9 @@ class Dispatcher:
             for i in range(route.max_concurrency)
         ]
         lease_task = self._start_lease_loop()
-        self._fetcher = asyncio.create_task(
-            self._fetch_loop(once), name=f"loafer:{route.name}:fetch"
-        )
-        fatal: BaseException | None = None
         try:
-            try:
-                await self._fetcher
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
-            except ConfigurationError as exc:
-                fatal = exc
-            except Exception as exc:  # the fetch loop itself broke: a bug, but drain anyway
-                logger.exception("route %r: fetch loop failed", route.name)
-                fatal = exc
-            if once and fatal is None and not self._stopping:
-                await self._wait_settled()
-            self._stopping = True
+            await self._done.wait()
+            self.stop()
             await self._drain(workers, shutdown_timeout)
         finally:
             for task in workers:
@@ -139,50 +141,104 @@ class Dispatcher:
                 await self._release_all(list(self._unsettled))
             route.stop()
             await self._close_provider()
-        if fatal is not None:
-            raise fatal
+        if self._fatal is not None:
+            raise self._fatal
 
-    # -- fetching ---------------------------------------------------------------------------
+    # -- waking workers -----------------------------------------------------------------------
 
-    async def _fetch_loop(self, once: bool) -> None:
-        route, provider = self.route, self.provider
-        limit = route.max_concurrency
-        unsettled = self._unsettled
-        failures = 0
-        while not self._stopping:
-            free = limit - len(unsettled)
-            if free <= 0:
-                self._capacity.clear()
-                await self._capacity.wait()
-                continue
-            try:
-                deliveries = await provider.fetch(free)
-            except (ConfigurationError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                failures += 1
-                delay = self.backoff.delay(failures)
-                logger.warning(
-                    "route %r: fetch failed (%s: %s); retrying in %.2fs (failure %d)",
-                    route.name,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    failures,
-                    exc_info=failures == 1,
-                )
-                await asyncio.sleep(delay)
-                continue
-            if failures:
-                logger.info("route %r: fetching again after %d failures", route.name, failures)
-                failures = 0
-            if deliveries:
-                now = time.monotonic()
-                for delivery in deliveries:
-                    unsettled[delivery] = now
-                    self._dispatch(delivery)
-            if once:
+    def _wake_one(self) -> None:
+        idle = self._idle
+        while idle:
+            fut = idle.popleft()
+            if not fut.done():
+                fut.set_result(None)
                 return
+
+    def _wake_all(self) -> None:
+        idle = self._idle
+        while idle:
+            fut = idle.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- fetching -----------------------------------------------------------------------------
+
+    async def _next(self) -> Any:
+        """The next delivery for a worker, fetching if nothing is ready; _STOP to exit."""
+        ready = self._ready
+        while True:
+            if self._stopping:
+                return _STOP
+            if ready:
+                delivery = ready.popleft()
+                if ready:
+                    self._wake_one()  # chain: the next idle worker takes the next one
+                return delivery
+            if self._fetching is None and not self._fetched_once:
+                unsettled = len(self._unsettled)
+                free = self.route.max_concurrency - unsettled
+                if free >= self._batch or (free > 0 and unsettled == 0):
+                    await self._fetch()
+                    continue
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle.append(fut)
+            await fut
+
+    async def _fetch(self) -> None:
+        route, provider = self.route, self.provider
+        task = asyncio.current_task()
+        self._fetching = task
+        try:
+            deliveries = await provider.fetch(route.max_concurrency - len(self._unsettled))
+        except asyncio.CancelledError:
+            if task is not None and self._stopping:
+                task.uncancel()  # our own stop(): the worker just exits
+                return
+            raise
+        except ConfigurationError as exc:
+            self._fetching = None  # so that stop() does not cancel this very task
+            self._fatal = exc
+            self.stop()
+            return
+        except Exception as exc:
+            self._fetch_failures += 1
+            delay = self.backoff.delay(self._fetch_failures)
+            logger.warning(
+                "route %r: fetch failed (%s: %s); retrying in %.2fs (failure %d)",
+                route.name,
+                type(exc).__name__,
+                exc,
+                delay,
+                self._fetch_failures,
+                exc_info=self._fetch_failures == 1,
+            )
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                if task is not None and self._stopping:
+                    task.uncancel()
+                    return
+                raise
+            return
+        finally:
+            self._fetching = None
+        if self._fetch_failures:
+            logger.info(
+                "route %r: fetching again after %d failures", route.name, self._fetch_failures
+            )
+            self._fetch_failures = 0
+        if self._once:
+            self._fetched_once = True
+            if not deliveries and not self._unsettled:
+                self._done.set()
+        if deliveries:
+            now = time.monotonic()
+            unsettled = self._unsettled
+            for delivery in deliveries:
+                unsettled[delivery] = now
+                self._dispatch(delivery)
+        if self._stopping:
+            self._wake_all()
 
     def _dispatch(self, delivery: Delivery) -> None:
         key = delivery.ordering_key
@@ -192,14 +248,14 @@ class Dispatcher:
                 pending.append(delivery)
                 return
             self._keys[key] = deque()
-        self._ready.put_nowait(delivery)
+        self._ready.append(delivery)
 
     # -- handling ---------------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        ready, route = self._ready, self.route
+        route = self.route
         while True:
-            delivery = await ready.get()
+            delivery = await self._next()
             if delivery is _STOP:
                 return
             while delivery is not None:
@@ -230,6 +286,8 @@ class Dispatcher:
                 OutcomeKind.REJECT,
             )
         ):
+            if self._idle and not self._ready:
+                self._wake_one()  # capacity freed while this worker stays on its key
             return pending.popleft()
         del self._keys[key]
         if pending:
@@ -271,18 +329,21 @@ class Dispatcher:
                     )
                     await asyncio.sleep(delay)
         finally:
-            self._unsettled.pop(delivery, None)
-            if not self._capacity.is_set():
-                self._capacity.set()
+            unsettled = self._unsettled
+            unsettled.pop(delivery, None)
+            if self._fetched_once and not unsettled:
+                self._done.set()
+            elif (
+                self._idle
+                and self._fetching is None
+                and not self._ready
+                and self.route.max_concurrency - len(unsettled) == self._batch
+            ):
+                self._wake_one()  # enough capacity for a batch: an idle worker fetches it
 
     async def _release_all(self, deliveries: list[Delivery]) -> None:
         if deliveries:
             await asyncio.gather(*(self._settle(d, RELEASE) for d in deliveries))
-
-    async def _wait_settled(self) -> None:
-        while self._unsettled and not self._stopping:
-            self._capacity.clear()
-            await self._capacity.wait()
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -328,17 +389,12 @@ class Dispatcher:
 
     async def _drain(self, workers: list[asyncio.Task[None]], timeout: float | None) -> None:
         # 1. fetched but not started: back to the broker at once
-        unstarted: list[Delivery] = []
-        while not self._ready.empty():
-            item = self._ready.get_nowait()
-            if item is not _STOP:
-                unstarted.append(item)
+        unstarted = list(self._ready)
+        self._ready.clear()
         for pending in list(self._keys.values()):
             unstarted.extend(pending)
             pending.clear()
-        # 2. workers finish what they hold, then exit
-        for _ in workers:
-            self._ready.put_nowait(_STOP)
+        self._wake_all()
         if unstarted:
             logger.info(
                 "route %r: releasing %d fetched but unstarted messages",
@@ -346,6 +402,7 @@ class Dispatcher:
                 len(unstarted),
             )
             await self._release_all(unstarted)
+        # 2. in-flight handlers finish (until the deadline or stop(now=True))
         pending_workers = [w for w in workers if not w.done()]
         if not pending_workers:
             return
@@ -357,8 +414,7 @@ class Dispatcher:
             )
         finally:
             now_task.cancel()
-        cut = [w for w in pending_workers if not w.done()]
-        if cut:
+        if any(not w.done() for w in pending_workers):
             logger.warning(
                 "route %r: %d handlers still running at shutdown were cancelled; their "
                 "messages are released",

@@ -28,13 +28,16 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Support
 
-__all__ = ["MemoryBroker", "MemoryMessage", "MemoryProvider", "Settlement"]
+__all__ = ["HISTORY", "MemoryBroker", "MemoryMessage", "MemoryProvider", "Settlement"]
+
+#: How many settlements a queue remembers for :meth:`MemoryBroker.settlements`.
+HISTORY = 100_000
 
 
 @dataclass(eq=False)
@@ -51,8 +54,7 @@ class MemoryMessage:
     reject_reason: str | None = None
 
 
-@dataclass(frozen=True)
-class Settlement:
+class Settlement(NamedTuple):
     """One settlement seen by the broker (for inspection in tests)."""
 
     message: MemoryMessage
@@ -73,7 +75,8 @@ class _Queue:
     delayed: list[tuple[float, int, MemoryMessage]] = field(default_factory=list)
     in_flight: dict[int, tuple[MemoryMessage, float | None]] = field(default_factory=dict)
     dead: list[MemoryMessage] = field(default_factory=list)
-    history: list[Settlement] = field(default_factory=list)
+    history: deque[Settlement] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    settled_total: int = 0
     busy_keys: Counter[str] = field(default_factory=Counter)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     idle_waiters: list[asyncio.Future[None]] = field(default_factory=list)
@@ -199,8 +202,12 @@ class MemoryBroker:
         return list(self._queue(queue).dead)
 
     def settlements(self, queue: str) -> list[Settlement]:
-        """Every settlement on ``queue``, in order."""
+        """The settlements on ``queue``, in order (the last :data:`HISTORY` of them)."""
         return list(self._queue(queue).history)
+
+    def settled_total(self, queue: str) -> int:
+        """How many settlements ``queue`` has seen in all."""
+        return self._queue(queue).settled_total
 
     def is_idle(self, queue: str) -> bool:
         """Nothing ready, delayed or in flight on ``queue``."""
@@ -331,8 +338,10 @@ class MemoryBroker:
             if entry is None:
                 return False  # lease expired meanwhile: the message was redelivered
             msg = entry[0]
-            self._unbusy(q, msg)
+            if msg.ordering_key is not None:
+                self._unbusy(q, msg)
             q.history.append(Settlement(msg, outcome, msg.attempts))
+            q.settled_total += 1
             kind = outcome.kind
             if kind is OutcomeKind.ACCEPT:
                 if msg.ordering_key is not None:

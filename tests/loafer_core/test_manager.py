@@ -74,14 +74,15 @@ def _start(tmp_path: Path, shutdown_timeout: float) -> subprocess.Popen[str]:
 def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     proc = _start(tmp_path, 30)
     proc.send_signal(signal.SIGTERM)
-    assert proc.stdin is not None
+    assert proc.stdin is not None and proc.stderr is not None
+    while "SIGTERM received: draining" not in (line := proc.stderr.readline()):
+        assert line, "the service ended without draining"
     proc.stdin.write("go\n")  # let the two in-flight handlers finish
     proc.stdin.flush()
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "STOPPED" in out
     assert "ACCEPT 2 RELEASE 0 DEPTH 8 INFLIGHT 0" in out
-    assert "SIGTERM received: draining" in err
 
 
 def test_second_signal_stops_now(tmp_path: Path) -> None:

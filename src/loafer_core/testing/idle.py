@@ -66,7 +66,7 @@ async def run_until_idle(routes: Route | Iterable[Route], *, timeout: float = 10
             raise TypeError("run_until_idle needs routes on MemoryProvider")
         providers.append(route.provider)
     starts = {
-        (id(p.broker), p.queue): len(p.broker.settlements(p.queue))
+        (id(p.broker), p.queue): p.broker.settled_total(p.queue)
         for p in providers
         if p.broker.has_queue(p.queue)
     }
@@ -85,5 +85,6 @@ async def run_until_idle(routes: Route | Iterable[Route], *, timeout: float = 10
         if key in seen:
             continue
         seen.add(key)
-        report.settlements.extend(p.broker.settlements(p.queue)[starts.get(key, 0) :])
+        new = p.broker.settled_total(p.queue) - starts.get(key, 0)
+        report.settlements.extend(p.broker.settlements(p.queue)[-new:] if new else [])
     return report

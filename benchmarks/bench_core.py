@@ -1,0 +1,297 @@
+"""Core benchmark: the framework on the memory provider vs a bare asyncio loop, same run.
+
+    python benchmarks/bench_core.py [--messages 200000] [--concurrency 100] [--repeat 3]
+    nox -s bench -- core
+
+Prints messages/s for each side and the ratio (framework / bare). Parts:
+
+1. async no-op handler: framework vs an asyncio.Queue feeding N worker tasks;
+2. plain sync handler: framework (thread pool) vs workers calling asyncio.to_thread;
+3. JSON translator cost: JSON bodies through JSONTranslator vs the same with no translator;
+4. memory: 1,000,000 messages through one route, fed so the backlog stays under 10,000,
+   peak RSS of a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from loafer_core import JSONTranslator, Manager, Route
+from loafer_core.memory import MemoryBroker, MemoryProvider
+
+
+async def noop(content: Any, metadata: Any) -> bool:
+    return True
+
+
+def sync_noop(content: Any, metadata: Any) -> bool:
+    return True
+
+
+async def bare_async(n: int, concurrency: int) -> float:
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    count = 0
+    done = asyncio.Event()
+    meta: dict[str, Any] = {}
+
+    async def worker() -> None:
+        nonlocal count
+        while True:
+            item = await queue.get()
+            await noop(item, meta)
+            count += 1
+            if count == n:
+                done.set()
+
+    start = time.perf_counter()
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await done.wait()
+    elapsed = time.perf_counter() - start
+    for w in workers:
+        w.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    return n / elapsed
+
+
+async def bare_thread(n: int, concurrency: int) -> float:
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    count = 0
+    done = asyncio.Event()
+    meta: dict[str, Any] = {}
+
+    async def worker() -> None:
+        nonlocal count
+        while True:
+            item = await queue.get()
+            await asyncio.to_thread(sync_noop, item, meta)
+            count += 1
+            if count == n:
+                done.set()
+
+    start = time.perf_counter()
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await done.wait()
+    elapsed = time.perf_counter() - start
+    for w in workers:
+        w.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    return n / elapsed
+
+
+async def raw_broker(n: int, concurrency: int) -> float:
+    """A hand-written consumer of the same memory broker: fetch, handle, ACCEPT."""
+    from loafer_core import ACCEPT
+
+    broker = MemoryBroker()
+    broker.publish_many("bench", list(range(n)))
+    provider = MemoryProvider(broker, "bench", wait=1.0)
+    await provider.start(concurrency)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    count = 0
+    done = asyncio.Event()
+    slots = asyncio.Semaphore(concurrency)
+
+    async def fetcher() -> None:
+        while True:
+            await slots.acquire()
+            free = 1
+            while free < concurrency and not slots.locked():
+                await slots.acquire()
+                free += 1
+            for d in await provider.fetch(free):
+                queue.put_nowait(d)
+
+    async def worker() -> None:
+        nonlocal count
+        while True:
+            d = await queue.get()
+            await noop(d.raw, d.metadata)
+            await provider.settle(d, ACCEPT)
+            slots.release()
+            count += 1
+            if count == n:
+                done.set()
+
+    start = time.perf_counter()
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    tasks.append(asyncio.create_task(fetcher()))
+    await done.wait()
+    elapsed = time.perf_counter() - start
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return n / elapsed
+
+
+async def framework(
+    n: int,
+    concurrency: int,
+    handler: Callable[..., Any],
+    *,
+    bodies: list[Any] | None = None,
+    translator: Any = None,
+) -> float:
+    broker = MemoryBroker()
+    broker.publish_many("bench", bodies if bodies is not None else list(range(n)))
+    count = 0
+    done = asyncio.Event()
+    is_async = asyncio.iscoroutinefunction(handler)
+
+    if is_async:
+
+        async def counting(content: Any, metadata: Any) -> Any:
+            nonlocal count
+            result = await handler(content, metadata)
+            count += 1
+            if count == n:
+                done.set()
+            return result
+
+        wrapped: Callable[..., Any] = counting
+    else:
+        loop = asyncio.get_running_loop()
+        counter = itertools.count(1)  # next() on it is atomic under the GIL
+
+        def counting_sync(content: Any, metadata: Any) -> Any:
+            result = handler(content, metadata)
+            if next(counter) == n:
+                loop.call_soon_threadsafe(done.set)
+            return result
+
+        wrapped = counting_sync
+    route = Route(
+        MemoryProvider(broker, "bench", wait=1.0),
+        wrapped,
+        translator=translator,
+        max_concurrency=concurrency,
+    )
+    manager = Manager([route])
+    start = time.perf_counter()
+    async with manager:
+        await done.wait()
+        elapsed = time.perf_counter() - start
+    return n / elapsed
+
+
+def best(runs: int, fn: Callable[[], float]) -> float:
+    return max(fn() for _ in range(runs))
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process (VmHWM: unlike ru_maxrss it is not inherited over exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_part(total: int) -> None:
+    async def main() -> None:
+        broker = MemoryBroker()
+        broker.declare("mem")
+        handled = 0
+        done = asyncio.Event()
+
+        async def handler(content: Any, metadata: Any) -> bool:
+            nonlocal handled
+            handled += 1
+            if handled == total:
+                done.set()
+            return True
+
+        route = Route(MemoryProvider(broker, "mem", wait=1.0), handler, max_concurrency=100)
+        peak_backlog = 0
+        async with Manager([route]):
+            sent = 0
+            while sent < total:
+                if broker.depth("mem") < 5_000:
+                    chunk = min(5_000, total - sent)
+                    broker.publish_many("mem", [b'{"payload": "0123456789"}'] * chunk)
+                    sent += chunk
+                peak_backlog = max(peak_backlog, broker.depth("mem"))
+                await asyncio.sleep(0)
+            await done.wait()
+        rss_mb = peak_rss_mb()
+        print(json.dumps({"handled": handled, "peak_backlog": peak_backlog, "rss_mb": rss_mb}))
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--sync-messages", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--memory-messages", type=int, default=1_000_000)
+    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_only:
+        memory_part(args.memory_messages)
+        return
+    n, c, r = args.messages, args.concurrency, args.repeat
+
+    def run(coro: Any) -> float:
+        return asyncio.run(coro)
+
+    print(f"python {sys.version.split()[0]}, best of {r} runs each")
+    bare = best(r, lambda: run(bare_async(n, c)))
+    raw_b = best(r, lambda: run(raw_broker(n, c)))
+    fw = best(r, lambda: run(framework(n, c, noop)))
+    print(f"async no-op, {n} msgs, concurrency {c}:")
+    print(f"  bare asyncio loop       : {bare:>10,.0f} msg/s")
+    print(f"  raw memory-broker loop  : {raw_b:>10,.0f} msg/s")
+    print(f"  loafer (memory)         : {fw:>10,.0f} msg/s")
+    print(f"  ratio loafer/bare loop  : {fw / bare:.2f} (target >= 0.70)")
+    print(f"  ratio loafer/raw broker : {fw / raw_b:.2f}")
+
+    sn = args.sync_messages
+    bare_t = best(r, lambda: run(bare_thread(sn, c)))
+    fw_t = best(r, lambda: run(framework(sn, c, sync_noop)))
+    print(f"sync no-op, {sn} msgs, concurrency {c}:")
+    print(f"  bare to_thread loop: {bare_t:>9,.0f} msg/s")
+    print(
+        f"  loafer (memory)    : {fw_t:>9,.0f} msg/s   ratio {fw_t / bare_t:.2f} (target >= 0.80)"
+    )
+
+    bodies = [b'{"id": 12345, "name": "loafer", "tags": ["a", "b"], "ok": true}'] * n
+    raw = best(r, lambda: run(framework(n, c, noop, bodies=bodies)))
+    js = best(r, lambda: run(framework(n, c, noop, bodies=bodies, translator=JSONTranslator())))
+    per_msg_us = (1 / js - 1 / raw) * 1e6
+    print(
+        f"JSON translator, {n} msgs: no translator {raw:,.0f} msg/s, JSONTranslator "
+        f"{js:,.0f} msg/s: {per_msg_us:.1f} us per message"
+    )
+
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-only", "--memory-messages", str(args.memory_messages)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    mem = json.loads(out.strip().splitlines()[-1])
+    print(
+        f"memory: {mem['handled']:,} msgs through one route, backlog <= "
+        f"{mem['peak_backlog']:,}: peak RSS {mem['rss_mb']:.1f} MB (target < 150)"
+    )
+
+
+if __name__ == "__main__":
+    main()
