@@ -324,3 +324,33 @@ async def test_stop_now_and_shutdown_timeout_release_in_flight(broker: MemoryBro
     manager.stop(now=True)
     await asyncio.wait_for(task, 5)
     assert broker.depth("q") == 2 and broker.in_flight("q") == 0
+
+
+async def test_cancelling_serve_propagates_and_leaks_no_task(broker: MemoryBroker) -> None:
+    broker.publish_many("q", list(range(5)))
+    running = asyncio.Event()
+
+    async def stuck(content: Any, metadata: Any) -> bool:
+        running.set()
+        await asyncio.Event().wait()
+        return True
+
+    before = asyncio.all_tasks()
+    serving = asyncio.create_task(
+        Manager([Route(MemoryProvider(broker, "q", wait=0.1), stuck, max_concurrency=3)]).serve()
+    )
+    await asyncio.wait_for(running.wait(), 5)
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    assert asyncio.all_tasks() == before
+    # what was in flight went back to the broker
+    assert broker.in_flight("q") == 0 and broker.depth("q") == 5
+
+
+async def test_clean_stop_leaks_no_task(broker: MemoryBroker) -> None:
+    broker.publish_many("q", list(range(50)))
+    before = asyncio.all_tasks()
+    async with Manager([Route(MemoryProvider(broker, "q", wait=0.1), lambda c, m: True)]):
+        await broker.wait_idle("q", timeout=5)
+    assert asyncio.all_tasks() == before
