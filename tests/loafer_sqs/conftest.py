@@ -187,3 +187,14 @@ class CallCounter:
         session = get_session()
         session.register("before-send.sqs", self)
         return session
+
+
+async def wait_for_counts(sqs: Any, url: str, expected: tuple[int, int], timeout: float) -> None:
+    """Poll the queue's counters until they read ``expected`` (moto cannot notify us)."""
+    import asyncio
+
+    async with asyncio.timeout(timeout):
+        while True:
+            if await queue_counts(sqs, url) == expected:
+                return
+            await asyncio.sleep(0.1)

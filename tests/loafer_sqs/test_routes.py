@@ -12,18 +12,9 @@ import pytest
 from loafer_core import Manager, RetryMessage
 from loafer_core.errors import ConfigurationError
 from loafer_sqs import SNSPublisher, SNSQueueRoute, SQSPublisher, SQSRoute
-from tests.loafer_sqs.conftest import CallCounter, MakeQueue, queue_counts, send_bodies
+from tests.loafer_sqs.conftest import CallCounter, MakeQueue, send_bodies, wait_for_counts
 
 pytestmark = pytest.mark.sqs
-
-
-async def wait_for_count(sqs: Any, url: str, expected: tuple[int, int], timeout: float) -> None:
-    """Poll the queue's counters until they read ``expected`` (moto has no push)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if await queue_counts(sqs, url) == expected:
-                return
-            await asyncio.sleep(0.1)
 
 
 async def test_sqs_route_loafer_signature(
@@ -53,7 +44,7 @@ async def test_sqs_route_loafer_signature(
     assert sorted(m["n"] for m, _ in seen) == list(range(5))
     metadata = seen[0][1]
     assert "MessageId" in metadata and "Attributes" in metadata
-    await wait_for_count(sqs, url, (0, 0), 10)
+    await wait_for_counts(sqs, url, (0, 0), 10)
 
 
 async def test_error_handler_sees_full_raw_message(
@@ -83,7 +74,7 @@ async def test_error_handler_sees_full_raw_message(
     [(exc_type, message)] = got
     assert exc_type is RuntimeError
     assert message["Body"] == '{"boom": true}'  # Loafer 2.x popped it
-    await wait_for_count(sqs, url, (0, 0), 10)
+    await wait_for_counts(sqs, url, (0, 0), 10)
 
 
 async def test_route_translator_none_gives_raw(
@@ -193,7 +184,7 @@ async def test_heartbeat_keeps_slow_handler_message_invisible(
     async with Manager([route]):
         await asyncio.wait_for(done.wait(), 20)
     assert calls == 1, "the message was redelivered while its handler ran"
-    await wait_for_count(sqs, url, (0, 0), 10)
+    await wait_for_counts(sqs, url, (0, 0), 10)
 
 
 async def test_fifo_order_per_group_with_retries(
@@ -283,9 +274,9 @@ async def test_redrive_by_max_receive_count_without_max_attempts(
         handler=handler,
     )
     async with Manager([route]):
-        await wait_for_count(sqs, dlq, (1, 0), 20)
+        await wait_for_counts(sqs, dlq, (1, 0), 20)
     assert attempts == [1, 2]
-    await wait_for_count(sqs, url, (0, 0), 5)
+    await wait_for_counts(sqs, url, (0, 0), 5)
 
 
 async def test_api_calls_per_message_at_saturation(
@@ -312,7 +303,7 @@ async def test_api_calls_per_message_at_saturation(
     )
     async with Manager([route]):
         await asyncio.wait_for(done.wait(), 120)
-    await wait_for_count(sqs, url, (0, 0), 10)
+    await wait_for_counts(sqs, url, (0, 0), 10)
     setup = counter.count("GetQueueUrl") + counter.count("GetQueueAttributes")
     calls = counter.count() - setup
     per_message = calls / total
@@ -371,7 +362,7 @@ async def test_bad_input_goes_to_error_handler(
     assert sorted(b for _, b in errors) == sorted(bad_bodies.values())
     assert {"good": True} in handled
     assert any(isinstance(m, dict) and len(m.get("blob", "")) == 256 * 1024 for m in handled)
-    await wait_for_count(sqs, url, (0, 0), 10)
+    await wait_for_counts(sqs, url, (0, 0), 10)
 
 
 async def test_publisher_round_trip_through_route(
