@@ -253,21 +253,30 @@ class Dispatcher:
     # -- handling ---------------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        route = self.route
+        route, ready = self.route, self._ready
+        process, settle = route.process, self._settle
         while True:
-            delivery = await self._next()
-            if delivery is _STOP:
-                return
+            # fast path: take a ready delivery without a coroutine call
+            if ready and not self._stopping:
+                delivery = ready.popleft()
+                if ready:
+                    self._wake_one()
+            else:
+                delivery = await self._next()
+                if delivery is _STOP:
+                    return
             while delivery is not None:
                 try:
-                    outcome = await route.process(delivery)
+                    outcome = await process(delivery)
                 except Exception:  # process() handles user errors; this is a bug of ours
                     logger.exception(
                         "route %r: internal error on message %s", route.name, delivery.message_id
                     )
                     outcome = RELEASE
-                await self._settle(delivery, outcome)
+                await settle(delivery, outcome)
                 self.handled += 1
+                if delivery.ordering_key is None:
+                    break
                 delivery = await self._next_of_key(delivery, outcome)
 
     async def _next_of_key(self, delivery: Delivery, outcome: Outcome) -> Delivery | None:

@@ -220,7 +220,9 @@ class Route:
             raise
         except Exception as exc:
             outcome = await self._on_error(exc, delivery)
-        return self._finish(outcome, delivery)
+        if outcome.kind is OutcomeKind.RETRY:
+            return self._finish(outcome, delivery)
+        return outcome
 
     async def _run(self, delivery: Delivery) -> Outcome:
         translator = self.translator
@@ -237,13 +239,14 @@ class Route:
             extra = translated.get("metadata")
             metadata = {**delivery.metadata, **extra} if extra else delivery.metadata
         result = await self._call(content, metadata)
-        if not isinstance(result, bool | None | Outcome):
+        if result is True or result is None:
+            return ACCEPT
+        if not isinstance(result, bool | Outcome):
             result = await settle_result(result)
         return outcome_from_result(result)
 
     def _finish(self, outcome: Outcome, delivery: Delivery) -> Outcome:
-        if outcome.kind is not OutcomeKind.RETRY:
-            return outcome
+        """Apply max_attempts and the retry policy to a RETRY."""
         limit = self.max_attempts
         if limit is not None and delivery.attempt is not None and delivery.attempt >= limit:
             logger.warning(
