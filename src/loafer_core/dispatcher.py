@@ -257,6 +257,7 @@ class Dispatcher:
         process, settle = route.process, self._settle
         while True:
             # fast path: take a ready delivery without a coroutine call
+            delivery: Delivery | None
             if ready and not self._stopping:
                 delivery = ready.popleft()
                 if ready:
