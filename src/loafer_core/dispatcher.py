@@ -69,6 +69,7 @@ class Dispatcher:
         self._keys: dict[str, deque[Delivery]] = {}
         self._fetching: asyncio.Task[Any] | None = None
         self._fetch_failures = 0
+        self._empty_streak = 0
         # fetch in batches: while others are in flight, wait until this many slots are free
         self._batch = max(1, min(10, route.max_concurrency // 10))
         self._once = False
@@ -114,7 +115,21 @@ class Dispatcher:
         route, provider = self.route, self.provider
         self._once = once
         try:
-            await provider.start(route.max_concurrency)
+            # a stop during start-up (e.g. a broker that never answers) ends the wait
+            starting = asyncio.ensure_future(provider.start(route.max_concurrency))
+            stopped = asyncio.ensure_future(self._done.wait())
+            try:
+                await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+                if not starting.done():
+                    starting.cancel()
+                    await asyncio.gather(starting, return_exceptions=True)
+            if starting.cancelled():
+                logger.info("route %r: stopped before its provider started", route.name)
+                await self._close_provider()
+                return
+            starting.result()
             route.check_capabilities(provider.capabilities)
         except BaseException:
             await self._close_provider()
@@ -188,6 +203,7 @@ class Dispatcher:
         route, provider = self.route, self.provider
         task = asyncio.current_task()
         self._fetching = task
+        began = time.monotonic()
         try:
             deliveries = await provider.fetch(route.max_concurrency - len(self._unsettled))
         except asyncio.CancelledError:
@@ -212,13 +228,7 @@ class Dispatcher:
                 self._fetch_failures,
                 exc_info=self._fetch_failures == 1,
             )
-            try:
-                await asyncio.sleep(delay)
-            except asyncio.CancelledError:
-                if task is not None and self._stopping:
-                    task.uncancel()
-                    return
-                raise
+            await self._pause(delay)
             return
         finally:
             self._fetching = None
@@ -231,14 +241,34 @@ class Dispatcher:
             self._fetched_once = True
             if not deliveries and not self._unsettled:
                 self._done.set()
-        if deliveries:
-            now = time.monotonic()
-            unsettled = self._unsettled
-            for delivery in deliveries:
-                unsettled[delivery] = now
-                self._dispatch(delivery)
+        if not deliveries:
+            # a provider that returns at once with nothing must not spin the event loop
+            if time.monotonic() - began < 0.05:
+                self._empty_streak += 1
+                await self._pause(min(1.0, 0.001 * 2 ** min(self._empty_streak, 10)))
+            return
+        self._empty_streak = 0
+        now = time.monotonic()
+        unsettled = self._unsettled
+        for delivery in deliveries:
+            unsettled[delivery] = now
+            self._dispatch(delivery)
         if self._stopping:
             self._wake_all()
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep before fetching again, as the fetching worker (stop() interrupts it)."""
+        task = asyncio.current_task()
+        self._fetching = task
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            if task is not None and self._stopping:
+                task.uncancel()
+                return
+            raise
+        finally:
+            self._fetching = None
 
     def _dispatch(self, delivery: Delivery) -> None:
         key = delivery.ordering_key

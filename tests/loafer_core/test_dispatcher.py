@@ -354,3 +354,44 @@ async def test_clean_stop_leaks_no_task(broker: MemoryBroker) -> None:
     async with Manager([Route(MemoryProvider(broker, "q", wait=0.1), lambda c, m: True)]):
         await broker.wait_idle("q", timeout=5)
     assert asyncio.all_tasks() == before
+
+
+async def test_provider_returning_nothing_at_once_does_not_starve_the_loop(
+    broker: MemoryBroker,
+) -> None:
+    provider = MemoryProvider(broker, "q", wait=0)  # fetch never waits
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    t = asyncio.create_task(ticker())
+    async with Manager([Route(provider, lambda c, m: True)]) as manager:
+        await manager.wait_started()
+        await asyncio.sleep(0.3)
+        broker.publish("q", "late")
+        await broker.wait_idle("q", timeout=5)
+    t.cancel()
+    assert ticks >= 10, "the event loop was starved"
+
+
+async def test_stop_during_a_hanging_start(broker: MemoryBroker) -> None:
+    class Hanging(MemoryProvider):
+        closed = False
+
+        async def start(self, capacity: int) -> None:
+            await asyncio.Event().wait()
+
+        async def close(self) -> None:
+            self.closed = True
+
+    provider = Hanging(broker, "q")
+    manager = Manager([Route(provider, lambda c, m: True)])
+    task = asyncio.create_task(manager.serve())
+    await asyncio.sleep(0.05)
+    manager.stop()
+    await asyncio.wait_for(task, 5)
+    assert provider.closed
