@@ -227,6 +227,8 @@ class SQSProvider:
         self._completions = 0
         self._outstanding = 0
         self._settled = 0
+        self._parallel = 1
+        self._max_parallel = 1
         self._deleter: Batcher[Receipt] | None = None
         self._visibility: Batcher[_Visibility] | None = None
         self._rejecter: Batcher[_Reject] | None = None
@@ -299,6 +301,8 @@ class SQSProvider:
             )
             attrs = attributes.get("Attributes", {})
             self._fifo = attrs.get("FifoQueue", "false") == "true" or self._fifo
+            self._max_parallel = 1 if self._fifo else receives
+            self._parallel = self._max_parallel
             option_visibility = self._receive_options.get("VisibilityTimeout")
             self._lease = float(
                 option_visibility
@@ -517,7 +521,7 @@ class SQSProvider:
             return False
         in_flight = sum(self._receivers.values())
         room = wanted - in_flight - len(self._buffer)
-        while room >= self._max_batch:
+        while room >= self._max_batch and len(self._receivers) < self._parallel:
             self._spawn_receive(self._max_batch)
             room -= self._max_batch
             if self._fifo:
@@ -549,6 +553,13 @@ class SQSProvider:
             started = time.monotonic()
             response = await self._client.receive_message(**params)
             messages = response.get("Messages", []) or []
+            # Several receives in flight only pay off while they come back full: on a
+            # thin queue they would split what arrives into small batches (more calls
+            # per message, no more throughput), so fall back to one until they fill.
+            if len(messages) >= size:
+                self._parallel = min(self._parallel + 1, self._max_parallel)
+            else:
+                self._parallel = 1
             now = time.monotonic()
             for message in messages:
                 self._buffer.append(self._delivery(message, now))
