@@ -8,6 +8,7 @@ from __future__ import annotations
 from loafer_amqp.errors import PublishRefused
 from loafer_amqp.provider import AMQPProvider
 from loafer_amqp.publisher import AMQPPublisher
+from loafer_amqp.route import AMQPRoute
 from loafer_amqp.translator import AMQPTranslator
 
-__all__ = ["AMQPProvider", "AMQPPublisher", "AMQPTranslator", "PublishRefused"]
+__all__ = ["AMQPProvider", "AMQPPublisher", "AMQPRoute", "AMQPTranslator", "PublishRefused"]

@@ -352,6 +352,10 @@ class AMQPProvider:
             f"broker={self.broker!r})"
         )
 
+    def describe(self) -> str:
+        """Short description for logs (no credentials)."""
+        return f"amqp {self.address} at {self._settings.display_url}"
+
     @property
     def capabilities(self) -> Capabilities:
         """What this provider does; RETRY delays are held client-side (EMULATED)."""
