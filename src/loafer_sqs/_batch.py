@@ -44,7 +44,9 @@ SendBatch = Callable[[Sequence[E]], Awaitable[dict[int, Failure]]]
 class Batcher(Generic[E]):
     """Gathers entries into batches of at most ``max_batch``, flushed after ``linger``.
 
-    ``send`` raising an exception fails the whole batch (retried with backoff like a
+    With ``weigh``, a batch also stays under ``max_weight`` (the call's payload limit;
+    one entry heavier than that goes alone). ``send`` raising an exception fails the
+    whole batch (retried with backoff like a
     retryable per-entry failure). After ``attempts`` tries an entry is given up: logged
     at ERROR with ``describe(entry)`` (and its future, if any, gets the error).
     """
@@ -61,6 +63,8 @@ class Batcher(Generic[E]):
         backoff: float = 0.2,
         max_concurrent: int = 8,
         error_type: Callable[[str], Exception] = RuntimeError,
+        weigh: Callable[[E], int] | None = None,
+        max_weight: int = 256 * 1024,
     ) -> None:
         if not 1 <= max_batch <= MAX_BATCH:
             raise ValueError(f"max_batch must be between 1 and {MAX_BATCH}")
@@ -73,6 +77,9 @@ class Batcher(Generic[E]):
         self._backoff = backoff
         self._semaphore = asyncio.Semaphore(max_concurrent)
         self._error_type = error_type
+        self._weigh = weigh
+        self._max_weight = max_weight
+        self._weight = 0
         self._pending: list[_Item[E]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -93,6 +100,12 @@ class Batcher(Generic[E]):
         return future
 
     def _queue(self, item: _Item[E]) -> None:
+        if self._weigh is not None:
+            weight = self._weigh(item.entry)
+            if self._pending and self._weight + weight > self._max_weight:
+                # the call's payload is limited too: send what is gathered first
+                self._flush_all()
+            self._weight += weight
         self._pending.append(item)
         if len(self._pending) >= self._max_batch:
             self._flush_full()
@@ -123,6 +136,9 @@ class Batcher(Generic[E]):
             self._spawn(batch)
 
     def _spawn(self, batch: list[_Item[E]]) -> None:
+        if self._weigh is not None:
+            weigh = self._weigh
+            self._weight = max(0, self._weight - sum(weigh(item.entry) for item in batch))
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

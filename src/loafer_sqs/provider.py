@@ -106,6 +106,12 @@ class _Reject:
     reason: str
 
 
+def _weigh_reject(reject: _Reject) -> int:
+    raw = reject.delivery.raw
+    body = raw.get("Body", "") if isinstance(raw, Mapping) else ""
+    return len(str(body).encode("utf-8")) + 2048
+
+
 def _failures(response: Mapping[str, Any], count: int) -> dict[int, Failure]:
     failed: dict[int, Failure] = {}
     for entry in response.get("Failed", ()) or ():
@@ -335,6 +341,7 @@ class SQSProvider:
             describe=lambda r: f"message {r.delivery.message_id} (reason {r.reason!r})",
             linger=self._linger,
             error_type=ProviderError,
+            weigh=_weigh_reject,
         )
         self._started = True
         logger.debug(

@@ -77,6 +77,10 @@ class _Entry:
     subject: str | None = None
 
 
+def _weigh(entry: _Entry) -> int:
+    return len(entry.body.encode("utf-8")) + len(repr(entry.attributes))
+
+
 class _BasePublisher:
     _service = "sqs"
 
@@ -126,6 +130,7 @@ class _BasePublisher:
                 describe=lambda e: f"a message to {e.target}",
                 linger=self._linger,
                 error_type=ProviderError,
+                weigh=_weigh,
             )
             self._batchers[target] = batcher
         return batcher

@@ -92,3 +92,12 @@ async def test_call_error_recovers() -> None:
     batcher = Batcher("test", call, describe=str, linger=0.0, backoff=0.001)
     await asyncio.wait_for(batcher.submit("x"), 2)
     assert call.batches == [["x"], ["x"]]
+
+
+async def test_weight_limit_splits_batches() -> None:
+    call = FakeCall()
+    batcher = Batcher("test", call, describe=str, linger=10.0, weigh=len, max_weight=10)
+    for entry in ["aaaa", "bbbb", "cccc", "dddddddddddddddd", "e"]:
+        batcher.add(entry)
+    await batcher.flush()
+    assert call.batches == [["aaaa", "bbbb"], ["cccc"], ["dddddddddddddddd"], ["e"]]

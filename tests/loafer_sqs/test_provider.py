@@ -481,3 +481,47 @@ async def test_unreachable_endpoint_is_provider_error() -> None:
     with pytest.raises(ProviderError):
         await provider.start(1)
     await provider.close()
+
+
+async def test_visibility_never_past_twelve_hours(
+    sqs: Any,
+    make_queue: MakeQueue,
+    client_options: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = await make_queue()
+    await send_bodies(sqs, url, ['"a"', '"b"'])
+    timeouts: list[int] = []
+
+    def record(params: dict[str, Any], **kwargs: Any) -> None:
+        timeouts.extend(e["VisibilityTimeout"] for e in params["Entries"])
+
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    session.register("provide-client-params.sqs.ChangeMessageVisibilityBatch", record)
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, session=session, **client_options)
+    await provider.start(2)
+    try:
+        first, second = await fetch_n(provider, 2)
+        # pretend the first was received 11h59m ago: only a minute is left before the cap
+        first.token.received_at -= 43_200 - 120
+        await provider.extend_leases([first], 3600)
+        assert len(timeouts) == 1 and 0 < timeouts[0] <= 60
+        first.token.received_at -= 120
+        with caplog.at_level(logging.WARNING, logger="loafer_sqs"):
+            await provider.extend_leases([first], 3600)  # past the cap: not extended
+        assert len(timeouts) == 1
+        assert "12-hour" in caplog.text
+        await provider.settle(second, RETRY(10**6))  # clamped below 12 h
+        await provider.flush()
+        assert 43_000 < timeouts[1] < 43_200
+        await provider.settle(first, ACCEPT)
+    finally:
+        await provider.close()
+
+
+def test_registered_as_plugin() -> None:
+    from loafer_core.plugins import load_provider
+
+    assert load_provider("sqs") is SQSProvider
