@@ -525,3 +525,16 @@ def test_registered_as_plugin() -> None:
     from loafer_core.plugins import load_provider
 
     assert load_provider("sqs") is SQSProvider
+
+
+async def test_health(make_queue: MakeQueue, client_options: dict[str, Any]) -> None:
+    from loafer_core.provider import HealthChecker
+
+    url = await make_queue()
+    provider = SQSProvider(url, **client_options)
+    assert isinstance(provider, HealthChecker)
+    assert await provider.health() is False  # not started
+    await provider.start(1)
+    assert await provider.health() is True
+    await provider.close()
+    assert await provider.health() is False
