@@ -169,6 +169,15 @@ class Dispatcher:
                 fut.set_result(None)
                 return
 
+    def _wake_fetcher(self) -> None:
+        """Nothing is ready: if a batch of capacity is free and nobody fetches, wake one."""
+        if self._fetching is not None or self._fetched_once or self._stopping:
+            return
+        unsettled = len(self._unsettled)
+        free = self.route.max_concurrency - unsettled
+        if free >= self._batch or (free > 0 and unsettled == 0):
+            self._wake_one()
+
     def _wake_all(self) -> None:
         idle = self._idle
         while idle:
@@ -188,6 +197,8 @@ class Dispatcher:
                 delivery = ready.popleft()
                 if ready:
                     self._wake_one()  # chain: the next idle worker takes the next one
+                elif self._idle:
+                    self._wake_fetcher()
                 return delivery
             if self._fetching is None and not self._fetched_once:
                 unsettled = len(self._unsettled)
@@ -292,6 +303,8 @@ class Dispatcher:
                 delivery = ready.popleft()
                 if ready:
                     self._wake_one()
+                elif self._idle:
+                    self._wake_fetcher()
             else:
                 delivery = await self._next()
                 if delivery is _STOP:
@@ -373,13 +386,8 @@ class Dispatcher:
             unsettled.pop(delivery, None)
             if self._fetched_once and not unsettled:
                 self._done.set()
-            elif (
-                self._idle
-                and self._fetching is None
-                and not self._ready
-                and self.route.max_concurrency - len(unsettled) == self._batch
-            ):
-                self._wake_one()  # enough capacity for a batch: an idle worker fetches it
+            elif self._idle and not self._ready:
+                self._wake_fetcher()
 
     async def _release_all(self, deliveries: list[Delivery]) -> None:
         if deliveries:

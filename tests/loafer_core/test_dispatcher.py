@@ -395,3 +395,33 @@ async def test_stop_during_a_hanging_start(broker: MemoryBroker) -> None:
     manager.stop()
     await asyncio.wait_for(task, 5)
     assert provider.closed
+
+
+async def test_short_fetches_still_fill_the_capacity(broker: MemoryBroker) -> None:
+    """A provider handing out fewer than asked (what it has now) must not strand capacity."""
+
+    class OneAtATime(MemoryProvider):
+        async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+            return await super().fetch(1)
+
+    running = 0
+    three = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        nonlocal running
+        running += 1
+        if running == 3:
+            three.set()
+        await gate.wait()
+        return True
+
+    route = Route(OneAtATime(broker, "q", wait=0.1), handler, max_concurrency=3)
+    async with Manager([route]) as manager:
+        await manager.wait_started()
+        await asyncio.sleep(0.05)  # let the idle workers park before anything arrives
+        broker.publish_many("q", list(range(6)))
+        await asyncio.wait_for(three.wait(), 5)
+        gate.set()
+        await broker.wait_idle("q", timeout=5)
+    assert running == 6
