@@ -218,14 +218,20 @@ class RabbitProvider:
         self._publish_channel: AbstractRobustChannel | None = None
         self._queue_obj: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._buffer: deque[AbstractIncomingMessage] = deque()
+        # (message, channel generation): the generation groups dead deliveries per lost
+        # channel, so each loss is logged once.
+        self._buffer: deque[tuple[AbstractIncomingMessage, int]] = deque()
+        self._generation = 0
+        self._logged_generations: set[int] = set()
+        #: Deliveries dropped because their channel was lost (RabbitMQ requeued them).
+        self.dropped_deliveries = 0
         self._ready = asyncio.Event()
         self._started = False
         self._closed = False
-        self._dead_logged = False
-        self._dropped = 0
         self._warned_no_delay = False
         self._publish_failures: dict[int, int] = {}
+        self._paused = False
+        self._pause_task: asyncio.Task[None] | None = None
         self.prefetch = 0
 
     # -- description ----------------------------------------------------------------------
@@ -312,12 +318,12 @@ class RabbitProvider:
         return connection
 
     async def _start(self) -> None:
-        self._connection = connection = await self._connect()
-        connection.reconnect_callbacks.add(self._on_reconnect)
+        self._connection = await self._connect()
         try:
             self._channel = channel = await self._open_channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=self.prefetch)
             self._publish_channel = await self._open_channel(publisher_confirms=True)
+            # Fires when the consuming channel is reopened, after a reconnection too.
             channel.reopen_callbacks.add(self._on_reconnect)
             if self._dead_letter is True:
                 await self._declare_dead_letter()
@@ -423,33 +429,57 @@ class RabbitProvider:
     # -- consuming ------------------------------------------------------------------------
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._buffer.append(message)
+        if self._paused or self._closed:
+            # Pushed before the broker saw our basic.cancel: hand it straight back.
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        self._buffer.append((message, self._generation))
         self._ready.set()
 
-    async def _on_reconnect(self, *_: Any) -> None:
-        dead = [m for m in self._buffer if _is_dead(m)]
-        if dead:
-            self._buffer = deque(m for m in self._buffer if not _is_dead(m))
-            self._note_dead(len(dead))
-        if self._dead_logged:
-            logger.warning(
-                "%s: consuming again after a reconnect; %d deliveries received on the lost "
-                "channel were dropped unsettled (RabbitMQ requeued them: expect redeliveries)",
-                self.describe(),
-                self._dropped,
-            )
-        else:
-            logger.info("%s: consuming again after a reconnect", self.describe())
-        self._dead_logged = False
-        self._dropped = 0
+    def _pause(self) -> None:
+        """Stop consuming and requeue the buffer, in the background (fetch was cancelled)."""
+        if self._paused or self._closed:
+            return
+        self._paused = True
+        self._pause_task = asyncio.get_running_loop().create_task(
+            self._stop_consuming(), name=f"loafer:{self.queue}:pause"
+        )
 
-    def _note_dead(self, count: int) -> None:
-        self._dropped += count
-        if not self._dead_logged:
-            self._dead_logged = True
+    async def _resume(self) -> None:
+        task, self._pause_task = self._pause_task, None
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
+        queue = self._queue_obj
+        assert queue is not None
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                tag = await queue.consume(self._on_message, no_ack=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise operation_error(f"consuming from {self.describe()}", exc, self._url) from None
+        self._consumer_tag = tag
+        self._paused = False
+
+    async def _on_reconnect(self, *_: Any) -> None:
+        self._generation += 1
+        dead = [item for item in self._buffer if _is_dead(item[0])]
+        if dead:
+            self._buffer = deque(item for item in self._buffer if not _is_dead(item[0]))
+            for _message, generation in dead:
+                self._note_dead(generation)
+        logger.info("%s: consuming again after a reconnect", self.describe())
+
+    def _note_dead(self, generation: int) -> None:
+        """Count a delivery dropped because its channel is gone; log once per lost channel."""
+        self.dropped_deliveries += 1
+        if generation not in self._logged_generations:
+            self._logged_generations.add(generation)
             logger.warning(
                 "%s: the channel was lost; deliveries received on it are dropped unsettled "
-                "(RabbitMQ requeues them). Logged once per reconnect.",
+                "(RabbitMQ requeues them: expect redeliveries). Logged once per lost channel.",
                 self.describe(),
             )
 
@@ -469,9 +499,12 @@ class RabbitProvider:
     async def fetch(self, max_messages: int) -> Sequence[Delivery]:
         """Return up to ``max_messages`` buffered deliveries, waiting up to ``poll_timeout``.
 
-        Cancelling it hands nothing out. Deliveries received on a channel that has since
-        been lost are dropped (RabbitMQ requeued them). Raises ProviderError when, after a
-        quiet wait, the consumer is not active (connection lost, queue deleted).
+        Cancelling it hands nothing out, and pauses consumption: the consumer is cancelled
+        and the buffered deliveries are requeued at once (the dispatcher cancels ``fetch``
+        when a route stops, so unstarted messages go straight back to the queue); the next
+        ``fetch`` consumes again. Deliveries received on a channel that has since been lost
+        are dropped (RabbitMQ requeued them). Raises ProviderError when, after a quiet
+        wait, the consumer is not active (connection lost, queue deleted).
         """
         if not self._started or self._closed:
             if self._closed:
@@ -479,6 +512,8 @@ class RabbitProvider:
             raise ProviderError(f"{self.describe()}: fetch before start")
         if max_messages < 1:
             return []
+        if self._paused:
+            await self._resume()
         if not self._buffer:
             self._ready.clear()
             try:
@@ -492,22 +527,22 @@ class RabbitProvider:
                         "reconnecting in the background"
                     ) from None
                 return []
+            except asyncio.CancelledError:
+                self._pause()
+                raise
         out: list[Delivery] = []
         buffer = self._buffer
-        dead = 0
         while buffer and len(out) < max_messages:
-            message = buffer.popleft()
+            message, generation = buffer.popleft()
             if _is_dead(message):
-                dead += 1
+                self._note_dead(generation)
                 continue
-            out.append(self._delivery(message))
-        if dead:
-            self._note_dead(dead)
+            out.append(self._delivery(message, generation))
         if not buffer:
             self._ready.clear()
         return out
 
-    def _delivery(self, message: AbstractIncomingMessage) -> Delivery:
+    def _delivery(self, message: AbstractIncomingMessage, generation: int) -> Delivery:
         headers = dict(message.headers or {})
         count = headers.get("x-delivery-count")
         metadata = {
@@ -534,7 +569,7 @@ class RabbitProvider:
             message_id=message.message_id,
             metadata=metadata,
             attempt=_attempt_of(headers),
-            token=message,
+            token=(message, generation),
         )
 
     # -- settling -------------------------------------------------------------------------
@@ -545,9 +580,14 @@ class RabbitProvider:
         A delivery whose channel was lost is dropped (RabbitMQ has requeued it). Broker
         errors raise ProviderError; the delivery then stays unsettled (safe to retry).
         """
-        message = delivery.token
-        if not isinstance(message, aio_pika.IncomingMessage):
+        token = delivery.token
+        if not (
+            isinstance(token, tuple)
+            and len(token) == 2
+            and isinstance(token[0], aio_pika.IncomingMessage)
+        ):
             raise ProviderError(f"{self.describe()}: {delivery!r} was not fetched from RabbitMQ")
+        message, generation = token
         if message.processed:
             logger.warning(
                 "%s: message %s settled twice (%r ignored)",
@@ -557,7 +597,7 @@ class RabbitProvider:
             )
             return
         if _is_dead(message):
-            self._note_dead(1)
+            self._note_dead(generation)
             return
         kind = outcome.kind
         try:
@@ -570,12 +610,12 @@ class RabbitProvider:
             else:
                 await self._retry(message, delivery, outcome.delay)
         except aiormq.exceptions.ChannelInvalidStateError:
-            self._note_dead(1)
+            self._note_dead(generation)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if _is_dead(message):
-                self._note_dead(1)
+                self._note_dead(generation)
                 return
             raise operation_error(
                 f"settling message {delivery.message_id} with {outcome!r}", exc, self._url
@@ -686,8 +726,7 @@ class RabbitProvider:
         except Exception as exc:
             if _is_dead(message):
                 self._publish_failures.pop(key, None)
-                self._note_dead(1)
-                return
+                raise aiormq.exceptions.ChannelInvalidStateError() from None
             failures = self._publish_failures.get(key, 0) + 1
             error = operation_error(f"publishing to {routing_key!r}", exc, self._url)
             if failures < PUBLISH_ATTEMPTS:
@@ -721,18 +760,32 @@ class RabbitProvider:
         self._closed = True
         self._ready.set()
         try:
+            task, self._pause_task = self._pause_task, None
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
             await self._stop_consuming()
         finally:
             await self._disconnect()
 
     async def _stop_consuming(self) -> None:
         queue, tag = self._queue_obj, self._consumer_tag
-        if queue is not None and tag is not None and self._consumer_active():
-            with contextlib.suppress(Exception):
+        self._consumer_tag = None
+        if queue is not None and tag is not None:
+            try:
                 async with asyncio.timeout(5):
                     await queue.cancel(tag)
-        pending = [m for m in self._buffer if not _is_dead(m)]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug(
+                    "%s: cancelling the consumer failed: %s",
+                    self.describe(),
+                    scrub(str(exc), self._url),
+                )
+        pending = [m for m, _ in self._buffer if not _is_dead(m)]
         self._buffer.clear()
+        self._ready.clear()
         if pending:
             results = await asyncio.gather(
                 *(m.nack(requeue=True) for m in pending), return_exceptions=True

@@ -446,7 +446,7 @@ async def test_fetch_returns_empty_after_poll_timeout(
     assert await provider.health()
 
 
-async def test_cancelled_fetch_loses_nothing(
+async def test_cancelled_fetch_loses_nothing_and_pauses_consumption(
     admin: RabbitAdmin, make_provider: MakeProvider
 ) -> None:
     name = await admin.declare()
@@ -456,10 +456,18 @@ async def test_cancelled_fetch_loses_nothing(
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    await admin.put(name, b"kept")
-    (delivery,) = await fetch_n(provider, 1)
-    assert delivery.raw == b"kept"
-    await provider.settle(delivery, ACCEPT)
+    assert provider._pause_task is not None
+    await provider._pause_task
+    # Paused: what is published now stays ready on the broker.
+    await admin.put_many(name, [b"1", b"2", b"3"])
+    assert await admin.count(name) == 3
+    assert not await provider.health()
+    # The next fetch consumes again.
+    deliveries = await fetch_n(provider, 3)
+    assert sorted(d.raw for d in deliveries) == [b"1", b"2", b"3"]
+    for delivery in deliveries:
+        await provider.settle(delivery, ACCEPT)
+    assert await provider.health()
 
 
 async def test_close_requeues_buffered_deliveries_at_once(
