@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -299,6 +300,7 @@ class ReactorClient(MessagingHandler):
 
     def _thread_ended(self, reason: str) -> None:
         self.dead = reason
+        self._close_pipe()  # safe: call() runs in this thread and checks `dead` first
         self.attached = False
         self._ready_result(ProviderError(f"AMQP reactor thread stopped: {reason}"))
         self.on_thread_end(reason)
@@ -361,12 +363,37 @@ class ReactorClient(MessagingHandler):
             reason = f"{type(exc).__name__}: {exc}"
             logger.critical("%s: AMQP reactor thread died", self.label, exc_info=True)
         finally:
+            self._abandon_sockets()
             self._conn = None
             self._session = None
             self._container = None
             assert self._loop is not None
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._thread_ended, reason)
+
+    def _abandon_sockets(self) -> None:
+        """Close every socket the reactor still holds (it may have died mid-connection).
+
+        A dead reactor's connection would otherwise stay open, and the broker would keep
+        sending to its link's credit: messages stuck on a zombie consumer.
+        """
+        container = self._container
+        if container is None:
+            return
+        try:
+            base = getattr(container.global_handler, "base", None)
+            selector = getattr(base, "_selector", None)
+            for selectable in list(getattr(selector, "_selectables", ())):
+                with contextlib.suppress(Exception):
+                    selectable.close()
+        except Exception:
+            logger.exception("%s: error closing the reactor's sockets", self.label)
+
+    def _close_pipe(self) -> None:
+        """Close the injector's pipe (event loop thread, once the reactor has ended)."""
+        for fd in self._injector.pipe:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def on_loafer_wakeup(self, event: Any) -> None:
         with self._cmd_lock:

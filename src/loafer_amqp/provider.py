@@ -276,6 +276,8 @@ class AMQPProvider:
         TLS options for ``amqps://`` URLs.
     :param fetch_wait: longest time :meth:`fetch` waits for a message before returning
         nothing.
+    :param batch_window: after waiting for the first message, how long :meth:`fetch`
+        waits for more of the same burst (seconds; 0 returns at once).
     :param max_retry_delay: longest ``RETRY(delay)`` held client-side; longer delays are
         capped (a held delivery keeps its credit; brokers may time out unsettled ones).
     """
@@ -301,6 +303,7 @@ class AMQPProvider:
         connect_timeout: float = 15.0,
         close_timeout: float = 10.0,
         fetch_wait: float = 20.0,
+        batch_window: float = 0.005,
         max_retry_delay: float = 900.0,
         reconnect_max_delay: float = 10.0,
     ) -> None:
@@ -337,6 +340,9 @@ class AMQPProvider:
         self._connect_timeout = float(connect_timeout)
         self._close_timeout = float(close_timeout)
         self._fetch_wait = float(fetch_wait)
+        if not (isinstance(batch_window, int | float) and 0 <= batch_window <= fetch_wait):
+            raise ConfigurationError(f"batch_window must be 0..fetch_wait, got {batch_window!r}")
+        self._batch_window = float(batch_window)
         self._max_retry_delay = float(max_retry_delay)
         self._capacity = 0
         self._client: _ReceiverClient | None = None
@@ -451,7 +457,11 @@ class AMQPProvider:
         return self._client
 
     async def fetch(self, max_messages: int) -> Sequence[Delivery]:
-        """Up to ``max_messages`` deliveries; waits up to ``fetch_wait`` for the first one."""
+        """Up to ``max_messages`` deliveries; waits up to ``fetch_wait`` for the first one.
+
+        Buffered deliveries are returned at once; after an empty wait, up to
+        ``batch_window`` more for the rest of the burst. Cancelling hands nothing out.
+        """
         client = await self._live_client()
         if max_messages <= 0:
             return []
@@ -468,6 +478,16 @@ class AMQPProvider:
                 return []
             if client.dead is not None and not self._buffer:
                 await self._live_client()  # raises ProviderError
+            # The first one is here: give the rest of its burst a moment to land, so that
+            # a fetch after an idle spell returns a batch rather than a single delivery.
+            if self._batch_window and len(self._buffer) < max_messages:
+                try:
+                    async with asyncio.timeout(self._batch_window):
+                        while len(self._buffer) < max_messages and client.dead is None:
+                            self._arrived.clear()
+                            await self._arrived.wait()
+                except TimeoutError:
+                    pass
         out: list[Delivery] = []
         while self._buffer and len(out) < max_messages:
             out.append(self._buffer.popleft())
