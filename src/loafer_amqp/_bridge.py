@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
-from proton import Condition, Connection, Handler, SSLDomain
+from proton import Condition, Connection, Handler, SSLDomain, SSLException, SSLUnavailable
 from proton._reactor import delay_iter
 from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
@@ -157,18 +157,25 @@ class ConnectionSettings:
     def ssl_domain(self) -> SSLDomain | None:
         """The client SSL domain for ``amqps://`` (None for plain ``amqp://``)."""
         if self.scheme != "amqps":
+            if self.ssl_ca or self.ssl_cert or self.ssl_key:
+                raise ConfigurationError("TLS options (ssl_*) need an amqps:// URL")
             return None
-        domain = SSLDomain(SSLDomain.MODE_CLIENT)
-        if self.ssl_ca:
-            domain.set_trusted_ca_db(self.ssl_ca)
-        if self.ssl_verify:
-            domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME, self.ssl_ca)
-        else:
-            domain.set_peer_authentication(SSLDomain.ANONYMOUS_PEER)
-        if self.ssl_cert:
-            if not self.ssl_key:
-                raise ConfigurationError("ssl_cert needs ssl_key")
-            domain.set_credentials(self.ssl_cert, self.ssl_key, self.ssl_key_password)
+        if self.ssl_cert and not self.ssl_key:
+            raise ConfigurationError("ssl_cert needs ssl_key")
+        try:
+            domain = SSLDomain(SSLDomain.MODE_CLIENT)
+            if self.ssl_ca:
+                domain.set_trusted_ca_db(self.ssl_ca)
+            if self.ssl_verify:
+                domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME, self.ssl_ca)
+            else:
+                domain.set_peer_authentication(SSLDomain.ANONYMOUS_PEER)
+            if self.ssl_cert and self.ssl_key:
+                domain.set_credentials(self.ssl_cert, self.ssl_key, self.ssl_key_password)
+        except (SSLException, SSLUnavailable) as exc:
+            raise ConfigurationError(
+                f"TLS set-up failed (check ssl_ca/ssl_cert/ssl_key files): {exc}"
+            ) from None
         return domain
 
     def mechanisms(self) -> str:
@@ -336,6 +343,9 @@ class ReactorClient(MessagingHandler):
                 await asyncio.shield(self.ended)
         except TimeoutError:
             logger.error("%s: reactor thread did not stop within %ss", self.label, timeout)
+            return
+        # `ended` is set by the thread's very last statement: this join is immediate.
+        self._thread.join(1.0)
 
     # ---------------------------------------------------------------- thread plumbing
 

@@ -89,6 +89,7 @@ class _SenderClient(ReactorClient):
         self._sender: Any = None
         self._pending: deque[tuple[int, Any, Mapping[str, Any] | None, dict[str, Any]]] = deque()
         self._inflight: dict[Any, int] = {}
+        self.peak_in_flight = 0  # most messages awaiting an outcome at once (a statistic)
 
     def open_links(self, container: Container, session: Any) -> None:
         self._sender = container.create_sender(
@@ -147,6 +148,7 @@ class _SenderClient(ReactorClient):
                 self.post(self.owner._resolve, pid, exc)
                 continue
             self._inflight[dlv] = pid
+        self.peak_in_flight = max(self.peak_in_flight, len(self._inflight))
 
     def on_sendable(self, event: Any) -> None:
         try:
@@ -260,6 +262,12 @@ class AMQPPublisher:
         self._futures: dict[int, asyncio.Future[None]] = {}
         self._next_id = 0
         self._closed = False
+
+    @property
+    def peak_in_flight(self) -> int:
+        """Most messages that were awaiting the broker's outcome at once (pipelining depth)."""
+        client = self._client
+        return client.peak_in_flight if client is not None else 0
 
     def __repr__(self) -> str:
         return f"AMQPPublisher(url={self._settings.display_url!r}, address={self.address!r})"
