@@ -1,6 +1,7 @@
 """SQS benchmark: loafer (SQSRoute + Manager) vs a raw aiobotocore loop, same moto server.
 
-    python benchmarks/bench_sqs.py [--messages 2000] [--concurrency 100] [--backlog 200]
+    python benchmarks/bench_sqs.py [--messages 1000] [--concurrency 100] [--backlog 200]
+                                   [--rounds 3]
 
 Starts ``moto_server`` in a separate process (or uses ``--endpoint``). For each side a
 producer keeps the backlog at most ``--backlog`` messages ahead of the consumer (moto's
@@ -10,8 +11,9 @@ calls cost O(queue depth), so a deep queue would measure moto, not the consumer)
   DeleteMessageBatch, counting messages;
 - loafer: an ``SQSRoute`` with a no-op async handler, ``max_concurrency`` as given.
 
-Prints messages/s, API calls per message (counted at the HTTP level, setup excluded) and
-the loafer/raw throughput ratio. Targets: ratio >= 0.9, loafer calls/message <= 0.25.
+Runs ``--rounds`` alternating rounds; prints each round's messages/s and API calls per
+message (counted at the HTTP level, setup excluded), then the medians and their ratio.
+Targets: ratio >= 0.9, loafer calls/message <= 0.25.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -94,17 +97,32 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("moto_server did not start")
 
 
+PRODUCERS = 4
+
+
 async def producer(client: Any, url: str, total: int, backlog: int, consumed: Any) -> None:
-    """Send ``total`` messages in batches of 10, staying at most ``backlog`` ahead."""
+    """Send ``total`` messages in batches of 10, staying at most ``backlog`` ahead.
+
+    Several senders run at once, so that the producer is not what limits a fast
+    consumer (the consumer is measured at saturation).
+    """
     sent = 0
-    while sent < total:
-        if sent - consumed() >= backlog:
-            await asyncio.sleep(0.005)  # pacing: the consumer's count is a plain int
-            continue
-        n = min(10, total - sent)
-        entries = [{"Id": str(i), "MessageBody": json.dumps({"i": sent + i})} for i in range(n)]
-        await client.send_message_batch(QueueUrl=url, Entries=entries)
-        sent += n
+
+    async def sender() -> None:
+        nonlocal sent
+        while sent < total:
+            if sent - consumed() >= backlog:
+                await asyncio.sleep(0.005)  # pacing: the consumer's count is a plain int
+                continue
+            start = sent
+            n = min(10, total - start)
+            sent += n
+            entries = [
+                {"Id": str(i), "MessageBody": json.dumps({"i": start + i})} for i in range(n)
+            ]
+            await client.send_message_batch(QueueUrl=url, Entries=entries)
+
+    await asyncio.gather(*(sender() for _ in range(PRODUCERS)))
 
 
 async def run_raw(endpoint: str, total: int, backlog: int) -> tuple[float, Counter]:
@@ -186,9 +204,10 @@ def report(name: str, rate: float, counter: Counter, total: int) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--backlog", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating raw/loafer runs")
     parser.add_argument("--endpoint", default=os.environ.get("LOAFER_TEST_SQS_ENDPOINT"))
     args = parser.parse_args()
     moto = None
@@ -200,13 +219,24 @@ async def main() -> None:
             f"SQS on {endpoint}: {args.messages} messages, backlog <= {args.backlog}, "
             f"loafer max_concurrency={args.concurrency}"
         )
-        raw_rate, raw_counter = await run_raw(endpoint, args.messages, args.backlog)
-        loafer_rate, loafer_counter = await run_loafer(
-            endpoint, args.messages, args.backlog, args.concurrency
+        raw_rates: list[float] = []
+        loafer_rates: list[float] = []
+        for round_number in range(1, args.rounds + 1):
+            raw_rate, raw_counter = await run_raw(endpoint, args.messages, args.backlog)
+            loafer_rate, loafer_counter = await run_loafer(
+                endpoint, args.messages, args.backlog, args.concurrency
+            )
+            raw_rates.append(raw_rate)
+            loafer_rates.append(loafer_rate)
+            print(f"round {round_number}:")
+            report("raw", raw_rate, raw_counter, args.messages)
+            report("loafer", loafer_rate, loafer_counter, args.messages)
+        raw_median = statistics.median(raw_rates)
+        loafer_median = statistics.median(loafer_rates)
+        print(
+            f"median of {args.rounds}: raw {raw_median:.1f} msg/s, loafer {loafer_median:.1f} "
+            f"msg/s, ratio {loafer_median / raw_median:.2f}x the raw loop (target >= 0.9)"
         )
-        report("raw", raw_rate, raw_counter, args.messages)
-        report("loafer", loafer_rate, loafer_counter, args.messages)
-        print(f"  ratio: {loafer_rate / raw_rate:.2f}x the raw loop (target >= 0.9)")
     finally:
         if moto is not None:
             moto.terminate()

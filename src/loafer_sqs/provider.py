@@ -244,6 +244,10 @@ class SQSProvider:
     def __repr__(self) -> str:
         return f"SQSProvider(queue={self._queue!r}, client={self._client_options!r})"
 
+    def describe(self) -> str:
+        """A short description for logs: ``sqs:<queue>``."""
+        return f"sqs:{self._queue}"
+
     @property
     def queue_url(self) -> str | None:
         """The queue's URL, once started."""

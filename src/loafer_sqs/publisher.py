@@ -221,8 +221,11 @@ class SQSPublisher(_BasePublisher):
         to leave it to the queue's content-based deduplication). ``delay`` is
         ``DelaySeconds`` (standard queues).
         """
-        if options.keys() - {"content_based", "message_attributes"}:
-            raise ConfigurationError(f"unknown publish option(s) {sorted(options)}")
+        unknown = sorted(options.keys() - {"content_based", "message_attributes"})
+        if unknown:
+            raise ConfigurationError(
+                f"unknown publish option(s) {unknown}; see SQSPublisher.publish's arguments"
+            )
         target = queue or self.queue
         if not target:
             raise ConfigurationError("SQSPublisher.publish needs a queue (queue=...)")
