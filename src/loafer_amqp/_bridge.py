@@ -246,6 +246,7 @@ class ReactorClient(MessagingHandler):
         self._post_lock = threading.Lock()
         self._posted: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._post_scheduled = False
+        self._outbox: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []  # reactor only
         self._injector = EventInjector()
         self._wakeup = ApplicationEvent("loafer_wakeup")
         self._thread: threading.Thread | None = None
@@ -286,7 +287,14 @@ class ReactorClient(MessagingHandler):
             if self._cmd_scheduled:
                 return
             self._cmd_scheduled = True
-        self._injector.trigger(self._wakeup)
+        # One wakeup for every command queued in this loop iteration (e.g. a batch of
+        # settlements), not one pipe write each.
+        assert self._loop is not None
+        self._loop.call_soon(self._trigger)
+
+    def _trigger(self) -> None:
+        if self.dead is None:  # the pipe is closed once the reactor has ended
+            self._injector.trigger(self._wakeup)
 
     def _drain_posted(self) -> None:
         with self._post_lock:
@@ -350,9 +358,21 @@ class ReactorClient(MessagingHandler):
     # ---------------------------------------------------------------- thread plumbing
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Reactor side: run ``fn(*args)`` on the event loop (batched per wakeup)."""
+        """Reactor side: run ``fn(*args)`` on the event loop.
+
+        Posts are collected while the reactor works through its events and handed over
+        in one batch just before it waits for I/O (:meth:`on_reactor_quiesced`): one
+        loop wakeup per burst of messages rather than one per message.
+        """
+        self._outbox.append((fn, args))
+
+    def _flush_posts(self) -> None:
+        """Reactor side: hand the collected posts to the event loop."""
+        if not self._outbox:
+            return
+        items, self._outbox = self._outbox, []
         with self._post_lock:
-            self._posted.append((fn, args))
+            self._posted.extend(items)
             if self._post_scheduled:
                 return
             self._post_scheduled = True
@@ -360,6 +380,10 @@ class ReactorClient(MessagingHandler):
         # RuntimeError: the loop is closed, nobody is listening any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._drain_posted)
+
+    def on_reactor_quiesced(self, event: Any) -> None:
+        # Dispatched to us before proton's IO handler blocks in select().
+        self._flush_posts()
 
     def _run(self) -> None:
         reason = "closed"
@@ -373,6 +397,8 @@ class ReactorClient(MessagingHandler):
             reason = f"{type(exc).__name__}: {exc}"
             logger.critical("%s: AMQP reactor thread died", self.label, exc_info=True)
         finally:
+            with contextlib.suppress(Exception):
+                self._flush_posts()
             self._abandon_sockets()
             self._conn = None
             self._session = None
