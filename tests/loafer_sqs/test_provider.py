@@ -538,3 +538,25 @@ async def test_health(make_queue: MakeQueue, client_options: dict[str, Any]) -> 
     assert await provider.health() is True
     await provider.close()
     assert await provider.health() is False
+
+
+async def test_missing_credentials_is_configuration_error(
+    sqs_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    provider = SQSProvider("q", endpoint_url=sqs_endpoint, region_name="us-east-1")
+    with pytest.raises(ConfigurationError, match="NoCredentialsError"):
+        await provider.start(1)
+    await provider.close()
