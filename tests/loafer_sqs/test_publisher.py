@@ -136,3 +136,31 @@ def test_message_attributes() -> None:
     }
     raw = {"DataType": "String.custom", "StringValue": "v"}
     assert message_attributes({"c": raw}) == {"c": raw}
+
+
+async def test_sns_publisher_by_topic_name(
+    sqs: Any, sns: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    from loafer_sqs import SNSPublisher
+
+    url = await make_queue()
+    arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))["Attributes"][
+        "QueueArn"
+    ]
+    name = f"loafer-topic-{url.rsplit('-', 1)[-1]}"
+    topic_arn = (await sns.create_topic(Name=name))["TopicArn"]
+    try:
+        await sns.subscribe(
+            TopicArn=topic_arn,
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        async with SNSPublisher(name, **client_options) as publisher:
+            await asyncio.gather(*(publisher.publish({"i": i}) for i in range(12)))
+            with pytest.raises(ConfigurationError, match="does not exist"):
+                await publisher.publish("x", topic="loafer-no-such-topic")
+        messages = await receive_all(sqs, url, 12)
+        assert sorted(json.loads(m["Body"])["i"] for m in messages) == list(range(12))
+    finally:
+        await sns.delete_topic(TopicArn=topic_arn)
