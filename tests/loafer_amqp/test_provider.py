@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -343,3 +344,22 @@ async def test_settle_rejects_a_foreign_delivery(make_provider: Factory, queue: 
     await provider.start(1)
     with pytest.raises(ValueError):
         await provider.settle(Delivery(raw=b"x", token=object()), ACCEPT)
+
+
+async def test_sasl_anonymous_without_credentials(
+    amqp_url: str, broker: Broker, queue: str
+) -> None:
+    """No user in the URL: SASL ANONYMOUS (RabbitMQ's plugin logs it in as its default user)."""
+    await broker.put(queue, b"anon")
+    parts = urlsplit(amqp_url)
+    anonymous = f"{parts.scheme}://{parts.hostname}:{parts.port or 5672}"
+    provider = AMQPProvider(anonymous, f"/amq/queue/{queue}", fetch_wait=5.0)
+    assert provider._settings.mechanisms() == "ANONYMOUS"
+    try:
+        await provider.start(1)
+        [d] = await fetch_n(provider, 1)
+        assert d.raw == b"anon"
+        await provider.settle(d, ACCEPT)
+    finally:
+        await provider.close()
+    await broker.wait_depth(queue, 0)
