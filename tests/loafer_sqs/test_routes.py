@@ -383,3 +383,20 @@ async def test_publisher_round_trip_through_route(
     async with Manager([route]):
         await asyncio.wait_for(done.wait(), 15)
     assert got == [({"via": "publisher"}, {"kind": "test"})]
+
+
+async def test_one_iteration(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    await send_bodies(sqs, url, [json.dumps({"n": i}) for i in range(3)])
+    seen: list[int] = []
+
+    async def handler(message: Any, metadata: Any) -> bool:
+        seen.append(message["n"])
+        return True
+
+    route = SQSRoute(url, {"options": {"WaitTimeSeconds": 1}, **client_options}, handler=handler)
+    await asyncio.wait_for(Manager([route]).serve(forever=False), 20)
+    assert sorted(seen) == [0, 1, 2]
+    await wait_for_counts(sqs, url, (0, 0), 5)
