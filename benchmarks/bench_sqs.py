@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -81,6 +82,14 @@ def free_port() -> int:
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     binary = Path(sys.executable).with_name("moto_server")
+    if not binary.exists():
+        found = shutil.which("moto_server")
+        if found is None:
+            raise SystemExit(
+                "moto_server not found: pip install 'moto[server]' (in loafer-core's test "
+                "extra), or pass --endpoint URL of an SQS endpoint"
+            )
+        binary = Path(found)
     process = subprocess.Popen(
         [str(binary), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
