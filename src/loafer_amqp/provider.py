@@ -175,7 +175,7 @@ class _ReceiverClient(ReactorClient):
 
     def _on_message(self, event: Any) -> None:
         dlv = event.delivery
-        if self._closing or event.link != self._receiver or not self._current(event):
+        if self._closing or event.link != self._receiver:
             return  # a late transfer on a dead link: the broker requeues it
         self._seq += 1
         seq = self._seq
