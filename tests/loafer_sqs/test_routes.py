@@ -400,3 +400,36 @@ async def test_one_iteration(
     await asyncio.wait_for(Manager([route]).serve(forever=False), 20)
     assert sorted(seen) == [0, 1, 2]
     await wait_for_counts(sqs, url, (0, 0), 5)
+
+
+async def test_max_attempts_rejects_to_dead_letter_queue_with_reason(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue(dlq=True, max_receives=10)
+    dlq = url + "-dlq"
+    await sqs.send_message(
+        QueueUrl=url,
+        MessageBody='{"flaky": true}',
+        MessageAttributes={"origin": {"DataType": "String", "StringValue": "test"}},
+    )
+    attempts: list[int] = []
+
+    async def handler(message: Any, metadata: Any) -> bool:
+        attempts.append(int(metadata["Attributes"]["ApproximateReceiveCount"]))
+        return False
+
+    route = SQSRoute(
+        url,
+        {"options": {"WaitTimeSeconds": 1}, "retry_visibility": 0, **client_options},
+        handler=handler,
+        max_attempts=2,
+    )
+    async with Manager([route]):
+        await wait_for_counts(sqs, dlq, (1, 0), 20)
+    assert attempts == [1, 2]
+    response = await sqs.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"])
+    [dead] = response["Messages"]
+    assert dead["Body"] == '{"flaky": true}'
+    assert dead["MessageAttributes"]["origin"]["StringValue"] == "test"
+    assert "max_attempts" in dead["MessageAttributes"]["loafer.reject_reason"]["StringValue"]
+    await wait_for_counts(sqs, url, (0, 0), 5)
