@@ -560,3 +560,22 @@ async def test_missing_credentials_is_configuration_error(
     with pytest.raises(ConfigurationError, match="NoCredentialsError"):
         await provider.start(1)
     await provider.close()
+
+
+async def test_lease_extensions_are_batched(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue(visibility=30)
+    await send_bodies(sqs, url, [json.dumps(i) for i in range(25)])
+    counter = CallCounter()
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, session=counter.session(), **client_options)
+    await provider.start(25)
+    try:
+        deliveries = await fetch_n(provider, 25)
+        await provider.extend_leases(deliveries, 60)
+        assert counter.count("ChangeMessageVisibilityBatch") == 3
+        assert counter.largest_batch() <= 10
+        for delivery in deliveries:
+            await provider.settle(delivery, ACCEPT)
+    finally:
+        await provider.close()
