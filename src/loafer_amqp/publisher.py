@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proton import Delivery as ProtonDelivery
@@ -124,13 +124,16 @@ class _SenderClient(ReactorClient):
                 self.post(self.owner._resolve, pid, error)
             self._inflight.clear()
 
-    def send(
-        self, pid: int, body: Any, headers: Mapping[str, Any] | None, options: dict[str, Any]
+    def send_many(
+        self, items: list[tuple[int, tuple[Any, Mapping[str, Any] | None, dict[str, Any]]]]
     ) -> None:
         if self._closing:
-            self.post(self.owner._resolve, pid, ProviderError("AMQPPublisher is closed"))
+            error = ProviderError("AMQPPublisher is closed")
+            for pid, _ in items:
+                self.post(self.owner._resolve, pid, error)
             return
-        self._pending.append((pid, body, headers, options))
+        for pid, (body, headers, options) in items:
+            self._pending.append((pid, body, headers, options))
 
     def after_commands(self) -> None:
         self._pump()
@@ -197,6 +200,16 @@ class _SenderClient(ReactorClient):
         self.owner._fail_all(ProviderError(f"AMQP reactor thread stopped: {reason}"))
 
 
+class _Batch:
+    """One ``publish``/``publish_many`` call waiting for its outcomes."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None], remaining: int) -> None:
+        self.future = future
+        self.remaining = remaining
+
+
 class AMQPPublisher:
     """Send messages to one AMQP 1.0 address and await the broker's outcome.
 
@@ -259,7 +272,7 @@ class AMQPPublisher:
         self._close_timeout = close_timeout
         self._client: _SenderClient | None = None
         self._start_lock: asyncio.Lock | None = None
-        self._futures: dict[int, asyncio.Future[None]] = {}
+        self._futures: dict[int, _Batch] = {}
         self._next_id = 0
         self._closed = False
 
@@ -298,6 +311,22 @@ class AMQPPublisher:
                 await client.shutdown(self._close_timeout)
                 raise
 
+    def _check_options(self, options: dict[str, Any]) -> None:
+        unknown = set(options) - _MESSAGE_OPTIONS
+        if unknown:
+            raise TypeError(f"unknown publish option(s): {', '.join(sorted(unknown))}")
+        if options.get("body_section", "data") not in _SECTIONS:
+            raise ValueError(f"body_section must be one of {_SECTIONS}")
+        options.setdefault("durable", self.durable)
+
+    async def _live(self) -> _SenderClient:
+        client = self._client
+        if client is None or client.dead is not None:
+            await self.start()
+            client = self._client
+            assert client is not None
+        return client
+
     async def publish(
         self, body: Any, *, headers: Mapping[str, Any] | None = None, **options: Any
     ) -> None:
@@ -311,46 +340,65 @@ class AMQPPublisher:
         ``body_section`` (``"data"``, or ``"value"``/``"sequence"`` to send the body as an
         AMQP value or sequence section).
         """
-        unknown = set(options) - _MESSAGE_OPTIONS
-        if unknown:
-            raise TypeError(f"unknown publish option(s): {', '.join(sorted(unknown))}")
-        if options.get("body_section", "data") not in _SECTIONS:
-            raise ValueError(f"body_section must be one of {_SECTIONS}")
-        options.setdefault("durable", self.durable)
-        client = self._client
-        if client is None or client.dead is not None:
-            await self.start()
-            client = self._client
-            assert client is not None
-        loop = asyncio.get_running_loop()
-        self._next_id += 1
-        pid = self._next_id
-        future: asyncio.Future[None] = loop.create_future()
-        self._futures[pid] = future
+        self._check_options(options)
+        await self._send([(body, headers, options)])
+
+    async def publish_many(
+        self,
+        bodies: Iterable[Any],
+        *,
+        headers: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        """Send every body (same headers and options) and return once all are accepted.
+
+        One hand-over to the reactor for the whole batch, sent within the link's credit;
+        the first refusal or failure is raised (the others may have been accepted).
+        """
+        self._check_options(options)
+        items = [(body, headers, options) for body in bodies]
+        if items:
+            await self._send(items)
+
+    async def _send(
+        self, items: list[tuple[Any, Mapping[str, Any] | None, dict[str, Any]]]
+    ) -> None:
+        client = await self._live()
+        batch = _Batch(asyncio.get_running_loop().create_future(), len(items))
+        first = self._next_id + 1
+        self._next_id += len(items)
+        pids = range(first, self._next_id + 1)
+        for pid in pids:
+            self._futures[pid] = batch
         try:
-            client.call(client.send, pid, body, headers, options)
+            client.call(client.send_many, list(zip(pids, items, strict=True)))
             if self._timeout is None:
-                await future
+                await batch.future
             else:
                 try:
                     async with asyncio.timeout(self._timeout):
-                        await future
+                        await batch.future
                 except TimeoutError:
                     raise ProviderError(
-                        f"no outcome from the broker within {self._timeout}s for a message "
-                        f"sent to {self.address!r}"
+                        f"no outcome from the broker within {self._timeout}s for "
+                        f"{len(items)} message(s) sent to {self.address!r}"
                     ) from None
         finally:
-            self._futures.pop(pid, None)
+            if batch.remaining:
+                for pid in pids:
+                    self._futures.pop(pid, None)
 
     def _resolve(self, pid: int, error: BaseException | None) -> None:
-        future = self._futures.pop(pid, None)
-        if future is None or future.done():
+        batch = self._futures.pop(pid, None)
+        if batch is None:
             return
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
+        batch.remaining -= 1
+        if batch.future.done():
+            return
+        if error is not None:
+            batch.future.set_exception(error)
+        elif batch.remaining == 0:
+            batch.future.set_result(None)
 
     def _fail_all(self, error: BaseException) -> None:
         for pid in list(self._futures):

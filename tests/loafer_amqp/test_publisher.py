@@ -26,6 +26,16 @@ async def test_pipelined_publishes_all_land(amqp_url: str, broker: Broker, queue
     assert all(m.delivery_mode == 2 for m in got)  # durable by default
 
 
+async def test_publish_many_in_one_hand_over(amqp_url: str, broker: Broker, queue: str) -> None:
+    async with AMQPPublisher(amqp_url, f"/amq/queue/{queue}") as publisher:
+        await publisher.publish_many((f"m{i}".encode() for i in range(300)), subject="bulk")
+        await publisher.publish_many([])
+        assert publisher.peak_in_flight > 50
+    await broker.wait_depth(queue, 300)
+    got = await broker.get_all(queue)
+    assert sorted(m.body for m in got) == sorted(f"m{i}".encode() for i in range(300))
+
+
 async def test_body_sections_round_trip(amqp_url: str, queue: str) -> None:
     address = f"/amq/queue/{queue}"
     async with AMQPPublisher(amqp_url, address) as publisher:
