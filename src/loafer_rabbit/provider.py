@@ -26,8 +26,8 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import aio_pika
 import aiormq.exceptions
@@ -42,6 +42,7 @@ from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_core.translator import JSONTranslator
+from loafer_rabbit._acks import AckTracker
 from loafer_rabbit.errors import connect_error, mask_url, operation_error, scrub, vhost_of
 
 __all__ = [
@@ -82,6 +83,17 @@ def _attempt_of(headers: Mapping[str, Any]) -> int:
         except ValueError:
             return 1
     return 1
+
+
+class _Token:
+    """A delivery's settlement handle: the message, its channel generation, settled yet."""
+
+    __slots__ = ("generation", "message", "settled")
+
+    def __init__(self, message: AbstractIncomingMessage, generation: int) -> None:
+        self.message = message
+        self.generation = generation
+        self.settled = False
 
 
 def _is_dead(message: AbstractIncomingMessage) -> bool:
@@ -218,10 +230,15 @@ class RabbitProvider:
         self._publish_channel: AbstractRobustChannel | None = None
         self._queue_obj: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        # (message, channel generation): the generation groups dead deliveries per lost
-        # channel, so each loss is logged once.
-        self._buffer: deque[tuple[AbstractIncomingMessage, int]] = deque()
+        # Deliveries received and not handed out yet. Each carries its channel's
+        # generation: it groups dead deliveries per lost channel (each loss is logged once)
+        # and tells which AckTracker knows its tag.
+        self._buffer: deque[_Token] = deque()
         self._generation = 0
+        self._current_channel: object = None
+        self._acks = AckTracker()
+        self._pending_acks: list[_Token] = []
+        self._flush_task: asyncio.Task[None] | None = None
         self._logged_generations: set[int] = set()
         #: Deliveries dropped because their channel was lost (RabbitMQ requeued them).
         self.dropped_deliveries = 0
@@ -232,6 +249,11 @@ class RabbitProvider:
         self._publish_failures: dict[int, int] = {}
         self._paused = False
         self._pause_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        # aio-pika accepts a plain function as a consumer callback (typed as async).
+        self._callback = cast(
+            "Callable[[AbstractIncomingMessage], Awaitable[Any]]", self._on_message
+        )
         self.prefetch = 0
 
     # -- description ----------------------------------------------------------------------
@@ -330,7 +352,7 @@ class RabbitProvider:
             self._queue_obj = await self._declare_work_queue(channel)
             if self._delayed_retry:
                 await self._declare_retry_queue()
-            self._consumer_tag = await self._queue_obj.consume(self._on_message, no_ack=False)
+            self._consumer_tag = await self._queue_obj.consume(self._callback, no_ack=False)
         except LoaferError:
             raise
         except asyncio.CancelledError:
@@ -428,14 +450,33 @@ class RabbitProvider:
 
     # -- consuming ------------------------------------------------------------------------
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # A plain function: aio-pika calls it without creating a task per message.
         if self._paused or self._closed:
             # Pushed before the broker saw our basic.cancel: hand it straight back.
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+            task = asyncio.get_running_loop().create_task(self._requeue(message))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
             return
-        self._buffer.append((message, self._generation))
+        try:
+            channel = message.channel
+        except aiormq.exceptions.ChannelInvalidStateError:
+            return  # its channel is already gone: RabbitMQ requeues it
+        if channel is not self._current_channel:
+            # A new channel (after a reconnection): its delivery tags start again at 1.
+            self._current_channel = channel
+            self._generation += 1
+            self._acks = AckTracker()
+        tag = message.delivery_tag
+        if tag is not None:
+            self._acks.delivered(tag)
+        self._buffer.append(_Token(message, self._generation))
         self._ready.set()
+
+    @staticmethod
+    async def _requeue(message: AbstractIncomingMessage) -> None:
+        with contextlib.suppress(Exception):
+            await message.nack(requeue=True)
 
     def _pause(self) -> None:
         """Stop consuming and requeue the buffer, in the background (fetch was cancelled)."""
@@ -455,7 +496,7 @@ class RabbitProvider:
         assert queue is not None
         try:
             async with asyncio.timeout(self._publish_timeout):
-                tag = await queue.consume(self._on_message, no_ack=False)
+                tag = await queue.consume(self._callback, no_ack=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -464,12 +505,11 @@ class RabbitProvider:
         self._paused = False
 
     async def _on_reconnect(self, *_: Any) -> None:
-        self._generation += 1
-        dead = [item for item in self._buffer if _is_dead(item[0])]
+        dead = [token for token in self._buffer if _is_dead(token.message)]
         if dead:
-            self._buffer = deque(item for item in self._buffer if not _is_dead(item[0]))
-            for _message, generation in dead:
-                self._note_dead(generation)
+            self._buffer = deque(t for t in self._buffer if not _is_dead(t.message))
+            for token in dead:
+                self._note_dead(token.generation)
         logger.info("%s: consuming again after a reconnect", self.describe())
 
     def _note_dead(self, generation: int) -> None:
@@ -533,17 +573,19 @@ class RabbitProvider:
         out: list[Delivery] = []
         buffer = self._buffer
         while buffer and len(out) < max_messages:
-            message, generation = buffer.popleft()
-            if _is_dead(message):
-                self._note_dead(generation)
+            token = buffer.popleft()
+            if _is_dead(token.message):
+                self._note_dead(token.generation)
                 continue
-            out.append(self._delivery(message, generation))
+            out.append(self._delivery(token))
         if not buffer:
             self._ready.clear()
         return out
 
-    def _delivery(self, message: AbstractIncomingMessage, generation: int) -> Delivery:
-        headers = dict(message.headers or {})
+    def _delivery(self, token: _Token) -> Delivery:
+        message = token.message
+        raw_headers = message.headers
+        headers = dict(raw_headers) if raw_headers else {}
         count = headers.get("x-delivery-count")
         metadata = {
             "message_id": message.message_id,
@@ -569,7 +611,7 @@ class RabbitProvider:
             message_id=message.message_id,
             metadata=metadata,
             attempt=_attempt_of(headers),
-            token=(message, generation),
+            token=token,
         )
 
     # -- settling -------------------------------------------------------------------------
@@ -581,14 +623,9 @@ class RabbitProvider:
         errors raise ProviderError; the delivery then stays unsettled (safe to retry).
         """
         token = delivery.token
-        if not (
-            isinstance(token, tuple)
-            and len(token) == 2
-            and isinstance(token[0], aio_pika.IncomingMessage)
-        ):
+        if not isinstance(token, _Token):
             raise ProviderError(f"{self.describe()}: {delivery!r} was not fetched from RabbitMQ")
-        message, generation = token
-        if message.processed:
+        if token.settled:
             logger.warning(
                 "%s: message %s settled twice (%r ignored)",
                 self.describe(),
@@ -596,30 +633,85 @@ class RabbitProvider:
                 outcome,
             )
             return
+        message, generation = token.message, token.generation
         if _is_dead(message):
+            token.settled = True
             self._note_dead(generation)
             return
         kind = outcome.kind
+        if kind is OutcomeKind.ACCEPT:
+            # Queued: acks are coalesced and sent by _flush_acks (close() flushes them).
+            token.settled = True
+            self._pending_acks.append(token)
+            if self._flush_task is None:
+                self._flush_task = asyncio.get_running_loop().create_task(self._flush_acks())
+            return
         try:
-            if kind is OutcomeKind.ACCEPT:
-                await message.ack()
-            elif kind is OutcomeKind.RELEASE:
+            if kind is OutcomeKind.RELEASE:
                 await message.nack(requeue=True)
             elif kind is OutcomeKind.REJECT:
                 await self._reject(message, delivery, outcome.reason)
             else:
                 await self._retry(message, delivery, outcome.delay)
         except aiormq.exceptions.ChannelInvalidStateError:
+            token.settled = True
             self._note_dead(generation)
+            return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if _is_dead(message):
+                token.settled = True
                 self._note_dead(generation)
                 return
             raise operation_error(
                 f"settling message {delivery.message_id} with {outcome!r}", exc, self._url
             ) from None
+        token.settled = True
+        self._settled_singly(token)
+
+    def _settled_singly(self, token: _Token) -> None:
+        tag = token.message.delivery_tag
+        if tag is not None and token.generation == self._generation:
+            self._acks.settled(tag)
+
+    async def _flush_acks(self) -> None:
+        """Send the queued acks: one ``multiple`` ack for the settled prefix of the channel's
+        outstanding tags, single acks for the rest."""
+        try:
+            while self._pending_acks:
+                batch, self._pending_acks = self._pending_acks, []
+                live: list[_Token] = []
+                for token in batch:
+                    if token.generation != self._generation or _is_dead(token.message):
+                        self._note_dead(token.generation)
+                    else:
+                        live.append(token)
+                if not live:
+                    continue
+                try:
+                    channel = live[0].message.channel
+                    highest, singles = self._acks.plan(
+                        t.message.delivery_tag for t in live if t.message.delivery_tag is not None
+                    )
+                    if highest is not None:
+                        await channel.basic_ack(highest, multiple=True)
+                    for tag in singles:
+                        await channel.basic_ack(tag)
+                except aiormq.exceptions.ChannelInvalidStateError:
+                    for token in live:
+                        self._note_dead(token.generation)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the channel is failing: the broker requeues
+                    logger.warning(
+                        "%s: sending %d acks failed (%s); RabbitMQ will redeliver them",
+                        self.describe(),
+                        len(live),
+                        scrub(str(exc), self._url),
+                    )
+        finally:
+            self._flush_task = None
 
     def _copy(
         self,
@@ -764,6 +856,11 @@ class RabbitProvider:
             if task is not None:
                 with contextlib.suppress(Exception):
                     await task
+            if self._flush_task is not None:
+                with contextlib.suppress(Exception):
+                    await self._flush_task
+            if self._pending_acks:
+                await self._flush_acks()
             await self._stop_consuming()
         finally:
             await self._disconnect()
@@ -783,13 +880,16 @@ class RabbitProvider:
                     self.describe(),
                     scrub(str(exc), self._url),
                 )
-        pending = [m for m, _ in self._buffer if not _is_dead(m)]
+        pending = [t for t in self._buffer if not _is_dead(t.message)]
         self._buffer.clear()
         self._ready.clear()
         if pending:
             results = await asyncio.gather(
-                *(m.nack(requeue=True) for m in pending), return_exceptions=True
+                *(t.message.nack(requeue=True) for t in pending), return_exceptions=True
             )
+            for token, result in zip(pending, results, strict=True):
+                if not isinstance(result, BaseException):
+                    self._settled_singly(token)
             failed = sum(1 for r in results if isinstance(r, BaseException))
             logger.info(
                 "%s: released %d unhandled deliveries back to the queue%s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import ssl
@@ -196,10 +197,11 @@ class RabbitPublisher:
         routing_key: str | None = None,
         **properties: Any,
     ) -> int:
-        """Publish many messages pipelined; return how many were confirmed.
+        """Publish many messages pipelined (``pipeline`` at a time); return how many were
+        confirmed.
 
-        Raises the first failure after every in-flight publish has finished (the others
-        may have been confirmed: a retry may duplicate them).
+        Raises the first failure once every publish of its window has finished (the
+        others may have been confirmed: publishing them again may duplicate them).
         """
         key = self._key(routing_key)
         messages = (self.message(b, headers=headers, **properties) for b in bodies)
@@ -211,36 +213,23 @@ class RabbitPublisher:
         """Publish prepared ``aio_pika.Message`` objects pipelined; return the count."""
         key = self._key(routing_key)
         await self.connect()
-        window = asyncio.Semaphore(self.pipeline)
-        tasks: list[asyncio.Task[None]] = []
-        failure: list[BaseException] = []
-
-        async def one(message: aio_pika.Message) -> None:
-            try:
-                await self._send(message, key)
-            except BaseException as exc:
-                failure.append(exc)
-                raise
-            finally:
-                window.release()
-
-        try:
-            for message in messages:
-                await window.acquire()
-                if failure:
-                    window.release()
-                    break
-                tasks.append(asyncio.create_task(one(message)))
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
-        return len(tasks)
+        send, size = self._send, self.pipeline
+        sent = 0
+        batch: list[aio_pika.Message] = []
+        iterator = iter(messages)
+        while True:
+            batch = list(itertools.islice(iterator, size))
+            if not batch:
+                return sent
+            # One window at a time, as raw aio-pika code does: every publish of the window
+            # is written before the first confirm is awaited.
+            results = await asyncio.gather(
+                *(send(message, key) for message in batch), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            sent += len(batch)
 
     def _key(self, routing_key: str | None) -> str:
         key = routing_key if routing_key is not None else self.routing_key
