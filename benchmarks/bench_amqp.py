@@ -15,13 +15,16 @@ Four timed phases on one fresh durable queue (declared over AMQP 0-9-1 with aio-
    then the queue is deleted).
 
 Each consume phase starts with the queue holding exactly ``--messages`` messages (the
-publish phase before it filled it). Prints msg/s for each and loafer / raw ratios.
+publish phase before it filled it). The five phases run ``--rounds`` times (a fresh
+queue each round); prints the median msg/s of each, the loafer / raw ratios of the
+medians, and each round's ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import threading
 import time
 import uuid
@@ -155,6 +158,7 @@ async def main() -> None:
     parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:5672")
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="medians are reported")
     args = parser.parse_args()
     parts = urlsplit(args.url)
     user, password = parts.username or "guest", parts.password or "guest"
@@ -163,40 +167,60 @@ async def main() -> None:
     pika_url = f"amqp://{user}:{password}@{host}/"
     total = args.messages
 
-    queue = f"loafer-bench-amqp-{uuid.uuid4().hex[:8]}"
-    address = f"/amq/queue/{queue}"
+    times: dict[str, list[float]] = {
+        k: [] for k in ("raw_pub", "raw_con", "lf_pub", "lf_con", "lf_many")
+    }
     connection = await aio_pika.connect(pika_url)
     channel = await connection.channel()
-    await channel.declare_queue(queue, durable=True)
     try:
-        raw_pub = await asyncio.to_thread(
-            _run_raw, _RawSender(raw_url, address, total, user, password)
-        )
-        assert await _depth(pika_url, queue) == total
-        raw_con = await asyncio.to_thread(
-            _run_raw, _RawReceiver(raw_url, address, total, user, password)
-        )
-        lf_pub = await _loafer_publish(args.url, address, total, many=False)
-        assert await _depth(pika_url, queue) == total
-        lf_con = await _loafer_consume(args.url, address, total, args.concurrency)
-        lf_many = await _loafer_publish(args.url, address, total, many=True)
-        assert await _depth(pika_url, queue) == total
+        for _ in range(args.rounds):
+            queue = f"loafer-bench-amqp-{uuid.uuid4().hex[:8]}"
+            address = f"/amq/queue/{queue}"
+            await channel.declare_queue(queue, durable=True)
+            try:
+                times["raw_pub"].append(
+                    await asyncio.to_thread(
+                        _run_raw, _RawSender(raw_url, address, total, user, password)
+                    )
+                )
+                assert await _depth(pika_url, queue) == total
+                times["raw_con"].append(
+                    await asyncio.to_thread(
+                        _run_raw, _RawReceiver(raw_url, address, total, user, password)
+                    )
+                )
+                times["lf_pub"].append(await _loafer_publish(args.url, address, total, False))
+                assert await _depth(pika_url, queue) == total
+                times["lf_con"].append(
+                    await _loafer_consume(args.url, address, total, args.concurrency)
+                )
+                times["lf_many"].append(await _loafer_publish(args.url, address, total, True))
+                assert await _depth(pika_url, queue) == total
+            finally:
+                await channel.queue_delete(queue)
     finally:
-        await channel.queue_delete(queue)
         await connection.close()
 
     def rate(seconds: float) -> float:
         return total / seconds
 
-    print(f"AMQP 1.0 ({host}), {total:,} durable messages of {len(BODY)} bytes")
-    print(f"{'phase':<10} {'raw proton':>14} {'loafer':>14} {'ratio':>7}")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"AMQP 1.0 ({host}), {total:,} durable messages of {len(BODY)} bytes, "
+        f"median of {args.rounds} round(s)"
+    )
+    print(f"{'phase':<10} {'raw proton':>14} {'loafer':>14} {'ratio':>7}   loafer/raw per round")
     phases = (
-        ("publish", raw_pub, lf_pub),
-        ("pub_many", raw_pub, lf_many),
-        ("consume", raw_con, lf_con),
+        ("publish", "raw_pub", "lf_pub"),
+        ("pub_many", "raw_pub", "lf_many"),
+        ("consume", "raw_con", "lf_con"),
     )
     for name, raw, lf in phases:
-        print(f"{name:<10} {rate(raw):>10,.0f} msg/s {rate(lf):>8,.0f} msg/s {raw / lf:>6.2f}x")
+        rounds = " ".join(f"{a / b:.2f}" for a, b in zip(times[raw], times[lf], strict=True))
+        print(
+            f"{name:<10} {rate(med[raw]):>10,.0f} msg/s {rate(med[lf]):>8,.0f} msg/s "
+            f"{med[raw] / med[lf]:>6.2f}x   {rounds}"
+        )
 
 
 if __name__ == "__main__":
