@@ -1,9 +1,9 @@
 """nox sessions: tests (core alone, then each plugin), lint, typecheck, docs, benchmarks.
 
-    nox -s tests_core          # core only, installed with no plugin extras (isolation)
-    nox -s tests_rabbit tests_amqp tests_sqs
-    nox -s lint typecheck docs
-    nox -s bench -- core       # or rabbit, amqp, sqs; extra args go to the script
+nox -s tests_core          # core only, installed with no plugin extras (isolation)
+nox -s tests_rabbit tests_amqp tests_sqs
+nox -s lint typecheck docs
+nox -s bench -- core       # or rabbit, amqp, sqs; extra args go to the script
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: `nox -s bench -- core` (or rabbit, amqp, sqs) [script options]."""
     which = session.posargs[0] if session.posargs else "core"
-    extra = "" if which == "core" else f"[{which}]"
+    extra = {"core": "", "sqs": "[sqs,test]"}.get(which, f"[{which}]")  # sqs needs moto
     session.install("-e", f".{extra}")
     session.run("bash", "scripts/brokers.sh", external=True)
     session.run("python", f"benchmarks/bench_{which}.py", *session.posargs[1:])

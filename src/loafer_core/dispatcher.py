@@ -115,21 +115,10 @@ class Dispatcher:
         route, provider = self.route, self.provider
         self._once = once
         try:
-            # a stop during start-up (e.g. a broker that never answers) ends the wait
-            starting = asyncio.ensure_future(provider.start(route.max_concurrency))
-            stopped = asyncio.ensure_future(self._done.wait())
-            try:
-                await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopped.cancel()
-                if not starting.done():
-                    starting.cancel()
-                    await asyncio.gather(starting, return_exceptions=True)
-            if starting.cancelled():
+            if not await self._start_provider():
                 logger.info("route %r: stopped before its provider started", route.name)
                 await self._close_provider()
                 return
-            starting.result()
             route.check_capabilities(provider.capabilities)
         except BaseException:
             await self._close_provider()
@@ -158,6 +147,51 @@ class Dispatcher:
             await self._close_provider()
         if self._fatal is not None:
             raise self._fatal
+
+    async def _start_provider(self) -> bool:
+        """Start the provider, retrying transient failures; False if stopped meanwhile.
+
+        A ``ConfigurationError`` is fatal and raised; any other error (a broker not yet
+        reachable at boot) is logged and retried with backoff until it starts or stop().
+        """
+        route, provider = self.route, self.provider
+        failures = 0
+        stopped = asyncio.ensure_future(self._done.wait())
+        try:
+            while True:
+                starting = asyncio.ensure_future(provider.start(route.max_concurrency))
+                try:
+                    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not starting.done():
+                        starting.cancel()
+                        await asyncio.gather(starting, return_exceptions=True)
+                if starting.cancelled():
+                    return False
+                exc = starting.exception()
+                if exc is None:
+                    if failures:
+                        logger.info(
+                            "route %r: provider started after %d failures", route.name, failures
+                        )
+                    return True
+                if isinstance(exc, ConfigurationError):
+                    raise exc
+                failures += 1
+                delay = self.backoff.delay(failures)
+                logger.warning(
+                    "route %r: starting the provider failed (%s: %s); retrying in %.2fs",
+                    route.name,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=failures == 1,
+                )
+                await asyncio.wait({stopped}, timeout=delay)
+                if stopped.done():
+                    return False
+        finally:
+            stopped.cancel()
 
     # -- waking workers -----------------------------------------------------------------------
 

@@ -425,3 +425,25 @@ async def test_short_fetches_still_fill_the_capacity(broker: MemoryBroker) -> No
         gate.set()
         await broker.wait_idle("q", timeout=5)
     assert running == 6
+
+
+async def test_transient_start_failure_is_retried(
+    broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(Backoff, "delay", lambda self, failures: 0.01)
+
+    class SlowBoot(MemoryProvider):
+        failures = 2
+
+        async def start(self, capacity: int) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise ProviderError("broker not reachable yet")
+            await super().start(capacity)
+
+    broker.publish("q", "x")
+    with caplog.at_level(logging.WARNING):
+        async with Manager([Route(SlowBoot(broker, "q", wait=0.1), lambda c, m: True)]) as m:
+            await m.wait_started()
+            await broker.wait_idle("q", timeout=5)
+    assert caplog.text.count("starting the provider failed") == 2
