@@ -126,10 +126,23 @@ class Broker:
                 await message.ack()
                 out.append(message)
 
-    async def delete_all(self) -> None:
-        async with self.connection.channel() as channel:
-            for name in self.created:
-                await channel.queue_delete(name)
+    async def delete_all(self, url: str) -> None:
+        """Delete every queue made here, on a fresh connection (the broker may have just
+        restarted under a test), retrying for a while."""
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    connection = await aio_pika.connect(url)
+                except (ConnectionError, aio_pika.exceptions.AMQPConnectionError):
+                    await asyncio.sleep(0.5)  # the broker is coming back: nothing to await
+                    continue
+                try:
+                    channel = await connection.channel()
+                    for name in self.created:
+                        await channel.queue_delete(name)
+                    return
+                finally:
+                    await connection.close()
 
 
 @pytest.fixture
@@ -140,9 +153,9 @@ async def broker(pika_url: str) -> AsyncIterator[Broker]:
         yield b
     finally:
         try:
-            await b.delete_all()
-        finally:
             await connection.close()
+        finally:
+            await b.delete_all(pika_url)
 
 
 @pytest.fixture
