@@ -129,7 +129,13 @@ class RabbitProvider:
         queue_arguments: extra ``x-`` arguments of a declared work queue.
         delayed_retry: declare a retry queue so that ``RETRY(delay)`` waits ``delay``
             seconds (per-message TTL, dead-lettered back to the work queue).
-        retry_queue: the retry queue's name (default ``"<queue>.retry"``).
+        retry_queue: the retry queue's name (default ``"<queue>.retry"``); with
+            ``retry_tiers``, the prefix of the retry queues' names.
+        retry_tiers: use one retry queue per power-of-two band of delays
+            (``"<retry_queue>.<N>ms"`` holds delays in ``(N/2, N]`` ms), declared on first
+            use. RabbitMQ expires messages only at the head of a queue, so in a single
+            retry queue a short delay waits behind a longer one published before it; in
+            a band it waits at most twice its delay. ``False``: one retry queue.
         dead_letter: ``False``: REJECT is ``basic.reject(requeue=False)`` and nothing is
             claimed; ``"queue"``: the same, and the queue is known to have its own
             dead-letter exchange (argument or policy); ``True``: the provider declares a
@@ -162,6 +168,7 @@ class RabbitProvider:
         queue_arguments: Mapping[str, Any] | None = None,
         delayed_retry: bool = True,
         retry_queue: str | None = None,
+        retry_tiers: bool = True,
         dead_letter: DeadLetter = False,
         dead_letter_exchange: str | None = None,
         dead_letter_queue: str | None = None,
@@ -213,6 +220,9 @@ class RabbitProvider:
         self._queue_arguments = dict(queue_arguments or {})
         self._delayed_retry = bool(delayed_retry)
         self.retry_queue = retry_queue or f"{queue}.retry"
+        self._retry_tiers = bool(retry_tiers)
+        #: Retry queues declared so far.
+        self.retry_queues: set[str] = set()
         self._dead_letter: DeadLetter = dead_letter
         self.dead_letter_exchange = dead_letter_exchange or f"{queue}.dlx"
         self.dead_letter_queue = dead_letter_queue or f"{queue}.dead"
@@ -350,8 +360,8 @@ class RabbitProvider:
             if self._dead_letter is True:
                 await self._declare_dead_letter()
             self._queue_obj = await self._declare_work_queue(channel)
-            if self._delayed_retry:
-                await self._declare_retry_queue()
+            if self._delayed_retry and not self._retry_tiers:
+                await self._declare_retry_queue(self.retry_queue)
             self._consumer_tag = await self._queue_obj.consume(self._callback, no_ack=False)
         except LoaferError:
             raise
@@ -409,7 +419,14 @@ class RabbitProvider:
         except Exception as exc:
             raise self._queue_error(exc, self.queue, "queue") from None
 
-    async def _declare_retry_queue(self) -> None:
+    def retry_queue_for(self, delay: float) -> str:
+        """The retry queue a ``RETRY(delay)`` goes to (see ``retry_tiers``)."""
+        if not self._retry_tiers:
+            return self.retry_queue
+        ms = max(1, min(round(delay * 1000), 2**32 - 1))
+        return f"{self.retry_queue}.{1 << (ms - 1).bit_length()}ms"
+
+    async def _declare_retry_queue(self, name: str) -> None:
         assert self._publish_channel is not None
         arguments = {
             "x-queue-type": "classic",
@@ -417,13 +434,12 @@ class RabbitProvider:
             "x-dead-letter-routing-key": self.queue,
         }
         try:
-            await self._publish_channel.declare_queue(
-                self.retry_queue, durable=True, arguments=arguments
-            )
+            await self._publish_channel.declare_queue(name, durable=True, arguments=arguments)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise self._queue_error(exc, self.retry_queue, "retry queue") from None
+            raise self._queue_error(exc, name, "retry queue") from None
+        self.retry_queues.add(name)
 
     async def _declare_dead_letter(self) -> None:
         assert self._publish_channel is not None
@@ -766,7 +782,8 @@ class RabbitProvider:
         if delay:
             ttl = max(1, min(round(delay * 1000), 2**32 - 1)) / 1000.0
             copy = self._copy(message, headers, ttl)
-            await self._publish_then_ack(message, delivery, copy, "", self.retry_queue)
+            target = self.retry_queue_for(delay)
+            await self._publish_then_ack(message, delivery, copy, "", target, retry_queue=True)
         else:
             copy = self._copy(message, headers)
             await self._publish_then_ack(message, delivery, copy, "", self.queue)
@@ -791,6 +808,8 @@ class RabbitProvider:
         copy: aio_pika.Message,
         exchange: str,
         routing_key: str,
+        *,
+        retry_queue: bool = False,
     ) -> None:
         """Publish ``copy`` (confirmed), then ack ``message``: a crash in between leaves a
         duplicate, never a loss.
@@ -802,12 +821,14 @@ class RabbitProvider:
         """
         key = id(message)
         try:
+            if retry_queue and routing_key not in self.retry_queues:
+                await self._declare_retry_queue(routing_key)
             try:
                 await self._publish(copy, exchange, routing_key)
             except aiormq.exceptions.PublishError:
                 # Unroutable: the retry or dead-letter queue was deleted. Declare again, once.
-                if routing_key == self.retry_queue and self._delayed_retry:
-                    await self._declare_retry_queue()
+                if routing_key in self.retry_queues and not exchange:
+                    await self._declare_retry_queue(routing_key)
                 elif exchange == self.dead_letter_exchange:
                     await self._declare_dead_letter()
                 else:

@@ -45,6 +45,11 @@ def unique(prefix: str = "loafer-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def retry_tiers(base: str) -> list[str]:
+    """Every retry queue name a provider with ``retry_queue=base`` may declare."""
+    return [base] + [f"{base}.{1 << k}ms" for k in range(33)]
+
+
 def rabbitmqctl_available() -> bool:
     return shutil.which("rabbitmqctl") is not None
 
@@ -175,7 +180,11 @@ class RabbitAdmin:
 
     async def cleanup(self) -> None:
         assert self.connection is not None
+        queues = set(self.queues)
         for queue in self.queues:
+            if queue.endswith(".retry"):
+                queues.update(retry_tiers(queue))
+        for queue in queues:
             async with self.connection.channel() as channel:
                 await channel.queue_delete(queue)
         for exchange in self.exchanges:

@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractRobustChannel
 from loafer_core.provider import Capabilities, Provider
 from loafer_core.testing import ProviderContract
 from loafer_rabbit import RabbitProvider
+from tests.loafer_rabbit.conftest import retry_tiers
 
 pytestmark = pytest.mark.rabbit
 
@@ -53,7 +54,7 @@ class TestRabbitContract(ProviderContract):
     async def delete_queue(self, queue: str) -> None:
         provider = _provider(queue, self.url)
         async with self._channel() as channel:
-            for name in (queue, provider.retry_queue, provider.dead_letter_queue):
+            for name in (queue, provider.dead_letter_queue, *retry_tiers(provider.retry_queue)):
                 await channel.queue_delete(name)
             await channel.exchange_delete(provider.dead_letter_exchange)
 

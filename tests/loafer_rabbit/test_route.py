@@ -78,7 +78,9 @@ async def test_max_attempts_with_delayed_retries_ends_in_the_dead_letter_queue(
     assert dead.body == b'{"doomed": true}'
     assert "max_attempts" in str(dead.headers["x-loafer-reject-reason"])
     assert await admin.count(name) == 0
-    assert await admin.count(provider.retry_queue) == 0
+    assert provider.retry_queues
+    for retry_queue in provider.retry_queues:
+        assert await admin.count(retry_queue) == 0
 
 
 async def test_reject_message_from_a_handler_dead_letters(
