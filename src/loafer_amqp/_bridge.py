@@ -273,6 +273,8 @@ class ReactorClient(MessagingHandler):
         """Start the reactor thread (call once, from the event loop)."""
         self._loop = loop
         self.ready = loop.create_future()
+        # Its error may land after wait_ready() gave up (timeout, cancel): mark it seen.
+        self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.ended = loop.create_future()
         self._thread = threading.Thread(target=self._run, name=f"loafer-amqp-{self.label}")
         self._thread.daemon = True

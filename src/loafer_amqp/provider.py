@@ -396,8 +396,9 @@ class AMQPProvider:
         """
         if self._closed:
             raise ProviderError("AMQPProvider is closed")
-        if self._client is not None:
+        if self._client is not None and self._client.dead is None:
             raise ProviderError("AMQPProvider.start() called twice")
+        # (After a failed start, the dispatcher calls start() again: that is allowed.)
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ConfigurationError(f"capacity must be a positive int, got {capacity!r}")
         self._capacity = capacity

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -363,3 +364,49 @@ async def test_sasl_anonymous_without_credentials(
     finally:
         await provider.close()
     await broker.wait_depth(queue, 0)
+
+
+async def test_start_can_be_retried_after_a_failed_start(
+    make_provider: Factory, broker: Broker, queue: str
+) -> None:
+    """The dispatcher retries start() after a transient failure (here: a timeout)."""
+    provider = make_provider(queue, connect_timeout=0.001)
+    with pytest.raises(ProviderError, match="timed out"):
+        await provider.start(2)
+    provider._connect_timeout = 15.0
+    await provider.start(2)
+    assert await provider.health()
+    with pytest.raises(ProviderError, match="twice"):
+        await provider.start(2)
+    await broker.put(queue, b"after retry")
+    [d] = await fetch_n(provider, 1)
+    await provider.settle(d, ACCEPT)
+
+
+async def test_a_cancelled_start_stops_its_reactor() -> None:
+    """A start() cancelled mid-handshake (the manager stopped) leaves no thread behind."""
+    accepted = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)  # accept, then never answer the AMQP header
+        accepted.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = AMQPProvider(f"amqp://127.0.0.1:{port}", "/amq/queue/x", close_timeout=2.0)
+    try:
+        starting = asyncio.create_task(provider.start(1))
+        await asyncio.wait_for(accepted.wait(), 10)
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        client = provider._client
+        assert client is not None and client.dead is not None  # the thread has ended
+        assert not any(t.name == f"loafer-amqp-{client.label}" for t in threading.enumerate())
+    finally:
+        await provider.close()
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
