@@ -136,7 +136,7 @@ class _ReceiverClient(ReactorClient):
         if self._replenish_task is not None:
             self._replenish_task.cancel()
             self._replenish_task = None
-        self.post(self.owner._purge, old_generation)
+        self.post(self.owner._purge, self, old_generation)
 
     def after_commands(self) -> None:
         self.request_replenish()
@@ -408,6 +408,8 @@ class AMQPProvider:
     async def _open(self) -> None:
         client = _ReceiverClient(self, self._settings, self.address, self._capacity, self.broker)
         self._client = client
+        self._buffer.clear()
+        self._min_generation = 0  # generations count per client
         client.start_thread(asyncio.get_running_loop())
         try:
             await client.wait_ready(self._connect_timeout)
@@ -426,7 +428,9 @@ class AMQPProvider:
         self._buffer.append(delivery)
         self._wake()
 
-    def _purge(self, old_generation: int) -> None:
+    def _purge(self, client: _ReceiverClient, old_generation: int) -> None:
+        if client is not self._client:
+            return
         self._min_generation = max(self._min_generation, old_generation + 1)
         kept = [d for d in self._buffer if d.token.generation > old_generation]
         dropped = len(self._buffer) - len(kept)

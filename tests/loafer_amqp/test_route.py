@@ -183,3 +183,17 @@ def test_tls_options_are_checked_up_front() -> None:
         AMQPProvider("amqp://h", "q", ssl_ca="/nonexistent/ca.pem")
     with pytest.raises(ConfigurationError, match="ssl_key"):
         AMQPProvider("amqps://h", "q", ssl_cert="/c.pem")
+
+
+def test_registered_as_the_amqp_entry_point() -> None:
+    from loafer_core.plugins import load_provider
+
+    assert load_provider("amqp") is AMQPProvider
+
+
+def test_importing_loafer_core_does_not_import_proton() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, loafer_core; assert 'proton' not in sys.modules, 'proton imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
