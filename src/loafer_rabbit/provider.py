@@ -575,6 +575,10 @@ class RabbitProvider:
             try:
                 async with asyncio.timeout(self._poll_timeout):
                     await self._ready.wait()
+                    if len(self._buffer) < max_messages:
+                        # Let deliveries already read from the socket reach the buffer:
+                        # one fetch then hands out a batch instead of one message.
+                        await asyncio.sleep(0)
             except TimeoutError:
                 if not self._closed and not self._consumer_active():
                     raise ProviderError(
