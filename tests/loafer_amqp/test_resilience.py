@@ -288,3 +288,27 @@ async def test_broker_restart_loses_nothing(amqp_url: str, broker: Broker, queue
             await asyncio.gather(*(publisher.publish(b) for b in bodies(range(300, 400))))
         await recorder.wait(lambda: set(recorder.handled) >= set(range(400)), 90)
     assert set(recorder.handled) == set(range(400))
+
+
+@needs_ss
+async def test_publisher_reconnects_after_a_dropped_connection(
+    amqp_url: str, broker: Broker, queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="loafer_amqp")
+    before = our_sockets()
+    async with AMQPPublisher(amqp_url, f"/amq/queue/{queue}") as publisher:
+        await publisher.publish(b"before")
+        mine = our_sockets() - before
+        assert len(mine) == 1
+        cut(mine)
+        async with asyncio.timeout(15):  # the publisher reconnects by itself
+            while not our_sockets() - before - mine:  # noqa: ASYNC110 - another process' state
+                await asyncio.sleep(0.05)
+        # Sent on the new connection (queued until its link is attached if need be).
+        await asyncio.wait_for(
+            asyncio.gather(*(publisher.publish(f"after {i}".encode()) for i in range(20))), 30
+        )
+    await broker.wait_depth(queue, 21)
+    got = sorted(m.body for m in await broker.get_all(queue))
+    assert got == sorted([b"before", *(f"after {i}".encode() for i in range(20))])
+    assert any("lost" in r.getMessage() for r in caplog.records if r.name == "loafer_amqp")

@@ -1,0 +1,114 @@
+"""Unit tests of the provider's own logic, without a broker: the outcome mapping onto
+proton dispositions (with a fake delivery) and the broker profile detection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from proton import Delivery as ProtonDelivery
+
+from loafer_amqp import AMQPProvider
+from loafer_amqp.provider import MAX_REASON, _ReceiverClient
+from loafer_core.errors import ConfigurationError
+from loafer_core.outcome import OutcomeKind
+
+pytestmark = pytest.mark.amqp
+
+
+class FakeLocal:
+    def __init__(self) -> None:
+        self.condition: Any = None
+        self.failed = False
+
+
+class FakeDelivery:
+    def __init__(self) -> None:
+        self.local = FakeLocal()
+        self.state: Any = None
+        self.settled = False
+
+    def update(self, state: Any) -> None:
+        self.state = state
+
+    def settle(self) -> None:
+        self.settled = True
+
+
+_made: list[_ReceiverClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pipes() -> Any:
+    yield
+    while _made:
+        _made.pop()._close_pipe()  # the EventInjector's pipe (no reactor runs here)
+
+
+def client(profile: str = "auto") -> _ReceiverClient:
+    provider = AMQPProvider("amqp://h", "/amq/queue/q", broker=profile)  # type: ignore[arg-type]
+    made = _ReceiverClient(provider, provider._settings, "/amq/queue/q", 5, profile)  # type: ignore[arg-type]
+    _made.append(made)
+    return made
+
+
+def settle(c: _ReceiverClient, kind: OutcomeKind, reason: str | None = None) -> FakeDelivery:
+    dlv = FakeDelivery()
+    c._unsettled[1] = dlv  # type: ignore[assignment]
+    c._apply(1, dlv, kind, reason)  # type: ignore[arg-type]
+    assert dlv.settled and 1 not in c._unsettled
+    return dlv
+
+
+def test_outcomes_map_to_dispositions() -> None:
+    c = client()
+    assert settle(c, OutcomeKind.ACCEPT).state == ProtonDelivery.ACCEPTED
+    assert settle(c, OutcomeKind.RELEASE).state == ProtonDelivery.RELEASED
+    rejected = settle(c, OutcomeKind.REJECT, "bad " * 1000)
+    assert rejected.state == ProtonDelivery.REJECTED
+    assert rejected.local.condition.name == "loafer:rejected"
+    assert len(rejected.local.condition.description) == MAX_REASON
+
+
+def test_retry_is_released_unless_the_broker_takes_modified() -> None:
+    c = client("auto")
+    assert settle(c, OutcomeKind.RETRY).state == ProtonDelivery.RELEASED
+    g = client("generic")
+    retried = settle(g, OutcomeKind.RETRY)
+    assert retried.state == ProtonDelivery.MODIFIED
+    assert retried.local.failed is True
+
+
+@pytest.mark.parametrize(
+    ("profile", "properties", "modified"),
+    [
+        ("auto", {"product": "RabbitMQ", "version": "3.10.8"}, False),
+        ("auto", {"product": "RabbitMQ", "version": "3.10.11"}, True),
+        ("auto", {"product": "RabbitMQ", "version": "3.12.0"}, True),
+        ("rabbitmq", {"product": "RabbitMQ", "version": "3.9.29"}, False),
+        ("auto", {"product": "apache-activemq-artemis"}, False),
+        ("auto", {}, False),
+        ("generic", {"product": "apache-activemq-artemis"}, True),
+        ("generic", {"product": "RabbitMQ", "version": "3.11.0"}, True),
+    ],
+)
+def test_profile_detection(profile: str, properties: dict[str, Any], modified: bool) -> None:
+    c = client(profile)
+    assert c.check_peer(properties) is None
+    assert c.use_modified is modified
+
+
+def test_generic_profile_refuses_an_old_rabbitmq() -> None:
+    error = client("generic").check_peer({"product": "RabbitMQ", "version": "3.10.8"})
+    assert isinstance(error, ConfigurationError)
+    assert "broker='rabbitmq'" in str(error)
+
+
+def test_stale_settlements_are_ignored() -> None:
+    c = client()
+    dlv = FakeDelivery()
+    c._unsettled[7] = dlv  # type: ignore[assignment]
+    c.settle_delivery(7, c.generation - 1, OutcomeKind.ACCEPT, None, None)
+    assert not dlv.settled  # from a dead session: never settled on the live one
+    c.settle_delivery(8, c.generation, OutcomeKind.ACCEPT, None, None)  # unknown: ignored
+    assert not dlv.settled
