@@ -277,7 +277,7 @@ class AMQPProvider:
     :param fetch_wait: longest time :meth:`fetch` waits for a message before returning
         nothing.
     :param batch_window: after waiting for the first message, how long :meth:`fetch`
-        waits for more of the same burst (seconds; 0 returns at once).
+        waits for more of the same burst (seconds; default 0: return at once).
     :param max_retry_delay: longest ``RETRY(delay)`` held client-side; longer delays are
         capped (a held delivery keeps its credit; brokers may time out unsettled ones).
     """
@@ -303,7 +303,7 @@ class AMQPProvider:
         connect_timeout: float = 15.0,
         close_timeout: float = 10.0,
         fetch_wait: float = 20.0,
-        batch_window: float = 0.005,
+        batch_window: float = 0.0,
         max_retry_delay: float = 900.0,
         reconnect_max_delay: float = 10.0,
     ) -> None:

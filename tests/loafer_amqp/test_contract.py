@@ -82,20 +82,3 @@ class TestAMQPContract(ProviderContract):
                 if message is None:
                     return bodies
                 bodies.append(message.body)
-
-    # AMQPProvider.fetch returns as soon as one delivery is buffered. The dispatcher does
-    # not wake an idle worker to fetch again when a fetch returned fewer deliveries than
-    # the free capacity (Dispatcher._next), so with blocking handlers the route can stay
-    # below max_concurrency. Reported to the lead; XPASS once the dispatcher is fixed.
-    _DISPATCHER_BUG = pytest.mark.xfail(
-        reason="core dispatcher: no idle worker is woken to fetch after a short fetch",
-        strict=False,
-    )
-
-    @_DISPATCHER_BUG
-    def test_concurrency_bound_holds(self) -> None:
-        super().test_concurrency_bound_holds()
-
-    @_DISPATCHER_BUG
-    def test_graceful_drain_leaves_nothing_stuck(self) -> None:
-        super().test_graceful_drain_leaves_nothing_stuck()
