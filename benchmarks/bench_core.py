@@ -217,8 +217,14 @@ async def framework(
     return n / elapsed
 
 
-def best(runs: int, fn: Callable[[], float]) -> float:
-    return max(fn() for _ in range(runs))
+def paired(runs: int, *fns: Callable[[], float]) -> list[float]:
+    """Best of ``runs`` for each, the sides alternating round by round (fairer on a noisy
+    machine than all the runs of one side, then all of the other)."""
+    results: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            results[i].append(fn())
+    return [max(r) for r in results]
 
 
 def peak_rss_mb() -> float:
@@ -270,7 +276,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--sync-messages", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -282,11 +288,14 @@ def main() -> None:
     def run(coro: Any) -> float:
         return asyncio.run(coro)
 
-    print(f"python {sys.version.split()[0]}, best of {r} runs each")
-    bare = best(r, lambda: run(bare_async(n, c)))
-    fed = best(r, lambda: run(bare_async_fed(n, c)))
-    raw_b = best(r, lambda: run(raw_broker(n, c)))
-    fw = best(r, lambda: run(framework(n, c, noop)))
+    print(f"python {sys.version.split()[0]}, best of {r} alternating rounds each")
+    bare, fed, raw_b, fw = paired(
+        r,
+        lambda: run(bare_async(n, c)),
+        lambda: run(bare_async_fed(n, c)),
+        lambda: run(raw_broker(n, c)),
+        lambda: run(framework(n, c, noop)),
+    )
     print(f"async no-op, {n} msgs, concurrency {c}:")
     print(f"  bare loop, queue pre-filled      : {bare:>10,.0f} msg/s")
     print(f"  bare loop, fed queue (max {c:>3})  : {fed:>10,.0f} msg/s")
@@ -297,8 +306,9 @@ def main() -> None:
     print(f"  ratio loafer / raw broker        : {fw / raw_b:.2f}")
 
     sn = args.sync_messages
-    bare_t = best(r, lambda: run(bare_thread(sn, c)))
-    fw_t = best(r, lambda: run(framework(sn, c, sync_noop)))
+    bare_t, fw_t = paired(
+        r, lambda: run(bare_thread(sn, c)), lambda: run(framework(sn, c, sync_noop))
+    )
     print(f"sync no-op, {sn} msgs, concurrency {c}:")
     print(f"  bare to_thread loop: {bare_t:>9,.0f} msg/s")
     print(
@@ -306,8 +316,11 @@ def main() -> None:
     )
 
     bodies = [b'{"id": 12345, "name": "loafer", "tags": ["a", "b"], "ok": true}'] * n
-    raw = best(r, lambda: run(framework(n, c, noop, bodies=bodies)))
-    js = best(r, lambda: run(framework(n, c, noop, bodies=bodies, translator=JSONTranslator())))
+    raw, js = paired(
+        r,
+        lambda: run(framework(n, c, noop, bodies=bodies)),
+        lambda: run(framework(n, c, noop, bodies=bodies, translator=JSONTranslator())),
+    )
     per_msg_us = (1 / js - 1 / raw) * 1e6
     print(
         f"JSON translator, {n} msgs: no translator {raw:,.0f} msg/s, JSONTranslator "
