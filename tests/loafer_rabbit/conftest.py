@@ -179,18 +179,27 @@ class RabbitAdmin:
             await channel.queue_delete(queue)
 
     async def cleanup(self) -> None:
+        """Delete what the test made, on a fresh connection (a test may have restarted the
+        broker, leaving the admin connection reconnecting)."""
         assert self.connection is not None
+        await self.connection.close()
         queues = set(self.queues)
         for queue in self.queues:
             if queue.endswith(".retry"):
                 queues.update(retry_tiers(queue))
-        for queue in queues:
-            async with self.connection.channel() as channel:
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    connection = await aio_pika.connect(self.url)
+                    break
+                except aio_pika.exceptions.AMQPConnectionError:
+                    await asyncio.sleep(0.5)  # the broker is still starting
+        async with connection:
+            channel = await connection.channel()
+            for queue in queues:
                 await channel.queue_delete(queue)
-        for exchange in self.exchanges:
-            async with self.connection.channel() as channel:
+            for exchange in self.exchanges:
                 await channel.exchange_delete(exchange)
-        await self.connection.close()
 
 
 @pytest.fixture
