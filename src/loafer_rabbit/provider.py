@@ -468,12 +468,6 @@ class RabbitProvider:
 
     def _on_message(self, message: AbstractIncomingMessage) -> None:
         # A plain function: aio-pika calls it without creating a task per message.
-        if self._paused or self._closed:
-            # Pushed before the broker saw our basic.cancel: hand it straight back.
-            task = asyncio.get_running_loop().create_task(self._requeue(message))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-            return
         try:
             channel = message.channel
         except aiormq.exceptions.ChannelInvalidStateError:
@@ -486,13 +480,23 @@ class RabbitProvider:
         tag = message.delivery_tag
         if tag is not None:
             self._acks.delivered(tag)
-        self._buffer.append(_Token(message, self._generation))
+        token = _Token(message, self._generation)
+        if self._paused or self._closed:
+            # Pushed before the broker saw our basic.cancel: hand it straight back.
+            task = asyncio.get_running_loop().create_task(self._requeue(token))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        self._buffer.append(token)
         self._ready.set()
 
-    @staticmethod
-    async def _requeue(message: AbstractIncomingMessage) -> None:
-        with contextlib.suppress(Exception):
-            await message.nack(requeue=True)
+    async def _requeue(self, token: _Token) -> None:
+        try:
+            await token.message.nack(requeue=True)
+        except Exception:
+            return  # the channel is gone: the broker requeues it anyway
+        token.settled = True
+        self._settled_singly(token)
 
     def _pause(self) -> None:
         """Stop consuming and requeue the buffer, in the background (fetch was cancelled)."""
