@@ -312,6 +312,9 @@ class AMQPPublisher:
                 raise
 
     def _check_options(self, options: dict[str, Any]) -> None:
+        if not options:
+            options["durable"] = self.durable
+            return
         unknown = set(options) - _MESSAGE_OPTIONS
         if unknown:
             raise TypeError(f"unknown publish option(s): {', '.join(sorted(unknown))}")
@@ -363,30 +366,41 @@ class AMQPPublisher:
     async def _send(
         self, items: list[tuple[Any, Mapping[str, Any] | None, dict[str, Any]]]
     ) -> None:
-        client = await self._live()
-        batch = _Batch(asyncio.get_running_loop().create_future(), len(items))
+        client = self._client
+        if client is None or client.dead is not None:
+            client = await self._live()
+        loop = asyncio.get_running_loop()
+        batch = _Batch(loop.create_future(), len(items))
         first = self._next_id + 1
         self._next_id += len(items)
         pids = range(first, self._next_id + 1)
+        futures = self._futures
         for pid in pids:
-            self._futures[pid] = batch
+            futures[pid] = batch
+        # A plain timer rather than asyncio.timeout(): cheaper per message.
+        timer = (
+            loop.call_later(self._timeout, self._expire, batch, len(items))
+            if self._timeout is not None
+            else None
+        )
         try:
             client.call(client.send_many, list(zip(pids, items, strict=True)))
-            if self._timeout is None:
-                await batch.future
-            else:
-                try:
-                    async with asyncio.timeout(self._timeout):
-                        await batch.future
-                except TimeoutError:
-                    raise ProviderError(
-                        f"no outcome from the broker within {self._timeout}s for "
-                        f"{len(items)} message(s) sent to {self.address!r}"
-                    ) from None
+            await batch.future
         finally:
+            if timer is not None:
+                timer.cancel()
             if batch.remaining:
                 for pid in pids:
-                    self._futures.pop(pid, None)
+                    futures.pop(pid, None)
+
+    def _expire(self, batch: _Batch, count: int) -> None:
+        if not batch.future.done():
+            batch.future.set_exception(
+                ProviderError(
+                    f"no outcome from the broker within {self._timeout}s for "
+                    f"{count} message(s) sent to {self.address!r}"
+                )
+            )
 
     def _resolve(self, pid: int, error: BaseException | None) -> None:
         batch = self._futures.pop(pid, None)

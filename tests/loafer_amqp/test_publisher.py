@@ -93,3 +93,9 @@ async def test_unreachable_broker_and_bad_credentials() -> None:
         await publisher.start()
     assert "nope-secret" not in str(info.value)
     await publisher.close()
+
+
+async def test_no_outcome_within_the_timeout_is_a_provider_error(amqp_url: str, queue: str) -> None:
+    async with AMQPPublisher(amqp_url, f"/amq/queue/{queue}", timeout=1e-6) as publisher:
+        with pytest.raises(ProviderError, match="no outcome"):
+            await publisher.publish(b"too slow to confirm")
