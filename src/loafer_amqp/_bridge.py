@@ -38,9 +38,19 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
-from proton import Condition, Connection, Handler, SSLDomain, SSLException, SSLUnavailable
+from proton import (
+    Condition,
+    Connection,
+    Endpoint,
+    Handler,
+    Message,
+    SSLDomain,
+    SSLException,
+    SSLUnavailable,
+)
+from proton import Delivery as ProtonDelivery
 from proton._reactor import delay_iter
-from proton.handlers import MessagingHandler
+from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
@@ -226,6 +236,32 @@ class _Timer(Handler):
             logger.exception("%s: error in reactor timer", self._client.label)
 
 
+class _SafeIncoming(IncomingMessageHandler):
+    """proton's incoming-message handler, but a transfer that cannot be decoded is
+    rejected (and logged) instead of raising out of the reactor."""
+
+    def on_delivery(self, event: Any) -> None:
+        dlv = event.delivery
+        if dlv.link.is_receiver and dlv.readable and not dlv.partial and not dlv.aborted:
+            try:
+                message = Message()
+                message.decode(dlv.link.recv(dlv.pending))
+            except Exception as exc:
+                dlv.link.advance()
+                logger.error("undecodable AMQP message rejected: %s", exc)
+                dlv.local.condition = Condition("loafer:undecodable", str(exc)[:512])
+                dlv.update(ProtonDelivery.REJECTED)
+                dlv.settle()
+                return
+            dlv.link.advance()
+            event.message = message
+            if event.link.state & Endpoint.LOCAL_CLOSED:
+                return  # not ours any more; the broker requeues it
+            self.on_message(event)
+            return
+        super().on_delivery(event)
+
+
 class ReactorClient(MessagingHandler):
     """One connection, one session and its links, driven by a Container in its own thread.
 
@@ -237,6 +273,11 @@ class ReactorClient(MessagingHandler):
 
     def __init__(self, settings: ConnectionSettings, label: str) -> None:
         super().__init__(prefetch=0, auto_accept=False, auto_settle=True)
+        children: list[Any] = list(self.handlers)  # type: ignore[arg-type]
+        self.handlers = [
+            _SafeIncoming(False, h.delegate) if type(h) is IncomingMessageHandler else h
+            for h in children
+        ]
         self.settings = settings
         self.label = label
         # Shared, lock-protected queues between the two threads.

@@ -112,3 +112,69 @@ def test_stale_settlements_are_ignored() -> None:
     assert not dlv.settled  # from a dead session: never settled on the live one
     c.settle_delivery(8, c.generation, OutcomeKind.ACCEPT, None, None)  # unknown: ignored
     assert not dlv.settled
+
+
+class FakeLink:
+    is_receiver = True
+    state = 0
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.advanced = False
+
+    def recv(self, n: int) -> bytes:
+        return self.data[:n]
+
+    def advance(self) -> bool:
+        self.advanced = True
+        return True
+
+
+class FakeIncoming(FakeDelivery):
+    readable = True
+    partial = False
+    aborted = False
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.link = FakeLink(data)
+        self.pending = len(data)
+
+
+class FakeEvent:
+    def __init__(self, delivery: FakeIncoming) -> None:
+        self.delivery = delivery
+        self.link = delivery.link
+        self.message: Any = None
+
+
+def test_an_undecodable_transfer_is_rejected_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proton import Message
+
+    from loafer_amqp._bridge import _SafeIncoming
+
+    real_decode = Message.decode
+
+    def decode(self: Message, data: bytes) -> None:
+        if data.startswith(b"BAD"):  # proton's decoder is lenient: make one that fails
+            raise ValueError("malformed section")
+        real_decode(self, data)
+
+    monkeypatch.setattr(Message, "decode", decode)
+
+    seen: list[Any] = []
+
+    class Delegate:
+        def on_message(self, event: Any) -> None:
+            seen.append(event.message.body)
+
+    handler = _SafeIncoming(False, Delegate())
+    bad = FakeIncoming(b"BAD transfer")
+    handler.on_delivery(FakeEvent(bad))
+    assert bad.state == ProtonDelivery.REJECTED and bad.settled
+    assert bad.local.condition.name == "loafer:undecodable"
+    assert bad.link.advanced and seen == []
+
+    good = FakeIncoming(Message(body="fine").encode())
+    handler.on_delivery(FakeEvent(good))
+    assert seen == ["fine"] and not good.settled  # handed on, settled later by the provider
