@@ -31,7 +31,10 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-import aio_pika
+try:
+    import aio_pika  # only to declare, inspect and delete the queue (AMQP 0-9-1)
+except ImportError:  # pragma: no cover
+    raise SystemExit("bench_amqp needs aio-pika for its queue: pip install aio-pika") from None
 from proton import Message
 from proton.handlers import MessagingHandler
 from proton.reactor import Container
