@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import pytest
 
 from loafer_core import Manager, RetryPolicy
 from loafer_core.errors import ConfigurationError, RejectMessage
-from loafer_core.outcome import REJECT, RETRY, Outcome
+from loafer_core.outcome import REJECT, RELEASE, RETRY, Outcome
 from loafer_rabbit import RabbitProvider, RabbitRoute
 from tests.loafer_rabbit.conftest import RabbitAdmin
 
@@ -208,3 +209,44 @@ async def test_handler_outcome_retry_with_delay_through_the_route(
         await manager.wait_started()
         await asyncio.wait_for(done.wait(), 15)
     assert 0.9 <= calls[1] - calls[0] <= 3.5, calls
+
+
+async def test_mixed_outcomes_out_of_order_lose_nothing_and_never_break_the_channel(
+    admin: RabbitAdmin, rabbit_url: str
+) -> None:
+    """Coalesced acks must never cover a delivery still in flight: with handlers finishing
+    out of order and mixing ACCEPT, RETRY and RELEASE, a wrong multiple ack would ack a
+    message that is later retried (a lost message, or a channel error for an unknown
+    delivery tag)."""
+    name = await admin.declare()
+    total = 300
+    rng = random.Random(7)
+    seen: dict[int, int] = {}
+    accepted: set[int] = set()
+    all_done = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> Any:
+        i = content["i"]
+        seen[i] = seen.get(i, 0) + 1
+        await asyncio.sleep(rng.random() * 0.02)
+        if seen[i] == 1 and i % 5 == 0:
+            return RETRY()
+        if seen[i] == 1 and i % 7 == 0:
+            return RELEASE
+        accepted.add(i)
+        if len(accepted) == total:
+            all_done.set()
+        return True
+
+    route = RabbitRoute(name, url=rabbit_url, handler=handler, max_concurrency=25)
+    provider = track(admin, route)
+    await admin.put_many(name, [f'{{"i": {i}}}'.encode() for i in range(total)])
+    async with Manager([route]) as manager:
+        await manager.wait_started()
+        await asyncio.wait_for(all_done.wait(), 60)
+    assert accepted == set(range(total))
+    assert provider.dropped_deliveries == 0  # the channel never broke
+    assert await admin.count(name) == 0
+    # Exactly the planned redeliveries: nothing acked by mistake, nothing twice.
+    expected = {i: 2 if (i % 5 == 0 or i % 7 == 0) else 1 for i in range(total)}
+    assert seen == expected
