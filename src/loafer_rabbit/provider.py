@@ -560,9 +560,9 @@ class RabbitProvider:
         """Return up to ``max_messages`` buffered deliveries, waiting up to ``poll_timeout``.
 
         Cancelling it hands nothing out, and pauses consumption: the consumer is cancelled
-        and the buffered deliveries are requeued at once (the dispatcher cancels ``fetch``
-        when a route stops, so unstarted messages go straight back to the queue); the next
-        ``fetch`` consumes again. Deliveries received on a channel that has since been lost
+        and the buffered deliveries are requeued at once (a stopping dispatcher cancels a
+        fetch in progress, so nothing more is pushed to the route while it drains); the
+        next ``fetch`` consumes again. Deliveries received on a channel that has since been lost
         are dropped (RabbitMQ requeued them). Raises ProviderError when, after a quiet
         wait, the consumer is not active (connection lost, queue deleted).
         """
