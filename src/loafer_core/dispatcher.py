@@ -30,7 +30,7 @@ from typing import Any
 from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import RELEASE, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
-from loafer_core.provider import Delivery, LeaseExtender, Support
+from loafer_core.provider import Delivery, Drainable, LeaseExtender, Support
 from loafer_core.route import Route
 
 __all__ = ["Dispatcher"]
@@ -71,7 +71,7 @@ class Dispatcher:
         self._fetch_failures = 0
         self._empty_streak = 0
         # fetch in batches: while others are in flight, wait until this many slots are free
-        self._batch = max(1, min(10, route.max_concurrency // 10))
+        self._batch = max(1, min(10, route.max_concurrency // 20))
         self._once = False
         self._fetched_once = False
         self._stopping = False
@@ -470,6 +470,16 @@ class Dispatcher:
     # -- shutdown ---------------------------------------------------------------------------
 
     async def _drain(self, workers: list[asyncio.Task[None]], timeout: float | None) -> None:
+        # 0. a provider the broker pushes to stops receiving and gives its buffer back
+        provider = self.provider
+        if isinstance(provider, Drainable):
+            try:
+                async with asyncio.timeout(self.close_timeout):
+                    await provider.stop_fetching()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("route %r: stop_fetching failed", self.route.name)
         # 1. fetched but not started: back to the broker at once
         unstarted = list(self._ready)
         self._ready.clear()

@@ -19,7 +19,7 @@ Transient failures raise :class:`~loafer_core.errors.ProviderError` (the dispatc
 retries with backoff); wrong configuration raises ``ConfigurationError`` (fatal).
 
 Optional abilities are separate small protocols: :class:`LeaseExtender`,
-:class:`Publisher`, :class:`HealthChecker`.
+:class:`Drainable`, :class:`Publisher`, :class:`HealthChecker`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from loafer_core.outcome import Outcome
 __all__ = [
     "Capabilities",
     "Delivery",
+    "Drainable",
     "HealthChecker",
     "LeaseExtender",
     "Provider",
@@ -167,6 +168,20 @@ class LeaseExtender(Protocol):
 
     async def extend_leases(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Extend each delivery's lease to ``seconds`` from now."""
+        ...
+
+
+@runtime_checkable
+class Drainable(Protocol):
+    """Optional: told when a drain begins, so pushed deliveries stop arriving at once.
+
+    Providers the broker pushes to (a prefetch buffer, AMQP credit) implement it: stop
+    receiving and give back what is buffered, so those messages are available to other
+    consumers now rather than at :meth:`Provider.close`. A later ``fetch`` may resume.
+    """
+
+    async def stop_fetching(self) -> None:
+        """Stop receiving; return buffered, unhanded deliveries to the broker."""
         ...
 
 

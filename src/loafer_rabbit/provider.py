@@ -507,6 +507,19 @@ class RabbitProvider:
             self._stop_consuming(), name=f"loafer:{self.queue}:pause"
         )
 
+    async def stop_fetching(self) -> None:
+        """A drain begins: stop consuming and requeue the buffer at once.
+
+        (:class:`loafer_core.provider.Drainable`; a later ``fetch`` consumes again.)
+        """
+        if self._closed or not self._started:
+            return
+        self._pause()
+        task = self._pause_task
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
+
     async def _resume(self) -> None:
         task, self._pause_task = self._pause_task, None
         if task is not None:

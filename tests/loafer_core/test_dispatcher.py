@@ -447,3 +447,31 @@ async def test_transient_start_failure_is_retried(
             await m.wait_started()
             await broker.wait_idle("q", timeout=5)
     assert caplog.text.count("starting the provider failed") == 2
+
+
+async def test_drainable_provider_is_told_when_the_drain_begins(broker: MemoryBroker) -> None:
+    events: list[str] = []
+
+    class Pushed(MemoryProvider):
+        async def stop_fetching(self) -> None:
+            events.append("stop_fetching")
+
+    broker.publish("q", "x")
+    running = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        running.set()
+        await gate.wait()
+        events.append("handler done")
+        return True
+
+    manager = Manager([Route(Pushed(broker, "q", wait=0.1), handler)])
+    task = asyncio.create_task(manager.serve())
+    await asyncio.wait_for(running.wait(), 5)
+    manager.stop()
+    await asyncio.sleep(0.05)
+    assert events == ["stop_fetching"]
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    assert events == ["stop_fetching", "handler done"]

@@ -250,3 +250,39 @@ async def test_mixed_outcomes_out_of_order_lose_nothing_and_never_break_the_chan
     # Exactly the planned redeliveries: nothing acked by mistake, nothing twice.
     expected = {i: 2 if (i % 5 == 0 or i % 7 == 0) else 1 for i in range(total)}
     assert seen == expected
+
+
+async def test_drain_gives_prefetched_deliveries_back_at_once(
+    rabbit_url: str, admin: RabbitAdmin
+) -> None:
+    """Deliveries pushed beyond what runs go back as the drain begins, not at close."""
+    queue = await admin.declare()
+    await admin.put_many(queue, [f'{{"i": {i}}}'.encode() for i in range(10)])
+    running = 0
+    both = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        nonlocal running
+        running += 1
+        if running == 2:
+            both.set()
+        await gate.wait()
+        return True
+
+    route = RabbitRoute(
+        queue, url=rabbit_url, handler=handler, max_concurrency=2, prefetch_headroom=3
+    )
+    manager = Manager([route], shutdown_timeout=30)
+    serving = asyncio.create_task(manager.serve())
+    try:
+        await asyncio.wait_for(both.wait(), 15)
+        manager.stop()
+        async with asyncio.timeout(10):
+            while await admin.count(queue) != 8:  # broker state: nothing to await on
+                await asyncio.sleep(0.05)
+        assert running == 2  # the two handlers are still running meanwhile
+    finally:
+        gate.set()
+        await asyncio.wait_for(serving, 30)
+    assert await admin.count(queue) == 8
