@@ -70,8 +70,11 @@ class Dispatcher:
         self._fetching: asyncio.Task[Any] | None = None
         self._fetch_failures = 0
         self._empty_streak = 0
-        # fetch in batches: while others are in flight, wait until this many slots are free
-        self._batch = max(1, min(10, route.max_concurrency // 20))
+        # Fetch in batches: while others are in flight, wait until this many slots are free.
+        # Small routes keep every slot busy; from 50 slots up, a tenth (at most 10) is
+        # worth the fewer, larger fetches.
+        mc = route.max_concurrency
+        self._batch = 1 if mc < 50 else min(10, mc // 10)
         self._once = False
         self._fetched_once = False
         self._stopping = False
