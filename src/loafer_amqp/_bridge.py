@@ -425,8 +425,16 @@ class ReactorClient(MessagingHandler):
             self._loop.call_soon_threadsafe(self._drain_posted)
 
     def on_reactor_quiesced(self, event: Any) -> None:
-        # Dispatched to us before proton's IO handler blocks in select().
+        # Dispatched to us when every pending event has been handled (the transport
+        # has encoded what they produced), before proton's IO handler waits in select().
+        try:
+            self.before_wait()
+        except Exception:
+            logger.exception("%s: error in before_wait", self.label)
         self._flush_posts()
+
+    def before_wait(self) -> None:
+        """Reactor side: the reactor is about to wait for I/O (override to act then)."""
 
     def _run(self) -> None:
         reason = "closed"

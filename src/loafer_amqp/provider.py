@@ -78,7 +78,7 @@ class _ReceiverClient(ReactorClient):
         self._seq = 0
         self._unsettled: dict[int, ProtonDelivery] = {}
         self._held: dict[int, Any] = {}
-        self._replenish_task: Any = None
+        self._replenish_due = False
 
     # -- connection hooks (reactor thread)
 
@@ -133,28 +133,27 @@ class _ReceiverClient(ReactorClient):
         self._held.clear()
         self._unsettled.clear()
         self._receiver = None
-        if self._replenish_task is not None:
-            self._replenish_task.cancel()
-            self._replenish_task = None
+        self._replenish_due = False
         self.post(self.owner._purge, self, old_generation)
 
     def after_commands(self) -> None:
         self.request_replenish()
 
     def request_replenish(self) -> None:
-        """Top up credit once the dispositions just made are on the wire.
+        """Top up credit once the dispositions just made are encoded for the wire.
 
         proton writes a receiver's flow frame before pending dispositions; granting
         credit in the same turn would let the broker send a new message while it still
-        counts the settled one as unacknowledged (capacity + 1 at the broker). A
-        zero-delay timer runs after the transport has encoded the dispositions.
+        counts the settled one as unacknowledged (capacity + 1 at the broker). So credit
+        is granted when the reactor has handled every pending event (the transport has
+        encoded the dispositions) and is about to wait for I/O.
         """
-        if self._replenish_task is None and not self._closing:
-            self._replenish_task = self.schedule(0, self._scheduled_replenish)
+        self._replenish_due = True
 
-    def _scheduled_replenish(self) -> None:
-        self._replenish_task = None
-        self.replenish()
+    def before_wait(self) -> None:
+        if self._replenish_due:
+            self._replenish_due = False
+            self.replenish()
 
     def replenish(self) -> None:
         """Grant credit so that credit + unsettled deliveries == capacity (never more)."""
