@@ -87,12 +87,12 @@ class _ReceiverClient(ReactorClient):
         version = _version(properties.get("version"))
         if product == "RabbitMQ":
             modified_ok = version >= RABBITMQ_MODIFIED_SINCE
+            self.use_modified = modified_ok  # never `modified` to a RabbitMQ that dies of it
             if self.profile == "generic" and not modified_ok:
                 return ConfigurationError(
                     f"broker is RabbitMQ {properties.get('version')}, which ends the whole "
                     "session on the `modified` outcome (fixed in 3.10.11): use broker='rabbitmq'"
                 )
-            self.use_modified = modified_ok
         elif self.profile != "generic":
             # Unknown broker under "auto": `released` is the outcome every broker takes.
             self.use_modified = False

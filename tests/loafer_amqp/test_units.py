@@ -99,8 +99,10 @@ def test_profile_detection(profile: str, properties: dict[str, Any], modified: b
 
 
 def test_generic_profile_refuses_an_old_rabbitmq() -> None:
-    error = client("generic").check_peer({"product": "RabbitMQ", "version": "3.10.8"})
+    c = client("generic")
+    error = c.check_peer({"product": "RabbitMQ", "version": "3.10.8"})
     assert isinstance(error, ConfigurationError)
+    assert c.use_modified is False  # even if the error is ignored (after a reconnect)
     assert "broker='rabbitmq'" in str(error)
 
 
