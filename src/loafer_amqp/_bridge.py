@@ -242,20 +242,21 @@ class _SafeIncoming(IncomingMessageHandler):
 
     def on_delivery(self, event: Any) -> None:
         dlv = event.delivery
-        if dlv.link.is_receiver and dlv.readable and not dlv.partial and not dlv.aborted:
+        link = dlv.link  # each access builds a new wrapper: take it once
+        if link.is_receiver and dlv.readable and not dlv.partial and not dlv.aborted:
             try:
                 message = Message()
-                message.decode(dlv.link.recv(dlv.pending))
+                message.decode(link.recv(dlv.pending))
             except Exception as exc:
-                dlv.link.advance()
+                link.advance()
                 logger.error("undecodable AMQP message rejected: %s", exc)
                 dlv.local.condition = Condition("loafer:undecodable", str(exc)[:512])
                 dlv.update(ProtonDelivery.REJECTED)
                 dlv.settle()
                 return
-            dlv.link.advance()
+            link.advance()
             event.message = message
-            if event.link.state & Endpoint.LOCAL_CLOSED:
+            if link.state & Endpoint.LOCAL_CLOSED:
                 return  # not ours any more; the broker requeues it
             self.on_message(event)
             return
