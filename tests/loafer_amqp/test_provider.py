@@ -410,3 +410,18 @@ async def test_a_cancelled_start_stops_its_reactor() -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_virtual_host_in_the_open_frame(
+    make_provider: Factory, broker: Broker, queue: str
+) -> None:
+    """RabbitMQ picks the vhost from the open frame's hostname, prefixed `vhost:`."""
+    await broker.put(queue, b"vhost")
+    provider = make_provider(queue, virtual_host="vhost:/")
+    await provider.start(1)
+    [d] = await fetch_n(provider, 1)
+    assert d.raw == b"vhost"
+    await provider.settle(d, ACCEPT)
+    other = make_provider(queue, virtual_host="vhost:no-such-vhost-loafer")
+    with pytest.raises(ConfigurationError, match="unauthorized-access"):
+        await other.start(1)
