@@ -16,6 +16,12 @@ if ! command -v rabbitmq-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server) >/dev/null || true
 fi
 
+# the AMQP 1.0 reconnect tests cut their own socket with `ss -K` (iproute2)
+if ! command -v ss >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "brokers: installing iproute2 (ss)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2) >/dev/null || true
+fi
+
 if command -v rabbitmq-plugins >/dev/null 2>&1; then
   if ! rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_amqp1_0; then
     echo "brokers: enabling rabbitmq_amqp1_0"
