@@ -1,0 +1,53 @@
+"""The code standards, checked with the suite: ruff clean and formatted, mypy --strict on src/."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PATHS = ["src", "tests", "benchmarks", "examples", "scripts", "noxfile.py"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+def _need(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (pip install 'loafer-core[lint]')")
+
+
+def test_ruff_check() -> None:
+    _need("ruff")
+    done = _run("ruff", "check", *PATHS)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ruff_format() -> None:
+    _need("ruff")
+    done = _run("ruff", "format", "--check", *PATHS)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_strict_on_src() -> None:
+    _need("mypy")
+    done = _run("mypy", "--strict", "src")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_docs_check() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/check_docs.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
