@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,20 @@ SERVICE = textwrap.dedent(
 )
 
 
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    """Kill any service a failed test left running."""
+    yield
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    _started.clear()
+
+
+_started: list[subprocess.Popen[str]] = []
+
+
 def _start(tmp_path: Path, shutdown_timeout: float) -> subprocess.Popen[str]:
     script = tmp_path / "service.py"
     script.write_text(SERVICE)
@@ -66,6 +81,7 @@ def _start(tmp_path: Path, shutdown_timeout: float) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    _started.append(proc)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "READY"
     return proc
