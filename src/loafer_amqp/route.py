@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from loafer_amqp.provider import AMQPProvider
 from loafer_core.errors import ConfigurationError
-from loafer_core.route import Route
+from loafer_core.route import Route, split_provider_options
 
 __all__ = ["AMQPRoute"]
-
-_PROVIDER_OPTIONS = frozenset(inspect.signature(AMQPProvider.__init__).parameters) - {
-    "self",
-    "address",
-}
 
 
 class AMQPRoute(Route):
@@ -42,23 +36,9 @@ class AMQPRoute(Route):
         provider_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
-        provider_kwargs = dict(provider_options or {})
-        unknown = set(provider_kwargs) - _PROVIDER_OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"AMQPRoute(provider_options=...): unknown option(s) {sorted(unknown)}; "
-                f"AMQPProvider takes {sorted(_PROVIDER_OPTIONS)}"
-            )
-        route_kwargs: dict[str, Any] = {}
-        for key, value in options.items():
-            if key in _PROVIDER_OPTIONS:
-                if key in provider_kwargs:
-                    raise ConfigurationError(
-                        f"AMQPRoute: {key!r} given both directly and in provider_options"
-                    )
-                provider_kwargs[key] = value
-            else:
-                route_kwargs[key] = value
+        provider_kwargs, route_kwargs = split_provider_options(
+            "AMQPRoute", AMQPProvider, options, provider_options, exclude=("address",)
+        )
         provider_kwargs.setdefault("url", "amqp://127.0.0.1:5672")
         provider = AMQPProvider(address=address, **provider_kwargs)
         route_kwargs.setdefault("name", f"amqp:{address}")

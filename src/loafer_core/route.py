@@ -16,9 +16,10 @@ A route turns one delivery into one :class:`~loafer_core.outcome.Outcome`:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
@@ -28,7 +29,7 @@ from loafer_core.policy import RetryPolicy
 from loafer_core.provider import Capabilities, Delivery, Provider, Support
 from loafer_core.translator import PassThroughTranslator, Translator
 
-__all__ = ["Route", "outcome_from_result"]
+__all__ = ["Route", "outcome_from_result", "split_provider_options"]
 
 logger = logging.getLogger("loafer_core.route")
 
@@ -300,6 +301,46 @@ class Route:
             self._stop()
         except Exception:
             logger.exception("route %r: handler stop() failed", self.name)
+
+
+def split_provider_options(
+    owner: str,
+    provider_cls: type[Any],
+    options: Mapping[str, Any],
+    provider_options: Mapping[str, Any] | None = None,
+    *,
+    exclude: Iterable[str] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a plugin route's keywords into ``(provider_kwargs, route_kwargs)``.
+
+    For routes such as ``RabbitRoute(queue, url=..., handler=..., max_concurrency=...)``:
+    keywords ``provider_cls.__init__`` takes (less ``exclude``, the ones the route fills
+    itself) go to the provider, the rest to :class:`Route`. ``provider_options`` may give
+    provider keywords as a mapping; an unknown one, or one given both ways, is a
+    ``ConfigurationError`` naming ``owner``.
+    """
+    accepted = frozenset(inspect.signature(provider_cls.__init__).parameters) - {
+        "self",
+        *exclude,
+    }
+    provider_kwargs = dict(provider_options or {})
+    unknown = set(provider_kwargs) - accepted
+    if unknown:
+        raise ConfigurationError(
+            f"{owner}(provider_options=...): unknown option(s) {sorted(unknown)}; "
+            f"{provider_cls.__name__} takes {sorted(accepted)}"
+        )
+    route_kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in accepted:
+            if key in provider_kwargs:
+                raise ConfigurationError(
+                    f"{owner}: {key!r} given both directly and in provider_options"
+                )
+            provider_kwargs[key] = value
+        else:
+            route_kwargs[key] = value
+    return provider_kwargs, route_kwargs
 
 
 def _describe(provider: Any) -> str:

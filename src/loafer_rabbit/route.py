@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from loafer_core.errors import ConfigurationError
-from loafer_core.route import Route
+from loafer_core.route import Route, split_provider_options
 from loafer_rabbit.provider import RabbitProvider
 
 __all__ = ["RabbitRoute"]
-
-_PROVIDER_OPTIONS = frozenset(inspect.signature(RabbitProvider.__init__).parameters) - {
-    "self",
-    "queue",
-}
 
 
 class RabbitRoute(Route):
@@ -42,23 +36,9 @@ class RabbitRoute(Route):
         provider_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
-        provider_kwargs = dict(provider_options or {})
-        unknown = set(provider_kwargs) - _PROVIDER_OPTIONS
-        if unknown:
-            raise ConfigurationError(
-                f"RabbitRoute(provider_options=...): unknown option(s) {sorted(unknown)}; "
-                f"RabbitProvider takes {sorted(_PROVIDER_OPTIONS)}"
-            )
-        route_kwargs: dict[str, Any] = {}
-        for key, value in options.items():
-            if key in _PROVIDER_OPTIONS:
-                if key in provider_kwargs:
-                    raise ConfigurationError(
-                        f"RabbitRoute: {key!r} given both directly and in provider_options"
-                    )
-                provider_kwargs[key] = value
-            else:
-                route_kwargs[key] = value
+        provider_kwargs, route_kwargs = split_provider_options(
+            "RabbitRoute", RabbitProvider, options, provider_options, exclude=("queue",)
+        )
         provider = RabbitProvider(queue, **provider_kwargs)
         route_kwargs.setdefault("name", f"rabbit:{queue}")
         try:
