@@ -21,7 +21,7 @@ from loafer_amqp._bridge import ConnectionSettings, ReactorClient, logger
 from loafer_amqp._convert import body_of, message_metadata
 from loafer_amqp.translator import AMQPTranslator
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
-from loafer_core.outcome import Outcome, OutcomeKind
+from loafer_core.outcome import RELEASE, Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Support
 
 __all__ = ["AMQPProvider", "BrokerProfile"]
@@ -79,6 +79,7 @@ class _ReceiverClient(ReactorClient):
         self._unsettled: dict[int, ProtonDelivery] = {}
         self._held: dict[int, Any] = {}
         self._replenish_due = False
+        self._paused = False
 
     # -- connection hooks (reactor thread)
 
@@ -158,7 +159,7 @@ class _ReceiverClient(ReactorClient):
     def replenish(self) -> None:
         """Grant credit so that credit + unsettled deliveries == capacity (never more)."""
         link = self._receiver
-        if self._closing or link is None or not self.all_links_attached():
+        if self._closing or self._paused or link is None or not self.all_links_attached():
             return
         want = self.capacity - len(self._unsettled) - link.credit
         if want > 0:
@@ -176,6 +177,10 @@ class _ReceiverClient(ReactorClient):
         dlv = event.delivery
         if self._closing or event.link != self._receiver:
             return  # a late transfer on a dead link: the broker requeues it
+        if self._paused:  # the credit granted before the drain began: give it straight back
+            dlv.update(ProtonDelivery.RELEASED)
+            dlv.settle()
+            return
         self._seq += 1
         seq = self._seq
         try:
@@ -200,6 +205,16 @@ class _ReceiverClient(ReactorClient):
             token=_Token(self.owner, self, seq, self.generation),
         )
         self.post(self.owner._deliver, delivery)
+
+    def pause_receiving(self) -> None:
+        """A drain began: grant no more credit; release what still arrives."""
+        self._paused = True
+
+    def resume_receiving(self) -> None:
+        """Fetching again after a pause: credit flows again."""
+        if self._paused:
+            self._paused = False
+            self.request_replenish()
 
     # -- settlement (reactor thread; queued by the asyncio side)
 
@@ -346,6 +361,7 @@ class AMQPProvider:
         self._capacity = 0
         self._client: _ReceiverClient | None = None
         self._buffer: deque[Delivery] = deque()
+        self._receiving_paused = False
         self._arrived: asyncio.Event | None = None
         self._min_generation = 0
         self._restart_due = False
@@ -467,6 +483,9 @@ class AMQPProvider:
         ``batch_window`` more for the rest of the burst. Cancelling hands nothing out.
         """
         client = await self._live_client()
+        if self._receiving_paused:
+            self._receiving_paused = False
+            client.call(client.resume_receiving)
         if max_messages <= 0:
             return []
         assert self._arrived is not None
@@ -496,6 +515,26 @@ class AMQPProvider:
         while self._buffer and len(out) < max_messages:
             out.append(self._buffer.popleft())
         return out
+
+    async def stop_fetching(self) -> None:
+        """A drain begins: release buffered deliveries at once and grant no more credit.
+
+        (:class:`loafer_core.provider.Drainable`.) Deliveries the broker sends on credit
+        granted earlier are released as they arrive; a later ``fetch`` grants credit again.
+        """
+        client = self._client
+        if self._closed or client is None or client.dead is not None:
+            return
+        client.call(client.pause_receiving)
+        self._receiving_paused = True
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        for delivery in buffered:
+            await self.settle(delivery, RELEASE)
+        if buffered:
+            logger.info(
+                "%r: released %d buffered deliveries as the drain began", self, len(buffered)
+            )
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Queue the settlement for the reactor thread (flushed by :meth:`close` at the latest).

@@ -197,3 +197,36 @@ def test_importing_loafer_core_does_not_import_proton() -> None:
 
     code = "import sys, loafer_core; assert 'proton' not in sys.modules, 'proton imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_stop_fetching_releases_the_buffer_at_once(
+    amqp_url: str, broker: Broker, queue: str
+) -> None:
+    """Drainable: as a drain begins, buffered deliveries go back to the queue at once and
+    no more credit is granted; the one being handled stays with us."""
+    await broker.put_many(queue, [f'{{"i": {i}}}'.encode() for i in range(8)])
+    provider = AMQPProvider(url=amqp_url, address=f"/amq/queue/{queue}")
+    await provider.start(5)
+    try:
+        held: list[Any] = []
+        async with asyncio.timeout(10):
+            while len(held) < 1:
+                held.extend(await provider.fetch(1))
+            while len(provider._buffer) < 4:  # noqa: ASYNC110 - the credit of 5 brings 4 more
+                await asyncio.sleep(0.02)
+        assert await broker.wait_depth(queue, 3) == 3
+        await provider.stop_fetching()
+        # 3 never sent + 4 released; the held one is still ours
+        assert await broker.wait_depth(queue, 7) == 7
+        await provider.settle(held[0], ACCEPT)
+        await asyncio.sleep(0.3)  # no credit: nothing more may arrive meanwhile
+        assert await broker.depth(queue) == 7 and not provider._buffer
+        # a later fetch grants credit again
+        async with asyncio.timeout(10):
+            again: list[Any] = []
+            while not again:
+                again.extend(await provider.fetch(5))
+        for d in again:
+            await provider.settle(d, ACCEPT)
+    finally:
+        await provider.close()
