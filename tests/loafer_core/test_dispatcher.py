@@ -192,7 +192,7 @@ async def test_route_needing_what_provider_lacks_fails_at_start(broker: MemoryBr
 
 async def test_leases_are_extended_until_settled() -> None:
     broker = MemoryBroker()
-    broker.declare("leased", lease=0.3)
+    broker.declare("leased", lease=0.5)
     broker.publish("leased", "long job")
     calls = 0
     done = asyncio.Event()
@@ -200,7 +200,7 @@ async def test_leases_are_extended_until_settled() -> None:
     async def handler(content: Any, metadata: Any) -> bool:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(1.0)  # the work itself: 3x the lease
+        await asyncio.sleep(1.5)  # the work itself: 3x the lease
         done.set()
         return True
 
@@ -216,7 +216,7 @@ async def test_leases_are_extended_until_settled() -> None:
         await asyncio.wait_for(done.wait(), 5)
         await broker.wait_idle("leased", timeout=5)
         extensions = len(provider.extended)
-        await asyncio.sleep(0.3)  # a full lease with nothing in flight: no more extensions
+        await asyncio.sleep(0.5)  # a full lease with nothing in flight: no more extensions
         assert len(provider.extended) == extensions
     assert calls == 1, "the message was redelivered while its handler ran"
     assert extensions >= 2
