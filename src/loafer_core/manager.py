@@ -67,8 +67,6 @@ class Manager:
         self.routes = route_list
         self.shutdown_timeout = float(shutdown_timeout)
         self._dispatchers: list[Dispatcher] = []
-        self._stop_requested = False
-        self._stop_now = False
         self._signals = 0
         self._task: asyncio.Task[None] | None = None
         self._running = False
@@ -124,7 +122,6 @@ class Manager:
         if self._running:
             raise RuntimeError("this Manager is already running")
         self._running = True
-        self._stop_requested = self._stop_now = False
         self._dispatchers = [Dispatcher(route) for route in self.routes]
         self._serving.set()
         tasks = {
@@ -166,8 +163,6 @@ class Manager:
 
     def stop(self, *, now: bool = False) -> None:
         """Start the graceful drain; with ``now``, cut in-flight handlers short."""
-        self._stop_requested = True
-        self._stop_now = self._stop_now or now
         for d in self._dispatchers:
             d.stop(now=now)
 

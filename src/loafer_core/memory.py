@@ -230,10 +230,7 @@ class MemoryBroker:
     def _promote(self, q: _Queue, now: float) -> None:
         while q.delayed and q.delayed[0][0] <= now:
             _, _, msg = heapq.heappop(q.delayed)
-            if msg.ordering_key is not None:
-                q.busy_keys[msg.ordering_key] -= 1
-                if q.busy_keys[msg.ordering_key] <= 0:
-                    del q.busy_keys[msg.ordering_key]
+            self._unbusy(q, msg)
             self._requeue(q, msg)
         if q.lease is not None and q.in_flight:
             expired = [t for t, (_, dl) in q.in_flight.items() if dl is not None and dl <= now]

@@ -155,7 +155,6 @@ class Route:
         if name is not None and not isinstance(name, str):
             raise ConfigurationError(f"Route(name=...): expected a str, got {type(name).__name__}")
         self.name = name or f"{_describe(provider)} -> {handler_name}"
-        self._warned_delay = False
         self._stopped = False
 
     def __repr__(self) -> str:
