@@ -332,7 +332,7 @@ class Dispatcher:
 
     async def _worker(self) -> None:
         route, ready = self.route, self._ready
-        process, settle = route.process, self._settle
+        process, provider_settle, forget = route.process, self.provider.settle, self._forget
         while True:
             # fast path: take a ready delivery without a coroutine call
             delivery: Delivery | None
@@ -354,7 +354,13 @@ class Dispatcher:
                         "route %r: internal error on message %s", route.name, delivery.message_id
                     )
                     outcome = RELEASE
-                await settle(delivery, outcome)
+                # settle inline (the common case); _settle_again retries a failure
+                try:
+                    await provider_settle(delivery, outcome)
+                except Exception as exc:
+                    await self._settle_again(delivery, outcome, exc)
+                finally:
+                    forget(delivery)
                 self.handled += 1
                 if delivery.ordering_key is None:
                     break
@@ -386,45 +392,54 @@ class Dispatcher:
         return None
 
     async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        failures = 0
         try:
-            while True:
-                try:
-                    await self.provider.settle(delivery, outcome)
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    if failures >= self.settle_attempts or self._now.is_set():
-                        logger.error(
-                            "route %r: could not settle message %s with %r after %d tries "
-                            "(%s: %s); the broker will deliver it again",
-                            self.route.name,
-                            delivery.message_id,
-                            outcome,
-                            failures,
-                            type(exc).__name__,
-                            exc,
-                        )
-                        return
-                    delay = self.backoff.delay(failures)
-                    logger.warning(
-                        "route %r: settling message %s failed (%s: %s); retrying in %.2fs",
-                        self.route.name,
-                        delivery.message_id,
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
+            await self.provider.settle(delivery, outcome)
+        except Exception as exc:
+            await self._settle_again(delivery, outcome, exc)
         finally:
-            unsettled = self._unsettled
-            unsettled.pop(delivery, None)
-            if self._fetched_once and not unsettled:
-                self._done.set()
-            elif self._idle and not self._ready:
-                self._wake_fetcher()
+            self._forget(delivery)
+
+    async def _settle_again(self, delivery: Delivery, outcome: Outcome, exc: Exception) -> None:
+        """The first settle failed: retry with backoff, up to ``settle_attempts`` in all."""
+        failures = 0
+        while True:
+            failures += 1
+            if failures >= self.settle_attempts or self._now.is_set():
+                logger.error(
+                    "route %r: could not settle message %s with %r after %d tries "
+                    "(%s: %s); the broker will deliver it again",
+                    self.route.name,
+                    delivery.message_id,
+                    outcome,
+                    failures,
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+            delay = self.backoff.delay(failures)
+            logger.warning(
+                "route %r: settling message %s failed (%s: %s); retrying in %.2fs",
+                self.route.name,
+                delivery.message_id,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            try:
+                await self.provider.settle(delivery, outcome)
+                return
+            except Exception as again:
+                exc = again
+
+    def _forget(self, delivery: Delivery) -> None:
+        """A delivery is settled (or given up on): free its slot."""
+        unsettled = self._unsettled
+        unsettled.pop(delivery, None)
+        if self._fetched_once and not unsettled:
+            self._done.set()
+        elif self._idle and not self._ready:
+            self._wake_fetcher()
 
     async def _release_all(self, deliveries: list[Delivery]) -> None:
         if deliveries:

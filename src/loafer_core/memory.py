@@ -75,7 +75,10 @@ class _Queue:
     delayed: list[tuple[float, int, MemoryMessage]] = field(default_factory=list)
     in_flight: dict[int, tuple[MemoryMessage, float | None]] = field(default_factory=dict)
     dead: list[MemoryMessage] = field(default_factory=list)
-    history: deque[Settlement] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    # (message, outcome, attempt): Settlement is built only when someone asks
+    history: deque[tuple[MemoryMessage, Outcome, int]] = field(
+        default_factory=lambda: deque(maxlen=HISTORY)
+    )
     settled_total: int = 0
     busy_keys: Counter[str] = field(default_factory=Counter)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
@@ -203,7 +206,7 @@ class MemoryBroker:
 
     def settlements(self, queue: str) -> list[Settlement]:
         """The settlements on ``queue``, in order (the last :data:`HISTORY` of them)."""
-        return list(self._queue(queue).history)
+        return [Settlement(*entry) for entry in self._queue(queue).history]
 
     def settled_total(self, queue: str) -> int:
         """How many settlements ``queue`` has seen in all."""
@@ -264,10 +267,11 @@ class MemoryBroker:
         deadline = now + q.lease if q.lease is not None else None
         tokens = self._tokens
         if not q.keyed:
+            in_flight = q.in_flight
             for _ in range(min(n, len(ready))):
                 msg = ready.popleft()
                 token = next(tokens)
-                q.in_flight[token] = (msg, deadline)
+                in_flight[token] = (msg, deadline)
                 taken.append((token, msg))
         else:
             blocked = set(q.busy_keys)
@@ -337,7 +341,7 @@ class MemoryBroker:
             msg = entry[0]
             if msg.ordering_key is not None:
                 self._unbusy(q, msg)
-            q.history.append(Settlement(msg, outcome, msg.attempts))
+            q.history.append((msg, outcome, msg.attempts))
             q.settled_total += 1
             kind = outcome.kind
             if kind is OutcomeKind.ACCEPT:

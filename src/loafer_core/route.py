@@ -229,6 +229,11 @@ class Route:
         if translator is None:
             content: Any = delivery.raw
             metadata: Mapping[str, Any] = delivery.metadata
+        elif type(translator) is PassThroughTranslator:  # the default: its result is known
+            content = delivery.raw
+            if content is None or (not content and not isinstance(content, int | float)):
+                raise TranslationError("translator PassThroughTranslator produced empty content")
+            metadata = delivery.metadata
         else:
             translated = translator.translate(delivery.raw)
             content = translated["content"]

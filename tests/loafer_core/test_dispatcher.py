@@ -172,6 +172,40 @@ async def test_fetch_and_settle_errors_are_retried(
     assert caplog.text.count("settling message") == 2
 
 
+async def test_a_settle_that_keeps_failing_is_given_up_and_the_route_goes_on(
+    broker: MemoryBroker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Backoff, "delay", lambda self, failures: 0.01)
+    tries: dict[str, int] = {}
+
+    class Refusing(MemoryProvider):
+        async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+            tries[delivery.body] = tries.get(delivery.body, 0) + 1
+            if tries[delivery.body] == 5:
+                fifth.set()
+            if delivery.body == "stuck":
+                raise ProviderError("settle refused")
+            await super().settle(delivery, outcome)
+
+    broker.publish("q", "stuck")
+    broker.publish("q", "fine")
+    fine, fifth = asyncio.Event(), asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        if content == "fine":
+            fine.set()
+        return True
+
+    with caplog.at_level(logging.WARNING):
+        async with Manager([Route(Refusing(broker, "q", wait=0.1), handler)]):
+            await asyncio.wait_for(fine.wait(), 5)
+            await asyncio.wait_for(fifth.wait(), 5)
+        # the drain waited for the worker, which logged and gave up after the fifth try
+    assert tries["stuck"] == 5  # settle_attempts in all, then given up (the broker redelivers)
+    assert "after 5 tries" in caplog.text
+    assert tries["fine"] == 1
+
+
 async def test_configuration_error_from_provider_stops_manager(broker: MemoryBroker) -> None:
     ok_route = Route(MemoryProvider(broker, "q", wait=0.1), lambda c, m: True)
     missing = Route(MemoryProvider(broker, "no-such-queue"), lambda c, m: True)
