@@ -84,10 +84,11 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks: `nox -s bench -- core` (or rabbit, amqp, sqs) [script options]."""
+    """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs) [options]."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
-    extra = {"core": "", "sqs": "[sqs,test]", "amqp": "[amqp,rabbit]"}.get(which, f"[{which}]")
+    extras = {"core": "", "instructions": "", "sqs": "[sqs,test]", "amqp": "[amqp,rabbit]"}
+    extra = extras.get(which, f"[{which}]")
     session.install("-e", f".{extra}")
     session.run("bash", "scripts/brokers.sh", external=True)
     session.run("python", f"benchmarks/bench_{which}.py", *session.posargs[1:])

@@ -5,7 +5,9 @@
 
 Prints messages/s for each side and the ratio (framework / bare). Parts:
 
-1. async no-op handler: framework vs an asyncio.Queue feeding N worker tasks;
+1. async no-op handler: framework vs an asyncio.Queue feeding N worker tasks (pre-filled,
+   and fed by a producer), vs the memory broker alone (the ceiling for any dispatcher on
+   it) and vs a hand-written consumer of the memory broker;
 2. plain sync handler: framework (thread pool) vs workers calling asyncio.to_thread;
 3. JSON translator cost: JSON bodies through JSONTranslator vs the same with no translator;
 4. memory: 1,000,000 messages through one route, fed so the backlog stays under 10,000,
@@ -167,6 +169,28 @@ async def raw_broker(n: int, concurrency: int) -> float:
     return n / elapsed
 
 
+async def broker_floor(n: int, concurrency: int) -> float:
+    """The memory broker alone: one coroutine fetches, handles and settles, nothing else.
+
+    No dispatcher can consume this broker faster (it does at least this work per message),
+    so this is the ceiling of ``loafer / bare loop`` on the memory provider.
+    """
+    from loafer_core import ACCEPT
+
+    broker = MemoryBroker()
+    broker.publish_many("bench", list(range(n)))
+    provider = MemoryProvider(broker, "bench", wait=0)
+    await provider.start(concurrency)
+    count = 0
+    start = time.perf_counter()
+    while count < n:
+        for d in await provider.fetch(concurrency):
+            await noop(d.raw, d.metadata)
+            await provider.settle(d, ACCEPT)
+            count += 1
+    return n / (time.perf_counter() - start)
+
+
 async def framework(
     n: int,
     concurrency: int,
@@ -289,20 +313,26 @@ def main() -> None:
         return asyncio.run(coro)
 
     print(f"python {sys.version.split()[0]}, best of {r} alternating rounds each")
-    bare, fed, raw_b, fw = paired(
+    bare, fed, raw_b, floor, fw = paired(
         r,
         lambda: run(bare_async(n, c)),
         lambda: run(bare_async_fed(n, c)),
         lambda: run(raw_broker(n, c)),
+        lambda: run(broker_floor(n, c)),
         lambda: run(framework(n, c, noop)),
     )
     print(f"async no-op, {n} msgs, concurrency {c}:")
     print(f"  bare loop, queue pre-filled      : {bare:>10,.0f} msg/s")
     print(f"  bare loop, fed queue (max {c:>3})  : {fed:>10,.0f} msg/s")
+    print(f"  memory broker alone (the floor)  : {floor:>10,.0f} msg/s")
     print(f"  raw memory-broker consumer       : {raw_b:>10,.0f} msg/s")
     print(f"  loafer (memory provider)         : {fw:>10,.0f} msg/s")
-    print(f"  ratio loafer / pre-filled loop   : {fw / bare:.2f} (target >= 0.70)")
+    print(
+        f"  ratio loafer / pre-filled loop   : {fw / bare:.2f} (target >= 0.70; ceiling "
+        f"{floor / bare:.2f}: the broker alone)"
+    )
     print(f"  ratio loafer / fed loop          : {fw / fed:.2f} (target >= 0.70)")
+    print(f"  ratio loafer / broker alone      : {fw / floor:.2f} (dispatcher's own cost)")
     print(f"  ratio loafer / raw broker        : {fw / raw_b:.2f}")
 
     sn = args.sync_messages

@@ -82,7 +82,6 @@ class Dispatcher:
         self._done = asyncio.Event()
         self._started = asyncio.Event()
         self._fatal: BaseException | None = None
-        self.handled = 0
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.route.name!r} unsettled={len(self._unsettled)}>"
@@ -297,10 +296,13 @@ class Dispatcher:
             return
         self._empty_streak = 0
         now = time.monotonic()
-        unsettled = self._unsettled
+        unsettled, ready = self._unsettled, self._ready
         for delivery in deliveries:
             unsettled[delivery] = now
-            self._dispatch(delivery)
+            if delivery.ordering_key is None:
+                ready.append(delivery)
+            else:
+                self._dispatch(delivery)
         if self._stopping:
             self._wake_all()
 
@@ -361,7 +363,6 @@ class Dispatcher:
                     await self._settle_again(delivery, outcome, exc)
                 finally:
                     forget(delivery)
-                self.handled += 1
                 if delivery.ordering_key is None:
                     break
                 delivery = await self._next_of_key(delivery, outcome)

@@ -40,7 +40,7 @@ __all__ = ["HISTORY", "MemoryBroker", "MemoryMessage", "MemoryProvider", "Settle
 HISTORY = 100_000
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class MemoryMessage:
     """A message held by a :class:`MemoryBroker`."""
 

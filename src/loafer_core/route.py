@@ -200,55 +200,65 @@ class Route:
             )
             return REJECT(f"max_attempts ({limit}) exceeded: attempt {attempt}")
         try:
-            if self.handler_timeout is None:
-                outcome = await self._run(delivery)
+            translator = self.translator
+            if translator is None or type(translator) is PassThroughTranslator:
+                content: Any = delivery.raw
+                if translator is not None and (
+                    content is None or (not content and not isinstance(content, int | float))
+                ):
+                    raise TranslationError(
+                        "translator PassThroughTranslator produced empty content"
+                    )
+                metadata: Mapping[str, Any] = delivery.metadata
             else:
+                content, metadata = self._translate(translator, delivery)
+            timeout = self.handler_timeout
+            if timeout is None:
+                result = await self._call(content, metadata)
+                if not (result is True or result is None or isinstance(result, bool | Outcome)):
+                    result = await settle_result(result)
+            else:
+                deadline = asyncio.timeout(timeout)
                 try:
-                    async with asyncio.timeout(self.handler_timeout):
-                        outcome = await self._run(delivery)
+                    async with deadline:
+                        result = await self._call(content, metadata)
+                        if not (
+                            result is True or result is None or isinstance(result, bool | Outcome)
+                        ):
+                            result = await settle_result(result)
                 except TimeoutError:
+                    if not deadline.expired():
+                        raise  # the handler's own TimeoutError: an error like any other
                     logger.error(
                         "route %r: handler timed out after %ss on message %s; it will be retried",
                         self.name,
-                        self.handler_timeout,
+                        timeout,
                         delivery.message_id,
                     )
-                    outcome = RETRY()
+                    result = False
         except MessageSignal as signal:
             outcome = signal.outcome()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             outcome = await self._on_error(exc, delivery)
+        else:
+            if result is True or result is None:
+                return ACCEPT
+            outcome = outcome_from_result(result)
         if outcome.kind is OutcomeKind.RETRY:
             return self._finish(outcome, delivery)
         return outcome
 
-    async def _run(self, delivery: Delivery) -> Outcome:
-        translator = self.translator
-        if translator is None:
-            content: Any = delivery.raw
-            metadata: Mapping[str, Any] = delivery.metadata
-        elif type(translator) is PassThroughTranslator:  # the default: its result is known
-            content = delivery.raw
-            if content is None or (not content and not isinstance(content, int | float)):
-                raise TranslationError("translator PassThroughTranslator produced empty content")
-            metadata = delivery.metadata
-        else:
-            translated = translator.translate(delivery.raw)
-            content = translated["content"]
-            if content is None or (not content and not isinstance(content, int | float)):
-                raise TranslationError(
-                    f"translator {type(translator).__name__} produced empty content"
-                )
-            extra = translated.get("metadata")
-            metadata = {**delivery.metadata, **extra} if extra else delivery.metadata
-        result = await self._call(content, metadata)
-        if result is True or result is None:
-            return ACCEPT
-        if not isinstance(result, bool | Outcome):
-            result = await settle_result(result)
-        return outcome_from_result(result)
+    @staticmethod
+    def _translate(translator: Translator, delivery: Delivery) -> tuple[Any, Mapping[str, Any]]:
+        translated = translator.translate(delivery.raw)
+        content = translated["content"]
+        if content is None or (not content and not isinstance(content, int | float)):
+            raise TranslationError(f"translator {type(translator).__name__} produced empty content")
+        extra = translated.get("metadata")
+        metadata = {**delivery.metadata, **extra} if extra else delivery.metadata
+        return content, metadata
 
     def _finish(self, outcome: Outcome, delivery: Delivery) -> Outcome:
         """Apply max_attempts and the retry policy to a RETRY."""

@@ -16,6 +16,7 @@ from loafer_core import (
     ConfigurationError,
     DeleteMessage,
     JSONTranslator,
+    Outcome,
     RejectMessage,
     RetryMessage,
     RetryPolicy,
@@ -296,6 +297,26 @@ async def test_handler_timeout_retries_and_logs(
     assert out == RETRY()
     assert cancelled.is_set()
     assert "timed out" in caplog.text
+
+
+async def test_handlers_own_timeout_error_goes_to_the_error_handler(
+    provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[type[BaseException]] = []
+
+    async def calls_a_slow_service(content: Any, metadata: Any) -> bool:
+        raise TimeoutError("upstream timed out")
+
+    def on_error(exc_type: type[BaseException], exc: BaseException, message: Any) -> Outcome:
+        seen.append(exc_type)
+        return REJECT("upstream down")
+
+    route = Route(provider, calls_a_slow_service, handler_timeout=5, error_handler=on_error)
+    with caplog.at_level(logging.ERROR):
+        out = await route.process(delivery())
+    assert out == REJECT("upstream down")
+    assert seen == [TimeoutError]
+    assert "handler timed out" not in caplog.text
 
 
 async def test_max_attempts(provider: MemoryProvider, caplog: pytest.LogCaptureFixture) -> None:
