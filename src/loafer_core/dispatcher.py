@@ -25,10 +25,11 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 from loafer_core.errors import ConfigurationError
-from loafer_core.outcome import RELEASE, Outcome, OutcomeKind
+from loafer_core.outcome import RELEASE, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Delivery, Drainable, LeaseExtender, Support
 from loafer_core.route import Route
@@ -38,6 +39,15 @@ __all__ = ["Dispatcher"]
 logger = logging.getLogger("loafer_core.dispatcher")
 
 _STOP: Any = object()
+
+#: A worker yields to the event loop at least once per this many deliveries.
+_YIELD_EVERY = 32
+
+
+def _really_cancelled() -> bool:
+    """True if the current task is being cancelled (not merely seeing a stray CancelledError)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 class Dispatcher:
@@ -57,12 +67,16 @@ class Dispatcher:
         backoff: Backoff | None = None,
         settle_attempts: int = 5,
         close_timeout: float = 30.0,
+        forced_grace: float = 1.0,
     ) -> None:
         self.route = route
         self.provider = route.provider
         self.backoff = backoff or Backoff()
         self.settle_attempts = settle_attempts
+        #: the longest a broker call of the shutdown (stop_fetching, releases, close) may take
         self.close_timeout = close_timeout
+        #: ... and once stop(now=True) was called, the longest it may still take
+        self.forced_grace = forced_grace
         self._unsettled: dict[Delivery, float] = {}
         self._ready: deque[Delivery] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -251,34 +265,39 @@ class Dispatcher:
         task = asyncio.current_task()
         self._fetching = task
         began = time.monotonic()
+        error: BaseException | None = None
         try:
             deliveries = await provider.fetch(route.max_concurrency - len(self._unsettled))
-        except asyncio.CancelledError:
-            if task is not None and self._stopping:
-                task.uncancel()  # our own stop(): the worker just exits
-                return
-            raise
+        except asyncio.CancelledError as exc:
+            if task is None or task.cancelling():
+                if task is not None and self._stopping:
+                    task.uncancel()  # our own stop(): the worker just exits
+                    return
+                raise
+            error = exc  # the provider raised CancelledError itself: a failure like any other
         except ConfigurationError as exc:
             self._fetching = None  # so that stop() does not cancel this very task
             self._fatal = exc
             self.stop()
             return
         except Exception as exc:
+            error = exc
+        finally:
+            self._fetching = None
+        if error is not None:
             self._fetch_failures += 1
             delay = self.backoff.delay(self._fetch_failures)
             logger.warning(
                 "route %r: fetch failed (%s: %s); retrying in %.2fs (failure %d)",
                 route.name,
-                type(exc).__name__,
-                exc,
+                type(error).__name__,
+                error,
                 delay,
                 self._fetch_failures,
-                exc_info=self._fetch_failures == 1,
+                exc_info=error if self._fetch_failures == 1 else None,
             )
             await self._pause(delay)
             return
-        finally:
-            self._fetching = None
         if self._fetch_failures:
             logger.info(
                 "route %r: fetching again after %d failures", route.name, self._fetch_failures
@@ -335,6 +354,10 @@ class Dispatcher:
     async def _worker(self) -> None:
         route, ready = self.route, self._ready
         process, provider_settle, forget = route.process, self.provider.settle, self._forget
+        # A provider that hands out and settles without ever suspending (the memory broker
+        # with a backlog) would otherwise keep the event loop to this worker: no timers,
+        # no stop(), no signal handlers. Yield once every _YIELD_EVERY deliveries.
+        countdown = _YIELD_EVERY
         while True:
             # fast path: take a ready delivery without a coroutine call
             delivery: Delivery | None
@@ -353,16 +376,26 @@ class Dispatcher:
                     outcome = await process(delivery)
                 except Exception:  # process() handles user errors; this is a bug of ours
                     logger.exception(
-                        "route %r: internal error on message %s", route.name, delivery.message_id
+                        "route %r: internal error on message %s; it will be retried",
+                        route.name,
+                        delivery.message_id,
                     )
-                    outcome = RELEASE
+                    outcome = RETRY()  # counted, so max_attempts still bounds it
                 # settle inline (the common case); _settle_again retries a failure
                 try:
                     await provider_settle(delivery, outcome)
+                except asyncio.CancelledError as exc:
+                    if _really_cancelled():
+                        raise
+                    await self._settle_again(delivery, outcome, exc)
                 except Exception as exc:
                     await self._settle_again(delivery, outcome, exc)
                 finally:
                     forget(delivery)
+                countdown -= 1
+                if not countdown:
+                    countdown = _YIELD_EVERY
+                    await asyncio.sleep(0)
                 if delivery.ordering_key is None:
                     break
                 delivery = await self._next_of_key(delivery, outcome)
@@ -395,12 +428,16 @@ class Dispatcher:
     async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
         try:
             await self.provider.settle(delivery, outcome)
+        except asyncio.CancelledError as exc:
+            if _really_cancelled():
+                raise
+            await self._settle_again(delivery, outcome, exc)
         except Exception as exc:
             await self._settle_again(delivery, outcome, exc)
         finally:
             self._forget(delivery)
 
-    async def _settle_again(self, delivery: Delivery, outcome: Outcome, exc: Exception) -> None:
+    async def _settle_again(self, delivery: Delivery, outcome: Outcome, exc: BaseException) -> None:
         """The first settle failed: retry with backoff, up to ``settle_attempts`` in all."""
         failures = 0
         while True:
@@ -430,6 +467,10 @@ class Dispatcher:
             try:
                 await self.provider.settle(delivery, outcome)
                 return
+            except asyncio.CancelledError as again:
+                if _really_cancelled():
+                    raise
+                exc = again
             except Exception as again:
                 exc = again
 
@@ -443,8 +484,46 @@ class Dispatcher:
             self._wake_fetcher()
 
     async def _release_all(self, deliveries: list[Delivery]) -> None:
-        if deliveries:
-            await asyncio.gather(*(self._settle(d, RELEASE) for d in deliveries))
+        if not deliveries:
+            return
+        releasing = asyncio.gather(*(self._settle(d, RELEASE) for d in deliveries))
+        if not await self._bounded(releasing):
+            logger.warning(
+                "route %r: releasing %d messages did not finish in time; the broker will "
+                "deliver the unreleased ones again when their lease or connection ends",
+                self.route.name,
+                len(deliveries),
+            )
+
+    async def _bounded(self, aw: Awaitable[Any]) -> bool:
+        """Await ``aw`` for up to ``close_timeout``, and for at most ``forced_grace`` once
+        ``stop(now=True)`` is called (a broker that hangs must not hold the shutdown);
+        past that it is cancelled. True if it finished; its exception propagates."""
+        task = asyncio.ensure_future(aw)
+        deadline = time.monotonic() + self.close_timeout
+        try:
+            if not self._now.is_set():
+                now = asyncio.ensure_future(self._now.wait())
+                try:
+                    await asyncio.wait(
+                        {task, now},
+                        timeout=self.close_timeout,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    now.cancel()
+            if not task.done():
+                remaining = min(self.forced_grace, deadline - time.monotonic())
+                if remaining > 0:
+                    await asyncio.wait({task}, timeout=remaining)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=self.forced_grace)
+        if not task.done() or task.cancelled():
+            return False
+        task.result()
+        return True
 
     # -- leases -----------------------------------------------------------------------------
 
@@ -493,8 +572,10 @@ class Dispatcher:
         provider = self.provider
         if isinstance(provider, Drainable):
             try:
-                async with asyncio.timeout(self.close_timeout):
-                    await provider.stop_fetching()
+                if not await self._bounded(provider.stop_fetching()):
+                    logger.warning(
+                        "route %r: stop_fetching did not finish in time", self.route.name
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -535,8 +616,10 @@ class Dispatcher:
 
     async def _close_provider(self) -> None:
         try:
-            async with asyncio.timeout(self.close_timeout):
-                await self.provider.close()
+            if not await self._bounded(self.provider.close()):
+                logger.warning(
+                    "route %r: closing the provider did not finish in time", self.route.name
+                )
         except asyncio.CancelledError:
             raise
         except Exception:

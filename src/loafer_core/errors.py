@@ -98,10 +98,12 @@ class RetryMessage(MessageSignal):
     """A failed attempt (RETRY): deliver again later, after ``delay`` seconds if given."""
 
     def __init__(self, delay: float | None = None) -> None:
+        from loafer_core.outcome import RETRY
+
+        # a bad delay fails here, in the handler: its ValueError reaches the error handler
+        self._outcome = RETRY(delay)
         super().__init__(f"retry requested (delay={delay})")
         self.delay = delay
 
     def outcome(self) -> Outcome:
-        from loafer_core.outcome import RETRY
-
-        return RETRY(self.delay)
+        return self._outcome

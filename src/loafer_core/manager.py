@@ -70,7 +70,10 @@ class Manager:
         self._signals = 0
         self._task: asyncio.Task[None] | None = None
         self._running = False
-        self._serving = asyncio.Event()
+        self._serving = asyncio.Event()  # set while serve() runs (its dispatchers exist)
+        self._ended = asyncio.Event()  # set once a serve() has ended, with _fatal
+        self._fatal: BaseException | None = None
+        self._stop_request: bool | None = None  # stop(now=...) asked before dispatchers exist
 
     def __repr__(self) -> str:
         return f"<Manager routes={[r.name for r in self.routes]}>"
@@ -122,7 +125,12 @@ class Manager:
         if self._running:
             raise RuntimeError("this Manager is already running")
         self._running = True
+        self._ended.clear()
+        self._fatal = None
         self._dispatchers = [Dispatcher(route) for route in self.routes]
+        if self._stop_request is not None:  # stop() came before serve() got going
+            for d in self._dispatchers:
+                d.stop(now=self._stop_request)
         self._serving.set()
         tasks = {
             asyncio.create_task(
@@ -156,30 +164,43 @@ class Manager:
             raise
         finally:
             self._running = False
+            self._stop_request = None
+            self._fatal = fatal
             self._serving.clear()
+            self._ended.set()
         if fatal is not None:
             raise fatal
         logger.info("manager stopped cleanly")
 
     def stop(self, *, now: bool = False) -> None:
-        """Start the graceful drain; with ``now``, cut in-flight handlers short."""
+        """Start the graceful drain; with ``now``, cut in-flight handlers short.
+
+        Called before :meth:`serve` got going (say, right after ``create_task(serve())``),
+        it applies as soon as serve() starts, which then drains at once.
+        """
+        if not self._serving.is_set():
+            self._stop_request = now or bool(self._stop_request)
         for d in self._dispatchers:
             d.stop(now=now)
 
     async def wait_started(self) -> None:
-        """Wait until every route's provider has started (for tests and health checks)."""
-        await self._serving.wait()
-        started: asyncio.Future[Any] = asyncio.ensure_future(
-            asyncio.gather(*(d.wait_started() for d in self._dispatchers))
-        )
-        if self._task is None:
-            await started
-            return
-        await asyncio.wait({started, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not started.done():
-            started.cancel()
-            self._task.result()  # raises the fatal error that stopped the manager
-            raise RuntimeError("the manager stopped before its routes started")
+        """Wait until every route's provider has started (for tests and health checks).
+
+        Raises the fatal error that ended :meth:`serve` if it ended first, or
+        ``RuntimeError`` if it ended cleanly before every route started.
+        """
+        if not self._serving.is_set() and not self._ended.is_set():
+            await _first(self._serving.wait(), self._ended.wait())
+        if self._serving.is_set():
+            started: asyncio.Future[Any] = asyncio.ensure_future(
+                asyncio.gather(*(d.wait_started() for d in self._dispatchers))
+            )
+            if started in await _first(started, self._ended.wait()):
+                started.result()
+                return
+        if self._fatal is not None:
+            raise self._fatal
+        raise RuntimeError("the manager stopped before its routes started")
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self.serve(), name="loafer:manager")
@@ -196,6 +217,23 @@ class Manager:
         task, self._task = self._task, None
         if task is not None:
             await task
+
+
+async def _first(*aws: Any) -> set[asyncio.Future[Any]]:
+    """Wait until the first of ``aws`` finishes; cancel the others; return the finished."""
+    futures = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        done, _ = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        return done
+    finally:
+        losers = [fut for fut in futures if not fut.done()]
+        for fut in losers:
+            fut.cancel()
+        if losers:  # retrieve their CancelledError (a gather would log it otherwise)
+            await asyncio.wait(losers)
+            for fut in losers:
+                if not fut.cancelled():
+                    fut.exception()
 
 
 LoaferManager = Manager

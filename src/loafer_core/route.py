@@ -237,9 +237,15 @@ class Route:
                     )
                     result = False
         except MessageSignal as signal:
-            outcome = signal.outcome()
-        except asyncio.CancelledError:
-            raise
+            try:
+                outcome = signal.outcome()
+            except Exception as exc:  # a signal subclass that cannot say its outcome
+                outcome = await self._on_error(exc, delivery)
+        except asyncio.CancelledError as exc:
+            if _really_cancelled():
+                raise
+            # the handler awaited something cancelled by someone else: it failed
+            outcome = await self._on_error(exc, delivery)
         except Exception as exc:
             outcome = await self._on_error(exc, delivery)
         else:
@@ -276,7 +282,7 @@ class Route:
             return RETRY(self.retry.delay(delivery.attempt))
         return outcome
 
-    async def _on_error(self, exc: Exception, delivery: Delivery) -> Outcome:
+    async def _on_error(self, exc: BaseException, delivery: Delivery) -> Outcome:
         if self._error_call is None:
             logger.error(
                 "route %r: error handling message %s (attempt %s); it will be retried",
@@ -287,12 +293,17 @@ class Route:
             )
             return RETRY()
         try:
-            result = await self._error_call(type(exc), exc, delivery.raw)
-            result = await settle_result(result)
+            try:
+                result = await self._error_call(type(exc), exc, delivery.raw)
+                result = await settle_result(result)
+            except MessageSignal as signal:
+                return signal.outcome()
+            except asyncio.CancelledError:
+                if _really_cancelled():
+                    raise
+                raise RuntimeError("the error handler raised CancelledError")  # noqa: B904
         except asyncio.CancelledError:
             raise
-        except MessageSignal as signal:
-            return signal.outcome()
         except Exception:
             logger.exception(
                 "route %r: the error handler failed on message %s; it will be retried",
@@ -315,6 +326,12 @@ class Route:
             self._stop()
         except Exception:
             logger.exception("route %r: handler stop() failed", self.name)
+
+
+def _really_cancelled() -> bool:
+    """True if the current task is being cancelled (not merely seeing a stray CancelledError)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def split_provider_options(

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +12,7 @@ import pytest
 
 from loafer_core import (
     ACCEPT,
+    REJECT,
     RETRY,
     ConfigurationError,
     Manager,
@@ -509,3 +513,109 @@ async def test_drainable_provider_is_told_when_the_drain_begins(broker: MemoryBr
     gate.set()
     await asyncio.wait_for(task, 5)
     assert events == ["stop_fetching", "handler done"]
+
+
+# -- the event loop stays responsive; stray CancelledErrors are failures, not exits ------
+
+STARVE = textwrap.dedent(
+    """
+    import asyncio
+    from loafer_core import Manager, Route
+    from loafer_core.memory import MemoryBroker, MemoryProvider
+    from loafer_core.testing import run_until_idle
+
+    async def main():
+        # a handler that always RETRYs: the memory broker hands the message back at once
+        broker = MemoryBroker()
+        broker.publish("q", "x")
+        try:
+            await run_until_idle(
+                Route(MemoryProvider(broker, "q"), lambda c, m: False), timeout=0.5
+            )
+        except TimeoutError:
+            print("TIMEOUT-RAISED", flush=True)
+        # a backlog the route goes through without waiting: stop() is still heard
+        broker = MemoryBroker()
+        broker.publish_many("big", list(range(200_000)))
+
+        async def fast(content, metadata):
+            return True
+
+        async with Manager([Route(MemoryProvider(broker, "big"), fast, max_concurrency=100)]):
+            await asyncio.sleep(0.01)
+        print("LEFT", broker.depth("big"), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_route_that_never_waits_still_lets_timers_and_stop_run() -> None:
+    # in a subprocess: a starved event loop could not be interrupted from inside
+    proc = subprocess.run(
+        [sys.executable, "-c", STARVE], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert "TIMEOUT-RAISED" in lines, proc.stdout
+    left = int(next(line for line in lines if line.startswith("LEFT")).split()[1])
+    assert left > 0, "stop() was only heard once the whole backlog was done"
+
+
+async def test_a_stray_cancelled_error_from_the_handler_is_an_error_not_an_exit(
+    broker: MemoryBroker,
+) -> None:
+    broker.publish("q", "boom")
+    broker.publish("q", "ok")
+    seen: list[Any] = []
+    errors: list[type[BaseException]] = []
+    ok = asyncio.Event()
+
+    async def handler(content: str, metadata: Any) -> bool:
+        seen.append(content)
+        if content == "boom":
+            helper = asyncio.ensure_future(asyncio.sleep(10))
+            helper.cancel()
+            await helper  # CancelledError, though this worker was never cancelled
+        ok.set()
+        return True
+
+    def on_error(exc_type: type[BaseException], exc: BaseException, raw: Any) -> Outcome:
+        errors.append(exc_type)
+        return REJECT("cancelled")
+
+    # one worker: had it died, nothing would handle "ok"
+    route = Route(
+        MemoryProvider(broker, "q", wait=0.1), handler, error_handler=on_error, max_concurrency=1
+    )
+    async with Manager([route]):
+        await asyncio.wait_for(ok.wait(), 5)
+        await broker.wait_idle("q", timeout=5)
+    assert seen == ["boom", "ok"]
+    assert errors == [asyncio.CancelledError]
+    assert [d.body for d in broker.dead_letters("q")] == ["boom"]
+
+
+async def test_a_stray_cancelled_error_from_fetch_is_retried(
+    broker: MemoryBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Backoff, "delay", lambda self, failures: 0.01)
+
+    class CancelOnce(MemoryProvider):
+        calls = 0
+
+        async def fetch(self, max_messages: int) -> Sequence[Delivery]:
+            self.calls += 1
+            if self.calls == 1:
+                raise asyncio.CancelledError()  # as a client library may on a dropped link
+            return await super().fetch(max_messages)
+
+    broker.publish("q", "x")
+    done = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> None:
+        done.set()
+
+    route = Route(CancelOnce(broker, "q", wait=0.05), handler, max_concurrency=1)
+    async with Manager([route]):
+        await asyncio.wait_for(done.wait(), 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -9,11 +10,14 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from loafer_core import ConfigurationError, LoaferManager, Manager, Route
 from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_core.outcome import Outcome, OutcomeKind
+from loafer_core.provider import Delivery
 
 SERVICE = textwrap.dedent(
     """
@@ -174,3 +178,60 @@ def test_routes_on_different_providers_side_by_side() -> None:
         forever=False
     )
     assert sorted(seen) == [1, 2]
+
+
+# -- the async API: stop and wait_started whatever the timing ------------------------------
+
+
+async def test_stop_before_serve_gets_going_is_honoured(broker: MemoryBroker) -> None:
+    manager = Manager([Route(MemoryProvider(broker, "q", wait=0.05), lambda c, m: True)])
+    serving = asyncio.create_task(manager.serve())
+    manager.stop()  # a shutdown request racing start-up: serve() has not run a step yet
+    await asyncio.wait_for(serving, 5)
+
+
+async def test_wait_started_raises_the_error_that_ended_serve() -> None:
+    broker = MemoryBroker()  # queue "missing" never declared
+    manager = Manager([Route(MemoryProvider(broker, "missing"), lambda c, m: True)])
+    serving = asyncio.create_task(manager.serve())
+    waiting = asyncio.create_task(manager.wait_started())  # before serve() fails
+    with pytest.raises(ConfigurationError, match="missing"):
+        await asyncio.wait_for(serving, 5)
+    with pytest.raises(ConfigurationError, match="missing"):
+        await asyncio.wait_for(waiting, 5)
+    with pytest.raises(ConfigurationError, match="missing"):  # and after it failed
+        await asyncio.wait_for(manager.wait_started(), 5)
+
+
+async def test_stop_now_ends_even_if_the_broker_never_answers_a_release(
+    broker: MemoryBroker,
+) -> None:
+    unblock = asyncio.Event()
+
+    class HangingRelease(MemoryProvider):
+        async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+            if outcome.kind is OutcomeKind.RELEASE:
+                await unblock.wait()  # the broker does not answer
+            await super().settle(delivery, outcome)
+
+    broker.publish("q", "in flight")
+    broker.publish("q", "unstarted")
+    started = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        started.set()
+        await asyncio.Event().wait()  # runs until cut short
+        return True
+
+    route = Route(HangingRelease(broker, "q", wait=0.05), handler, max_concurrency=1)
+    manager = Manager([route], shutdown_timeout=30)
+    serving = asyncio.create_task(manager.serve())
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        manager.stop()
+        manager.stop(now=True)  # the second signal: at once, whatever the broker does
+        await asyncio.wait_for(asyncio.shield(serving), 5)
+    finally:
+        unblock.set()
+        await asyncio.wait_for(serving, 5)
+    assert broker.in_flight("q") == 1  # never released: the broker redelivers it later

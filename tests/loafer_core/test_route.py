@@ -344,3 +344,48 @@ async def test_retry_policy_gives_delays(provider: MemoryProvider) -> None:
     assert await route.process(delivery(attempt=1)) == RETRY(1.0)
     assert await route.process(delivery(attempt=2)) == RETRY(2.0)
     assert await route.process(delivery(attempt=5)) == RETRY(3.0)
+
+
+async def test_a_bad_retry_delay_is_an_error_for_the_error_handler(
+    provider: MemoryProvider,
+) -> None:
+    seen: list[type[BaseException]] = []
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        raise RetryMessage(delay=-1)  # a mistake: reaches the error handler as a ValueError
+
+    def on_error(exc_type: type[BaseException], exc: BaseException, message: Any) -> bool:
+        seen.append(exc_type)
+        return False
+
+    route = Route(provider, handler, error_handler=on_error, max_attempts=3)
+    assert await route.process(delivery(attempt=3)) == REJECT("max_attempts (3) reached")
+    assert seen == [ValueError]
+
+
+async def test_a_signal_that_cannot_say_its_outcome_goes_to_the_error_handler(
+    provider: MemoryProvider,
+) -> None:
+    class Broken(RetryMessage):
+        def outcome(self) -> Outcome:
+            raise RuntimeError("no outcome")
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        raise Broken()
+
+    seen: list[type[BaseException]] = []
+
+    def on_error(exc_type: type[BaseException], exc: BaseException, message: Any) -> Outcome:
+        seen.append(exc_type)
+        return REJECT("broken signal")
+
+    assert await Route(provider, handler, error_handler=on_error).process(delivery()) == REJECT(
+        "broken signal"
+    )
+    assert seen == [RuntimeError]
+
+
+def test_retry_message_checks_its_delay() -> None:
+    with pytest.raises(ValueError, match="delay"):
+        RetryMessage(delay=float("nan"))
+    assert RetryMessage(delay=2).outcome() == RETRY(2)
