@@ -17,14 +17,25 @@ An error handler is ``(exc_type, exc, message)``, sync or async, returning a ``b
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import functools
 import inspect
+import queue
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from loafer_core.errors import ConfigurationError
 
-__all__ = ["ErrorHandler", "Handler", "HandlerObject", "adapt_error_handler", "adapt_handler"]
+__all__ = [
+    "ErrorHandler",
+    "Handler",
+    "HandlerObject",
+    "InThreads",
+    "adapt_error_handler",
+    "adapt_handler",
+]
 
 Handler = Callable[[Any, Mapping[str, Any]], Any]
 ErrorHandler = Callable[[type[BaseException], BaseException, Any], Any]
@@ -53,16 +64,95 @@ def _as_async(fn: Callable[..., Any]) -> AsyncCall:
     """Return a callable whose call is awaitable, whatever ``fn`` is.
 
     An async ``fn`` is returned as it is (callers await its result and, should that be
-    awaitable again, await it too: see :func:`settle_result`). A sync ``fn`` runs in the
-    default thread pool; ``asyncio.to_thread`` copies the caller's contextvars into it.
+    awaitable again, await it too: see :func:`settle_result`). A sync ``fn`` is wrapped in
+    an :class:`InThreads`, which runs it on threads of its own with the caller's contextvars.
     """
     if _is_async_callable(fn):
         return fn
+    return InThreads(fn)
 
-    async def call_in_thread(*args: Any) -> Any:
-        return await asyncio.to_thread(fn, *args)
 
-    return call_in_thread
+class InThreads:
+    """Calls a sync function on daemon threads of its own, with the caller's contextvars.
+
+    Up to ``max_workers`` threads (the route sets its ``max_concurrency``), started as
+    needed. Daemon threads, not the event loop's default executor: a sync handler stuck
+    for good, once cancelled by ``handler_timeout`` or a forced stop, cannot keep the
+    process from exiting (the default executor is joined at exit). :meth:`close` lets
+    the threads end without waiting for them.
+    """
+
+    def __init__(self, fn: Callable[..., Any], max_workers: int = 10) -> None:
+        self.fn = fn
+        self.max_workers = max_workers
+        self._executor: _DaemonThreads | None = None
+
+    async def __call__(self, *args: Any) -> Any:
+        executor = self._executor
+        if executor is None:
+            executor = self._executor = _DaemonThreads(self.max_workers)
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(executor, functools.partial(context.run, self.fn, *args))
+
+    def close(self) -> None:
+        """Let the threads end once idle (a thread still running is not waited for)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+
+class _DaemonThreads(concurrent.futures.Executor):
+    """A minimal thread pool of daemon threads (see :class:`InThreads`)."""
+
+    def __init__(self, max_workers: int) -> None:
+        self._max_workers = max(1, max_workers)
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads = 0
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        if self._closed:
+            raise RuntimeError("cannot run a handler after its threads were closed")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._work.put((future, fn, args, kwargs))
+        if not self._idle.acquire(blocking=False):
+            with self._lock:
+                if self._threads < self._max_workers:
+                    self._threads += 1
+                    threading.Thread(
+                        target=self._run, name=f"loafer-handler-{self._threads}", daemon=True
+                    ).start()
+        return future
+
+    def _run(self) -> None:
+        work = self._work
+        while True:
+            item = work.get()
+            if item is None:
+                work.put(None)  # wake the next thread: they all end
+                return
+            future, fn, args, kwargs = item
+            del item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                    del exc
+                else:
+                    future.set_result(result)
+                    del result
+            del future, fn, args, kwargs
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        self._work.put(None)
 
 
 async def settle_result(result: Any) -> Any:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
-from loafer_core.handler import adapt_error_handler, adapt_handler, settle_result
+from loafer_core.handler import InThreads, adapt_error_handler, adapt_handler, settle_result
 from loafer_core.outcome import ACCEPT, REJECT, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import RetryPolicy
 from loafer_core.provider import Capabilities, Delivery, Provider, Support
@@ -126,6 +126,9 @@ class Route:
                 f"Route(max_concurrency=...): must be >= 1, got {max_concurrency}"
             )
         self.max_concurrency = max_concurrency
+        for call in (self._call, self._error_call):
+            if isinstance(call, InThreads):  # a sync handler: as many threads as slots
+                call.max_workers = max_concurrency
 
         if handler_timeout is not None and (
             isinstance(handler_timeout, bool)
@@ -316,7 +319,11 @@ class Route:
     # -- shutdown ---------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Call the handler's ``stop()`` once (errors are logged, never raised)."""
+        """Call the handler's ``stop()`` once (errors are logged, never raised); let the
+        threads of a sync handler end (one still running is not waited for)."""
+        for call in (self._call, self._error_call):
+            if isinstance(call, InThreads):
+                call.close()
         if self._stopped:
             return
         self._stopped = True

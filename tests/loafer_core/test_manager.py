@@ -119,6 +119,50 @@ def test_second_signal_stops_now(tmp_path: Path) -> None:
     assert "received again: stopping now" in err
 
 
+STUCK_SYNC = textwrap.dedent(
+    """
+    import logging, sys, threading
+    from loafer_core import Manager, Route
+    from loafer_core.memory import MemoryBroker, MemoryProvider
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    broker = MemoryBroker()
+    broker.publish("q", "stuck")
+
+    def handler(content, metadata):  # a sync handler that never returns
+        print("READY", flush=True)
+        threading.Event().wait()
+
+    try:
+        Manager([Route(MemoryProvider(broker, "q", wait=0.1), handler)]).run()
+    finally:
+        kinds = [s.outcome.kind.name for s in broker.settlements("q")]
+        print("RELEASE", kinds.count("RELEASE"), "INFLIGHT", broker.in_flight("q"), flush=True)
+    """
+)
+
+
+def test_second_signal_exits_even_with_a_sync_handler_stuck_for_good(tmp_path: Path) -> None:
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_SYNC)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _started.append(proc)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().strip() == "READY"
+    proc.send_signal(signal.SIGTERM)
+    while "SIGTERM received: draining" not in (line := proc.stderr.readline()):
+        assert line, "the service ended without draining"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)  # its thread must not hold the process
+    assert proc.returncode == 0, err
+    assert "RELEASE 1 INFLIGHT 0" in out
+
+
 def test_fatal_configuration_error_exits_non_zero(tmp_path: Path) -> None:
     script = tmp_path / "bad.py"
     script.write_text(
