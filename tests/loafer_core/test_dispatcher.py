@@ -5,6 +5,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -619,3 +620,20 @@ async def test_a_stray_cancelled_error_from_fetch_is_retried(
     route = Route(CancelOnce(broker, "q", wait=0.05), handler, max_concurrency=1)
     async with Manager([route]):
         await asyncio.wait_for(done.wait(), 5)
+
+
+async def test_a_sync_route_runs_as_many_blocking_handlers_at_once_as_its_slots(
+    broker: MemoryBroker,
+) -> None:
+    slots = 12  # more than the event loop's default executor has threads on a small machine
+    together = threading.Barrier(slots, timeout=10)
+    broker.publish_many("q", list(range(slots)))
+
+    def blocking(content: Any, metadata: Any) -> bool:
+        together.wait()  # passes only once all of them block at the same time
+        return True
+
+    route = Route(MemoryProvider(broker, "q", wait=0.1), blocking, max_concurrency=slots)
+    async with Manager([route]):
+        await broker.wait_idle("q", timeout=15)
+    assert [s.outcome for s in broker.settlements("q")] == [ACCEPT] * slots
