@@ -26,8 +26,8 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import aio_pika
 import aiormq.exceptions
@@ -260,10 +260,7 @@ class RabbitProvider:
         self._paused = False
         self._pause_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        # aio-pika accepts a plain function as a consumer callback (typed as async).
-        self._callback = cast(
-            "Callable[[AbstractIncomingMessage], Awaitable[Any]]", self._on_message
-        )
+        self._callback = self._on_message
         self.prefetch = 0
 
     # -- description ----------------------------------------------------------------------
@@ -353,6 +350,9 @@ class RabbitProvider:
         self._connection = await self._connect()
         try:
             self._channel = channel = await self._open_channel(publisher_confirms=False)
+            # per consumer: quorum queues refuse a channel-wide (global) prefetch. So after
+            # a pause (stop_fetching) a new consumer's prefetch does not count what the old
+            # one handed out; the dispatcher never fetches again after a drain.
             await channel.set_qos(prefetch_count=self.prefetch)
             self._publish_channel = await self._open_channel(publisher_confirms=True)
             # Fires when the consuming channel is reopened, after a reconnection too.
@@ -466,8 +466,9 @@ class RabbitProvider:
 
     # -- consuming ------------------------------------------------------------------------
 
-    def _on_message(self, message: AbstractIncomingMessage) -> None:
-        # A plain function: aio-pika calls it without creating a task per message.
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # A coroutine function, as aio-pika expects (it wraps a plain function in one
+        # anyway, with a DeprecationWarning per delivery). It never suspends.
         try:
             channel = message.channel
         except aiormq.exceptions.ChannelInvalidStateError:
