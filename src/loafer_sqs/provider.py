@@ -46,6 +46,17 @@ MAX_VISIBILITY = 43_200
 #: Kept clear of the ceiling (clock skew, request latency).
 _VISIBILITY_MARGIN = 60
 
+
+def _is_seconds(value: Any) -> bool:
+    """A finite number >= 0 (not a bool)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
 _RECEIVE_OPTIONS = frozenset(
     {
         "WaitTimeSeconds",
@@ -199,13 +210,32 @@ class SQSProvider:
         self._max_batch = batch
         visibility = self._receive_options.get("VisibilityTimeout")
         if visibility is not None and (
-            not isinstance(visibility, int) or not 0 <= visibility <= MAX_VISIBILITY
+            not isinstance(visibility, int)
+            or isinstance(visibility, bool)
+            or not 0 <= visibility <= MAX_VISIBILITY
         ):
             raise ConfigurationError("options['VisibilityTimeout'] must be an int from 0 to 43200")
-        if retry_visibility is not None and not 0 <= retry_visibility <= MAX_VISIBILITY:
-            raise ConfigurationError("retry_visibility must be between 0 and 43200 seconds")
-        if settle_linger < 0:
-            raise ConfigurationError("settle_linger must be >= 0")
+        for name in ("AttributeNames", "MessageSystemAttributeNames", "MessageAttributeNames"):
+            names = self._receive_options.get(name)
+            if names is not None and (
+                not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names)
+            ):
+                raise ConfigurationError(
+                    f"options[{name!r}] must be a list of str (e.g. ['All']), got {names!r}"
+                )
+        if retry_visibility is not None and not (
+            _is_seconds(retry_visibility) and retry_visibility <= MAX_VISIBILITY
+        ):
+            raise ConfigurationError(
+                f"retry_visibility must be seconds from 0 to 43200, got {retry_visibility!r}"
+            )
+        for name, value in (
+            ("settle_linger", settle_linger),
+            ("receive_linger", receive_linger),
+            ("close_grace", close_grace),
+        ):
+            if not _is_seconds(value):
+                raise ConfigurationError(f"{name} must be seconds >= 0, got {value!r}")
         self._dead_letter_option = dead_letter_queue
         self._retry_visibility = retry_visibility
         self._linger = settle_linger

@@ -60,6 +60,28 @@ async def test_unknown_options_are_configuration_errors() -> None:
         SQSProvider(None)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"options": {"MessageAttributeNames": "All"}}, "MessageAttributeNames"),
+        ({"options": {"AttributeNames": ["All", 1]}}, "AttributeNames"),
+        ({"options": {"VisibilityTimeout": True}}, "VisibilityTimeout"),
+        ({"retry_visibility": "30"}, "retry_visibility"),
+        ({"retry_visibility": 50_000}, "retry_visibility"),
+        ({"settle_linger": "0.1"}, "settle_linger"),
+        ({"receive_linger": -1}, "receive_linger"),
+        ({"close_grace": float("nan")}, "close_grace"),
+    ],
+)
+def test_wrong_option_types_are_configuration_errors_naming_the_option(
+    kwargs: dict[str, Any], named: str
+) -> None:
+    # a string where boto wants a list was silently spread into ["A", "l", "l"]; a str
+    # number raised a raw TypeError; a bool passed for an int
+    with pytest.raises(ConfigurationError, match=named):
+        SQSProvider("q", region_name="us-east-1", **kwargs)
+
+
 async def test_missing_queue_is_configuration_error(client_options: dict[str, Any]) -> None:
     provider = SQSProvider("loafer-sqs-does-not-exist", **client_options)
     with pytest.raises(ConfigurationError, match="does not exist"):
