@@ -99,6 +99,8 @@ class Receipt:
     group: str | None = None
     extended_at: float = 0.0
     settled: bool = False
+    #: the lease extension in flight, if any: a settle's visibility change waits for it
+    extension: asyncio.Future[None] | None = None
 
     def visibility_cap(self, now: float) -> int:
         """Longest visibility (seconds) still allowed for this message."""
@@ -109,6 +111,8 @@ class Receipt:
 class _Visibility:
     receipt: Receipt
     seconds: int
+    #: a lease extension: dropped if its delivery is settled before it is (re)sent
+    extension: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -263,6 +267,7 @@ class SQSProvider:
         self._completions = 0
         self._outstanding = 0
         self._settled = 0
+        self._deferred: set[asyncio.Task[None]] = set()
         self._parallel = 1
         self._max_parallel = 1
         self._deleter: Batcher[Receipt] | None = None
@@ -460,6 +465,7 @@ class SQSProvider:
         await asyncio.gather(*receivers, return_exceptions=True)
         self._receivers.clear()
         assert self._visibility is not None
+        await self._settle_deferred()
         for delivery in self._buffer:
             receipt: Receipt = delivery.token
             receipt.settled = True
@@ -481,6 +487,7 @@ class SQSProvider:
 
     async def flush(self) -> None:
         """Wait until every settlement queued so far has been sent (or given up)."""
+        await self._settle_deferred()
         for batcher in (self._rejecter, self._deleter, self._visibility):
             if batcher is not None:
                 await batcher.flush()
@@ -685,13 +692,13 @@ class SQSProvider:
         if kind is OutcomeKind.ACCEPT:
             self._deleter.add(receipt)
         elif kind is OutcomeKind.RELEASE:
-            self._visibility.add(_Visibility(receipt, 0))
+            self._change_visibility(_Visibility(receipt, 0))
         elif kind is OutcomeKind.RETRY:
             delay = outcome.delay if outcome.delay is not None else self._retry_visibility
             if delay is not None:
                 now = time.monotonic()
                 seconds = max(0, min(math.ceil(delay), receipt.visibility_cap(now)))
-                self._visibility.add(_Visibility(receipt, seconds))
+                self._change_visibility(_Visibility(receipt, seconds))
         elif kind is OutcomeKind.REJECT:
             reason = outcome.reason or "rejected"
             if self._dlq_url is None:
@@ -706,6 +713,29 @@ class SQSProvider:
             else:
                 self._rejecter.add(_Reject(delivery, reason))
         self._changed.set()
+
+    def _change_visibility(self, change: _Visibility) -> None:
+        """Queue a settle's visibility change, after the delivery's lease extension if one
+        is in flight (sent after it, the extension would hide the message again)."""
+        assert self._visibility is not None
+        extension = change.receipt.extension
+        if extension is None or extension.done():
+            self._visibility.add(change)
+            return
+        task = asyncio.get_running_loop().create_task(self._change_after(extension, change))
+        self._deferred.add(task)
+        task.add_done_callback(self._deferred.discard)
+
+    async def _change_after(self, extension: asyncio.Future[None], change: _Visibility) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(extension)
+        if self._visibility is not None:
+            self._visibility.add(change)
+
+    async def _settle_deferred(self) -> None:
+        """Wait for visibility changes waiting on an extension to be queued."""
+        while self._deferred:
+            await asyncio.gather(*list(self._deferred), return_exceptions=True)
 
     async def extend_leases(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Set each delivery's visibility to ``seconds`` from now (batched, 10 per call).
@@ -732,7 +762,9 @@ class SQSProvider:
                 )
                 continue
             receipt.extended_at = now
-            futures.append(self._visibility.submit(_Visibility(receipt, wanted)))
+            future = self._visibility.submit(_Visibility(receipt, wanted, extension=True))
+            receipt.extension = future
+            futures.append(future)
         if futures:
             results = await asyncio.gather(*futures, return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
@@ -749,14 +781,23 @@ class SQSProvider:
         return _failures(response, len(receipts))
 
     async def _send_visibility(self, entries: Sequence[_Visibility]) -> dict[int, Failure]:
+        # an extension (first try or retry) of a delivery settled meanwhile is dropped
+        send = [i for i, e in enumerate(entries) if not (e.extension and e.receipt.settled)]
+        if not send:
+            return {}
         response = await self._client.change_message_visibility_batch(
             QueueUrl=self._queue_url,
             Entries=[
-                {"Id": str(i), "ReceiptHandle": e.receipt.handle, "VisibilityTimeout": e.seconds}
-                for i, e in enumerate(entries)
+                {
+                    "Id": str(n),
+                    "ReceiptHandle": entries[i].receipt.handle,
+                    "VisibilityTimeout": entries[i].seconds,
+                }
+                for n, i in enumerate(send)
             ],
         )
-        return _failures(response, len(entries))
+        failures = _failures(response, len(send))
+        return {send[n]: failure for n, failure in failures.items()}
 
     def _dead_letter_entry(self, index: int, reject: _Reject) -> dict[str, Any]:
         message: Mapping[str, Any] = reject.delivery.raw

@@ -601,3 +601,43 @@ async def test_lease_extensions_are_batched(
             await provider.settle(delivery, ACCEPT)
     finally:
         await provider.close()
+
+
+@pytest.mark.parametrize("outcome", [RELEASE, RETRY(0)], ids=["release", "retry-0"])
+async def test_a_retried_lease_extension_does_not_hide_a_settled_message_again(
+    outcome: Any, make_queue: MakeQueue, client_options: dict[str, Any], sqs: Any
+) -> None:
+    from aiobotocore.session import get_session
+
+    url = await make_queue(visibility=30)
+    await send_bodies(sqs, url, ["a"])
+    session = get_session()
+    failed = asyncio.Event()
+
+    def fail_first_visibility_call(request: Any, **_: Any) -> None:
+        target = request.headers.get("X-Amz-Target", b"")
+        target = target.decode() if isinstance(target, bytes) else str(target)
+        if target.endswith("ChangeMessageVisibilityBatch") and not failed.is_set():
+            failed.set()
+            raise ConnectionResetError("injected transient failure")
+
+    session.register("before-send.sqs", fail_first_visibility_call)
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, session=session, **client_options)
+    await provider.start(1)
+    try:
+        async with asyncio.timeout(20):
+            deliveries: list[Delivery] = []
+            while not deliveries:
+                deliveries = list(await provider.fetch(1))
+            [delivery] = deliveries
+            # the lease loop extends; its batch call fails and will be retried...
+            extension = asyncio.create_task(provider.extend_leases([delivery], 30))
+            await failed.wait()
+            # ... while the handler finishes: visible again at once
+            await provider.settle(delivery, outcome)
+            await provider.flush()
+            await asyncio.gather(extension, return_exceptions=True)
+            got = await sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2, MaxNumberOfMessages=1)
+            assert got.get("Messages"), "the retried extension hid the settled message again"
+    finally:
+        await provider.close()
