@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -76,19 +77,21 @@ CONFIG_CONDITIONS = frozenset(
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None and "@" not in parts.netloc:
+    """Return ``url`` with any password replaced by ``***``.
+
+    Works on the raw string (everything between ``scheme://`` and the last ``@``), not
+    on what ``urlsplit`` makes of it: an unencoded ``#``, ``/`` or ``?`` in a password
+    would hide the ``@`` from ``urlsplit`` and leave the password in clear.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<url with credentials>" if "@" in url else url
+    at = rest.rfind("@")
+    if at < 0:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    creds = f"{user}:***@" if parts.password is not None else f"{user}@"
-    return parts._replace(netloc=creds + host).geturl()
+    creds, host = rest[:at], rest[at + 1 :]
+    user, colon, _ = creds.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,16 @@ class ConnectionSettings:
     reconnect_max_delay: float = 10.0
     container_id: str | None = None
 
+    def __post_init__(self) -> None:
+        heartbeat = self.heartbeat
+        if heartbeat is not None and (
+            isinstance(heartbeat, bool)
+            or not isinstance(heartbeat, int | float)
+            or not math.isfinite(heartbeat)
+            or heartbeat < 0
+        ):
+            raise ConfigurationError(f"heartbeat must be seconds >= 0 or None, got {heartbeat!r}")
+
     @classmethod
     def from_url(
         cls,
@@ -125,8 +138,12 @@ class ConnectionSettings:
         try:
             parts = urlsplit(url)
             port = parts.port
-        except ValueError as exc:
-            raise ConfigurationError(f"invalid AMQP URL {mask_url(url)!r}: {exc}") from None
+        except ValueError:
+            # urllib's message may quote part of the password: give a fixed hint instead
+            raise ConfigurationError(
+                f"invalid AMQP URL {mask_url(url)!r}: check the port, and percent-encode "
+                "special characters (such as / # ? @ :) in the user and password"
+            ) from None
         scheme = parts.scheme.lower()
         if scheme not in {"amqp", "amqps"}:
             raise ConfigurationError(
@@ -253,6 +270,11 @@ class _SafeIncoming(IncomingMessageHandler):
                 dlv.local.condition = Condition("loafer:undecodable", str(exc)[:512])
                 dlv.update(ProtonDelivery.REJECTED)
                 dlv.settle()
+                # its credit was used: ask for it back (else N such messages stall a
+                # consumer of capacity N for good)
+                replenish = getattr(self.delegate, "request_replenish", None)
+                if callable(replenish):
+                    replenish()
                 return
             link.advance()
             event.message = message

@@ -7,6 +7,7 @@ outcome table and the reconnect behaviour.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from collections import deque
@@ -439,6 +440,15 @@ class AMQPProvider:
         token = delivery.token
         assert isinstance(token, _Token)
         if token.client is not self._client or token.generation < self._min_generation:
+            return
+        if self._receiving_paused:
+            # the drain began while it was on its way: back to the broker at once
+            token.settled = True
+            client = token.client
+            with contextlib.suppress(ProviderError):  # reactor gone: the broker requeues it
+                client.call(
+                    client.settle_delivery, token.seq, token.generation, RELEASE.kind, None, None
+                )
             return
         self._buffer.append(delivery)
         self._wake()

@@ -425,3 +425,50 @@ async def test_virtual_host_in_the_open_frame(
     other = make_provider(queue, virtual_host="vhost:no-such-vhost-loafer")
     with pytest.raises(ConfigurationError, match="unauthorized-access"):
         await other.start(1)
+
+
+async def test_deliveries_on_their_way_when_the_drain_begins_are_released(
+    amqp_url: str, broker: Broker, queue: str
+) -> None:
+    from proton import Message
+
+    from .rawsend import send_raw
+
+    provider = AMQPProvider(amqp_url, f"/amq/queue/{queue}", fetch_wait=2.0)
+    try:
+        await provider.start(5)
+        # Three messages arrive while the event loop is busy (a handler doing sync work):
+        # the reactor receives them and posts them to the loop, which has not run them yet.
+        payloads = [Message(body=str(i).encode(), inferred=True).encode() for i in range(3)]
+        assert send_raw(amqp_url, f"/amq/queue/{queue}", payloads) == ["accepted"] * 3
+        time.sleep(0.5)  # noqa: ASYNC251 - blocks the loop on purpose, as a sync handler would
+        await provider.stop_fetching()  # the drain begins
+        # never handed out: back on the queue for other consumers at once, not at close
+        await broker.wait_depth(queue, 3, timeout=10.0)
+    finally:
+        await asyncio.wait_for(provider.close(), 20)
+
+
+async def test_an_undecodable_message_does_not_eat_the_credit(
+    amqp_url: str, broker: Broker, queue: str
+) -> None:
+    from .rawsend import UNDECODABLE, send_raw
+
+    address = f"/amq/queue/{queue}"
+    outcomes = await asyncio.wait_for(
+        asyncio.to_thread(send_raw, amqp_url, address, [UNDECODABLE]), 15
+    )
+    assert outcomes == ["accepted"]
+    await broker.put(queue, b'{"good": true}')
+    provider = AMQPProvider(amqp_url, address, fetch_wait=1.0)
+    try:
+        await provider.start(1)  # capacity 1: the rejected one's credit must come back
+        await broker.wait_depth(f"{queue}.dlq", 1, timeout=10)
+        got: list[Delivery] = []
+        async with asyncio.timeout(10):
+            while not got:
+                got = list(await provider.fetch(1))
+        assert got[0].raw == b'{"good": true}'
+        await provider.settle(got[0], ACCEPT)
+    finally:
+        await asyncio.wait_for(provider.close(), 20)

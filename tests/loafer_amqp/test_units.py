@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from proton import Delivery as ProtonDelivery
 
-from loafer_amqp import AMQPProvider
+from loafer_amqp import AMQPProvider, AMQPPublisher
+from loafer_amqp._bridge import mask_url
 from loafer_amqp.provider import MAX_REASON, _ReceiverClient
 from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import OutcomeKind
@@ -180,3 +181,30 @@ def test_an_undecodable_transfer_is_rejected_not_raised(monkeypatch: pytest.Monk
     good = FakeIncoming(Message(body="fine").encode())
     handler.on_delivery(FakeEvent(good))
     assert seen == ["fine"] and not good.settled  # handed on, settled later by the provider
+
+
+@pytest.mark.parametrize("sep", ["#", "/", "?", "@"])
+@pytest.mark.parametrize("cls", [AMQPProvider, AMQPPublisher])
+def test_a_password_with_unencoded_special_characters_never_shows(sep: str, cls: Any) -> None:
+    secret = "Xy7s3cr"
+    url = f"amqp://guest:{secret}{sep}tail@127.0.0.1:5672"
+    try:
+        provider = cls(url, "/amq/queue/x")
+    except ConfigurationError as exc:
+        assert secret not in str(exc), str(exc)
+    else:
+        assert secret not in repr(provider)
+        assert secret not in mask_url(url)
+
+
+def test_a_numeric_password_prefix_never_shows_in_the_error() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        AMQPProvider("amqp://guest:424242/tail@127.0.0.1:5672", "/amq/queue/x")
+    assert "424242" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("heartbeat", [-5, float("nan"), float("inf"), True, "60"])
+def test_a_bad_heartbeat_is_a_configuration_error(heartbeat: Any) -> None:
+    # it used to kill the reactor thread at start: a ProviderError retried for ever
+    with pytest.raises(ConfigurationError, match="heartbeat"):
+        AMQPProvider("amqp://guest:guest@127.0.0.1:5672", "/amq/queue/x", heartbeat=heartbeat)
