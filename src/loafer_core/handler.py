@@ -3,7 +3,8 @@
 A handler is any of:
 
 - ``async def handler(content, metadata)``: awaited on the event loop;
-- a plain function: run in the default thread pool, with the caller's contextvars;
+- a plain function: run on threads of its route (up to ``max_concurrency``), with the
+  caller's contextvars;
 - an object with ``handle(content, metadata)`` (sync or async) and an optional sync
   ``stop()`` called once at shutdown;
 - an object whose ``__call__`` is ``async``: awaited (Loafer 2.x ran it in a thread and
