@@ -32,7 +32,7 @@ from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import RELEASE, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Delivery, Drainable, LeaseExtender, Support
-from loafer_core.route import Route
+from loafer_core.route import Route, _really_cancelled
 
 __all__ = ["Dispatcher"]
 
@@ -42,12 +42,6 @@ _STOP: Any = object()
 
 #: A worker yields to the event loop at least once per this many deliveries.
 _YIELD_EVERY = 32
-
-
-def _really_cancelled() -> bool:
-    """True if the current task is being cancelled (not merely seeing a stray CancelledError)."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
 
 
 class Dispatcher:
@@ -353,7 +347,7 @@ class Dispatcher:
 
     async def _worker(self) -> None:
         route, ready = self.route, self._ready
-        process, provider_settle, forget = route.process, self.provider.settle, self._forget
+        process, settle = route.process, self._settle
         # A provider that hands out and settles without ever suspending (the memory broker
         # with a backlog) would otherwise keep the event loop to this worker: no timers,
         # no stop(), no signal handlers. Yield once every _YIELD_EVERY deliveries.
@@ -381,17 +375,7 @@ class Dispatcher:
                         delivery.message_id,
                     )
                     outcome = RETRY()  # counted, so max_attempts still bounds it
-                # settle inline (the common case); _settle_again retries a failure
-                try:
-                    await provider_settle(delivery, outcome)
-                except asyncio.CancelledError as exc:
-                    if _really_cancelled():
-                        raise
-                    await self._settle_again(delivery, outcome, exc)
-                except Exception as exc:
-                    await self._settle_again(delivery, outcome, exc)
-                finally:
-                    forget(delivery)
+                await settle(delivery, outcome)
                 countdown -= 1
                 if not countdown:
                     countdown = _YIELD_EVERY
