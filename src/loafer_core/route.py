@@ -204,41 +204,17 @@ class Route:
             return REJECT(f"max_attempts ({limit}) exceeded: attempt {attempt}")
         try:
             translator = self.translator
-            if translator is None or type(translator) is PassThroughTranslator:
+            if translator is None:
                 content: Any = delivery.raw
-                if translator is not None and (
-                    content is None or (not content and not isinstance(content, int | float))
-                ):
-                    raise TranslationError(
-                        "translator PassThroughTranslator produced empty content"
-                    )
                 metadata: Mapping[str, Any] = delivery.metadata
             else:
                 content, metadata = self._translate(translator, delivery)
-            timeout = self.handler_timeout
-            if timeout is None:
+            if self.handler_timeout is None:  # no asyncio.timeout: it is costly per message
                 result = await self._call(content, metadata)
                 if not (result is True or result is None or isinstance(result, bool | Outcome)):
                     result = await settle_result(result)
             else:
-                deadline = asyncio.timeout(timeout)
-                try:
-                    async with deadline:
-                        result = await self._call(content, metadata)
-                        if not (
-                            result is True or result is None or isinstance(result, bool | Outcome)
-                        ):
-                            result = await settle_result(result)
-                except TimeoutError:
-                    if not deadline.expired():
-                        raise  # the handler's own TimeoutError: an error like any other
-                    logger.error(
-                        "route %r: handler timed out after %ss on message %s; it will be retried",
-                        self.name,
-                        timeout,
-                        delivery.message_id,
-                    )
-                    result = False
+                result = await self._call_with_deadline(content, metadata, delivery)
         except MessageSignal as signal:
             try:
                 outcome = signal.outcome()
@@ -258,6 +234,25 @@ class Route:
         if outcome.kind is OutcomeKind.RETRY:
             return self._finish(outcome, delivery)
         return outcome
+
+    async def _call_with_deadline(
+        self, content: Any, metadata: Mapping[str, Any], delivery: Delivery
+    ) -> Any:
+        """The handler under ``handler_timeout``: an overrun gives ``False`` (RETRY)."""
+        deadline = asyncio.timeout(self.handler_timeout)
+        try:
+            async with deadline:
+                return await settle_result(await self._call(content, metadata))
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the handler's own TimeoutError: an error like any other
+            logger.error(
+                "route %r: handler timed out after %ss on message %s; it will be retried",
+                self.name,
+                self.handler_timeout,
+                delivery.message_id,
+            )
+            return False
 
     @staticmethod
     def _translate(translator: Translator, delivery: Delivery) -> tuple[Any, Mapping[str, Any]]:
