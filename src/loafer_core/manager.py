@@ -69,7 +69,6 @@ class Manager:
         self._dispatchers: list[Dispatcher] = []
         self._signals = 0
         self._task: asyncio.Task[None] | None = None
-        self._running = False
         self._serving = asyncio.Event()  # set while serve() runs (its dispatchers exist)
         self._ended = asyncio.Event()  # set once a serve() has ended, with _fatal
         self._fatal: BaseException | None = None
@@ -122,9 +121,8 @@ class Manager:
 
     async def serve(self, *, forever: bool = True) -> None:
         """Run every route until :meth:`stop` (or one iteration); drain; raise a fatal error."""
-        if self._running:
+        if self._serving.is_set():
             raise RuntimeError("this Manager is already running")
-        self._running = True
         self._ended.clear()
         self._fatal = None
         self._dispatchers = [Dispatcher(route) for route in self.routes]
@@ -163,7 +161,6 @@ class Manager:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         finally:
-            self._running = False
             self._stop_request = None
             self._fatal = fatal
             self._serving.clear()
