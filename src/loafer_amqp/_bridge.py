@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -55,6 +54,7 @@ from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_core.policy import check_number
 
 __all__ = ["ConnectionSettings", "ReactorClient", "mask_url"]
 
@@ -116,14 +116,8 @@ class ConnectionSettings:
     container_id: str | None = None
 
     def __post_init__(self) -> None:
-        heartbeat = self.heartbeat
-        if heartbeat is not None and (
-            isinstance(heartbeat, bool)
-            or not isinstance(heartbeat, int | float)
-            or not math.isfinite(heartbeat)
-            or heartbeat < 0
-        ):
-            raise ConfigurationError(f"heartbeat must be seconds >= 0 or None, got {heartbeat!r}")
+        if self.heartbeat is not None:
+            check_number("AMQP connection", "heartbeat", self.heartbeat, minimum=0)
 
     @classmethod
     def from_url(

@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from loafer_core.errors import ConfigurationError
 
-__all__ = ["Backoff", "RetryPolicy"]
+__all__ = ["Backoff", "RetryPolicy", "check_number"]
 
 
-def _check_number(owner: str, name: str, value: float, *, minimum: float) -> None:
+def check_number(owner: str, name: str, value: Any, *, minimum: float) -> None:
+    """Raise ``ConfigurationError`` naming ``owner(name=...)`` unless ``value`` is a finite
+    number (not a bool) >= ``minimum``. For plugins' settings too."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -43,9 +46,9 @@ class RetryPolicy:
     maximum: float = 300.0
 
     def __post_init__(self) -> None:
-        _check_number("RetryPolicy", "initial", self.initial, minimum=0)
-        _check_number("RetryPolicy", "factor", self.factor, minimum=1)
-        _check_number("RetryPolicy", "maximum", self.maximum, minimum=0)
+        check_number("RetryPolicy", "initial", self.initial, minimum=0)
+        check_number("RetryPolicy", "factor", self.factor, minimum=1)
+        check_number("RetryPolicy", "maximum", self.maximum, minimum=0)
 
     def delay(self, attempt: int | None) -> float:
         """Seconds to wait before attempt ``attempt + 1``."""

@@ -32,6 +32,7 @@ from typing import Any
 
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
+from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_sqs._batch import MAX_BATCH, Batcher, Failure
 from loafer_sqs._client import ClientOptions, open_client
@@ -45,16 +46,6 @@ logger = logging.getLogger("loafer_sqs")
 MAX_VISIBILITY = 43_200
 #: Kept clear of the ceiling (clock skew, request latency).
 _VISIBILITY_MARGIN = 60
-
-
-def _is_seconds(value: Any) -> bool:
-    """A finite number >= 0 (not a bool)."""
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
 
 
 _RECEIVE_OPTIONS = frozenset(
@@ -227,19 +218,18 @@ class SQSProvider:
                 raise ConfigurationError(
                     f"options[{name!r}] must be a list of str (e.g. ['All']), got {names!r}"
                 )
-        if retry_visibility is not None and not (
-            _is_seconds(retry_visibility) and retry_visibility <= MAX_VISIBILITY
-        ):
-            raise ConfigurationError(
-                f"retry_visibility must be seconds from 0 to 43200, got {retry_visibility!r}"
-            )
         for name, value in (
             ("settle_linger", settle_linger),
             ("receive_linger", receive_linger),
             ("close_grace", close_grace),
         ):
-            if not _is_seconds(value):
-                raise ConfigurationError(f"{name} must be seconds >= 0, got {value!r}")
+            check_number("SQSProvider", name, value, minimum=0)
+        if retry_visibility is not None:
+            check_number("SQSProvider", "retry_visibility", retry_visibility, minimum=0)
+            if retry_visibility > MAX_VISIBILITY:
+                raise ConfigurationError(
+                    f"retry_visibility must be at most 43200 seconds, got {retry_visibility!r}"
+                )
         self._dead_letter_option = dead_letter_queue
         self._retry_visibility = retry_visibility
         self._linger = settle_linger
