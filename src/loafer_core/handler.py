@@ -18,12 +18,15 @@ An error handler is ``(exc_type, exc, message)``, sync or async, returning a ``b
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import inspect
+import itertools
+import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -73,85 +76,211 @@ def _as_async(fn: Callable[..., Any]) -> AsyncCall:
     return InThreads(fn)
 
 
+GROW_AFTER = 0.02
+"""Seconds a sync handler's call may wait for a thread before its route starts more."""
+
+
+def _core_threads() -> int:
+    """Threads a sync route starts at once, as needed: the size of the event loop's
+    default executor (``min(32, cpus + 4)``), so a sync route starts like
+    ``asyncio.to_thread``; more come only when calls wait (see :class:`InThreads`)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
 class InThreads:
     """Calls a sync function on daemon threads of its own, with the caller's contextvars.
 
-    Up to ``max_workers`` threads (the route sets its ``max_concurrency``), started as
-    needed. Daemon threads, not the event loop's default executor: a sync handler stuck
-    for good, once cancelled by ``handler_timeout`` or a forced stop, cannot keep the
-    process from exiting (the default executor is joined at exit). :meth:`close` lets
-    the threads end without waiting for them.
+    Up to ``max_workers`` threads (the route sets its ``max_concurrency``). The first
+    ``core`` (as many as the event loop's default executor has) start as soon as a call
+    finds no idle thread; beyond them, a thread starts for each call that has waited
+    ``grow_after`` seconds (:data:`GROW_AFTER` by default) without one. Short handlers
+    (microseconds to a few milliseconds) so keep to a few threads, which is cheaper
+    under the GIL than one per slot; blocking handlers (I/O, sleeps, a barrier) get one
+    thread per slot within a few tens of milliseconds. Threads end only at :meth:`close`.
+
+    Results come back to the event loop in batches: a thread that finishes while the
+    loop has not yet collected earlier results adds its own to them instead of waking
+    the loop again (``run_in_executor`` wakes it once per call).
+
+    Daemon threads, not the event loop's default executor: a sync handler stuck for good,
+    once cancelled by ``handler_timeout`` or a forced stop, cannot keep the process from
+    exiting (the default executor is joined at exit). :meth:`close` lets the threads end
+    without waiting for them.
     """
 
-    def __init__(self, fn: Callable[..., Any], max_workers: int = 10) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        max_workers: int = 10,
+        *,
+        core: int | None = None,
+        grow_after: float = GROW_AFTER,
+    ) -> None:
         self.fn = fn
         self.max_workers = max_workers
-        self._executor: _DaemonThreads | None = None
+        self.core = _core_threads() if core is None else core
+        self.grow_after = grow_after
+        self._pool: _Threads | None = None
+        self._watch: asyncio.TimerHandle | None = None
+
+    @property
+    def threads(self) -> int:
+        """How many threads are running now."""
+        return 0 if self._pool is None else self._pool.threads
 
     async def __call__(self, *args: Any) -> Any:
-        executor = self._executor
-        if executor is None:
-            executor = self._executor = _DaemonThreads(self.max_workers)
         loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        return await loop.run_in_executor(executor, functools.partial(context.run, self.fn, *args))
+        pool = self._pool
+        if pool is None or pool.loop is not loop:
+            self.close()
+            pool = self._pool = _Threads(loop, self.max_workers, self.core)
+        future = loop.create_future()
+        pool.submit(future, contextvars.copy_context().run, self.fn, args)
+        if self._watch is None and pool.full:
+            pool.starving()  # marks the calls made so far
+            self._watch = loop.call_later(self.grow_after, self._grow, pool)
+        return await future
+
+    def _grow(self, pool: _Threads) -> None:
+        """A thread for each call that has waited since the last look; look again while
+        calls wait and more threads may start."""
+        self._watch = None
+        if pool is not self._pool:
+            return  # closed
+        pool.grow(pool.starving())
+        if pool.waiting and pool.can_grow:
+            self._watch = pool.loop.call_later(self.grow_after, self._grow, pool)
 
     def close(self) -> None:
         """Let the threads end once idle (a thread still running is not waited for)."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
+        pool, self._pool = self._pool, None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+        if pool is not None:
+            pool.close()
 
 
-class _DaemonThreads(concurrent.futures.Executor):
-    """A minimal thread pool of daemon threads (see :class:`InThreads`)."""
+class _Threads:
+    """The daemon threads of one :class:`InThreads` on one event loop.
 
-    def __init__(self, max_workers: int) -> None:
+    A call that finds no idle thread starts one while there are fewer than ``core``;
+    :meth:`grow` starts more, up to ``max_workers``. Each call's result is set on its
+    asyncio future by the loop, in batches (see :meth:`_collect`).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_workers: int, core: int) -> None:
+        self.loop = loop
         self._max_workers = max(1, max_workers)
+        self._core = max(1, min(core, self._max_workers))
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._threads = 0
+        self._results: deque[tuple[asyncio.Future[Any], bool, Any]] = deque()
+        self._collecting = False  # a _collect is scheduled on the loop and has not begun
+        self.threads = 0
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._closed = False
+        # Calls submitted / taken by a thread. Heuristics for grow(), not exact: the
+        # threads update _taken without a lock (next() on the count is atomic; a stale
+        # write can only make a call look waiting a little longer).
+        self._submitted = 0
+        self._takes = itertools.count(1)
+        self._taken = 0
+        self._marked = 0
+
+    @property
+    def full(self) -> bool:
+        """True when the core threads are all started and more may be."""
+        return self._core <= self.threads < self._max_workers
+
+    @property
+    def can_grow(self) -> bool:
+        return self.threads < self._max_workers
+
+    @property
+    def waiting(self) -> int:
+        """Calls submitted that no thread has taken yet."""
+        return max(0, self._submitted - self._taken)
+
+    def starving(self) -> int:
+        """Calls submitted before the previous call of this method and not taken yet."""
+        behind = self._marked - self._taken
+        self._marked = self._submitted
+        return max(0, behind)
+
+    def grow(self, n: int) -> None:
+        """Start up to ``n`` more threads (never more than ``max_workers`` in all)."""
+        with self._lock:
+            for _ in range(min(n, self._max_workers - self.threads)):
+                self._start()
+
+    def _start(self) -> None:  # with self._lock held
+        self.threads += 1
+        threading.Thread(
+            target=self._run, name=f"loafer-handler-{self.threads}", daemon=True
+        ).start()
 
     def submit(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
+        self,
+        future: asyncio.Future[Any],
+        run: Callable[..., Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+    ) -> None:
+        """Have a thread call ``run(fn, *args)`` and set ``future`` to what it returns or
+        raises (unless ``future`` is cancelled first: then the call may be skipped)."""
         if self._closed:
             raise RuntimeError("cannot run a handler after its threads were closed")
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._work.put((future, fn, args, kwargs))
+        self._submitted += 1
+        self._work.put((future, run, fn, args))
         if not self._idle.acquire(blocking=False):
             with self._lock:
-                if self._threads < self._max_workers:
-                    self._threads += 1
-                    threading.Thread(
-                        target=self._run, name=f"loafer-handler-{self._threads}", daemon=True
-                    ).start()
-        return future
+                if self.threads < self._core:
+                    self._start()
 
     def _run(self) -> None:
-        work = self._work
+        work, results, takes = self._work, self._results, self._takes
         while True:
             item = work.get()
             if item is None:
                 work.put(None)  # wake the next thread: they all end
                 return
-            future, fn, args, kwargs = item
+            self._taken = next(takes)
+            future, run, fn, args = item
             del item
-            if future.set_running_or_notify_cancel():
+            if not future.cancelled():  # a read of its state, safe from any thread
                 try:
-                    result = fn(*args, **kwargs)
+                    results.append((future, True, run(fn, *args)))
                 except BaseException as exc:
-                    future.set_exception(exc)
+                    results.append((future, False, exc))
                     del exc
-                else:
-                    future.set_result(result)
-                    del result
-            del future, fn, args, kwargs
+                # Wake the loop unless a _collect is already scheduled and not yet begun:
+                # that one will take this result too (it clears the flag before it takes).
+                if not self._collecting:
+                    self._collecting = True
+                    # RuntimeError: the loop is closed, nobody waits for the result any more
+                    with contextlib.suppress(RuntimeError):
+                        self.loop.call_soon_threadsafe(self._collect)
+            del future, run, fn, args
             self._idle.release()
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def _collect(self) -> None:
+        """On the loop: set the futures of every result the threads have left."""
+        self._collecting = False
+        results = self._results
+        while results:
+            future, ok, value = results.popleft()
+            if future.done():
+                continue  # cancelled while its call ran
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, StopIteration):  # a future refuses it
+                future.set_exception(RuntimeError(f"handler raised {value!r}"))
+            else:
+                future.set_exception(value)
+
+    def close(self) -> None:
+        """Let the threads end once the work queued before this is done."""
         self._closed = True
         self._work.put(None)
 
