@@ -11,11 +11,12 @@ For each route it:
 - settles every delivery with its outcome, retrying a failed settle with backoff;
 - extends the leases of unsettled deliveries on providers that support it;
 - retries failed fetches with exponential backoff and jitter; a ``ConfigurationError``
-  is fatal and propagates;
+  (from start, fetch, settle or a lease extension) is fatal: the route drains and
+  :meth:`Dispatcher.run` raises it;
 - on :meth:`Dispatcher.stop`, drains: stops fetching, RELEASEs fetched-but-unstarted
   deliveries at once, lets in-flight handlers finish (until ``stop(now=True)`` or the
-  manager's deadline), RELEASEs what was cut short, calls the handler's ``stop()`` and
-  closes the provider.
+  manager's deadline), RELEASEs the deliveries of handlers cut short and sends a settle
+  cut short again, calls the handler's ``stop()`` and closes the provider.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Dispatcher:
         #: ... and once stop(now=True) was called, the longest it may still take
         self.forced_grace = forced_grace
         self._unsettled: dict[Delivery, float] = {}
+        self._cut: dict[Delivery, Outcome] = {}  # settles the shutdown cut short
         self._ready: deque[Delivery] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
         self._keys: dict[str, deque[Delivery]] = {}
@@ -116,6 +118,13 @@ class Dispatcher:
             fetching.cancel()
         self._wake_all()
 
+    def _fail(self, exc: ConfigurationError) -> None:
+        """The provider says its configuration is wrong (queue gone, access refused): no
+        retry can help. Stop the route; run() raises ``exc`` once it has drained."""
+        if self._fatal is None:
+            self._fatal = exc
+        self.stop()
+
     async def run(self, *, once: bool = False, shutdown_timeout: float | None = None) -> None:
         """Run the route until :meth:`stop` (or, with ``once``, for one fetch).
 
@@ -152,7 +161,9 @@ class Dispatcher:
             if lease_task is not None:
                 await asyncio.gather(lease_task, return_exceptions=True)
             if self._unsettled:
-                await self._release_all(list(self._unsettled))
+                # a handler cancelled by the shutdown: RELEASE; a settle it cut short: again
+                cut = self._cut
+                await self._settle_all([(d, cut.pop(d, RELEASE)) for d in list(self._unsettled)])
             route.stop()
             await self._close_provider()
         if self._fatal is not None:
@@ -271,8 +282,7 @@ class Dispatcher:
             error = exc  # the provider raised CancelledError itself: a failure like any other
         except ConfigurationError as exc:
             self._fetching = None  # so that stop() does not cancel this very task
-            self._fatal = exc
-            self.stop()
+            self._fail(exc)
             return
         except Exception as exc:
             error = exc
@@ -412,14 +422,19 @@ class Dispatcher:
     async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
         try:
             await self.provider.settle(delivery, outcome)
+        except ConfigurationError as exc:
+            self._settle_failed(delivery, outcome, 1, exc)
+            self._fail(exc)
         except asyncio.CancelledError as exc:
             if _really_cancelled():
+                # cut short by the shutdown: the delivery stays unsettled, and run() sends
+                # this outcome again once the workers have ended
+                self._cut[delivery] = outcome
                 raise
             await self._settle_again(delivery, outcome, exc)
         except Exception as exc:
             await self._settle_again(delivery, outcome, exc)
-        finally:
-            self._forget(delivery)
+        self._forget(delivery)
 
     async def _settle_again(self, delivery: Delivery, outcome: Outcome, exc: BaseException) -> None:
         """The first settle failed: retry with backoff, up to ``settle_attempts`` in all."""
@@ -427,16 +442,7 @@ class Dispatcher:
         while True:
             failures += 1
             if failures >= self.settle_attempts or self._now.is_set():
-                logger.error(
-                    "route %r: could not settle message %s with %r after %d tries "
-                    "(%s: %s); the broker will deliver it again",
-                    self.route.name,
-                    delivery.message_id,
-                    outcome,
-                    failures,
-                    type(exc).__name__,
-                    exc,
-                )
+                self._settle_failed(delivery, outcome, failures, exc)
                 return
             delay = self.backoff.delay(failures)
             logger.warning(
@@ -451,12 +457,31 @@ class Dispatcher:
             try:
                 await self.provider.settle(delivery, outcome)
                 return
+            except ConfigurationError as again:
+                self._settle_failed(delivery, outcome, failures + 1, again)
+                self._fail(again)
+                return
             except asyncio.CancelledError as again:
                 if _really_cancelled():
+                    self._cut[delivery] = outcome
                     raise
                 exc = again
             except Exception as again:
                 exc = again
+
+    def _settle_failed(
+        self, delivery: Delivery, outcome: Outcome, tries: int, exc: BaseException
+    ) -> None:
+        logger.error(
+            "route %r: could not settle message %s with %r after %d tries (%s: %s); the "
+            "broker will deliver it again",
+            self.route.name,
+            delivery.message_id,
+            outcome,
+            tries,
+            type(exc).__name__,
+            exc,
+        )
 
     def _forget(self, delivery: Delivery) -> None:
         """A delivery is settled (or given up on): free its slot."""
@@ -468,16 +493,25 @@ class Dispatcher:
             self._wake_fetcher()
 
     async def _release_all(self, deliveries: list[Delivery]) -> None:
-        if not deliveries:
+        await self._settle_all([(d, RELEASE) for d in deliveries])
+
+    async def _settle_all(self, settlements: list[tuple[Delivery, Outcome]]) -> None:
+        """Settle these at once, bounded (see :meth:`_bounded`); past the bound, the
+        broker delivers them again when their lease or connection ends."""
+        if not settlements:
             return
-        releasing = asyncio.gather(*(self._settle(d, RELEASE) for d in deliveries))
-        if not await self._bounded(releasing):
+        settling = asyncio.gather(*(self._settle(d, o) for d, o in settlements))
+        if not await self._bounded(settling):
             logger.warning(
-                "route %r: releasing %d messages did not finish in time; the broker will "
-                "deliver the unreleased ones again when their lease or connection ends",
+                "route %r: settling %d messages at shutdown did not finish in time; the "
+                "broker will deliver the unsettled ones again when their lease or "
+                "connection ends",
                 self.route.name,
-                len(deliveries),
+                len(settlements),
             )
+            for delivery, _ in settlements:
+                self._cut.pop(delivery, None)
+                self._forget(delivery)  # given up: not tried again
 
     async def _bounded(self, aw: Awaitable[Any]) -> bool:
         """Await ``aw`` for up to ``close_timeout``, and for at most ``forced_grace`` once
@@ -536,6 +570,9 @@ class Dispatcher:
                 await provider.extend_leases(due, duration)
             except asyncio.CancelledError:
                 raise
+            except ConfigurationError as exc:
+                self._fail(exc)
+                return
             except Exception as exc:
                 logger.warning(
                     "route %r: extending %d leases failed (%s: %s)",
@@ -592,8 +629,8 @@ class Dispatcher:
             now_task.cancel()
         if any(not w.done() for w in pending_workers):
             logger.warning(
-                "route %r: %d handlers still running at shutdown were cancelled; their "
-                "messages are released",
+                "route %r: %d handlers or settles still running at shutdown were cancelled; "
+                "their messages are released (a cut settle is sent again)",
                 self.route.name,
                 len(self._unsettled),
             )

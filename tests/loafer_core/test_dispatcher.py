@@ -218,6 +218,42 @@ async def test_configuration_error_from_provider_stops_manager(broker: MemoryBro
         await asyncio.wait_for(Manager([ok_route, missing]).serve(), 10)
 
 
+async def test_configuration_error_from_settle_stops_manager(broker: MemoryBroker) -> None:
+    broker.publish("q", "a")
+    tries = 0
+
+    class AccessRevoked(MemoryProvider):
+        async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+            nonlocal tries
+            tries += 1
+            raise ConfigurationError("queue 'q': access refused; grant the consumer delete")
+
+    route = Route(AccessRevoked(broker, "q", wait=0.1), lambda c, m: True)
+    with pytest.raises(ConfigurationError, match="grant the consumer delete"):
+        await asyncio.wait_for(Manager([route]).serve(), 10)
+    assert tries == 1  # not retried: no retry can help
+    assert broker.in_flight("q") == 1  # unsettled: the broker delivers it again
+
+
+async def test_configuration_error_from_a_lease_extension_stops_manager(
+    broker: MemoryBroker,
+) -> None:
+    broker.declare("leased", lease=0.3)
+    broker.publish("leased", "a")
+
+    class LeaseRefused(MemoryProvider):
+        async def extend_leases(self, deliveries: Sequence[Delivery], duration: float) -> None:
+            raise ConfigurationError("lease extension refused; grant ChangeMessageVisibility")
+
+    async def slow(content: Any, metadata: Any) -> bool:
+        await asyncio.Event().wait()  # until the drain cancels it
+        return True
+
+    route = Route(LeaseRefused(broker, "leased", wait=0.1), slow)
+    with pytest.raises(ConfigurationError, match="ChangeMessageVisibility"):
+        await asyncio.wait_for(Manager([route], shutdown_timeout=0.2).serve(), 10)
+
+
 async def test_route_needing_what_provider_lacks_fails_at_start(broker: MemoryBroker) -> None:
     class Basic(MemoryProvider):
         @property
@@ -327,6 +363,35 @@ async def test_graceful_stop_releases_unstarted_and_finishes_in_flight(
     assert finished == ["k0"]
     kinds = [s.outcome.kind for s in broker.settlements("q")]
     assert kinds.count(OutcomeKind.RELEASE) == 5 and kinds.count(OutcomeKind.ACCEPT) == 1
+
+
+async def test_a_settle_cut_short_by_the_shutdown_deadline_is_sent_again(
+    broker: MemoryBroker,
+) -> None:
+    broker.publish("q", "a")
+    settling = asyncio.Event()
+    calls: list[OutcomeKind] = []
+
+    class SlowFirstSettle(MemoryProvider):
+        async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+            calls.append(outcome.kind)
+            if len(calls) == 1:
+                settling.set()
+                await asyncio.Event().wait()  # the broker does not answer this one
+            await super().settle(delivery, outcome)
+
+    async def quick(content: Any, metadata: Any) -> bool:
+        return True
+
+    manager = Manager([Route(SlowFirstSettle(broker, "q", wait=0.1), quick)], shutdown_timeout=0.2)
+    task = asyncio.create_task(manager.serve())
+    await asyncio.wait_for(settling.wait(), 5)
+    manager.stop()
+    await asyncio.wait_for(task, 5)  # the 0.2 s deadline cut the settle short
+    # not lost in between: the handler's outcome is sent again, not forgotten
+    assert calls == [OutcomeKind.ACCEPT, OutcomeKind.ACCEPT]
+    assert broker.in_flight("q") == 0 and broker.depth("q") == 0
+    assert [s.outcome.kind for s in broker.settlements("q")] == [OutcomeKind.ACCEPT]
 
 
 async def test_stop_now_and_shutdown_timeout_release_in_flight(broker: MemoryBroker) -> None:
