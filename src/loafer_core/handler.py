@@ -18,11 +18,10 @@ An error handler is ``(exc_type, exc, message)``, sync or async, returning a ``b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import inspect
-import itertools
+import logging
 import os
 import queue
 import threading
@@ -40,6 +39,8 @@ __all__ = [
     "adapt_error_handler",
     "adapt_handler",
 ]
+
+logger = logging.getLogger("loafer_core.handler")
 
 Handler = Callable[[Any, Mapping[str, Any]], Any]
 ErrorHandler = Callable[[type[BaseException], BaseException, Any], Any]
@@ -93,7 +94,7 @@ class InThreads:
     Up to ``max_workers`` threads (the route sets its ``max_concurrency``). The first
     ``core`` (as many as the event loop's default executor has) start as soon as a call
     finds no idle thread; beyond them, a thread starts for each call that has waited
-    ``grow_after`` seconds (:data:`GROW_AFTER` by default) without one. Short handlers
+    ``grow_after`` seconds (:data:`GROW_AFTER` by default) without one. Quick handlers
     (microseconds to a few milliseconds) so keep to a few threads, which is cheaper
     under the GIL than one per slot; blocking handlers (I/O, sleeps, a barrier) get one
     thread per slot within a few tens of milliseconds. Threads end only at :meth:`close`.
@@ -102,10 +103,11 @@ class InThreads:
     loop has not yet collected earlier results adds its own to them instead of waking
     the loop again (``run_in_executor`` wakes it once per call).
 
-    Daemon threads, not the event loop's default executor: a sync handler stuck for good,
-    once cancelled by ``handler_timeout`` or a forced stop, cannot keep the process from
-    exiting (the default executor is joined at exit). :meth:`close` lets the threads end
-    without waiting for them.
+    Each event loop that calls gets threads of its own (a pool whose loop has closed is
+    dropped). Daemon threads, not the event loop's default executor: a sync handler stuck
+    for good, once cancelled by ``handler_timeout`` or a forced stop, cannot keep the
+    process from exiting (the default executor is joined at exit). :meth:`close` lets the
+    threads end without waiting for them.
     """
 
     def __init__(
@@ -120,59 +122,52 @@ class InThreads:
         self.max_workers = max_workers
         self.core = _core_threads() if core is None else core
         self.grow_after = grow_after
-        self._pool: _Threads | None = None
-        self._watch: asyncio.TimerHandle | None = None
+        self._pools: dict[asyncio.AbstractEventLoop, _Threads] = {}
 
     @property
     def threads(self) -> int:
-        """How many threads are running now."""
-        return 0 if self._pool is None else self._pool.threads
+        """How many threads are running now (for every event loop)."""
+        return sum(pool.threads for pool in list(self._pools.values()))
 
     async def __call__(self, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        pool = self._pool
-        if pool is None or pool.loop is not loop:
-            self.close()
-            pool = self._pool = _Threads(loop, self.max_workers, self.core)
+        pool = self._pools.get(loop)
+        if pool is None:
+            for old_loop, old in list(self._pools.items()):
+                if old_loop.is_closed():
+                    self._pools.pop(old_loop, None)
+                    old.close()
+            pool = _Threads(loop, self.max_workers, self.core, self.grow_after)
+            self._pools[loop] = pool
         future = loop.create_future()
         pool.submit(future, contextvars.copy_context().run, self.fn, args)
-        if self._watch is None and pool.full:
-            pool.starving()  # marks the calls made so far
-            self._watch = loop.call_later(self.grow_after, self._grow, pool)
         return await future
-
-    def _grow(self, pool: _Threads) -> None:
-        """A thread for each call that has waited since the last look; look again while
-        calls wait and more threads may start."""
-        self._watch = None
-        if pool is not self._pool:
-            return  # closed
-        pool.grow(pool.starving())
-        if pool.waiting and pool.can_grow:
-            self._watch = pool.loop.call_later(self.grow_after, self._grow, pool)
 
     def close(self) -> None:
         """Let the threads end once idle (a thread still running is not waited for)."""
-        pool, self._pool = self._pool, None
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.cancel()
-        if pool is not None:
+        pools = list(self._pools.values())
+        self._pools.clear()
+        for pool in pools:
             pool.close()
 
 
 class _Threads:
-    """The daemon threads of one :class:`InThreads` on one event loop.
+    """The daemon threads of one :class:`InThreads` for one event loop.
 
-    A call that finds no idle thread starts one while there are fewer than ``core``;
-    :meth:`grow` starts more, up to ``max_workers``. Each call's result is set on its
-    asyncio future by the loop, in batches (see :meth:`_collect`).
+    :meth:`submit` (on the loop) queues a call and starts a thread if none is idle and
+    fewer than ``core`` run; while calls wait and more threads may start, a timer on the
+    loop looks every ``grow_after`` seconds and starts a thread for each call that was
+    already waiting at the previous look. Each call's result is set on its asyncio future
+    by the loop, in batches (see :meth:`_collect`).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_workers: int, core: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, max_workers: int, core: int, grow_after: float
+    ) -> None:
         self.loop = loop
         self._max_workers = max(1, max_workers)
         self._core = max(1, min(core, self._max_workers))
+        self._grow_after = grow_after
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._results: deque[tuple[asyncio.Future[Any], bool, Any]] = deque()
         self._collecting = False  # a _collect is scheduled on the loop and has not begun
@@ -180,45 +175,11 @@ class _Threads:
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._closed = False
-        # Calls submitted / taken by a thread. Heuristics for grow(), not exact: the
-        # threads update _taken without a lock (next() on the count is atomic; a stale
-        # write can only make a call look waiting a little longer).
+        self._watch: asyncio.TimerHandle | None = None
+        # Calls submitted (by the loop only); those not yet taken by a thread are the
+        # queue's size, exactly. _marked: calls submitted before the previous look.
         self._submitted = 0
-        self._takes = itertools.count(1)
-        self._taken = 0
         self._marked = 0
-
-    @property
-    def full(self) -> bool:
-        """True when the core threads are all started and more may be."""
-        return self._core <= self.threads < self._max_workers
-
-    @property
-    def can_grow(self) -> bool:
-        return self.threads < self._max_workers
-
-    @property
-    def waiting(self) -> int:
-        """Calls submitted that no thread has taken yet."""
-        return max(0, self._submitted - self._taken)
-
-    def starving(self) -> int:
-        """Calls submitted before the previous call of this method and not taken yet."""
-        behind = self._marked - self._taken
-        self._marked = self._submitted
-        return max(0, behind)
-
-    def grow(self, n: int) -> None:
-        """Start up to ``n`` more threads (never more than ``max_workers`` in all)."""
-        with self._lock:
-            for _ in range(min(n, self._max_workers - self.threads)):
-                self._start()
-
-    def _start(self) -> None:  # with self._lock held
-        self.threads += 1
-        threading.Thread(
-            target=self._run, name=f"loafer-handler-{self.threads}", daemon=True
-        ).start()
 
     def submit(
         self,
@@ -229,23 +190,51 @@ class _Threads:
     ) -> None:
         """Have a thread call ``run(fn, *args)`` and set ``future`` to what it returns or
         raises (unless ``future`` is cancelled first: then the call may be skipped)."""
-        if self._closed:
-            raise RuntimeError("cannot run a handler after its threads were closed")
-        self._submitted += 1
-        self._work.put((future, run, fn, args))
-        if not self._idle.acquire(blocking=False):
-            with self._lock:
-                if self.threads < self._core:
-                    self._start()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot run a handler after its threads were closed")
+            self._submitted += 1
+            self._work.put((future, run, fn, args))
+            if not self._idle.acquire(blocking=False) and self.threads < self._core:
+                self._start()
+        if self._watch is None and self._core <= self.threads < self._max_workers:
+            self._marked = self._submitted
+            self._watch = self.loop.call_later(self._grow_after, self._look)
+
+    def _look(self) -> None:
+        """On the loop: a thread for each call submitted before the previous look and
+        still waiting; look again while calls wait and more threads may start."""
+        self._watch = None
+        with self._lock:
+            if self._closed:
+                return
+            waiting = self._work.qsize()
+            taken = self._submitted - waiting
+            for _ in range(min(self._marked - taken, self._max_workers - self.threads)):
+                self._start()
+            self._marked = self._submitted
+            if waiting and self.threads < self._max_workers:
+                self._watch = self.loop.call_later(self._grow_after, self._look)
+
+    def _start(self) -> None:  # with self._lock held
+        self.threads += 1
+        try:
+            threading.Thread(
+                target=self._run, name=f"loafer-handler-{self.threads}", daemon=True
+            ).start()
+        except RuntimeError:  # "can't start new thread": the process is at its limit
+            self.threads -= 1
+            if self.threads == 0:
+                raise
+            logger.warning("a sync handler's thread could not start; %d run", self.threads)
 
     def _run(self) -> None:
-        work, results, takes = self._work, self._results, self._takes
+        work, results = self._work, self._results
         while True:
             item = work.get()
             if item is None:
                 work.put(None)  # wake the next thread: they all end
                 return
-            self._taken = next(takes)
             future, run, fn, args = item
             del item
             if not future.cancelled():  # a read of its state, safe from any thread
@@ -258,9 +247,10 @@ class _Threads:
                 # that one will take this result too (it clears the flag before it takes).
                 if not self._collecting:
                     self._collecting = True
-                    # RuntimeError: the loop is closed, nobody waits for the result any more
-                    with contextlib.suppress(RuntimeError):
+                    try:
                         self.loop.call_soon_threadsafe(self._collect)
+                    except RuntimeError:  # the loop is closed: nobody waits any more
+                        results.clear()
             del future, run, fn, args
             self._idle.release()
 
@@ -280,9 +270,10 @@ class _Threads:
                 future.set_exception(value)
 
     def close(self) -> None:
-        """Let the threads end once the work queued before this is done."""
-        self._closed = True
-        self._work.put(None)
+        """Let the threads end once the work queued before this is done (any thread)."""
+        with self._lock:
+            self._closed = True
+            self._work.put(None)
 
 
 async def settle_result(result: Any) -> Any:

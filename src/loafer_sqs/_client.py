@@ -11,6 +11,11 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+# Imported with the plugin, not when a client opens: a missing aiobotocore must make
+# load_provider("sqs") fail, naming the extra to install (loafer_core.plugins).
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
 from loafer_core.errors import ConfigurationError
 from loafer_sqs.errors import translate_error
 
@@ -67,8 +72,6 @@ class ClientOptions:
 
     def client_kwargs(self, max_pool_connections: int) -> tuple[Any, str | None, dict[str, Any]]:
         """``(session, profile_name, kwargs for session.create_client)``."""
-        from aiobotocore.config import AioConfig
-
         kwargs = dict(self._options)
         session = kwargs.pop("session", None)
         profile = kwargs.pop("profile_name", None)
@@ -86,12 +89,6 @@ async def open_client(
     max_pool_connections: int = 10,
 ) -> Any:
     """Create a client for ``service`` and register its closing on ``stack``."""
-    try:
-        from aiobotocore.session import get_session
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigurationError(
-            "the SQS provider needs aiobotocore: pip install 'loafer-core[sqs]'"
-        ) from exc
     session, profile, kwargs = options.client_kwargs(max_pool_connections)
     try:
         if session is None:

@@ -135,3 +135,37 @@ async def test_a_call_after_close_starts_new_threads() -> None:
         assert (await asyncio.wait_for(call(), 5)).startswith("loafer-handler-")
     finally:
         call.close()
+
+
+def test_two_event_loops_at_once_each_keep_their_own_threads() -> None:
+    seen: set[int] = set()
+
+    def fn(i: int) -> int:
+        seen.add(threading.get_ident())
+        return i
+
+    call = InThreads(fn, max_workers=8, core=2, grow_after=60)
+    errors: list[BaseException] = []
+
+    def one_loop() -> None:
+        async def rounds() -> None:
+            for _ in range(100):
+                results = await asyncio.wait_for(asyncio.gather(*(call(i) for i in range(8))), 10)
+                assert results == list(range(8))
+
+        try:
+            asyncio.run(rounds())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    loops = [threading.Thread(target=one_loop) for _ in range(2)]
+    try:
+        for t in loops:
+            t.start()
+        for t in loops:
+            t.join(30)
+    finally:
+        call.close()
+    assert not errors
+    # two threads per loop, for good: neither loop closes the other's threads
+    assert len(seen) <= 4

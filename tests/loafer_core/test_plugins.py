@@ -18,6 +18,42 @@ def test_load_memory_provider() -> None:
     assert load_provider("memory") is MemoryProvider
 
 
+@pytest.mark.parametrize(
+    ("name", "library", "extra"),
+    [("sqs", "aiobotocore", "sqs"), ("amqp", "proton", "amqp"), ("rabbit", "aio_pika", "rabbit")],
+)
+def test_our_plugins_without_their_library_name_the_extra(
+    name: str, library: str, extra: str
+) -> None:
+    # a fresh interpreter in which the plugin's library cannot be imported
+    code = textwrap.dedent(
+        f"""
+        import sys
+        class Block:
+            def find_spec(self, fullname, path=None, target=None):
+                if fullname.split(".")[0] == {library!r}:
+                    raise ModuleNotFoundError(f"No module named {{fullname!r}}", name=fullname)
+                return None
+        sys.meta_path.insert(0, Block())
+        from loafer_core import ConfigurationError
+        from loafer_core.plugins import available_providers, load_provider
+        try:
+            load_provider({name!r})
+        except ConfigurationError as exc:
+            print("refused:", exc)
+        else:
+            print("loaded")
+        info = {{i.name: i for i in available_providers()}}[{name!r}]
+        print("loads:", info.loads)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert f"pip install 'loafer-core[{extra}]'" in out, out
+    assert "loads: False" in out, out
+
+
 def test_unknown_name_lists_installed() -> None:
     with pytest.raises(ConfigurationError, match=r"no provider named 'kafka'.*installed: .*memory"):
         load_provider("kafka")
