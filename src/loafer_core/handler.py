@@ -287,6 +287,11 @@ def adapt_handler(handler: Any) -> tuple[AsyncCall, Callable[[], Any] | None, st
     """Return ``(call, stop, description)`` for any supported handler shape."""
     if handler is None:
         raise ConfigurationError("Route(handler=...): a handler is required")
+    if isinstance(handler, type):
+        raise ConfigurationError(
+            f"Route(handler=...): got the class {handler.__name__}; pass an instance "
+            f"({handler.__name__}(...)) or a function"
+        )
     handle = getattr(handler, "handle", None)
     if handle is not None and callable(handle) and not inspect.isfunction(handler):
         stop = getattr(handler, "stop", None)
@@ -294,14 +299,34 @@ def adapt_handler(handler: Any) -> tuple[AsyncCall, Callable[[], Any] | None, st
             raise ConfigurationError(
                 f"Route(handler=...): {type(handler).__name__}.stop must be callable"
             )
-        return _as_async(handle), stop, f"{type(handler).__name__}.handle"
+        what = f"{type(handler).__name__}.handle"
+        _check_arity("handler", handle, what, "(content, metadata)", 2)
+        return _as_async(handle), stop, what
     if not callable(handler):
         raise ConfigurationError(
             "Route(handler=...): expected a callable (content, metadata) or an object with "
             f"a handle(content, metadata) method, got {type(handler).__name__}"
         )
-    name = getattr(handler, "__qualname__", None) or type(handler).__name__
-    return _as_async(handler), None, str(name)
+    name = str(getattr(handler, "__qualname__", None) or type(handler).__name__)
+    _check_arity("handler", handler, name, "(content, metadata)", 2)
+    return _as_async(handler), None, name
+
+
+def _check_arity(argument: str, fn: Any, what: str, expected: str, count: int) -> None:
+    """Refuse, at construction, a callable that cannot take ``count`` positional
+    arguments (it would fail on every message); one whose signature Python cannot tell
+    (some builtins) is taken as it is."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*([None] * count))
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"Route({argument}=...): {what} must accept {expected}, but its signature is "
+            f"{what.rsplit('.', 1)[-1]}{signature} ({exc})"
+        ) from None
 
 
 def adapt_error_handler(error_handler: Any) -> AsyncCall | None:
@@ -313,4 +338,11 @@ def adapt_error_handler(error_handler: Any) -> AsyncCall | None:
             "Route(error_handler=...): expected a callable (exc_type, exc, message), "
             f"got {type(error_handler).__name__}"
         )
+    if isinstance(error_handler, type):
+        raise ConfigurationError(
+            f"Route(error_handler=...): got the class {error_handler.__name__}; pass an "
+            "instance or a function"
+        )
+    name = str(getattr(error_handler, "__qualname__", None) or type(error_handler).__name__)
+    _check_arity("error_handler", error_handler, name, "(exc_type, exc, message)", 3)
     return _as_async(error_handler)

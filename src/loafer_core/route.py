@@ -91,6 +91,11 @@ class Route:
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
+        if isinstance(provider, type):
+            raise ConfigurationError(
+                f"Route(provider=...): got the class {provider.__name__}; pass an instance "
+                f"({provider.__name__}(...))"
+            )
         if not isinstance(provider, Provider):
             raise ConfigurationError(
                 "Route(provider=...): expected a provider with capabilities, start(), "
@@ -107,6 +112,11 @@ class Route:
         chosen = translator if translator is not _UNSET else message_translator
         if chosen is _UNSET:
             chosen = getattr(provider, "default_translator", None) or PassThroughTranslator()
+        if isinstance(chosen, type):
+            raise ConfigurationError(
+                f"Route(translator=...): got the class {chosen.__name__}; pass an instance "
+                f"({chosen.__name__}())"
+            )
         if chosen is not None and not callable(getattr(chosen, "translate", None)):
             raise ConfigurationError(
                 "Route(translator=...): expected an object with translate(raw) or None, "

@@ -70,6 +70,45 @@ def test_missing_handler_and_wrong_provider(provider: MemoryProvider) -> None:
         Route(object(), ok)  # type: ignore[arg-type]
 
 
+def test_classes_and_wrong_signatures_are_refused_at_construction(
+    provider: MemoryProvider,
+) -> None:
+    class Handler:
+        def handle(self, content: Any, metadata: Any) -> bool:
+            return True
+
+    class OneArgHandler:
+        def handle(self, content: Any) -> bool:
+            return True
+
+    def one_arg(content: Any) -> bool:
+        return True
+
+    def no_args() -> bool:
+        return True
+
+    def three(exc_type: Any, exc: Any, message: Any) -> bool:
+        return True
+
+    with pytest.raises(ConfigurationError, match=r"translator=.*class JSONTranslator"):
+        Route(provider, ok, translator=JSONTranslator)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"handler=.*class Handler"):
+        Route(provider, Handler)
+    with pytest.raises(ConfigurationError, match=r"provider=.*class MemoryProvider"):
+        Route(MemoryProvider, ok)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"handler=.*one_arg must accept \(content, meta"):
+        Route(provider, one_arg)
+    with pytest.raises(ConfigurationError, match=r"handler=.*OneArgHandler.handle must accept"):
+        Route(provider, OneArgHandler())
+    with pytest.raises(ConfigurationError, match=r"error_handler=.*no_args must accept"):
+        Route(provider, ok, error_handler=no_args)
+    # what can take the arguments is accepted: defaults, *args, partials, builtins
+    Route(provider, Handler(), error_handler=three)
+    Route(provider, lambda *args: True, error_handler=lambda *a, **k: None)
+    Route(provider, lambda content, metadata, extra=None: True)
+    Route(provider, print)
+
+
 def test_translator_and_message_translator_are_one_thing(provider: MemoryProvider) -> None:
     t = JSONTranslator()
     assert Route(provider, ok, message_translator=t).translator is t
