@@ -10,8 +10,24 @@ The pytest plugin (:mod:`loafer_core.testing.plugin`) registers the ``memory_bro
 fixture.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from loafer_core.provider import Capabilities, Support
-from loafer_core.testing.contract import ProviderContract
 from loafer_core.testing.idle import Report, run_until_idle
 
+if TYPE_CHECKING:
+    from loafer_core.testing.contract import ProviderContract
+
 __all__ = ["Capabilities", "ProviderContract", "Report", "Support", "run_until_idle"]
+
+
+def __getattr__(name: str) -> Any:
+    # The conformance kit is a pytest suite: imported on first use, so run_until_idle
+    # works where pytest is not installed.
+    if name == "ProviderContract":
+        from loafer_core.testing.contract import ProviderContract
+
+        return ProviderContract
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
