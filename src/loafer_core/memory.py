@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import copy
 import heapq
 import itertools
 import threading
@@ -163,7 +164,13 @@ class MemoryBroker:
             q = self._queues[queue]
             mid = message_id or f"m-{next(self._ids)}"
             q.ready.append(
-                MemoryMessage(body, dict(headers or {}), mid, ordering_key, next(self._seq))
+                MemoryMessage(
+                    _snapshot(body),
+                    _snapshot(dict(headers or {})),
+                    mid,
+                    ordering_key,
+                    next(self._seq),
+                )
             )
             if ordering_key is not None:
                 q.keyed += 1
@@ -177,7 +184,9 @@ class MemoryBroker:
         with self._lock:
             q = self._queues[queue]
             seq, ids = self._seq, self._ids
-            q.ready.extend(MemoryMessage(b, {}, f"m-{next(ids)}", None, next(seq)) for b in bodies)
+            q.ready.extend(
+                MemoryMessage(_snapshot(b), {}, f"m-{next(ids)}", None, next(seq)) for b in bodies
+            )
             _wake(q.waiters)
 
     # -- inspection -------------------------------------------------------------------------
@@ -376,10 +385,26 @@ class MemoryBroker:
                     q.in_flight[token] = (entry[0], deadline)
 
 
+_IMMUTABLE = frozenset({bytes, str, int, float, bool, complex, type(None)})
+
+
+def _snapshot(body: Any) -> Any:
+    """``body`` itself when it cannot change, else a deep copy: like a real broker, the
+    queue keeps what was published, whatever the publisher or a handler does to its copy
+    afterwards (a body that cannot be copied is kept as it is)."""
+    if type(body) in _IMMUTABLE:
+        return body
+    try:
+        return copy.deepcopy(body)
+    except Exception:
+        return body
+
+
 class MemoryProvider:
     """Consumes one queue of a :class:`MemoryBroker`.
 
-    ``raw`` and ``body`` of its deliveries are the published body, as published; metadata
+    ``raw`` and ``body`` of its deliveries are the published body, as published (a copy of
+    it when it is mutable, so a handler that changes it cannot change a redelivery); metadata
     holds ``message_id``, ``headers``, ``queue``, ``attempt`` and ``ordering_key``.
     ``wait`` is how long one fetch waits for a message (seconds).
     """
@@ -436,24 +461,29 @@ class MemoryProvider:
         """Take up to ``max_messages``, waiting up to ``wait`` seconds for the first."""
         taken = await self.broker._fetch(self.queue, max_messages, self.wait)
         queue = self.queue
-        return [
-            Delivery(
-                raw=msg.body,
-                body=msg.body,
-                message_id=msg.message_id,
-                metadata={
-                    "message_id": msg.message_id,
-                    "headers": msg.headers,
-                    "queue": queue,
-                    "attempt": msg.attempts,
-                    "ordering_key": msg.ordering_key,
-                },
-                attempt=msg.attempts,
-                ordering_key=msg.ordering_key,
-                token=token,
+        deliveries = []
+        for token, msg in taken:
+            body = msg.body
+            if type(body) not in _IMMUTABLE:
+                body = _snapshot(body)
+            deliveries.append(
+                Delivery(
+                    raw=body,
+                    body=body,
+                    message_id=msg.message_id,
+                    metadata={
+                        "message_id": msg.message_id,
+                        "headers": dict(msg.headers) if msg.headers else {},
+                        "queue": queue,
+                        "attempt": msg.attempts,
+                        "ordering_key": msg.ordering_key,
+                    },
+                    attempt=msg.attempts,
+                    ordering_key=msg.ordering_key,
+                    token=token,
+                )
             )
-            for token, msg in taken
-        ]
+        return deliveries
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Apply ``outcome`` (a stale delivery, whose lease expired, is ignored)."""

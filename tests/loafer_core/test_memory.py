@@ -11,6 +11,28 @@ from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.testing import run_until_idle
 
 
+async def test_the_queue_keeps_what_was_published_whatever_is_done_to_copies(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    body = {"n": 0, "tags": ["a"]}
+    headers = {"trace": ["t1"]}
+    broker.publish("q", body, headers=headers)
+    body["n"] = 99  # the publisher changes its object after publishing
+    headers["trace"].append("t2")
+    await provider.start(10)
+    [first] = await provider.fetch(1)
+    assert first.body == {"n": 0, "tags": ["a"]}
+    assert first.metadata["headers"] == {"trace": ["t1"]}
+    first.body["n"] = 1  # a handler changes its content, then fails
+    first.body["tags"].append("b")
+    first.metadata["headers"]["trace"] = "changed"
+    await provider.settle(first, RETRY())
+    [again] = await provider.fetch(1)
+    assert again.body == {"n": 0, "tags": ["a"]}  # redelivered as published
+    assert again.metadata["headers"] == {"trace": ["t1"]}
+    await provider.settle(again, ACCEPT)
+
+
 async def test_semantics(broker: MemoryBroker, provider: MemoryProvider) -> None:
     broker.publish_many("q", ["a", "b", "c"])
     await provider.start(10)
