@@ -78,7 +78,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
     """Check the docs: every Python block parses, every relative link resolves."""
-    session.install("-e", ".")
+    session.install("-e", ".[docs]")
     session.run("python", "scripts/check_docs.py")
 
 
