@@ -150,7 +150,7 @@ async def raw_broker(n: int, concurrency: int) -> float:
     from loafer_core import ACCEPT
 
     broker = MemoryBroker()
-    broker.publish_many("bench", list(range(n)))
+    broker.publish_many("bench", list(range(1, n + 1)))
     provider = MemoryProvider(broker, "bench", wait=1.0)
     await provider.start(concurrency)
     queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -199,7 +199,7 @@ async def broker_floor(n: int, concurrency: int) -> float:
     from loafer_core import ACCEPT
 
     broker = MemoryBroker()
-    broker.publish_many("bench", list(range(n)))
+    broker.publish_many("bench", list(range(1, n + 1)))
     provider = MemoryProvider(broker, "bench", wait=0)
     await provider.start(concurrency)
     count = 0
@@ -221,7 +221,7 @@ async def framework(
     translator: Any = None,
 ) -> float:
     broker = MemoryBroker()
-    broker.publish_many("bench", bodies if bodies is not None else list(range(n)))
+    broker.publish_many("bench", bodies if bodies is not None else list(range(1, n + 1)))
     count = 0
     done = asyncio.Event()
     is_async = asyncio.iscoroutinefunction(handler)

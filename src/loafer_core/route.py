@@ -169,6 +169,10 @@ class Route:
             raise ConfigurationError(f"Route(name=...): expected a str, got {type(name).__name__}")
         self.name = name or f"{_describe(provider)} -> {handler_name}"
         self._stopped = False
+        # what the provider can do with a RETRY's delay, once check_capabilities() knows
+        self._delays: bool | None = None
+        self._longest_delay: float | None = None
+        self._warned_delays: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -176,7 +180,10 @@ class Route:
     # -- start-up -------------------------------------------------------------------------
 
     def check_capabilities(self, capabilities: Capabilities) -> None:
-        """Fail with ConfigurationError if this route needs what the provider cannot do."""
+        """Fail with ConfigurationError if this route needs what the provider cannot do
+        (and remember what it can do with a handler's RETRY delay)."""
+        self._delays = capabilities.delayed_retry is not Support.NONE
+        self._longest_delay = capabilities.max_retry_delay
         if self.max_attempts is not None and capabilities.attempt_count is Support.NONE:
             raise ConfigurationError(
                 f"route {self.name!r}: max_attempts={self.max_attempts} needs a provider that "
@@ -268,8 +275,15 @@ class Route:
     def _translate(translator: Translator, delivery: Delivery) -> tuple[Any, Mapping[str, Any]]:
         translated = translator.translate(delivery.raw)
         content = translated["content"]
-        if content is None or (not content and not isinstance(content, int | float)):
-            raise TranslationError(f"translator {type(translator).__name__} produced empty content")
+        try:
+            empty = not content  # Loafer's test: None, "", b"", {}, [], 0 and False
+        except Exception:  # content without a truth value (an array, say) is content
+            empty = False
+        if empty:
+            raise TranslationError(
+                f"translator {type(translator).__name__} produced empty (falsy) content: "
+                f"{content!r}"
+            )
         extra = translated.get("metadata")
         metadata = {**delivery.metadata, **extra} if extra else delivery.metadata
         return content, metadata
@@ -288,7 +302,38 @@ class Route:
             return REJECT(f"max_attempts ({limit}) reached")
         if outcome.delay is None and self.retry is not None:
             return RETRY(self.retry.delay(delivery.attempt))
+        if outcome.delay and self._delays is not None:
+            return self._deliverable_delay(outcome)
         return outcome
+
+    def _deliverable_delay(self, outcome: Outcome) -> Outcome:
+        """A RETRY delay the provider cannot honour (none at all, or longer than it can):
+        dropped or shortened to what it can, with a warning (once per route and case)."""
+        delay = outcome.delay
+        assert delay is not None
+        if not self._delays:
+            self._warn_delay(
+                "none",
+                "route %r: %s has no delayed retries: a RETRY(delay=%ss) from the handler "
+                "is a plain RETRY (redelivered when the broker redelivers)",
+                delay,
+            )
+            return RETRY()
+        longest = self._longest_delay
+        if longest is not None and delay > longest:
+            self._warn_delay(
+                "long",
+                "route %r: %s delays a retry by at most its limit: RETRY(delay=%ss) is "
+                f"shortened to {longest}s",
+                delay,
+            )
+            return RETRY(longest)
+        return outcome
+
+    def _warn_delay(self, case: str, message: str, delay: float) -> None:
+        if case not in self._warned_delays:
+            self._warned_delays.add(case)
+            logger.warning(message, self.name, _describe(self.provider), delay)
 
     async def _on_error(self, exc: BaseException, delivery: Delivery) -> Outcome:
         if self._error_call is None:

@@ -79,7 +79,7 @@ async def test_slow_route_does_not_delay_another() -> None:
     broker.declare("slow")
     broker.declare("fast")
     broker.publish("slow", "s")
-    for i in range(20):
+    for i in range(1, 21):
         broker.publish("fast", i)
     release_slow = asyncio.Event()
     fast_done = asyncio.Event()
@@ -114,7 +114,7 @@ async def test_fetch_only_for_free_capacity(broker: MemoryBroker) -> None:
             self.asked.append(max_messages)
             return await super().fetch(max_messages)
 
-    broker.publish_many("q", list(range(30)))
+    broker.publish_many("q", list(range(1, 31)))
     gate = asyncio.Event()
     running = 0
     full = asyncio.Event()
@@ -431,7 +431,7 @@ async def test_stop_now_and_shutdown_timeout_release_in_flight(broker: MemoryBro
 
 
 async def test_cancelling_serve_propagates_and_leaks_no_task(broker: MemoryBroker) -> None:
-    broker.publish_many("q", list(range(5)))
+    broker.publish_many("q", list(range(1, 6)))
     running = asyncio.Event()
 
     async def stuck(content: Any, metadata: Any) -> bool:
@@ -453,7 +453,7 @@ async def test_cancelling_serve_propagates_and_leaks_no_task(broker: MemoryBroke
 
 
 async def test_clean_stop_leaks_no_task(broker: MemoryBroker) -> None:
-    broker.publish_many("q", list(range(50)))
+    broker.publish_many("q", list(range(1, 51)))
     before = asyncio.all_tasks()
     async with Manager([Route(MemoryProvider(broker, "q", wait=0.1), lambda c, m: True)]):
         await broker.wait_idle("q", timeout=5)
@@ -524,7 +524,7 @@ async def test_short_fetches_still_fill_the_capacity(broker: MemoryBroker) -> No
     async with Manager([route]) as manager:
         await manager.wait_started()
         await asyncio.sleep(0.05)  # let the idle workers park before anything arrives
-        broker.publish_many("q", list(range(6)))
+        broker.publish_many("q", list(range(1, 7)))
         await asyncio.wait_for(three.wait(), 5)
         gate.set()
         await broker.wait_idle("q", timeout=5)
@@ -602,7 +602,7 @@ STARVE = textwrap.dedent(
             print("TIMEOUT-RAISED", flush=True)
         # a backlog the route goes through without waiting: stop() is still heard
         broker = MemoryBroker()
-        broker.publish_many("big", list(range(200_000)))
+        broker.publish_many("big", list(range(1, 200_001)))
 
         async def fast(content, metadata):
             return True
@@ -692,7 +692,7 @@ async def test_a_sync_route_runs_as_many_blocking_handlers_at_once_as_its_slots(
 ) -> None:
     slots = 12  # more than the event loop's default executor has threads on a small machine
     together = threading.Barrier(slots, timeout=10)
-    broker.publish_many("q", list(range(slots)))
+    broker.publish_many("q", list(range(1, slots + 1)))
 
     def blocking(content: Any, metadata: Any) -> bool:
         together.wait()  # passes only once all of them block at the same time

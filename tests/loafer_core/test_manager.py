@@ -27,7 +27,7 @@ SERVICE = textwrap.dedent(
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     broker = MemoryBroker()
-    broker.publish_many("q", list(range(10)))
+    broker.publish_many("q", list(range(1, 11)))
     started = []
     gate = asyncio.Event()
     loops = []

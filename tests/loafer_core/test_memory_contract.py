@@ -22,7 +22,7 @@ class TestMemoryContract(ProviderContract):
 
     async def create_queue(self, queue: str) -> None:
         self.broker = MemoryBroker()
-        self.broker.declare(queue)
+        self.broker.declare(queue, lease=1.0)  # short, so the lease-extension test is quick
 
     async def make_provider(self, queue: str) -> Provider:
         return MemoryProvider(self.broker, queue, wait=0.5)
@@ -32,6 +32,9 @@ class TestMemoryContract(ProviderContract):
 
     async def put_many(self, queue: str, bodies: Sequence[bytes]) -> None:
         self.broker.publish_many(queue, list(bodies))
+
+    async def put_keyed(self, queue: str, body: bytes, key: str) -> None:
+        self.broker.publish(queue, body, ordering_key=key)
 
     async def dead_letters(self, queue: str) -> list[bytes] | None:
         return [m.body for m in self.broker.dead_letters(queue)]

@@ -167,6 +167,30 @@ async def test_signals(provider: MemoryProvider, exc: Exception, expected: Any) 
     assert await Route(provider, handler).process(delivery()) == expected
 
 
+async def test_a_retry_delay_the_provider_cannot_honour_is_dropped_or_shortened_and_said(
+    provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(content: Any, metadata: Any) -> Any:
+        raise RetryMessage(delay=30)
+
+    route = Route(provider, handler)
+    route.check_capabilities(Capabilities())  # no delayed retries at all
+    with caplog.at_level(logging.WARNING, logger="loafer_core.route"):
+        assert await route.process(delivery()) == RETRY()
+        assert await route.process(delivery()) == RETRY()
+    assert caplog.text.count("has no delayed retries") == 1  # said once, not per message
+
+    route = Route(provider, handler)
+    route.check_capabilities(Capabilities(delayed_retry=True, max_retry_delay=10))
+    with caplog.at_level(logging.WARNING, logger="loafer_core.route"):
+        assert await route.process(delivery()) == RETRY(10)
+    assert "shortened to 10" in caplog.text
+
+    route = Route(provider, handler)
+    route.check_capabilities(provider.capabilities)  # the memory broker: any delay
+    assert await route.process(delivery()) == RETRY(30)
+
+
 @pytest.mark.parametrize(
     ("verdict", "expected"),
     [(True, ACCEPT), (False, RETRY()), (None, RETRY()), (REJECT("e"), REJECT("e"))],
@@ -233,12 +257,36 @@ async def test_translator_errors_reach_error_handler(provider: MemoryProvider) -
         return True
 
     route = Route(provider, handler, translator=JSONTranslator(), error_handler=eh)
-    for raw in (b"\xff\xfe", b"{bad", b"null", b'""', b"[]"):
+    # falsy content is an error, as in Loafer 2.x (`if not content: raise ValueError`)
+    falsy = (b"null", b'""', b"[]", b"{}", b"0", b"0.0", b"false")
+    for raw in (b"\xff\xfe", b"{bad", *falsy):
         assert await route.process(delivery(raw)) == ACCEPT
-    assert len(errors) == 5 and all(issubclass(e, ValueError) for e in errors)
+    assert len(errors) == 2 + len(falsy) and all(issubclass(e, ValueError) for e in errors)
     assert called == []
-    assert await route.process(delivery(b"0")) == ACCEPT  # zero is content, not "empty"
-    assert called == [0]
+    assert await route.process(delivery(b"1")) == ACCEPT
+    assert called == [1]
+
+
+async def test_content_without_a_truth_value_is_content(provider: MemoryProvider) -> None:
+    class Matrix:  # like a numpy array: bool() refuses
+        def __bool__(self) -> bool:
+            raise ValueError("the truth value of an array is ambiguous")
+
+    matrix = Matrix()
+
+    class MatrixTranslator:
+        def translate(self, raw: Any) -> dict[str, Any]:
+            return {"content": matrix, "metadata": {}}
+
+    called: list[Any] = []
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        called.append(content)
+        return True
+
+    route = Route(provider, handler, translator=MatrixTranslator())
+    assert await route.process(delivery()) == ACCEPT
+    assert called == [matrix]
 
 
 async def test_translator_never_mutates_raw_and_metadata_merges(provider: MemoryProvider) -> None:

@@ -13,10 +13,12 @@ messages on the broker, and the :class:`~loafer_core.provider.Capabilities` you 
         async def delete_queue(self, queue): ...
         async def put(self, queue, body, headers=None): ...
         async def dead_letters(self, queue): ...   # optional: bodies dead-lettered
+        async def put_keyed(self, queue, body, key): ...  # if you claim ordering_keys
 
 Every test runs in its own event loop (``asyncio.run``) on a fresh queue, bounded by
-``timeout``. Tests of a capability you do not claim are skipped, saying so. The tests are
-plain (sync) pytest methods: no asyncio pytest plugin is needed.
+``timeout``. Tests of a capability you do not claim, or whose hook you leave out
+(``dead_letters``, ``put_keyed``), are skipped, saying so. The tests are plain (sync)
+pytest methods: no asyncio pytest plugin is needed.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class ProviderContract:
     supports_empty_body: ClassVar[bool] = True
     #: Whether a test may delete queues at its end.
     queue_prefix: ClassVar[str] = "loafer-contract"
+    #: The longest lease (``lease_duration``) the lease-extension test waits out (2.5x).
+    longest_lease_to_test: ClassVar[float] = 10.0
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -86,6 +90,11 @@ class ProviderContract:
     async def dead_letters(self, queue: str) -> list[bytes] | None:
         """Bodies dead-lettered from ``queue`` so far; ``None`` if not observable."""
         return None
+
+    async def put_keyed(self, queue: str, body: bytes, key: str) -> None:
+        """Put one raw message on ``queue`` with ordering key ``key`` (needed to test a
+        claim of ``ordering_keys``; that test is skipped, saying so, without it)."""
+        raise NotImplementedError
 
     def translator(self) -> Translator:
         """A translator decoding this provider's raw message as UTF-8 JSON."""
@@ -222,9 +231,25 @@ class ProviderContract:
                 first = await self._fetch_body(provider, body, self.redelivery_timeout)
                 await provider.settle(first, RETRY())
                 again = await self._fetch_body(provider, body, self.redelivery_timeout)
-                if self.capabilities.attempt_count:
-                    assert first.attempt is not None and again.attempt is not None
-                    assert again.attempt == first.attempt + 1
+                await provider.settle(again, ACCEPT)
+            finally:
+                await provider.close()
+
+        self._run(scenario)
+
+    def test_retry_counts_an_attempt(self) -> None:
+        self._needs("attempt_count")
+
+        async def scenario(queue: str) -> None:
+            body = b'{"counted": true}'
+            await self.put(queue, body)
+            provider = await self._started(queue)
+            try:
+                first = await self._fetch_body(provider, body, self.redelivery_timeout)
+                assert first.attempt == 1, f"a first delivery has attempt {first.attempt!r}"
+                await provider.settle(first, RETRY())
+                again = await self._fetch_body(provider, body, self.redelivery_timeout)
+                assert again.attempt == 2, f"after one RETRY, attempt is {again.attempt!r}"
                 await provider.settle(again, ACCEPT)
             finally:
                 await provider.close()
@@ -269,14 +294,30 @@ class ProviderContract:
                 await provider.settle(seen, ACCEPT)
             finally:
                 await provider.close()
-            if self.capabilities.dead_letter:
-                deadline = time.monotonic() + self.redelivery_timeout
-                while True:
-                    dead = await self.dead_letters(queue)
-                    if dead is None or body in dead:
-                        break
-                    assert time.monotonic() < deadline, f"{body!r} not dead-lettered: {dead!r}"
-                    await asyncio.sleep(0.1)  # polling the broker's state: nothing to await
+
+        self._run(scenario)
+
+    def test_reject_dead_letters(self) -> None:
+        self._needs("dead_letter")
+
+        async def scenario(queue: str) -> None:
+            if await self.dead_letters(queue) is None:
+                pytest.skip("dead_letters() is not implemented: dead letters not observable")
+            body = b'{"dead": true}'
+            await self.put(queue, body)
+            provider = await self._started(queue)
+            try:
+                delivery = await self._fetch_body(provider, body, self.redelivery_timeout)
+                await provider.settle(delivery, REJECT("contract test: poison"))
+            finally:
+                await provider.close()
+            deadline = time.monotonic() + self.redelivery_timeout
+            while True:
+                dead = await self.dead_letters(queue)
+                if dead is not None and body in dead:
+                    break
+                assert time.monotonic() < deadline, f"{body!r} not dead-lettered: {dead!r}"
+                await asyncio.sleep(0.1)  # polling the broker's state: nothing to await
 
         self._run(scenario)
 
@@ -289,8 +330,27 @@ class ProviderContract:
                 first = await self._fetch_body(provider, body, self.redelivery_timeout)
                 await provider.settle(first, RELEASE)
                 again = await self._fetch_body(provider, body, self.redelivery_timeout)
-                if self.capabilities.attempt_count and self.capabilities.release_uncounted:
-                    assert again.attempt == first.attempt, "RELEASE counted an attempt"
+                await provider.settle(again, ACCEPT)
+            finally:
+                await provider.close()
+
+        self._run(scenario)
+
+    def test_release_does_not_count_an_attempt(self) -> None:
+        self._needs("attempt_count")
+        self._needs("release_uncounted")
+
+        async def scenario(queue: str) -> None:
+            body = b'{"released": true}'
+            await self.put(queue, body)
+            provider = await self._started(queue)
+            try:
+                first = await self._fetch_body(provider, body, self.redelivery_timeout)
+                await provider.settle(first, RELEASE)
+                again = await self._fetch_body(provider, body, self.redelivery_timeout)
+                assert again.attempt == first.attempt, (
+                    f"RELEASE counted an attempt ({first.attempt!r} -> {again.attempt!r})"
+                )
                 await provider.settle(again, ACCEPT)
             finally:
                 await provider.close()
@@ -445,6 +505,99 @@ class ProviderContract:
                 await provider.close()
             assert rest | set(finished) == set(range(total))
             assert not rest & set(finished), "an accepted message came back"
+
+        self._run(scenario)
+
+    def test_ordering_keys_in_order_one_at_a_time(self) -> None:
+        self._needs("ordering_keys")
+
+        async def scenario(queue: str) -> None:
+            n = 4
+            try:
+                for i in range(n):
+                    for key in ("a", "b"):
+                        body = f'{{"k": "{key}", "i": {i}}}'.encode()
+                        await self.put_keyed(queue, body, f"{queue}-{key}")
+            except NotImplementedError:
+                pytest.skip("put_keyed() is not implemented: ordering keys cannot be tested")
+            order: dict[str, list[int]] = {"a": [], "b": []}
+            running: dict[str, int] = {"a": 0, "b": 0}
+            overlapped: list[str] = []
+            b_started = asyncio.Event()
+            all_done = asyncio.Event()
+
+            async def handler(content: Any, metadata: Any) -> bool:
+                key, i = content["k"], content["i"]
+                if running[key]:
+                    overlapped.append(key)
+                running[key] += 1
+                try:
+                    if key == "b":
+                        b_started.set()
+                    elif i == 0:
+                        # key "a" waits for key "b": only possible if keys run concurrently
+                        await b_started.wait()
+                    for _ in range(3):
+                        await asyncio.sleep(0)  # let another of this key in, if it could
+                    order[key].append(i)
+                finally:
+                    running[key] -= 1
+                if sum(len(v) for v in order.values()) == 2 * n:
+                    all_done.set()
+                return True
+
+            route = Route(
+                await self.make_provider(queue),
+                handler,
+                translator=self.translator(),
+                max_concurrency=4,
+            )
+            async with Manager([route]):
+                await all_done.wait()
+            assert not overlapped, f"two messages of one key ran at once: {overlapped}"
+            assert order == {"a": list(range(n)), "b": list(range(n))}, order
+
+        self._run(scenario)
+
+    def test_lease_extension_keeps_a_long_handlers_message(self) -> None:
+        self._needs("lease_extension")
+
+        async def scenario(queue: str) -> None:
+            probe = await self._started(queue)  # a started provider knows its lease
+            try:
+                lease = getattr(probe, "lease_duration", None)
+            finally:
+                await probe.close()
+            if lease is None:
+                pytest.skip("the provider's queue has no lease (lease_duration is None)")
+            if lease > self.longest_lease_to_test:
+                pytest.skip(
+                    f"lease of {lease}s: longer than longest_lease_to_test "
+                    f"({self.longest_lease_to_test}s)"
+                )
+            provider = await self.make_provider(queue)
+            body = b'{"long": true}'
+            await self.put(queue, body)
+            calls = 0
+            done = asyncio.Event()
+
+            async def handler(content: Any, metadata: Any) -> bool:
+                nonlocal calls
+                calls += 1
+                await asyncio.sleep(2.5 * lease)  # the work itself outlasts the lease
+                done.set()
+                return True
+
+            route = Route(provider, handler, translator=self.translator(), max_concurrency=2)
+            async with Manager([route]):
+                await done.wait()
+            assert calls == 1, f"delivered {calls} times while its handler ran: lease lapsed"
+            check = await self._started(queue)
+            try:
+                again = await self._fetch_one(check, 1.5 * lease)
+                assert again is None, "an accepted message came back"
+            finally:
+                await check.close()
 
         self._run(scenario)
 
