@@ -136,10 +136,12 @@ class Dispatcher:
         try:
             if not await self._start_provider():
                 logger.info("route %r: stopped before its provider started", route.name)
+                route.stop()
                 await self._close_provider()
                 return
             route.check_capabilities(provider.capabilities)
         except BaseException:
+            route.stop()  # the handler's stop() is called whatever ended the route
             await self._close_provider()
             raise
         self._started.set()

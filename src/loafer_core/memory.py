@@ -7,7 +7,9 @@ backs the quickstart, the core tests and the handler-testing helpers in
 - ACCEPT removes the message.
 - RETRY redelivers it after its delay (at once without one), counting an attempt.
 - REJECT moves it to the queue's dead-letter list (:meth:`MemoryBroker.dead_letters`).
-- RELEASE puts it back at the head, without counting an attempt.
+- RELEASE puts it back at the head, without counting an attempt: ahead of everything
+  published after it (behind only older messages also back in the queue, so that the
+  messages of an ordering key, released together, keep their order).
 - A queue declared with ``lease=`` seconds redelivers a delivery not settled within its
   lease (like SQS's visibility timeout); the provider can extend leases.
 - Messages with an ``ordering_key`` are handed out like SQS FIFO groups: while one of a

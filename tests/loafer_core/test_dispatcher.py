@@ -212,10 +212,24 @@ async def test_a_settle_that_keeps_failing_is_given_up_and_the_route_goes_on(
 
 
 async def test_configuration_error_from_provider_stops_manager(broker: MemoryBroker) -> None:
-    ok_route = Route(MemoryProvider(broker, "q", wait=0.1), lambda c, m: True)
-    missing = Route(MemoryProvider(broker, "no-such-queue"), lambda c, m: True)
+    stopped: list[str] = []
+
+    class Handler:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def handle(self, content: Any, metadata: Any) -> bool:
+            return True
+
+        def stop(self) -> None:
+            stopped.append(self.name)
+
+    ok_route = Route(MemoryProvider(broker, "q", wait=0.1), Handler("ok"))
+    missing = Route(MemoryProvider(broker, "no-such-queue"), Handler("missing"))
     with pytest.raises(ConfigurationError, match="no-such-queue"):
         await asyncio.wait_for(Manager([ok_route, missing]).serve(), 10)
+    # every handler's stop() ran, the failed route's too
+    assert sorted(stopped) == ["missing", "ok"]
 
 
 async def test_configuration_error_from_settle_stops_manager(broker: MemoryBroker) -> None:

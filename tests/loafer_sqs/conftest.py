@@ -36,11 +36,26 @@ def _start_moto() -> str | None:
     return f"http://{host}:{port}"
 
 
+def _container() -> str:  # pragma: no cover - needs a Docker engine
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    container = DockerContainer("motoserver/moto:latest").with_exposed_ports(5000)
+    container.start()
+    wait_for_logs(container, "Running on", timeout=120)
+    host = container.get_container_host_ip()
+    return f"http://{host}:{container.get_exposed_port(5000)}"
+
+
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:
-    """The SQS endpoint URL (moto's server in this process unless overridden)."""
+    """The SQS endpoint URL: LOAFER_TEST_SQS_ENDPOINT, else moto's server in this process
+    (the local service: moto is in the test extra), else moto's container."""
     endpoint = resolve(
-        env_var="LOAFER_TEST_SQS_ENDPOINT", local=_start_moto, what="SQS endpoint (moto)"
+        env_var="LOAFER_TEST_SQS_ENDPOINT",
+        local=_start_moto,
+        container=_container,
+        what="SQS endpoint (moto)",
     )
     yield endpoint
     if _server is not None:

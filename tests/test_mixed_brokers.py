@@ -1,0 +1,118 @@
+"""One Manager, one route on each broker (memory, RabbitMQ, AMQP 1.0, SQS), side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import pytest
+
+from loafer_amqp import AMQPRoute
+from loafer_core import JSONTranslator, Manager, Route
+from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_rabbit import RabbitRoute
+from loafer_sqs import SQSRoute
+from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
+from tests.loafer_rabbit.conftest import rabbit_url  # noqa: F401
+from tests.loafer_sqs.conftest import client_options, sqs_endpoint  # noqa: F401
+
+pytestmark = [pytest.mark.memory, pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
+
+PER_BROKER = 5
+
+
+def bodies(broker: str) -> list[bytes]:
+    return [json.dumps({"broker": broker, "i": i}).encode() for i in range(PER_BROKER)]
+
+
+async def _rabbit_queue(url: str, name: str, payloads: list[bytes]) -> None:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(name, durable=True)
+        for body in payloads:
+            await channel.default_exchange.publish(aio_pika.Message(body), routing_key=name)
+    finally:
+        await connection.close()
+
+
+async def _rabbit_depth_and_delete(url: str, name: str) -> int:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        depth = queue.declaration_result.message_count
+        await channel.queue_delete(name)
+        return int(depth or 0)
+    finally:
+        await connection.close()
+
+
+async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
+    rabbit_url: str,  # noqa: F811
+    amqp_url: str,  # noqa: F811
+    client_options: dict[str, Any],  # noqa: F811
+) -> None:
+    from aiobotocore.session import get_session
+
+    suffix = uuid.uuid4().hex[:12]
+    rabbit_queue, amqp_queue, sqs_queue = (f"loafer-mixed-{b}-{suffix}" for b in "rab")
+    amqp_pika_url = f"amqp://{urlsplit(amqp_url).netloc}/"
+    memory = MemoryBroker()
+    memory.publish_many("q", bodies("memory"))
+    await _rabbit_queue(rabbit_url, rabbit_queue, bodies("rabbit"))
+    await _rabbit_queue(amqp_pika_url, amqp_queue, bodies("amqp"))
+    async with get_session().create_client("sqs", **client_options) as sqs:
+        url = (await sqs.create_queue(QueueName=sqs_queue))["QueueUrl"]
+        try:
+            for body in bodies("sqs"):
+                await sqs.send_message(QueueUrl=url, MessageBody=body.decode())
+
+            seen: dict[str, set[int]] = {b: set() for b in ("memory", "rabbit", "amqp", "sqs")}
+            all_seen = asyncio.Event()
+
+            async def handler(content: Any, metadata: Any) -> bool:
+                seen[content["broker"]].add(content["i"])
+                if all(len(s) == PER_BROKER for s in seen.values()):
+                    all_seen.set()
+                return True
+
+            routes = [
+                Route(MemoryProvider(memory, "q", wait=0.2), handler, translator=JSONTranslator()),
+                RabbitRoute(rabbit_queue, url=rabbit_url, handler=handler),
+                AMQPRoute(f"/amq/queue/{amqp_queue}", url=amqp_url, handler=handler),
+                SQSRoute(
+                    sqs_queue,
+                    {"options": {"WaitTimeSeconds": 1}, **client_options},
+                    handler=handler,
+                ),
+            ]
+            async with Manager(routes):
+                await asyncio.wait_for(all_seen.wait(), 60)
+            assert seen == {b: set(range(PER_BROKER)) for b in seen}
+            # every message settled where it came from: nothing left, nothing in flight
+            assert memory.depth("q") == 0 and memory.in_flight("q") == 0
+            attributes = (
+                await sqs.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                    ],
+                )
+            )["Attributes"]
+            assert attributes == {
+                "ApproximateNumberOfMessages": "0",
+                "ApproximateNumberOfMessagesNotVisible": "0",
+            }
+        finally:
+            with contextlib.suppress(Exception):
+                await sqs.delete_queue(QueueUrl=url)
+            rabbit_left = await _rabbit_depth_and_delete(rabbit_url, rabbit_queue)
+            amqp_left = await _rabbit_depth_and_delete(amqp_pika_url, amqp_queue)
+    assert (rabbit_left, amqp_left) == (0, 0)
