@@ -455,7 +455,11 @@ class Dispatcher:
                 exc,
                 delay,
             )
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                self._cut[delivery] = outcome  # cut short while waiting to try again
+                raise
             try:
                 await self.provider.settle(delivery, outcome)
                 return

@@ -283,11 +283,20 @@ async def settle_result(result: Any) -> Any:
     return result
 
 
+def needs_instance(cls: type, method: str) -> bool:
+    """True when the class ``cls`` was given where an instance is needed: its ``method`` is
+    a plain function (an instance method needing ``self``). A class whose ``method`` is a
+    static or class method works as it is."""
+    return inspect.isfunction(inspect.getattr_static(cls, method, None))
+
+
 def adapt_handler(handler: Any) -> tuple[AsyncCall, Callable[[], Any] | None, str]:
     """Return ``(call, stop, description)`` for any supported handler shape."""
     if handler is None:
         raise ConfigurationError("Route(handler=...): a handler is required")
-    if isinstance(handler, type):
+    if isinstance(handler, type) and (
+        needs_instance(handler, "handle") or getattr(handler, "handle", None) is None
+    ):
         raise ConfigurationError(
             f"Route(handler=...): got the class {handler.__name__}; pass an instance "
             f"({handler.__name__}(...)) or a function"
@@ -297,10 +306,12 @@ def adapt_handler(handler: Any) -> tuple[AsyncCall, Callable[[], Any] | None, st
         stop = getattr(handler, "stop", None)
         if stop is not None and not callable(stop):
             raise ConfigurationError(
-                f"Route(handler=...): {type(handler).__name__}.stop must be callable"
+                f"Route(handler=...): {getattr(handler, '__name__', type(handler).__name__)}"
+                ".stop must be callable"
             )
-        what = f"{type(handler).__name__}.handle"
-        _check_arity("handler", handle, what, "(content, metadata)", 2)
+        owner = handler.__name__ if isinstance(handler, type) else type(handler).__name__
+        what = f"{owner}.handle"
+        _refuse_unless_takes("handler", handle, what, "(content, metadata)", 2)
         return _as_async(handle), stop, what
     if not callable(handler):
         raise ConfigurationError(
@@ -308,29 +319,44 @@ def adapt_handler(handler: Any) -> tuple[AsyncCall, Callable[[], Any] | None, st
             f"a handle(content, metadata) method, got {type(handler).__name__}"
         )
     name = str(getattr(handler, "__qualname__", None) or type(handler).__name__)
-    _check_arity("handler", handler, name, "(content, metadata)", 2)
+    _refuse_unless_takes("handler", handler, name, "(content, metadata)", 2)
     return _as_async(handler), None, name
 
 
-def _check_arity(argument: str, fn: Any, what: str, expected: str, count: int) -> None:
-    """Refuse, at construction, a callable that cannot take ``count`` positional
-    arguments (it would fail on every message); one whose signature Python cannot tell
-    (some builtins) is taken as it is."""
+def _takes(fn: Any, count: int) -> bool | None:
+    """Whether ``fn`` can be called with ``count`` positional arguments; None when Python
+    cannot tell (some builtins). The signature is the callable's own, not that of what a
+    ``functools.wraps`` decorator wrapped (the wrapper is what gets called)."""
     try:
-        signature = inspect.signature(fn)
+        signature = inspect.signature(fn, follow_wrapped=False)
     except (TypeError, ValueError):
-        return
+        return None
     try:
         signature.bind(*([None] * count))
-    except TypeError as exc:
+    except TypeError:
+        return False
+    return True
+
+
+def _refuse_unless_takes(argument: str, fn: Any, what: str, expected: str, count: int) -> None:
+    """Refuse, at construction, a callable that cannot take ``count`` positional
+    arguments (it would fail on every message)."""
+    if _takes(fn, count) is False:
+        signature = inspect.signature(fn, follow_wrapped=False)
         raise ConfigurationError(
             f"Route({argument}=...): {what} must accept {expected}, but its signature is "
-            f"{what.rsplit('.', 1)[-1]}{signature} ({exc})"
-        ) from None
+            f"{what.rsplit('.', 1)[-1]}{signature}"
+        )
 
 
 def adapt_error_handler(error_handler: Any) -> AsyncCall | None:
-    """Return an async callable for an error handler (or None for the default)."""
+    """Return an async callable ``(exc_type, exc, message)`` for an error handler (or None
+    for the default).
+
+    An error handler takes ``(exc_type, exc, message)``, as Loafer 2.x's documentation
+    says; one taking two arguments is called as Loafer 2.x's code called it:
+    ``(exc_info, message)``, with ``exc_info`` the ``(exc_type, exc, traceback)`` tuple.
+    """
     if error_handler is None:
         return None
     if not callable(error_handler):
@@ -344,5 +370,24 @@ def adapt_error_handler(error_handler: Any) -> AsyncCall | None:
             "instance or a function"
         )
     name = str(getattr(error_handler, "__qualname__", None) or type(error_handler).__name__)
-    _check_arity("error_handler", error_handler, name, "(exc_type, exc, message)", 3)
+    if _takes(error_handler, 3) is False:
+        if _takes(error_handler, 2):
+            return _as_async(_exc_info_shape(error_handler))
+        _refuse_unless_takes("error_handler", error_handler, name, "(exc_type, exc, message)", 3)
     return _as_async(error_handler)
+
+
+def _exc_info_shape(error_handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Adapt a Loafer 2.x ``(exc_info, message)`` error handler to ``(exc_type, exc,
+    message)``, keeping it sync or async."""
+    if _is_async_callable(error_handler):
+
+        async def call_async(exc_type: Any, exc: BaseException, message: Any) -> Any:
+            return await error_handler((exc_type, exc, exc.__traceback__), message)
+
+        return call_async
+
+    def call(exc_type: Any, exc: BaseException, message: Any) -> Any:
+        return error_handler((exc_type, exc, exc.__traceback__), message)
+
+    return call

@@ -390,11 +390,16 @@ class MemoryBroker:
 _IMMUTABLE = frozenset({bytes, str, int, float, bool, complex, type(None)})
 
 
+_CONTAINERS = (dict, list, set, bytearray, tuple)
+
+
 def _snapshot(body: Any) -> Any:
-    """``body`` itself when it cannot change, else a deep copy: like a real broker, the
-    queue keeps what was published, whatever the publisher or a handler does to its copy
-    afterwards (a body that cannot be copied is kept as it is)."""
-    if type(body) in _IMMUTABLE:
+    """A deep copy of a body made of plain containers (dict, list, set, bytearray, tuple),
+    so that, like a real broker, the queue keeps what was published whatever the publisher
+    or a handler later does to its copy. Anything else is kept as it is: immutable values,
+    and objects of your own (a mock, a sentinel: their identity is what a test looks at),
+    as is a container that cannot be copied."""
+    if type(body) in _IMMUTABLE or not isinstance(body, _CONTAINERS):
         return body
     try:
         return copy.deepcopy(body)
@@ -405,8 +410,9 @@ def _snapshot(body: Any) -> Any:
 class MemoryProvider:
     """Consumes one queue of a :class:`MemoryBroker`.
 
-    ``raw`` and ``body`` of its deliveries are the published body, as published (a copy of
-    it when it is mutable, so a handler that changes it cannot change a redelivery); metadata
+    ``raw`` and ``body`` of its deliveries are the published body, as published (a deep
+    copy of a dict, list, set, bytearray or tuple, so a handler that changes it cannot
+    change a redelivery; other objects as they are); metadata
     holds ``message_id``, ``headers``, ``queue``, ``attempt`` and ``ordering_key``.
     ``wait`` is how long one fetch waits for a message (seconds).
     """
@@ -475,7 +481,7 @@ class MemoryProvider:
                     message_id=msg.message_id,
                     metadata={
                         "message_id": msg.message_id,
-                        "headers": dict(msg.headers) if msg.headers else {},
+                        "headers": _snapshot(msg.headers) if msg.headers else {},
                         "queue": queue,
                         "attempt": msg.attempts,
                         "ordering_key": msg.ordering_key,

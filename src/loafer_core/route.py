@@ -23,7 +23,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
-from loafer_core.handler import InThreads, adapt_error_handler, adapt_handler, settle_result
+from loafer_core.handler import (
+    InThreads,
+    adapt_error_handler,
+    adapt_handler,
+    needs_instance,
+    settle_result,
+)
 from loafer_core.outcome import ACCEPT, REJECT, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import RetryPolicy
 from loafer_core.provider import Capabilities, Delivery, Provider, Support
@@ -112,7 +118,7 @@ class Route:
         chosen = translator if translator is not _UNSET else message_translator
         if chosen is _UNSET:
             chosen = getattr(provider, "default_translator", None) or PassThroughTranslator()
-        if isinstance(chosen, type):
+        if isinstance(chosen, type) and needs_instance(chosen, "translate"):
             raise ConfigurationError(
                 f"Route(translator=...): got the class {chosen.__name__}; pass an instance "
                 f"({chosen.__name__}())"

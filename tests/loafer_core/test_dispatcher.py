@@ -20,6 +20,7 @@ from loafer_core import (
     ProviderError,
     Route,
 )
+from loafer_core.dispatcher import Dispatcher
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import Backoff
@@ -406,6 +407,35 @@ async def test_a_settle_cut_short_by_the_shutdown_deadline_is_sent_again(
     assert calls == [OutcomeKind.ACCEPT, OutcomeKind.ACCEPT]
     assert broker.in_flight("q") == 0 and broker.depth("q") == 0
     assert [s.outcome.kind for s in broker.settlements("q")] == [OutcomeKind.ACCEPT]
+
+
+async def test_a_settle_cut_short_while_waiting_to_retry_is_sent_again(
+    broker: MemoryBroker,
+) -> None:
+    broker.publish("q", "a")
+    first_failed = asyncio.Event()
+    calls: list[OutcomeKind] = []
+
+    class FlakySettle(MemoryProvider):
+        async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
+            calls.append(outcome.kind)
+            if len(calls) == 1:
+                first_failed.set()
+                raise ConnectionError("transient")
+            await super().settle(delivery, outcome)
+
+    async def quick(content: Any, metadata: Any) -> bool:
+        return True
+
+    route = Route(FlakySettle(broker, "q", wait=0.1), quick)
+    dispatcher = Dispatcher(route, backoff=Backoff(base=5.0, cap=10.0))  # retry in 5-10 s
+    task = asyncio.create_task(dispatcher.run(shutdown_timeout=0.2))
+    await asyncio.wait_for(first_failed.wait(), 5)  # the worker now waits to try again
+    dispatcher.stop()
+    await asyncio.wait_for(task, 5)  # the deadline cut that wait short
+    assert calls == [OutcomeKind.ACCEPT, OutcomeKind.ACCEPT]  # the handler's outcome, again
+    assert [s.outcome.kind for s in broker.settlements("q")] == [OutcomeKind.ACCEPT]
+    assert broker.depth("q") == 0 and broker.in_flight("q") == 0
 
 
 async def test_stop_now_and_shutdown_timeout_release_in_flight(broker: MemoryBroker) -> None:

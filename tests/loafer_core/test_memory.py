@@ -15,22 +15,34 @@ async def test_the_queue_keeps_what_was_published_whatever_is_done_to_copies(
     broker: MemoryBroker, provider: MemoryProvider
 ) -> None:
     body = {"n": 0, "tags": ["a"]}
-    headers = {"trace": ["t1"]}
+    headers = {"trace": ["t1"], "nested": {"hops": [1]}}
     broker.publish("q", body, headers=headers)
     body["n"] = 99  # the publisher changes its object after publishing
     headers["trace"].append("t2")
     await provider.start(10)
     [first] = await provider.fetch(1)
     assert first.body == {"n": 0, "tags": ["a"]}
-    assert first.metadata["headers"] == {"trace": ["t1"]}
+    assert first.metadata["headers"] == {"trace": ["t1"], "nested": {"hops": [1]}}
     first.body["n"] = 1  # a handler changes its content, then fails
     first.body["tags"].append("b")
     first.metadata["headers"]["trace"] = "changed"
+    first.metadata["headers"]["nested"]["hops"].append(99)
     await provider.settle(first, RETRY())
     [again] = await provider.fetch(1)
     assert again.body == {"n": 0, "tags": ["a"]}  # redelivered as published
-    assert again.metadata["headers"] == {"trace": ["t1"]}
+    assert again.metadata["headers"] == {"trace": ["t1"], "nested": {"hops": [1]}}
     await provider.settle(again, ACCEPT)
+
+
+async def test_objects_of_your_own_are_delivered_as_themselves(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    sentinel = object()
+    broker.publish("q", sentinel)  # a mock, a sentinel: a test looks at their identity
+    await provider.start(10)
+    [delivery] = await provider.fetch(1)
+    assert delivery.body is sentinel
+    await provider.settle(delivery, ACCEPT)
 
 
 async def test_semantics(broker: MemoryBroker, provider: MemoryProvider) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import threading
 from typing import Any
@@ -107,6 +108,53 @@ def test_classes_and_wrong_signatures_are_refused_at_construction(
     Route(provider, lambda *args: True, error_handler=lambda *a, **k: None)
     Route(provider, lambda content, metadata, extra=None: True)
     Route(provider, print)
+
+
+async def test_shapes_that_work_are_accepted(provider: MemoryProvider) -> None:
+    def adapter(fn: Any) -> Any:  # a decorator adapting a one-argument function
+        @functools.wraps(fn)
+        async def wrapper(content: Any, metadata: Any) -> Any:
+            return await fn(content)
+
+        return wrapper
+
+    @adapter
+    async def only_content(content: Any) -> bool:
+        return True
+
+    class StaticTranslator:
+        @staticmethod
+        def translate(raw: Any) -> dict[str, Any]:
+            return {"content": raw, "metadata": {}}
+
+    class ClassHandler:
+        @classmethod
+        async def handle(cls, content: Any, metadata: Any) -> bool:
+            return True
+
+    route = Route(provider, only_content)  # the wrapper is what gets called
+    assert await route.process(delivery()) == ACCEPT
+    route = Route(provider, ClassHandler, translator=StaticTranslator)  # type: ignore[arg-type]
+    assert await route.process(delivery()) == ACCEPT
+
+
+async def test_a_loafer_2_error_handler_taking_exc_info_and_message_works(
+    provider: MemoryProvider,
+) -> None:
+    seen: list[Any] = []
+
+    def loafer_style(exc_info: Any, message: Any) -> bool:  # as Loafer 2.x's code called it
+        seen.append((exc_info, message))
+        return True
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        raise KeyError("boom")
+
+    route = Route(provider, handler, error_handler=loafer_style)
+    assert await route.process(delivery(b"raw")) == ACCEPT
+    [(exc_info, message)] = seen
+    assert exc_info[0] is KeyError and isinstance(exc_info[1], KeyError)
+    assert exc_info[2] is exc_info[1].__traceback__ and message == b"raw"
 
 
 def test_translator_and_message_translator_are_one_thing(provider: MemoryProvider) -> None:
