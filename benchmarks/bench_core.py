@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -262,14 +263,28 @@ async def framework(
     return n / elapsed
 
 
-def paired(runs: int, *fns: Callable[[], float]) -> list[float]:
-    """Best of ``runs`` for each, the sides alternating round by round (fairer on a noisy
-    machine than all the runs of one side, then all of the other)."""
-    results: list[list[float]] = [[] for _ in fns]
+class Rounds(list[float]):
+    """One side's msg/s, one figure per round; ``best`` is the highest."""
+
+    @property
+    def best(self) -> float:
+        return max(self)
+
+
+def paired(runs: int, *fns: Callable[[], float]) -> list[Rounds]:
+    """Each side's figure per round, the sides alternating round by round (fairer on a
+    noisy machine than all the runs of one side, then all of the other)."""
+    results = [Rounds() for _ in fns]
     for _ in range(runs):
         for i, fn in enumerate(fns):
             results[i].append(fn())
-    return [max(r) for r in results]
+    return results
+
+
+def ratio(a: Rounds, b: Rounds) -> float:
+    """The median over rounds of a/b: each round's two figures were measured moments
+    apart, so a burst of noise on the machine moves both; one bad round cannot decide."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def peak_rss_mb() -> float:
@@ -330,19 +345,23 @@ def async_part(n: int, c: int, r: int) -> None:
         lambda: run(broker_floor(n, c)),
         lambda: run(framework(n, c, noop)),
     )
-    print(f"async no-op, {n} msgs, concurrency {c}:")
-    print(f"  bare loop, fed queue (max {c:>3})  : {fed:>10,.0f} msg/s  (the target's baseline)")
-    print(f"  bare loop, queue pre-filled      : {bare:>10,.0f} msg/s  (one worker drains it)")
-    print(f"  memory broker alone (the floor)  : {floor:>10,.0f} msg/s")
-    print(f"  raw memory-broker consumer       : {raw_b:>10,.0f} msg/s")
-    print(f"  loafer (memory provider)         : {fw:>10,.0f} msg/s")
-    print(f"  ratio loafer / fed loop          : {fw / fed:.2f} (target >= 0.70)")
+    print(f"async no-op, {n} msgs, concurrency {c} (best round; ratios: median of rounds):")
     print(
-        f"  ratio loafer / pre-filled loop   : {fw / bare:.2f} (the broker alone: "
-        f"{floor / bare:.2f}; see docs/benchmarks.md)"
+        f"  bare loop, fed queue (max {c:>3})  : {fed.best:>10,.0f} msg/s  (the target's baseline)"
     )
-    print(f"  ratio loafer / broker alone      : {fw / floor:.2f} (dispatcher's own cost)")
-    print(f"  ratio loafer / raw broker        : {fw / raw_b:.2f}")
+    print(f"  bare loop, queue pre-filled      : {bare.best:>10,.0f} msg/s  (one worker drains it)")
+    print(f"  memory broker alone (the floor)  : {floor.best:>10,.0f} msg/s")
+    print(f"  raw memory-broker consumer       : {raw_b.best:>10,.0f} msg/s")
+    print(f"  loafer (memory provider)         : {fw.best:>10,.0f} msg/s")
+    per_round = ", ".join(f"{x / y:.2f}" for x, y in zip(fw, fed, strict=True))
+    print(f"  ratio loafer / fed loop          : {ratio(fw, fed):.2f} (target >= 0.70)")
+    print(f"    per round: {per_round}")
+    print(
+        f"  ratio loafer / pre-filled loop   : {ratio(fw, bare):.2f} (the broker alone: "
+        f"{ratio(floor, bare):.2f}; see docs/benchmarks.md)"
+    )
+    print(f"  ratio loafer / broker alone      : {ratio(fw, floor):.2f} (dispatcher's own cost)")
+    print(f"  ratio loafer / raw broker        : {ratio(fw, raw_b):.2f}")
 
 
 def sync_part(sn: int, c: int, r: int) -> None:
@@ -350,9 +369,10 @@ def sync_part(sn: int, c: int, r: int) -> None:
         r, lambda: run(bare_thread(sn, c)), lambda: run(framework(sn, c, sync_noop))
     )
     print(f"sync no-op, {sn} msgs, concurrency {c}:")
-    print(f"  bare to_thread loop: {bare_t:>9,.0f} msg/s")
+    print(f"  bare to_thread loop: {bare_t.best:>9,.0f} msg/s")
     print(
-        f"  loafer (memory)    : {fw_t:>9,.0f} msg/s   ratio {fw_t / bare_t:.2f} (target >= 0.80)"
+        f"  loafer (memory)    : {fw_t.best:>9,.0f} msg/s   ratio {ratio(fw_t, bare_t):.2f} "
+        "(target >= 0.80)"
     )
     bn = max(1, sn // 10)
     default_t, sized_t, fw_b = paired(
@@ -362,11 +382,11 @@ def sync_part(sn: int, c: int, r: int) -> None:
         lambda: run(framework(bn, c, sync_blocking)),
     )
     print(f"sync handler blocking 5 ms, {bn} msgs, concurrency {c}:")
-    print(f"  bare to_thread loop (default executor): {default_t:>7,.0f} msg/s")
-    print(f"  bare loop on a {c}-thread executor     : {sized_t:>7,.0f} msg/s")
+    print(f"  bare to_thread loop (default executor): {default_t.best:>7,.0f} msg/s")
+    print(f"  bare loop on a {c}-thread executor     : {sized_t.best:>7,.0f} msg/s")
     print(
-        f"  loafer (memory)                       : {fw_b:>7,.0f} msg/s   ratio "
-        f"{fw_b / default_t:.2f} / {fw_b / sized_t:.2f}"
+        f"  loafer (memory)                       : {fw_b.best:>7,.0f} msg/s   ratio "
+        f"{ratio(fw_b, default_t):.2f} / {ratio(fw_b, sized_t):.2f}"
     )
 
 
@@ -377,10 +397,10 @@ def json_part(n: int, c: int, r: int) -> None:
         lambda: run(framework(n, c, noop, bodies=bodies)),
         lambda: run(framework(n, c, noop, bodies=bodies, translator=JSONTranslator())),
     )
-    per_msg_us = (1 / js - 1 / raw) * 1e6
+    per_msg_us = statistics.median((1 / j - 1 / b) * 1e6 for j, b in zip(js, raw, strict=True))
     print(
-        f"JSON translator, {n} msgs: no translator {raw:,.0f} msg/s, JSONTranslator "
-        f"{js:,.0f} msg/s: {per_msg_us:.1f} us per message"
+        f"JSON translator, {n} msgs: no translator {raw.best:,.0f} msg/s, JSONTranslator "
+        f"{js.best:,.0f} msg/s: {per_msg_us:.1f} us per message (median of rounds)"
     )
 
 
@@ -403,7 +423,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--sync-messages", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     parser.add_argument(
         "--parts",
@@ -421,7 +441,7 @@ def main() -> None:
     if unknown:
         parser.error(f"--parts: unknown part(s) {', '.join(sorted(unknown))}")
 
-    print(f"python {sys.version.split()[0]}, best of {r} alternating rounds each")
+    print(f"python {sys.version.split()[0]}, {r} alternating rounds")
     if "async" in parts:
         async_part(n, c, r)
     if "sync" in parts:
