@@ -423,19 +423,22 @@ class Dispatcher:
 
     async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
         try:
-            await self.provider.settle(delivery, outcome)
-        except ConfigurationError as exc:
-            self._settle_failed(delivery, outcome, 1, exc)
-            self._fail(exc)
-        except asyncio.CancelledError as exc:
-            if _really_cancelled():
-                # cut short by the shutdown: the delivery stays unsettled, and run() sends
-                # this outcome again once the workers have ended
-                self._cut[delivery] = outcome
-                raise
-            await self._settle_again(delivery, outcome, exc)
-        except Exception as exc:
-            await self._settle_again(delivery, outcome, exc)
+            try:
+                await self.provider.settle(delivery, outcome)
+            except ConfigurationError as exc:
+                self._settle_failed(delivery, outcome, 1, exc)
+                self._fail(exc)
+            except asyncio.CancelledError as exc:
+                if _really_cancelled():
+                    raise
+                await self._settle_again(delivery, outcome, exc)
+            except Exception as exc:
+                await self._settle_again(delivery, outcome, exc)
+        except asyncio.CancelledError:
+            # cut short by the shutdown (settling, or waiting to try again): the delivery
+            # stays unsettled, and run() sends this outcome again once the workers ended
+            self._cut[delivery] = outcome
+            raise
         self._forget(delivery)
 
     async def _settle_again(self, delivery: Delivery, outcome: Outcome, exc: BaseException) -> None:
@@ -455,11 +458,7 @@ class Dispatcher:
                 exc,
                 delay,
             )
-            try:
-                await asyncio.sleep(delay)
-            except asyncio.CancelledError:
-                self._cut[delivery] = outcome  # cut short while waiting to try again
-                raise
+            await asyncio.sleep(delay)
             try:
                 await self.provider.settle(delivery, outcome)
                 return
@@ -469,7 +468,6 @@ class Dispatcher:
                 return
             except asyncio.CancelledError as again:
                 if _really_cancelled():
-                    self._cut[delivery] = outcome
                     raise
                 exc = again
             except Exception as again:

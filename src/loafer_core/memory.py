@@ -388,8 +388,6 @@ class MemoryBroker:
 
 
 _IMMUTABLE = frozenset({bytes, str, int, float, bool, complex, type(None)})
-
-
 _CONTAINERS = (dict, list, set, bytearray, tuple)
 
 
@@ -399,7 +397,7 @@ def _snapshot(body: Any) -> Any:
     or a handler later does to its copy. Anything else is kept as it is: immutable values,
     and objects of your own (a mock, a sentinel: their identity is what a test looks at),
     as is a container that cannot be copied."""
-    if type(body) in _IMMUTABLE or not isinstance(body, _CONTAINERS):
+    if not isinstance(body, _CONTAINERS):
         return body
     try:
         return copy.deepcopy(body)
@@ -472,7 +470,7 @@ class MemoryProvider:
         deliveries = []
         for token, msg in taken:
             body = msg.body
-            if type(body) not in _IMMUTABLE:
+            if type(body) not in _IMMUTABLE:  # the usual bytes/str: no call per message
                 body = _snapshot(body)
             deliveries.append(
                 Delivery(

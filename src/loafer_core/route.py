@@ -175,9 +175,8 @@ class Route:
             raise ConfigurationError(f"Route(name=...): expected a str, got {type(name).__name__}")
         self.name = name or f"{_describe(provider)} -> {handler_name}"
         self._stopped = False
-        # what the provider can do with a RETRY's delay, once check_capabilities() knows
-        self._delays: bool | None = None
-        self._longest_delay: float | None = None
+        # the provider's, once check_capabilities() knows them (for a RETRY's delay)
+        self._capabilities: Capabilities | None = None
         self._warned_delays: set[str] = set()
 
     def __repr__(self) -> str:
@@ -188,8 +187,7 @@ class Route:
     def check_capabilities(self, capabilities: Capabilities) -> None:
         """Fail with ConfigurationError if this route needs what the provider cannot do
         (and remember what it can do with a handler's RETRY delay)."""
-        self._delays = capabilities.delayed_retry is not Support.NONE
-        self._longest_delay = capabilities.max_retry_delay
+        self._capabilities = capabilities
         if self.max_attempts is not None and capabilities.attempt_count is Support.NONE:
             raise ConfigurationError(
                 f"route {self.name!r}: max_attempts={self.max_attempts} needs a provider that "
@@ -308,16 +306,16 @@ class Route:
             return REJECT(f"max_attempts ({limit}) reached")
         if outcome.delay is None and self.retry is not None:
             return RETRY(self.retry.delay(delivery.attempt))
-        if outcome.delay and self._delays is not None:
-            return self._deliverable_delay(outcome)
+        if outcome.delay and self._capabilities is not None:
+            return self._deliverable_delay(outcome, outcome.delay, self._capabilities)
         return outcome
 
-    def _deliverable_delay(self, outcome: Outcome) -> Outcome:
+    def _deliverable_delay(
+        self, outcome: Outcome, delay: float, capabilities: Capabilities
+    ) -> Outcome:
         """A RETRY delay the provider cannot honour (none at all, or longer than it can):
         dropped or shortened to what it can, with a warning (once per route and case)."""
-        delay = outcome.delay
-        assert delay is not None
-        if not self._delays:
+        if capabilities.delayed_retry is Support.NONE:
             self._warn_delay(
                 "none",
                 "route %r: %s has no delayed retries: a RETRY(delay=%ss) from the handler "
@@ -325,7 +323,7 @@ class Route:
                 delay,
             )
             return RETRY()
-        longest = self._longest_delay
+        longest = capabilities.max_retry_delay
         if longest is not None and delay > longest:
             self._warn_delay(
                 "long",
