@@ -380,60 +380,35 @@ async def test_graceful_stop_releases_unstarted_and_finishes_in_flight(
     assert kinds.count(OutcomeKind.RELEASE) == 5 and kinds.count(OutcomeKind.ACCEPT) == 1
 
 
+@pytest.mark.parametrize("first_settle", ["never answered", "failed, retry waits"])
 async def test_a_settle_cut_short_by_the_shutdown_deadline_is_sent_again(
-    broker: MemoryBroker,
+    broker: MemoryBroker, first_settle: str
 ) -> None:
     broker.publish("q", "a")
-    settling = asyncio.Event()
+    first_tried = asyncio.Event()
     calls: list[OutcomeKind] = []
 
-    class SlowFirstSettle(MemoryProvider):
+    class FirstSettleStuck(MemoryProvider):
         async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
             calls.append(outcome.kind)
             if len(calls) == 1:
-                settling.set()
-                await asyncio.Event().wait()  # the broker does not answer this one
+                first_tried.set()
+                if first_settle == "never answered":
+                    await asyncio.Event().wait()
+                raise ConnectionError("transient")  # the retry waits 5-10 s (backoff)
             await super().settle(delivery, outcome)
 
     async def quick(content: Any, metadata: Any) -> bool:
         return True
 
-    manager = Manager([Route(SlowFirstSettle(broker, "q", wait=0.1), quick)], shutdown_timeout=0.2)
-    task = asyncio.create_task(manager.serve())
-    await asyncio.wait_for(settling.wait(), 5)
-    manager.stop()
-    await asyncio.wait_for(task, 5)  # the 0.2 s deadline cut the settle short
-    # not lost in between: the handler's outcome is sent again, not forgotten
-    assert calls == [OutcomeKind.ACCEPT, OutcomeKind.ACCEPT]
-    assert broker.in_flight("q") == 0 and broker.depth("q") == 0
-    assert [s.outcome.kind for s in broker.settlements("q")] == [OutcomeKind.ACCEPT]
-
-
-async def test_a_settle_cut_short_while_waiting_to_retry_is_sent_again(
-    broker: MemoryBroker,
-) -> None:
-    broker.publish("q", "a")
-    first_failed = asyncio.Event()
-    calls: list[OutcomeKind] = []
-
-    class FlakySettle(MemoryProvider):
-        async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-            calls.append(outcome.kind)
-            if len(calls) == 1:
-                first_failed.set()
-                raise ConnectionError("transient")
-            await super().settle(delivery, outcome)
-
-    async def quick(content: Any, metadata: Any) -> bool:
-        return True
-
-    route = Route(FlakySettle(broker, "q", wait=0.1), quick)
-    dispatcher = Dispatcher(route, backoff=Backoff(base=5.0, cap=10.0))  # retry in 5-10 s
+    route = Route(FirstSettleStuck(broker, "q", wait=0.1), quick)
+    dispatcher = Dispatcher(route, backoff=Backoff(base=5.0, cap=10.0))
     task = asyncio.create_task(dispatcher.run(shutdown_timeout=0.2))
-    await asyncio.wait_for(first_failed.wait(), 5)  # the worker now waits to try again
+    await asyncio.wait_for(first_tried.wait(), 5)
     dispatcher.stop()
-    await asyncio.wait_for(task, 5)  # the deadline cut that wait short
-    assert calls == [OutcomeKind.ACCEPT, OutcomeKind.ACCEPT]  # the handler's outcome, again
+    await asyncio.wait_for(task, 5)  # the 0.2 s deadline cut the settle (or its wait) short
+    # not lost in between, nor turned into a RELEASE: the handler's outcome is sent again
+    assert calls == [OutcomeKind.ACCEPT, OutcomeKind.ACCEPT]
     assert [s.outcome.kind for s in broker.settlements("q")] == [OutcomeKind.ACCEPT]
     assert broker.depth("q") == 0 and broker.in_flight("q") == 0
 

@@ -166,6 +166,22 @@ class ProviderContract:
                 return delivery
             await provider.settle(delivery, ACCEPT)
 
+    async def _settled_and_redelivered(
+        self, queue: str, body: bytes, outcome: Outcome
+    ) -> tuple[Delivery, Delivery]:
+        """Put ``body``, fetch it, settle it with ``outcome``, fetch it again (then accept
+        it); returns both deliveries."""
+        await self.put(queue, body)
+        provider = await self._started(queue)
+        try:
+            first = await self._fetch_body(provider, body, self.redelivery_timeout)
+            await provider.settle(first, outcome)
+            again = await self._fetch_body(provider, body, self.redelivery_timeout)
+            await provider.settle(again, ACCEPT)
+        finally:
+            await provider.close()
+        return first, again
+
     @staticmethod
     def _marker() -> bytes:
         return f'{{"marker": "{uuid.uuid4().hex}"}}'.encode()
@@ -224,16 +240,7 @@ class ProviderContract:
 
     def test_retry_redelivers(self) -> None:
         async def scenario(queue: str) -> None:
-            body = b'{"retry": true}'
-            await self.put(queue, body)
-            provider = await self._started(queue)
-            try:
-                first = await self._fetch_body(provider, body, self.redelivery_timeout)
-                await provider.settle(first, RETRY())
-                again = await self._fetch_body(provider, body, self.redelivery_timeout)
-                await provider.settle(again, ACCEPT)
-            finally:
-                await provider.close()
+            await self._settled_and_redelivered(queue, b'{"retry": true}', RETRY())
 
         self._run(scenario)
 
@@ -241,18 +248,9 @@ class ProviderContract:
         self._needs("attempt_count")
 
         async def scenario(queue: str) -> None:
-            body = b'{"counted": true}'
-            await self.put(queue, body)
-            provider = await self._started(queue)
-            try:
-                first = await self._fetch_body(provider, body, self.redelivery_timeout)
-                assert first.attempt == 1, f"a first delivery has attempt {first.attempt!r}"
-                await provider.settle(first, RETRY())
-                again = await self._fetch_body(provider, body, self.redelivery_timeout)
-                assert again.attempt == 2, f"after one RETRY, attempt is {again.attempt!r}"
-                await provider.settle(again, ACCEPT)
-            finally:
-                await provider.close()
+            first, again = await self._settled_and_redelivered(queue, b'{"counted": true}', RETRY())
+            assert first.attempt == 1, f"a first delivery has attempt {first.attempt!r}"
+            assert again.attempt == 2, f"after one RETRY, attempt is {again.attempt!r}"
 
         self._run(scenario)
 
@@ -323,16 +321,7 @@ class ProviderContract:
 
     def test_release_redelivers(self) -> None:
         async def scenario(queue: str) -> None:
-            body = b'{"release": true}'
-            await self.put(queue, body)
-            provider = await self._started(queue)
-            try:
-                first = await self._fetch_body(provider, body, self.redelivery_timeout)
-                await provider.settle(first, RELEASE)
-                again = await self._fetch_body(provider, body, self.redelivery_timeout)
-                await provider.settle(again, ACCEPT)
-            finally:
-                await provider.close()
+            await self._settled_and_redelivered(queue, b'{"release": true}', RELEASE)
 
         self._run(scenario)
 
@@ -341,19 +330,12 @@ class ProviderContract:
         self._needs("release_uncounted")
 
         async def scenario(queue: str) -> None:
-            body = b'{"released": true}'
-            await self.put(queue, body)
-            provider = await self._started(queue)
-            try:
-                first = await self._fetch_body(provider, body, self.redelivery_timeout)
-                await provider.settle(first, RELEASE)
-                again = await self._fetch_body(provider, body, self.redelivery_timeout)
-                assert again.attempt == first.attempt, (
-                    f"RELEASE counted an attempt ({first.attempt!r} -> {again.attempt!r})"
-                )
-                await provider.settle(again, ACCEPT)
-            finally:
-                await provider.close()
+            first, again = await self._settled_and_redelivered(
+                queue, b'{"released": true}', RELEASE
+            )
+            assert again.attempt == first.attempt, (
+                f"RELEASE counted an attempt ({first.attempt!r} -> {again.attempt!r})"
+            )
 
         self._run(scenario)
 
