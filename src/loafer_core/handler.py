@@ -27,7 +27,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from loafer_core.errors import ConfigurationError
 
@@ -318,7 +318,7 @@ def adapt_handler(handler: Any) -> tuple[AsyncCall, Callable[[], Any] | None, st
             "Route(handler=...): expected a callable (content, metadata) or an object with "
             f"a handle(content, metadata) method, got {type(handler).__name__}"
         )
-    name = str(getattr(handler, "__qualname__", None) or type(handler).__name__)
+    name = _name(handler)
     _refuse_unless_takes("handler", handler, name, "(content, metadata)", 2)
     return _as_async(handler), None, name
 
@@ -342,11 +342,19 @@ def _refuse_unless_takes(argument: str, fn: Any, what: str, expected: str, count
     """Refuse, at construction, a callable that cannot take ``count`` positional
     arguments (it would fail on every message)."""
     if _takes(fn, count) is False:
-        signature = inspect.signature(fn, follow_wrapped=False)
-        raise ConfigurationError(
-            f"Route({argument}=...): {what} must accept {expected}, but its signature is "
-            f"{what.rsplit('.', 1)[-1]}{signature}"
-        )
+        _refuse(argument, fn, what, expected)
+
+
+def _refuse(argument: str, fn: Any, what: str, expected: str) -> NoReturn:
+    signature = inspect.signature(fn, follow_wrapped=False)
+    raise ConfigurationError(
+        f"Route({argument}=...): {what} must accept {expected}, but its signature is "
+        f"{what.rsplit('.', 1)[-1]}{signature}"
+    )
+
+
+def _name(fn: Any) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__name__)
 
 
 def adapt_error_handler(error_handler: Any) -> AsyncCall | None:
@@ -369,11 +377,15 @@ def adapt_error_handler(error_handler: Any) -> AsyncCall | None:
             f"Route(error_handler=...): got the class {error_handler.__name__}; pass an "
             "instance or a function"
         )
-    name = str(getattr(error_handler, "__qualname__", None) or type(error_handler).__name__)
     if _takes(error_handler, 3) is False:
-        if _takes(error_handler, 2):
-            return _as_async(_exc_info_shape(error_handler))
-        _refuse_unless_takes("error_handler", error_handler, name, "(exc_type, exc, message)", 3)
+        if not _takes(error_handler, 2):
+            _refuse(
+                "error_handler",
+                error_handler,
+                _name(error_handler),
+                "(exc_type, exc, message) or (exc_info, message)",
+            )
+        return _as_async(_exc_info_shape(error_handler))
     return _as_async(error_handler)
 
 
