@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from loafer_core.errors import TranslationError
-from loafer_core.translator import decode_text
+from loafer_core.translator import decode_json
 
 __all__ = ["AMQPTranslator"]
 
@@ -27,10 +26,5 @@ class AMQPTranslator:
         if raw is None:
             raise TranslationError("AMQP message has no body")
         if isinstance(raw, bytes | bytearray | memoryview | str):
-            text = decode_text(raw)
-            try:
-                content = json.loads(text)
-            except ValueError as exc:
-                raise TranslationError(f"message body is not valid JSON: {exc}") from exc
-            return {"content": content, "metadata": {}}
+            return {"content": decode_json(raw), "metadata": {}}
         return {"content": raw, "metadata": {}}

@@ -13,7 +13,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from loafer_core.errors import TranslationError
 
-__all__ = ["JSONTranslator", "PassThroughTranslator", "TextTranslator", "Translator", "decode_text"]
+__all__ = [
+    "JSONTranslator",
+    "PassThroughTranslator",
+    "TextTranslator",
+    "Translator",
+    "decode_json",
+    "decode_text",
+]
 
 
 @runtime_checkable
@@ -37,16 +44,27 @@ def decode_text(raw: Any) -> str:
     raise TranslationError(f"expected bytes or str, got {type(raw).__name__}")
 
 
+def decode_json(raw: Any, what: str = "message body") -> Any:
+    """Decode UTF-8 JSON (``bytes``-like or ``str``); any failure is a TranslationError.
+
+    That includes JSON nested too deeply for the parser (a ``RecursionError``): every
+    body that cannot be decoded is the sender's fault, never a reason to retry. ``what``
+    names the thing decoded in the error message.
+    """
+    text = decode_text(raw)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise TranslationError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise TranslationError(f"{what} is JSON nested too deeply to decode") from exc
+
+
 class JSONTranslator:
     """Decodes a UTF-8 JSON body (bytes or str) into content."""
 
     def translate(self, raw: Any) -> Mapping[str, Any]:
-        text = decode_text(raw)
-        try:
-            content = json.loads(text)
-        except ValueError as exc:
-            raise TranslationError(f"message body is not valid JSON: {exc}") from exc
-        return {"content": content, "metadata": {}}
+        return {"content": decode_json(raw), "metadata": {}}
 
 
 class TextTranslator:

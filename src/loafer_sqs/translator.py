@@ -11,8 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from loafer_core.errors import TranslationError
-from loafer_core.translator import decode_text
+from loafer_core.errors import RejectMessage, TranslationError
+from loafer_core.translator import decode_json, decode_text
 
 __all__ = ["SNSMessageTranslator", "SQSMessageTranslator", "SQSTextTranslator"]
 
@@ -30,11 +30,41 @@ def _metadata(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in raw.items() if key != "Body"}
 
 
-def _json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise TranslationError(f"{what} is not valid JSON: {exc}") from exc
+_SNS_TYPES = frozenset({"Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"})
+
+
+def _looks_like_envelope(value: Any) -> bool:
+    """What SNS writes: a JSON object with an SNS ``Type``, or with TopicArn and Message."""
+    return isinstance(value, Mapping) and (
+        value.get("Type") in _SNS_TYPES or ("TopicArn" in value and "Message" in value)
+    )
+
+
+def _check_envelope(envelope: Any) -> Mapping[str, Any]:
+    """A well-formed notification envelope, or TranslationError/RejectMessage saying why."""
+    if not isinstance(envelope, Mapping):
+        raise TranslationError(
+            f"the SQS message is not an SNS envelope: a JSON {type(envelope).__name__}, "
+            "expected an object"
+        )
+    kind = envelope.get("Type", "Notification")
+    if kind in {"SubscriptionConfirmation", "UnsubscribeConfirmation"}:
+        # not a message for the handler, and retrying it cannot help: rejected, with why
+        raise RejectMessage(
+            f"an SNS {kind} (topic {envelope.get('TopicArn')!r}), not a notification: "
+            "confirm the subscription in SNS; SQS subscriptions are confirmed by SNS itself"
+        )
+    if kind != "Notification":
+        raise TranslationError(f"the SNS envelope has an unknown Type {kind!r}")
+    if "TopicArn" not in envelope:
+        raise TranslationError("the SNS envelope has no TopicArn")
+    message = envelope.get("Message")
+    if not isinstance(message, str):
+        raise TranslationError(
+            "the SNS envelope's Message is "
+            + ("missing" if message is None else f"a {type(message).__name__}, not a string")
+        )
+    return envelope
 
 
 class SQSMessageTranslator:
@@ -43,7 +73,7 @@ class SQSMessageTranslator:
 
     def translate(self, raw: Any) -> Mapping[str, Any]:
         """Decode the message's JSON ``Body``."""
-        content = _json(_body(raw), "the SQS message body")
+        content = decode_json(_body(raw), "the SQS message body")
         return {"content": content, "metadata": _metadata(raw)}
 
 
@@ -74,36 +104,26 @@ class SNSMessageTranslator:
         self.raw_delivery = raw_delivery
         self.json_message = json_message
 
-    @staticmethod
-    def _is_envelope(value: Any) -> bool:
-        return (
-            isinstance(value, Mapping)
-            and value.get("Type") in {"Notification", None}
-            and isinstance(value.get("Message"), str)
-            and "TopicArn" in value
-        )
-
     def translate(self, raw: Any) -> Mapping[str, Any]:
         """Return the inner message as content."""
         text = _body(raw)
         sqs = _metadata(raw)
         if self.raw_delivery is True:
             return self._content(text, {"sqs": sqs}, "the SNS message")
-        envelope = _json(text, "the SNS envelope") if self.raw_delivery is False else None
-        if envelope is None:
+        if self.raw_delivery is False:
+            envelope = decode_json(text, "the SNS envelope")
+        else:  # detect: what SNS writes is an envelope (checked), anything else raw
             try:
                 envelope = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 envelope = None
-        if self._is_envelope(envelope):
-            assert isinstance(envelope, Mapping)
-            metadata = {k: v for k, v in envelope.items() if k != "Message"}
-            metadata["sqs"] = sqs
-            return self._content(envelope["Message"], metadata, "the SNS inner message")
-        if self.raw_delivery is False:
-            raise TranslationError("the SQS message is not an SNS envelope (no Message/TopicArn)")
-        return self._content(text, {"sqs": sqs}, "the SNS message")
+            if not _looks_like_envelope(envelope):
+                return self._content(text, {"sqs": sqs}, "the SNS message")
+        envelope = _check_envelope(envelope)
+        metadata = {k: v for k, v in envelope.items() if k != "Message"}
+        metadata["sqs"] = sqs
+        return self._content(envelope["Message"], metadata, "the SNS inner message")
 
     def _content(self, text: str, metadata: dict[str, Any], what: str) -> Mapping[str, Any]:
-        content = _json(text, what) if self.json_message else text
+        content = decode_json(text, what) if self.json_message else text
         return {"content": content, "metadata": metadata}

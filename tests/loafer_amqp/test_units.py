@@ -208,3 +208,12 @@ def test_a_bad_heartbeat_is_a_configuration_error(heartbeat: Any) -> None:
     # it used to kill the reactor thread at start: a ProviderError retried for ever
     with pytest.raises(ConfigurationError, match="heartbeat"):
         AMQPProvider("amqp://guest:guest@127.0.0.1:5672", "/amq/queue/x", heartbeat=heartbeat)
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, "[" * 100_000])
+def test_translator_turns_every_decoding_failure_into_a_translation_error(body: Any) -> None:
+    from loafer_amqp import AMQPTranslator
+    from loafer_core.errors import TranslationError
+
+    with pytest.raises(TranslationError):
+        AMQPTranslator().translate(body)

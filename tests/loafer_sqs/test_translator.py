@@ -106,3 +106,70 @@ def test_sns_translator_text_message() -> None:
 def test_sns_translator_not_json_at_all() -> None:
     with pytest.raises(TranslationError):
         SNSMessageTranslator().translate(sqs_message("<xml/>"))
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "translator",
+    [SQSMessageTranslator(), SNSMessageTranslator(), SNSMessageTranslator(raw_delivery=False)],
+)
+def test_deeply_nested_json_is_a_translation_error(translator: Any) -> None:
+    with pytest.raises(TranslationError, match="nested too deeply"):
+        translator.translate(sqs_message(DEEP))
+
+
+def test_deeply_nested_inner_sns_message_is_a_translation_error() -> None:
+    with pytest.raises(TranslationError, match="inner message is JSON nested too deeply"):
+        SNSMessageTranslator().translate(sqs_message(envelope(DEEP)))
+
+
+def _envelope_dict(**fields: Any) -> str:
+    base = {
+        "Type": "Notification",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:topic",
+        "Message": "{}",
+    }
+    base.update(fields)
+    return json.dumps({k: v for k, v in base.items() if v is not _DROP})
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("raw_delivery", [None, False])
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (_envelope_dict(Message={"a": 1}), "Message is a dict, not a string"),
+        (_envelope_dict(Message=["a"]), "Message is a list, not a string"),
+        (_envelope_dict(Message=_DROP), "Message is missing"),
+        (_envelope_dict(TopicArn=_DROP), "no TopicArn"),
+    ],
+)
+def test_malformed_sns_envelopes_are_translation_errors(
+    raw_delivery: bool | None, body: str, match: str
+) -> None:
+    """Before: detection fell back to 'raw delivery' and the envelope reached the handler."""
+    with pytest.raises(TranslationError, match=match):
+        SNSMessageTranslator(raw_delivery=raw_delivery).translate(sqs_message(body))
+
+
+def test_a_list_is_not_an_envelope_when_one_is_required() -> None:
+    with pytest.raises(TranslationError, match="not an SNS envelope: a JSON list"):
+        SNSMessageTranslator(raw_delivery=False).translate(sqs_message("[1, 2]"))
+    # detected: a list is what a raw-delivery subscription can carry
+    assert SNSMessageTranslator().translate(sqs_message("[1, 2]"))["content"] == [1, 2]
+
+
+@pytest.mark.parametrize("kind", ["SubscriptionConfirmation", "UnsubscribeConfirmation"])
+def test_subscription_confirmations_are_rejected_with_the_reason(kind: str) -> None:
+    from loafer_core.errors import RejectMessage
+
+    body = _envelope_dict(
+        Type=kind, Message="You have chosen to subscribe", SubscribeURL="https://x"
+    )
+    with pytest.raises(RejectMessage, match=f"an SNS {kind}") as caught:
+        SNSMessageTranslator().translate(sqs_message(body))
+    assert "https://x" not in str(caught.value)
