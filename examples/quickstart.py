@@ -36,7 +36,7 @@ def on_error(exc_type: type[BaseException], exc: BaseException, message: object)
 
 
 async def main() -> None:
-    broker = MemoryBroker()
+    broker = MemoryBroker(history=100)
     for name in ("ada", "grace", "flaky", "poison"):
         broker.publish("greetings", json.dumps({"name": name}).encode())
     broker.publish("greetings", b"{not json")

@@ -39,7 +39,8 @@ from loafer_core.provider import Capabilities, Delivery, Support
 
 __all__ = ["HISTORY", "MemoryBroker", "MemoryMessage", "MemoryProvider", "Settlement"]
 
-#: How many settlements a queue remembers for :meth:`MemoryBroker.settlements`.
+#: How many settlements a queue remembers for :meth:`MemoryBroker.settlements` where the
+#: test helpers turn the history on (``MemoryBroker(history=HISTORY)``); off by default.
 HISTORY = 100_000
 
 
@@ -78,10 +79,9 @@ class _Queue:
     delayed: list[tuple[float, int, MemoryMessage]] = field(default_factory=list)
     in_flight: dict[int, tuple[MemoryMessage, float | None]] = field(default_factory=dict)
     dead: list[MemoryMessage] = field(default_factory=list)
-    # (message, outcome, attempt): Settlement is built only when someone asks
-    history: deque[tuple[MemoryMessage, Outcome, int]] = field(
-        default_factory=lambda: deque(maxlen=HISTORY)
-    )
+    # (message, outcome, attempt), when the broker keeps a history; Settlement is built
+    # only when someone asks
+    history: deque[tuple[MemoryMessage, Outcome, int]] | None = None
     settled_total: int = 0
     busy_keys: Counter[str] = field(default_factory=Counter)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
@@ -115,9 +115,20 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 class MemoryBroker:
-    """Named in-process queues. Create queues with :meth:`declare` (publishing declares too)."""
+    """Named in-process queues. Create queues with :meth:`declare` (publishing declares too).
 
-    def __init__(self) -> None:
+    :param history: how many settlements each queue remembers for :meth:`settlements`
+        (0, the default, keeps none: a long-running broker should not hold on to every
+        message it settled). The ``memory_broker`` pytest fixture and
+        :func:`~loafer_core.testing.run_until_idle` turn it on (:data:`HISTORY`).
+    """
+
+    def __init__(self, *, history: int = 0) -> None:
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ConfigurationError(
+                f"MemoryBroker(history=...): expected an int >= 0, got {history!r}"
+            )
+        self._history = history
         self._queues: dict[str, _Queue] = {}
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
@@ -142,7 +153,11 @@ class MemoryBroker:
         with self._lock:
             q = self._queues.get(queue)
             if q is None:
-                self._queues[queue] = _Queue(queue, lease=lease)
+                self._queues[queue] = _Queue(
+                    queue,
+                    lease=lease,
+                    history=deque(maxlen=self._history) if self._history else None,
+                )
             elif lease is not None:
                 q.lease = lease
 
@@ -215,9 +230,26 @@ class MemoryBroker:
         """Messages REJECTED on ``queue`` (with ``reject_reason``), oldest first."""
         return list(self._queue(queue).dead)
 
+    def keep_history(self, size: int = HISTORY) -> None:
+        """Remember the last ``size`` settlements of every queue from now on (at least:
+        a larger history already kept stays)."""
+        with self._lock:
+            if size <= self._history:
+                return
+            self._history = size
+            for q in self._queues.values():
+                q.history = deque(q.history or (), maxlen=size)
+
     def settlements(self, queue: str) -> list[Settlement]:
-        """The settlements on ``queue``, in order (the last :data:`HISTORY` of them)."""
-        return [Settlement(*entry) for entry in self._queue(queue).history]
+        """The settlements on ``queue``, in order (the last ``history`` of them)."""
+        history = self._queue(queue).history
+        if history is None:
+            raise ConfigurationError(
+                "this MemoryBroker keeps no settlements: create it with "
+                "MemoryBroker(history=N) or call keep_history() (the memory_broker fixture "
+                "and run_until_idle do)"
+            )
+        return [Settlement(*entry) for entry in history]
 
     def settled_total(self, queue: str) -> int:
         """How many settlements ``queue`` has seen in all."""
@@ -352,7 +384,8 @@ class MemoryBroker:
             msg = entry[0]
             if msg.ordering_key is not None:
                 self._unbusy(q, msg)
-            q.history.append((msg, outcome, msg.attempts))
+            if q.history is not None:
+                q.history.append((msg, outcome, msg.attempts))
             q.settled_total += 1
             kind = outcome.kind
             if kind is OutcomeKind.ACCEPT:

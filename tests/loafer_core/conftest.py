@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -13,7 +13,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def broker() -> MemoryBroker:
-    b = MemoryBroker()
+    b = MemoryBroker(history=HISTORY)
     b.declare("q")
     return b
 

@@ -21,7 +21,7 @@ from loafer_core import (
     Route,
 )
 from loafer_core.dispatcher import Dispatcher
-from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Capabilities, Delivery
@@ -76,7 +76,7 @@ async def test_retry_in_a_key_is_not_overtaken(broker: MemoryBroker) -> None:
 
 
 async def test_slow_route_does_not_delay_another() -> None:
-    broker = MemoryBroker()
+    broker = MemoryBroker(history=HISTORY)
     broker.declare("slow")
     broker.declare("fast")
     broker.publish("slow", "s")
@@ -281,7 +281,7 @@ async def test_route_needing_what_provider_lacks_fails_at_start(broker: MemoryBr
 
 
 async def test_leases_are_extended_until_settled() -> None:
-    broker = MemoryBroker()
+    broker = MemoryBroker(history=HISTORY)
     broker.declare("leased", lease=0.5)
     broker.publish("leased", "long job")
     calls = 0
@@ -315,7 +315,7 @@ async def test_leases_are_extended_until_settled() -> None:
 
 async def test_without_extension_the_lease_expires() -> None:
     """The control for the test above: the memory lease really redelivers."""
-    broker = MemoryBroker()
+    broker = MemoryBroker(history=HISTORY)
     broker.declare("leased", lease=0.2)
     broker.publish("leased", "job")
     provider = MemoryProvider(broker, "leased", wait=0.1)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from loafer_core import ConfigurationError, LoaferManager, Manager, Route
-from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Delivery
 
@@ -23,10 +23,10 @@ SERVICE = textwrap.dedent(
     """
     import asyncio, logging, sys, threading
     from loafer_core import Manager, Route
-    from loafer_core.memory import MemoryBroker, MemoryProvider
+    from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    broker = MemoryBroker()
+    broker = MemoryBroker(history=HISTORY)
     broker.publish_many("q", list(range(1, 11)))
     started = []
     gate = asyncio.Event()
@@ -123,10 +123,10 @@ STUCK_SYNC = textwrap.dedent(
     """
     import logging, sys, threading
     from loafer_core import Manager, Route
-    from loafer_core.memory import MemoryBroker, MemoryProvider
+    from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    broker = MemoryBroker()
+    broker = MemoryBroker(history=HISTORY)
     broker.publish("q", "stuck")
 
     def handler(content, metadata):  # a sync handler that never returns
@@ -169,7 +169,7 @@ def test_fatal_configuration_error_exits_non_zero(tmp_path: Path) -> None:
         textwrap.dedent(
             """
             from loafer_core import Manager, Route
-            from loafer_core.memory import MemoryBroker, MemoryProvider
+            from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
             Manager([Route(MemoryProvider(MemoryBroker(), "missing"), print)]).run()
             """
         )
@@ -182,7 +182,7 @@ def test_fatal_configuration_error_exits_non_zero(tmp_path: Path) -> None:
 
 
 def test_manager_configuration() -> None:
-    broker = MemoryBroker()
+    broker = MemoryBroker(history=HISTORY)
     route = Route(MemoryProvider(broker, "q"), print)
     assert LoaferManager is Manager
     with pytest.raises(ConfigurationError, match="at least one route"):
@@ -196,7 +196,7 @@ def test_manager_configuration() -> None:
 
 
 def test_run_forever_false_blocks_for_one_iteration() -> None:
-    broker = MemoryBroker()
+    broker = MemoryBroker(history=HISTORY)
     broker.publish_many("q", ["a", "b", "c"])
     seen: list[str] = []
     Manager(routes=[Route(MemoryProvider(broker, "q"), lambda c, m: seen.append(c) is None)]).run(

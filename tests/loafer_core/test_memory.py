@@ -131,3 +131,37 @@ async def test_run_until_idle_reports_outcomes() -> None:
     assert [s.body for s in report.retried] == ["flaky"]
     assert [s.body for s in report.rejected] == ["poison"]
     assert report.released == []
+
+
+async def test_a_broker_keeps_no_history_unless_asked() -> None:
+    """A long-running broker held the last 100,000 settled messages by default."""
+    import gc
+
+    from loafer_core.memory import MemoryMessage
+
+    broker = MemoryBroker()
+    broker.publish_many("q", list(range(1, 1001)))
+    provider = MemoryProvider(broker, "q")
+    await provider.start(100)
+    while batch := await provider.fetch(100):
+        for delivery in batch:
+            await provider.settle(delivery, ACCEPT)
+    del batch
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, MemoryMessage)]
+    with pytest.raises(ConfigurationError, match=r"keeps no settlements.*history=N"):
+        broker.settlements("q")
+    assert broker.settled_total("q") == 1000
+
+    broker.keep_history(2)  # from now on, the last two
+    broker.publish_many("q", ["a", "b", "c"])
+    for delivery in await provider.fetch(3):
+        await provider.settle(delivery, ACCEPT)
+    assert [s.body for s in broker.settlements("q")] == ["b", "c"]
+    with pytest.raises(ConfigurationError, match="history"):
+        MemoryBroker(history=-1)
+
+
+def test_the_pytest_fixture_keeps_the_history(memory_broker: MemoryBroker) -> None:
+    memory_broker.publish("q", "x")
+    assert memory_broker.settlements("q") == []

@@ -65,6 +65,8 @@ async def run_until_idle(routes: Route | Iterable[Route], *, timeout: float = 10
         if not isinstance(route.provider, MemoryProvider):
             raise TypeError("run_until_idle needs routes on MemoryProvider")
         providers.append(route.provider)
+    for p in providers:
+        p.broker.keep_history()  # the report is read from it
     starts = {
         (id(p.broker), p.queue): p.broker.settled_total(p.queue)
         for p in providers

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from loafer_core.memory import MemoryBroker
+from loafer_core.memory import HISTORY, MemoryBroker
 
 
 @pytest.fixture
 def memory_broker() -> MemoryBroker:
-    """A fresh embedded broker."""
-    return MemoryBroker()
+    """A fresh embedded broker that keeps its settlements (see ``MemoryBroker.settlements``)."""
+    return MemoryBroker(history=HISTORY)
