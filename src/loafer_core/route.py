@@ -177,7 +177,7 @@ class Route:
         self._stopped = False
         # the provider's, once check_capabilities() knows them (for a RETRY's delay)
         self._capabilities: Capabilities | None = None
-        self._warned_delays: set[str] = set()
+        self._warned: set[str] = set()  # cases warned about once (see _warn_once)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -252,6 +252,15 @@ class Route:
             if result is True or result is None:
                 return ACCEPT
             outcome = outcome_from_result(result)
+            if outcome.kind is OutcomeKind.RETRY and result is not False:
+                self._warn_once(
+                    "falsy",
+                    "route %r: the handler returned %r, a falsy value: the message is "
+                    "RETRIED (Loafer's rule: only True or None accept it; return True, "
+                    "None or an Outcome to say what you mean)",
+                    self.name,
+                    result,
+                )
         if outcome.kind is OutcomeKind.RETRY:
             return self._finish(outcome, delivery)
         return outcome
@@ -316,28 +325,33 @@ class Route:
         """A RETRY delay the provider cannot honour (none at all, or longer than it can):
         dropped or shortened to what it can, with a warning (once per route and case)."""
         if capabilities.delayed_retry is Support.NONE:
-            self._warn_delay(
-                "none",
+            self._warn_once(
+                "no delay",
                 "route %r: %s has no delayed retries: a RETRY(delay=%ss) from the handler "
                 "is a plain RETRY (redelivered when the broker redelivers)",
+                self.name,
+                _describe(self.provider),
                 delay,
             )
             return RETRY()
         longest = capabilities.max_retry_delay
         if longest is not None and delay > longest:
-            self._warn_delay(
-                "long",
+            self._warn_once(
+                "long delay",
                 "route %r: %s delays a retry by at most its limit: RETRY(delay=%ss) is "
                 f"shortened to {longest}s",
+                self.name,
+                _describe(self.provider),
                 delay,
             )
             return RETRY(longest)
         return outcome
 
-    def _warn_delay(self, case: str, message: str, delay: float) -> None:
-        if case not in self._warned_delays:
-            self._warned_delays.add(case)
-            logger.warning(message, self.name, _describe(self.provider), delay)
+    def _warn_once(self, case: str, message: str, *args: Any) -> None:
+        """Log a warning the first time ``case`` happens on this route only."""
+        if case not in self._warned:
+            self._warned.add(case)
+            logger.warning(message, *args)
 
     async def _on_error(self, exc: BaseException, delivery: Delivery) -> Outcome:
         if self._error_call is None:

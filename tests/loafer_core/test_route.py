@@ -524,3 +524,20 @@ def test_retry_message_checks_its_delay() -> None:
     with pytest.raises(ValueError, match="delay"):
         RetryMessage(delay=float("nan"))
     assert RetryMessage(delay=2).outcome() == RETRY(2)
+
+
+async def test_a_falsy_result_other_than_false_retries_and_says_so_once(
+    provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    results = iter(["", 0, [], False])
+
+    async def handler(content: Any, metadata: Any) -> Any:
+        return next(results)
+
+    route = Route(provider, handler, retry=None)
+    with caplog.at_level(logging.WARNING, logger="loafer_core.route"):
+        outcomes = [await route.process(delivery()) for _ in range(4)]
+    assert outcomes == [RETRY()] * 4
+    said = [r.getMessage() for r in caplog.records if "falsy" in r.getMessage()]
+    assert len(said) == 1
+    assert "returned ''" in said[0] and "RETRIED" in said[0]
