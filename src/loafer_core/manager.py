@@ -125,6 +125,17 @@ class Manager:
             raise RuntimeError("this Manager is already running")
         self._ended.clear()
         self._fatal = None
+        ran = [route.name for route in self.routes if route.has_run]
+        if ran:  # their providers are closed: a second run would start nothing, or spin
+            self._fatal = ConfigurationError(
+                f"route(s) {ran} already ran (in this or another Manager) and closed their "
+                "providers: a route runs once; build new routes, with new providers, to run "
+                "again"
+            )
+            self._ended.set()
+            raise self._fatal
+        for route in self.routes:
+            route.has_run = True
         self._dispatchers = [Dispatcher(route) for route in self.routes]
         if self._stop_request is not None:  # stop() came before serve() got going
             for d in self._dispatchers:

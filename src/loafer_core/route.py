@@ -175,6 +175,9 @@ class Route:
             raise ConfigurationError(f"Route(name=...): expected a str, got {type(name).__name__}")
         self.name = name or f"{_describe(provider)} -> {handler_name}"
         self._stopped = False
+        #: set when a Manager first runs this route (a route runs once: its provider is
+        #: closed after)
+        self.has_run = False
         # the provider's, once check_capabilities() knows them (for a RETRY's delay)
         self._capabilities: Capabilities | None = None
         self._warned: set[str] = set()  # cases warned about once (see _warn_once)

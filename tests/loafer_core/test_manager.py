@@ -18,6 +18,7 @@ from loafer_core import ConfigurationError, LoaferManager, Manager, Route
 from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Delivery
+from loafer_core.testing import run_until_idle
 
 SERVICE = textwrap.dedent(
     """
@@ -279,3 +280,24 @@ async def test_stop_now_ends_even_if_the_broker_never_answers_a_release(
         unblock.set()
         await asyncio.wait_for(serving, 5)
     assert broker.in_flight("q") == 1  # never released: the broker redelivers it later
+
+
+async def test_a_route_runs_once_and_a_second_run_says_so_at_once(broker: MemoryBroker) -> None:
+    """Before: serving a stopped Manager again neither started nor failed (providers
+    closed: RabbitMQ/AMQP retried 'provider already closed' for ever, SQS failed every
+    fetch, and wait_started() never resolved)."""
+    route = Route(MemoryProvider(broker, "q"), lambda c, m: True)
+    manager = Manager([route], shutdown_timeout=1)
+    async with asyncio.timeout(10):
+        async with manager:
+            await manager.wait_started()
+        with pytest.raises(ConfigurationError, match=r"already ran .* build new routes"):
+            await manager.serve()
+        with pytest.raises(ConfigurationError, match="already ran"):
+            await manager.wait_started()
+        with pytest.raises(ConfigurationError, match="already ran"):
+            await Manager([route]).serve()  # the same route in another manager
+        # new routes run
+        broker.publish("q", "x")
+        report = await run_until_idle(Route(MemoryProvider(broker, "q"), lambda c, m: True))
+        assert len(report.accepted) == 1
