@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from loafer_core.errors import ConfigurationError
@@ -63,8 +63,12 @@ class Dispatcher:
         settle_attempts: int = 5,
         close_timeout: float = 30.0,
         forced_grace: float = 1.0,
+        on_exit: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.route = route
+        #: told when a handler raises KeyboardInterrupt or SystemExit (a request to stop
+        #: the service); without it, the dispatcher stops only its own route
+        self.on_exit = on_exit
         self.provider = route.provider
         self.backoff = backoff or Backoff()
         self.settle_attempts = settle_attempts
@@ -380,7 +384,12 @@ class Dispatcher:
             while delivery is not None:
                 try:
                     outcome = await process(delivery)
-                except Exception:  # process() handles user errors; this is a bug of ours
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    outcome = RELEASE  # not the message's fault: for the next consumer
+                    self._exit_requested(exc, delivery)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException:  # process() handles user errors; this is a bug of ours
                     logger.exception(
                         "route %r: internal error on message %s; it will be retried",
                         route.name,
@@ -395,6 +404,21 @@ class Dispatcher:
                 if delivery.ordering_key is None:
                     break
                 delivery = await self._next_of_key(delivery, outcome)
+
+    def _exit_requested(self, exc: BaseException, delivery: Delivery) -> None:
+        """A handler raised KeyboardInterrupt or SystemExit: the service is asked to stop.
+        Drain gracefully (the manager exits with that exception once drained)."""
+        logger.error(
+            "route %r: the handler raised %s on message %s: the message is released and "
+            "the service stops (graceful drain)",
+            self.route.name,
+            repr(exc),
+            delivery.message_id,
+        )
+        if self.on_exit is not None:
+            self.on_exit(exc)
+        else:
+            self.stop()
 
     async def _next_of_key(self, delivery: Delivery, outcome: Outcome) -> Delivery | None:
         key = delivery.ordering_key

@@ -141,7 +141,10 @@ class InThreads:
             self._pools[loop] = pool
         future = loop.create_future()
         pool.submit(future, contextvars.copy_context().run, self.fn, args)
-        return await future
+        try:
+            return await future
+        except _Carried as carried:
+            raise carried.exc from None
 
     def close(self) -> None:
         """Let the threads end once idle (a thread still running is not waited for)."""
@@ -266,6 +269,10 @@ class _Threads:
                 future.set_result(value)
             elif isinstance(value, StopIteration):  # a future refuses it
                 future.set_exception(RuntimeError(f"handler raised {value!r}"))
+            elif isinstance(value, GeneratorExit):
+                # asyncio throws a future's exception into the awaiting coroutine, and a
+                # thrown GeneratorExit closes it: carried, then raised by InThreads.__call__
+                future.set_exception(_Carried(value))
             else:
                 future.set_exception(value)
 
@@ -274,6 +281,14 @@ class _Threads:
         with self._lock:
             self._closed = True
             self._work.put(None)
+
+
+class _Carried(Exception):
+    """Carries a GeneratorExit from a handler's thread to the coroutine awaiting it."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(exc)
+        self.exc = exc
 
 
 async def settle_result(result: Any) -> Any:

@@ -10,6 +10,10 @@ once, let in-flight handlers finish for up to ``shutdown_timeout`` seconds, sett
 flush settlements, call handlers' ``stop()``, close providers. A second signal (or
 ``stop(now=True)``) ends at once, releasing what it can.
 
+A handler raising ``SystemExit`` or ``KeyboardInterrupt`` asks the service to stop: its
+message is RELEASED, every route drains as on SIGTERM, then :meth:`serve` (and
+:meth:`run`) raises that exception, so the process exits with its code.
+
 A :class:`~loafer_core.errors.ConfigurationError` from any route (a missing queue, refused
 credentials, a route needing what its provider cannot do) stops every route and is raised
 from :meth:`run`/:meth:`serve`, so the process exits non-zero.
@@ -73,6 +77,7 @@ class Manager:
         self._ended = asyncio.Event()  # set once a serve() has ended, with _fatal
         self._fatal: BaseException | None = None
         self._stop_request: bool | None = None  # stop(now=...) asked before dispatchers exist
+        self._exit: BaseException | None = None  # a handler's SystemExit/KeyboardInterrupt
 
     def __repr__(self) -> str:
         return f"<Manager routes={[r.name for r in self.routes]}>"
@@ -136,7 +141,10 @@ class Manager:
             raise self._fatal
         for route in self.routes:
             route.has_run = True
-        self._dispatchers = [Dispatcher(route) for route in self.routes]
+        self._exit = None
+        self._dispatchers = [
+            Dispatcher(route, on_exit=self._exit_requested) for route in self.routes
+        ]
         if self._stop_request is not None:  # stop() came before serve() got going
             for d in self._dispatchers:
                 d.stop(now=self._stop_request)
@@ -178,7 +186,17 @@ class Manager:
             self._ended.set()
         if fatal is not None:
             raise fatal
+        if self._exit is not None:
+            logger.warning("manager stopped: exiting with the handler's %r", self._exit)
+            raise self._exit
         logger.info("manager stopped cleanly")
+
+    def _exit_requested(self, exc: BaseException) -> None:
+        """A handler raised SystemExit/KeyboardInterrupt: drain every route, then
+        :meth:`serve` raises it (so the process exits with its code, drained)."""
+        if self._exit is None:
+            self._exit = exc
+        self.stop()
 
     def stop(self, *, now: bool = False) -> None:
         """Start the graceful drain; with ``now``, cut in-flight handlers short.

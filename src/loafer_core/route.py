@@ -11,6 +11,9 @@ A route turns one delivery into one :class:`~loafer_core.outcome.Outcome`:
 4. any other exception, in the translator or the handler, goes to the error handler:
    ``True`` -> ACCEPT, ``False``/``None`` -> RETRY, an ``Outcome`` -> that. The default
    error handler logs the traceback with the route and message id and returns RETRY.
+   A ``BaseException`` that is not an ``Exception`` (``GeneratorExit``, a custom one) is
+   an error like any other; ``KeyboardInterrupt`` and ``SystemExit`` propagate: they ask
+   the service to stop (the dispatcher RELEASES the message and the manager drains).
 """
 
 from __future__ import annotations
@@ -251,6 +254,10 @@ class Route:
             outcome = await self._on_error(exc, delivery)
         except Exception as exc:
             outcome = await self._on_error(exc, delivery)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # a request to stop the service: the dispatcher releases and drains
+        except BaseException as exc:  # GeneratorExit, a custom BaseException: an error
+            outcome = await self._on_error(exc, delivery)
         else:
             if result is True or result is None:
                 return ACCEPT
@@ -376,9 +383,9 @@ class Route:
                 if _really_cancelled():
                     raise
                 raise RuntimeError("the error handler raised CancelledError")  # noqa: B904
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
-        except Exception:
+        except BaseException:
             logger.exception(
                 "route %r: the error handler failed on message %s; it will be retried",
                 self.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -301,3 +302,115 @@ async def test_a_route_runs_once_and_a_second_run_says_so_at_once(broker: Memory
         broker.publish("q", "x")
         report = await run_until_idle(Route(MemoryProvider(broker, "q"), lambda c, m: True))
         assert len(report.accepted) == 1
+
+
+EXITING = textwrap.dedent(
+    """
+    import asyncio, logging, sys, threading, time
+    from loafer_core import Manager, Route
+    from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    kind, exc = sys.argv[1], {"exit": SystemExit(3), "interrupt": KeyboardInterrupt()}[sys.argv[2]]
+    broker = MemoryBroker(history=HISTORY)
+    broker.publish_many("q", ["slow", "stop", "later-1", "later-2"])
+    slow_began = threading.Event()
+
+    def sync_handler(content, metadata):
+        if content == "slow":
+            slow_began.set()
+            time.sleep(0.3)  # in flight when the exit is asked: it must finish (drain)
+            return True
+        slow_began.wait(5)
+        raise exc
+
+    async def async_handler(content, metadata):
+        if content == "slow":
+            slow_began.set()
+            await asyncio.sleep(0.3)
+            return True
+        slow_began.wait(5)
+        raise exc
+
+    handler = sync_handler if kind == "sync" else async_handler
+    route = Route(MemoryProvider(broker, "q", wait=0.1), handler, max_concurrency=2)
+    try:
+        Manager([route], shutdown_timeout=10).run()
+    finally:
+        kinds = [s.outcome.kind.name for s in broker.settlements("q")]
+        print("ACCEPT", kinds.count("ACCEPT"), "RELEASE", kinds.count("RELEASE"),
+              "DEPTH", broker.depth("q"), "INFLIGHT", broker.in_flight("q"), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(("raised", "codes"), [("exit", {3}), ("interrupt", {130, -2})])
+def test_a_handler_raising_system_exit_or_keyboard_interrupt_drains_then_exits_with_it(
+    tmp_path: Path, kind: str, raised: str, codes: set[int]
+) -> None:
+    """Before: the event loop died at once (asyncio re-raises them out of the task), with
+    the in-flight handler cut and nothing settled."""
+    script = tmp_path / "exiting.py"
+    script.write_text(EXITING)
+    proc = subprocess.run(
+        [sys.executable, str(script), kind, raised],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode in codes, proc.stderr
+    # the slow one finished (ACCEPT), the one that asked to stop went back (RELEASE),
+    # nothing was left in flight, and the rest was not started
+    assert "ACCEPT 1 RELEASE 1 DEPTH 3 INFLIGHT 0" in proc.stdout, proc.stderr
+    assert "the message is released and the service stops" in proc.stderr
+
+
+class Fatal(BaseException):
+    """A custom BaseException that is not an Exception."""
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_other_base_exceptions_are_errors_and_never_lose_a_worker(
+    broker: MemoryBroker, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: each one killed its worker, left the delivery unsettled and its slot taken;
+    after max_concurrency of them the route consumed nothing more, logging nothing."""
+    raising = [Fatal("custom"), GeneratorExit()] * 3
+    for i in range(len(raising)):
+        broker.publish("q", f"bad-{i}")
+    broker.publish("q", "good")
+
+    def sync_handler(content: str, metadata: Any) -> bool:
+        if content.startswith("bad-"):
+            raise raising[int(content[4:])]
+        return True
+
+    async def async_handler(content: str, metadata: Any) -> bool:
+        return sync_handler(content, metadata)
+
+    seen: list[type[BaseException]] = []
+
+    def on_error(exc_type: type[BaseException], exc: BaseException, raw: Any) -> Outcome:
+        seen.append(exc_type)
+        return Outcome.REJECT(repr(exc))
+
+    route = Route(
+        MemoryProvider(broker, "q"),
+        sync_handler if kind == "sync" else async_handler,
+        error_handler=on_error,
+        max_concurrency=2,
+    )
+    report = await run_until_idle(route, timeout=10)
+    assert sorted(s.body for s in report.rejected) == sorted(f"bad-{i}" for i in range(6))
+    assert [s.body for s in report.accepted] == ["good"]
+    assert sorted(t.__name__ for t in seen) == ["Fatal"] * 3 + ["GeneratorExit"] * 3
+
+    # without an error handler: logged at ERROR with the traceback, and RETRIED
+    broker.publish("r", "bad-0")
+    route = Route(MemoryProvider(broker, "r"), sync_handler, max_attempts=1, retry=None)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="loafer_core.route"):
+        report = await run_until_idle(route, timeout=10)
+    assert [s.outcome.kind for s in report.settlements] == [OutcomeKind.REJECT]
+    assert any(r.exc_info and r.exc_info[0] is Fatal for r in caplog.records)
