@@ -89,6 +89,11 @@ class Dispatcher:
         # worth the fewer, larger fetches.
         mc = route.max_concurrency
         self._batch = 1 if mc < 50 else min(10, mc // 10)
+        # slots a delivery may take: max_concurrency, less sync handler threads stuck in a
+        # call that overran handler_timeout (fetching for them would only time messages
+        # out unrun, burning their attempts)
+        self._capacity = mc
+        route.watch_stuck(self._stuck_changed)
         self._once = False
         self._fetched_once = False
         self._stopping = False
@@ -220,6 +225,36 @@ class Dispatcher:
         finally:
             stopped.cancel()
 
+    def _stuck_changed(self, stuck: int) -> None:
+        """On the loop: ``stuck`` of the route's sync handler threads are in calls that
+        overran handler_timeout. Fetch only for the others; say when that changes."""
+        route = self.route
+        before = route.max_concurrency - self._capacity
+        self._capacity = max(0, route.max_concurrency - stuck)
+        if stuck >= route.max_concurrency and before < stuck:
+            logger.error(
+                "route %r: all %d handler threads are stuck in calls that overran "
+                "handler_timeout=%ss: no message is fetched until one returns",
+                route.name,
+                route.max_concurrency,
+                route.handler_timeout,
+            )
+        elif stuck > before:
+            logger.warning(
+                "route %r: %d of %d handler threads are stuck in calls that overran "
+                "handler_timeout=%ss; the route fetches for the others",
+                route.name,
+                stuck,
+                route.max_concurrency,
+                route.handler_timeout,
+            )
+        elif stuck < before:
+            logger.info(
+                "route %r: a stuck handler call returned; %d still stuck", route.name, stuck
+            )
+            if self._idle and not self._ready:
+                self._wake_fetcher()
+
     # -- waking workers -----------------------------------------------------------------------
 
     def _wake_one(self) -> None:
@@ -235,7 +270,7 @@ class Dispatcher:
         if self._fetching is not None or self._fetched_once or self._stopping:
             return
         unsettled = len(self._unsettled)
-        free = self.route.max_concurrency - unsettled
+        free = self._capacity - unsettled
         if free >= self._batch or (free > 0 and unsettled == 0):
             self._wake_one()
 
@@ -263,7 +298,7 @@ class Dispatcher:
                 return delivery
             if self._fetching is None and not self._fetched_once:
                 unsettled = len(self._unsettled)
-                free = self.route.max_concurrency - unsettled
+                free = self._capacity - unsettled
                 if free >= self._batch or (free > 0 and unsettled == 0):
                     await self._fetch()
                     continue
@@ -278,7 +313,7 @@ class Dispatcher:
         began = time.monotonic()
         error: BaseException | None = None
         try:
-            deliveries = await provider.fetch(route.max_concurrency - len(self._unsettled))
+            deliveries = await provider.fetch(self._capacity - len(self._unsettled))
         except asyncio.CancelledError as exc:
             if task is None or task.cancelling():
                 if task is not None and self._stopping:

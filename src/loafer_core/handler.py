@@ -18,6 +18,7 @@ An error handler is ``(exc_type, exc, message)``, sync or async, returning a ``b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -25,6 +26,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, Protocol, runtime_checkable
@@ -122,6 +124,8 @@ class InThreads:
         self.max_workers = max_workers
         self.core = _core_threads() if core is None else core
         self.grow_after = grow_after
+        #: called on the event loop with :attr:`stuck` whenever it changes
+        self.on_stuck: Callable[[int], None] | None = None
         self._pools: dict[asyncio.AbstractEventLoop, _Threads] = {}
 
     @property
@@ -129,20 +133,66 @@ class InThreads:
         """How many threads are running now (for every event loop)."""
         return sum(pool.threads for pool in list(self._pools.values()))
 
-    async def __call__(self, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
+    @property
+    def stuck(self) -> int:
+        """Threads still running a call that overran its deadline (see
+        :meth:`call_with_deadline`): busy, though nobody waits for them any more."""
+        return sum(pool.abandoned for pool in list(self._pools.values()))
+
+    def _pool(self, loop: asyncio.AbstractEventLoop) -> _Threads:
         pool = self._pools.get(loop)
         if pool is None:
             for old_loop, old in list(self._pools.items()):
                 if old_loop.is_closed():
                     self._pools.pop(old_loop, None)
                     old.close()
-            pool = _Threads(loop, self.max_workers, self.core, self.grow_after)
+            pool = _Threads(loop, self.max_workers, self.core, self.grow_after, self._stuck)
             self._pools[loop] = pool
+        return pool
+
+    def _stuck(self) -> None:
+        if self.on_stuck is not None:
+            self.on_stuck(self.stuck)
+
+    async def __call__(self, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop) or self._pool(loop)
         future = loop.create_future()
         pool.submit(future, contextvars.copy_context().run, self.fn, args)
         try:
             return await future
+        except _Carried as carried:
+            raise carried.exc from None
+
+    async def call_with_deadline(self, timeout: float, *args: Any) -> Any:
+        """Call like ``__call__``, but raise :class:`HandlerOverrun` once the call has *run*
+        ``timeout`` seconds: time spent waiting for a thread does not count. The thread of
+        an overrun call is counted in :attr:`stuck` until the call returns."""
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop) or self._pool(loop)
+        future = loop.create_future()
+        watch = _Watch()
+        pool.submit(future, contextvars.copy_context().run, self.fn, args, watch)
+        wait: float | None = timeout
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=wait)
+                if done:
+                    break
+                began = watch.started
+                if began is None:  # still waiting for a thread: not its time yet
+                    wait = timeout
+                    continue
+                wait = began + timeout - time.monotonic()
+                if wait <= 0:
+                    if pool.abandon(watch):
+                        raise HandlerOverrun(timeout)
+                    wait = None  # it returned just now: its result is on its way
+        finally:
+            if not future.done():
+                future.cancel()
+        try:
+            return future.result()
         except _Carried as carried:
             raise carried.exc from None
 
@@ -165,9 +215,17 @@ class _Threads:
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, max_workers: int, core: int, grow_after: float
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_workers: int,
+        core: int,
+        grow_after: float,
+        on_stuck: Callable[[], None] = lambda: None,
     ) -> None:
         self.loop = loop
+        self._on_stuck = on_stuck
+        #: threads running a call abandoned at its deadline (see InThreads.call_with_deadline)
+        self.abandoned = 0
         self._max_workers = max(1, max_workers)
         self._core = max(1, min(core, self._max_workers))
         self._grow_after = grow_after
@@ -190,14 +248,16 @@ class _Threads:
         run: Callable[..., Any],
         fn: Callable[..., Any],
         args: tuple[Any, ...],
+        watch: _Watch | None = None,
     ) -> None:
         """Have a thread call ``run(fn, *args)`` and set ``future`` to what it returns or
-        raises (unless ``future`` is cancelled first: then the call may be skipped)."""
+        raises (unless ``future`` is cancelled first: then the call may be skipped); a
+        ``watch`` is told when the call starts and ends."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot run a handler after its threads were closed")
             self._submitted += 1
-            self._work.put((future, run, fn, args))
+            self._work.put((future, run, fn, args, watch))
             if not self._idle.acquire(blocking=False) and self.threads < self._core:
                 self._start()
         if self._watch is None and self._core <= self.threads < self._max_workers:
@@ -238,14 +298,18 @@ class _Threads:
             if item is None:
                 work.put(None)  # wake the next thread: they all end
                 return
-            future, run, fn, args = item
+            future, run, fn, args, watch = item
             del item
             if not future.cancelled():  # a read of its state, safe from any thread
+                if watch is not None:
+                    watch.started = time.monotonic()
                 try:
                     results.append((future, True, run(fn, *args)))
                 except BaseException as exc:
                     results.append((future, False, exc))
                     del exc
+                if watch is not None:
+                    self._finished(watch)
                 # Wake the loop unless a _collect is already scheduled and not yet begun:
                 # that one will take this result too (it clears the flag before it takes).
                 if not self._collecting:
@@ -254,8 +318,28 @@ class _Threads:
                         self.loop.call_soon_threadsafe(self._collect)
                     except RuntimeError:  # the loop is closed: nobody waits any more
                         results.clear()
-            del future, run, fn, args
+            del future, run, fn, args, watch
             self._idle.release()
+
+    def abandon(self, watch: _Watch) -> bool:
+        """On the loop: the call of ``watch`` overran its deadline; its thread counts as
+        stuck until the call returns. False if it has just returned."""
+        with self._lock:
+            if watch.finished:
+                return False
+            watch.abandoned = True
+            self.abandoned += 1
+        self._on_stuck()
+        return True
+
+    def _finished(self, watch: _Watch) -> None:  # on the thread
+        with self._lock:
+            watch.finished = True
+            if not watch.abandoned:
+                return
+            self.abandoned -= 1
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody to tell
+            self.loop.call_soon_threadsafe(self._on_stuck)
 
     def _collect(self) -> None:
         """On the loop: set the futures of every result the threads have left."""
@@ -281,6 +365,22 @@ class _Threads:
         with self._lock:
             self._closed = True
             self._work.put(None)
+
+
+class HandlerOverrun(Exception):
+    """A sync handler's call ran past its deadline (see :meth:`InThreads.call_with_deadline`)."""
+
+
+class _Watch:
+    """When a watched call started (monotonic seconds) and whether it ended or was
+    abandoned at its deadline; ``finished`` and ``abandoned`` change under the pool's lock."""
+
+    __slots__ = ("abandoned", "finished", "started")
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.finished = False
+        self.abandoned = False
 
 
 class _Carried(Exception):

@@ -27,6 +27,7 @@ from typing import Any
 
 from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
 from loafer_core.handler import (
+    HandlerOverrun,
     InThreads,
     adapt_error_handler,
     adapt_handler,
@@ -188,6 +189,20 @@ class Route:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
+    @property
+    def stuck_handlers(self) -> int:
+        """Sync handler calls that overran ``handler_timeout`` and have not returned yet:
+        each holds one of the route's ``max_concurrency`` threads, so the route fetches
+        that many fewer messages (none once all are stuck)."""
+        call = self._call
+        return call.stuck if isinstance(call, InThreads) else 0
+
+    def watch_stuck(self, callback: Any) -> None:
+        """Have ``callback(stuck)`` called on the event loop whenever
+        :attr:`stuck_handlers` changes (the dispatcher adjusts its capacity)."""
+        if isinstance(self._call, InThreads):
+            self._call.on_stuck = callback
+
     # -- start-up -------------------------------------------------------------------------
 
     def check_capabilities(self, capabilities: Capabilities) -> None:
@@ -278,7 +293,29 @@ class Route:
     async def _call_with_deadline(
         self, content: Any, metadata: Mapping[str, Any], delivery: Delivery
     ) -> Any:
-        """The handler under ``handler_timeout``: an overrun gives ``False`` (RETRY)."""
+        """The handler under ``handler_timeout``: an overrun gives ``False`` (RETRY).
+
+        A sync handler's deadline runs from when its thread starts the call (waiting for
+        a thread is not the handler's fault); its thread, still running, counts as stuck
+        until the call returns (see :attr:`stuck_handlers`).
+        """
+        call = self._call
+        if isinstance(call, InThreads):
+            assert self.handler_timeout is not None
+            try:
+                result = await call.call_with_deadline(self.handler_timeout, content, metadata)
+            except HandlerOverrun:
+                logger.error(
+                    "route %r: handler timed out after %ss on message %s; it will be retried "
+                    "(its thread is still in the call: %d of the route's %d are stuck)",
+                    self.name,
+                    self.handler_timeout,
+                    delivery.message_id,
+                    call.stuck,
+                    self.max_concurrency,
+                )
+                return False
+            return await settle_result(result)
         deadline = asyncio.timeout(self.handler_timeout)
         try:
             async with deadline:

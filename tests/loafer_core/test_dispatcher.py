@@ -721,3 +721,89 @@ async def test_a_sync_route_runs_as_many_blocking_handlers_at_once_as_its_slots(
     async with Manager([route]):
         await broker.wait_idle("q", timeout=15)
     assert [s.outcome for s in broker.settlements("q")] == [ACCEPT] * slots
+
+
+async def _until(condition: Any, timeout: float = 10.0) -> None:
+    """Poll a condition no event announces (a thread's state), bounded."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - a thread's state: no event to await
+            await asyncio.sleep(0.01)
+
+
+async def test_stuck_sync_handlers_stop_the_fetching_instead_of_burning_attempts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: once max_concurrency threads were stuck, every later delivery 'timed out'
+    waiting for a thread without its handler running, and with max_attempts=3 healthy
+    messages went to the dead-letter list unprocessed."""
+    broker = MemoryBroker(history=HISTORY)
+    release = threading.Event()
+    ran: list[str] = []
+
+    def handler(content: str, metadata: Any) -> bool:
+        ran.append(content)
+        if content.startswith("stuck") and not release.is_set():
+            release.wait(30)  # a blocking call that overruns the timeout (until released)
+        return True
+
+    broker.publish_many("q", ["stuck-1", "stuck-2"])
+    route = Route(
+        MemoryProvider(broker, "q", wait=0.05),
+        handler,
+        max_concurrency=2,
+        handler_timeout=0.2,
+        max_attempts=3,
+        retry=None,
+    )
+    manager = Manager([route], shutdown_timeout=5)
+    async with asyncio.timeout(30):
+        async with manager:
+            await manager.wait_started()
+            await _until(lambda: route.stuck_handlers == 2)
+            for i in range(3):
+                broker.publish("q", f"healthy-{i}")
+            # while every thread is stuck, nothing more is fetched: no attempt is burnt
+            await _until(lambda: broker.depth("q") == 5)  # the 2 retried + 3 healthy
+            await asyncio.sleep(0.5)  # (more than two timeouts: a fetch would show by now)
+            assert broker.in_flight("q") == 0 and broker.depth("q") == 5
+            assert broker.dead_letters("q") == []
+            release.set()  # the stuck calls return: the route fetches again
+            await broker.wait_idle("q")
+    assert route.stuck_handlers == 0
+    assert sorted(c for c in ran if c.startswith("healthy")) == [f"healthy-{i}" for i in range(3)]
+    assert broker.dead_letters("q") == []
+    kinds = [(s.body, s.outcome.kind) for s in broker.settlements("q")]
+    assert all(kind is OutcomeKind.ACCEPT for body, kind in kinds if body.startswith("healthy"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("all 2 handler threads are stuck" in m for m in messages)
+    assert sum("handler timed out" in m for m in messages) == 2  # only the two that ran
+
+
+async def test_a_sync_handlers_deadline_runs_from_when_its_thread_starts_it() -> None:
+    """Waiting for a thread does not count against handler_timeout."""
+    from loafer_core.handler import HandlerOverrun, InThreads
+
+    gate = threading.Event()
+
+    def work(x: str) -> str:
+        if x == "first":
+            gate.wait(10)
+        return x
+
+    threads = InThreads(work, max_workers=1, core=1)
+    first = asyncio.ensure_future(threads.call_with_deadline(5, "first"))
+    await _until(lambda: threads.threads == 1)
+    second = asyncio.ensure_future(threads.call_with_deadline(0.2, "second"))
+    await asyncio.sleep(0.4)  # the second waits for the only thread past its timeout...
+    assert not second.done()
+    gate.set()
+    assert await asyncio.wait_for(first, 10) == "first"
+    assert await asyncio.wait_for(second, 10) == "second"  # ...and was not timed out for it
+    overrun = asyncio.ensure_future(threads.call_with_deadline(0.1, "first"))
+    gate.clear()
+    with pytest.raises(HandlerOverrun):
+        await asyncio.wait_for(overrun, 10)
+    assert threads.stuck == 1
+    gate.set()
+    await _until(lambda: threads.stuck == 0)
+    threads.close()
