@@ -19,13 +19,14 @@ from loafer_core.errors import (
 )
 from loafer_core.manager import LoaferManager, Manager
 from loafer_core.outcome import ACCEPT, REJECT, RELEASE, RETRY, Outcome, OutcomeKind
-from loafer_core.policy import Backoff, RetryPolicy
+from loafer_core.policy import DEFAULT_RETRY, Backoff, RetryPolicy
 from loafer_core.provider import Capabilities, Delivery, Provider, Support
 from loafer_core.route import Route
 from loafer_core.translator import JSONTranslator, TextTranslator, Translator
 
 __all__ = [
     "ACCEPT",
+    "DEFAULT_RETRY",
     "REJECT",
     "RELEASE",
     "RETRY",

@@ -15,7 +15,7 @@ from typing import Any
 
 from loafer_core.errors import ConfigurationError
 
-__all__ = ["Backoff", "RetryPolicy", "check_number"]
+__all__ = ["DEFAULT_RETRY", "Backoff", "RetryPolicy", "check_number"]
 
 
 def check_number(owner: str, name: str, value: Any, *, minimum: float) -> None:
@@ -58,6 +58,13 @@ class RetryPolicy:
         except OverflowError:
             value = self.maximum
         return float(min(value, self.maximum))
+
+
+DEFAULT_RETRY = RetryPolicy(initial=1.0, factor=2.0, maximum=60.0)
+"""What a route's plain RETRYs wait when no ``retry=`` is given: 1 s, 2 s, 4 s... up to a
+minute (1 s each time where the provider does not count attempts). Not applied where the
+provider cannot delay a retry, or where its plain RETRY already waits (SQS's visibility
+timeout); see docs/outcomes.md."""
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,9 @@ class Capabilities:
     - ``ordering_keys``: deliveries may carry an ``ordering_key``.
     - ``lease_extension``: the provider implements :class:`LeaseExtender`.
     - ``max_retry_delay``: the longest delay ``RETRY`` may ask for, if limited.
+    - ``retry_waits``: a plain ``RETRY`` (no delay) is redelivered only after a wait of
+      the broker's own (SQS's visibility timeout), so routes do not add their default
+      retry backoff (:data:`~loafer_core.policy.DEFAULT_RETRY`) to it.
     """
 
     delayed_retry: Support | bool = Support.NONE
@@ -83,6 +86,7 @@ class Capabilities:
     ordering_keys: Support | bool = Support.NONE
     lease_extension: Support | bool = Support.NONE
     max_retry_delay: float | None = None
+    retry_waits: Support | bool = Support.NONE
 
     def __post_init__(self) -> None:
         for name in (
@@ -92,6 +96,7 @@ class Capabilities:
             "release_uncounted",
             "ordering_keys",
             "lease_extension",
+            "retry_waits",
         ):
             object.__setattr__(self, name, _support(getattr(self, name)))
 

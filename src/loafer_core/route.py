@@ -35,8 +35,9 @@ from loafer_core.handler import (
     settle_result,
 )
 from loafer_core.outcome import ACCEPT, REJECT, RETRY, Outcome, OutcomeKind
-from loafer_core.policy import RetryPolicy
+from loafer_core.policy import DEFAULT_RETRY, RetryPolicy
 from loafer_core.provider import Capabilities, Delivery, Provider, Support
+from loafer_core.throttle import LogThrottle
 from loafer_core.translator import PassThroughTranslator, Translator
 
 __all__ = ["Route", "outcome_from_result", "split_provider_options"]
@@ -84,7 +85,10 @@ class Route:
         max_attempts: deliveries past this attempt number are REJECTED before the handler
             runs (needs a provider that counts attempts).
         retry: a :class:`~loafer_core.policy.RetryPolicy` giving plain RETRYs a delay
-            (needs a provider with delayed retry).
+            (needs a provider with delayed retry). By default
+            :data:`~loafer_core.policy.DEFAULT_RETRY` (1 s doubling to a minute) where the
+            provider can delay retries and its plain RETRY would come back at once;
+            ``None`` for no delay.
     """
 
     def __init__(
@@ -99,7 +103,7 @@ class Route:
         max_concurrency: int = 10,
         handler_timeout: float | None = None,
         max_attempts: int | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | None = _UNSET,
     ) -> None:
         if isinstance(provider, type):
             raise ConfigurationError(
@@ -169,11 +173,18 @@ class Route:
             )
         self.max_attempts = max_attempts
 
+        self._default_retry = retry is _UNSET
+        if self._default_retry:
+            retry = DEFAULT_RETRY
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(
                 f"Route(retry=...): expected a RetryPolicy or None, got {type(retry).__name__}"
             )
-        self.retry = retry
+        self.retry: RetryPolicy | None = retry
+        # what applies: the default only once check_capabilities() knows the provider
+        self._retry = None if self._default_retry else retry
+        # errors of this route's messages: logged at a bounded rate, repeats counted
+        self._errors = LogThrottle()
 
         if name is not None and not isinstance(name, str):
             raise ConfigurationError(f"Route(name=...): expected a str, got {type(name).__name__}")
@@ -215,7 +226,17 @@ class Route:
                 f"counts delivery attempts, and {_describe(self.provider)} does not; remove "
                 "max_attempts or use the broker's own redrive/dead-letter limit"
             )
-        if self.retry is not None:
+        if self._default_retry:
+            self._retry = _default_retry_for(capabilities)
+            if self._retry is None and not capabilities.retry_waits:
+                logger.warning(
+                    "route %r: %s cannot delay retries: a message that fails is redelivered "
+                    "at once, again and again; set max_attempts, or dead-letter it from an "
+                    "error handler",
+                    self.name,
+                    _describe(self.provider),
+                )
+        elif self.retry is not None:
             if capabilities.delayed_retry is Support.NONE and self.retry.maximum > 0:
                 raise ConfigurationError(
                     f"route {self.name!r}: retry={self.retry} needs delayed retries, and "
@@ -305,7 +326,8 @@ class Route:
             try:
                 result = await call.call_with_deadline(self.handler_timeout, content, metadata)
             except HandlerOverrun:
-                logger.error(
+                self._log_error(
+                    None,
                     "route %r: handler timed out after %ss on message %s; it will be retried "
                     "(its thread is still in the call: %d of the route's %d are stuck)",
                     self.name,
@@ -323,7 +345,8 @@ class Route:
         except TimeoutError:
             if not deadline.expired():
                 raise  # the handler's own TimeoutError: an error like any other
-            logger.error(
+            self._log_error(
+                None,
                 "route %r: handler timed out after %ss on message %s; it will be retried",
                 self.name,
                 self.handler_timeout,
@@ -360,8 +383,8 @@ class Route:
                 limit,
             )
             return REJECT(f"max_attempts ({limit}) reached")
-        if outcome.delay is None and self.retry is not None:
-            return RETRY(self.retry.delay(delivery.attempt))
+        if outcome.delay is None and self._retry is not None:
+            return RETRY(self._retry.delay(delivery.attempt))
         if outcome.delay and self._capabilities is not None:
             return self._deliverable_delay(outcome, outcome.delay, self._capabilities)
         return outcome
@@ -400,14 +423,27 @@ class Route:
             self._warned.add(case)
             logger.warning(message, *args)
 
+    def _log_error(self, exc: BaseException | None, message: str, *args: Any) -> None:
+        """Log an error of a message (with the traceback of ``exc``) at a bounded rate: the
+        same error (type and text, or the same line without one) at most once per 30 s,
+        with the count of those held back meanwhile."""
+        key = (message,) if exc is None else (message, type(exc), str(exc)[:200])
+        held = self._errors.admit(key)
+        if held is None:
+            return
+        if held:
+            message += " (%d more like it not logged since the last time)"
+            args = (*args, held)
+        logger.error(message, *args, exc_info=exc)
+
     async def _on_error(self, exc: BaseException, delivery: Delivery) -> Outcome:
         if self._error_call is None:
-            logger.error(
+            self._log_error(
+                exc,
                 "route %r: error handling message %s (attempt %s); it will be retried",
                 self.name,
                 delivery.message_id,
                 delivery.attempt,
-                exc_info=exc,
             )
             return RETRY()
         try:
@@ -422,8 +458,9 @@ class Route:
                 raise RuntimeError("the error handler raised CancelledError")  # noqa: B904
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
-        except BaseException:
-            logger.exception(
+        except BaseException as failure:
+            self._log_error(
+                failure,
                 "route %r: the error handler failed on message %s; it will be retried",
                 self.name,
                 delivery.message_id,
@@ -442,12 +479,30 @@ class Route:
         if self._stopped:
             return
         self._stopped = True
+        held = self._errors.held()
+        if held:
+            logger.warning(
+                "route %r: %d repeated error log lines were held back (rate limit)",
+                self.name,
+                held,
+            )
         if self._stop is None:
             return
         try:
             self._stop()
         except Exception:
             logger.exception("route %r: handler stop() failed", self.name)
+
+
+def _default_retry_for(capabilities: Capabilities) -> RetryPolicy | None:
+    """DEFAULT_RETRY as the provider can honour it: none where it cannot delay a retry or
+    its plain RETRY already waits; capped at its longest delay."""
+    if capabilities.delayed_retry is Support.NONE or capabilities.retry_waits:
+        return None
+    limit = capabilities.max_retry_delay
+    if limit is not None and DEFAULT_RETRY.maximum > limit:
+        return RetryPolicy(min(DEFAULT_RETRY.initial, limit), DEFAULT_RETRY.factor, limit)
+    return DEFAULT_RETRY
 
 
 def _really_cancelled() -> bool:

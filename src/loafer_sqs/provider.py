@@ -305,6 +305,9 @@ class SQSProvider:
             ordering_keys=Support.NATIVE if self._fifo else Support.NONE,
             lease_extension=Support.NATIVE,
             max_retry_delay=float(MAX_VISIBILITY - _VISIBILITY_MARGIN),
+            # a plain RETRY waits out the visibility timeout (Loafer's behaviour), unless
+            # retry_visibility=0 makes it immediate
+            retry_waits=self._retry_visibility != 0,
         )
 
     @property
