@@ -101,6 +101,9 @@ class Dispatcher:
         self._done = asyncio.Event()
         self._started = asyncio.Event()
         self._fatal: BaseException | None = None
+        # the shutdown's deadline: shutdown_timeout (given to run()) from the first stop()
+        self._shutdown_timeout: float | None = None
+        self._stopped_at: float | None = None
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.route.name!r} unsettled={len(self._unsettled)}>"
@@ -118,6 +121,8 @@ class Dispatcher:
 
     def stop(self, *, now: bool = False) -> None:
         """Start a graceful drain; with ``now``, cut in-flight handlers short (released)."""
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self._stopping = True
         self._done.set()
         if now:
@@ -142,6 +147,7 @@ class Dispatcher:
         """
         route, provider = self.route, self.provider
         self._once = once
+        self._shutdown_timeout = shutdown_timeout
         try:
             if not await self._start_provider():
                 logger.info("route %r: stopped before its provider started", route.name)
@@ -197,7 +203,15 @@ class Dispatcher:
                 finally:
                     if not starting.done():
                         starting.cancel()
-                        await asyncio.gather(starting, return_exceptions=True)
+                        # a start that swallows its cancellation must not hold the shutdown
+                        await asyncio.wait({starting}, timeout=self._time_left())
+                if not starting.done():
+                    logger.warning(
+                        "route %r: the provider's start did not end when cancelled; left "
+                        "behind (a bug of the provider: its start must be cancellable)",
+                        route.name,
+                    )
+                    return False
                 if starting.cancelled():
                     return False
                 exc = starting.exception()
@@ -576,19 +590,31 @@ class Dispatcher:
                 self._cut.pop(delivery, None)
                 self._forget(delivery)  # given up: not tried again
 
+    def _time_left(self) -> float:
+        """How long one broker call of the shutdown may take now: ``close_timeout``, or
+        what is left of the shutdown's deadline (``shutdown_timeout`` from the first
+        stop()) if less, but never under ``forced_grace``, so that the final releases and
+        the close always get a moment."""
+        limit = self.close_timeout
+        if self._shutdown_timeout is not None and self._stopped_at is not None:
+            left = self._stopped_at + self._shutdown_timeout - time.monotonic()
+            limit = min(limit, left)
+        return max(limit, self.forced_grace)
+
     async def _bounded(self, aw: Awaitable[Any]) -> bool:
-        """Await ``aw`` for up to ``close_timeout``, and for at most ``forced_grace`` once
+        """Await ``aw`` for up to :meth:`_time_left`, and for at most ``forced_grace`` once
         ``stop(now=True)`` is called (a broker that hangs must not hold the shutdown);
         past that it is cancelled. True if it finished; its exception propagates."""
         task = asyncio.ensure_future(aw)
-        deadline = time.monotonic() + self.close_timeout
+        limit = self._time_left()
+        deadline = time.monotonic() + limit
         try:
             if not self._now.is_set():
                 now = asyncio.ensure_future(self._now.wait())
                 try:
                     await asyncio.wait(
                         {task, now},
-                        timeout=self.close_timeout,
+                        timeout=limit,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
@@ -684,6 +710,8 @@ class Dispatcher:
             return
         now_task: asyncio.Future[Any] = asyncio.ensure_future(self._now.wait())
         all_done: asyncio.Future[Any] = asyncio.gather(*pending_workers, return_exceptions=True)
+        if timeout is not None and self._stopped_at is not None:  # from the first stop()
+            timeout = max(0.0, self._stopped_at + timeout - time.monotonic())
         try:
             await asyncio.wait(
                 {all_done, now_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED

@@ -88,8 +88,20 @@ class Manager:
         """Run until SIGINT/SIGTERM (or, with ``forever=False``, one iteration), blocking.
 
         Returns after a clean drain; raises ``ConfigurationError`` after a fatal error.
+        Like ``asyncio.run``, but a task that will not end when cancelled (a library's
+        reconnect loop, say) cannot keep it from returning: what is left once the
+        routes have drained gets :data:`LEFTOVER_GRACE` seconds, then is left behind.
         """
-        asyncio.run(self._run_with_signals(forever))
+        loop = asyncio.new_event_loop()
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._run_with_signals(forever))
+        finally:
+            try:
+                _end_leftovers(loop, LEFTOVER_GRACE)
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
 
     async def _run_with_signals(self, forever: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -243,6 +255,35 @@ class Manager:
         task, self._task = self._task, None
         if task is not None:
             await task
+
+
+LEFTOVER_GRACE = 5.0
+"""Seconds :meth:`Manager.run` gives the tasks still running after the drain (cancelled),
+the async generators and the default executor to end, each."""
+
+
+def _end_leftovers(loop: asyncio.AbstractEventLoop, grace: float) -> None:
+    """What ``asyncio.run`` does before closing its loop, each step bounded by ``grace``."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
+        stuck = [task for task in tasks if not task.done()]
+        if stuck:
+            logger.warning(
+                "%d tasks did not end when cancelled, left behind: %s",
+                len(stuck),
+                ", ".join(sorted(task.get_name() for task in stuck)[:10]),
+            )
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                logger.error("a task ended with an error at exit", exc_info=task.exception())
+    for step in (loop.shutdown_asyncgens(), loop.shutdown_default_executor()):
+        try:
+            loop.run_until_complete(asyncio.wait_for(step, grace))
+        except TimeoutError:
+            logger.warning("closing the event loop: a step did not end within %ss", grace)
 
 
 async def _first(*aws: Any) -> set[asyncio.Future[Any]]:

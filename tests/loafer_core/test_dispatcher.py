@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -809,3 +812,105 @@ async def test_a_sync_handlers_deadline_runs_from_when_its_thread_starts_it() ->
     gate.set()
     await _until(lambda: threads.stuck == 0)
     threads.close()
+
+
+class _Stubborn(MemoryProvider):
+    """A start that swallows its cancellation (as aio-pika's RobustConnection reconnect
+    loop did) and a close that never returns: a broker accepting TCP and never answering."""
+
+    closing = False
+    relent = False  # set by the test at its end, so that the loop can close
+
+    async def start(self, capacity: int) -> None:
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                if self.relent:
+                    raise
+
+    async def close(self) -> None:
+        self.closing = True
+        await asyncio.Event().wait()
+
+
+async def test_a_start_that_ignores_cancellation_cannot_hold_the_shutdown(
+    broker: MemoryBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: serve() never returned after stop() (it awaited the cancelled start)."""
+    provider = _Stubborn(broker, "q")
+    manager = Manager([Route(provider, lambda c, m: True)], shutdown_timeout=0.5)
+    task = asyncio.create_task(manager.serve())
+    await asyncio.sleep(0.05)  # let the start begin: there is nothing to await for that
+    began = time.monotonic()
+    manager.stop()
+    await asyncio.wait_for(task, 10)
+    # the start's 0.5 s, then the close's forced grace (1 s)
+    assert time.monotonic() - began < 4
+    assert provider.closing
+    assert "did not end when cancelled" in caplog.text
+    provider.relent = True  # the start left behind may end now
+    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for leftover in leftovers:
+        leftover.cancel()
+    await asyncio.wait_for(asyncio.gather(*leftovers, return_exceptions=True), 5)
+
+
+async def test_the_whole_shutdown_keeps_to_the_managers_deadline(broker: MemoryBroker) -> None:
+    """Before: a close that hung took close_timeout (30 s) whatever shutdown_timeout was."""
+
+    class HangingClose(MemoryProvider):
+        async def close(self) -> None:
+            await asyncio.Event().wait()
+
+    manager = Manager([Route(HangingClose(broker, "q"), lambda c, m: True)], shutdown_timeout=1)
+    task = asyncio.create_task(manager.serve())
+    await manager.wait_started()
+    began = time.monotonic()
+    manager.stop()
+    await asyncio.wait_for(task, 20)
+    assert time.monotonic() - began < 4  # 1 s deadline, never under the 1 s forced grace
+
+
+STUBBORN_SERVICE = textwrap.dedent(
+    """
+    import asyncio, logging, sys
+    from loafer_core import Manager, Route
+    from loafer_core.memory import MemoryBroker, MemoryProvider
+
+    class Stubborn(MemoryProvider):
+        async def start(self, capacity):
+            print("STARTING", flush=True)
+            while True:
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    continue
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    Manager([Route(Stubborn(MemoryBroker(), "q"), lambda c, m: True)], shutdown_timeout=1).run()
+    print("RETURNED", flush=True)
+    """
+)
+
+
+def test_run_returns_on_sigterm_while_a_start_ignores_cancellation(tmp_path: Path) -> None:
+    """Before: 'manager stopped cleanly' was logged but run() never returned (asyncio.run
+    waits for every task it cancels, and the start never ends)."""
+    script = tmp_path / "stubborn.py"
+    script.write_text(STUBBORN_SERVICE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "STARTING"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err
+    assert "RETURNED" in out
+    assert "did not end when cancelled" in err
