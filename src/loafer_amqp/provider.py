@@ -18,7 +18,7 @@ from proton import Condition
 from proton import Delivery as ProtonDelivery
 from proton.reactor import AtLeastOnce, Container
 
-from loafer_amqp._bridge import ConnectionSettings, ReactorClient, logger
+from loafer_amqp._bridge import ConnectionSettings, ReactorClient, Timer, logger
 from loafer_amqp._convert import body_of, message_metadata
 from loafer_amqp.translator import AMQPTranslator
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
@@ -78,7 +78,7 @@ class _ReceiverClient(ReactorClient):
         self._receiver: Any = None
         self._seq = 0
         self._unsettled: dict[int, ProtonDelivery] = {}
-        self._held: dict[int, Any] = {}
+        self._held: dict[int, Timer] = {}
         self._replenish_due = False
         self._paused = False
 
@@ -269,6 +269,11 @@ class _ReceiverClient(ReactorClient):
             self._apply(seq, dlv, OutcomeKind.RELEASE, None)
         if self._receiver is not None:
             self._receiver.close()
+
+    def forget_links(self) -> None:
+        self._receiver = None
+        self._unsettled.clear()
+        self._held.clear()
 
     def on_thread_end(self, reason: str) -> None:
         self.owner._wake()
