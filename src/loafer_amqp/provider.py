@@ -20,6 +20,7 @@ from proton.reactor import AtLeastOnce, Container
 
 from loafer_amqp._bridge import ConnectionSettings, ReactorClient, Timer, logger
 from loafer_amqp._convert import body_of, message_metadata
+from loafer_amqp._credit import CreditGate
 from loafer_amqp.translator import AMQPTranslator
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import RELEASE, Outcome, OutcomeKind
@@ -81,6 +82,7 @@ class _ReceiverClient(ReactorClient):
         self._held: dict[int, Timer] = {}
         self._replenish_due = False
         self._paused = False
+        self.credit_gate = CreditGate(capacity, self.label)
 
     # -- connection hooks (reactor thread)
 
@@ -158,13 +160,14 @@ class _ReceiverClient(ReactorClient):
             self.replenish()
 
     def replenish(self) -> None:
-        """Grant credit so that credit + unsettled deliveries == capacity (never more)."""
+        """Grant credit so that credit + unsettled deliveries == capacity (never more),
+        once the link's credit has drained (see :mod:`loafer_amqp._credit`)."""
         link = self._receiver
         if self._closing or self._paused or link is None or not self.all_links_attached():
             return
-        want = self.capacity - len(self._unsettled) - link.credit
-        if want > 0:
-            link.flow(want)
+        grant = self.credit_gate.grant(link.credit, len(self._unsettled))
+        if grant > 0:
+            link.flow(grant)
 
     # -- messages (reactor thread)
 
@@ -178,6 +181,10 @@ class _ReceiverClient(ReactorClient):
         dlv = event.delivery
         if self._closing or event.link != self._receiver:
             return  # a late transfer on a dead link: the broker requeues it
+        credit = self._receiver.credit
+        self.credit_gate.received(credit)
+        if credit <= 0:
+            self.request_replenish()  # drained: settled slots may be granted again
         if self._paused:  # the credit granted before the drain began: give it straight back
             dlv.update(ProtonDelivery.RELEASED)
             dlv.settle()
