@@ -846,11 +846,14 @@ class ReactorClient(MessagingHandler):
         self.before_shutdown()
         self._closing = True
         self.post(self._set_attached, False)
-        if self._conn is not None:
-            self._conn.close()
+        conn = self._conn
+        if conn is not None and not conn.state & Endpoint.REMOTE_UNINIT:
+            conn.close()
             # Give the broker ``timeout`` to answer our close; then stop regardless.
             self.schedule(timeout, self._stop_reactor)
         else:
+            # Not connected, or the peer has not even answered our open (a hung broker,
+            # or a server that is not AMQP): nobody will answer a close either.
             self._stop_reactor()
 
     def before_shutdown(self) -> None:
