@@ -525,9 +525,14 @@ class ReactorClient(MessagingHandler):
         self._container = None
         if container is not None:
             with contextlib.suppress(Exception):
+                container.errors.clear()  # a crash's traceback: frames holding wrappers
+            with contextlib.suppress(Exception):
                 container.stop_events()  # events left by a crash reference connections
             with contextlib.suppress(Exception):
-                container.handler = None  # type: ignore[assignment]  # as run() does, unless it raised
+                # as run() does when it returns (not when it raises): the handler is us,
+                # the global handler holds the selector, its sockets and transports
+                container.handler = None  # type: ignore[assignment]
+                container.global_handler = None  # type: ignore[assignment]
 
     def forget_links(self) -> None:
         """Reactor side, as the thread ends: drop every link and delivery held."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import threading
 import time
@@ -170,3 +171,33 @@ async def test_close_during_a_start_against_a_silent_server_ends_both_at_once(
         assert reactor_threads() == before
     assert closed_in < 1.0, f"close() took {closed_in:.1f}s"
     assert ended_in < 1.0, f"the start took {ended_in:.1f}s to fail"
+
+
+class _Boom(BaseException):
+    """Escapes the reactor's `except Exception` guards, killing the thread."""
+
+
+async def test_a_provider_whose_reactor_died_is_freed_after_close(
+    amqp_url: str, queue: str
+) -> None:
+    """After a crash of its reactor thread, the provider and the dead client are still
+    collected once closed (a crashed Container keeps its handler and events)."""
+    provider = AMQPProvider(amqp_url, f"/amq/queue/{queue}", fetch_wait=5.0)
+    await provider.start(2)
+    client = provider._client
+    assert client is not None and client.ended is not None
+
+    def boom() -> None:
+        raise _Boom("simulated bug in a reactor callback")
+
+    logging.disable(logging.CRITICAL)  # the crash is logged with its traceback
+    try:
+        client.call(boom)
+        await asyncio.wait_for(asyncio.shield(client.ended), 10)
+    finally:
+        logging.disable(logging.NOTSET)
+    await provider.close()
+    refs = [weakref.ref(provider), weakref.ref(client)]
+    del provider, client
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
