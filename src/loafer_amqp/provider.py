@@ -416,6 +416,13 @@ class AMQPProvider:
         client = self._client
         return dict(client.peer_properties) if client is not None else {}
 
+    @property
+    def deliveries_beyond_credit(self) -> int:
+        """Deliveries the broker sent beyond the credit granted, on the current reactor
+        thread (a statistic; 0 unless the broker breaks the credit bound: see the docs)."""
+        client = self._client
+        return client.credit_gate.beyond_credit if client is not None else 0
+
     async def start(self, capacity: int) -> None:
         """Connect, attach the receiver and grant ``capacity`` credit.
 

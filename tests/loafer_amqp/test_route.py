@@ -120,9 +120,7 @@ async def test_broker_never_holds_more_than_the_capacity_with_a_backlog(
             seen.append(await asyncio.to_thread(broker_unacked, queue))
         busy_polls = len(seen)
         await asyncio.wait_for(all_done.wait(), 60)
-        client = route.provider._client
-        assert client is not None
-        beyond = client.credit_gate.beyond_credit
+        beyond = route.provider.deliveries_beyond_credit
     assert busy_polls >= 2, "the backlog was gone before the broker could be polled"
     assert max(seen) <= limit, f"unacknowledged at the broker: {seen}"
     assert held_peak <= limit
@@ -169,9 +167,7 @@ async def test_deliveries_beyond_the_credit_are_counted_and_warned_about(
     route = AMQPRoute(address, url=amqp_url, handler=handler, max_concurrency=limit)
     async with Manager([route]):
         await asyncio.wait_for(all_done.wait(), 60)
-        client = route.provider._client
-        assert client is not None
-        beyond = client.credit_gate.beyond_credit
+        beyond = route.provider.deliveries_beyond_credit
     assert beyond > 0, "RabbitMQ did not over-deliver this time"
     warnings = [r for r in caplog.records if "beyond the credit" in r.getMessage()]
     assert len(warnings) == 1  # bounded: at most one a minute
