@@ -233,18 +233,47 @@ def guarded(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class _Timer(Handler):
-    """A proton timer task running ``callback`` in the reactor thread."""
+class Timer(Handler):
+    """A proton timer task running ``callback`` in the reactor thread.
+
+    proton keeps a scheduled task (and so this handler) in the Container's timer heap
+    until it fires, even once cancelled or once the reactor has stopped. The Container
+    itself is pinned by the attachment records of its C connection objects (held in
+    cproton's global table), so a timer still pointing at its client would keep the
+    client, its owner and every proton object they reference alive for good: a timer
+    lets go of both as soon as it fires, is cancelled, or the reactor thread ends.
+    """
 
     def __init__(self, client: ReactorClient, callback: Callable[[], None]) -> None:
-        self._client = client
-        self._callback = callback
+        self._client: ReactorClient | None = client
+        self._callback: Callable[[], None] | None = callback
+        self.label = client.label
+        self._task: Any = None
 
     def on_timer_task(self, event: Any) -> None:
+        callback = self._callback
+        self.discard()
+        if callback is None:
+            return
         try:
-            self._callback()
+            callback()
         except Exception:
-            logger.exception("%s: error in reactor timer", self._client.label)
+            logger.exception("%s: error in reactor timer", self.label)
+
+    def cancel(self) -> None:
+        """Reactor side: the callback will not run."""
+        if self._task is not None:
+            self._task.cancel()
+        self.discard()
+
+    def discard(self) -> None:
+        """Let go of the client and the callback (the task may stay in proton's heap)."""
+        client = self._client
+        if client is not None:
+            client._timers.discard(self)
+        self._client = None
+        self._callback = None
+        self._task = None
 
 
 class _SafeIncoming(IncomingMessageHandler):
@@ -321,6 +350,7 @@ class ReactorClient(MessagingHandler):
         self.generation = 0
         self._established = False  # links attached at least once
         self._closing = False
+        self._timers: set[Timer] = set()  # scheduled, not yet fired or cancelled
         self._backoff: Iterator[float] = iter(())
         self._reset_backoff()
         self.peer_properties: dict[str, Any] = {}
@@ -468,12 +498,44 @@ class ReactorClient(MessagingHandler):
             with contextlib.suppress(Exception):
                 self._flush_posts()
             self._abandon_sockets()
-            self._conn = None
-            self._session = None
-            self._container = None
+            self._release_proton()
             assert self._loop is not None
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._thread_ended, reason)
+
+    def _release_proton(self) -> None:
+        """Reactor side, as the thread ends: let go of every proton object.
+
+        A proton Connection's C object holds its Container (through an attachment record
+        pinned by cproton's global table) until the connection is freed, and it is freed
+        only once no Python wrapper of it, or of its sessions, links and deliveries, is
+        left. Anything of ours still reachable from the Container (a pending timer task,
+        its handler after a crash) would therefore keep this client, its owner and the
+        whole connection alive forever: drop our side of every such path.
+        """
+        for timer in list(self._timers):
+            timer.discard()
+        try:
+            self.forget_links()
+        except Exception:
+            logger.exception("%s: error releasing proton objects", self.label)
+        container = self._container
+        self._conn = None
+        self._session = None
+        self._container = None
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.errors.clear()  # a crash's traceback: frames holding wrappers
+            with contextlib.suppress(Exception):
+                container.stop_events()  # events left by a crash reference connections
+            with contextlib.suppress(Exception):
+                # as run() does when it returns (not when it raises): the handler is us,
+                # the global handler holds the selector, its sockets and transports
+                container.handler = None  # type: ignore[assignment]
+                container.global_handler = None  # type: ignore[assignment]
+
+    def forget_links(self) -> None:
+        """Reactor side, as the thread ends: drop every link and delivery held."""
 
     def _abandon_sockets(self) -> None:
         """Close every socket the reactor still holds (it may have died mid-connection).
@@ -513,10 +575,13 @@ class ReactorClient(MessagingHandler):
     def after_commands(self) -> None:
         """Reactor side: called after each batch of commands (e.g. to top up credit)."""
 
-    def schedule(self, delay: float, callback: Callable[[], None]) -> Any:
-        """Reactor side: run ``callback`` after ``delay`` seconds; returns a cancellable task."""
+    def schedule(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Reactor side: run ``callback`` after ``delay`` seconds; ``.cancel()`` to drop it."""
         assert self._container is not None
-        return self._container.schedule(delay, _Timer(self, callback))
+        timer = Timer(self, callback)
+        self._timers.add(timer)
+        timer._task = self._container.schedule(delay, timer)
+        return timer
 
     # ---------------------------------------------------------------- connection
 
@@ -786,11 +851,14 @@ class ReactorClient(MessagingHandler):
         self.before_shutdown()
         self._closing = True
         self.post(self._set_attached, False)
-        if self._conn is not None:
-            self._conn.close()
+        conn = self._conn
+        if conn is not None and not conn.state & Endpoint.REMOTE_UNINIT:
+            conn.close()
             # Give the broker ``timeout`` to answer our close; then stop regardless.
             self.schedule(timeout, self._stop_reactor)
         else:
+            # Not connected, or the peer has not even answered our open (a hung broker,
+            # or a server that is not AMQP): nobody will answer a close either.
             self._stop_reactor()
 
     def before_shutdown(self) -> None:

@@ -18,8 +18,9 @@ from proton import Condition
 from proton import Delivery as ProtonDelivery
 from proton.reactor import AtLeastOnce, Container
 
-from loafer_amqp._bridge import ConnectionSettings, ReactorClient, logger
+from loafer_amqp._bridge import ConnectionSettings, ReactorClient, Timer, logger
 from loafer_amqp._convert import body_of, message_metadata
+from loafer_amqp._credit import CreditGate
 from loafer_amqp.translator import AMQPTranslator
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import RELEASE, Outcome, OutcomeKind
@@ -78,9 +79,10 @@ class _ReceiverClient(ReactorClient):
         self._receiver: Any = None
         self._seq = 0
         self._unsettled: dict[int, ProtonDelivery] = {}
-        self._held: dict[int, Any] = {}
+        self._held: dict[int, Timer] = {}
         self._replenish_due = False
         self._paused = False
+        self.credit_gate = CreditGate(capacity, self.label)
 
     # -- connection hooks (reactor thread)
 
@@ -158,13 +160,14 @@ class _ReceiverClient(ReactorClient):
             self.replenish()
 
     def replenish(self) -> None:
-        """Grant credit so that credit + unsettled deliveries == capacity (never more)."""
+        """Grant credit so that credit + unsettled deliveries == capacity (never more),
+        once the link's credit has drained (see :mod:`loafer_amqp._credit`)."""
         link = self._receiver
         if self._closing or self._paused or link is None or not self.all_links_attached():
             return
-        want = self.capacity - len(self._unsettled) - link.credit
-        if want > 0:
-            link.flow(want)
+        grant = self.credit_gate.grant(link.credit, len(self._unsettled))
+        if grant > 0:
+            link.flow(grant)
 
     # -- messages (reactor thread)
 
@@ -178,6 +181,10 @@ class _ReceiverClient(ReactorClient):
         dlv = event.delivery
         if self._closing or event.link != self._receiver:
             return  # a late transfer on a dead link: the broker requeues it
+        credit = self._receiver.credit
+        self.credit_gate.received(credit)
+        if credit <= 0:
+            self.request_replenish()  # drained: settled slots may be granted again
         if self._paused:  # the credit granted before the drain began: give it straight back
             dlv.update(ProtonDelivery.RELEASED)
             dlv.settle()
@@ -269,6 +276,11 @@ class _ReceiverClient(ReactorClient):
             self._apply(seq, dlv, OutcomeKind.RELEASE, None)
         if self._receiver is not None:
             self._receiver.close()
+
+    def forget_links(self) -> None:
+        self._receiver = None
+        self._unsettled.clear()
+        self._held.clear()
 
     def on_thread_end(self, reason: str) -> None:
         self.owner._wake()
@@ -403,6 +415,13 @@ class AMQPProvider:
         """The broker's connection properties (product, version, ...), once connected."""
         client = self._client
         return dict(client.peer_properties) if client is not None else {}
+
+    @property
+    def deliveries_beyond_credit(self) -> int:
+        """Deliveries the broker sent beyond the credit granted, on the current reactor
+        thread (a statistic; 0 unless the broker breaks the credit bound: see the docs)."""
+        client = self._client
+        return client.credit_gate.beyond_credit if client is not None else 0
 
     async def start(self, capacity: int) -> None:
         """Connect, attach the receiver and grant ``capacity`` credit.

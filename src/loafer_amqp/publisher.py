@@ -196,6 +196,10 @@ class _SenderClient(ReactorClient):
             self.post(self.owner._resolve, pid, error)
         self._inflight.clear()
 
+    def forget_links(self) -> None:
+        self._sender = None
+        self._inflight.clear()  # the owner fails their publishes as the thread ends
+
     def on_thread_end(self, reason: str) -> None:
         self.owner._fail_all(ProviderError(f"AMQP reactor thread stopped: {reason}"))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -381,35 +380,6 @@ async def test_start_can_be_retried_after_a_failed_start(
     await broker.put(queue, b"after retry")
     [d] = await fetch_n(provider, 1)
     await provider.settle(d, ACCEPT)
-
-
-async def test_a_cancelled_start_stops_its_reactor() -> None:
-    """A start() cancelled mid-handshake (the manager stopped) leaves no thread behind."""
-    accepted = asyncio.Event()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)  # accept, then never answer the AMQP header
-        accepted.set()
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    provider = AMQPProvider(f"amqp://127.0.0.1:{port}", "/amq/queue/x", close_timeout=2.0)
-    try:
-        starting = asyncio.create_task(provider.start(1))
-        await asyncio.wait_for(accepted.wait(), 10)
-        starting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await starting
-        client = provider._client
-        assert client is not None and client.dead is not None  # the thread has ended
-        assert not any(t.name == f"loafer-amqp-{client.label}" for t in threading.enumerate())
-    finally:
-        await provider.close()
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_virtual_host_in_the_open_frame(

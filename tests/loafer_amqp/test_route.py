@@ -4,6 +4,7 @@ options; plus the translator and URL masking (no broker needed for those)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from loafer_core import Manager
 from loafer_core.errors import ConfigurationError, TranslationError
 from loafer_core.outcome import ACCEPT, Outcome
 
-from .conftest import Broker
+from .conftest import Broker, rabbitmqctl
 
 pytestmark = pytest.mark.amqp
 
@@ -64,6 +65,112 @@ async def test_credit_bound_with_blocking_handlers(
         gate.set()
         await asyncio.wait_for(all_done.wait(), 30)
     assert peak == limit
+    await broker.wait_depth(queue, 0)
+
+
+def broker_unacked(queue: str) -> int:
+    """The broker's own count of deliveries of ``queue`` awaiting an outcome (~1 s)."""
+    out = rabbitmqctl(
+        "list_queues", "name", "messages_unacknowledged", "-q", "--no-table-headers", timeout=30
+    )
+    for line in out.splitlines():
+        name, _, count = line.strip().rpartition("\t")
+        if name == queue:
+            return int(count)
+    raise AssertionError(f"queue {queue} not listed by rabbitmqctl: {out!r}")
+
+
+async def publish_numbered(amqp_url: str, address: str, total: int) -> None:
+    async with AMQPPublisher(amqp_url, address) as publisher:
+        for start in range(0, total, 1000):
+            await publisher.publish_many({"i": i} for i in range(start, min(start + 1000, total)))
+
+
+async def test_broker_never_holds_more_than_the_capacity_with_a_backlog(
+    amqp_url: str, broker: Broker, queue: str
+) -> None:
+    """Thousands queued, max_concurrency=10, handlers taking 10 ms: RabbitMQ 3.10 counts
+    at most 10 unacknowledged at any poll (it counted thousands when credit was topped up
+    as deliveries settled), and no delivery ever arrives beyond the credit."""
+    total, limit = 5000, 10
+    address = f"/amq/queue/{queue}"
+    await publish_numbered(amqp_url, address, total)
+    done = 0
+    all_done = asyncio.Event()
+    held_peak = 0
+    route: AMQPRoute | None = None
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        nonlocal done, held_peak
+        assert route is not None and route.provider._client is not None
+        held_peak = max(held_peak, len(route.provider._client._unsettled))
+        await asyncio.sleep(0.01)  # the work
+        done += 1
+        if done == total:
+            all_done.set()
+        return True
+
+    route = AMQPRoute(address, url=amqp_url, handler=handler, max_concurrency=limit)
+    seen: list[int] = []
+    async with Manager([route]) as manager:
+        await manager.wait_started()
+        for _ in range(4):  # at most ~1,000 msg/s: the backlog lasts 5 s, each poll ~1 s
+            if all_done.is_set():
+                break
+            seen.append(await asyncio.to_thread(broker_unacked, queue))
+        busy_polls = len(seen)
+        await asyncio.wait_for(all_done.wait(), 60)
+        beyond = route.provider.deliveries_beyond_credit
+    assert busy_polls >= 2, "the backlog was gone before the broker could be polled"
+    assert max(seen) <= limit, f"unacknowledged at the broker: {seen}"
+    assert held_peak <= limit
+    assert beyond == 0
+    await broker.wait_depth(queue, 0)
+
+
+async def test_deliveries_beyond_the_credit_are_counted_and_warned_about(
+    amqp_url: str,
+    broker: Broker,
+    queue: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guard against a broker that sends beyond the credit, on the real thing:
+    topping credit up one delivery at a time as they settle (what the provider must not
+    do) makes RabbitMQ 3.10 over-deliver; the guard counts it and warns once."""
+    from loafer_amqp.provider import _ReceiverClient
+
+    def top_up_as_they_settle(self: _ReceiverClient) -> None:
+        link = self._receiver
+        if self._closing or link is None or not self.all_links_attached():
+            return
+        want = self.capacity - len(self._unsettled) - link.credit  # the provider's old way
+        if want > 0:
+            link.flow(want)
+
+    monkeypatch.setattr(_ReceiverClient, "replenish", top_up_as_they_settle)
+    caplog.set_level(logging.WARNING, logger="loafer_amqp")
+    total, limit = 2000, 10
+    address = f"/amq/queue/{queue}"
+    await publish_numbered(amqp_url, address, total)
+    done = 0
+    all_done = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        nonlocal done
+        await asyncio.sleep(0.005)
+        done += 1
+        if done == total:
+            all_done.set()
+        return True
+
+    route = AMQPRoute(address, url=amqp_url, handler=handler, max_concurrency=limit)
+    async with Manager([route]):
+        await asyncio.wait_for(all_done.wait(), 60)
+        beyond = route.provider.deliveries_beyond_credit
+    assert beyond > 0, "RabbitMQ did not over-deliver this time"
+    warnings = [r for r in caplog.records if "beyond the credit" in r.getMessage()]
+    assert len(warnings) == 1  # bounded: at most one a minute
     await broker.wait_depth(queue, 0)
 
 
