@@ -82,7 +82,8 @@ class Batcher(Generic[E]):
         self._weight = 0
         self._pending: list[_Item[E]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: calls in flight (with their retries), and how many entries each carries
+        self._tasks: dict[asyncio.Task[None], int] = {}
 
     @property
     def pending(self) -> int:
@@ -140,8 +141,11 @@ class Batcher(Generic[E]):
             weigh = self._weigh
             self._weight = max(0, self._weight - sum(weigh(item.entry) for item in batch))
         task = asyncio.get_running_loop().create_task(self._run(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = len(batch)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def flush(self) -> None:
         """Send everything queued now and wait until every call (and retry) is done."""
@@ -198,12 +202,19 @@ class Batcher(Generic[E]):
         else:
             future.set_exception(self._error_type(f"{self.name} failed: {error}"))
 
-    async def aclose(self) -> None:
-        """Flush, then cancel anything still running (used at close)."""
-        try:
-            await self.flush()
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    def abort(self) -> tuple[int, list[asyncio.Task[None]]]:
+        """Give up at once: drop what is queued (its futures fail) and cancel the calls in
+        flight. Returns how many entries were not (or not surely) sent, and the cancelled
+        tasks, for the caller to await."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        dropped = len(self._pending) + sum(self._tasks.values())
+        for item in self._pending:
+            self._finish(item, "closed before it was sent")
+        self._pending.clear()
+        self._weight = 0
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        return dropped, tasks

@@ -17,6 +17,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from loafer_core.errors import ConfigurationError
+from loafer_sqs._timeouts import CONNECT_TIMEOUT, Timeouts
 from loafer_sqs.errors import translate_error
 
 __all__ = ["ClientOptions", "open_client"]
@@ -70,14 +71,19 @@ class ClientOptions:
         }
         return f"ClientOptions({shown!r})"
 
-    def client_kwargs(self, max_pool_connections: int) -> tuple[Any, str | None, dict[str, Any]]:
-        """``(session, profile_name, kwargs for session.create_client)``."""
+    def client_kwargs(
+        self, max_pool_connections: int, defaults: AioConfig | None = None
+    ) -> tuple[Any, str | None, dict[str, Any]]:
+        """``(session, profile_name, kwargs for session.create_client)``; ``defaults``
+        (timeouts) apply where the user's ``config`` does not say otherwise."""
         kwargs = dict(self._options)
         session = kwargs.pop("session", None)
         profile = kwargs.pop("profile_name", None)
         config = kwargs.pop("config", None)
-        pool = AioConfig(max_pool_connections=max_pool_connections)
-        kwargs["config"] = pool.merge(config) if config is not None else pool
+        merged = AioConfig(max_pool_connections=max_pool_connections)
+        if defaults is not None:
+            merged = merged.merge(defaults)
+        kwargs["config"] = merged.merge(config) if config is not None else merged
         return session, profile, kwargs
 
 
@@ -87,9 +93,17 @@ async def open_client(
     stack: contextlib.AsyncExitStack,
     *,
     max_pool_connections: int = 10,
+    timeouts: Timeouts | None = None,
 ) -> Any:
-    """Create a client for ``service`` and register its closing on ``stack``."""
-    session, profile, kwargs = options.client_kwargs(max_pool_connections)
+    """Create a client for ``service`` and register its closing on ``stack``.
+
+    ``timeouts`` (default: connect timeout :data:`CONNECT_TIMEOUT`, botocore's read
+    timeout) apply unless the user's ``config`` sets its own.
+    """
+    defaults = (
+        timeouts.config() if timeouts is not None else AioConfig(connect_timeout=CONNECT_TIMEOUT)
+    )
+    session, profile, kwargs = options.client_kwargs(max_pool_connections, defaults)
     try:
         if session is None:
             session = get_session()

@@ -34,8 +34,10 @@ from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_sqs import _closing
 from loafer_sqs._batch import MAX_BATCH, Batcher, Failure
 from loafer_sqs._client import ClientOptions, open_client
+from loafer_sqs._timeouts import Timeouts
 from loafer_sqs.errors import is_missing_queue, translate_error
 
 __all__ = ["MAX_VISIBILITY", "SQSProvider"]
@@ -164,6 +166,8 @@ class SQSProvider:
     :param close_grace: at close, how long receives still in flight may finish (their
         messages are then released); a receive cut short may leave a message that was
         arriving just then invisible until its visibility timeout.
+    :param close_timeout: the most :meth:`close` spends on that and on sending the
+        settlements still queued (seconds); what is unsent then is given up (logged).
     :param client_options: ``region_name``, ``endpoint_url``, ``use_ssl``, ``verify``,
         ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``,
         ``profile_name``, ``config`` (an ``AioConfig``); the standard AWS chain
@@ -183,6 +187,7 @@ class SQSProvider:
         settle_linger: float = 0.02,
         receive_linger: float = 0.05,
         close_grace: float = 1.0,
+        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
         **client_options: Any,
     ) -> None:
         queue = queue if queue is not None else queue_name
@@ -222,6 +227,7 @@ class SQSProvider:
             ("settle_linger", settle_linger),
             ("receive_linger", receive_linger),
             ("close_grace", close_grace),
+            ("close_timeout", close_timeout),
         ):
             check_number("SQSProvider", name, value, minimum=0)
         if retry_visibility is not None:
@@ -235,6 +241,8 @@ class SQSProvider:
         self._linger = settle_linger
         self._receive_linger = receive_linger
         self._close_grace = close_grace
+        self._close_timeout = float(close_timeout)
+        self._timeouts = Timeouts.for_wait(wait)
         self._client_options = ClientOptions(**client_options)
         self._fifo = self._queue.rstrip("/").endswith(".fifo")
 
@@ -325,8 +333,14 @@ class SQSProvider:
         stack = contextlib.AsyncExitStack()
         try:
             self._client = await open_client(
-                "sqs", self._client_options, stack, max_pool_connections=receives + 16
+                "sqs",
+                self._client_options,
+                stack,
+                max_pool_connections=receives + 16,
+                timeouts=self._timeouts,
             )
+            # what the user's config leaves in force bounds each receive
+            self._timeouts = Timeouts.of(self._client.meta.config)
             self._queue_url = await self._resolve(self._queue)
             attributes = await self._call(
                 "reading the queue attributes",
@@ -437,43 +451,73 @@ class SQSProvider:
             raise translate_error(exc, f"looking up the dead-letter queue {name!r}") from exc
         return str(response["QueueUrl"])
 
-    async def close(self) -> None:
-        """Stop receiving, release buffered messages, flush settlements, close the client."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop receiving, release buffered messages, flush settlements, close the client.
+
+        Takes at most ``timeout`` or ``close_timeout`` seconds, whichever is shorter;
+        past that, what is still unsent is given up and logged (those messages come back
+        after their visibility timeout). Cancelled by its caller's own deadline, it gives
+        up the same way: the client, its connections and its tasks are released anyway.
+        """
         if self._closed:
             return
         self._closed = True
+        self._changed.set()
         if not self._started:
             return
+        bound = _closing.budget(self._close_timeout, timeout)
+        try:
+            async with asyncio.timeout(bound):
+                await self._wind_down()
+        except TimeoutError:
+            logger.warning("closing %s took longer than %.1fs: giving up", self._queue, bound)
+        finally:
+            await self._release()
+
+    async def _wind_down(self) -> None:
         receivers = list(self._receivers)
         if receivers:
             # Receives that already got messages come back at once; give them a moment
             # so their messages are released below rather than left invisible. Long
             # polls on an empty queue are cut short.
             await asyncio.wait(receivers, timeout=self._close_grace)
-        for task in receivers:
-            task.cancel()
-        await asyncio.gather(*receivers, return_exceptions=True)
-        self._receivers.clear()
-        assert self._visibility is not None
+            for task in receivers:
+                task.cancel()
+            await asyncio.gather(*receivers, return_exceptions=True)
         await self._settle_deferred()
+        assert self._visibility is not None
         for delivery in self._buffer:
             receipt: Receipt = delivery.token
             receipt.settled = True
             self._visibility.add(_Visibility(receipt, 0))
         self._buffer.clear()
-        try:
-            for batcher in (self._rejecter, self._deleter, self._visibility):
-                if batcher is not None:
-                    await batcher.aclose()
-        finally:
-            if self._stack is not None:
-                stack, self._stack = self._stack, None
-                try:
-                    await stack.aclose()
-                except Exception as exc:  # closing must not fail the shutdown
-                    logger.warning("closing the SQS client failed: %s", exc)
-            self._client = None
-            self._changed.set()
+        for batcher in (self._rejecter, self._deleter, self._visibility):
+            if batcher is not None:
+                await batcher.flush()
+
+    async def _release(self) -> None:
+        """Give up whatever is left, cancel every task, close the client."""
+        tasks = [*self._receivers, *self._deferred]
+        for task in tasks:
+            task.cancel()
+        unsent = 0
+        for batcher in (self._rejecter, self._deleter, self._visibility):
+            if batcher is not None:
+                dropped, cancelled = batcher.abort()
+                unsent += dropped
+                tasks.extend(cancelled)
+        if unsent or self._buffer:
+            logger.warning(
+                "%s closed with %d settlement(s) not sent and %d received message(s) not "
+                "released: those messages come back after their visibility timeout",
+                self._queue,
+                unsent,
+                len(self._buffer),
+            )
+        self._buffer.clear()
+        stack, self._stack = self._stack, None
+        self._client = None
+        await _closing.release(tasks, stack, "SQS")
 
     async def flush(self) -> None:
         """Wait until every settlement queued so far has been sent (or given up)."""
@@ -589,7 +633,10 @@ class SQSProvider:
             params["VisibilityTimeout"] = self._receive_options["VisibilityTimeout"]
         try:
             started = time.monotonic()
-            response = await self._client.receive_message(**params)
+            # one attempt's worth of time: botocore would retry a silent endpoint for
+            # minutes, and a long poll that outlives its wait means the endpoint is gone
+            async with asyncio.timeout(self._timeouts.attempt):
+                response = await self._client.receive_message(**params)
             messages = response.get("Messages", []) or []
             # Several receives in flight only pay off while they come back full: on a
             # thin queue they would split what arrives into small batches (more calls
@@ -606,6 +653,11 @@ class SQSProvider:
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            self._error = ProviderError(
+                f"receiving from {self._queue}: no answer in {self._timeouts.attempt:.0f}s "
+                f"(WaitTimeSeconds {self._wait_time}): the endpoint is unreachable or silent"
+            )
         except Exception as exc:
             if is_missing_queue(exc):
                 self._error = ConfigurationError(f"SQS queue {self._queue!r} no longer exists")

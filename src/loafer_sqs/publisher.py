@@ -11,18 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from loafer_core.errors import ConfigurationError, ProviderError
+from loafer_core.policy import check_number
+from loafer_sqs import _closing
 from loafer_sqs._batch import Batcher, Failure
 from loafer_sqs._client import ClientOptions, open_client
 from loafer_sqs.errors import is_missing_queue, translate_error
 from loafer_sqs.provider import _failures
 
 __all__ = ["SNSPublisher", "SQSPublisher", "encode_body", "message_attributes"]
+
+logger = logging.getLogger("loafer_sqs")
 
 
 def encode_body(body: Any, encoder: Callable[[Any], str] = json.dumps) -> str:
@@ -89,8 +94,11 @@ class _BasePublisher:
         *,
         linger: float = 0.02,
         encoder: Callable[[Any], str] = json.dumps,
+        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
         **client_options: Any,
     ) -> None:
+        check_number(type(self).__name__, "close_timeout", close_timeout, minimum=0)
+        self._close_timeout = float(close_timeout)
         self._client_options = ClientOptions(**client_options)
         self._linger = linger
         self._encoder = encoder
@@ -146,19 +154,33 @@ class _BasePublisher:
         for batcher in list(self._batchers.values()):
             await batcher.flush()
 
-    async def close(self) -> None:
-        """Send what is queued and close the client. Idempotent."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Send what is queued and close the client. Idempotent.
+
+        Takes at most ``timeout`` or ``close_timeout`` seconds, whichever is shorter;
+        past that (or when cancelled by its caller), the messages still unsent are given
+        up: their ``publish()`` raises :class:`ProviderError`. The client, its
+        connections and its tasks are released either way.
+        """
         if self._closed:
             return
         self._closed = True
+        bound = _closing.budget(self._close_timeout, timeout)
         try:
-            for batcher in list(self._batchers.values()):
-                await batcher.aclose()
+            async with asyncio.timeout(bound):
+                for batcher in list(self._batchers.values()):
+                    await batcher.flush()
+        except TimeoutError:
+            logger.warning(
+                "closing the %s publisher took longer than %.1fs: giving up", self._service, bound
+            )
         finally:
-            if self._stack is not None:
-                stack, self._stack = self._stack, None
-                await stack.aclose()
+            tasks: list[asyncio.Task[None]] = []
+            for batcher in self._batchers.values():
+                tasks.extend(batcher.abort()[1])
+            stack, self._stack = self._stack, None
             self._client = None
+            await _closing.release(tasks, stack, self._service.upper())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(client={self._client_options!r})"
@@ -170,6 +192,7 @@ class SQSPublisher(_BasePublisher):
     :param queue: default queue (name or URL) for :meth:`publish`.
     :param linger: how long a message waits for others to fill a batch (seconds).
     :param encoder: turns non-text bodies into text (default ``json.dumps``).
+    :param close_timeout: the most :meth:`close` spends sending what is queued (seconds).
     :param client_options: as :class:`~loafer_sqs.SQSProvider` (``region_name``,
         ``endpoint_url``, credentials...).
     """
@@ -182,9 +205,12 @@ class SQSPublisher(_BasePublisher):
         *,
         linger: float = 0.02,
         encoder: Callable[[Any], str] = json.dumps,
+        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
         **client_options: Any,
     ) -> None:
-        super().__init__(linger=linger, encoder=encoder, **client_options)
+        super().__init__(
+            linger=linger, encoder=encoder, close_timeout=close_timeout, **client_options
+        )
         self.queue = queue
 
     async def _url(self, queue: str) -> str:
@@ -275,9 +301,12 @@ class SNSPublisher(_BasePublisher):
         *,
         linger: float = 0.02,
         encoder: Callable[[Any], str] = json.dumps,
+        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
         **client_options: Any,
     ) -> None:
-        super().__init__(linger=linger, encoder=encoder, **client_options)
+        super().__init__(
+            linger=linger, encoder=encoder, close_timeout=close_timeout, **client_options
+        )
         self.topic = topic
 
     async def _arn(self, topic: str) -> str:
