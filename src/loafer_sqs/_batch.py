@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from loafer_sqs._secrets import mask
+
 logger = logging.getLogger("loafer_sqs")
 
 E = TypeVar("E")
@@ -168,7 +170,8 @@ class Batcher(Generic[E]):
                     raise
                 except Exception as exc:
                     failures = {
-                        i: Failure(f"{type(exc).__name__}: {exc}", True) for i in range(len(todo))
+                        i: Failure(f"{type(exc).__name__}: {mask(exc)}", True)
+                        for i in range(len(todo))
                     }
             retry: list[_Item[E]] = []
             for index, item in enumerate(todo):

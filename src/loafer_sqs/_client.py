@@ -17,8 +17,9 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from loafer_core.errors import ConfigurationError
+from loafer_sqs._secrets import install_log_filter, mask
 from loafer_sqs._timeouts import CONNECT_TIMEOUT, Timeouts
-from loafer_sqs.errors import translate_error
+from loafer_sqs.errors import cause, translate_error
 
 __all__ = ["ClientOptions", "open_client"]
 
@@ -43,7 +44,7 @@ class ClientOptions:
     an aiobotocore ``session`` of your own (its registered event handlers apply).
 
     Unknown keys raise :class:`ConfigurationError` naming them (a typo must not be
-    ignored silently). ``repr`` never shows the credentials.
+    ignored silently). ``repr`` never shows the credentials (nor those of a URL).
     """
 
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
@@ -56,6 +57,8 @@ class ClientOptions:
                 f"unknown SQS client option(s) {unknown}; allowed: {sorted(_ALLOWED)}"
             )
         self._options = merged
+        # every provider and publisher builds one: botocore's loggers get their filter
+        install_log_filter()
 
     @property
     def endpoint_url(self) -> str | None:
@@ -69,6 +72,8 @@ class ClientOptions:
             for k, v in self._options.items()
             if k in {"region_name", "endpoint_url", "use_ssl", "profile_name"}
         }
+        if "endpoint_url" in shown:
+            shown["endpoint_url"] = mask(shown["endpoint_url"])
         return f"ClientOptions({shown!r})"
 
     def client_kwargs(
@@ -109,6 +114,8 @@ async def open_client(
             session = get_session()
         if profile is not None:
             session.set_config_variable("profile", profile)
-        return await stack.enter_async_context(session.create_client(service, **kwargs))
+        client = await stack.enter_async_context(session.create_client(service, **kwargs))
     except Exception as exc:
-        raise translate_error(exc, f"creating the {service} client") from exc
+        raise translate_error(exc, f"creating the {service} client") from cause(exc)
+    install_log_filter()  # again: a logger created since then gets it too
+    return client

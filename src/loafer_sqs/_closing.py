@@ -14,6 +14,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from loafer_sqs._secrets import mask
+
 __all__ = ["DEFAULT_CLOSE_TIMEOUT", "budget", "release"]
 
 logger = logging.getLogger("loafer_sqs")
@@ -55,4 +57,6 @@ async def _release(
         try:
             await stack.aclose()
         except Exception as exc:  # closing must not fail the shutdown
-            logger.warning("closing the %s client failed: %s: %s", what, type(exc).__name__, exc)
+            logger.warning(
+                "closing the %s client failed: %s: %s", what, type(exc).__name__, mask(exc)
+            )

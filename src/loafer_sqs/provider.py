@@ -37,8 +37,9 @@ from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_sqs import _closing
 from loafer_sqs._batch import MAX_BATCH, Batcher, Failure
 from loafer_sqs._client import ClientOptions, open_client
+from loafer_sqs._secrets import mask
 from loafer_sqs._timeouts import Timeouts
-from loafer_sqs.errors import is_missing_queue, translate_error
+from loafer_sqs.errors import cause, is_missing_queue, translate_error
 
 __all__ = ["MAX_VISIBILITY", "SQSProvider"]
 
@@ -194,6 +195,8 @@ class SQSProvider:
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError("SQSProvider needs a queue name or URL (queue=...)")
         self._queue = queue
+        #: the queue as shown in reprs, logs and errors (a URL's credentials masked)
+        self._name = mask(queue)
         self._receive_options = dict(options or {})
         unknown = sorted(set(self._receive_options) - _RECEIVE_OPTIONS)
         if unknown:
@@ -275,11 +278,11 @@ class SQSProvider:
     # -- introspection -------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        return f"SQSProvider(queue={self._queue!r}, client={self._client_options!r})"
+        return f"SQSProvider(queue={self._name!r}, client={self._client_options!r})"
 
     def describe(self) -> str:
         """A short description for logs: ``sqs:<queue>``."""
-        return f"sqs:{self._queue}"
+        return f"sqs:{self._name}"
 
     @property
     def queue_url(self) -> str | None:
@@ -365,21 +368,21 @@ class SQSProvider:
             raise
         self._stack = stack
         self._deleter = Batcher(
-            f"DeleteMessageBatch on {self._queue}",
+            f"DeleteMessageBatch on {self._name}",
             self._send_deletes,
             describe=lambda r: f"message {r.message_id}",
             linger=self._linger,
             error_type=ProviderError,
         )
         self._visibility = Batcher(
-            f"ChangeMessageVisibilityBatch on {self._queue}",
+            f"ChangeMessageVisibilityBatch on {self._name}",
             self._send_visibility,
             describe=lambda v: f"message {v.receipt.message_id} (visibility {v.seconds}s)",
             linger=self._linger,
             error_type=ProviderError,
         )
         self._rejecter = Batcher(
-            f"dead-lettering from {self._queue}",
+            f"dead-lettering from {self._name}",
             self._send_rejects,
             describe=lambda r: f"message {r.delivery.message_id} (reason {r.reason!r})",
             linger=self._linger,
@@ -389,10 +392,10 @@ class SQSProvider:
         self._started = True
         logger.debug(
             "consuming %s (fifo=%s, visibility=%ss, dead-letter=%s)",
-            self._queue_url,
+            mask(self._queue_url),
             self._fifo,
             self._lease,
-            self._dlq_url,
+            mask(self._dlq_url),
         )
 
     async def _call(self, doing: str, method: Any, **params: Any) -> Any:
@@ -401,7 +404,7 @@ class SQSProvider:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise translate_error(exc, f"{doing} ({self._queue})") from exc
+            raise translate_error(exc, f"{doing} ({self._name})") from cause(exc)
 
     async def _resolve(self, queue: str) -> str:
         if queue.startswith(("http://", "https://")):
@@ -416,8 +419,8 @@ class SQSProvider:
                 raise ConfigurationError(
                     f"SQS queue {queue!r} does not exist (region/endpoint: "
                     f"{self._client_options!r}); create it or fix the name"
-                ) from exc
-            raise translate_error(exc, f"looking up the URL of queue {queue!r}") from exc
+                ) from cause(exc)
+            raise translate_error(exc, f"looking up the URL of queue {queue!r}") from cause(exc)
         return str(response["QueueUrl"])
 
     async def _dead_letter_url(self, attrs: Mapping[str, Any]) -> str | None:
@@ -434,9 +437,9 @@ class SQSProvider:
             _, _, _, _, account, name = arn.split(":", 5)
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(
-                f"queue {self._queue!r} has a RedrivePolicy without a usable "
+                f"queue {self._name!r} has a RedrivePolicy without a usable "
                 f"deadLetterTargetArn: {policy!r}"
-            ) from exc
+            ) from cause(exc)
         try:
             response = await self._client.get_queue_url(
                 QueueName=name, QueueOwnerAWSAccountId=account
@@ -446,9 +449,9 @@ class SQSProvider:
         except Exception as exc:
             if is_missing_queue(exc):
                 raise ConfigurationError(
-                    f"the dead-letter queue {name!r} of {self._queue!r} does not exist"
-                ) from exc
-            raise translate_error(exc, f"looking up the dead-letter queue {name!r}") from exc
+                    f"the dead-letter queue {name!r} of {self._name!r} does not exist"
+                ) from cause(exc)
+            raise translate_error(exc, f"looking up the dead-letter queue {name!r}") from cause(exc)
         return str(response["QueueUrl"])
 
     async def close(self, timeout: float | None = None) -> None:
@@ -470,7 +473,7 @@ class SQSProvider:
             async with asyncio.timeout(bound):
                 await self._wind_down()
         except TimeoutError:
-            logger.warning("closing %s took longer than %.1fs: giving up", self._queue, bound)
+            logger.warning("closing %s took longer than %.1fs: giving up", self._name, bound)
         finally:
             await self._release()
 
@@ -510,7 +513,7 @@ class SQSProvider:
             logger.warning(
                 "%s closed with %d settlement(s) not sent and %d received message(s) not "
                 "released: those messages come back after their visibility timeout",
-                self._queue,
+                self._name,
                 unsent,
                 len(self._buffer),
             )
@@ -655,14 +658,14 @@ class SQSProvider:
             raise
         except TimeoutError:
             self._error = ProviderError(
-                f"receiving from {self._queue}: no answer in {self._timeouts.attempt:.0f}s "
+                f"receiving from {self._name}: no answer in {self._timeouts.attempt:.0f}s "
                 f"(WaitTimeSeconds {self._wait_time}): the endpoint is unreachable or silent"
             )
         except Exception as exc:
             if is_missing_queue(exc):
-                self._error = ConfigurationError(f"SQS queue {self._queue!r} no longer exists")
+                self._error = ConfigurationError(f"SQS queue {self._name!r} no longer exists")
             else:
-                self._error = translate_error(exc, f"receiving from {self._queue}")
+                self._error = translate_error(exc, f"receiving from {self._name}")
         finally:
             if task is not None:
                 self._receivers.pop(task, None)
@@ -748,7 +751,7 @@ class SQSProvider:
                     "message %s from %s rejected (%s) and deleted: the queue has no "
                     "dead-letter queue",
                     delivery.message_id,
-                    self._queue,
+                    self._name,
                     reason,
                 )
                 self._deleter.add(receipt)

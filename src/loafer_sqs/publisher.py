@@ -22,7 +22,7 @@ from loafer_core.policy import check_number
 from loafer_sqs import _closing
 from loafer_sqs._batch import Batcher, Failure
 from loafer_sqs._client import ClientOptions, open_client
-from loafer_sqs.errors import is_missing_queue, translate_error
+from loafer_sqs.errors import cause, is_missing_queue, translate_error
 from loafer_sqs.provider import _failures
 
 __all__ = ["SNSPublisher", "SQSPublisher", "encode_body", "message_attributes"]
@@ -223,8 +223,8 @@ class SQSPublisher(_BasePublisher):
                 response = await client.get_queue_url(QueueName=queue)
             except Exception as exc:
                 if is_missing_queue(exc):
-                    raise ConfigurationError(f"SQS queue {queue!r} does not exist") from exc
-                raise translate_error(exc, f"looking up queue {queue!r}") from exc
+                    raise ConfigurationError(f"SQS queue {queue!r} does not exist") from cause(exc)
+                raise translate_error(exc, f"looking up queue {queue!r}") from cause(exc)
             url = str(response["QueueUrl"])
             self._targets[queue] = url
         return url
@@ -325,7 +325,7 @@ class SNSPublisher(_BasePublisher):
                     if arn:
                         break
             except Exception as exc:
-                raise translate_error(exc, f"looking up topic {topic!r}") from exc
+                raise translate_error(exc, f"looking up topic {topic!r}") from cause(exc)
             if arn is None:
                 raise ConfigurationError(f"SNS topic {topic!r} does not exist")
             self._targets[topic] = arn
