@@ -326,11 +326,18 @@ class SQSProvider:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self, capacity: int) -> None:
-        """Open the client, resolve the queue (and its dead-letter queue), check it exists."""
+        """Open the client, resolve the queue (and its dead-letter queue), check it exists.
+
+        A closed provider cannot start again: :class:`ConfigurationError` at once (a
+        set-up error, which stops a manager rather than being retried for ever).
+        """
+        if self._closed:
+            raise ConfigurationError(
+                f"{self.describe()}: provider already closed; create a new one "
+                f"(a closed SQSProvider cannot be started again)"
+            )
         if self._started:
             return
-        if self._closed:
-            raise ConfigurationError("this SQSProvider is closed; create a new one")
         self._capacity = max(1, int(capacity))
         receives = math.ceil(self._capacity / self._max_batch)
         stack = contextlib.AsyncExitStack()
