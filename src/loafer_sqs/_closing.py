@@ -16,14 +16,14 @@ from collections.abc import Sequence
 
 from loafer_sqs._secrets import mask
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "budget", "release"]
+__all__ = ["CANCEL_GRACE", "DEFAULT_CLOSE_TIMEOUT", "budget", "release"]
 
 logger = logging.getLogger("loafer_sqs")
 
 #: Seconds ``close()`` may spend sending what is queued (settlements, publishes).
 DEFAULT_CLOSE_TIMEOUT = 10.0
 #: Seconds cancelled tasks get to end before the client is closed under them anyway.
-_CANCEL_GRACE = 1.0
+CANCEL_GRACE = 1.0
 
 #: releases still running after their close() was cancelled (kept until they end)
 _releasing: set[asyncio.Task[None]] = set()
@@ -52,7 +52,7 @@ async def _release(
     tasks: Sequence[asyncio.Task[None]], stack: contextlib.AsyncExitStack | None, what: str
 ) -> None:
     if tasks:
-        await asyncio.wait(tasks, timeout=_CANCEL_GRACE)
+        await asyncio.wait(tasks, timeout=CANCEL_GRACE)
     if stack is not None:
         try:
             await stack.aclose()

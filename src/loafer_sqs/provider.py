@@ -261,6 +261,8 @@ class SQSProvider:
         self._capacity = 0
         self._started = False
         self._closed = False
+        #: start()'s opening (client, queue set-up) while it runs: close() cancels it
+        self._opening: asyncio.Task[None] | None = None
         self._buffer: list[Delivery] = []
         self._receivers: dict[asyncio.Task[None], int] = {}
         self._error: BaseException | None = None
@@ -340,6 +342,59 @@ class SQSProvider:
             return
         self._capacity = max(1, int(capacity))
         receives = math.ceil(self._capacity / self._max_batch)
+        if self._opening is not None:
+            raise ProviderError(f"{self.describe()}: start() is already running")
+        # a task of its own, so that close() can stop it without cancelling our caller
+        opening = asyncio.get_running_loop().create_task(self._open(receives))
+        self._opening = opening
+        try:
+            await opening
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and (task is None or not task.cancelling()):
+                raise self._closed_while_starting() from None
+            raise
+        finally:
+            self._opening = None
+        if self._closed:  # close() came as the opening ended
+            stack, self._stack = self._stack, None
+            self._client = None
+            await _closing.release([], stack, "SQS")
+            raise self._closed_while_starting()
+        self._deleter = Batcher(
+            f"DeleteMessageBatch on {self._name}",
+            self._send_deletes,
+            describe=lambda r: f"message {r.message_id}",
+            linger=self._linger,
+            error_type=ProviderError,
+        )
+        self._visibility = Batcher(
+            f"ChangeMessageVisibilityBatch on {self._name}",
+            self._send_visibility,
+            describe=lambda v: f"message {v.receipt.message_id} (visibility {v.seconds}s)",
+            linger=self._linger,
+            error_type=ProviderError,
+        )
+        self._rejecter = Batcher(
+            f"dead-lettering from {self._name}",
+            self._send_rejects,
+            describe=lambda r: f"message {r.delivery.message_id} (reason {r.reason!r})",
+            linger=self._linger,
+            error_type=ProviderError,
+            weigh=_weigh_reject,
+        )
+        self._started = True
+        logger.debug(
+            "consuming %s (fifo=%s, visibility=%ss, dead-letter=%s)",
+            mask(self._queue_url),
+            self._fifo,
+            self._lease,
+            mask(self._dlq_url),
+        )
+
+    async def _open(self, receives: int) -> None:
+        """Open the client and read the queue's set-up; on any failure (or cancellation:
+        a start cancelled, or a close() during start) the client is closed again."""
         stack = contextlib.AsyncExitStack()
         try:
             self._client = await open_client(
@@ -374,36 +429,9 @@ class SQSProvider:
             self._client = None
             raise
         self._stack = stack
-        self._deleter = Batcher(
-            f"DeleteMessageBatch on {self._name}",
-            self._send_deletes,
-            describe=lambda r: f"message {r.message_id}",
-            linger=self._linger,
-            error_type=ProviderError,
-        )
-        self._visibility = Batcher(
-            f"ChangeMessageVisibilityBatch on {self._name}",
-            self._send_visibility,
-            describe=lambda v: f"message {v.receipt.message_id} (visibility {v.seconds}s)",
-            linger=self._linger,
-            error_type=ProviderError,
-        )
-        self._rejecter = Batcher(
-            f"dead-lettering from {self._name}",
-            self._send_rejects,
-            describe=lambda r: f"message {r.delivery.message_id} (reason {r.reason!r})",
-            linger=self._linger,
-            error_type=ProviderError,
-            weigh=_weigh_reject,
-        )
-        self._started = True
-        logger.debug(
-            "consuming %s (fifo=%s, visibility=%ss, dead-letter=%s)",
-            mask(self._queue_url),
-            self._fifo,
-            self._lease,
-            mask(self._dlq_url),
-        )
+
+    def _closed_while_starting(self) -> ConfigurationError:
+        return ConfigurationError(f"{self.describe()}: closed while starting")
 
     async def _call(self, doing: str, method: Any, **params: Any) -> Any:
         try:
@@ -473,6 +501,10 @@ class SQSProvider:
             return
         self._closed = True
         self._changed.set()
+        if self._opening is not None:
+            # a start() on its way: stop it (its client is closed as it ends)
+            self._opening.cancel()
+            await asyncio.wait({self._opening}, timeout=_closing.CANCEL_GRACE)
         if not self._started:
             return
         bound = _closing.budget(self._close_timeout, timeout)

@@ -123,10 +123,13 @@ class _BasePublisher:
             async with self._lock:
                 if self._client is None:
                     stack = contextlib.AsyncExitStack()
-                    self._client = await open_client(
+                    client = await open_client(
                         self._service, self._client_options, stack, max_pool_connections=16
                     )
-                    self._stack = stack
+                    if self._closed:  # close() came while the client opened
+                        await _closing.release([], stack, self._service.upper())
+                        raise ProviderError(f"{type(self).__name__} is closed")
+                    self._client, self._stack = client, stack
         return self._client
 
     def _batcher(self, target: str) -> Batcher[_Entry]:

@@ -35,6 +35,7 @@ class Blackhole:
         self._backs: set[asyncio.Future[None]] = set()
         self._clients = 0
         self._idle: asyncio.Event | None = None
+        self._connected: asyncio.Event | None = None
 
     # -- the test's side ---------------------------------------------------------------
 
@@ -64,6 +65,11 @@ class Blackhole:
         """Client connections still open."""
         return self._clients
 
+    async def connected(self, timeout: float) -> None:
+        """Wait (bounded) until a client has connected."""
+        future = asyncio.run_coroutine_threadsafe(self._wait_connected(timeout), self._loop)
+        await asyncio.wrap_future(future)
+
     async def all_closed(self, timeout: float) -> None:
         """Wait (bounded) until every client connection has been closed by the client."""
         future = asyncio.run_coroutine_threadsafe(self._wait_idle(timeout), self._loop)
@@ -78,12 +84,17 @@ class Blackhole:
     async def _start(self) -> int:
         self._idle = asyncio.Event()
         self._idle.set()
+        self._connected = asyncio.Event()
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _wait_idle(self, timeout: float) -> None:
         assert self._idle is not None
         await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def _wait_connected(self, timeout: float) -> None:
+        assert self._connected is not None
+        await asyncio.wait_for(self._connected.wait(), timeout)
 
     async def _stop(self) -> None:
         if self._server is not None:
@@ -111,8 +122,10 @@ class Blackhole:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._idle is not None
+        assert self._connected is not None
         self._clients += 1
         self._idle.clear()
+        self._connected.set()
         self._transports.add(writer.transport)
         try:
             if self.swallowing or self._upstream is None:

@@ -4,15 +4,17 @@ keeps to the time it is given, releasing its client and tasks even when cut shor
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
+import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from loafer_core.errors import ProviderError
+from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import ACCEPT
 from loafer_sqs import SQSProvider, SQSPublisher
 from tests.loafer_sqs.blackhole import Blackhole
@@ -147,3 +149,86 @@ async def test_publisher_close_keeps_to_its_bound(
             await publishing
         assert not leftover_tasks()
         await hole.all_closed(5)
+
+
+@pytest.mark.parametrize("stop", ["cancelled, then closed", "closed while starting"])
+async def test_a_start_stopped_on_a_silent_endpoint_leaves_nothing(
+    client_options: dict[str, Any], stop: str
+) -> None:
+    with Blackhole() as hole:  # silent from the start: start() waits on its first call
+        options = {**client_options, "endpoint_url": hole.url}
+        provider = SQSProvider("orders", {"WaitTimeSeconds": 1}, **options)
+        starting = asyncio.create_task(provider.start(1))
+        await hole.connected(10)
+        started = time.monotonic()
+        if stop == "cancelled, then closed":
+            starting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(starting, 1)
+            await asyncio.wait_for(provider.close(), 1)
+        else:
+            await asyncio.wait_for(provider.close(), 1)
+            # the start ends at once too, saying why
+            with pytest.raises(ConfigurationError, match="closed"):
+                await asyncio.wait_for(starting, 1)
+        assert time.monotonic() - started < 1.5
+        assert not leftover_tasks()
+        await hole.all_closed(5)
+        ref = weakref.ref(provider)
+        del provider, starting
+        gc.collect()
+        assert ref() is None
+
+
+async def test_a_first_publish_stopped_on_a_silent_endpoint_leaves_nothing(
+    client_options: dict[str, Any],
+) -> None:
+    with Blackhole() as hole:
+        publisher = SQSPublisher("orders", **{**client_options, "endpoint_url": hole.url})
+        publishing = asyncio.create_task(publisher.publish("x"))  # looks the queue up first
+        await hole.connected(10)
+        started = time.monotonic()
+        publishing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(publishing, 1)
+        await asyncio.wait_for(publisher.close(), 1)
+        assert time.monotonic() - started < 1.5
+        assert not leftover_tasks()
+        await hole.all_closed(5)
+
+
+async def test_a_publisher_closed_while_its_client_opens_closes_that_client(
+    client_options: dict[str, Any],
+) -> None:
+    from aiobotocore.session import AioSession
+
+    opening, go_on = asyncio.Event(), asyncio.Event()
+    exits: list[object] = []
+
+    class GatedSession(AioSession):  # type: ignore[misc]
+        """Holds create_client until ``go_on`` is set, and records the client's close."""
+
+        def create_client(self, *args: Any, **kwargs: Any) -> Any:
+            inner = super().create_client(*args, **kwargs)
+
+            class Gated:
+                async def __aenter__(self) -> Any:
+                    opening.set()
+                    await go_on.wait()
+                    return await inner.__aenter__()
+
+                async def __aexit__(self, *exc: object) -> Any:
+                    exits.append(exc)
+                    return await inner.__aexit__(*exc)
+
+            return Gated()
+
+    publisher = SQSPublisher("orders", **client_options, session=GatedSession())
+    publishing = asyncio.create_task(publisher.publish("x"))
+    await asyncio.wait_for(opening.wait(), 5)
+    await asyncio.wait_for(publisher.close(), 1)
+    go_on.set()
+    with pytest.raises(ProviderError, match="closed"):
+        await asyncio.wait_for(publishing, 5)
+    assert len(exits) == 1  # the client opened after close() was closed at once
+    assert not leftover_tasks()
