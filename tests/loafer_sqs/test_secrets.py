@@ -23,17 +23,11 @@ SESSION_TOKEN = "SeSsIoNtOkEn-77f2-Xw3Pa+/Q=="
 PASSWORD = "pAsSwOrD-0a9b-Yk4"
 SECRETS = (SECRET_KEY, SESSION_TOKEN, PASSWORD)
 
-#: the test's own moto server logs in this process too; it is not the client under test
-_SERVER_LOGGERS = ("moto", "werkzeug")
-
 
 def _texts(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Every record as a handler would write it (exception and stack included)."""
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
-    return [
-        formatter.format(record)
-        for record in caplog.records
-        if record.name.split(".", 1)[0] not in _SERVER_LOGGERS
-    ]
+    return [formatter.format(record) for record in caplog.records]
 
 
 def _error_texts(error: BaseException) -> list[str]:
