@@ -232,3 +232,44 @@ async def test_a_publisher_closed_while_its_client_opens_closes_that_client(
         await asyncio.wait_for(publishing, 5)
     assert len(exits) == 1  # the client opened after close() was closed at once
     assert not leftover_tasks()
+
+
+async def test_a_manager_on_a_silent_endpoint_stops_within_the_close_bound(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    from loafer_core import Manager
+    from loafer_sqs import SQSRoute
+
+    url = await make_queue(visibility=60)
+    await send_bodies(sqs, url, [json.dumps({"i": i}) for i in range(5)])
+    handled = asyncio.Event()
+    count = 0
+
+    with Blackhole(client_options["endpoint_url"]) as hole:
+        queue, options = through(hole, url, client_options)
+
+        async def handler(message: Any, metadata: Any) -> bool:
+            nonlocal count
+            count += 1
+            if count == 5:
+                hole.swallow()  # the endpoint goes silent: these deletes never get through
+                handled.set()
+            return True
+
+        route = SQSRoute(
+            queue,
+            {"options": {"WaitTimeSeconds": 1}, "close_timeout": 2, **options},
+            handler=handler,
+            max_concurrency=5,
+        )
+        manager = Manager([route], shutdown_timeout=5)
+        serving = asyncio.create_task(manager.serve())
+        await asyncio.wait_for(handled.wait(), 20)
+        started = time.monotonic()
+        manager.stop()
+        await asyncio.wait_for(serving, 20)
+        # the provider's close gives up after close_timeout (the dispatcher's own bound
+        # on close is 30 s)
+        assert time.monotonic() - started < 4
+        assert not leftover_tasks()
+        await hole.all_closed(5)
