@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from loafer_sqs._secrets import mask
 
@@ -37,6 +37,42 @@ class _Item(Generic[E]):
     future: asyncio.Future[None] | None = None
     attempts: int = 0
     last_error: str | None = field(default=None)
+
+
+#: Per-entry failure codes that retrying cannot fix.
+PERMANENT_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidParameterValue",
+        "MessageNotInflight",
+        "InvalidIdFormat",
+        "BatchEntryIdsNotDistinct",
+        "InvalidMessageContents",
+        "InvalidAttributeName",
+        "InvalidAttributeValue",
+        "MessageTooLong",
+        "BatchRequestTooLong",
+    }
+)
+
+
+def failures_in(response: Mapping[str, Any], count: int) -> dict[int, Failure]:
+    """The failed entries of a batch call's ``response`` (``Failed``), by index; an
+    entry whose code retrying cannot fix is not retried."""
+    failed: dict[int, Failure] = {}
+    for entry in response.get("Failed", ()) or ():
+        try:
+            index = int(entry["Id"])
+        except (KeyError, ValueError):
+            continue
+        if not 0 <= index < count:
+            continue
+        code = str(entry.get("Code", "?"))
+        retry = code not in PERMANENT_CODES and not (
+            entry.get("SenderFault") and code.endswith("Invalid")
+        )
+        failed[index] = Failure(f"{code}: {entry.get('Message', '')}", retry)
+    return failed
 
 
 #: ``send(entries)`` performs one batch call and returns, per index, the failures.

@@ -35,8 +35,9 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_sqs import _closing
-from loafer_sqs._batch import MAX_BATCH, Batcher, Failure
+from loafer_sqs._batch import MAX_BATCH, Batcher, Failure, failures_in
 from loafer_sqs._client import ClientOptions, open_client
+from loafer_sqs._dead_letter import Reject, dead_letter_entry
 from loafer_sqs._secrets import mask
 from loafer_sqs._timeouts import Timeouts
 from loafer_sqs.errors import cause, is_missing_queue, translate_error
@@ -61,26 +62,6 @@ _RECEIVE_OPTIONS = frozenset(
         "MessageAttributeNames",
     }
 )
-
-#: Per-entry failure codes that retrying cannot fix.
-_PERMANENT_CODES = frozenset(
-    {
-        "ReceiptHandleIsInvalid",
-        "InvalidParameterValue",
-        "MessageNotInflight",
-        "InvalidIdFormat",
-        "BatchEntryIdsNotDistinct",
-        "InvalidMessageContents",
-        "InvalidAttributeName",
-        "InvalidAttributeValue",
-        "MessageTooLong",
-        "BatchRequestTooLong",
-    }
-)
-
-_REASON_ATTRIBUTE = "loafer.reject_reason"
-_SOURCE_ATTRIBUTE = "loafer.source_message_id"
-_MAX_ATTRIBUTES = 10
 
 
 @dataclass(eq=False, slots=True)
@@ -107,35 +88,6 @@ class _Visibility:
     seconds: int
     #: a lease extension: dropped if its delivery is settled before it is (re)sent
     extension: bool = False
-
-
-@dataclass(eq=False, slots=True)
-class _Reject:
-    delivery: Delivery
-    reason: str
-
-
-def _weigh_reject(reject: _Reject) -> int:
-    raw = reject.delivery.raw
-    body = raw.get("Body", "") if isinstance(raw, Mapping) else ""
-    return len(str(body).encode("utf-8")) + 2048
-
-
-def _failures(response: Mapping[str, Any], count: int) -> dict[int, Failure]:
-    failed: dict[int, Failure] = {}
-    for entry in response.get("Failed", ()) or ():
-        try:
-            index = int(entry["Id"])
-        except (KeyError, ValueError):
-            continue
-        if not 0 <= index < count:
-            continue
-        code = str(entry.get("Code", "?"))
-        retry = code not in _PERMANENT_CODES and not (
-            entry.get("SenderFault") and code.endswith("Invalid")
-        )
-        failed[index] = Failure(f"{code}: {entry.get('Message', '')}", retry)
-    return failed
 
 
 def _headers(message_attributes: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,7 +227,7 @@ class SQSProvider:
         self._max_parallel = 1
         self._deleter: Batcher[Receipt] | None = None
         self._visibility: Batcher[_Visibility] | None = None
-        self._rejecter: Batcher[_Reject] | None = None
+        self._rejecter: Batcher[Reject] | None = None
 
     # -- introspection -------------------------------------------------------------------
 
@@ -381,7 +333,7 @@ class SQSProvider:
             describe=lambda r: f"message {r.delivery.message_id} (reason {r.reason!r})",
             linger=self._linger,
             error_type=ProviderError,
-            weigh=_weigh_reject,
+            weigh=Reject.weight,
         )
         self._started = True
         logger.debug(
@@ -795,7 +747,7 @@ class SQSProvider:
                 )
                 self._deleter.add(receipt)
             else:
-                self._rejecter.add(_Reject(delivery, reason))
+                self._rejecter.add(Reject(delivery, reason))
         self._changed.set()
 
     def _change_visibility(self, change: _Visibility) -> None:
@@ -862,7 +814,7 @@ class SQSProvider:
             QueueUrl=self._queue_url,
             Entries=[{"Id": str(i), "ReceiptHandle": r.handle} for i, r in enumerate(receipts)],
         )
-        return _failures(response, len(receipts))
+        return failures_in(response, len(receipts))
 
     async def _send_visibility(self, entries: Sequence[_Visibility]) -> dict[int, Failure]:
         # an extension (first try or retry) of a delivery settled meanwhile is dropped
@@ -880,48 +832,16 @@ class SQSProvider:
                 for n, i in enumerate(send)
             ],
         )
-        failures = _failures(response, len(send))
+        failures = failures_in(response, len(send))
         return {send[n]: failure for n, failure in failures.items()}
 
-    def _dead_letter_entry(self, index: int, reject: _Reject) -> dict[str, Any]:
-        message: Mapping[str, Any] = reject.delivery.raw
-        attributes: dict[str, Any] = {
-            name: dict(value)
-            for name, value in (message.get("MessageAttributes") or {}).items()
-            if isinstance(value, Mapping)
-        }
-        extra = {
-            _REASON_ATTRIBUTE: reject.reason[:1024],
-            _SOURCE_ATTRIBUTE: str(reject.delivery.message_id),
-        }
-        for name, value in extra.items():
-            if len(attributes) < _MAX_ATTRIBUTES:
-                attributes[name] = {"DataType": "String", "StringValue": value or "-"}
-            else:
-                logger.warning(
-                    "dead-lettering message %s: no room for attribute %s=%r (SQS allows 10)",
-                    reject.delivery.message_id,
-                    name,
-                    value,
-                )
-        entry: dict[str, Any] = {
-            "Id": str(index),
-            "MessageBody": message.get("Body", ""),
-        }
-        if attributes:
-            entry["MessageAttributes"] = attributes
-        if self._dlq_url is not None and self._dlq_url.endswith(".fifo"):
-            system = message.get("Attributes") or {}
-            entry["MessageGroupId"] = system.get("MessageGroupId") or "loafer-dead-letters"
-            entry["MessageDeduplicationId"] = str(reject.delivery.message_id)[:128]
-        return entry
-
-    async def _send_rejects(self, rejects: Sequence[_Reject]) -> dict[int, Failure]:
+    async def _send_rejects(self, rejects: Sequence[Reject]) -> dict[int, Failure]:
+        fifo = self._dlq_url is not None and self._dlq_url.endswith(".fifo")
         response = await self._client.send_message_batch(
             QueueUrl=self._dlq_url,
-            Entries=[self._dead_letter_entry(i, r) for i, r in enumerate(rejects)],
+            Entries=[dead_letter_entry(i, r, fifo=fifo) for i, r in enumerate(rejects)],
         )
-        failed = _failures(response, len(rejects))
+        failed = failures_in(response, len(rejects))
         assert self._deleter is not None
         for i, reject in enumerate(rejects):
             if i not in failed:

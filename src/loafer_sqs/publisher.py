@@ -20,10 +20,9 @@ from typing import Any
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.policy import check_number
 from loafer_sqs import _closing
-from loafer_sqs._batch import Batcher, Failure
+from loafer_sqs._batch import Batcher, Failure, failures_in
 from loafer_sqs._client import ClientOptions, open_client
 from loafer_sqs.errors import cause, is_missing_queue, translate_error
-from loafer_sqs.provider import _failures
 
 __all__ = ["SNSPublisher", "SQSPublisher", "encode_body", "message_attributes"]
 
@@ -287,7 +286,7 @@ class SQSPublisher(_BasePublisher):
                 item["DelaySeconds"] = entry.delay
             batch.append(item)
         response = await self._client.send_message_batch(QueueUrl=entries[0].target, Entries=batch)
-        return _failures(response, len(entries))
+        return failures_in(response, len(entries))
 
 
 class SNSPublisher(_BasePublisher):
@@ -379,4 +378,4 @@ class SNSPublisher(_BasePublisher):
         response = await self._client.publish_batch(
             TopicArn=entries[0].target, PublishBatchRequestEntries=batch
         )
-        return _failures(response, len(entries))
+        return failures_in(response, len(entries))
