@@ -521,13 +521,15 @@ class SQSProvider:
                 await batcher.flush()
 
     async def health(self) -> bool:
-        """True when the queue answers ``GetQueueAttributes``."""
+        """True when the queue answers ``GetQueueAttributes`` within one attempt's time
+        (connect and read timeouts: a silent endpoint is unhealthy within seconds)."""
         if not self._started or self._closed:
             return False
         try:
-            await self._client.get_queue_attributes(
-                QueueUrl=self._queue_url, AttributeNames=["QueueArn"]
-            )
+            async with asyncio.timeout(self._timeouts.attempt):
+                await self._client.get_queue_attributes(
+                    QueueUrl=self._queue_url, AttributeNames=["QueueArn"]
+                )
         except Exception:
             return False
         return True

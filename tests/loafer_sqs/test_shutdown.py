@@ -60,6 +60,25 @@ async def test_a_blackholed_long_poll_fails_within_seconds(
         await hole.all_closed(5)
 
 
+async def test_health_on_a_silent_endpoint_is_false_within_seconds(
+    make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    url = await make_queue()
+    with Blackhole(client_options["endpoint_url"]) as hole:
+        queue, options = through(hole, url, client_options)
+        provider = SQSProvider(queue, {"WaitTimeSeconds": 1}, **options)
+        await provider.start(1)
+        try:
+            assert await provider.health()
+            hole.swallow()
+            started = time.monotonic()
+            async with asyncio.timeout(30):
+                assert not await provider.health()
+            assert time.monotonic() - started < 11
+        finally:
+            await provider.close()
+
+
 async def _blackholed_with_settles_pending(
     sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any], hole: Blackhole, **kwargs: Any
 ) -> SQSProvider:
