@@ -53,7 +53,7 @@ async def test_a_blackholed_long_poll_fails_within_seconds(
                     while True:
                         await provider.fetch(1)
             # WaitTimeSeconds 1 + 5 s of read margin + 3 s to connect, and some slack
-            assert time.monotonic() - started < 11
+            assert time.monotonic() - started < 12
         finally:
             await provider.close()
         assert not leftover_tasks()
@@ -74,7 +74,7 @@ async def test_health_on_a_silent_endpoint_is_false_within_seconds(
             started = time.monotonic()
             async with asyncio.timeout(30):
                 assert not await provider.health()
-            assert time.monotonic() - started < 11
+            assert time.monotonic() - started < 12
         finally:
             await provider.close()
 
@@ -109,7 +109,7 @@ async def test_close_cut_short_by_its_caller_still_releases_everything(
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(1):
                 await provider.close()
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.5  # the bound (1 s) and slack for a busy machine
         assert not leftover_tasks()
         await hole.all_closed(5)
 
@@ -134,7 +134,7 @@ async def test_close_keeps_to_its_own_bound(
                 await provider.close()
             else:
                 await provider.close(timeout=1.0)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.5  # the bound (1 s) and slack for a busy machine
         assert not leftover_tasks()
         await hole.all_closed(5)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -163,7 +163,7 @@ async def test_publisher_close_keeps_to_its_bound(
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await publisher.close()
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.5  # the bound (1 s) and slack for a busy machine
         with pytest.raises(ProviderError):
             await publishing
         assert not leftover_tasks()
@@ -190,7 +190,7 @@ async def test_a_start_stopped_on_a_silent_endpoint_leaves_nothing(
             # the start ends at once too, saying why
             with pytest.raises(ConfigurationError, match="closed"):
                 await asyncio.wait_for(starting, 1)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.5  # the bound (1 s) and slack for a busy machine
         assert not leftover_tasks()
         await hole.all_closed(5)
         ref = weakref.ref(provider)
@@ -211,7 +211,7 @@ async def test_a_first_publish_stopped_on_a_silent_endpoint_leaves_nothing(
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(publishing, 1)
         await asyncio.wait_for(publisher.close(), 1)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.5  # the bound (1 s) and slack for a busy machine
         assert not leftover_tasks()
         await hole.all_closed(5)
 
@@ -289,6 +289,6 @@ async def test_a_manager_on_a_silent_endpoint_stops_within_the_close_bound(
         await asyncio.wait_for(serving, 20)
         # the provider's close gives up after close_timeout (the dispatcher's own bound
         # on close is 30 s)
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 6
         assert not leftover_tasks()
         await hole.all_closed(5)
