@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from loafer_sqs._secrets import mask
 
 logger = logging.getLogger("loafer_sqs")
 
@@ -35,6 +37,42 @@ class _Item(Generic[E]):
     future: asyncio.Future[None] | None = None
     attempts: int = 0
     last_error: str | None = field(default=None)
+
+
+#: Per-entry failure codes that retrying cannot fix.
+PERMANENT_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidParameterValue",
+        "MessageNotInflight",
+        "InvalidIdFormat",
+        "BatchEntryIdsNotDistinct",
+        "InvalidMessageContents",
+        "InvalidAttributeName",
+        "InvalidAttributeValue",
+        "MessageTooLong",
+        "BatchRequestTooLong",
+    }
+)
+
+
+def failures_in(response: Mapping[str, Any], count: int) -> dict[int, Failure]:
+    """The failed entries of a batch call's ``response`` (``Failed``), by index; an
+    entry whose code retrying cannot fix is not retried."""
+    failed: dict[int, Failure] = {}
+    for entry in response.get("Failed", ()) or ():
+        try:
+            index = int(entry["Id"])
+        except (KeyError, ValueError):
+            continue
+        if not 0 <= index < count:
+            continue
+        code = str(entry.get("Code", "?"))
+        retry = code not in PERMANENT_CODES and not (
+            entry.get("SenderFault") and code.endswith("Invalid")
+        )
+        failed[index] = Failure(f"{code}: {entry.get('Message', '')}", retry)
+    return failed
 
 
 #: ``send(entries)`` performs one batch call and returns, per index, the failures.
@@ -82,7 +120,8 @@ class Batcher(Generic[E]):
         self._weight = 0
         self._pending: list[_Item[E]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: calls in flight (with their retries), and how many entries each carries
+        self._tasks: dict[asyncio.Task[None], int] = {}
 
     @property
     def pending(self) -> int:
@@ -140,8 +179,11 @@ class Batcher(Generic[E]):
             weigh = self._weigh
             self._weight = max(0, self._weight - sum(weigh(item.entry) for item in batch))
         task = asyncio.get_running_loop().create_task(self._run(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = len(batch)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def flush(self) -> None:
         """Send everything queued now and wait until every call (and retry) is done."""
@@ -164,7 +206,8 @@ class Batcher(Generic[E]):
                     raise
                 except Exception as exc:
                     failures = {
-                        i: Failure(f"{type(exc).__name__}: {exc}", True) for i in range(len(todo))
+                        i: Failure(f"{type(exc).__name__}: {mask(exc)}", True)
+                        for i in range(len(todo))
                     }
             retry: list[_Item[E]] = []
             for index, item in enumerate(todo):
@@ -198,12 +241,19 @@ class Batcher(Generic[E]):
         else:
             future.set_exception(self._error_type(f"{self.name} failed: {error}"))
 
-    async def aclose(self) -> None:
-        """Flush, then cancel anything still running (used at close)."""
-        try:
-            await self.flush()
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
-            if self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    def abort(self) -> tuple[int, list[asyncio.Task[None]]]:
+        """Give up at once: drop what is queued (its futures fail) and cancel the calls in
+        flight. Returns how many entries were not (or not surely) sent, and the cancelled
+        tasks, for the caller to await."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        dropped = len(self._pending) + sum(self._tasks.values())
+        for item in self._pending:
+            self._finish(item, "closed before it was sent")
+        self._pending.clear()
+        self._weight = 0
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        return dropped, tasks

@@ -17,7 +17,9 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from loafer_core.errors import ConfigurationError
-from loafer_sqs.errors import translate_error
+from loafer_sqs._secrets import install_log_filter, mask
+from loafer_sqs._timeouts import CONNECT_TIMEOUT, Timeouts
+from loafer_sqs.errors import cause, translate_error
 
 __all__ = ["ClientOptions", "open_client"]
 
@@ -42,7 +44,7 @@ class ClientOptions:
     an aiobotocore ``session`` of your own (its registered event handlers apply).
 
     Unknown keys raise :class:`ConfigurationError` naming them (a typo must not be
-    ignored silently). ``repr`` never shows the credentials.
+    ignored silently). ``repr`` never shows the credentials (nor those of a URL).
     """
 
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
@@ -55,6 +57,8 @@ class ClientOptions:
                 f"unknown SQS client option(s) {unknown}; allowed: {sorted(_ALLOWED)}"
             )
         self._options = merged
+        # every provider and publisher builds one: botocore's loggers get their filter
+        install_log_filter()
 
     @property
     def endpoint_url(self) -> str | None:
@@ -68,16 +72,23 @@ class ClientOptions:
             for k, v in self._options.items()
             if k in {"region_name", "endpoint_url", "use_ssl", "profile_name"}
         }
+        if "endpoint_url" in shown:
+            shown["endpoint_url"] = mask(shown["endpoint_url"])
         return f"ClientOptions({shown!r})"
 
-    def client_kwargs(self, max_pool_connections: int) -> tuple[Any, str | None, dict[str, Any]]:
-        """``(session, profile_name, kwargs for session.create_client)``."""
+    def client_kwargs(
+        self, max_pool_connections: int, defaults: AioConfig | None = None
+    ) -> tuple[Any, str | None, dict[str, Any]]:
+        """``(session, profile_name, kwargs for session.create_client)``; ``defaults``
+        (timeouts) apply where the user's ``config`` does not say otherwise."""
         kwargs = dict(self._options)
         session = kwargs.pop("session", None)
         profile = kwargs.pop("profile_name", None)
         config = kwargs.pop("config", None)
-        pool = AioConfig(max_pool_connections=max_pool_connections)
-        kwargs["config"] = pool.merge(config) if config is not None else pool
+        merged = AioConfig(max_pool_connections=max_pool_connections)
+        if defaults is not None:
+            merged = merged.merge(defaults)
+        kwargs["config"] = merged.merge(config) if config is not None else merged
         return session, profile, kwargs
 
 
@@ -87,14 +98,24 @@ async def open_client(
     stack: contextlib.AsyncExitStack,
     *,
     max_pool_connections: int = 10,
+    timeouts: Timeouts | None = None,
 ) -> Any:
-    """Create a client for ``service`` and register its closing on ``stack``."""
-    session, profile, kwargs = options.client_kwargs(max_pool_connections)
+    """Create a client for ``service`` and register its closing on ``stack``.
+
+    ``timeouts`` (default: connect timeout :data:`CONNECT_TIMEOUT`, botocore's read
+    timeout) apply unless the user's ``config`` sets its own.
+    """
+    defaults = (
+        timeouts.config() if timeouts is not None else AioConfig(connect_timeout=CONNECT_TIMEOUT)
+    )
+    session, profile, kwargs = options.client_kwargs(max_pool_connections, defaults)
     try:
         if session is None:
             session = get_session()
         if profile is not None:
             session.set_config_variable("profile", profile)
-        return await stack.enter_async_context(session.create_client(service, **kwargs))
+        client = await stack.enter_async_context(session.create_client(service, **kwargs))
     except Exception as exc:
-        raise translate_error(exc, f"creating the {service} client") from exc
+        raise translate_error(exc, f"creating the {service} client") from cause(exc)
+    install_log_filter()  # again: a logger created since then gets it too
+    return client

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_sqs._secrets import is_clean, mask
 
-__all__ = ["error_code", "is_missing_queue", "translate_error"]
+__all__ = ["cause", "error_code", "is_missing_queue", "translate_error"]
 
 #: Error codes that mean the set-up is wrong (retrying will not help).
 _CONFIGURATION_CODES = frozenset(
@@ -71,16 +72,29 @@ def is_missing_queue(exc: BaseException) -> bool:
     return error_code(exc) in _MISSING_QUEUE_CODES
 
 
+def cause(exc: BaseException) -> BaseException | None:
+    """What to chain a translated error to (``raise ... from cause(exc)``): ``exc``,
+    unless its text or a chained exception's shows a credential (botocore puts the
+    endpoint URL, user:password included, in its connection errors); then nothing."""
+    return exc if is_clean(exc) else None
+
+
 def translate_error(exc: BaseException, doing: str) -> LoaferError:
     """Map ``exc`` (raised while ``doing`` something) to a loafer-core exception.
 
     Wrong configuration (missing queue, refused or missing credentials, no region, bad
     parameters) becomes :class:`ConfigurationError`; everything else (network errors,
-    throttling, server errors) becomes :class:`ProviderError`. The message never holds
-    credentials: botocore's messages do not include them and nothing else is added.
+    throttling, server errors) becomes :class:`ProviderError`. The message is masked
+    (:func:`loafer_sqs._secrets.mask`): no URL credentials, keys or tokens.
     """
     if isinstance(exc, LoaferError):
         return exc
+    error = _translate(exc, doing)
+    masked = mask(error.args[0])
+    return type(error)(masked) if masked != error.args[0] else error
+
+
+def _translate(exc: BaseException, doing: str) -> LoaferError:
     code = error_code(exc)
     name = type(exc).__name__
     if code in _MISSING_QUEUE_CODES:

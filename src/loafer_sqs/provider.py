@@ -34,9 +34,13 @@ from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Support
-from loafer_sqs._batch import MAX_BATCH, Batcher, Failure
+from loafer_sqs import _closing
+from loafer_sqs._batch import MAX_BATCH, Batcher, Failure, failures_in
 from loafer_sqs._client import ClientOptions, open_client
-from loafer_sqs.errors import is_missing_queue, translate_error
+from loafer_sqs._dead_letter import Reject, dead_letter_entry
+from loafer_sqs._secrets import mask
+from loafer_sqs._timeouts import Timeouts
+from loafer_sqs.errors import cause, is_missing_queue, translate_error
 
 __all__ = ["MAX_VISIBILITY", "SQSProvider"]
 
@@ -58,26 +62,6 @@ _RECEIVE_OPTIONS = frozenset(
         "MessageAttributeNames",
     }
 )
-
-#: Per-entry failure codes that retrying cannot fix.
-_PERMANENT_CODES = frozenset(
-    {
-        "ReceiptHandleIsInvalid",
-        "InvalidParameterValue",
-        "MessageNotInflight",
-        "InvalidIdFormat",
-        "BatchEntryIdsNotDistinct",
-        "InvalidMessageContents",
-        "InvalidAttributeName",
-        "InvalidAttributeValue",
-        "MessageTooLong",
-        "BatchRequestTooLong",
-    }
-)
-
-_REASON_ATTRIBUTE = "loafer.reject_reason"
-_SOURCE_ATTRIBUTE = "loafer.source_message_id"
-_MAX_ATTRIBUTES = 10
 
 
 @dataclass(eq=False, slots=True)
@@ -104,35 +88,6 @@ class _Visibility:
     seconds: int
     #: a lease extension: dropped if its delivery is settled before it is (re)sent
     extension: bool = False
-
-
-@dataclass(eq=False, slots=True)
-class _Reject:
-    delivery: Delivery
-    reason: str
-
-
-def _weigh_reject(reject: _Reject) -> int:
-    raw = reject.delivery.raw
-    body = raw.get("Body", "") if isinstance(raw, Mapping) else ""
-    return len(str(body).encode("utf-8")) + 2048
-
-
-def _failures(response: Mapping[str, Any], count: int) -> dict[int, Failure]:
-    failed: dict[int, Failure] = {}
-    for entry in response.get("Failed", ()) or ():
-        try:
-            index = int(entry["Id"])
-        except (KeyError, ValueError):
-            continue
-        if not 0 <= index < count:
-            continue
-        code = str(entry.get("Code", "?"))
-        retry = code not in _PERMANENT_CODES and not (
-            entry.get("SenderFault") and code.endswith("Invalid")
-        )
-        failed[index] = Failure(f"{code}: {entry.get('Message', '')}", retry)
-    return failed
 
 
 def _headers(message_attributes: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,6 +119,8 @@ class SQSProvider:
     :param close_grace: at close, how long receives still in flight may finish (their
         messages are then released); a receive cut short may leave a message that was
         arriving just then invisible until its visibility timeout.
+    :param close_timeout: the most :meth:`close` spends on that and on sending the
+        settlements still queued (seconds); what is unsent then is given up (logged).
     :param client_options: ``region_name``, ``endpoint_url``, ``use_ssl``, ``verify``,
         ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``,
         ``profile_name``, ``config`` (an ``AioConfig``); the standard AWS chain
@@ -183,12 +140,15 @@ class SQSProvider:
         settle_linger: float = 0.02,
         receive_linger: float = 0.05,
         close_grace: float = 1.0,
+        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
         **client_options: Any,
     ) -> None:
         queue = queue if queue is not None else queue_name
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError("SQSProvider needs a queue name or URL (queue=...)")
         self._queue = queue
+        #: the queue as shown in reprs, logs and errors (a URL's credentials masked)
+        self._name = mask(queue)
         self._receive_options = dict(options or {})
         unknown = sorted(set(self._receive_options) - _RECEIVE_OPTIONS)
         if unknown:
@@ -222,6 +182,7 @@ class SQSProvider:
             ("settle_linger", settle_linger),
             ("receive_linger", receive_linger),
             ("close_grace", close_grace),
+            ("close_timeout", close_timeout),
         ):
             check_number("SQSProvider", name, value, minimum=0)
         if retry_visibility is not None:
@@ -235,6 +196,8 @@ class SQSProvider:
         self._linger = settle_linger
         self._receive_linger = receive_linger
         self._close_grace = close_grace
+        self._close_timeout = float(close_timeout)
+        self._timeouts = Timeouts.for_wait(wait)
         self._client_options = ClientOptions(**client_options)
         self._fifo = self._queue.rstrip("/").endswith(".fifo")
 
@@ -250,6 +213,8 @@ class SQSProvider:
         self._capacity = 0
         self._started = False
         self._closed = False
+        #: start()'s opening (client, queue set-up) while it runs: close() cancels it
+        self._opening: asyncio.Task[None] | None = None
         self._buffer: list[Delivery] = []
         self._receivers: dict[asyncio.Task[None], int] = {}
         self._error: BaseException | None = None
@@ -262,16 +227,16 @@ class SQSProvider:
         self._max_parallel = 1
         self._deleter: Batcher[Receipt] | None = None
         self._visibility: Batcher[_Visibility] | None = None
-        self._rejecter: Batcher[_Reject] | None = None
+        self._rejecter: Batcher[Reject] | None = None
 
     # -- introspection -------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        return f"SQSProvider(queue={self._queue!r}, client={self._client_options!r})"
+        return f"SQSProvider(queue={self._name!r}, client={self._client_options!r})"
 
     def describe(self) -> str:
         """A short description for logs: ``sqs:<queue>``."""
-        return f"sqs:{self._queue}"
+        return f"sqs:{self._name}"
 
     @property
     def queue_url(self) -> str | None:
@@ -318,18 +283,84 @@ class SQSProvider:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self, capacity: int) -> None:
-        """Open the client, resolve the queue (and its dead-letter queue), check it exists."""
+        """Open the client, resolve the queue (and its dead-letter queue), check it exists.
+
+        A closed provider cannot start again: :class:`ConfigurationError` at once (a
+        set-up error, which stops a manager rather than being retried for ever).
+        """
+        if self._closed:
+            raise ConfigurationError(
+                f"{self.describe()}: provider already closed; create a new one "
+                f"(a closed SQSProvider cannot be started again)"
+            )
         if self._started:
             return
-        if self._closed:
-            raise ConfigurationError("this SQSProvider is closed; create a new one")
         self._capacity = max(1, int(capacity))
         receives = math.ceil(self._capacity / self._max_batch)
+        if self._opening is not None:
+            raise ProviderError(f"{self.describe()}: start() is already running")
+        # a task of its own, so that close() can stop it without cancelling our caller
+        opening = asyncio.get_running_loop().create_task(self._open(receives))
+        self._opening = opening
+        try:
+            await opening
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and (task is None or not task.cancelling()):
+                raise self._closed_while_starting() from None
+            raise
+        finally:
+            self._opening = None
+        if self._closed:  # close() came as the opening ended
+            stack, self._stack = self._stack, None
+            self._client = None
+            await _closing.release([], stack, "SQS")
+            raise self._closed_while_starting()
+        self._deleter = Batcher(
+            f"DeleteMessageBatch on {self._name}",
+            self._send_deletes,
+            describe=lambda r: f"message {r.message_id}",
+            linger=self._linger,
+            error_type=ProviderError,
+        )
+        self._visibility = Batcher(
+            f"ChangeMessageVisibilityBatch on {self._name}",
+            self._send_visibility,
+            describe=lambda v: f"message {v.receipt.message_id} (visibility {v.seconds}s)",
+            linger=self._linger,
+            error_type=ProviderError,
+        )
+        self._rejecter = Batcher(
+            f"dead-lettering from {self._name}",
+            self._send_rejects,
+            describe=lambda r: f"message {r.delivery.message_id} (reason {r.reason!r})",
+            linger=self._linger,
+            error_type=ProviderError,
+            weigh=Reject.weight,
+        )
+        self._started = True
+        logger.debug(
+            "consuming %s (fifo=%s, visibility=%ss, dead-letter=%s)",
+            mask(self._queue_url),
+            self._fifo,
+            self._lease,
+            mask(self._dlq_url),
+        )
+
+    async def _open(self, receives: int) -> None:
+        """Open the client and read the queue's set-up; on any failure (or cancellation:
+        a start cancelled, or a close() during start) the client is closed again."""
         stack = contextlib.AsyncExitStack()
         try:
             self._client = await open_client(
-                "sqs", self._client_options, stack, max_pool_connections=receives + 16
+                "sqs",
+                self._client_options,
+                stack,
+                max_pool_connections=receives + 16,
+                timeouts=self._timeouts,
             )
+            # what the user's config leaves in force bounds each receive
+            self._timeouts = Timeouts.of(self._client.meta.config)
             self._queue_url = await self._resolve(self._queue)
             attributes = await self._call(
                 "reading the queue attributes",
@@ -353,36 +384,9 @@ class SQSProvider:
             self._client = None
             raise
         self._stack = stack
-        self._deleter = Batcher(
-            f"DeleteMessageBatch on {self._queue}",
-            self._send_deletes,
-            describe=lambda r: f"message {r.message_id}",
-            linger=self._linger,
-            error_type=ProviderError,
-        )
-        self._visibility = Batcher(
-            f"ChangeMessageVisibilityBatch on {self._queue}",
-            self._send_visibility,
-            describe=lambda v: f"message {v.receipt.message_id} (visibility {v.seconds}s)",
-            linger=self._linger,
-            error_type=ProviderError,
-        )
-        self._rejecter = Batcher(
-            f"dead-lettering from {self._queue}",
-            self._send_rejects,
-            describe=lambda r: f"message {r.delivery.message_id} (reason {r.reason!r})",
-            linger=self._linger,
-            error_type=ProviderError,
-            weigh=_weigh_reject,
-        )
-        self._started = True
-        logger.debug(
-            "consuming %s (fifo=%s, visibility=%ss, dead-letter=%s)",
-            self._queue_url,
-            self._fifo,
-            self._lease,
-            self._dlq_url,
-        )
+
+    def _closed_while_starting(self) -> ConfigurationError:
+        return ConfigurationError(f"{self.describe()}: closed while starting")
 
     async def _call(self, doing: str, method: Any, **params: Any) -> Any:
         try:
@@ -390,7 +394,7 @@ class SQSProvider:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise translate_error(exc, f"{doing} ({self._queue})") from exc
+            raise translate_error(exc, f"{doing} ({self._name})") from cause(exc)
 
     async def _resolve(self, queue: str) -> str:
         if queue.startswith(("http://", "https://")):
@@ -405,8 +409,8 @@ class SQSProvider:
                 raise ConfigurationError(
                     f"SQS queue {queue!r} does not exist (region/endpoint: "
                     f"{self._client_options!r}); create it or fix the name"
-                ) from exc
-            raise translate_error(exc, f"looking up the URL of queue {queue!r}") from exc
+                ) from cause(exc)
+            raise translate_error(exc, f"looking up the URL of queue {queue!r}") from cause(exc)
         return str(response["QueueUrl"])
 
     async def _dead_letter_url(self, attrs: Mapping[str, Any]) -> str | None:
@@ -423,9 +427,9 @@ class SQSProvider:
             _, _, _, _, account, name = arn.split(":", 5)
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(
-                f"queue {self._queue!r} has a RedrivePolicy without a usable "
+                f"queue {self._name!r} has a RedrivePolicy without a usable "
                 f"deadLetterTargetArn: {policy!r}"
-            ) from exc
+            ) from cause(exc)
         try:
             response = await self._client.get_queue_url(
                 QueueName=name, QueueOwnerAWSAccountId=account
@@ -435,48 +439,82 @@ class SQSProvider:
         except Exception as exc:
             if is_missing_queue(exc):
                 raise ConfigurationError(
-                    f"the dead-letter queue {name!r} of {self._queue!r} does not exist"
-                ) from exc
-            raise translate_error(exc, f"looking up the dead-letter queue {name!r}") from exc
+                    f"the dead-letter queue {name!r} of {self._name!r} does not exist"
+                ) from cause(exc)
+            raise translate_error(exc, f"looking up the dead-letter queue {name!r}") from cause(exc)
         return str(response["QueueUrl"])
 
-    async def close(self) -> None:
-        """Stop receiving, release buffered messages, flush settlements, close the client."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop receiving, release buffered messages, flush settlements, close the client.
+
+        Takes at most ``timeout`` or ``close_timeout`` seconds, whichever is shorter;
+        past that, what is still unsent is given up and logged (those messages come back
+        after their visibility timeout). Cancelled by its caller's own deadline, it gives
+        up the same way: the client, its connections and its tasks are released anyway.
+        """
         if self._closed:
             return
         self._closed = True
+        self._changed.set()
+        if self._opening is not None:
+            # a start() on its way: stop it (its client is closed as it ends)
+            self._opening.cancel()
+            await asyncio.wait({self._opening}, timeout=_closing.CANCEL_GRACE)
         if not self._started:
             return
+        bound = _closing.budget(self._close_timeout, timeout)
+        try:
+            async with asyncio.timeout(bound):
+                await self._wind_down()
+        except TimeoutError:
+            logger.warning("closing %s took longer than %.1fs: giving up", self._name, bound)
+        finally:
+            await self._release()
+
+    async def _wind_down(self) -> None:
         receivers = list(self._receivers)
         if receivers:
             # Receives that already got messages come back at once; give them a moment
             # so their messages are released below rather than left invisible. Long
             # polls on an empty queue are cut short.
             await asyncio.wait(receivers, timeout=self._close_grace)
-        for task in receivers:
-            task.cancel()
-        await asyncio.gather(*receivers, return_exceptions=True)
-        self._receivers.clear()
-        assert self._visibility is not None
+            for task in receivers:
+                task.cancel()
+            await asyncio.gather(*receivers, return_exceptions=True)
         await self._settle_deferred()
+        assert self._visibility is not None
         for delivery in self._buffer:
             receipt: Receipt = delivery.token
             receipt.settled = True
             self._visibility.add(_Visibility(receipt, 0))
         self._buffer.clear()
-        try:
-            for batcher in (self._rejecter, self._deleter, self._visibility):
-                if batcher is not None:
-                    await batcher.aclose()
-        finally:
-            if self._stack is not None:
-                stack, self._stack = self._stack, None
-                try:
-                    await stack.aclose()
-                except Exception as exc:  # closing must not fail the shutdown
-                    logger.warning("closing the SQS client failed: %s", exc)
-            self._client = None
-            self._changed.set()
+        for batcher in (self._rejecter, self._deleter, self._visibility):
+            if batcher is not None:
+                await batcher.flush()
+
+    async def _release(self) -> None:
+        """Give up whatever is left, cancel every task, close the client."""
+        tasks = [*self._receivers, *self._deferred]
+        for task in tasks:
+            task.cancel()
+        unsent = 0
+        for batcher in (self._rejecter, self._deleter, self._visibility):
+            if batcher is not None:
+                dropped, cancelled = batcher.abort()
+                unsent += dropped
+                tasks.extend(cancelled)
+        if unsent or self._buffer:
+            logger.warning(
+                "%s closed with %d settlement(s) not sent and %d received message(s) not "
+                "released: those messages come back after their visibility timeout",
+                self._name,
+                unsent,
+                len(self._buffer),
+            )
+        self._buffer.clear()
+        stack, self._stack = self._stack, None
+        self._client = None
+        await _closing.release(tasks, stack, "SQS")
 
     async def flush(self) -> None:
         """Wait until every settlement queued so far has been sent (or given up)."""
@@ -486,13 +524,15 @@ class SQSProvider:
                 await batcher.flush()
 
     async def health(self) -> bool:
-        """True when the queue answers ``GetQueueAttributes``."""
+        """True when the queue answers ``GetQueueAttributes`` within one attempt's time
+        (connect and read timeouts: a silent endpoint is unhealthy within seconds)."""
         if not self._started or self._closed:
             return False
         try:
-            await self._client.get_queue_attributes(
-                QueueUrl=self._queue_url, AttributeNames=["QueueArn"]
-            )
+            async with asyncio.timeout(self._timeouts.attempt):
+                await self._client.get_queue_attributes(
+                    QueueUrl=self._queue_url, AttributeNames=["QueueArn"]
+                )
         except Exception:
             return False
         return True
@@ -592,7 +632,10 @@ class SQSProvider:
             params["VisibilityTimeout"] = self._receive_options["VisibilityTimeout"]
         try:
             started = time.monotonic()
-            response = await self._client.receive_message(**params)
+            # one attempt's worth of time: botocore would retry a silent endpoint for
+            # minutes, and a long poll that outlives its wait means the endpoint is gone
+            async with asyncio.timeout(self._timeouts.attempt):
+                response = await self._client.receive_message(**params)
             messages = response.get("Messages", []) or []
             # Several receives in flight only pay off while they come back full: on a
             # thin queue they would split what arrives into small batches (more calls
@@ -609,11 +652,16 @@ class SQSProvider:
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            self._error = ProviderError(
+                f"receiving from {self._name}: no answer in {self._timeouts.attempt:.0f}s "
+                f"(WaitTimeSeconds {self._wait_time}): the endpoint is unreachable or silent"
+            )
         except Exception as exc:
             if is_missing_queue(exc):
-                self._error = ConfigurationError(f"SQS queue {self._queue!r} no longer exists")
+                self._error = ConfigurationError(f"SQS queue {self._name!r} no longer exists")
             else:
-                self._error = translate_error(exc, f"receiving from {self._queue}")
+                self._error = translate_error(exc, f"receiving from {self._name}")
         finally:
             if task is not None:
                 self._receivers.pop(task, None)
@@ -699,12 +747,12 @@ class SQSProvider:
                     "message %s from %s rejected (%s) and deleted: the queue has no "
                     "dead-letter queue",
                     delivery.message_id,
-                    self._queue,
+                    self._name,
                     reason,
                 )
                 self._deleter.add(receipt)
             else:
-                self._rejecter.add(_Reject(delivery, reason))
+                self._rejecter.add(Reject(delivery, reason))
         self._changed.set()
 
     def _change_visibility(self, change: _Visibility) -> None:
@@ -771,7 +819,7 @@ class SQSProvider:
             QueueUrl=self._queue_url,
             Entries=[{"Id": str(i), "ReceiptHandle": r.handle} for i, r in enumerate(receipts)],
         )
-        return _failures(response, len(receipts))
+        return failures_in(response, len(receipts))
 
     async def _send_visibility(self, entries: Sequence[_Visibility]) -> dict[int, Failure]:
         # an extension (first try or retry) of a delivery settled meanwhile is dropped
@@ -789,48 +837,16 @@ class SQSProvider:
                 for n, i in enumerate(send)
             ],
         )
-        failures = _failures(response, len(send))
+        failures = failures_in(response, len(send))
         return {send[n]: failure for n, failure in failures.items()}
 
-    def _dead_letter_entry(self, index: int, reject: _Reject) -> dict[str, Any]:
-        message: Mapping[str, Any] = reject.delivery.raw
-        attributes: dict[str, Any] = {
-            name: dict(value)
-            for name, value in (message.get("MessageAttributes") or {}).items()
-            if isinstance(value, Mapping)
-        }
-        extra = {
-            _REASON_ATTRIBUTE: reject.reason[:1024],
-            _SOURCE_ATTRIBUTE: str(reject.delivery.message_id),
-        }
-        for name, value in extra.items():
-            if len(attributes) < _MAX_ATTRIBUTES:
-                attributes[name] = {"DataType": "String", "StringValue": value or "-"}
-            else:
-                logger.warning(
-                    "dead-lettering message %s: no room for attribute %s=%r (SQS allows 10)",
-                    reject.delivery.message_id,
-                    name,
-                    value,
-                )
-        entry: dict[str, Any] = {
-            "Id": str(index),
-            "MessageBody": message.get("Body", ""),
-        }
-        if attributes:
-            entry["MessageAttributes"] = attributes
-        if self._dlq_url is not None and self._dlq_url.endswith(".fifo"):
-            system = message.get("Attributes") or {}
-            entry["MessageGroupId"] = system.get("MessageGroupId") or "loafer-dead-letters"
-            entry["MessageDeduplicationId"] = str(reject.delivery.message_id)[:128]
-        return entry
-
-    async def _send_rejects(self, rejects: Sequence[_Reject]) -> dict[int, Failure]:
+    async def _send_rejects(self, rejects: Sequence[Reject]) -> dict[int, Failure]:
+        fifo = self._dlq_url is not None and self._dlq_url.endswith(".fifo")
         response = await self._client.send_message_batch(
             QueueUrl=self._dlq_url,
-            Entries=[self._dead_letter_entry(i, r) for i, r in enumerate(rejects)],
+            Entries=[dead_letter_entry(i, r, fifo=fifo) for i, r in enumerate(rejects)],
         )
-        failed = _failures(response, len(rejects))
+        failed = failures_in(response, len(rejects))
         assert self._deleter is not None
         for i, reject in enumerate(rejects):
             if i not in failed:

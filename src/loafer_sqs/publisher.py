@@ -11,18 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from loafer_core.errors import ConfigurationError, ProviderError
-from loafer_sqs._batch import Batcher, Failure
+from loafer_core.policy import check_number
+from loafer_sqs import _closing
+from loafer_sqs._batch import Batcher, Failure, failures_in
 from loafer_sqs._client import ClientOptions, open_client
-from loafer_sqs.errors import is_missing_queue, translate_error
-from loafer_sqs.provider import _failures
+from loafer_sqs.errors import cause, is_missing_queue, translate_error
 
 __all__ = ["SNSPublisher", "SQSPublisher", "encode_body", "message_attributes"]
+
+logger = logging.getLogger("loafer_sqs")
 
 
 def encode_body(body: Any, encoder: Callable[[Any], str] = json.dumps) -> str:
@@ -89,8 +93,11 @@ class _BasePublisher:
         *,
         linger: float = 0.02,
         encoder: Callable[[Any], str] = json.dumps,
+        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
         **client_options: Any,
     ) -> None:
+        check_number(type(self).__name__, "close_timeout", close_timeout, minimum=0)
+        self._close_timeout = float(close_timeout)
         self._client_options = ClientOptions(**client_options)
         self._linger = linger
         self._encoder = encoder
@@ -115,10 +122,13 @@ class _BasePublisher:
             async with self._lock:
                 if self._client is None:
                     stack = contextlib.AsyncExitStack()
-                    self._client = await open_client(
+                    client = await open_client(
                         self._service, self._client_options, stack, max_pool_connections=16
                     )
-                    self._stack = stack
+                    if self._closed:  # close() came while the client opened
+                        await _closing.release([], stack, self._service.upper())
+                        raise ProviderError(f"{type(self).__name__} is closed")
+                    self._client, self._stack = client, stack
         return self._client
 
     def _batcher(self, target: str) -> Batcher[_Entry]:
@@ -146,19 +156,33 @@ class _BasePublisher:
         for batcher in list(self._batchers.values()):
             await batcher.flush()
 
-    async def close(self) -> None:
-        """Send what is queued and close the client. Idempotent."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Send what is queued and close the client. Idempotent.
+
+        Takes at most ``timeout`` or ``close_timeout`` seconds, whichever is shorter;
+        past that (or when cancelled by its caller), the messages still unsent are given
+        up: their ``publish()`` raises :class:`ProviderError`. The client, its
+        connections and its tasks are released either way.
+        """
         if self._closed:
             return
         self._closed = True
+        bound = _closing.budget(self._close_timeout, timeout)
         try:
-            for batcher in list(self._batchers.values()):
-                await batcher.aclose()
+            async with asyncio.timeout(bound):
+                for batcher in list(self._batchers.values()):
+                    await batcher.flush()
+        except TimeoutError:
+            logger.warning(
+                "closing the %s publisher took longer than %.1fs: giving up", self._service, bound
+            )
         finally:
-            if self._stack is not None:
-                stack, self._stack = self._stack, None
-                await stack.aclose()
+            tasks: list[asyncio.Task[None]] = []
+            for batcher in self._batchers.values():
+                tasks.extend(batcher.abort()[1])
+            stack, self._stack = self._stack, None
             self._client = None
+            await _closing.release(tasks, stack, self._service.upper())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(client={self._client_options!r})"
@@ -170,6 +194,7 @@ class SQSPublisher(_BasePublisher):
     :param queue: default queue (name or URL) for :meth:`publish`.
     :param linger: how long a message waits for others to fill a batch (seconds).
     :param encoder: turns non-text bodies into text (default ``json.dumps``).
+    :param close_timeout: the most :meth:`close` spends sending what is queued (seconds).
     :param client_options: as :class:`~loafer_sqs.SQSProvider` (``region_name``,
         ``endpoint_url``, credentials...).
     """
@@ -182,9 +207,12 @@ class SQSPublisher(_BasePublisher):
         *,
         linger: float = 0.02,
         encoder: Callable[[Any], str] = json.dumps,
+        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
         **client_options: Any,
     ) -> None:
-        super().__init__(linger=linger, encoder=encoder, **client_options)
+        super().__init__(
+            linger=linger, encoder=encoder, close_timeout=close_timeout, **client_options
+        )
         self.queue = queue
 
     async def _url(self, queue: str) -> str:
@@ -197,8 +225,8 @@ class SQSPublisher(_BasePublisher):
                 response = await client.get_queue_url(QueueName=queue)
             except Exception as exc:
                 if is_missing_queue(exc):
-                    raise ConfigurationError(f"SQS queue {queue!r} does not exist") from exc
-                raise translate_error(exc, f"looking up queue {queue!r}") from exc
+                    raise ConfigurationError(f"SQS queue {queue!r} does not exist") from cause(exc)
+                raise translate_error(exc, f"looking up queue {queue!r}") from cause(exc)
             url = str(response["QueueUrl"])
             self._targets[queue] = url
         return url
@@ -258,7 +286,7 @@ class SQSPublisher(_BasePublisher):
                 item["DelaySeconds"] = entry.delay
             batch.append(item)
         response = await self._client.send_message_batch(QueueUrl=entries[0].target, Entries=batch)
-        return _failures(response, len(entries))
+        return failures_in(response, len(entries))
 
 
 class SNSPublisher(_BasePublisher):
@@ -275,9 +303,12 @@ class SNSPublisher(_BasePublisher):
         *,
         linger: float = 0.02,
         encoder: Callable[[Any], str] = json.dumps,
+        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
         **client_options: Any,
     ) -> None:
-        super().__init__(linger=linger, encoder=encoder, **client_options)
+        super().__init__(
+            linger=linger, encoder=encoder, close_timeout=close_timeout, **client_options
+        )
         self.topic = topic
 
     async def _arn(self, topic: str) -> str:
@@ -296,7 +327,7 @@ class SNSPublisher(_BasePublisher):
                     if arn:
                         break
             except Exception as exc:
-                raise translate_error(exc, f"looking up topic {topic!r}") from exc
+                raise translate_error(exc, f"looking up topic {topic!r}") from cause(exc)
             if arn is None:
                 raise ConfigurationError(f"SNS topic {topic!r} does not exist")
             self._targets[topic] = arn
@@ -347,4 +378,4 @@ class SNSPublisher(_BasePublisher):
         response = await self._client.publish_batch(
             TopicArn=entries[0].target, PublishBatchRequestEntries=batch
         )
-        return _failures(response, len(entries))
+        return failures_in(response, len(entries))

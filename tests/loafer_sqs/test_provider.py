@@ -487,6 +487,41 @@ async def test_fetch_after_close_raises(
         await provider.fetch(1)
 
 
+@pytest.mark.parametrize("started", [True, False])
+async def test_a_closed_provider_refuses_to_start_again(
+    make_queue: MakeQueue, client_options: dict[str, Any], started: bool
+) -> None:
+    url = await make_queue()
+    provider = SQSProvider(url, {"WaitTimeSeconds": 1}, **client_options)
+    if started:
+        await provider.start(1)
+    await provider.close()
+    with pytest.raises(ConfigurationError, match="closed; create a new one"):
+        async with asyncio.timeout(1):
+            await provider.start(1)
+
+
+async def test_a_stopped_manager_served_again_fails_at_once(
+    make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    from loafer_core import Manager
+    from loafer_sqs import SQSRoute
+
+    url = await make_queue()
+    route = SQSRoute(
+        url, {"options": {"WaitTimeSeconds": 1}, **client_options}, handler=lambda m, md: True
+    )
+    manager = Manager([route], shutdown_timeout=5)
+    serving = asyncio.create_task(manager.serve())
+    await asyncio.wait_for(manager.wait_started(), 10)
+    manager.stop()
+    await asyncio.wait_for(serving, 20)
+    # its route's provider is closed: a clear, fatal error, not a provider that starts
+    # and then fails every fetch
+    with pytest.raises(ConfigurationError, match="closed; create a new one"):
+        await asyncio.wait_for(manager.serve(), 5)
+
+
 async def test_unreachable_endpoint_is_provider_error() -> None:
     from aiobotocore.config import AioConfig
 
