@@ -43,6 +43,7 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_core.translator import JSONTranslator
 from loafer_rabbit._acks import AckTracker
+from loafer_rabbit._url import check_url
 from loafer_rabbit.errors import connect_error, mask_url, operation_error, scrub, vhost_of
 
 __all__ = [
@@ -185,11 +186,7 @@ class RabbitProvider:
             raise ConfigurationError(
                 f"RabbitProvider(queue=...): expected a queue name, got {queue!r}"
             )
-        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
-            raise ConfigurationError(
-                "RabbitProvider(url=...): expected an amqp:// or amqps:// URL, got "
-                f"{mask_url(url) if isinstance(url, str) else type(url).__name__}"
-            )
+        check_url("RabbitProvider", url)
         if queue_type not in ("classic", "quorum"):
             raise ConfigurationError(
                 "RabbitProvider(queue_type=...): expected 'classic' or 'quorum', "

@@ -15,6 +15,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_rabbit._url import check_url
 from loafer_rabbit.errors import connect_error, mask_url, operation_error
 
 __all__ = ["PublishRejected", "RabbitPublisher"]
@@ -83,11 +84,7 @@ class RabbitPublisher:
         ssl_context: ssl.SSLContext | None = None,
         connection_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
-            raise ConfigurationError(
-                "RabbitPublisher(url=...): expected an amqp:// or amqps:// URL, got "
-                f"{mask_url(url) if isinstance(url, str) else type(url).__name__}"
-            )
+        check_url("RabbitPublisher", url)
         if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
             raise ConfigurationError(
                 f"RabbitPublisher(pipeline=...): expected an int >= 1, got {pipeline!r}"
