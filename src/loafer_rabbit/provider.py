@@ -43,6 +43,7 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_core.translator import JSONTranslator
 from loafer_rabbit._acks import AckTracker
+from loafer_rabbit._logs import protect
 from loafer_rabbit._url import check_url
 from loafer_rabbit.errors import connect_error, mask_url, operation_error, scrub, vhost_of
 
@@ -187,6 +188,7 @@ class RabbitProvider:
                 f"RabbitProvider(queue=...): expected a queue name, got {queue!r}"
             )
         check_url("RabbitProvider", url)
+        protect(url)  # aio-pika logs the URL's query string: mask it
         if queue_type not in ("classic", "quorum"):
             raise ConfigurationError(
                 "RabbitProvider(queue_type=...): expected 'classic' or 'quorum', "

@@ -15,6 +15,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_rabbit._logs import protect
 from loafer_rabbit._url import check_url
 from loafer_rabbit.errors import connect_error, mask_url, operation_error
 
@@ -85,6 +86,7 @@ class RabbitPublisher:
         connection_options: Mapping[str, Any] | None = None,
     ) -> None:
         check_url("RabbitPublisher", url)
+        protect(url)  # aio-pika logs the URL's query string: mask it
         if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
             raise ConfigurationError(
                 f"RabbitPublisher(pipeline=...): expected an int >= 1, got {pipeline!r}"
