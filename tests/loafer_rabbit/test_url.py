@@ -20,7 +20,7 @@ PASSWORDS = ["pa#ss9word", "pa/ss9word", "pa?ss9word", "12#ss9word", "pa@x/ss9wo
 BUILDERS: list[Callable[[str], Any]] = [
     lambda url: RabbitProvider("q", url=url),
     lambda url: RabbitPublisher(url),
-    lambda url: RabbitRoute("q", url=url, handler=lambda message: None),
+    lambda url: RabbitRoute("q", url=url, handler=lambda content, metadata: None),
 ]
 
 

@@ -1,0 +1,247 @@
+"""Starting and stopping are safe at any point: a connect cancelled, timed out or cut by
+close() leaves no connection, reconnect loop or task behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from yarl import URL
+
+from loafer_core.errors import ProviderError
+from loafer_core.manager import Manager
+from loafer_core.outcome import ACCEPT
+from loafer_rabbit import RabbitProvider, RabbitPublisher, RabbitRoute
+from tests.loafer_rabbit.conftest import RabbitAdmin
+
+pytestmark = pytest.mark.rabbit
+
+#: Longest a stop, close or cancelled start may take here (the connect timeout is 60 s).
+BOUND = 10.0
+
+
+class SilentBroker:
+    """A TCP server that accepts connections and never answers (a hung broker)."""
+
+    def __init__(self) -> None:
+        self.accepted = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        self.accepted.set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"amqp://guest:guest@127.0.0.1:{port}/"
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[tuple[SilentBroker, str]]:
+    broker = SilentBroker()
+    url = await broker.start()
+    try:
+        yield broker, url
+    finally:
+        await broker.stop()
+
+
+async def assert_nothing_left(before: set[asyncio.Task[object]]) -> None:
+    """Every task started since ``before`` ends (at once, or within BOUND for a close that
+    finishes in the background)."""
+    left = asyncio.all_tasks() - before - {asyncio.current_task()}
+    if left:
+        _, pending = await asyncio.wait(left, timeout=BOUND)
+        assert not pending, f"tasks left running: {pending}"
+
+
+async def test_stopping_a_manager_whose_route_is_still_connecting_returns(
+    silent: tuple[SilentBroker, str],
+) -> None:
+    broker, url = silent
+    route = RabbitRoute("q", url=url, handler=lambda content, metadata: None, connect_timeout=60)
+    manager = Manager([route], shutdown_timeout=5)
+    before = asyncio.all_tasks()
+    serving = asyncio.create_task(manager.serve())
+    async with asyncio.timeout(BOUND):
+        await broker.accepted.wait()
+    manager.stop()
+    async with asyncio.timeout(BOUND):
+        await serving
+    await assert_nothing_left(before)
+
+
+async def test_a_cancelled_provider_start_leaves_nothing_behind(
+    silent: tuple[SilentBroker, str],
+) -> None:
+    broker, url = silent
+    provider = RabbitProvider("q", url=url, connect_timeout=60)
+    before = asyncio.all_tasks()
+    starting = asyncio.create_task(provider.start(1))
+    async with asyncio.timeout(BOUND):
+        await broker.accepted.wait()
+    starting.cancel()
+    async with asyncio.timeout(BOUND):
+        await asyncio.gather(starting, return_exceptions=True)
+        await provider.close()
+    assert starting.cancelled()
+    await assert_nothing_left(before)
+
+
+async def test_close_during_a_provider_start_ends_the_start(
+    silent: tuple[SilentBroker, str],
+) -> None:
+    broker, url = silent
+    provider = RabbitProvider("q", url=url, connect_timeout=60)
+    before = asyncio.all_tasks()
+    starting = asyncio.create_task(provider.start(1))
+    async with asyncio.timeout(BOUND):
+        await broker.accepted.wait()
+        await provider.close()
+        with pytest.raises(ProviderError, match="closed"):
+            await starting
+    await assert_nothing_left(before)
+
+
+async def test_a_timed_out_provider_start_leaves_nothing_behind(
+    silent: tuple[SilentBroker, str],
+) -> None:
+    _, url = silent
+    provider = RabbitProvider("q", url=url, connect_timeout=0.5)
+    before = asyncio.all_tasks()
+    async with asyncio.timeout(BOUND):
+        with pytest.raises(ProviderError, match="timed out"):
+            await provider.start(1)
+        await provider.close()
+    await assert_nothing_left(before)
+
+
+async def test_a_cancelled_publisher_connect_leaves_nothing_behind(
+    silent: tuple[SilentBroker, str],
+) -> None:
+    broker, url = silent
+    publisher = RabbitPublisher(url, routing_key="q", connect_timeout=60)
+    before = asyncio.all_tasks()
+    publishing = asyncio.create_task(publisher.publish(b"x"))
+    async with asyncio.timeout(BOUND):
+        await broker.accepted.wait()
+    publishing.cancel()
+    async with asyncio.timeout(BOUND):
+        await asyncio.gather(publishing, return_exceptions=True)
+        await publisher.close()
+    assert publishing.cancelled()
+    await assert_nothing_left(before)
+
+
+async def test_close_during_a_publisher_connect_ends_the_publish(
+    silent: tuple[SilentBroker, str],
+) -> None:
+    broker, url = silent
+    publisher = RabbitPublisher(url, routing_key="q", connect_timeout=60)
+    before = asyncio.all_tasks()
+    publishing = asyncio.create_task(publisher.publish(b"x"))
+    async with asyncio.timeout(BOUND):
+        await broker.accepted.wait()
+        await publisher.close()
+        with pytest.raises(ProviderError, match="closed"):
+            await publishing
+    await assert_nothing_left(before)
+
+
+async def test_a_timed_out_publisher_connect_leaves_nothing_behind(
+    silent: tuple[SilentBroker, str],
+) -> None:
+    _, url = silent
+    publisher = RabbitPublisher(url, routing_key="q", connect_timeout=0.5)
+    before = asyncio.all_tasks()
+    async with asyncio.timeout(BOUND):
+        with pytest.raises(ProviderError, match="timed out"):
+            await publisher.publish(b"x")
+        await publisher.close()
+    await assert_nothing_left(before)
+
+
+class FreezingProxy:
+    """A TCP proxy to RabbitMQ that, once frozen, forwards nothing more either way (a
+    broker or network that died without closing the socket)."""
+
+    def __init__(self, target: str) -> None:
+        url = URL(target)
+        self.target = (url.host or "127.0.0.1", url.port or 5672)
+        self.credentials = f"{url.user}:{url.password}"
+        self.frozen = asyncio.Event()
+        self.pumps: set[asyncio.Task[None]] = set()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            if not self.frozen.is_set():
+                writer.write(data)
+                await writer.drain()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, upstream_writer]
+        for pump in (self._pump(reader, upstream_writer), self._pump(upstream_reader, writer)):
+            task = asyncio.create_task(pump)
+            self.pumps.add(task)
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"amqp://{self.credentials}@127.0.0.1:{port}/"
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.pumps:
+            task.cancel()
+        await asyncio.gather(*self.pumps, return_exceptions=True)
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def proxy(rabbit_url: str) -> AsyncIterator[tuple[FreezingProxy, str]]:
+    frozen = FreezingProxy(rabbit_url)
+    url = await frozen.start()
+    try:
+        yield frozen, url
+    finally:
+        await frozen.stop()
+
+
+async def test_close_on_a_broker_that_stopped_answering_is_bounded_by_close_timeout(
+    admin: RabbitAdmin, proxy: tuple[FreezingProxy, str]
+) -> None:
+    frozen, url = proxy
+    name = await admin.declare()
+    await admin.put(name, b"held")
+    provider = RabbitProvider(name, url=url, close_timeout=1.0, poll_timeout=5.0)
+    publisher = RabbitPublisher(url, routing_key=name, close_timeout=1.0)
+    async with asyncio.timeout(BOUND):
+        await provider.start(2)
+        await publisher.connect()
+        deliveries = await provider.fetch(1)
+        assert deliveries  # one delivery held: close() would ack/requeue it
+        await provider.settle(deliveries[0], ACCEPT)  # an ack waiting to be flushed
+    frozen.frozen.set()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(BOUND):
+        await provider.close()
+        await publisher.close()
+    # Each: close_timeout for the goodbyes, then at least a second for the disconnect.
+    assert loop.time() - started < 5.0
