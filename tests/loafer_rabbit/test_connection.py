@@ -4,14 +4,19 @@ close() leaves no connection, reconnect loop or task behind."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import weakref
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from yarl import URL
 
-from loafer_core.errors import ProviderError
+from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.manager import Manager
-from loafer_core.outcome import ACCEPT
+from loafer_core.outcome import ACCEPT, RELEASE, RETRY
+from loafer_core.provider import Delivery
 from loafer_rabbit import RabbitProvider, RabbitPublisher, RabbitRoute
 from tests.loafer_rabbit.conftest import RabbitAdmin
 
@@ -245,3 +250,80 @@ async def test_close_on_a_broker_that_stopped_answering_is_bounded_by_close_time
         await publisher.close()
     # Each: close_timeout for the goodbyes, then at least a second for the disconnect.
     assert loop.time() - started < 5.0
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def _fetch_one(provider: RabbitProvider) -> Delivery:
+    while True:
+        deliveries = await provider.fetch(1)
+        if deliveries:
+            return deliveries[0]
+
+
+async def _cycle(name: str, url: str, silent: tuple[SilentBroker, str]) -> list[weakref.ref[Any]]:
+    """Open, use and close one provider and one publisher (every outcome, a cancelled
+    fetch, a failed and a cancelled start); weak references to what should be freed."""
+    provider = RabbitProvider(name, url=url, poll_timeout=5.0, delayed_retry=False)
+    publisher = RabbitPublisher(url, routing_key=name)
+    await publisher.publish_many([b"a", b"b", b"c"])
+    await provider.start(3)
+    await provider.settle(await _fetch_one(provider), RELEASE)
+    await provider.settle(await _fetch_one(provider), RETRY())
+    fetching = asyncio.create_task(provider.fetch(10))
+    await asyncio.sleep(0)
+    fetching.cancel()  # if it is waiting: consumption pauses, the buffer is requeued
+    (fetched,) = await asyncio.gather(fetching, return_exceptions=True)
+    for delivery in fetched if isinstance(fetched, list) else ():
+        await provider.settle(delivery, RELEASE)  # it had returned before the cancel
+    for _ in range(3):
+        await provider.settle(await _fetch_one(provider), ACCEPT)
+    refs = [
+        weakref.ref(provider),
+        weakref.ref(publisher),
+        weakref.ref(provider._connection),  # type: ignore[arg-type]
+        weakref.ref(publisher._connection),  # type: ignore[arg-type]
+    ]
+    await provider.close()
+    await publisher.close()
+    failing = RabbitProvider(name + ".missing", url=url)
+    with pytest.raises(ConfigurationError):
+        await failing.start(1)
+    await failing.close()
+    broker, silent_url = silent
+    stuck = RabbitProvider(name, url=silent_url, connect_timeout=60)
+    stuck_publisher = RabbitPublisher(silent_url, routing_key=name, connect_timeout=60)
+    broker.accepted.clear()
+    starting = asyncio.create_task(stuck.start(1))
+    publishing = asyncio.create_task(stuck_publisher.publish(b"x"))
+    await broker.accepted.wait()
+    await stuck.close()
+    await stuck_publisher.close()
+    await asyncio.gather(starting, publishing, return_exceptions=True)
+    return [*refs, weakref.ref(failing), weakref.ref(stuck), weakref.ref(stuck_publisher)]
+
+
+async def test_closed_providers_and_publishers_are_freed(
+    admin: RabbitAdmin, rabbit_url: str, silent: tuple[SilentBroker, str]
+) -> None:
+    name = await admin.declare()
+    async with asyncio.timeout(120):
+        for _ in range(5):  # warm-up: caches, pools, first imports
+            await _cycle(name, rabbit_url, silent)
+        gc.collect()
+        baseline = rss_bytes()
+        refs: list[weakref.ref[Any]] = []
+        for _ in range(30):
+            refs.extend(await _cycle(name, rabbit_url, silent))
+    # The loop's last callback handle may still hold the last cycle's results: let it pass.
+    await asyncio.sleep(0)
+    gc.collect()
+    alive = [ref() for ref in refs if ref() is not None]
+    assert not alive, f"{len(alive)} objects not freed, e.g. {alive[:4]}"
+    growth = rss_bytes() - baseline
+    print(f"RSS growth over 30 cycles: {growth / 2**20:.2f} MiB")
+    assert growth < 20 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 30 cycles"
+    assert await admin.count(name) == 0
