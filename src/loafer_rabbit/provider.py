@@ -45,6 +45,7 @@ from loafer_core.translator import JSONTranslator
 from loafer_rabbit._acks import AckTracker
 from loafer_rabbit._connection import close_connection, open_connection
 from loafer_rabbit._logs import protect
+from loafer_rabbit._topology import declare_dead_letter, declare_retry_queue, declare_work_queue
 from loafer_rabbit._url import check_url
 from loafer_rabbit.errors import connect_error, mask_url, operation_error, scrub, vhost_of
 
@@ -406,45 +407,17 @@ class RabbitProvider:
         await channel
         return channel
 
-    def _queue_error(self, exc: BaseException, name: str, what: str) -> LoaferError:
-        where = f"vhost {self.vhost!r} at {self.url}"
-        if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
-            return ConfigurationError(
-                f"RabbitMQ {what} {name!r} does not exist on {where}; create it, or pass "
-                "declare=True to RabbitProvider to declare it"
-            )
-        if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
-            return ConfigurationError(
-                f"RabbitMQ {what} {name!r} on {where} exists with different settings "
-                f"({scrub(str(exc), self._url)}); delete it or match its arguments"
-            )
-        if isinstance(exc, aiormq.exceptions.ChannelAccessRefused):
-            return ConfigurationError(
-                f"RabbitMQ refused access to {what} {name!r} on {where} "
-                f"({scrub(str(exc), self._url)}); check the user's permissions"
-            )
-        if isinstance(exc, aiormq.exceptions.ChannelLockedResource):
-            return ConfigurationError(
-                f"RabbitMQ {what} {name!r} on {where} is exclusive to another connection"
-            )
-        return operation_error(f"declaring {what} {name!r}", exc, self._url)
-
     async def _declare_work_queue(self, channel: AbstractRobustChannel) -> AbstractQueue:
-        try:
-            if not self._declare:
-                return await channel.declare_queue(self.queue, passive=True)
-            arguments: dict[str, Any] = {"x-queue-type": self._queue_type}
-            if self._dead_letter is True:
-                arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
-                arguments["x-dead-letter-routing-key"] = self.queue
-            arguments.update(self._queue_arguments)
-            return await channel.declare_queue(
-                self.queue, durable=self._durable, arguments=arguments
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._queue_error(exc, self.queue, "queue") from None
+        return await declare_work_queue(
+            channel,
+            self.queue,
+            url=self._url,
+            declare=self._declare,
+            queue_type=self._queue_type,
+            durable=self._durable,
+            dead_letter_exchange=self.dead_letter_exchange if self._dead_letter is True else None,
+            arguments=self._queue_arguments,
+        )
 
     def retry_queue_for(self, delay: float) -> str:
         """The retry queue a ``RETRY(delay)`` goes to (see ``retry_tiers``)."""
@@ -455,41 +428,18 @@ class RabbitProvider:
 
     async def _declare_retry_queue(self, name: str) -> None:
         assert self._publish_channel is not None
-        arguments = {
-            "x-queue-type": "classic",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.queue,
-        }
-        try:
-            await self._publish_channel.declare_queue(name, durable=True, arguments=arguments)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._queue_error(exc, name, "retry queue") from None
+        await declare_retry_queue(self._publish_channel, name, work_queue=self.queue, url=self._url)
         self.retry_queues.add(name)
 
     async def _declare_dead_letter(self) -> None:
         assert self._publish_channel is not None
-        channel = self._publish_channel
-        try:
-            exchange = await channel.declare_exchange(
-                self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._queue_error(
-                exc, self.dead_letter_exchange, "dead-letter exchange"
-            ) from None
-        try:
-            dlq = await channel.declare_queue(
-                self.dead_letter_queue, durable=True, arguments={"x-queue-type": "classic"}
-            )
-            await dlq.bind(exchange, routing_key=self.queue)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._queue_error(exc, self.dead_letter_queue, "dead-letter queue") from None
+        await declare_dead_letter(
+            self._publish_channel,
+            exchange=self.dead_letter_exchange,
+            queue=self.dead_letter_queue,
+            routing_key=self.queue,
+            url=self._url,
+        )
 
     # -- consuming ------------------------------------------------------------------------
 
