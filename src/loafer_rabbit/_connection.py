@@ -20,6 +20,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
+from aiormq.exceptions import ConnectionClosed
 
 from loafer_rabbit._url import scrub
 
@@ -75,7 +76,10 @@ async def close_connection(
 async def _close(connection: AbstractRobustConnection, timeout: float, url: str) -> None:
     try:
         async with asyncio.timeout(timeout):
-            await connection.close()
+            # Operations still waiting on it (a publish's confirm) fail with this, not
+            # with aio-pika's default CancelledError, which would look like a cancellation
+            # of their caller.
+            await connection.close(ConnectionClosed(320, "closed by the client"))
     except TimeoutError:
         logger.warning(
             "closing the RabbitMQ connection took more than %ss: abandoned (the socket is "

@@ -108,6 +108,7 @@ class RabbitPublisher:
         self._exchange: AbstractExchange | None = None
         self._lock = asyncio.Lock()
         self._opening: asyncio.Task[None] | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"RabbitPublisher(url={mask_url(self._url)!r}, exchange={self.exchange!r})"
@@ -120,12 +121,23 @@ class RabbitPublisher:
         await self.close()
 
     async def connect(self) -> None:
-        """Open the connection and a confirming channel (done on first publish otherwise).
+        """Open the connection and a confirming channel (done on first publish otherwise;
+        after ``close()``, only this opens it again).
 
         Safe to cancel, and to ``close()`` meanwhile (it then raises ProviderError): a
         connection it opened is closed before it returns.
         """
+        self._closed = False
+        await self._ensure_open()
+
+    async def _ensure_open(self) -> None:
+        if self._exchange is not None:
+            return
         async with self._lock:
+            if self._closed:
+                raise ProviderError(
+                    f"RabbitPublisher to {mask_url(self._url)}: closed (connect() opens it again)"
+                )
             if self._exchange is not None:
                 return
             # Its own task, so that close() can end it without cancelling our caller.
@@ -233,7 +245,7 @@ class RabbitPublisher:
     ) -> int:
         """Publish prepared ``aio_pika.Message`` objects pipelined; return the count."""
         key = self._key(routing_key)
-        await self.connect()
+        await self._ensure_open()
         send, size = self._send, self.pipeline
         sent = 0
         batch: list[aio_pika.Message] = []
@@ -263,9 +275,10 @@ class RabbitPublisher:
 
     async def _send(self, message: aio_pika.Message, routing_key: str) -> None:
         if self._exchange is None:
-            await self.connect()
+            await self._ensure_open()
         exchange = self._exchange
-        assert exchange is not None
+        if exchange is None:  # close() came in between
+            raise ProviderError(f"RabbitPublisher to {mask_url(self._url)}: closed")
         try:
             await exchange.publish(
                 message, routing_key=routing_key, mandatory=self.mandatory, timeout=self.timeout
@@ -291,8 +304,12 @@ class RabbitPublisher:
             ) from None
 
     async def close(self) -> None:
-        """Close the channel and connection, within ``close_timeout`` (a connect in
-        progress is abandoned). Idempotent; a later publish connects again."""
+        """Close the channel and connection, within ``close_timeout``. Idempotent.
+
+        A connect in progress is abandoned; publishes waiting for their confirm, and any
+        made later, raise ProviderError (until ``connect()`` opens it again).
+        """
+        self._closed = True
         opening = self._opening
         if opening is not None and not opening.done():
             opening.cancel()  # it closes what it opened before it ends
