@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import traceback
 
 import pytest
@@ -83,3 +85,16 @@ def test_arguments_and_tracebacks_of_library_records_are_masked(
     text = _shown(caplog)
     assert "RuntimeError" in text and "connecting to amqp://x:******@h/" in text
     assert KEY_SECRET not in text and WRONG_PASSWORD not in text
+
+
+def test_the_filter_is_installed_on_first_use_only_and_once() -> None:
+    code = (
+        "import logging, loafer_rabbit\n"
+        "names = ['aio_pika', 'aio_pika.robust_connection', 'aiormq.connection']\n"
+        "print([len(logging.getLogger(n).filters) for n in names])\n"
+        "loafer_rabbit.RabbitProvider('q'); loafer_rabbit.RabbitPublisher()\n"
+        "loafer_rabbit.RabbitProvider('q', url='amqp://u:p4ss@h/')\n"
+        "print([len(logging.getLogger(n).filters) for n in names])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[0, 0, 0]", "[1, 1, 1]"]
