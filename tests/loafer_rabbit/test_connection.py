@@ -4,8 +4,10 @@ close() leaves no connection, reconnect loop or task behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
+import struct
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,10 +28,12 @@ pytestmark = pytest.mark.rabbit
 BOUND = 10.0
 
 
-async def assert_nothing_left(before: set[asyncio.Task[object]]) -> None:
-    """Every task started since ``before`` ends (at once, or within BOUND for a close that
-    finishes in the background)."""
-    left = asyncio.all_tasks() - before - {asyncio.current_task()}
+async def assert_nothing_left(
+    before: set[asyncio.Task[object]], ignore: set[asyncio.Task[None]] | None = None
+) -> None:
+    """Every task started since ``before`` (but the test's own ``ignore``) ends (at once,
+    or within BOUND for a close that finishes in the background)."""
+    left = asyncio.all_tasks() - before - {asyncio.current_task()} - (ignore or set())
     if left:
         _, pending = await asyncio.wait(left, timeout=BOUND)
         assert not pending, f"tasks left running: {pending}"
@@ -143,13 +147,16 @@ async def test_a_timed_out_publisher_connect_leaves_nothing_behind(
 
 class FreezingProxy:
     """A TCP proxy to RabbitMQ that, once frozen, forwards nothing more either way (a
-    broker or network that died without closing the socket)."""
+    broker or network that died without closing the socket). With ``freeze_on_channel``,
+    it freezes by itself when the client's first channel frame comes (a broker that
+    stops answering right after the connection handshake)."""
 
     def __init__(self, target: str) -> None:
         url = URL(target)
         self.target = (url.host or "127.0.0.1", url.port or 5672)
         self.credentials = f"{url.user}:{url.password}"
         self.frozen = asyncio.Event()
+        self.freeze_on_channel = False
         self.pumps: set[asyncio.Task[None]] = set()
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
@@ -160,10 +167,27 @@ class FreezingProxy:
                 writer.write(data)
                 await writer.drain()
 
+    async def _client_pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Forward the client's frames one by one (type, channel, size, payload, end)."""
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            writer.write(await reader.readexactly(8))  # the protocol header
+            while True:
+                head = await reader.readexactly(7)
+                _, channel, size = struct.unpack(">BHI", head)
+                rest = await reader.readexactly(size + 1)
+                if channel and self.freeze_on_channel:
+                    self.frozen.set()
+                if not self.frozen.is_set():
+                    writer.write(head + rest)
+                    await writer.drain()
+
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         self.writers += [writer, upstream_writer]
-        for pump in (self._pump(reader, upstream_writer), self._pump(upstream_reader, writer)):
+        pumps = (self._client_pump(reader, upstream_writer), self._pump(upstream_reader, writer))
+        for pump in pumps:
             task = asyncio.create_task(pump)
             self.pumps.add(task)
 
@@ -292,3 +316,34 @@ async def test_closed_providers_and_publishers_are_freed(
     print(f"RSS growth over 30 cycles: {growth / 2**20:.2f} MiB")
     assert growth < 20 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 30 cycles"
     assert await admin.count(name) == 0
+
+
+async def test_a_start_stuck_after_the_handshake_is_stoppable(
+    admin: RabbitAdmin, proxy: tuple[FreezingProxy, str]
+) -> None:
+    frozen, url = proxy
+    frozen.freeze_on_channel = True  # connected, then no answer to the channel's opening
+    name = await admin.declare()
+    provider = RabbitProvider(name, url=url, close_timeout=1.0)
+    publisher = RabbitPublisher(url, routing_key=name, close_timeout=1.0)
+    before = asyncio.all_tasks()
+    starting = asyncio.create_task(provider.start(1))
+    async with asyncio.timeout(BOUND):
+        await frozen.frozen.wait()
+    loop = asyncio.get_running_loop()
+    stopped = loop.time()
+    starting.cancel()
+    async with asyncio.timeout(BOUND):
+        await asyncio.gather(starting, return_exceptions=True)
+        await provider.close()
+    assert starting.cancelled()
+    frozen.frozen.clear()  # the publisher's turn: it is closed while opening its channel
+    publishing = asyncio.create_task(publisher.publish(b"x"))
+    async with asyncio.timeout(BOUND):
+        await frozen.frozen.wait()
+        await publisher.close()
+        with pytest.raises(ProviderError, match="closed"):
+            await publishing
+    # Each waits at most close_timeout for a broker that does not answer its goodbye.
+    assert loop.time() - stopped < 4 * 1.0 + 1
+    await assert_nothing_left(before, ignore=frozen.pumps)  # but the proxy's own
