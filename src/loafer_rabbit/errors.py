@@ -14,6 +14,7 @@ import aiormq.exceptions
 from yarl import URL
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_rabbit._url import MASK, mask_url, scrub, vhost_of
 
 __all__ = [
     "MASK",
@@ -23,50 +24,6 @@ __all__ = [
     "scrub",
     "vhost_of",
 ]
-
-MASK = "******"
-
-
-def _parse(url: str | URL) -> URL | None:
-    try:
-        return URL(url)
-    except (TypeError, ValueError):
-        return None
-
-
-def mask_url(url: str | URL) -> str:
-    """``url`` with its password replaced by ``******`` (safe for logs, reprs and errors)."""
-    parsed = _parse(url)
-    if parsed is None:
-        return "<invalid url>"
-    if parsed.password:
-        parsed = parsed.with_password(MASK)
-    # Query strings may carry secrets too (e.g. key file passwords): keep only the keys.
-    if parsed.query:
-        parsed = parsed.with_query({key: MASK for key in parsed.query})
-    return str(parsed)
-
-
-def vhost_of(url: str | URL) -> str:
-    """The virtual host an AMQP URL names (``/`` when the path is empty)."""
-    parsed = _parse(url)
-    if parsed is None:
-        return "/"
-    path = parsed.path
-    if not path or path == "/":
-        return "/"
-    return path[1:]
-
-
-def scrub(text: str, url: str | URL) -> str:
-    """Remove the URL's password (raw and percent-encoded) from ``text``."""
-    parsed = _parse(url)
-    if parsed is None:
-        return text
-    for secret in (parsed.password, parsed.raw_password):
-        if secret:
-            text = text.replace(secret, MASK)
-    return text
 
 
 def _describe(exc: BaseException, url: str | URL) -> str:

@@ -43,6 +43,10 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_core.translator import JSONTranslator
 from loafer_rabbit._acks import AckTracker
+from loafer_rabbit._connection import close_connection, open_connection
+from loafer_rabbit._logs import protect
+from loafer_rabbit._topology import declare_dead_letter, declare_retry_queue, declare_work_queue
+from loafer_rabbit._url import check_url
 from loafer_rabbit.errors import connect_error, mask_url, operation_error, scrub, vhost_of
 
 __all__ = [
@@ -149,6 +153,9 @@ class RabbitProvider:
         poll_timeout: longest wait of one ``fetch`` call when nothing arrives, seconds.
         publish_timeout: longest wait for a publisher confirm, seconds.
         connect_timeout: longest wait for the first connection, seconds.
+        close_timeout: longest wait of ``close()`` for its goodbyes to the broker (pending
+            acks, consumer cancel, requeues), seconds; closing the connection then gets
+            what is left of it, at least one second. A start in progress is abandoned.
         reconnect_interval: pause between reconnection attempts, seconds.
         connection_name: shown in RabbitMQ's management tools (default ``"loafer:<queue>"``).
         ssl_context: TLS context for ``amqps://`` (aio-pika's ``ssl_context``).
@@ -176,6 +183,7 @@ class RabbitProvider:
         poll_timeout: float = 5.0,
         publish_timeout: float = 30.0,
         connect_timeout: float = 30.0,
+        close_timeout: float = 10.0,
         reconnect_interval: float = 2.0,
         connection_name: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -185,11 +193,8 @@ class RabbitProvider:
             raise ConfigurationError(
                 f"RabbitProvider(queue=...): expected a queue name, got {queue!r}"
             )
-        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
-            raise ConfigurationError(
-                "RabbitProvider(url=...): expected an amqp:// or amqps:// URL, got "
-                f"{mask_url(url) if isinstance(url, str) else type(url).__name__}"
-            )
+        check_url("RabbitProvider", url)
+        protect(url)  # aio-pika logs the URL's query string: mask it
         if queue_type not in ("classic", "quorum"):
             raise ConfigurationError(
                 "RabbitProvider(queue_type=...): expected 'classic' or 'quorum', "
@@ -230,6 +235,7 @@ class RabbitProvider:
         self._poll_timeout = _check_positive("poll_timeout", poll_timeout)
         self._publish_timeout = _check_positive("publish_timeout", publish_timeout)
         self._connect_timeout = _check_positive("connect_timeout", connect_timeout)
+        self._close_timeout = _check_positive("close_timeout", close_timeout)
         self._reconnect_interval = _check_positive("reconnect_interval", reconnect_interval)
         self._connection_name = connection_name or f"loafer:{queue}"
         self._ssl_context = ssl_context
@@ -254,6 +260,7 @@ class RabbitProvider:
         self.dropped_deliveries = 0
         self._ready = asyncio.Event()
         self._started = False
+        self._starting: asyncio.Task[None] | None = None
         self._closed = False
         self._warned_no_delay = False
         self._publish_failures: dict[int, int] = {}
@@ -309,7 +316,11 @@ class RabbitProvider:
     # -- start-up -------------------------------------------------------------------------
 
     async def start(self, capacity: int) -> None:
-        """Connect, check or declare the queues, set the prefetch to ``capacity`` and consume."""
+        """Connect, check or declare the queues, set the prefetch to ``capacity`` and consume.
+
+        Safe to cancel, and to ``close()`` meanwhile (it then raises ProviderError): what
+        it opened so far is closed before it returns.
+        """
         if self._closed:
             raise ProviderError(f"{self.describe()}: provider already closed")
         if self._started:
@@ -318,12 +329,23 @@ class RabbitProvider:
             raise ConfigurationError(
                 f"RabbitProvider.start: capacity must be >= 1, got {capacity!r}"
             )
+        if self._starting is not None:
+            raise ProviderError(f"{self.describe()}: already starting")
         self.prefetch = min(capacity + self._headroom, MAX_PREFETCH)
+        # Its own task, so that close() can end it without cancelling our caller.
+        task = asyncio.get_running_loop().create_task(
+            self._start(), name=f"loafer:{self.queue}:start"
+        )
+        self._starting = task
         try:
-            await self._start()
-        except BaseException:
-            await self._disconnect()
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closed and current is not None and not current.cancelling():
+                raise ProviderError(f"{self.describe()}: closed while starting") from None
             raise
+        finally:
+            self._starting = None
         self._started = True
 
     async def _connect(self) -> AbstractRobustConnection:
@@ -331,22 +353,28 @@ class RabbitProvider:
             "reconnect_interval": self._reconnect_interval,
             **self._connection_options,
         }
-        if self._ssl_context is not None:
-            options["ssl_context"] = self._ssl_context
         try:
-            connection: AbstractRobustConnection = await aio_pika.connect_robust(
+            return await open_connection(
                 self._url,
                 timeout=self._connect_timeout,
-                client_properties={"connection_name": self._connection_name},
-                **options,
+                close_timeout=self._close_timeout,
+                connection_name=self._connection_name,
+                ssl_context=self._ssl_context,
+                options=options,
             )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise connect_error(exc, self._url) from None
-        return connection
 
     async def _start(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            await self._disconnect()
+            raise
+
+    async def _open(self) -> None:
         self._connection = await self._connect()
         try:
             self._channel = channel = await self._open_channel(publisher_confirms=False)
@@ -379,45 +407,17 @@ class RabbitProvider:
         await channel
         return channel
 
-    def _queue_error(self, exc: BaseException, name: str, what: str) -> LoaferError:
-        where = f"vhost {self.vhost!r} at {self.url}"
-        if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
-            return ConfigurationError(
-                f"RabbitMQ {what} {name!r} does not exist on {where}; create it, or pass "
-                "declare=True to RabbitProvider to declare it"
-            )
-        if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
-            return ConfigurationError(
-                f"RabbitMQ {what} {name!r} on {where} exists with different settings "
-                f"({scrub(str(exc), self._url)}); delete it or match its arguments"
-            )
-        if isinstance(exc, aiormq.exceptions.ChannelAccessRefused):
-            return ConfigurationError(
-                f"RabbitMQ refused access to {what} {name!r} on {where} "
-                f"({scrub(str(exc), self._url)}); check the user's permissions"
-            )
-        if isinstance(exc, aiormq.exceptions.ChannelLockedResource):
-            return ConfigurationError(
-                f"RabbitMQ {what} {name!r} on {where} is exclusive to another connection"
-            )
-        return operation_error(f"declaring {what} {name!r}", exc, self._url)
-
     async def _declare_work_queue(self, channel: AbstractRobustChannel) -> AbstractQueue:
-        try:
-            if not self._declare:
-                return await channel.declare_queue(self.queue, passive=True)
-            arguments: dict[str, Any] = {"x-queue-type": self._queue_type}
-            if self._dead_letter is True:
-                arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
-                arguments["x-dead-letter-routing-key"] = self.queue
-            arguments.update(self._queue_arguments)
-            return await channel.declare_queue(
-                self.queue, durable=self._durable, arguments=arguments
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._queue_error(exc, self.queue, "queue") from None
+        return await declare_work_queue(
+            channel,
+            self.queue,
+            url=self._url,
+            declare=self._declare,
+            queue_type=self._queue_type,
+            durable=self._durable,
+            dead_letter_exchange=self.dead_letter_exchange if self._dead_letter is True else None,
+            arguments=self._queue_arguments,
+        )
 
     def retry_queue_for(self, delay: float) -> str:
         """The retry queue a ``RETRY(delay)`` goes to (see ``retry_tiers``)."""
@@ -428,41 +428,18 @@ class RabbitProvider:
 
     async def _declare_retry_queue(self, name: str) -> None:
         assert self._publish_channel is not None
-        arguments = {
-            "x-queue-type": "classic",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.queue,
-        }
-        try:
-            await self._publish_channel.declare_queue(name, durable=True, arguments=arguments)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._queue_error(exc, name, "retry queue") from None
+        await declare_retry_queue(self._publish_channel, name, work_queue=self.queue, url=self._url)
         self.retry_queues.add(name)
 
     async def _declare_dead_letter(self) -> None:
         assert self._publish_channel is not None
-        channel = self._publish_channel
-        try:
-            exchange = await channel.declare_exchange(
-                self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._queue_error(
-                exc, self.dead_letter_exchange, "dead-letter exchange"
-            ) from None
-        try:
-            dlq = await channel.declare_queue(
-                self.dead_letter_queue, durable=True, arguments={"x-queue-type": "classic"}
-            )
-            await dlq.bind(exchange, routing_key=self.queue)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise self._queue_error(exc, self.dead_letter_queue, "dead-letter queue") from None
+        await declare_dead_letter(
+            self._publish_channel,
+            exchange=self.dead_letter_exchange,
+            queue=self.dead_letter_queue,
+            routing_key=self.queue,
+            url=self._url,
+        )
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -889,24 +866,44 @@ class RabbitProvider:
         return self._started and not self._closed and self._consumer_active()
 
     async def close(self) -> None:
-        """Stop consuming, requeue buffered deliveries, disconnect. Idempotent."""
+        """Stop consuming, requeue buffered deliveries, disconnect. Idempotent.
+
+        Bounded, even on a dead broker: a start in progress is ended, the goodbyes
+        (pending acks, consumer cancel, requeues) get ``close_timeout``, closing the
+        connection what is left of it (at least a second). What could not be said goes
+        back to the queue when the connection ends.
+        """
         if self._closed:
             return
         self._closed = True
         self._ready.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_timeout
         try:
-            task, self._pause_task = self._pause_task, None
-            if task is not None:
-                with contextlib.suppress(Exception):
-                    await task
-            if self._flush_task is not None:
-                with contextlib.suppress(Exception):
-                    await self._flush_task
-            if self._pending_acks:
-                await self._flush_acks()
-            await self._stop_consuming()
+            starting = self._starting
+            if starting is not None and not starting.done():
+                starting.cancel()  # it closes what it opened before it ends
+                await asyncio.wait({starting}, timeout=self._close_timeout)
+            async with asyncio.timeout_at(deadline):
+                task, self._pause_task = self._pause_task, None
+                if task is not None:
+                    with contextlib.suppress(Exception):
+                        await task
+                if self._flush_task is not None:
+                    with contextlib.suppress(Exception):
+                        await self._flush_task
+                if self._pending_acks:
+                    await self._flush_acks()
+                await self._stop_consuming()
+        except TimeoutError:
+            logger.warning(
+                "%s: the broker did not answer within close_timeout (%ss); disconnecting "
+                "(RabbitMQ requeues whatever was not acked)",
+                self.describe(),
+                self._close_timeout,
+            )
         finally:
-            await self._disconnect()
+            await self._disconnect(max(1.0, deadline - loop.time()))
 
     async def _stop_consuming(self) -> None:
         queue, tag = self._queue_obj, self._consumer_tag
@@ -941,15 +938,8 @@ class RabbitProvider:
                 f" ({failed} left to the broker's requeue on disconnect)" if failed else "",
             )
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, timeout: float | None = None) -> None:
         connection, self._connection = self._connection, None
         self._channel = self._publish_channel = None
-        if connection is None:
-            return
-        try:
-            async with asyncio.timeout(10):
-                await connection.close()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.debug("%s: error while closing: %s", self.describe(), scrub(str(exc), self._url))
+        if connection is not None:
+            await close_connection(connection, timeout or self._close_timeout, self._url)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import logging
 import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,11 +14,12 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_rabbit._connection import close_connection, open_connection
+from loafer_rabbit._logs import protect
+from loafer_rabbit._url import check_url
 from loafer_rabbit.errors import connect_error, mask_url, operation_error
 
 __all__ = ["PublishRejected", "RabbitPublisher"]
-
-logger = logging.getLogger("loafer_rabbit.publisher")
 
 
 class PublishRejected(ProviderError):
@@ -61,6 +61,7 @@ class RabbitPublisher:
         pipeline: most unconfirmed messages in flight in ``publish_many``.
         timeout: longest wait for one confirm, seconds.
         connect_timeout: longest wait for the connection, seconds.
+        close_timeout: longest wait of ``close()`` for the broker, seconds.
         ssl_context: TLS context for ``amqps://``.
         connection_options: extra keyword arguments for ``aio_pika.connect_robust``.
 
@@ -79,15 +80,13 @@ class RabbitPublisher:
         pipeline: int = 1000,
         timeout: float = 30.0,
         connect_timeout: float = 30.0,
+        close_timeout: float = 10.0,
         connection_name: str = "loafer:publisher",
         ssl_context: ssl.SSLContext | None = None,
         connection_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
-            raise ConfigurationError(
-                "RabbitPublisher(url=...): expected an amqp:// or amqps:// URL, got "
-                f"{mask_url(url) if isinstance(url, str) else type(url).__name__}"
-            )
+        check_url("RabbitPublisher", url)
+        protect(url)  # aio-pika logs the URL's query string: mask it
         if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
             raise ConfigurationError(
                 f"RabbitPublisher(pipeline=...): expected an int >= 1, got {pipeline!r}"
@@ -100,6 +99,7 @@ class RabbitPublisher:
         self.pipeline = pipeline
         self.timeout = timeout
         self._connect_timeout = connect_timeout
+        self._close_timeout = close_timeout
         self._connection_name = connection_name
         self._ssl_context = ssl_context
         self._connection_options = dict(connection_options or {})
@@ -107,6 +107,8 @@ class RabbitPublisher:
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._lock = asyncio.Lock()
+        self._opening: asyncio.Task[None] | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"RabbitPublisher(url={mask_url(self._url)!r}, exchange={self.exchange!r})"
@@ -119,44 +121,75 @@ class RabbitPublisher:
         await self.close()
 
     async def connect(self) -> None:
-        """Open the connection and a confirming channel (done on first publish otherwise)."""
+        """Open the connection and a confirming channel (done on first publish otherwise;
+        after ``close()``, only this opens it again).
+
+        Safe to cancel, and to ``close()`` meanwhile (it then raises ProviderError): a
+        connection it opened is closed before it returns.
+        """
+        self._closed = False
+        await self._ensure_open()
+
+    async def _ensure_open(self) -> None:
+        if self._exchange is not None:
+            return
         async with self._lock:
+            if self._closed:
+                raise ProviderError(
+                    f"RabbitPublisher to {mask_url(self._url)}: closed (connect() opens it again)"
+                )
             if self._exchange is not None:
                 return
-            options: dict[str, Any] = dict(self._connection_options)
-            if self._ssl_context is not None:
-                options["ssl_context"] = self._ssl_context
+            # Its own task, so that close() can end it without cancelling our caller.
+            task = asyncio.get_running_loop().create_task(
+                self._open(), name="loafer:rabbit:publisher-connect"
+            )
+            self._opening = task
             try:
-                self._connection = await aio_pika.connect_robust(
-                    self._url,
-                    timeout=self._connect_timeout,
-                    client_properties={"connection_name": self._connection_name},
-                    **options,
-                )
+                await task
             except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                raise connect_error(exc, self._url) from None
-            try:
-                channel = self._connection.channel(publisher_confirms=True, on_return_raises=True)
-                await channel
-                self._channel = channel
-                if self.exchange:
-                    self._exchange = await channel.get_exchange(self.exchange, ensure=True)
-                else:
-                    self._exchange = channel.default_exchange
-            except BaseException as exc:
-                connection, self._connection = self._connection, None
-                self._channel = None
-                await connection.close()
-                if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
-                    raise ConfigurationError(
-                        f"RabbitPublisher: exchange {self.exchange!r} does not exist at "
-                        f"{mask_url(self._url)}"
+                current = asyncio.current_task()
+                if task.cancelled() and current is not None and not current.cancelling():
+                    raise ProviderError(
+                        f"RabbitPublisher to {mask_url(self._url)}: closed while connecting"
                     ) from None
-                if isinstance(exc, Exception):
-                    raise operation_error("opening a channel", exc, self._url) from None
                 raise
+            finally:
+                self._opening = None
+
+    async def _open(self) -> None:
+        options: dict[str, Any] = dict(self._connection_options)
+        try:
+            connection = await open_connection(
+                self._url,
+                timeout=self._connect_timeout,
+                close_timeout=self._close_timeout,
+                connection_name=self._connection_name,
+                ssl_context=self._ssl_context,
+                options=options,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise connect_error(exc, self._url) from None
+        try:
+            channel = connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel
+            if self.exchange:
+                exchange = await channel.get_exchange(self.exchange, ensure=True)
+            else:
+                exchange = channel.default_exchange
+        except BaseException as exc:
+            await close_connection(connection, self._close_timeout, self._url)
+            if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+                raise ConfigurationError(
+                    f"RabbitPublisher: exchange {self.exchange!r} does not exist at "
+                    f"{mask_url(self._url)}"
+                ) from None
+            if isinstance(exc, Exception):
+                raise operation_error("opening a channel", exc, self._url) from None
+            raise
+        self._connection, self._channel, self._exchange = connection, channel, exchange
 
     def message(
         self,
@@ -212,7 +245,7 @@ class RabbitPublisher:
     ) -> int:
         """Publish prepared ``aio_pika.Message`` objects pipelined; return the count."""
         key = self._key(routing_key)
-        await self.connect()
+        await self._ensure_open()
         send, size = self._send, self.pipeline
         sent = 0
         batch: list[aio_pika.Message] = []
@@ -242,9 +275,10 @@ class RabbitPublisher:
 
     async def _send(self, message: aio_pika.Message, routing_key: str) -> None:
         if self._exchange is None:
-            await self.connect()
+            await self._ensure_open()
         exchange = self._exchange
-        assert exchange is not None
+        if exchange is None:  # close() came in between
+            raise ProviderError(f"RabbitPublisher to {mask_url(self._url)}: closed")
         try:
             await exchange.publish(
                 message, routing_key=routing_key, mandatory=self.mandatory, timeout=self.timeout
@@ -270,13 +304,18 @@ class RabbitPublisher:
             ) from None
 
     async def close(self) -> None:
-        """Close the channel and connection. Idempotent."""
+        """Close the channel and connection, within ``close_timeout``. Idempotent.
+
+        A connect in progress is abandoned; publishes waiting for their confirm, and any
+        made later, raise ProviderError (until ``connect()`` opens it again).
+        """
+        self._closed = True
+        opening = self._opening
+        if opening is not None and not opening.done():
+            opening.cancel()  # it closes what it opened before it ends
+            await asyncio.wait({opening}, timeout=self._close_timeout)
         connection, self._connection = self._connection, None
         self._channel = None
         self._exchange = None
         if connection is not None:
-            try:
-                async with asyncio.timeout(10):
-                    await connection.close()
-            except Exception as exc:  # pragma: no cover - best effort
-                logger.debug("RabbitPublisher: error while closing: %s", type(exc).__name__)
+            await close_connection(connection, self._close_timeout, self._url)

@@ -211,3 +211,38 @@ async def admin(rabbit_url: str) -> AsyncIterator[RabbitAdmin]:
         yield helper
     finally:
         await helper.cleanup()
+
+
+class SilentBroker:
+    """A TCP server that accepts connections and never answers (a hung broker)."""
+
+    def __init__(self) -> None:
+        self.accepted = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        self.accepted.set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"amqp://guest:guest@127.0.0.1:{port}/"
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[tuple[SilentBroker, str]]:
+    broker = SilentBroker()
+    url = await broker.start()
+    try:
+        yield broker, url
+    finally:
+        await broker.stop()

@@ -8,12 +8,12 @@ import subprocess
 import sys
 from typing import Any
 
+import aio_pika
 import pytest
 
 from loafer_core.errors import ConfigurationError
 from loafer_core.plugins import load_provider
 from loafer_rabbit import RabbitProvider, RabbitPublisher, mask_url
-from loafer_rabbit import provider as provider_module
 
 pytestmark = pytest.mark.rabbit
 
@@ -37,12 +37,12 @@ def test_mask_url() -> None:
 async def test_tls_options_are_passed_through(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    async def fake_connect(url: str, **kwargs: Any) -> Any:
-        seen["url"] = url
-        seen.update(kwargs)
+    async def fake_connect(self: aio_pika.RobustConnection, timeout: Any = None) -> None:
+        seen["url"] = str(self.url)
+        seen.update(self.kwargs)
         raise ConnectionRefusedError("stop here")
 
-    monkeypatch.setattr(provider_module.aio_pika, "connect_robust", fake_connect)
+    monkeypatch.setattr(aio_pika.RobustConnection, "connect", fake_connect)
     context = ssl.create_default_context()
     provider = RabbitProvider(
         "q",
@@ -53,9 +53,10 @@ async def test_tls_options_are_passed_through(monkeypatch: pytest.MonkeyPatch) -
     )
     with pytest.raises(Exception, match="cannot connect"):
         await provider.start(4)
+    await provider.close()
     assert seen["url"].startswith("amqps://user:pw@broker.example:5671/prod?cafile=")
-    assert seen["ssl_context"] is context
-    assert seen["heartbeat"] == 30
+    assert "heartbeat=30" in seen["url"]
+    assert seen["context"] is context
     assert seen["client_properties"] == {"connection_name": "orders-consumer"}
 
 

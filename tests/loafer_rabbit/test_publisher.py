@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import traceback
+from collections.abc import Iterator
 
 import pytest
 
@@ -107,3 +109,34 @@ async def test_unencodable_body_is_a_configuration_error(rabbit_url: str) -> Non
     async with RabbitPublisher(rabbit_url, routing_key="q") as publisher:
         with pytest.raises(ConfigurationError, match="JSON"):
             await publisher.publish(object())
+
+
+async def test_close_during_a_publish_fails_it_with_a_provider_error(
+    admin: RabbitAdmin, rabbit_url: str
+) -> None:
+    name = await admin.declare()
+    publisher = RabbitPublisher(rabbit_url, routing_key=name, pipeline=1000)
+    await publisher.connect()
+    second_window = asyncio.Event()
+
+    def bodies() -> Iterator[bytes]:
+        for i in range(20000):
+            if i == 1000:  # taken once the first window of 1000 is confirmed
+                second_window.set()
+            yield b"%d" % i
+
+    publishing = asyncio.create_task(publisher.publish_many(bodies()))
+    async with asyncio.timeout(15):
+        await second_window.wait()
+    await publisher.close()  # while the second window is in flight
+    async with asyncio.timeout(15):
+        (result,) = await asyncio.gather(publishing, return_exceptions=True)
+    # Not a CancelledError: the caller of publish_many was not cancelled.
+    assert isinstance(result, ProviderError), repr(result)
+    # Nothing reopened behind close()'s back; a publish now is refused, connect() reopens.
+    assert publisher._connection is None
+    with pytest.raises(ProviderError, match="closed"):
+        await publisher.publish(b"late")
+    await publisher.connect()
+    await publisher.publish(b"reopened")
+    await publisher.close()

@@ -21,6 +21,7 @@ from loafer_core import Manager
 from loafer_rabbit import RabbitPublisher, RabbitRoute
 from tests.loafer_rabbit.conftest import (
     RabbitAdmin,
+    SilentBroker,
     close_connections,
     rabbitmqctl_available,
 )
@@ -302,3 +303,19 @@ async def test_sigterm_finishes_in_flight_handlers_and_leaves_the_rest_on_the_qu
     assert await admin.count(name) == total - concurrency
     remaining = {int(m.body.decode().split(":")[1].strip(" }")) for m in await admin.drain(name)}
     assert remaining == set(range(total)) - set(started)
+
+
+async def test_sigterm_while_the_route_is_still_connecting_exits(
+    silent: tuple[SilentBroker, str], tmp_path: Path, workers: list[Worker]
+) -> None:
+    # The broker accepts the TCP connection and never answers: the route is connecting
+    # (for up to connect_timeout, 30 s) when the process is told to stop.
+    broker, url = silent
+    log = tmp_path / "events.log"
+    worker = Worker(url, "q", log, "--shutdown-timeout", "5")
+    workers.append(worker)
+    async with asyncio.timeout(30):
+        await broker.accepted.wait()
+    worker.process.send_signal(signal.SIGTERM)
+    assert await worker.exit_code(15) == 0, worker.output()
+    assert worker.events("exit") == [0]
