@@ -518,7 +518,7 @@ async def test_a_stopped_manager_served_again_fails_at_once(
     await asyncio.wait_for(serving, 20)
     # its route's provider is closed: a clear, fatal error, not a provider that starts
     # and then fails every fetch (the manager says so before the provider could)
-    with pytest.raises(ConfigurationError, match="already ran .* build new routes"):
+    with pytest.raises(ConfigurationError, match=r"already ran .* build new routes"):
         await asyncio.wait_for(manager.serve(), 5)
     # and the provider itself, started again by hand, refuses too
     with pytest.raises(ConfigurationError, match="closed; create a new one"):
