@@ -34,6 +34,7 @@ from loafer_core.outcome import RELEASE, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Delivery, Drainable, LeaseExtender, Support
 from loafer_core.route import Route, _really_cancelled
+from loafer_core.status import RouteState, RouteStatus
 
 __all__ = ["Dispatcher"]
 
@@ -83,6 +84,11 @@ class Dispatcher:
         self._keys: dict[str, deque[Delivery]] = {}
         self._fetching: asyncio.Task[Any] | None = None
         self._fetch_failures = 0
+        self._start_failures = 0
+        self._failure: str | None = None  # the last start or fetch failure, while backing off
+        self._finished = False
+        self._received = 0
+        self._settled: dict[OutcomeKind, int] = dict.fromkeys(OutcomeKind, 0)
         self._empty_streak = 0
         # Fetch in batches: while others are in flight, wait until this many slots are free.
         # Small routes keep every slot busy; from 50 slots up, a tenth (at most 10) is
@@ -112,6 +118,40 @@ class Dispatcher:
     def unsettled(self) -> int:
         """Deliveries fetched and not yet settled."""
         return len(self._unsettled)
+
+    def status(self) -> RouteStatus:
+        """The route's state and counters now."""
+        route = self.route
+        failures = 0
+        if self._finished:
+            state = RouteState.FAILED if self._fatal is not None else RouteState.STOPPED
+        elif self._stopping:
+            state = RouteState.DRAINING
+        elif not self._started.is_set():
+            failures = self._start_failures
+            state = RouteState.BACKING_OFF if failures else RouteState.STARTING
+        elif self._fetch_failures:
+            failures = self._fetch_failures
+            state = RouteState.BACKING_OFF
+        elif self._capacity <= 0:
+            state = RouteState.STALLED
+        else:
+            state = RouteState.RUNNING
+        error = self._failure if failures else None
+        if state is RouteState.FAILED:
+            error = f"{type(self._fatal).__name__}: {self._fatal}"
+        return RouteStatus(
+            name=route.name,
+            state=state,
+            failures=failures,
+            error=error,
+            in_flight=len(self._unsettled),
+            stuck_handlers=route.max_concurrency - self._capacity,
+            received=self._received,
+            settled={kind.name: count for kind, count in self._settled.items()},
+            message_errors=route.message_errors,
+            last_message_error=route.last_message_error,
+        )
 
     async def wait_started(self) -> None:
         """Wait until the provider started and the route passed its checks."""
@@ -153,11 +193,15 @@ class Dispatcher:
                 logger.info("route %r: stopped before its provider started", route.name)
                 route.stop()
                 await self._close_provider()
+                self._finished = True
                 return
             route.check_capabilities(provider.capabilities)
-        except BaseException:
+        except BaseException as exc:
             route.stop()  # the handler's stop() is called whatever ended the route
             await self._close_provider()
+            if self._fatal is None and isinstance(exc, Exception):
+                self._fatal = exc
+            self._finished = True
             raise
         self._started.set()
         workers = [
@@ -183,6 +227,7 @@ class Dispatcher:
                 await self._settle_all([(d, cut.pop(d, RELEASE)) for d in list(self._unsettled)])
             route.stop()
             await self._close_provider()
+            self._finished = True
         if self._fatal is not None:
             raise self._fatal
 
@@ -216,6 +261,7 @@ class Dispatcher:
                     return False
                 exc = starting.exception()
                 if exc is None:
+                    self._start_failures = 0
                     if failures:
                         logger.info(
                             "route %r: provider started after %d failures", route.name, failures
@@ -224,6 +270,8 @@ class Dispatcher:
                 if isinstance(exc, ConfigurationError):
                     raise exc
                 failures += 1
+                self._start_failures = failures
+                self._failure = f"{type(exc).__name__}: {exc}"
                 delay = self.backoff.delay(failures)
                 logger.warning(
                     "route %r: starting the provider failed (%s: %s); retrying in %.2fs",
@@ -345,6 +393,7 @@ class Dispatcher:
             self._fetching = None
         if error is not None:
             self._fetch_failures += 1
+            self._failure = f"{type(error).__name__}: {error}"
             delay = self.backoff.delay(self._fetch_failures)
             logger.warning(
                 "route %r: fetch failed (%s: %s); retrying in %.2fs (failure %d)",
@@ -373,6 +422,7 @@ class Dispatcher:
                 await self._pause(min(1.0, 0.001 * 2 ** min(self._empty_streak, 10)))
             return
         self._empty_streak = 0
+        self._received += len(deliveries)
         now = time.monotonic()
         unsettled, ready = self._unsettled, self._ready
         for delivery in deliveries:
@@ -498,6 +548,7 @@ class Dispatcher:
         try:
             try:
                 await self.provider.settle(delivery, outcome)
+                self._settled[outcome.kind] += 1
             except ConfigurationError as exc:
                 self._settle_failed(delivery, outcome, 1, exc)
                 self._fail(exc)
@@ -534,6 +585,7 @@ class Dispatcher:
             await asyncio.sleep(delay)
             try:
                 await self.provider.settle(delivery, outcome)
+                self._settled[outcome.kind] += 1
                 return
             except ConfigurationError as again:
                 self._settle_failed(delivery, outcome, failures + 1, again)

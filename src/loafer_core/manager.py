@@ -31,7 +31,10 @@ from typing import Any, Self
 
 from loafer_core.dispatcher import Dispatcher
 from loafer_core.errors import ConfigurationError
+from loafer_core.health import HealthServer
+from loafer_core.policy import check_number
 from loafer_core.route import Route
+from loafer_core.status import RouteState, RouteStatus
 
 __all__ = ["LoaferManager", "Manager"]
 
@@ -39,9 +42,28 @@ logger = logging.getLogger("loafer_core.manager")
 
 
 class Manager:
-    """Runs a set of routes (on any mix of providers) in one process."""
+    """Runs a set of routes (on any mix of providers) in one process.
 
-    def __init__(self, routes: Iterable[Route], *, shutdown_timeout: float = 30.0) -> None:
+    Arguments:
+        routes: the routes (at least one).
+        shutdown_timeout: seconds in-flight handlers get to finish once stopping.
+        health_port: serve ``/livez``, ``/readyz`` and ``/status`` on this port while
+            serving (see :mod:`loafer_core.health`; ``0``: a free port); ``None``: no.
+        health_host: the address the health endpoints listen on.
+        status_interval: log one status line per route at INFO every this many seconds
+            (received, handled/s, in flight, outcomes, last error); ``None``: no. A
+            summary line per route is logged at shutdown either way.
+    """
+
+    def __init__(
+        self,
+        routes: Iterable[Route],
+        *,
+        shutdown_timeout: float = 30.0,
+        health_port: int | None = None,
+        health_host: str = "0.0.0.0",
+        status_interval: float | None = None,
+    ) -> None:
         if isinstance(routes, Route):
             routes = [routes]
         try:
@@ -68,8 +90,24 @@ class Manager:
             raise ConfigurationError(
                 f"Manager(shutdown_timeout=...): expected seconds >= 0, got {shutdown_timeout!r}"
             )
+        if health_port is not None and (
+            isinstance(health_port, bool)
+            or not isinstance(health_port, int)
+            or not 0 <= health_port <= 65535
+        ):
+            raise ConfigurationError(
+                f"Manager(health_port=...): expected a port number 0-65535 or None, got "
+                f"{health_port!r}"
+            )
+        if status_interval is not None:
+            check_number("Manager", "status_interval", status_interval, minimum=0.1)
         self.routes = route_list
         self.shutdown_timeout = float(shutdown_timeout)
+        self.health_port = health_port
+        self.health_host = health_host
+        self.status_interval = status_interval
+        #: the health server while serving (its ``port`` is the one bound)
+        self.health: HealthServer | None = None
         self._dispatchers: list[Dispatcher] = []
         self._signals = 0
         self._task: asyncio.Task[None] | None = None
@@ -151,12 +189,27 @@ class Manager:
             )
             self._ended.set()
             raise self._fatal
+        health: HealthServer | None = None
+        if self.health_port is not None:
+            health = HealthServer(self.status, host=self.health_host, port=self.health_port)
+            try:
+                await health.start()
+            except ConfigurationError as refused:
+                self._fatal = refused
+                self._ended.set()
+                raise
+            self.health = health
         for route in self.routes:
             route.has_run = True
         self._exit = None
         self._dispatchers = [
             Dispatcher(route, on_exit=self._exit_requested) for route in self.routes
         ]
+        reporter = (
+            asyncio.create_task(self._report(self.status_interval), name="loafer:status")
+            if self.status_interval is not None
+            else None
+        )
         if self._stop_request is not None:  # stop() came before serve() got going
             for d in self._dispatchers:
                 d.stop(now=self._stop_request)
@@ -192,6 +245,12 @@ class Manager:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         finally:
+            if reporter is not None:
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
+            if health is not None:
+                await health.close()
+            self._log_summary()
             self._stop_request = None
             self._fatal = fatal
             self._serving.clear()
@@ -202,6 +261,36 @@ class Manager:
             logger.warning("manager stopped: exiting with the handler's %r", self._exit)
             raise self._exit
         logger.info("manager stopped cleanly")
+
+    def status(self) -> list[RouteStatus]:
+        """Each route's state and counters now (see :mod:`loafer_core.status`); before
+        :meth:`serve` every route is ``starting``."""
+        if not self._dispatchers:
+            return [RouteStatus(route.name, RouteState.STARTING) for route in self.routes]
+        return [d.status() for d in self._dispatchers]
+
+    @property
+    def ready(self) -> bool:
+        """Serving, and every route running (what ``/readyz`` answers)."""
+        return self._serving.is_set() and all(status.ready for status in self.status())
+
+    async def _report(self, interval: float) -> None:
+        """Log a status line per route every ``interval`` seconds."""
+        loop = asyncio.get_running_loop()
+        last = {s.name: (loop.time(), sum(s.settled.values())) for s in self.status()}
+        while True:
+            await asyncio.sleep(interval)  # a periodic report, not a synchronisation
+            now = loop.time()
+            for status in self.status():
+                settled = sum(status.settled.values())
+                then, before = last.get(status.name, (now, settled))
+                rate = (settled - before) / (now - then) if now > then else 0.0
+                last[status.name] = (now, settled)
+                logger.info("%s", _status_line(status, rate))
+
+    def _log_summary(self) -> None:
+        for status in self.status():
+            logger.info("%s", _status_line(status, None))
 
     def _exit_requested(self, exc: BaseException) -> None:
         """A handler raised SystemExit/KeyboardInterrupt: drain every route, then
@@ -255,6 +344,25 @@ class Manager:
         task, self._task = self._task, None
         if task is not None:
             await task
+
+
+def _status_line(status: RouteStatus, rate: float | None) -> str:
+    """``route 'x': running, 12.0 handled/s, 3 in flight, received 120, ACCEPT 110 ...``"""
+    parts = [f"route {status.name!r}: {status.state.value}"]
+    if status.failures:
+        parts.append(f"after {status.failures} failures ({status.error})")
+    elif status.error:
+        parts.append(f"({status.error})")
+    if rate is not None:
+        parts.append(f"{rate:.1f} handled/s")
+    parts.append(f"{status.in_flight} in flight")
+    if status.stuck_handlers:
+        parts.append(f"{status.stuck_handlers} stuck")
+    parts.append(f"received {status.received}")
+    parts.extend(f"{kind} {count}" for kind, count in status.settled.items() if count)
+    if status.message_errors:
+        parts.append(f"{status.message_errors} errors, last: {status.last_message_error}")
+    return ", ".join(parts)
 
 
 LEFTOVER_GRACE = 5.0

@@ -185,6 +185,10 @@ class Route:
         self._retry = None if self._default_retry else retry
         # errors of this route's messages: logged at a bounded rate, repeats counted
         self._errors = LogThrottle()
+        #: errors of this route's messages (translator, handler, error handler) so far
+        self.message_errors = 0
+        #: the last of them, as ``"Type: text"``
+        self.last_message_error: str | None = None
 
         if name is not None and not isinstance(name, str):
             raise ConfigurationError(f"Route(name=...): expected a str, got {type(name).__name__}")
@@ -436,7 +440,12 @@ class Route:
             args = (*args, held)
         logger.error(message, *args, exc_info=exc)
 
+    def _count_error(self, exc: BaseException) -> None:
+        self.message_errors += 1
+        self.last_message_error = f"{type(exc).__name__}: {str(exc)[:500]}"
+
     async def _on_error(self, exc: BaseException, delivery: Delivery) -> Outcome:
+        self._count_error(exc)
         if self._error_call is None:
             self._log_error(
                 exc,
@@ -459,6 +468,7 @@ class Route:
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as failure:
+            self._count_error(failure)
             self._log_error(
                 failure,
                 "route %r: the error handler failed on message %s; it will be retried",
