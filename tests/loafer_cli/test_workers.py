@@ -16,13 +16,14 @@ import random
 import signal
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loafer_cli.workers import RestartBackoff
+from loafer_cli.workers import RestartBackoff, _Supervisor
 from tests.loafer_rabbit.conftest import RabbitAdmin, admin, rabbit_url, unique
 
 __all__ = ["admin", "rabbit_url"]  # the RabbitMQ fixtures, used here
@@ -138,11 +139,17 @@ class Supervisor:
                 json.dumps(config),
                 stdout=log,
                 stderr=log,
+                start_new_session=True,  # its own process group, as a terminal would give it
             )
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
         self.process.send_signal(sig)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Signal the parent's process group, as a terminal's Ctrl-C does."""
+        assert self.process is not None
+        os.killpg(self.process.pid, sig)
 
     async def wait(self, timeout: float = 60.0) -> int:
         assert self.process is not None
@@ -239,8 +246,9 @@ async def test_a_killed_worker_is_restarted_nothing_is_lost_and_sigterm_drains_a
 
 
 @pytest.mark.rabbit
-async def test_sigterm_while_workers_are_busy_drains_every_worker(
-    rabbit_url: str, admin: RabbitAdmin, supervisor: Supervisor
+@pytest.mark.parametrize("how", ["SIGTERM to the parent", "Ctrl-C: SIGINT to its group"])
+async def test_a_signal_while_workers_are_busy_drains_every_worker(
+    rabbit_url: str, admin: RabbitAdmin, supervisor: Supervisor, how: str
 ) -> None:
     queue, ids = await fill(admin, 60)
     await supervisor.start(rabbit_url, queue, workers=3, delay=1.5, concurrency=3)
@@ -249,7 +257,10 @@ async def test_sigterm_while_workers_are_busy_drains_every_worker(
         what="every worker to be handling messages",
     )
 
-    supervisor.signal(signal.SIGTERM)
+    if how.startswith("SIGTERM"):
+        supervisor.signal(signal.SIGTERM)
+    else:  # the workers have their own sessions: they get the SIGINT once, forwarded
+        supervisor.signal_group(signal.SIGINT)
     assert await supervisor.wait() == 0, supervisor.text()
 
     started, done = supervisor.files("started"), supervisor.files("done")
@@ -261,7 +272,10 @@ async def test_sigterm_while_workers_are_busy_drains_every_worker(
     assert len(handled) < len(ids), "the stop came while messages were waiting"
     # the fetched-but-unstarted deliveries went back: nothing lost
     assert await admin.count(queue) == len(ids) - len(handled)
-    assert "restarting in" not in supervisor.text()
+    log = supervisor.text()
+    assert "received: forwarding it to 3 workers" in log
+    assert "received again" not in log
+    assert "restarting in" not in log
 
 
 @pytest.mark.rabbit
@@ -309,9 +323,12 @@ async def test_a_worker_ignoring_the_signal_is_killed_after_the_margin(
     await until(lambda: len(supervisor.files("done")) == 2, what="both workers started")
 
     supervisor.signal(signal.SIGINT)
+    await until(lambda: "SIGINT received" in supervisor.text(), what="the first signal")
+    supervisor.signal(signal.SIGTERM)
     assert await supervisor.wait(30) == 1, supervisor.text()
     log = supervisor.text()
     assert "SIGINT received: forwarding it to 2 workers" in log
+    assert "SIGTERM received again: forwarding it to 2 workers" in log
     assert log.count("still running 1s after the stop began: SIGKILL") == 2
     assert "supervisor exiting with code 1" in log
 
@@ -324,3 +341,23 @@ def test_the_backoff_grows_with_jitter_and_is_capped() -> None:
             assert base * 0.75 <= backoff.delay(n, rng) <= base
     with pytest.raises(ValueError):
         RestartBackoff(initial=5.0, maximum=1.0)
+
+
+async def test_the_backoff_resets_once_a_worker_has_lived_long_enough() -> None:
+    backoff = RestartBackoff(initial=1.0, stable_after=30.0)
+    supervisor = _Supervisor(["true"], 1, {}, backoff, 5, 600.0, 1.0, 1.0)
+    [slot] = supervisor.slots
+    now = time.monotonic()
+    for expected in (1, 2, 3):  # quick deaths: the backoff grows
+        slot.started_at = now
+        assert supervisor._died(slot, 1, 1)
+        assert slot.consecutive == expected
+    slot.started_at = now - 31.0  # lived past stable_after: starts over
+    assert supervisor._died(slot, 1, 1)
+    assert slot.consecutive == 1
+    for _ in range(2):  # six deaths within the window: more than max_restarts=5
+        slot.started_at = time.monotonic()
+        supervisor._died(slot, 1, 1)
+    assert supervisor.exit_code == 1
+    assert supervisor.watchdog is not None  # the others are being stopped
+    supervisor.watchdog.cancel()
