@@ -195,7 +195,7 @@ class _Supervisor:
         env = {**self.env, "LOAFER_WORKER": str(slot.index)}
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.command, env=env, start_new_session=True
+                *self.command, env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
             )
         except OSError as exc:
             logger.critical("worker %d: cannot start %r: %s", slot.index, self.command[0], exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from loafer_cli.workers import RestartBackoff, _Supervisor
+from loafer_cli.workers import EX_CONFIG, RestartBackoff, _Supervisor, supervise
 from tests.loafer_rabbit.conftest import RabbitAdmin, admin, rabbit_url, unique
 
 __all__ = ["admin", "rabbit_url"]  # the RabbitMQ fixtures, used here
@@ -361,3 +362,20 @@ async def test_the_backoff_resets_once_a_worker_has_lived_long_enough() -> None:
     assert supervisor.exit_code == 1
     assert supervisor.watchdog is not None  # the others are being stopped
     supervisor.watchdog.cancel()
+
+
+def test_a_command_that_cannot_start_is_a_configuration_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="loafer_cli.workers")
+    assert supervise([str(tmp_path / "no-such-command")], 2) == EX_CONFIG
+    assert "worker 0: cannot start" in caplog.text
+    assert "supervisor exiting with code 78" in caplog.text
+
+
+def test_nonsense_arguments_are_refused() -> None:
+    for workers in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="workers"):
+            supervise(["true"], workers)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="command"):
+        supervise([], 1)
