@@ -79,6 +79,8 @@ def describe_value(value: Any) -> str:
         return "a table"
     if isinstance(value, list):
         return "an array"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as TOML writes them
     text = repr(value)
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 

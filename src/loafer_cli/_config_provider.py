@@ -108,23 +108,27 @@ def _checked(
     except Exception:  # an annotation pydantic has no schema for (ssl.SSLContext)
         return value
     try:
-        checked = adapter.validate_python(value)
-    except ValidationError:
-        wanted = parameter.annotation
-        if not isinstance(wanted, str):
-            wanted = getattr(wanted, "__name__", None) or repr(wanted)
+        # strict, but for a string from ${VAR}: that may be converted ("10" -> 10)
+        checked = adapter.validate_python(value, strict=not hidden)
+    except ValidationError as exc:
         got = "the value of an environment variable (not shown)" if hidden else None
         raise OptionProblem(
             f"provider_options.{key}",
-            f"expected {wanted}, got {got or describe_value(value)}",
+            f"expected {_wanted(parameter, exc)}, got {got or describe_value(value)}",
         ) from None
-    if not isinstance(value, str) and isinstance(value, bool) != isinstance(checked, bool):
-        raise OptionProblem(
-            f"provider_options.{key}",
-            f"expected {parameter.annotation}, got {describe_value(value)}",
-        )
     # a string converted to a number or a bool (from ${VAR}) takes its converted value
     return checked if isinstance(value, str) else value
+
+
+def _wanted(parameter: inspect.Parameter, error: ValidationError) -> str:
+    """What the parameter takes: the allowed values of a Literal, else its annotation."""
+    first = error.errors()[0]
+    if first["type"] == "literal_error":
+        return str(first["msg"]).removeprefix("Input should be ")
+    wanted = parameter.annotation
+    if isinstance(wanted, str):
+        return wanted
+    return str(getattr(wanted, "__name__", None) or wanted)
 
 
 def _annotations(cls: type[Any]) -> dict[str, Any]:

@@ -178,7 +178,10 @@ def _build_route(
         raise _Problem(("provider",), str(exc)) from None
     memory = isinstance(cls, type) and issubclass(cls, MemoryProvider)
     if route.publish is not None and not memory:
-        raise _Problem(("publish",), f"only memory routes take publish (this one is {cls!r})")
+        raise _Problem(
+            ("publish",),
+            f"only memory routes take publish (this route's provider is {route.provider!r})",
+        )
     hidden = frozenset(
         str(key[3])
         for key in config._substituted
