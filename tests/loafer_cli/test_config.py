@@ -9,6 +9,7 @@ is raised before anything connects (the rabbit and amqp URLs point at a closed p
 from __future__ import annotations
 
 import asyncio
+import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -516,3 +517,13 @@ async def test_a_rabbitmq_route_from_a_config_file_handles_a_real_message(
         async with asyncio.timeout(20):
             assert await seen.get() == "FROM THE BROKER"
     assert await admin.wait_count(queue, 0) == 0
+
+
+def test_the_documented_example_validates(tmp_path: Path) -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    (example,) = re.findall(r"```toml\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    env = {"RABBIT_PASSWORD": "pw", "AMQP_PASSWORD": "pw"}
+    config = load_config(write(tmp_path, example), env)
+    assert [r.provider for r in config.routes] == ["memory", "rabbit", "amqp", "sqs"]
+    assert config.routes[1].max_concurrency == 20
+    assert config.routes[3].provider_options["region_name"] == "eu-west-1"
