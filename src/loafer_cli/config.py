@@ -51,7 +51,11 @@ _PYPROJECT = "pyproject.toml"
 
 def find_config(start: Path | None = None) -> Path | None:
     """``loafer.toml`` in ``start`` (default: the current directory), else its
-    ``pyproject.toml`` if that has a ``[tool.loafer]`` table, else ``None``."""
+    ``pyproject.toml`` if that has a ``[tool.loafer]`` table, else ``None``.
+
+    A ``pyproject.toml`` that is not valid TOML but mentions ``tool.loafer`` is returned
+    too, so that :func:`load_config` reports what is wrong with it.
+    """
     directory = Path.cwd() if start is None else Path(start)
     candidate = directory / CONFIG_NAME
     if candidate.is_file():
@@ -59,9 +63,14 @@ def find_config(start: Path | None = None) -> Path | None:
     pyproject = directory / _PYPROJECT
     if pyproject.is_file():
         try:
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            text = pyproject.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
             return None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            # unreadable: if it seems to hold the config, let load_config say what is wrong
+            return pyproject if "tool.loafer" in text else None
         tool = data.get("tool")
         if isinstance(tool, dict) and "loafer" in tool:
             return pyproject

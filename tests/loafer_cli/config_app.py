@@ -48,3 +48,7 @@ class NeedsArguments:
 
     async def handle(self, content: Any, metadata: Mapping[str, Any]) -> None:
         return None
+
+
+async def takes_one(content: Any) -> None:
+    """A handler that cannot take (content, metadata)."""

@@ -130,6 +130,12 @@ BAD_CONFIGS = [
         "required positional argument: 'db'); name an instance instead",
     ),
     (
+        "a handler Route refuses",
+        route(f'queue = "q"\nhandler = "{APP}:takes_one"'),
+        "loafer.toml: routes[0] ('orders'): Route(handler=...): takes_one must accept "
+        "(content, metadata), but its signature is takes_one(content: 'Any') -> 'None'",
+    ),
+    (
         "error handler attribute missing",
         route(MEMORY + f'\nerror_handler = "{APP}:nope"'),
         f"loafer.toml: routes[0] ('orders'): error_handler: cannot import '{APP}:nope': "
@@ -381,6 +387,17 @@ def test_find_config_prefers_loafer_toml_then_pyproject_with_tool_loafer(tmp_pat
     assert [r.name for r in build_routes(config)] == ["jobs"]
     own = write(tmp_path, route(MEMORY))
     assert find_config(tmp_path) == own
+
+
+def test_a_broken_pyproject_holding_the_config_is_found_and_its_error_reported(
+    tmp_path: Path,
+) -> None:
+    broken = write(tmp_path, "[tool.loafer\nroutes = 1\n", "pyproject.toml")
+    assert find_config(tmp_path) == broken
+    with pytest.raises(ConfigurationError, match=r"pyproject.toml: not valid TOML: "):
+        load_config(broken)
+    write(tmp_path, "[project\n", "pyproject.toml")
+    assert find_config(tmp_path) is None
 
 
 def test_errors_in_pyproject_name_the_tool_loafer_keys(tmp_path: Path) -> None:
