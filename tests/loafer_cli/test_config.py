@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stevedore.extension import ExtensionManager
 
 from loafer_amqp.provider import AMQPProvider
 from loafer_cli.config import build_manager, build_routes, find_config, load_config
@@ -35,7 +37,8 @@ CLOSED = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens there
 
 
 @pytest.fixture(autouse=True)
-def _fresh_app() -> Iterator[None]:
+def _fresh_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # build_routes adds the file's directory
     config_app.HANDLED.clear()
     config_app.SEEN = None
     yield
@@ -544,3 +547,75 @@ def test_the_documented_example_validates(tmp_path: Path) -> None:
     assert [r.provider for r in config.routes] == ["memory", "rabbit", "amqp", "sqs"]
     assert config.routes[1].max_concurrency == 20
     assert config.routes[3].provider_options["region_name"] == "eu-west-1"
+
+
+PLUGIN = '''
+from loafer_core.provider import Capabilities
+
+
+class TopicProvider:
+    """A third-party provider: its queue parameter is named `topic`."""
+
+    def __init__(self, topic: str, *, colour: str = "blue", size: int = 1) -> None:
+        self.topic, self.colour, self.size = topic, colour, size
+
+    @property
+    def capabilities(self):
+        return Capabilities()
+
+    async def start(self, capacity):
+        pass
+
+    async def fetch(self, max_messages):
+        return []
+
+    async def settle(self, delivery, outcome):
+        pass
+
+    async def close(self):
+        pass
+'''
+
+
+def test_a_third_party_plugin_works_by_its_entry_point_name_with_no_code_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    (site / "thirdparty_loafer").mkdir(parents=True)
+    (site / "thirdparty_loafer" / "__init__.py").write_text(PLUGIN, encoding="utf-8")
+    dist = site / "thirdparty_loafer-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: thirdparty-loafer\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[loafer.providers]\ntopics = thirdparty_loafer:TopicProvider\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    # stevedore keeps each group's entry points for the process's life: a plugin is
+    # installed before the service starts, here after other tests loaded the group
+    monkeypatch.setattr(ExtensionManager, "ENTRY_POINT_CACHE", {})
+    text = route(
+        f'queue = "news"\n{HANDLER}\n[routes.provider_options]\ncolour = "red"\n'
+        'size = "${SIZE}"\n',
+        provider="topics",
+    )
+    (built,) = build_routes(load_config(write(tmp_path, text), {"SIZE": "3"}))
+    provider = built.provider
+    assert type(provider).__name__ == "TopicProvider"
+    assert (provider.topic, provider.colour, provider.size) == ("news", "red", 3)  # type: ignore[attr-defined]
+    message = problem(tmp_path, text.replace("colour", "color"), {"SIZE": "3"})
+    assert message == (
+        "loafer.toml: routes[0] ('orders'): provider_options.color: unknown option of "
+        "'topics' (TopicProvider) (did you mean 'colour'?); it takes: colour, size"
+    )
+
+
+def test_handlers_import_from_the_config_files_directory(tmp_path: Path) -> None:
+    (tmp_path / "local_app_for_config.py").write_text(
+        "async def handle(content, metadata):\n    return True\n", encoding="utf-8"
+    )
+    text = route('queue = "q"\nhandler = "local_app_for_config:handle"')
+    (built,) = build_routes(load_config(write(tmp_path, text)))
+    assert built.handler.__module__ == "local_app_for_config"
+    assert sys.path[0] == str(tmp_path.resolve())
