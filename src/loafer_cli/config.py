@@ -163,12 +163,7 @@ def build_routes(config: LoaferConfig) -> list[Route]:
 
 def build_manager(config: LoaferConfig) -> Manager:
     """A :class:`~loafer_core.Manager` of every route, with the ``[manager]`` settings."""
-    try:
-        return Manager(build_routes(config), shutdown_timeout=config.manager.shutdown_timeout)
-    except ConfigurationError:
-        raise
-    except Exception as exc:  # pragma: no cover - Manager raises ConfigurationError
-        raise ConfigurationError(f"{config._source}: {exc}") from exc
+    return Manager(build_routes(config), shutdown_timeout=config.manager.shutdown_timeout)
 
 
 class _Problem(Exception):
