@@ -179,6 +179,11 @@ def _reload(
     watchfiles.run_process(*dirs, target=shlex.join(command), target_type="command")
 
 
+def _console() -> Console:
+    """Rich's console: the terminal's width, or wide lines when piped (no wrapping)."""
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 @app.command()
 def run(
     target: TargetArg = None,
@@ -247,7 +252,7 @@ def check(
     with _config_errors():
         routes = load_routes(target, config_file)
     results = asyncio.run(check_routes(routes, timeout))
-    Console(width=200).print(results_table(results))
+    _console().print(results_table(results))
     failed = [r for r in results if not r.ok]
     for result in failed:
         _error(f"route {result.name!r}: {'; '.join(result.problems)}")
@@ -261,7 +266,7 @@ def providers() -> None:
     (else what to install), its capabilities with default options."""
     from loafer_cli.providers import print_providers
 
-    broken = print_providers(Console(width=200))
+    broken = print_providers(_console())
     if broken:
         raise typer.Exit(1)
 
