@@ -266,9 +266,7 @@ def providers() -> None:
     (else what to install), its capabilities with default options."""
     from loafer_cli.providers import print_providers
 
-    broken = print_providers(_console())
-    if broken:
-        raise typer.Exit(1)
+    print_providers(_console())
 
 
 @app.command()
