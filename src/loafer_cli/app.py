@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import shlex
 import sys
 from collections.abc import Iterator
@@ -176,7 +177,12 @@ def _reload(
     command = [sys.executable, "-c", "from loafer_cli.app import main; main()", *args]
     dirs = [str(d) for d in reload_dirs] or [str(Path.cwd())]
     logger.info("watching %s for changes (restarting on change)", ", ".join(dirs))
-    watchfiles.run_process(*dirs, target=shlex.join(command), target_type="command")
+    # a change (or SIGTERM to this process) sends SIGINT to the child: it drains, with
+    # its shutdown timeout and a margin, before watchfiles kills it
+    grace = math.ceil((30.0 if shutdown_timeout is None else shutdown_timeout) + 10)
+    watchfiles.run_process(
+        *dirs, target=shlex.join(command), target_type="command", sigint_timeout=grace
+    )
 
 
 def _console() -> Console:

@@ -159,3 +159,37 @@ def test_json_lines_carry_the_traceback_text(tmp_path: Path) -> None:
     assert record["k"] == "v"
     assert "ValueError: boom" in record["exc_info"]
     assert lines[1].startswith("loafer: error: target 'boom:routes'")
+
+
+@pytest.mark.rabbit
+async def test_reload_restarts_the_service_when_its_source_changes(
+    tmp_path: Path, admin: RabbitAdmin, rabbit_url: str
+) -> None:
+    pytest.importorskip("watchfiles")
+    queue = await admin.declare()
+    await admin.put(queue, json.dumps({"n": 1}).encode())
+    service = Service(
+        ["app:routes", "--reload", "--shutdown-timeout", "5"],
+        cwd=write_app(tmp_path),
+        env={"QUEUE": queue, "RABBIT_URL": rabbit_url},
+    )
+    try:
+        service.wait_for("handled 1")
+        (tmp_path / "app.py").write_text(APP.replace('"handled %s"', '"handled again %s"'))
+        service.wait_for("drained; exiting")  # the first process stopped on the change
+        service.wait_for(": consuming", count=2)  # and the second one consumes
+        await admin.put(queue, json.dumps({"n": 2}).encode())
+        service.wait_for("handled again 2")
+        assert service.stop() == 0, "\n".join(service.lines)
+    finally:
+        service.kill()
+    assert await admin.count(queue) == 0
+    assert sum("drained; exiting" in line for line in service.lines) == 2
+
+
+def test_reload_without_watchfiles_names_the_extra(tmp_path: Path) -> None:
+    # a module named watchfiles that fails to import stands in for a missing extra
+    (tmp_path / "watchfiles.py").write_text("raise ImportError('not installed')\n")
+    done = loafer("run", "app:routes", "--reload", env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 78
+    assert "--reload needs watchfiles: pip install 'loafer-core[reload]'" in done.stderr
