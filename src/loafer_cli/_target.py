@@ -15,13 +15,20 @@ from loafer_core.errors import ConfigurationError
 from loafer_core.manager import Manager
 from loafer_core.route import Route
 
-__all__ = ["load_target", "routes_of"]
+__all__ = ["importable_cwd", "load_target", "routes_of"]
+
+
+def importable_cwd() -> str:
+    """Put the current directory first on ``sys.path`` (as uvicorn and faststream do: the
+    app's modules importable without installing them); return it."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return cwd
 
 
 def _import(module_name: str) -> Any:
-    cwd = os.getcwd()
-    if cwd not in sys.path:  # as uvicorn and faststream do: the app's directory importable
-        sys.path.insert(0, cwd)
+    cwd = importable_cwd()
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -69,6 +69,9 @@ def _config_errors() -> Iterator[None]:
 
 
 def _config_module() -> Any:
+    from loafer_cli._target import importable_cwd
+
+    importable_cwd()  # the config's handlers are import paths, maybe of the app's modules
     try:
         return importlib.import_module("loafer_cli.config")
     except ModuleNotFoundError as exc:  # pragma: no cover - until the config module lands
