@@ -193,7 +193,10 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
-@app.command()
+@app.command(
+    help="Run routes until SIGINT/SIGTERM, then drain and exit 0 "
+    "(78 on a configuration error, 1 on a crash)."
+)
 def run(
     target: TargetArg = None,
     config_file: ConfigOpt = None,
@@ -243,7 +246,10 @@ def run(
             raise typer.Exit(1) from None
 
 
-@app.command()
+@app.command(
+    help="Start every route's provider (connect, check the queue) and check its "
+    "capabilities, consuming nothing; exit 1 on any problem."
+)
 def check(
     target: TargetArg = None,
     config_file: ConfigOpt = None,
@@ -269,7 +275,10 @@ def check(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(
+    help="List the installed provider plugins: distribution, version, whether each "
+    "loads (else what to install), capabilities with default options."
+)
 def providers() -> None:
     """List every installed provider plugin: distribution, version, whether it loads
     (else what to install), its capabilities with default options."""
@@ -278,7 +287,10 @@ def providers() -> None:
     print_providers(_console())
 
 
-@app.command()
+@app.command(
+    help="Publish messages (BODY, or stdin line by line) and report each broker "
+    "confirm; exit 1 if any publish failed."
+)
 def publish(
     provider: Annotated[str, typer.Argument(help="Publisher name: rabbit, amqp, sqs, sns, ...")],
     queue: Annotated[

@@ -193,3 +193,15 @@ def test_reload_without_watchfiles_names_the_extra(tmp_path: Path) -> None:
     done = loafer("run", "app:routes", "--reload", env={"PYTHONPATH": str(tmp_path)})
     assert done.returncode == 78
     assert "--reload needs watchfiles: pip install 'loafer-core[reload]'" in done.stderr
+
+
+@pytest.mark.rabbit
+def test_a_fatal_route_error_at_start_exits_78(tmp_path: Path, rabbit_url: str) -> None:
+    queue = "loafer-cli-no-such-queue"
+    done = loafer(
+        "run", "app:routes", cwd=write_app(tmp_path), env={"QUEUE": queue, "RABBIT_URL": rabbit_url}
+    )
+    assert done.returncode == 78, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("loafer: error: ")
+    assert f"RabbitMQ queue '{queue}' does not exist" in last
