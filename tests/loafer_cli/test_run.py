@@ -47,6 +47,10 @@ APP = textwrap.dedent(
         return Manager(make_routes(), shutdown_timeout=5)
 
 
+    async def make_manager_async():
+        return make_manager()
+
+
     not_routes = 42
     """
 )
@@ -88,7 +92,9 @@ def test_a_module_importing_something_missing_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.rabbit
-@pytest.mark.parametrize("attr", ["routes", "make_routes", "make_routes_async", "make_manager"])
+@pytest.mark.parametrize(
+    "attr", ["routes", "make_routes", "make_routes_async", "make_manager", "make_manager_async"]
+)
 async def test_run_handles_published_messages_and_drains_on_sigterm(
     tmp_path: Path, admin: RabbitAdmin, rabbit_url: str, attr: str
 ) -> None:
