@@ -211,3 +211,30 @@ def test_a_fatal_route_error_at_start_exits_78(tmp_path: Path, rabbit_url: str) 
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("loafer: error: ")
     assert f"RabbitMQ queue '{queue}' does not exist" in last
+
+
+@pytest.mark.memory
+def test_a_crash_exits_1_with_its_traceback_logged(tmp_path: Path) -> None:
+    (tmp_path / "crash.py").write_text(
+        textwrap.dedent(
+            """
+            from loafer_core import Manager, Route
+            from loafer_core.memory import MemoryBroker, MemoryProvider
+
+
+            class Crashing(Manager):
+                def run(self, forever=True):
+                    raise RuntimeError("the event loop broke")
+
+
+            broker = MemoryBroker()
+            broker.declare("q")
+            manager = Crashing([Route(MemoryProvider(broker, "q"), lambda m, md: None)])
+            """
+        )
+    )
+    done = loafer("run", "crash:manager", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "loafer run crashed" in done.stderr
+    assert "RuntimeError: the event loop broke" in done.stderr
+    assert "loafer: error:" not in done.stderr
