@@ -12,7 +12,7 @@ from rich.table import Table
 from loafer_core.plugins import ProviderInfo, available_providers, load_provider
 from loafer_core.provider import Capabilities, Support
 
-__all__ = ["capabilities_of", "describe_capabilities", "providers_table"]
+__all__ = ["capabilities_of", "describe_capabilities", "print_providers", "providers_table"]
 
 
 def _memory(cls: Any) -> Any:
@@ -87,7 +87,6 @@ def providers_table() -> Table:
     return table
 
 
-def print_providers(console: Console) -> int:
-    """Print the table; return the number of plugins that do not load."""
+def print_providers(console: Console) -> None:
+    """Print :func:`providers_table` on ``console``."""
     console.print(providers_table())
-    return sum(1 for info in available_providers() if not info.loads)
