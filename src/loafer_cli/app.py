@@ -1,10 +1,34 @@
-"""The ``loafer`` command's entry point (a Typer application)."""
+"""The ``loafer`` command's entry point (a Typer application).
+
+Exit codes: 0 success (``run``: after a clean drain); 1 a problem found (``check``,
+``publish``) or a crash; 2 bad usage; 78 (``EX_CONFIG``) a configuration error: a bad
+target or config file, a provider that cannot be built, a fatal route error.
+"""
 
 from __future__ import annotations
 
-import typer
+import importlib
+import logging
+import math
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
 
-__all__ = ["app", "main"]
+import typer
+from rich.console import Console
+
+from loafer_core.errors import ConfigurationError
+from loafer_core.manager import Manager
+from loafer_core.route import Route
+
+__all__ = ["EX_CONFIG", "app", "build_manager", "load_routes", "main", "run_target"]
+
+EX_CONFIG = 78
+logger = logging.getLogger("loafer_cli")
 
 app = typer.Typer(
     name="loafer",
@@ -12,6 +36,313 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+class LogFormat(StrEnum):
+    """Log line formats."""
+
+    plain = "plain"
+    json = "json"
+
+
+class LogLevel(StrEnum):
+    """Log levels."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def _error(message: str) -> None:
+    print(f"loafer: error: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _config_errors() -> Iterator[None]:
+    """A ConfigurationError becomes one line on stderr and exit code 78."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        _error(" ".join(str(exc).split()))
+        raise typer.Exit(EX_CONFIG) from None
+
+
+def _config_module() -> Any:
+    from loafer_cli._target import importable_cwd
+
+    importable_cwd()  # the config's handlers are import paths, maybe of the app's modules
+    try:
+        return importlib.import_module("loafer_cli.config")
+    except ModuleNotFoundError as exc:  # pragma: no cover - until the config module lands
+        raise ConfigurationError("--config: this installation cannot read config files") from exc
+
+
+def _config_path(target: str | None, config_file: Path | None) -> Path | None:
+    if target is not None and config_file is not None:
+        raise ConfigurationError("give MODULE:ATTR or --config, not both")
+    if target is not None:
+        return None
+    if config_file is not None:
+        return config_file
+    found = _config_module().find_config(Path.cwd())
+    if found is None:
+        raise ConfigurationError(
+            "nothing to run: give MODULE:ATTR (e.g. 'app:routes') or --config FILE "
+            "(no loafer.toml found here)"
+        )
+    return Path(found)
+
+
+def load_routes(target: str | None, config_file: Path | None) -> list[Route]:
+    """The routes named by ``MODULE:ATTR`` or the config file (without running them)."""
+    from loafer_cli._target import load_target, routes_of
+
+    path = _config_path(target, config_file)
+    if path is not None:
+        config = _config_module()
+        return list(config.build_routes(config.load_config(path)))
+    assert target is not None
+    return routes_of(load_target(target))
+
+
+def build_manager(
+    target: str | None, config_file: Path | None, *, shutdown_timeout: float | None = None
+) -> Manager:
+    """The Manager for ``MODULE:ATTR`` or the config file; ``shutdown_timeout`` (when
+    given) overrides the target's own."""
+    from loafer_cli._target import load_target
+
+    path = _config_path(target, config_file)
+    if path is not None:
+        config = _config_module()
+        manager: Manager = config.build_manager(config.load_config(path))
+    else:
+        assert target is not None
+        loaded = load_target(target)
+        if isinstance(loaded, Manager):
+            manager = loaded
+        else:
+            kwargs = {} if shutdown_timeout is None else {"shutdown_timeout": shutdown_timeout}
+            return Manager(loaded, **kwargs)
+    if shutdown_timeout is not None:
+        manager.shutdown_timeout = float(shutdown_timeout)
+    return manager
+
+
+def run_target(
+    target: str | None, config_file: Path | None, *, shutdown_timeout: float | None = None
+) -> None:
+    """Build the Manager and run it until SIGINT/SIGTERM (returns after a clean drain;
+    raises ConfigurationError on a fatal configuration error)."""
+    manager = build_manager(target, config_file, shutdown_timeout=shutdown_timeout)
+    logger.info("running %d route(s): %s", len(manager.routes), [r.name for r in manager.routes])
+    manager.run()
+    logger.info("drained; exiting")
+
+
+TargetArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="[MODULE:ATTR]",
+        help="A Manager, a Route, a list of routes, or a callable (sync or async) "
+        "returning one; the current directory is importable.",
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="A loafer.toml config file instead of MODULE:ATTR."),
+]
+
+
+def _reload(
+    target: str | None,
+    config_file: Path | None,
+    log_level: LogLevel,
+    log_format: LogFormat,
+    shutdown_timeout: float | None,
+    reload_dirs: list[Path],
+) -> None:
+    try:
+        import watchfiles
+    except ImportError:
+        raise ConfigurationError(
+            "--reload needs watchfiles: pip install 'loafer-core[reload]'"
+        ) from None
+    args = ["run", "--log-level", log_level.value, "--log-format", log_format.value]
+    if target is not None:
+        args.append(target)
+    if config_file is not None:
+        args += ["--config", str(config_file)]
+    if shutdown_timeout is not None:
+        args += ["--shutdown-timeout", str(shutdown_timeout)]
+    command = [sys.executable, "-c", "from loafer_cli.app import main; main()", *args]
+    dirs = [str(d) for d in reload_dirs] or [str(Path.cwd())]
+    logger.info("watching %s for changes (restarting on change)", ", ".join(dirs))
+    # a change (or SIGTERM to this process) sends SIGINT to the child: it drains, with
+    # its shutdown timeout and a margin, before watchfiles kills it
+    grace = math.ceil((30.0 if shutdown_timeout is None else shutdown_timeout) + 10)
+    watchfiles.run_process(
+        *dirs, target=shlex.join(command), target_type="command", sigint_timeout=grace
+    )
+
+
+def _console() -> Console:
+    """Rich's console: the terminal's width, or wide lines when piped (no wrapping)."""
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+@app.command(
+    help="Run routes until SIGINT/SIGTERM, then drain and exit 0 "
+    "(78 on a configuration error, 1 on a crash)."
+)
+def run(
+    target: TargetArg = None,
+    config_file: ConfigOpt = None,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", "-l", help="Lowest level logged.")
+    ] = LogLevel.info,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option("--log-format", help="plain lines, or JSON lines for log shippers."),
+    ] = LogFormat.plain,
+    shutdown_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--shutdown-timeout",
+            min=0,
+            help="Seconds in-flight handlers get to finish at shutdown (default: the "
+            "Manager's own, 30).",
+            show_default=False,
+        ),
+    ] = None,
+    reload: Annotated[
+        bool,
+        typer.Option("--reload", help="Restart on source changes (development; watchfiles)."),
+    ] = False,
+    reload_dirs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--reload-dir",
+            help="Directory to watch with --reload (repeatable; default: the current directory).",
+        ),
+    ] = None,
+) -> None:
+    """Run routes until SIGINT/SIGTERM, then drain and exit 0."""
+    from loafer_cli.logs import configure_logging
+
+    configure_logging(log_level.value, log_format.value)
+    with _config_errors():
+        if reload:
+            _reload(target, config_file, log_level, log_format, shutdown_timeout, reload_dirs or [])
+            return
+        try:
+            run_target(target, config_file, shutdown_timeout=shutdown_timeout)
+        except ConfigurationError:
+            raise
+        except Exception:
+            logger.exception("loafer run crashed")
+            raise typer.Exit(1) from None
+
+
+@app.command(
+    help="Start every route's provider (connect, check the queue) and check its "
+    "capabilities, consuming nothing; exit 1 on any problem."
+)
+def check(
+    target: TargetArg = None,
+    config_file: ConfigOpt = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds each provider gets to start.")
+    ] = 30.0,
+) -> None:
+    """Build every route, start its provider (connect, check the queue), check
+    capabilities; consume nothing. Exit 1 if any route has a problem."""
+    import asyncio
+
+    from loafer_cli.check import check_routes, results_table
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with _config_errors():
+        routes = load_routes(target, config_file)
+    results = asyncio.run(check_routes(routes, timeout))
+    _console().print(results_table(results))
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        _error(f"route {result.name!r}: {'; '.join(result.problems)}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command(
+    help="List the installed provider plugins: distribution, version, whether each "
+    "loads (else what to install), capabilities with default options."
+)
+def providers() -> None:
+    """List every installed provider plugin: distribution, version, whether it loads
+    (else what to install), its capabilities with default options."""
+    from loafer_cli.providers import print_providers
+
+    print_providers(_console())
+
+
+@app.command(
+    help="Publish messages (BODY, or stdin line by line) and report each broker "
+    "confirm; exit 1 if any publish failed."
+)
+def publish(
+    provider: Annotated[str, typer.Argument(help="Publisher name: rabbit, amqp, sqs, sns, ...")],
+    queue: Annotated[
+        str,
+        typer.Argument(
+            help="Target: routing key (rabbit, default exchange: the queue name), address "
+            "(amqp), queue (sqs), topic (sns)."
+        ),
+    ],
+    body: Annotated[
+        str | None,
+        typer.Argument(help="The message; '-' or none: one message per line of stdin."),
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Broker URL (sqs/sns: the endpoint URL).")
+    ] = None,
+    options: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option", "-o", help="Publisher option key=value (JSON value, else a string)."
+        ),
+    ] = None,
+    headers: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", help="Message header key=value (repeatable)."),
+    ] = None,
+) -> None:
+    """Publish messages and report each broker confirm. Exit 1 if any publish failed."""
+    import asyncio
+
+    from loafer_cli.publish import PublishResult, build_publisher, parse_pairs, publish_all
+
+    with _config_errors():
+        opts = parse_pairs(options or [], "--option")
+        heads = parse_pairs(headers or [], "--header")
+        publisher = build_publisher(provider, queue, url, opts)
+    if body is None or body == "-":
+        bodies: Any = (line.rstrip("\r\n") for line in sys.stdin if line.strip())
+    else:
+        bodies = [body]
+
+    def report(result: PublishResult) -> None:
+        if result.error is None:
+            print(f"{result.index + 1}: confirmed", flush=True)
+        else:
+            print(f"{result.index + 1}: FAILED: {result.error}", flush=True)
+
+    with _config_errors():
+        confirmed, failed = asyncio.run(publish_all(publisher, bodies, heads, report))
+    print(f"{confirmed} confirmed, {failed} failed")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.callback()

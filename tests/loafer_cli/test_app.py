@@ -14,3 +14,60 @@ def test_the_console_script_is_installed_and_shows_its_help() -> None:
     done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "Usage: loafer" in done.stdout
+
+
+def test_every_command_is_listed_in_the_help() -> None:
+    script = shutil.which("loafer", path=str(Path(sys.executable).parent))
+    assert script is not None
+    out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60).stdout
+    for command in ("run", "check", "providers", "publish"):
+        assert f"│ {command} " in out, out
+
+
+def test_json_lines_hold_time_level_logger_message_exc_info_and_extras() -> None:
+    import json
+    import logging
+
+    from loafer_cli.logs import JSONFormatter
+
+    logger = logging.getLogger("loafer.test")
+    try:
+        raise RuntimeError("bad")
+    except RuntimeError:
+        record = logger.makeRecord(
+            "loafer.test",
+            logging.ERROR,
+            __file__,
+            1,
+            "failed %s",
+            ("x",),
+            sys.exc_info(),
+            extra={"route": "orders", "obj": object()},
+        )
+    entry = json.loads(JSONFormatter().format(record))
+    assert entry["level"] == "ERROR"
+    assert entry["logger"] == "loafer.test"
+    assert entry["message"] == "failed x"
+    assert entry["route"] == "orders"
+    assert entry["obj"].startswith("<object object at")
+    assert "RuntimeError: bad" in entry["exc_info"]
+    assert entry["time"].endswith("+00:00")
+    assert set(entry) == {"time", "level", "logger", "message", "exc_info", "route", "obj"}
+
+
+def test_option_values_are_json_where_they_parse() -> None:
+    import pytest
+
+    from loafer_cli.publish import parse_pairs
+    from loafer_core import ConfigurationError
+
+    assert parse_pairs(["a=1", "b=true", "c=text", "d=[1, 2]", "e=", "f=x=y"], "--option") == {
+        "a": 1,
+        "b": True,
+        "c": "text",
+        "d": [1, 2],
+        "e": "",
+        "f": "x=y",
+    }
+    with pytest.raises(ConfigurationError, match="expected key=value"):
+        parse_pairs(["novalue"], "--option")
