@@ -10,10 +10,12 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import os
 import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -107,10 +109,16 @@ def load_routes(target: str | None, config_file: Path | None) -> list[Route]:
 
 
 def build_manager(
-    target: str | None, config_file: Path | None, *, shutdown_timeout: float | None = None
+    target: str | None,
+    config_file: Path | None,
+    *,
+    shutdown_timeout: float | None = None,
+    health_port: int | None = None,
+    health_host: str | None = None,
+    status_interval: float | None = None,
 ) -> Manager:
-    """The Manager for ``MODULE:ATTR`` or the config file; ``shutdown_timeout`` (when
-    given) overrides the target's own."""
+    """The Manager for ``MODULE:ATTR`` or the config file; the options given (not None)
+    override the target's own."""
     from loafer_cli._target import load_target
 
     path = _config_path(target, config_file)
@@ -120,22 +128,37 @@ def build_manager(
     else:
         assert target is not None
         loaded = load_target(target)
-        if isinstance(loaded, Manager):
-            manager = loaded
-        else:
-            kwargs = {} if shutdown_timeout is None else {"shutdown_timeout": shutdown_timeout}
-            return Manager(loaded, **kwargs)
+        manager = loaded if isinstance(loaded, Manager) else Manager(loaded)
     if shutdown_timeout is not None:
         manager.shutdown_timeout = float(shutdown_timeout)
+    if health_port is not None:
+        manager.health_port = health_port
+    if health_host is not None:
+        manager.health_host = health_host
+    if status_interval is not None:
+        manager.status_interval = status_interval
     return manager
 
 
 def run_target(
-    target: str | None, config_file: Path | None, *, shutdown_timeout: float | None = None
+    target: str | None,
+    config_file: Path | None,
+    *,
+    shutdown_timeout: float | None = None,
+    health_port: int | None = None,
+    health_host: str | None = None,
+    status_interval: float | None = None,
 ) -> None:
     """Build the Manager and run it until SIGINT/SIGTERM (returns after a clean drain;
     raises ConfigurationError on a fatal configuration error)."""
-    manager = build_manager(target, config_file, shutdown_timeout=shutdown_timeout)
+    manager = build_manager(
+        target,
+        config_file,
+        shutdown_timeout=shutdown_timeout,
+        health_port=health_port,
+        health_host=health_host,
+        status_interval=status_interval,
+    )
     logger.info("running %d route(s): %s", len(manager.routes), [r.name for r in manager.routes])
     manager.run()
     logger.info("drained; exiting")
@@ -156,28 +179,45 @@ ConfigOpt = Annotated[
 ]
 
 
-def _reload(
-    target: str | None,
-    config_file: Path | None,
-    log_level: LogLevel,
-    log_format: LogFormat,
-    shutdown_timeout: float | None,
-    reload_dirs: list[Path],
-) -> None:
+@dataclass(frozen=True)
+class _RunOptions:
+    """What ``loafer run`` passes on to a child it starts (a reloaded or worker process)."""
+
+    target: str | None
+    config_file: Path | None
+    log_level: LogLevel
+    log_format: LogFormat
+    shutdown_timeout: float | None
+    health_port: int | None
+    health_host: str | None
+    status_interval: float | None
+
+    def command(self) -> list[str]:
+        """``loafer run`` with these options (no --reload, no --workers)."""
+        args = ["run", "--log-level", self.log_level.value, "--log-format", self.log_format.value]
+        if self.target is not None:
+            args.append(self.target)
+        for flag, value in (
+            ("--config", self.config_file),
+            ("--shutdown-timeout", self.shutdown_timeout),
+            ("--health-port", self.health_port),
+            ("--health-host", self.health_host),
+            ("--status-interval", self.status_interval),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        return [sys.executable, "-c", "from loafer_cli.app import main; main()", *args]
+
+
+def _reload(options: _RunOptions, reload_dirs: list[Path]) -> None:
     try:
         import watchfiles
     except ImportError:
         raise ConfigurationError(
             "--reload needs watchfiles: pip install 'loafer-core[reload]'"
         ) from None
-    args = ["run", "--log-level", log_level.value, "--log-format", log_format.value]
-    if target is not None:
-        args.append(target)
-    if config_file is not None:
-        args += ["--config", str(config_file)]
-    if shutdown_timeout is not None:
-        args += ["--shutdown-timeout", str(shutdown_timeout)]
-    command = [sys.executable, "-c", "from loafer_cli.app import main; main()", *args]
+    shutdown_timeout = options.shutdown_timeout
+    command = options.command()
     dirs = [str(d) for d in reload_dirs] or [str(Path.cwd())]
     logger.info("watching %s for changes (restarting on change)", ", ".join(dirs))
     # a change (or SIGTERM to this process) sends SIGINT to the child: it drains, with
@@ -186,6 +226,18 @@ def _reload(
     watchfiles.run_process(
         *dirs, target=shlex.join(command), target_type="command", sigint_timeout=grace
     )
+
+
+def _supervise(options: _RunOptions, workers: int) -> None:
+    """``--workers N``: check the target builds, then run N workers under supervision;
+    exit with what the supervisor says."""
+    from loafer_cli.workers import supervise
+
+    build_manager(options.target, options.config_file)  # a bad target fails once, here
+    timeout = 30.0 if options.shutdown_timeout is None else options.shutdown_timeout
+    code = supervise(options.command(), workers, shutdown_timeout=timeout)
+    if code:
+        raise typer.Exit(code)
 
 
 def _console() -> Console:
@@ -228,17 +280,76 @@ def run(
             help="Directory to watch with --reload (repeatable; default: the current directory).",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Processes, each running every route (the broker shares the work); the "
+            "parent forwards signals and restarts a worker that dies.",
+        ),
+    ] = 1,
+    health_port: Annotated[
+        int | None,
+        typer.Option(
+            "--health-port",
+            min=0,
+            max=65535,
+            help="Serve /livez, /readyz and /status on this port (worker i of --workers: "
+            "port + i).",
+            show_default=False,
+        ),
+    ] = None,
+    health_host: Annotated[
+        str | None,
+        typer.Option(
+            "--health-host", help="Address of the health endpoints (0.0.0.0).", show_default=False
+        ),
+    ] = None,
+    status_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--status-interval",
+            min=0.1,
+            help="Log a status line per route every this many seconds.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run routes until SIGINT/SIGTERM, then drain and exit 0."""
     from loafer_cli.logs import configure_logging
 
     configure_logging(log_level.value, log_format.value)
+    options = _RunOptions(
+        target,
+        config_file,
+        log_level,
+        log_format,
+        shutdown_timeout,
+        health_port,
+        health_host,
+        status_interval,
+    )
     with _config_errors():
         if reload:
-            _reload(target, config_file, log_level, log_format, shutdown_timeout, reload_dirs or [])
+            _reload(options, reload_dirs or [])
             return
+        if workers > 1:
+            _supervise(options, workers)
+            return
+        worker = os.environ.get("LOAFER_WORKER")
+        if health_port and worker is not None and worker.isdigit():
+            health_port += int(worker)  # each worker of --workers its own port
         try:
-            run_target(target, config_file, shutdown_timeout=shutdown_timeout)
+            run_target(
+                target,
+                config_file,
+                shutdown_timeout=shutdown_timeout,
+                health_port=health_port,
+                health_host=health_host,
+                status_interval=status_interval,
+            )
         except ConfigurationError:
             raise
         except Exception:
