@@ -40,6 +40,7 @@ __all__ = [
     "Provider",
     "Publisher",
     "Support",
+    "Verifiable",
 ]
 
 
@@ -198,6 +199,22 @@ class Publisher(Protocol):
         self, body: Any, *, headers: Mapping[str, Any] | None = None, **options: Any
     ) -> None:
         """Publish one message; returns once the broker has it."""
+        ...
+
+
+@runtime_checkable
+class Verifiable(Protocol):
+    """Optional: check the set-up without consuming anything (``loafer check``).
+
+    Connect, verify that the queue exists and read its settings (what :attr:`capabilities`
+    depends on, such as a dead-letter queue), then disconnect, leaving nothing open. A
+    provider without it is checked by :meth:`Provider.start` then :meth:`Provider.close`,
+    which may take messages and give them back (a redelivery).
+    """
+
+    async def verify(self) -> None:
+        """Raise ``ConfigurationError`` for what is wrong (a missing queue, refused
+        credentials) and ``ProviderError`` when the broker cannot be reached."""
         ...
 
 
