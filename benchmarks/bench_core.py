@@ -220,6 +220,7 @@ async def framework(
     *,
     bodies: list[Any] | None = None,
     translator: Any = None,
+    middleware: list[Any] | None = None,
 ) -> float:
     broker = MemoryBroker()
     broker.publish_many("bench", bodies if bodies is not None else list(range(1, n + 1)))
@@ -254,6 +255,7 @@ async def framework(
         wrapped,
         translator=translator,
         max_concurrency=concurrency,
+        middleware=middleware,
     )
     manager = Manager([route])
     start = time.perf_counter()
@@ -404,6 +406,29 @@ def json_part(n: int, c: int, r: int) -> None:
     )
 
 
+async def passthrough(delivery: Any, route: Any, call_next: Any) -> Any:
+    """A middleware that does nothing but call the rest of the chain."""
+    return await call_next(delivery)
+
+
+def middleware_part(n: int, c: int, r: int) -> None:
+    """The cost of middleware: an empty chain (``middleware=[]``, no wrapper is built) and
+    one pass-through middleware, against the plain route, in the same run."""
+    plain, empty, one = paired(
+        r,
+        lambda: run(framework(n, c, noop)),
+        lambda: run(framework(n, c, noop, middleware=[])),
+        lambda: run(framework(n, c, noop, middleware=[passthrough])),
+    )
+    per_msg_us = statistics.median((1 / o - 1 / p) * 1e6 for o, p in zip(one, plain, strict=True))
+    print(
+        f"middleware, {n} msgs: plain route {plain.best:,.0f} msg/s; empty chain "
+        f"{empty.best:,.0f} msg/s (ratio {ratio(empty, plain):.2f}); one pass-through "
+        f"{one.best:,.0f} msg/s (ratio {ratio(one, plain):.2f}, {per_msg_us:.2f} us per "
+        "message, median of rounds)"
+    )
+
+
 def memory_report(total: int) -> None:
     out = subprocess.run(
         [sys.executable, __file__, "--memory-only", "--memory-messages", str(total)],
@@ -427,8 +452,8 @@ def main() -> None:
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     parser.add_argument(
         "--parts",
-        default="async,sync,json,memory",
-        help="comma-separated parts to run (default: all of async,sync,json,memory)",
+        default="async,sync,json,middleware,memory",
+        help="comma-separated parts to run (default: all of async,sync,json,middleware,memory)",
     )
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -437,7 +462,7 @@ def main() -> None:
         return
     n, c, r = args.messages, args.concurrency, args.repeat
     parts = set(args.parts.split(","))
-    unknown = parts - {"async", "sync", "json", "memory"}
+    unknown = parts - {"async", "sync", "json", "middleware", "memory"}
     if unknown:
         parser.error(f"--parts: unknown part(s) {', '.join(sorted(unknown))}")
 
@@ -448,6 +473,8 @@ def main() -> None:
         sync_part(args.sync_messages, c, r)
     if "json" in parts:
         json_part(n, c, r)
+    if "middleware" in parts:
+        middleware_part(n, c, r)
     if "memory" in parts:
         memory_report(args.memory_messages)
 

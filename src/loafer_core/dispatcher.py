@@ -26,10 +26,11 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from loafer_core.errors import ConfigurationError
+from loafer_core.middleware import Middleware, chain
 from loafer_core.outcome import RELEASE, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Delivery, Drainable, LeaseExtender, Support
@@ -65,8 +66,11 @@ class Dispatcher:
         close_timeout: float = 30.0,
         forced_grace: float = 1.0,
         on_exit: Callable[[BaseException], None] | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self.route = route
+        #: the route's processing inside the manager's and the route's middlewares
+        self._process = chain(route, [*middleware, *route.middleware], route.process)
         #: told when a handler raises KeyboardInterrupt or SystemExit (a request to stop
         #: the service); without it, the dispatcher stops only its own route
         self.on_exit = on_exit
@@ -462,7 +466,7 @@ class Dispatcher:
 
     async def _worker(self) -> None:
         route, ready = self.route, self._ready
-        process, settle = route.process, self._settle
+        process, settle = self._process, self._settle
         # A provider that hands out and settles without ever suspending (the memory broker
         # with a backlog) would otherwise keep the event loop to this worker: no timers,
         # no stop(), no signal handlers. Yield once every _YIELD_EVERY deliveries.

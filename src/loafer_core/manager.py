@@ -25,13 +25,14 @@ import asyncio
 import logging
 import math
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from loafer_core.dispatcher import Dispatcher
 from loafer_core.errors import ConfigurationError
 from loafer_core.health import HealthServer
+from loafer_core.middleware import Middleware, check_middleware
 from loafer_core.policy import check_number
 from loafer_core.route import Route
 from loafer_core.status import RouteState, RouteStatus
@@ -53,6 +54,8 @@ class Manager:
         status_interval: log one status line per route at INFO every this many seconds
             (received, handled/s, in flight, outcomes, last error); ``None``: no. A
             summary line per route is logged at shutdown either way.
+        middleware: a list of middlewares wrapped around every delivery of every route
+            (see :mod:`loafer_core.middleware`), outside each route's own.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class Manager:
         health_port: int | None = None,
         health_host: str = "0.0.0.0",
         status_interval: float | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         if isinstance(routes, Route):
             routes = [routes]
@@ -101,6 +105,7 @@ class Manager:
             )
         if status_interval is not None:
             check_number("Manager", "status_interval", status_interval, minimum=0.1)
+        self.middleware = check_middleware("Manager", middleware)
         self.routes = route_list
         self.shutdown_timeout = float(shutdown_timeout)
         self.health_port = health_port
@@ -203,7 +208,8 @@ class Manager:
             route.has_run = True
         self._exit = None
         self._dispatchers = [
-            Dispatcher(route, on_exit=self._exit_requested) for route in self.routes
+            Dispatcher(route, on_exit=self._exit_requested, middleware=self.middleware)
+            for route in self.routes
         ]
         reporter = (
             asyncio.create_task(self._report(self.status_interval), name="loafer:status")

@@ -115,6 +115,8 @@ class Delivery:
     - ``attempt``: 1 on the first delivery, where the provider counts (else ``None``).
     - ``ordering_key``: deliveries with the same key are handled one at a time, in order.
     - ``token``: provider-private settlement handle (receipt handle, delivery tag, ...).
+    - ``error``: set by the route when the translator or handler raised (what the error
+      handler was given), for middlewares to see; ``None`` otherwise.
     """
 
     raw: Any
@@ -124,6 +126,7 @@ class Delivery:
     attempt: int | None = None
     ordering_key: str | None = None
     token: Any = None
+    error: BaseException | None = None
 
     def __repr__(self) -> str:
         return (

@@ -22,7 +22,7 @@ import asyncio
 import inspect
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
@@ -34,6 +34,7 @@ from loafer_core.handler import (
     needs_instance,
     settle_result,
 )
+from loafer_core.middleware import Middleware, check_middleware
 from loafer_core.outcome import ACCEPT, REJECT, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import DEFAULT_RETRY, RetryPolicy
 from loafer_core.provider import Capabilities, Delivery, Provider, Support
@@ -89,6 +90,8 @@ class Route:
             :data:`~loafer_core.policy.DEFAULT_RETRY` (1 s doubling to a minute) where the
             provider can delay retries and its plain RETRY would come back at once;
             ``None`` for no delay.
+        middleware: a list of middlewares wrapped around every delivery of this route
+            (see :mod:`loafer_core.middleware`), inside the manager's.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Route:
         handler_timeout: float | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = _UNSET,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         if isinstance(provider, type):
             raise ConfigurationError(
@@ -173,6 +177,7 @@ class Route:
             )
         self.max_attempts = max_attempts
 
+        self.middleware = check_middleware("Route", middleware)
         self._default_retry = retry is _UNSET
         if self._default_retry:
             retry = DEFAULT_RETRY
@@ -445,6 +450,7 @@ class Route:
         self.last_message_error = f"{type(exc).__name__}: {str(exc)[:500]}"
 
     async def _on_error(self, exc: BaseException, delivery: Delivery) -> Outcome:
+        delivery.error = exc
         self._count_error(exc)
         if self._error_call is None:
             self._log_error(
