@@ -92,6 +92,8 @@ class Dispatcher:
         self._failure: str | None = None  # the last start or fetch failure, while backing off
         self._finished = False
         self._received = 0
+        self._fetch_failures_total = 0
+        self._settle_failures = 0
         self._settled: dict[OutcomeKind, int] = dict.fromkeys(OutcomeKind, 0)
         self._empty_streak = 0
         # Fetch in batches: while others are in flight, wait until this many slots are free.
@@ -155,6 +157,8 @@ class Dispatcher:
             settled={kind.name: count for kind, count in self._settled.items()},
             message_errors=route.message_errors,
             last_message_error=route.last_message_error,
+            fetch_failures=self._fetch_failures_total,
+            settle_failures=self._settle_failures,
         )
 
     async def wait_started(self) -> None:
@@ -397,6 +401,7 @@ class Dispatcher:
             self._fetching = None
         if error is not None:
             self._fetch_failures += 1
+            self._fetch_failures_total += 1
             self._failure = f"{type(error).__name__}: {error}"
             delay = self.backoff.delay(self._fetch_failures)
             logger.warning(
@@ -605,6 +610,7 @@ class Dispatcher:
     def _settle_failed(
         self, delivery: Delivery, outcome: Outcome, tries: int, exc: BaseException
     ) -> None:
+        self._settle_failures += 1
         logger.error(
             "route %r: could not settle message %s with %r after %d tries (%s: %s); the "
             "broker will deliver it again",

@@ -60,6 +60,10 @@ class RouteStatus:
     message_errors: int = 0
     #: the last of them, as ``"Type: text"``
     last_message_error: str | None = None
+    #: failed fetches since the route started (each retried with backoff)
+    fetch_failures: int = 0
+    #: settlements given up after their retries (the broker delivers those again)
+    settle_failures: int = 0
 
     @property
     def ready(self) -> bool:
@@ -79,4 +83,6 @@ class RouteStatus:
             "settled": dict(self.settled),
             "message_errors": self.message_errors,
             "last_message_error": self.last_message_error,
+            "fetch_failures": self.fetch_failures,
+            "settle_failures": self.settle_failures,
         }

@@ -172,3 +172,28 @@ async def test_a_health_port_in_use_is_a_configuration_error() -> None:
             await asyncio.wait_for(manager.serve(), 10)
     with pytest.raises(ConfigurationError, match="health_port"):
         Manager([Route(MemoryProvider(MemoryBroker(), "q"), lambda c, m: True)], health_port=-1)
+
+
+async def test_status_counts_fetch_and_settle_failures() -> None:
+    broker = MemoryBroker()
+    broker.publish("q", "x")
+
+    class Failing(MemoryProvider):
+        fetches = 0
+
+        async def fetch(self, max_messages: int) -> Any:
+            self.fetches += 1
+            if self.fetches <= 2:
+                raise ProviderError("fetch refused")
+            return await super().fetch(max_messages)
+
+        async def settle(self, delivery: Any, outcome: Any) -> None:
+            raise ProviderError("settle refused")
+
+    manager = Manager([Route(Failing(broker, "q", wait=0.05), lambda c, m: True)])
+    async with manager:
+        await manager.wait_started()
+        await _until(lambda: manager.status()[0].settle_failures >= 1, timeout=30)
+        status = manager.status()[0]
+    assert status.fetch_failures == 2
+    assert status.settle_failures >= 1
