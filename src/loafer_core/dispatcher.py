@@ -34,7 +34,7 @@ from loafer_core.middleware import Middleware, chain
 from loafer_core.outcome import RELEASE, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Delivery, Drainable, LeaseExtender, Support
-from loafer_core.route import Route, _really_cancelled
+from loafer_core.route import Route, _really_cancelled, message_fields
 from loafer_core.status import RouteState, RouteStatus
 
 __all__ = ["Dispatcher"]
@@ -498,12 +498,13 @@ class Dispatcher:
                 except asyncio.CancelledError:
                     raise
                 except BaseException:  # process() handles user errors; this is a bug of ours
+                    outcome = RETRY()  # counted, so max_attempts still bounds it
                     logger.exception(
                         "route %r: internal error on message %s; it will be retried",
                         route.name,
                         delivery.message_id,
+                        extra=message_fields(route.name, delivery, outcome),
                     )
-                    outcome = RETRY()  # counted, so max_attempts still bounds it
                 await settle(delivery, outcome)
                 countdown -= 1
                 if not countdown:
@@ -522,6 +523,7 @@ class Dispatcher:
             self.route.name,
             repr(exc),
             delivery.message_id,
+            extra=message_fields(self.route.name, delivery, RELEASE),
         )
         if self.on_exit is not None:
             self.on_exit(exc)
@@ -590,6 +592,7 @@ class Dispatcher:
                 type(exc).__name__,
                 exc,
                 delay,
+                extra=message_fields(self.route.name, delivery, outcome),
             )
             await asyncio.sleep(delay)
             try:
@@ -620,6 +623,7 @@ class Dispatcher:
             tries,
             type(exc).__name__,
             exc,
+            extra=message_fields(self.route.name, delivery, outcome),
         )
 
     def _forget(self, delivery: Delivery) -> None:

@@ -41,11 +41,24 @@ from loafer_core.provider import Capabilities, Delivery, Provider, Support
 from loafer_core.throttle import LogThrottle
 from loafer_core.translator import PassThroughTranslator, Translator
 
-__all__ = ["Route", "outcome_from_result", "split_provider_options"]
+__all__ = ["Route", "message_fields", "outcome_from_result", "split_provider_options"]
 
 logger = logging.getLogger("loafer_core.route")
 
 _UNSET: Any = object()
+
+
+def message_fields(
+    route: str, delivery: Delivery, outcome: Outcome | None = None
+) -> dict[str, Any]:
+    """The structured fields (``extra=``) of a log line about one message: ``route``,
+    ``message_id``, ``attempt`` and, when known, ``outcome`` (its kind's name)."""
+    return {
+        "route": route,
+        "message_id": delivery.message_id,
+        "attempt": delivery.attempt,
+        "outcome": outcome.kind.name if outcome is not None else None,
+    }
 
 
 def outcome_from_result(result: Any) -> Outcome:
@@ -266,14 +279,16 @@ class Route:
         attempt = delivery.attempt
         limit = self.max_attempts
         if limit is not None and attempt is not None and attempt > limit:
+            rejected = REJECT(f"max_attempts ({limit}) exceeded: attempt {attempt}")
             logger.warning(
                 "route %r: message %s rejected before handling: attempt %d exceeds max_attempts=%d",
                 self.name,
                 delivery.message_id,
                 attempt,
                 limit,
+                extra=message_fields(self.name, delivery, rejected),
             )
-            return REJECT(f"max_attempts ({limit}) exceeded: attempt {attempt}")
+            return rejected
         try:
             translator = self.translator
             if translator is None:
@@ -337,6 +352,7 @@ class Route:
             except HandlerOverrun:
                 self._log_error(
                     None,
+                    delivery,
                     "route %r: handler timed out after %ss on message %s; it will be retried "
                     "(its thread is still in the call: %d of the route's %d are stuck)",
                     self.name,
@@ -356,6 +372,7 @@ class Route:
                 raise  # the handler's own TimeoutError: an error like any other
             self._log_error(
                 None,
+                delivery,
                 "route %r: handler timed out after %ss on message %s; it will be retried",
                 self.name,
                 self.handler_timeout,
@@ -384,14 +401,16 @@ class Route:
         """Apply max_attempts and the retry policy to a RETRY."""
         limit = self.max_attempts
         if limit is not None and delivery.attempt is not None and delivery.attempt >= limit:
+            rejected = REJECT(f"max_attempts ({limit}) reached")
             logger.warning(
                 "route %r: message %s failed its last attempt (%d of max_attempts=%d): rejected",
                 self.name,
                 delivery.message_id,
                 delivery.attempt,
                 limit,
+                extra=message_fields(self.name, delivery, rejected),
             )
-            return REJECT(f"max_attempts ({limit}) reached")
+            return rejected
         if outcome.delay is None and self._retry is not None:
             return RETRY(self._retry.delay(delivery.attempt))
         if outcome.delay and self._capabilities is not None:
@@ -432,10 +451,12 @@ class Route:
             self._warned.add(case)
             logger.warning(message, *args)
 
-    def _log_error(self, exc: BaseException | None, message: str, *args: Any) -> None:
+    def _log_error(
+        self, exc: BaseException | None, delivery: Delivery, message: str, *args: Any
+    ) -> None:
         """Log an error of a message (with the traceback of ``exc``) at a bounded rate: the
         same error (type and text, or the same line without one) at most once per 30 s,
-        with the count of those held back meanwhile."""
+        with the count of those held back meanwhile. Its outcome is RETRY."""
         key = (message,) if exc is None else (message, type(exc), str(exc)[:200])
         held = self._errors.admit(key)
         if held is None:
@@ -443,7 +464,9 @@ class Route:
         if held:
             message += " (%d more like it not logged since the last time)"
             args = (*args, held)
-        logger.error(message, *args, exc_info=exc)
+        logger.error(
+            message, *args, exc_info=exc, extra=message_fields(self.name, delivery, RETRY())
+        )
 
     def _count_error(self, exc: BaseException) -> None:
         self.message_errors += 1
@@ -455,6 +478,7 @@ class Route:
         if self._error_call is None:
             self._log_error(
                 exc,
+                delivery,
                 "route %r: error handling message %s (attempt %s); it will be retried",
                 self.name,
                 delivery.message_id,
@@ -477,6 +501,7 @@ class Route:
             self._count_error(failure)
             self._log_error(
                 failure,
+                delivery,
                 "route %r: the error handler failed on message %s; it will be retried",
                 self.name,
                 delivery.message_id,

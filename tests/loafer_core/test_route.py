@@ -541,3 +541,22 @@ async def test_a_falsy_result_other_than_false_retries_and_says_so_once(
     said = [r.getMessage() for r in caplog.records if "falsy" in r.getMessage()]
     assert len(said) == 1
     assert "returned ''" in said[0] and "RETRIED" in said[0]
+
+
+async def test_log_lines_about_a_message_carry_its_fields(
+    provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(content: Any, metadata: Any) -> bool:
+        raise ValueError("nope")
+
+    route = Route(provider, handler, name="orders", max_attempts=2)
+    with caplog.at_level(logging.WARNING, logger="loafer_core.route"):
+        await route.process(delivery(attempt=1))
+        await route.process(delivery(attempt=2))
+    fields = [
+        (r.route, r.message_id, r.attempt, r.outcome)  # type: ignore[attr-defined]
+        for r in caplog.records
+    ]
+    # the first error (the second, the same, is held back by the rate limit), then the
+    # rejection of the last attempt
+    assert fields == [("orders", "m-1", 1, "RETRY"), ("orders", "m-1", 2, "REJECT")]
