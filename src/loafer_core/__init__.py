@@ -10,6 +10,7 @@ Importing this package imports no broker library: plugins are found through the
 from loafer_core.errors import (
     ConfigurationError,
     DeleteMessage,
+    InvalidMessage,
     LoaferError,
     LoaferException,
     ProviderError,
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigurationError",
     "DeleteMessage",
     "Delivery",
+    "InvalidMessage",
     "JSONTranslator",
     "LoaferError",
     "LoaferException",

@@ -8,7 +8,9 @@
     │                               retries with backoff (plugins translate their library's
     │                               errors into this at the edge)
     ├── TranslationError            a translator could not produce content (also a ValueError,
-    │                               as Loafer 2.x raised ValueError); goes to the error handler
+    │   │                           as Loafer 2.x raised ValueError); goes to the error handler
+    │   └── InvalidMessage          content is not the type a typed handler declares; without
+    │                               an error handler the message is REJECTED with why
     └── MessageSignal               raised by a handler to choose the outcome of its delivery
         ├── DeleteMessage           -> ACCEPT (Loafer's meaning: remove the message)
         ├── RejectMessage(reason)   -> REJECT (poison: dead-letter, never redeliver)
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigurationError",
     "DeleteMessage",
+    "InvalidMessage",
     "LoaferError",
     "LoaferException",
     "MessageSignal",
@@ -62,6 +65,15 @@ class ProviderError(LoaferError):
 
 class TranslationError(LoaferError, ValueError):
     """A translator could not turn a raw message into content (e.g. empty content)."""
+
+
+class InvalidMessage(TranslationError):
+    """The content does not validate as the type the handler's first parameter declares
+    (a pydantic model, a dataclass, a TypedDict, a msgspec Struct).
+
+    Retrying cannot help: without an error handler the message is REJECTED with this
+    error's text as the reason; an error handler decides otherwise if it wants.
+    """
 
 
 class MessageSignal(LoaferError):

@@ -25,7 +25,12 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
+from loafer_core.errors import (
+    ConfigurationError,
+    InvalidMessage,
+    MessageSignal,
+    TranslationError,
+)
 from loafer_core.handler import (
     HandlerOverrun,
     InThreads,
@@ -40,6 +45,7 @@ from loafer_core.policy import DEFAULT_RETRY, RetryPolicy
 from loafer_core.provider import Capabilities, Delivery, Provider, Support
 from loafer_core.throttle import LogThrottle
 from loafer_core.translator import PassThroughTranslator, Translator
+from loafer_core.typed import content_converter
 
 __all__ = ["Route", "message_fields", "outcome_from_result", "split_provider_options"]
 
@@ -135,6 +141,12 @@ class Route:
         self.provider = provider
         self._call, self._stop, handler_name = adapt_handler(handler)
         self.handler = handler
+        # a typed handler (first parameter a model, dataclass, TypedDict, Struct): its
+        # content is validated into that type (see loafer_core.typed)
+        handle = getattr(handler, "handle", None)
+        self._convert = content_converter(
+            handle if callable(handle) and not inspect.isfunction(handler) else handler
+        )
 
         if translator is not _UNSET and message_translator is not _UNSET:
             raise ConfigurationError(
@@ -296,6 +308,8 @@ class Route:
                 metadata: Mapping[str, Any] = delivery.metadata
             else:
                 content, metadata = self._translate(translator, delivery)
+            if self._convert is not None:
+                content = self._convert(content)
             if self.handler_timeout is None:  # no asyncio.timeout: it is costly per message
                 result = await self._call(content, metadata)
                 if not (result is True or result is None or isinstance(result, bool | Outcome)):
@@ -468,6 +482,20 @@ class Route:
             message, *args, exc_info=exc, extra=message_fields(self.name, delivery, RETRY())
         )
 
+    def _log_invalid(self, exc: BaseException, delivery: Delivery, rejected: Outcome) -> None:
+        """An invalid message rejected by default: a warning, at the errors' bounded rate."""
+        held = self._errors.admit(("invalid", type(exc), str(exc)[:200]))
+        if held is None:
+            return
+        logger.warning(
+            "route %r: message %s rejected: %s%s",
+            self.name,
+            delivery.message_id,
+            exc,
+            f" ({held} more like it not logged since the last time)" if held else "",
+            extra=message_fields(self.name, delivery, rejected),
+        )
+
     def _count_error(self, exc: BaseException) -> None:
         self.message_errors += 1
         self.last_message_error = f"{type(exc).__name__}: {str(exc)[:500]}"
@@ -476,6 +504,10 @@ class Route:
         delivery.error = exc
         self._count_error(exc)
         if self._error_call is None:
+            if isinstance(exc, InvalidMessage):  # retrying cannot make it valid
+                rejected = REJECT(str(exc))
+                self._log_invalid(exc, delivery, rejected)
+                return rejected
             self._log_error(
                 exc,
                 delivery,

@@ -1,0 +1,204 @@
+"""Typed handlers: content decoded and validated into the type a handler declares.
+
+A handler whose first parameter is annotated with a pydantic model, a dataclass, a
+``TypedDict`` or a msgspec ``Struct`` gets its content as an instance of that type::
+
+    class Order(pydantic.BaseModel):
+        id: int
+        total: float
+
+    async def on_order(order: Order, metadata): ...
+
+Content that is a ``str``/``bytes`` (no JSON translator) is parsed as JSON first. Content
+that does not validate raises :class:`~loafer_core.errors.InvalidMessage`: without an
+error handler the message is REJECTED with the validation error as the reason, never
+retried. Any other annotation (``dict``, ``Any``, none) leaves the content as it is.
+
+None of pydantic and msgspec is a dependency: a type from one of them is validated with
+it (it is installed, since the type was defined); dataclasses and ``TypedDict`` are
+validated with pydantic when it is installed, else by a plain check (the keys, the
+constructor's arguments).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import json
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any, is_typeddict
+
+from loafer_core.errors import InvalidMessage
+
+__all__ = ["content_converter", "declared_type"]
+
+Converter = Callable[[Any], Any]
+
+
+def declared_type(fn: Any) -> Any:
+    """The annotation of ``fn``'s first parameter (``None`` without one)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    params = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not params or params[0].annotation is inspect.Parameter.empty:
+        return None
+    annotation = params[0].annotation
+    if isinstance(annotation, str):  # `from __future__ import annotations`
+        target = getattr(fn, "__func__", fn)
+        try:
+            hints = typing.get_type_hints(target)
+        except Exception:
+            hints = {}
+        annotation = hints.get(params[0].name)
+        if annotation is None and hasattr(fn, "__call__"):  # noqa: B004 - a callable object
+            try:
+                annotation = typing.get_type_hints(type(fn).__call__).get(params[0].name)
+            except Exception:
+                annotation = None
+    return annotation
+
+
+def content_converter(fn: Any) -> Converter | None:
+    """A function turning content into what ``fn``'s first parameter declares, or None
+    when it declares nothing we validate."""
+    kind = declared_type(fn)
+    if not isinstance(kind, type):
+        return None
+    if _is_pydantic_model(kind):
+        return _pydantic_model(kind)
+    if _is_msgspec_struct(kind):
+        return _msgspec_struct(kind)
+    if dataclasses.is_dataclass(kind) or _is_typeddict(kind):
+        if "pydantic" in sys.modules or importlib.util.find_spec("pydantic") is not None:
+            try:
+                return _pydantic_adapter(kind)
+            except Exception:  # pydantic refuses it (typing.TypedDict before Python 3.12)
+                pass
+        return _plain_dataclass(kind) if dataclasses.is_dataclass(kind) else _plain_typeddict(kind)
+    return None
+
+
+def _is_typeddict(kind: type) -> bool:
+    extensions = sys.modules.get("typing_extensions")
+    return is_typeddict(kind) or bool(extensions and extensions.is_typeddict(kind))
+
+
+def _is_pydantic_model(kind: type) -> bool:
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and issubclass(kind, pydantic.BaseModel)
+
+
+def _is_msgspec_struct(kind: type) -> bool:
+    msgspec = sys.modules.get("msgspec")
+    return msgspec is not None and issubclass(kind, msgspec.Struct)
+
+
+def _invalid(kind: type, detail: str) -> InvalidMessage:
+    return InvalidMessage(f"content is not a valid {kind.__name__}: {detail}")
+
+
+def _pydantic_errors(error: Any) -> str:
+    parts = []
+    for item in error.errors()[:10]:
+        where = ".".join(str(x) for x in item.get("loc", ())) or "(content)"
+        parts.append(f"{where}: {item.get('msg')}")
+    return "; ".join(parts)
+
+
+def _pydantic_model(kind: Any) -> Converter:
+    import pydantic
+
+    def convert(content: Any) -> Any:
+        try:
+            if isinstance(content, str | bytes | bytearray):
+                return kind.model_validate_json(content)
+            return kind.model_validate(content)
+        except pydantic.ValidationError as exc:
+            raise _invalid(kind, _pydantic_errors(exc)) from None
+
+    return convert
+
+
+def _pydantic_adapter(kind: Any) -> Converter:
+    import pydantic
+
+    adapter = pydantic.TypeAdapter(kind)
+
+    def convert(content: Any) -> Any:
+        try:
+            if isinstance(content, str | bytes | bytearray):
+                return adapter.validate_json(content)
+            return adapter.validate_python(content)
+        except pydantic.ValidationError as exc:
+            raise _invalid(kind, _pydantic_errors(exc)) from None
+
+    return convert
+
+
+def _msgspec_struct(kind: Any) -> Converter:
+    import msgspec  # type: ignore[import-not-found, unused-ignore]
+
+    def convert(content: Any) -> Any:
+        try:
+            if isinstance(content, str | bytes | bytearray):
+                return msgspec.json.decode(content, type=kind)
+            return msgspec.convert(content, type=kind)
+        except msgspec.ValidationError as exc:
+            raise _invalid(kind, str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise _invalid(kind, f"not JSON: {exc}") from None
+
+    return convert
+
+
+def _mapping(kind: type, content: Any) -> dict[str, Any]:
+    if isinstance(content, str | bytes | bytearray):
+        try:
+            content = json.loads(content)
+        except (ValueError, RecursionError) as exc:
+            raise _invalid(kind, f"not JSON: {exc}") from None
+    if not isinstance(content, dict):
+        raise _invalid(kind, f"expected an object, got {type(content).__name__}")
+    return content
+
+
+def _plain_dataclass(kind: Any) -> Converter:
+    def convert(content: Any) -> Any:
+        try:
+            return kind(**_mapping(kind, content))
+        except TypeError as exc:
+            raise _invalid(kind, str(exc)) from None
+
+    return convert
+
+
+def _plain_typeddict(kind: Any) -> Converter:
+    required = set(getattr(kind, "__required_keys__", ()))
+    known = set(typing.get_type_hints(kind))
+
+    def convert(content: Any) -> Any:
+        mapping = _mapping(kind, content)
+        missing = sorted(required - mapping.keys())
+        unknown = sorted(mapping.keys() - known)
+        if missing or unknown:
+            detail = ", ".join(
+                part
+                for part in (
+                    f"missing {missing}" if missing else "",
+                    f"unknown {unknown}" if unknown else "",
+                )
+                if part
+            )
+            raise _invalid(kind, detail)
+        return mapping
+
+    return convert
