@@ -14,12 +14,13 @@ import subprocess
 import termios
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from loafer_cli.live import COLUMNS, RateMeter, route_row, status_table
+from loafer_cli.live import COLUMNS, RateMeter, route_row, status_table, wanted
 from loafer_core.status import RouteState, RouteStatus
 from tests.loafer_cli.runner import SCRIPT, Service
 
@@ -103,21 +104,25 @@ class Terminal:
         self.output += chunk
         return bool(chunk)
 
-    def wait_for(self, found: object, what: str, timeout: float = 30) -> None:
+    def wait_for(self, found: Callable[[list[str]], bool], what: str, timeout: float = 30) -> None:
         """Read until ``found(lines)`` is true (at most ``timeout`` seconds)."""
         deadline = time.monotonic() + timeout
-        while not found(_lines(self.output)):  # type: ignore[operator]
+        while not found(_lines(self.output)):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self._read(min(remaining, 1.0)):
                 raise AssertionError(f"{what} not seen:\n" + "\n".join(_lines(self.output)))
 
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM; read the rest of the output; the exit code."""
-        self.process.send_signal(signal.SIGTERM)
+    def wait(self, timeout: float = 30) -> int:
+        """Read the rest of the output (at most ``timeout`` seconds); the exit code."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self._read(deadline - time.monotonic()):
             pass
         return self.process.wait(max(deadline - time.monotonic(), 1))
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM; read the rest of the output; the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -162,6 +167,31 @@ def test_on_a_terminal_run_draws_the_table_under_the_log_lines(tmp_path: Path) -
 
 
 @pytest.mark.memory
+def test_a_fatal_error_leaves_the_failed_row_then_the_error_line(tmp_path: Path) -> None:
+    (tmp_path / "gone.py").write_text(
+        textwrap.dedent(
+            """
+            from loafer_core import Route
+            from loafer_core.memory import MemoryBroker, MemoryProvider
+
+            routes = [Route(MemoryProvider(MemoryBroker(), "missing"), print, name="orders")]
+            """
+        )
+    )
+    terminal = Terminal(["gone:routes"], tmp_path)
+    try:
+        rc = terminal.wait()
+    finally:
+        terminal.close()
+    assert rc == 78, terminal.output.decode()
+    lines = _lines(terminal.output)
+    row = _orders_rows(lines)[-1]
+    assert row[1] == "failed"
+    assert row[10].startswith("ConfigurationError: ")
+    assert lines[-1].startswith("loafer: error: ")
+
+
+@pytest.mark.memory
 @pytest.mark.parametrize("option", [["--no-live"], ["--log-format", "json"]])
 def test_no_table_with_no_live_or_json_logs_even_on_a_terminal(
     tmp_path: Path, option: list[str]
@@ -191,6 +221,29 @@ def test_piped_run_logs_plain_lines_only(tmp_path: Path) -> None:
         service.kill()
     assert not any("│" in line or "┃" in line or "\x1b" in line for line in service.lines)
     assert service.lines[-1].endswith("INFO loafer_cli: drained; exiting")
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_wanted_on_a_terminal_with_plain_logs_outside_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LOAFER_WORKER", raising=False)
+    monkeypatch.setattr("sys.stderr", _Stream(True))
+    assert wanted(log_format="plain", no_live=False)
+    assert not wanted(log_format="plain", no_live=True)
+    assert not wanted(log_format="json", no_live=False)
+    monkeypatch.setenv("LOAFER_WORKER", "0")
+    assert not wanted(log_format="plain", no_live=False)
+    monkeypatch.delenv("LOAFER_WORKER")
+    monkeypatch.setattr("sys.stderr", _Stream(False))
+    assert not wanted(log_format="plain", no_live=False)
 
 
 def _render(status: RouteStatus, rate: float | None) -> list[str]:
