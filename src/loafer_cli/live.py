@@ -70,12 +70,14 @@ _STYLES = {
 
 
 def wanted(*, log_format: str, no_live: bool) -> bool:
-    """Whether ``loafer run`` shows the view: stderr is a terminal, the logs are plain
-    lines, ``--no-live`` was not given, and this is not one of ``--workers``' processes
-    (they share the terminal)."""
+    """Whether ``loafer run`` shows the view: stderr is a terminal (not a dumb one), the
+    logs are plain lines, ``--no-live`` was not given, and this is not one of
+    ``--workers``' processes (they share the terminal)."""
     import os
 
     if no_live or log_format != "plain" or "LOAFER_WORKER" in os.environ:
+        return False
+    if os.environ.get("TERM") == "dumb":  # no cursor movement: the table cannot be redrawn
         return False
     return sys.stderr.isatty()
 

@@ -235,8 +235,12 @@ def test_wanted_on_a_terminal_with_plain_logs_outside_workers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("LOAFER_WORKER", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
     monkeypatch.setattr("sys.stderr", _Stream(True))
     assert wanted(log_format="plain", no_live=False)
+    monkeypatch.setenv("TERM", "dumb")
+    assert not wanted(log_format="plain", no_live=False)
+    monkeypatch.setenv("TERM", "xterm")
     assert not wanted(log_format="plain", no_live=True)
     assert not wanted(log_format="json", no_live=False)
     monkeypatch.setenv("LOAFER_WORKER", "0")
