@@ -196,6 +196,7 @@ class _RunOptions:
     health_port: int | None
     health_host: str | None
     status_interval: float | None
+    no_live: bool = False
 
     def command(self) -> list[str]:
         """``loafer run`` with these options (no --reload, no --workers)."""
@@ -211,6 +212,8 @@ class _RunOptions:
         ):
             if value is not None:
                 args += [flag, str(value)]
+        if self.no_live:
+            args.append("--no-live")
         return [sys.executable, "-c", "from loafer_cli.app import main; main()", *args]
 
 
@@ -340,6 +343,7 @@ def run(
         health_port,
         health_host,
         status_interval,
+        no_live,
     )
     with _config_errors():
         if reload:

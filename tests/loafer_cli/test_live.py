@@ -192,7 +192,9 @@ def test_a_fatal_error_leaves_the_failed_row_then_the_error_line(tmp_path: Path)
 
 
 @pytest.mark.memory
-@pytest.mark.parametrize("option", [["--no-live"], ["--log-format", "json"]])
+@pytest.mark.parametrize(
+    "option", [["--no-live"], ["--log-format", "json"], ["--reload", "--no-live"]]
+)
 def test_no_table_with_no_live_or_json_logs_even_on_a_terminal(
     tmp_path: Path, option: list[str]
 ) -> None:
