@@ -148,9 +148,13 @@ def run_target(
     health_port: int | None = None,
     health_host: str | None = None,
     status_interval: float | None = None,
+    live: bool = False,
 ) -> None:
     """Build the Manager and run it until SIGINT/SIGTERM (returns after a clean drain;
-    raises ConfigurationError on a fatal configuration error)."""
+    raises ConfigurationError on a fatal configuration error); with ``live``, under the
+    live table of :mod:`loafer_cli.live`."""
+    from loafer_cli.live import live_view
+
     manager = build_manager(
         target,
         config_file,
@@ -160,7 +164,8 @@ def run_target(
         status_interval=status_interval,
     )
     logger.info("running %d route(s): %s", len(manager.routes), [r.name for r in manager.routes])
-    manager.run()
+    with live_view(manager, enabled=live):
+        manager.run()
     logger.info("drained; exiting")
 
 
@@ -191,6 +196,7 @@ class _RunOptions:
     health_port: int | None
     health_host: str | None
     status_interval: float | None
+    no_live: bool = False
 
     def command(self) -> list[str]:
         """``loafer run`` with these options (no --reload, no --workers)."""
@@ -206,6 +212,8 @@ class _RunOptions:
         ):
             if value is not None:
                 args += [flag, str(value)]
+        if self.no_live:
+            args.append("--no-live")
         return [sys.executable, "-c", "from loafer_cli.app import main; main()", *args]
 
 
@@ -316,8 +324,13 @@ def run(
             show_default=False,
         ),
     ] = None,
+    no_live: Annotated[
+        bool,
+        typer.Option("--no-live", help="No live table of the routes, even on a terminal."),
+    ] = False,
 ) -> None:
     """Run routes until SIGINT/SIGTERM, then drain and exit 0."""
+    from loafer_cli.live import wanted
     from loafer_cli.logs import configure_logging
 
     configure_logging(log_level.value, log_format.value)
@@ -330,6 +343,7 @@ def run(
         health_port,
         health_host,
         status_interval,
+        no_live,
     )
     with _config_errors():
         if reload:
@@ -349,6 +363,7 @@ def run(
                 health_port=health_port,
                 health_host=health_host,
                 status_interval=status_interval,
+                live=wanted(log_format=log_format.value, no_live=no_live),
             )
         except ConfigurationError:
             raise
