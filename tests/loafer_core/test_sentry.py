@@ -213,6 +213,15 @@ def test_called_directly_in_either_shape(sentry: Collected) -> None:
     ]
 
 
+def test_a_scope_captures_too(sentry: Collected) -> None:
+    handler = sentry_handler(sentry_sdk.get_isolation_scope(), True)
+    exc = ValueError("scoped")
+    assert handler(ValueError, exc, "m") == ACCEPT
+    assert [(exception_of(e), e["extra"]["message"]) for e in sentry.events] == [
+        (("ValueError", "scoped"), "m")
+    ]
+
+
 def test_default_outcome_is_retry_without_delay() -> None:
     assert sentry_handler(sentry_sdk).outcome == RETRY()
     assert sentry_handler(sentry_sdk, delete_message=True).outcome.kind is OutcomeKind.ACCEPT
@@ -270,3 +279,45 @@ def test_without_sentry_sdk_the_extra_is_named() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "refused: sentry_handler needs sentry-sdk: pip install 'loafer-core[sentry]'" in out
+
+
+def test_with_sentry_sdks_default_integrations_one_event_per_error() -> None:
+    # a fresh interpreter: the default integrations (logging, threading, ...) patch
+    # libraries for good, which this test process must not keep
+    code = textwrap.dedent(
+        """
+        import asyncio
+        import sentry_sdk
+        from sentry_sdk.transport import Transport
+        from loafer_core import Route
+        from loafer_core.ext.sentry import sentry_handler
+        from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
+        from loafer_core.testing import run_until_idle
+
+        events = []
+        class Collected(Transport):
+            def capture_envelope(self, envelope):
+                if envelope.get_event() is not None:
+                    events.append(envelope.get_event())
+        sentry_sdk.init(transport=Collected(), auto_enabling_integrations=False)
+        assert "logging" in sentry_sdk.get_client().integrations
+        broker = MemoryBroker(history=HISTORY)
+        broker.publish_many("q", [b"a", b"b"])
+        def handler(content, metadata):
+            raise ValueError(content)
+        route = Route(
+            MemoryProvider(broker, "q"), handler, error_handler=sentry_handler(sentry_sdk, True)
+        )
+        report = asyncio.run(run_until_idle(route, timeout=10))
+        print("accepted", len(report.accepted))
+        print("events", sorted(e["extra"]["message"] for e in events))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "accepted 2\nevents ['a', 'b']" in out, out
