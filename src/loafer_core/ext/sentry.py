@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import ACCEPT, RETRY, Outcome
 
-__all__ = ["MESSAGE_LIMIT", "SentryErrorHandler", "sentry_handler"]
+__all__ = ["MESSAGE_LIMIT", "SentryCapture", "SentryErrorHandler", "bounded", "sentry_handler"]
 
 MESSAGE_LIMIT = 4096
 """Characters of each string (or bytes) of the raw message sent to Sentry, by default."""
@@ -58,7 +58,9 @@ class SentryErrorHandler:
         self.outcome = outcome
         self.message_limit = message_limit
 
-    def __call__(self, exc_type_or_info: Any, exc_or_message: Any, message: Any = _MISSING) -> Any:
+    def __call__(
+        self, exc_type_or_info: Any, exc_or_message: Any, message: Any = _MISSING
+    ) -> Outcome:
         if message is _MISSING:  # Loafer 2.x's (exc_info, message)
             exc_info, message = exc_type_or_info, exc_or_message
             exc = exc_info[1]
