@@ -54,6 +54,30 @@ def test_our_plugins_without_their_library_name_the_extra(
     assert "loads: False" in out, out
 
 
+def test_the_sentry_handler_without_sentry_sdk_names_the_extra() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        class Block:
+            def find_spec(self, fullname, path=None, target=None):
+                if fullname.split(".")[0] == "sentry_sdk":
+                    raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+                return None
+        sys.meta_path.insert(0, Block())
+        from loafer_core import ConfigurationError
+        from loafer_core.ext.sentry import sentry_handler
+        try:
+            sentry_handler()
+        except ConfigurationError as exc:
+            print("refused:", exc)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "refused: sentry_handler needs sentry-sdk: pip install 'loafer-core[sentry]'" in out
+
+
 def test_unknown_name_lists_installed() -> None:
     with pytest.raises(ConfigurationError, match=r"no provider named 'kafka'.*installed: .*memory"):
         load_provider("kafka")
@@ -115,7 +139,7 @@ def test_import_and_memory_route_import_no_broker_library() -> None:
         assert broker.is_idle("q")
         banned = ("aiobotocore", "botocore", "proton", "aio_pika", "aiormq",
                   "loafer_sqs", "loafer_amqp", "loafer_rabbit",
-                  "typer", "rich", "click", "pydantic", "loafer_cli")
+                  "typer", "rich", "click", "pydantic", "loafer_cli", "sentry_sdk")
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)
         print("LOADED", loaded)
         """

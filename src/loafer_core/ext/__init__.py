@@ -1,0 +1,6 @@
+"""Optional integrations, each needing an extra; ``import loafer_core`` imports none of
+them, nor their libraries.
+
+- :mod:`loafer_core.ext.sentry`: an error handler reporting to Sentry (extra ``sentry``),
+  the successor of Loafer 2.x's ``loafer.ext.sentry``.
+"""
