@@ -19,7 +19,7 @@ PLUGINS = ("rabbit", "amqp", "sqs")
 @nox.session(python="3.11")
 def tests_core(session: nox.Session) -> None:
     """Core tests with no broker library installed: proves core never needs one."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,sentry]")
     session.run(
         "python",
         "-c",
