@@ -33,6 +33,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pydantic
+
 from loafer_core import JSONTranslator, Manager, Route
 from loafer_core.memory import MemoryBroker, MemoryProvider
 
@@ -431,18 +433,20 @@ def middleware_part(n: int, c: int, r: int) -> None:
     )
 
 
+class Order(pydantic.BaseModel):
+    """The typed part's model: five fields."""
+
+    id: int
+    name: str
+    tags: list[str]
+    ok: bool
+    total: float
+
+
 def typed_part(n: int, c: int, r: int) -> None:
     """A handler typed with a pydantic model of 5 fields against the plain JSON route."""
-    import pydantic
 
-    class Order(pydantic.BaseModel):
-        id: int
-        name: str
-        tags: list[str]
-        ok: bool
-        total: float
-
-    async def typed(order: Order, metadata: Any) -> bool:
+    async def typed(order: Order, metadata: Any) -> bool:  # Order: module level, to resolve
         return True
 
     bodies = [b'{"id": 12345, "name": "loafer", "tags": ["a", "b"], "ok": true, "total": 9.5}'] * n

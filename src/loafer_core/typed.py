@@ -26,6 +26,7 @@ import dataclasses
 import importlib.util
 import inspect
 import json
+import logging
 import sys
 import typing
 from collections.abc import Callable
@@ -36,6 +37,8 @@ from loafer_core.errors import InvalidMessage
 __all__ = ["content_converter", "declared_type"]
 
 Converter = Callable[[Any], Any]
+
+logger = logging.getLogger("loafer_core.typed")
 
 
 def declared_type(fn: Any) -> Any:
@@ -58,12 +61,21 @@ def declared_type(fn: Any) -> Any:
             hints = typing.get_type_hints(target)
         except Exception:
             hints = {}
-        annotation = hints.get(params[0].name)
-        if annotation is None and hasattr(fn, "__call__"):  # noqa: B004 - a callable object
+        resolved = hints.get(params[0].name)
+        if resolved is None and hasattr(fn, "__call__"):  # noqa: B004 - a callable object
             try:
-                annotation = typing.get_type_hints(type(fn).__call__).get(params[0].name)
+                resolved = typing.get_type_hints(type(fn).__call__).get(params[0].name)
             except Exception:
-                annotation = None
+                resolved = None
+        if resolved is None:
+            logger.warning(
+                "%s: the annotation %r of its first parameter cannot be resolved (a class "
+                "defined inside a function, or imported only under TYPE_CHECKING, with "
+                "`from __future__ import annotations`?): its content is not validated",
+                getattr(fn, "__qualname__", fn),
+                annotation,
+            )
+        annotation = resolved
     return annotation
 
 

@@ -170,3 +170,14 @@ async def test_a_typing_extensions_typeddict_is_validated_with_pydantic() -> Non
     report = await run_until_idle(route, timeout=10)
     assert got == [{"text": "a"}]
     assert "text: Input should be a valid string" in (report.rejected[0].outcome.reason or "")
+
+
+def test_an_annotation_that_cannot_be_resolved_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    class Local(pydantic.BaseModel):  # inside a function, under postponed annotations
+        x: int
+
+    async def handler(content: Local, metadata: Any) -> None:
+        return None
+
+    assert content_converter(handler) is None
+    assert "cannot be resolved" in caplog.text and "'Local'" in caplog.text
