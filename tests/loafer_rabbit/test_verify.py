@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from typing import Any
 
+import aio_pika
 import pytest
 
 from loafer_core.errors import ConfigurationError, ProviderError
@@ -96,6 +99,45 @@ async def test_settings_that_differ_from_what_start_declares_are_a_configuration
     with pytest.raises(ConfigurationError, match=f"retry queue '{retry}'"):
         async with asyncio.timeout(15):
             await provider.verify()
+
+
+async def test_what_start_declared_verifies_and_keeps_its_messages(
+    admin: RabbitAdmin, rabbit_url: str
+) -> None:
+    """Everything start declares exists with start's settings: verify accepts it as is."""
+    queue = unique("declared")
+    options: dict[str, Any] = {
+        "url": rabbit_url,
+        "declare": True,
+        "dead_letter": True,
+        "retry_tiers": False,
+        "queue_type": "quorum",
+    }
+    started = RabbitProvider(queue, **options)
+    admin.track(
+        queue,
+        started.retry_queue,
+        started.dead_letter_queue,
+        exchanges=(started.dead_letter_exchange,),
+    )
+    async with asyncio.timeout(15):
+        await started.start(1)
+    await started.close()
+    await admin.put_many(queue, [b"a", b"b"])
+    async with asyncio.timeout(15):
+        await RabbitProvider(queue, **options).verify()
+    messages = await admin.drain(queue)
+    assert [m.body for m in messages] == [b"a", b"b"]
+    assert not any(m.redelivered for m in messages)
+
+    fanout = unique("fanout")  # a dead-letter exchange of another type than start's
+    await admin.channel.declare_exchange(fanout, aio_pika.ExchangeType.FANOUT, durable=True)
+    admin.track(exchanges=(fanout,))
+    other_dlx = RabbitProvider(queue, **{**options, "dead_letter_exchange": fanout})
+    with pytest.raises(ConfigurationError, match=re.escape(f"exchange {fanout!r} on")) as caught:
+        async with asyncio.timeout(15):
+            await other_dlx.verify()
+    assert "exists with different settings" in str(caught.value)
 
 
 async def test_refused_credentials_are_a_configuration_error(
