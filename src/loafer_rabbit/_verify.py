@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -48,7 +48,6 @@ class Entity:
     passive: Declare
     declare: Declare | None = None
     required: bool = True
-    arguments: Mapping[str, Any] = field(default_factory=dict)
 
 
 async def _on_channel(connection: aio_pika.abc.AbstractConnection, step: Declare) -> None:
