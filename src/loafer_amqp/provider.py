@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import re
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -21,26 +20,20 @@ from proton.reactor import AtLeastOnce, Container
 from loafer_amqp._bridge import ConnectionSettings, ReactorClient, Timer, logger
 from loafer_amqp._convert import body_of, message_metadata
 from loafer_amqp._credit import CreditGate
+from loafer_amqp._peer import RABBITMQ_MODIFIED_SINCE, peer_outcome
+from loafer_amqp._verify import verify_address
 from loafer_amqp.translator import AMQPTranslator
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import RELEASE, Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Support
 
-__all__ = ["AMQPProvider", "BrokerProfile"]
+__all__ = ["RABBITMQ_MODIFIED_SINCE", "AMQPProvider", "BrokerProfile"]
 
 BrokerProfile = Literal["auto", "rabbitmq", "generic"]
 _PROFILES = ("auto", "rabbitmq", "generic")
 
-#: RabbitMQ's AMQP 1.0 plugin accepts the `modified` outcome from this version on.
-RABBITMQ_MODIFIED_SINCE = (3, 10, 11)
-
 #: Longest reason text sent in a `rejected` outcome's error condition.
 MAX_REASON = 1024
-
-
-def _version(text: Any) -> tuple[int, ...]:
-    numbers = re.findall(r"\d+", str(text or ""))[:3]
-    return tuple(int(n) for n in numbers)
 
 
 class _Token:
@@ -87,20 +80,8 @@ class _ReceiverClient(ReactorClient):
     # -- connection hooks (reactor thread)
 
     def check_peer(self, properties: dict[str, Any]) -> LoaferError | None:
-        product = str(properties.get("product") or "")
-        version = _version(properties.get("version"))
-        if product == "RabbitMQ":
-            modified_ok = version >= RABBITMQ_MODIFIED_SINCE
-            self.use_modified = modified_ok  # never `modified` to a RabbitMQ that dies of it
-            if self.profile == "generic" and not modified_ok:
-                return ConfigurationError(
-                    f"broker is RabbitMQ {properties.get('version')}, which ends the whole "
-                    "session on the `modified` outcome (fixed in 3.10.11): use broker='rabbitmq'"
-                )
-        elif self.profile != "generic":
-            # Unknown broker under "auto": `released` is the outcome every broker takes.
-            self.use_modified = False
-        return None
+        self.use_modified, error = peer_outcome(self.profile, properties)
+        return error
 
     def open_links(self, container: Container, session: Any) -> None:
         self._receiver = container.create_receiver(
@@ -422,6 +403,26 @@ class AMQPProvider:
         thread (a statistic; 0 unless the broker breaks the credit bound: see the docs)."""
         client = self._client
         return client.credit_gate.beyond_credit if client is not None else 0
+
+    async def verify(self) -> None:
+        """Check the address as ``start`` would, receiving nothing.
+
+        A connection of its own: it opens (credentials, the broker's properties checked
+        against ``broker``), attaches a receiver link to the address with no credit (so
+        the broker refuses an unknown address and sends nothing), then detaches and
+        closes; its reactor thread has ended when this returns, also when cancelled.
+        ConfigurationError for a refused address or login, ProviderError when the broker
+        cannot be reached within ``connect_timeout``. On RabbitMQ, ``/queue/NAME``
+        declares a missing queue on attach, as ``start`` would; ``/amq/queue/NAME``
+        declares nothing.
+        """
+        await verify_address(
+            self._settings,
+            self.address,
+            check_peer=lambda properties: peer_outcome(self.broker, properties)[1],
+            connect_timeout=self._connect_timeout,
+            close_timeout=self._close_timeout,
+        )
 
     async def start(self, capacity: int) -> None:
         """Connect, attach the receiver and grant ``capacity`` credit.

@@ -1,16 +1,19 @@
-"""``loafer check``: start every route's provider (connect, check the queue, read its
-settings), run the capability checks, consume nothing, close."""
+"""``loafer check``: verify every route's provider (connect, check the queue, read its
+settings, disconnect: :class:`~loafer_core.provider.Verifiable`; a provider without
+``verify`` is started and closed), run the capability checks, consume nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from rich.table import Table
 
 from loafer_core.errors import ConfigurationError
-from loafer_core.provider import LeaseExtender, Support
+from loafer_core.provider import LeaseExtender, Support, Verifiable
 from loafer_core.route import Route
 
 __all__ = ["RouteCheck", "check_route", "check_routes", "results_table"]
@@ -63,33 +66,49 @@ def lease_problem(route: Route) -> str | None:
 
 
 async def check_route(route: Route, timeout: float) -> RouteCheck:
-    """Start the route's provider under ``timeout``, check capabilities and leases, close."""
+    """Verify the route's provider under ``timeout`` (without ``verify``: start it under
+    ``timeout``, then close it under ``timeout``), then check capabilities and leases."""
     provider = route.provider
     problems: list[str] = []
+    if isinstance(provider, Verifiable):
+        if await _bounded(provider.verify(), timeout, problems, "verify"):
+            problems.extend(_needs(route))
+    else:
+        if await _bounded(provider.start(route.max_concurrency), timeout, problems, "start"):
+            problems.extend(_needs(route))  # while started: what it read is known
+        await _bounded(provider.close(), timeout, problems, "close")
+    return RouteCheck(route.name, _describe(route), tuple(problems))
+
+
+def _needs(route: Route) -> list[str]:
+    """The route's needs the provider's capabilities (and lease) do not meet."""
+    problems: list[str] = []
+    try:
+        route.check_capabilities(route.provider.capabilities)
+    except ConfigurationError as exc:
+        problems.append(str(exc))
+    lease = lease_problem(route)
+    if lease is not None:
+        problems.append(lease)
+    return problems
+
+
+async def _bounded(
+    step: Coroutine[Any, Any, None], timeout: float, problems: list[str], what: str
+) -> bool:
+    """Run ``step`` under ``timeout``; on failure add its problem and return False."""
     try:
         async with asyncio.timeout(timeout):
-            await provider.start(route.max_concurrency)
+            await step
     except TimeoutError:
-        problems.append(f"the provider did not start within {timeout:g}s")
+        problems.append(f"the provider did not {what} within {timeout:g}s")
     except ConfigurationError as exc:
         problems.append(str(exc))
     except Exception as exc:
-        problems.append(f"the provider failed to start: {type(exc).__name__}: {exc}")
+        problems.append(f"the provider failed to {what}: {type(exc).__name__}: {exc}")
     else:
-        try:
-            route.check_capabilities(provider.capabilities)
-        except ConfigurationError as exc:
-            problems.append(str(exc))
-        lease = lease_problem(route)
-        if lease is not None:
-            problems.append(lease)
-    finally:
-        try:
-            async with asyncio.timeout(timeout):
-                await provider.close()
-        except Exception as exc:
-            problems.append(f"closing the provider failed: {type(exc).__name__}: {exc}")
-    return RouteCheck(route.name, _describe(route), tuple(problems))
+        return True
+    return False
 
 
 async def check_routes(routes: list[Route], timeout: float) -> list[RouteCheck]:

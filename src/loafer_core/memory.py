@@ -496,6 +496,11 @@ class MemoryProvider:
         self.broker._queue(self.queue)
         self._closed = False
 
+    async def verify(self) -> None:
+        """Check the queue exists in the broker (ConfigurationError naming it if not);
+        takes nothing. See :class:`~loafer_core.provider.Verifiable`."""
+        self.broker._queue(self.queue)
+
     async def fetch(self, max_messages: int) -> Sequence[Delivery]:
         """Take up to ``max_messages``, waiting up to ``wait`` seconds for the first."""
         taken = await self.broker._fetch(self.queue, max_messages, self.wait)

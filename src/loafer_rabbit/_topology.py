@@ -14,7 +14,15 @@ from loafer_core.errors import ConfigurationError, LoaferError
 from loafer_rabbit._url import mask_url, scrub, vhost_of
 from loafer_rabbit.errors import operation_error
 
-__all__ = ["declare_dead_letter", "declare_retry_queue", "declare_work_queue", "topology_error"]
+__all__ = [
+    "DEAD_LETTER_ARGUMENTS",
+    "declare_dead_letter",
+    "declare_retry_queue",
+    "declare_work_queue",
+    "retry_queue_arguments",
+    "topology_error",
+    "work_queue_arguments",
+]
 
 
 def topology_error(exc: BaseException, what: str, name: str, url: str) -> LoaferError:
@@ -65,23 +73,49 @@ async def declare_work_queue(
     with _declaring("queue", queue, url):
         if not declare:
             return await channel.declare_queue(queue, passive=True)
-        declared: dict[str, Any] = {"x-queue-type": queue_type}
-        if dead_letter_exchange is not None:
-            declared["x-dead-letter-exchange"] = dead_letter_exchange
-            declared["x-dead-letter-routing-key"] = queue
-        declared.update(arguments)
+        declared = work_queue_arguments(
+            queue,
+            queue_type=queue_type,
+            dead_letter_exchange=dead_letter_exchange,
+            arguments=arguments,
+        )
         return await channel.declare_queue(queue, durable=durable, arguments=declared)
+
+
+def work_queue_arguments(
+    queue: str,
+    *,
+    queue_type: str,
+    dead_letter_exchange: str | None,
+    arguments: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The arguments a declared work queue gets."""
+    declared: dict[str, Any] = {"x-queue-type": queue_type}
+    if dead_letter_exchange is not None:
+        declared["x-dead-letter-exchange"] = dead_letter_exchange
+        declared["x-dead-letter-routing-key"] = queue
+    declared.update(arguments)
+    return declared
+
+
+def retry_queue_arguments(work_queue: str) -> dict[str, Any]:
+    """A retry queue's arguments: expired messages are dead-lettered back to ``work_queue``."""
+    return {
+        "x-queue-type": "classic",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": work_queue,
+    }
+
+
+#: The arguments of the dead-letter queue the provider declares.
+DEAD_LETTER_ARGUMENTS: Mapping[str, Any] = {"x-queue-type": "classic"}
 
 
 async def declare_retry_queue(
     channel: AbstractRobustChannel, name: str, *, work_queue: str, url: str
 ) -> None:
     """Declare a retry queue: expired messages are dead-lettered back to ``work_queue``."""
-    arguments = {
-        "x-queue-type": "classic",
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": work_queue,
-    }
+    arguments = retry_queue_arguments(work_queue)
     with _declaring("retry queue", name, url):
         await channel.declare_queue(name, durable=True, arguments=arguments)
 
@@ -96,6 +130,6 @@ async def declare_dead_letter(
         )
     with _declaring("dead-letter queue", queue, url):
         dlq = await channel.declare_queue(
-            queue, durable=True, arguments={"x-queue-type": "classic"}
+            queue, durable=True, arguments=dict(DEAD_LETTER_ARGUMENTS)
         )
         await dlq.bind(declared, routing_key=routing_key)

@@ -45,8 +45,16 @@ from loafer_core.translator import JSONTranslator
 from loafer_rabbit._acks import AckTracker
 from loafer_rabbit._connection import close_connection, open_connection
 from loafer_rabbit._logs import protect
-from loafer_rabbit._topology import declare_dead_letter, declare_retry_queue, declare_work_queue
+from loafer_rabbit._topology import (
+    DEAD_LETTER_ARGUMENTS,
+    declare_dead_letter,
+    declare_retry_queue,
+    declare_work_queue,
+    retry_queue_arguments,
+    work_queue_arguments,
+)
 from loafer_rabbit._url import check_url
+from loafer_rabbit._verify import Entity, verify_topology
 from loafer_rabbit.errors import connect_error, mask_url, operation_error, scrub, vhost_of
 
 __all__ = [
@@ -116,6 +124,20 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float
             f"RabbitProvider({name}=...): expected a number > 0, got {value!r}"
         )
     return float(value)
+
+
+def _queue_entity(
+    what: str, name: str, arguments: Mapping[str, Any], *, durable: bool = True
+) -> Entity:
+    """A queue ``start`` declares: fine when missing, its settings checked when present."""
+    declared = dict(arguments)
+    return Entity(
+        what,
+        name,
+        passive=lambda ch: ch.declare_queue(name, passive=True),
+        declare=lambda ch: ch.declare_queue(name, durable=durable, arguments=declared),
+        required=False,
+    )
 
 
 class RabbitProvider:
@@ -312,6 +334,66 @@ class RabbitProvider:
             lease_extension=Support.NONE,
             max_retry_delay=MAX_RETRY_DELAY if self._delayed_retry else None,
         )
+
+    # -- verification ---------------------------------------------------------------------
+
+    async def verify(self) -> None:
+        """Check the set-up as ``start`` would, consuming and changing nothing.
+
+        On a short-lived connection: the work queue exists (a passive declare; with
+        ``declare=True`` a missing one is fine), and what ``start`` would declare that
+        exists already has the settings ``start`` declares it with. What ``start`` would
+        create is not created. No consumer, no ``basic.get``: no message is delivered.
+        ConfigurationError for what is wrong (a missing queue, different settings,
+        refused credentials or permissions), ProviderError when RabbitMQ cannot be
+        reached within ``connect_timeout``. Safe to cancel; closes what it opened.
+        """
+        await verify_topology(
+            self._url,
+            self._entities(),
+            timeout=self._connect_timeout,
+            close_timeout=self._close_timeout,
+            connection_name=f"{self._connection_name}:verify",
+            ssl_context=self._ssl_context,
+            options=self._connection_options,
+        )
+
+    def _entities(self) -> list[Entity]:
+        """What ``start`` checks or declares, in the order it does."""
+        entities: list[Entity] = []
+        if self._dead_letter is True:
+            dlx, dlq = self.dead_letter_exchange, self.dead_letter_queue
+            entities.append(
+                Entity(
+                    "dead-letter exchange",
+                    dlx,
+                    passive=lambda ch: ch.declare_exchange(dlx, passive=True),
+                    declare=lambda ch: ch.declare_exchange(
+                        dlx, aio_pika.ExchangeType.DIRECT, durable=True
+                    ),
+                    required=False,
+                )
+            )
+            entities.append(_queue_entity("dead-letter queue", dlq, DEAD_LETTER_ARGUMENTS))
+        queue = self.queue
+        if self._declare:
+            arguments = work_queue_arguments(
+                queue,
+                queue_type=self._queue_type,
+                dead_letter_exchange=(
+                    self.dead_letter_exchange if self._dead_letter is True else None
+                ),
+                arguments=self._queue_arguments,
+            )
+            entities.append(_queue_entity("queue", queue, arguments, durable=self._durable))
+        else:
+            entities.append(
+                Entity("queue", queue, passive=lambda ch: ch.declare_queue(queue, passive=True))
+            )
+        if self._delayed_retry and not self._retry_tiers:
+            retry = retry_queue_arguments(queue)
+            entities.append(_queue_entity("retry queue", self.retry_queue, retry))
+        return entities
 
     # -- start-up -------------------------------------------------------------------------
 

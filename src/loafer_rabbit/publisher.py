@@ -27,6 +27,15 @@ class PublishRejected(ProviderError):
     unroutable message returned because ``mandatory`` was set."""
 
 
+def _returned(exc: aiormq.exceptions.PublishError) -> str:
+    """The broker's words for a returned message: ``"312 NO_ROUTE"``."""
+    frame = exc.frame
+    code = getattr(frame, "reply_code", None)
+    text = getattr(frame, "reply_text", None)
+    words = " ".join(str(part) for part in (code, text) if part)
+    return words or "returned"
+
+
 def _encode(body: Any) -> tuple[bytes, str | None]:
     """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON."""
     if isinstance(body, bytes | bytearray | memoryview):
@@ -287,7 +296,7 @@ class RabbitPublisher:
             raise PublishRejected(
                 f"RabbitMQ returned a message published to exchange {self.exchange!r} with "
                 f"routing key {routing_key!r}: no queue is bound to receive it "
-                f"({getattr(exc, 'reason', exc)})"
+                f"({_returned(exc)})"
             ) from None
         except aiormq.exceptions.DeliveryError as exc:
             raise PublishRejected(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -38,9 +37,10 @@ from loafer_sqs import _closing
 from loafer_sqs._batch import MAX_BATCH, Batcher, Failure, failures_in
 from loafer_sqs._client import ClientOptions, open_client
 from loafer_sqs._dead_letter import Reject, dead_letter_entry
+from loafer_sqs._queue_setup import QueueSetup, read_queue_setup
 from loafer_sqs._secrets import mask
-from loafer_sqs._timeouts import Timeouts
-from loafer_sqs.errors import cause, is_missing_queue, translate_error
+from loafer_sqs._timeouts import CONNECT_TIMEOUT, READ_MARGIN, Timeouts
+from loafer_sqs.errors import is_missing_queue, translate_error
 
 __all__ = ["MAX_VISIBILITY", "SQSProvider"]
 
@@ -128,6 +128,8 @@ class SQSProvider:
     """
 
     default_translator: Any
+    #: The longest :meth:`verify` may take (seconds), connecting and reading included.
+    verify_timeout: float = 20.0
 
     def __init__(
         self,
@@ -212,6 +214,7 @@ class SQSProvider:
         self._lease = 30.0
         self._capacity = 0
         self._started = False
+        self._verified = False
         self._closed = False
         #: start()'s opening (client, queue set-up) while it runs: close() cancels it
         self._opening: asyncio.Task[None] | None = None
@@ -256,9 +259,9 @@ class SQSProvider:
     @property
     def capabilities(self) -> Capabilities:
         """Delayed retry, attempt counting and lease extension natively; dead-lettering
-        by send-then-delete (``NONE`` once started if the queue has no dead-letter
-        queue); ordering keys on FIFO queues. ``RELEASE`` is counted by SQS."""
-        if self._started:
+        by send-then-delete (``NONE`` once started or verified if the queue has no
+        dead-letter queue); ordering keys on FIFO queues. ``RELEASE`` is counted by SQS."""
+        if self._started or self._verified:
             dead_letter = Support.EMULATED if self._dlq_url else Support.NONE
         else:
             dead_letter = Support.NONE if self._dead_letter_option is False else Support.EMULATED
@@ -361,24 +364,10 @@ class SQSProvider:
             )
             # what the user's config leaves in force bounds each receive
             self._timeouts = Timeouts.of(self._client.meta.config)
-            self._queue_url = await self._resolve(self._queue)
-            attributes = await self._call(
-                "reading the queue attributes",
-                self._client.get_queue_attributes,
-                QueueUrl=self._queue_url,
-                AttributeNames=["All"],
-            )
-            attrs = attributes.get("Attributes", {})
-            self._fifo = attrs.get("FifoQueue", "false") == "true" or self._fifo
+            setup = await self._read_setup(self._client)
+            self._apply(setup)
             self._max_parallel = 1 if self._fifo else receives
             self._parallel = self._max_parallel
-            option_visibility = self._receive_options.get("VisibilityTimeout")
-            self._lease = float(
-                option_visibility
-                if option_visibility is not None
-                else attrs.get("VisibilityTimeout", 30)
-            )
-            self._dlq_url = await self._dead_letter_url(attrs)
         except BaseException:
             await stack.aclose()
             self._client = None
@@ -388,61 +377,54 @@ class SQSProvider:
     def _closed_while_starting(self) -> ConfigurationError:
         return ConfigurationError(f"{self.describe()}: closed while starting")
 
-    async def _call(self, doing: str, method: Any, **params: Any) -> Any:
-        try:
-            return await method(**params)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise translate_error(exc, f"{doing} ({self._name})") from cause(exc)
+    async def _read_setup(self, client: Any) -> QueueSetup:
+        return await read_queue_setup(
+            client,
+            self._queue,
+            name=self._name,
+            dead_letter=self._dead_letter_option,
+            where=self._client_options,
+        )
 
-    async def _resolve(self, queue: str) -> str:
-        if queue.startswith(("http://", "https://")):
-            return queue
-        params: dict[str, Any] = {"QueueName": queue}
-        try:
-            response = await self._client.get_queue_url(**params)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if is_missing_queue(exc):
-                raise ConfigurationError(
-                    f"SQS queue {queue!r} does not exist (region/endpoint: "
-                    f"{self._client_options!r}); create it or fix the name"
-                ) from cause(exc)
-            raise translate_error(exc, f"looking up the URL of queue {queue!r}") from cause(exc)
-        return str(response["QueueUrl"])
+    def _apply(self, setup: QueueSetup) -> None:
+        """Take in what the queue's set-up says (start and verify)."""
+        self._queue_url = setup.url
+        self._fifo = setup.fifo or self._fifo
+        self._lease = setup.visibility(self._receive_options.get("VisibilityTimeout"))
+        self._dlq_url = setup.dead_letter_url
 
-    async def _dead_letter_url(self, attrs: Mapping[str, Any]) -> str | None:
-        option = self._dead_letter_option
-        if option is False:
-            return None
-        if isinstance(option, str) and option:
-            return await self._resolve(option)
-        policy = attrs.get("RedrivePolicy")
-        if not policy:
-            return None
+    async def verify(self) -> None:
+        """Check the queue as ``start`` would, receiving nothing.
+
+        On a client of its own, closed before it returns (also when cancelled):
+        ``GetQueueUrl`` (unless a URL was given) and ``GetQueueAttributes``, then the
+        dead-letter queue's URL (``dead_letter_queue``, else the ``RedrivePolicy``
+        target). No ``ReceiveMessage``: no message is made invisible or counted. Then
+        :attr:`capabilities` says whether REJECT has a dead-letter queue, and
+        :attr:`lease_duration` is the queue's visibility timeout. A missing queue or
+        dead-letter queue, refused or missing credentials are a ConfigurationError; an
+        endpoint that does not answer within :attr:`verify_timeout` a ProviderError.
+        """
+        stack = contextlib.AsyncExitStack()
         try:
-            arn = str(json.loads(policy)["deadLetterTargetArn"])
-            _, _, _, _, account, name = arn.split(":", 5)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigurationError(
-                f"queue {self._name!r} has a RedrivePolicy without a usable "
-                f"deadLetterTargetArn: {policy!r}"
-            ) from cause(exc)
-        try:
-            response = await self._client.get_queue_url(
-                QueueName=name, QueueOwnerAWSAccountId=account
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if is_missing_queue(exc):
-                raise ConfigurationError(
-                    f"the dead-letter queue {name!r} of {self._name!r} does not exist"
-                ) from cause(exc)
-            raise translate_error(exc, f"looking up the dead-letter queue {name!r}") from cause(exc)
-        return str(response["QueueUrl"])
+            async with asyncio.timeout(self.verify_timeout):
+                client = await open_client(
+                    "sqs",
+                    self._client_options,
+                    stack,
+                    max_pool_connections=1,
+                    timeouts=Timeouts(CONNECT_TIMEOUT, READ_MARGIN),
+                )
+                setup = await self._read_setup(client)
+        except TimeoutError:
+            raise ProviderError(
+                f"{self.describe()}: no answer within {self.verify_timeout:g}s "
+                f"(endpoint: {self._client_options!r})"
+            ) from None
+        finally:
+            await _closing.release([], stack, "SQS")
+        self._apply(setup)
+        self._verified = True
 
     async def close(self, timeout: float | None = None) -> None:
         """Stop receiving, release buffered messages, flush settlements, close the client.

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,13 @@ APP = textwrap.dedent(
     ]
 
 
+    def amqp_good():
+        from loafer_amqp import AMQPProvider
+
+        provider = AMQPProvider(os.environ["AMQP_URL"], "/amq/queue/" + os.environ["QUEUE"])
+        return [Route(provider, handler, name="amqp-good")]
+
+
     def amqp_attempts():
         from loafer_amqp import AMQPProvider
 
@@ -58,6 +66,14 @@ async def queue_with_a_message(admin: RabbitAdmin) -> str:
     queue = await admin.declare()
     await admin.put(queue, json.dumps({"n": 1}).encode())
     return queue
+
+
+async def _untouched(admin: RabbitAdmin, queue: str, count: int) -> None:
+    """``queue`` still holds ``count`` messages, none of them delivered before."""
+    assert await admin.count(queue) == count
+    messages = await admin.drain(queue)
+    assert len(messages) == count
+    assert not any(m.redelivered for m in messages), "check took messages and gave them back"
 
 
 def _check(tmp_path: Path, attr: str, env: dict[str, str]) -> tuple[int, str, str]:
@@ -75,7 +91,21 @@ async def test_check_passes_on_a_good_target_and_consumes_nothing(
     )
     assert rc == 0, out + err
     assert "good" in out and "OK" in out
-    assert await admin.count(queue_with_a_message) == 1
+    await _untouched(admin, queue_with_a_message, 1)
+
+
+@pytest.mark.amqp
+async def test_check_on_amqp_passes_and_leaves_the_messages_untouched(
+    tmp_path: Path, admin: RabbitAdmin, amqp_url: str, rabbit_url: str
+) -> None:
+    queue = await admin.declare()
+    await admin.put_many(queue, [b"1", b"2", b"3"])
+    rc, out, err = _check(
+        tmp_path, "amqp_good", {"QUEUE": queue, "RABBIT_URL": rabbit_url, "AMQP_URL": amqp_url}
+    )
+    assert rc == 0, out + err
+    assert "amqp-good" in out and "OK" in out
+    await _untouched(admin, queue, 3)
 
 
 @pytest.mark.rabbit
@@ -89,7 +119,7 @@ async def test_check_fails_on_a_missing_queue_naming_it(
     assert "route 'missing'" in err
     assert f"{queue_with_a_message}-missing" in err
     assert "route 'good'" not in err  # the good route passed
-    assert await admin.count(queue_with_a_message) == 1
+    await _untouched(admin, queue_with_a_message, 1)
     assert not await admin.exists(f"{queue_with_a_message}-missing")
 
 
@@ -148,3 +178,61 @@ async def test_a_handler_timeout_longer_than_an_unextended_lease_is_a_problem(
         assert "handler_timeout 45s is longer than the lease" in result.problems[0]
     else:
         assert result.ok, result.problems
+
+
+class _StartRefused(MemoryProvider):
+    """A memory provider whose start would consume: check must verify it instead."""
+
+    async def start(self, capacity: int) -> None:
+        raise AssertionError("check started a Verifiable provider")
+
+
+class _NotVerifiable:
+    """A provider without ``verify``: check starts and closes it."""
+
+    def __init__(self, inner: MemoryProvider) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    async def start(self, capacity: int) -> None:
+        self.calls.append("start")
+        await self.inner.start(capacity)
+
+    async def fetch(self, max_messages: int) -> list[Any]:
+        raise AssertionError("check fetched")
+
+    async def settle(self, delivery: Any, outcome: Any) -> None:
+        raise AssertionError("check settled")
+
+    async def close(self) -> None:
+        self.calls.append("close")
+        await self.inner.close()
+
+
+@pytest.mark.memory
+async def test_a_verifiable_provider_is_verified_not_started() -> None:
+    broker = MemoryBroker()
+    broker.declare("q")
+    result = await check_route(Route(_StartRefused(broker, "q"), lambda m, md: None), timeout=5)
+    assert result.ok, result.problems
+    missing = await check_route(
+        Route(_StartRefused(broker, "nope"), lambda m, md: None, name="nope"), timeout=5
+    )
+    assert missing.problems == (
+        "memory queue 'nope' does not exist; declare it with "
+        "broker.declare('nope') or publish to it first",
+    )
+
+
+@pytest.mark.memory
+async def test_a_provider_without_verify_is_started_and_closed() -> None:
+    broker = MemoryBroker()
+    broker.declare("q")
+    provider = _NotVerifiable(MemoryProvider(broker, "q"))
+    result = await check_route(Route(provider, lambda m, md: None), timeout=5)
+    assert result.ok, result.problems
+    assert provider.calls == ["start", "close"]

@@ -57,6 +57,19 @@ async def test_unroutable_mandatory_message_raises(admin: RabbitAdmin, rabbit_ur
     assert await admin.count(name) == 1
 
 
+async def test_unroutable_message_error_says_why_in_words(rabbit_url: str) -> None:
+    """The refusal's text is the broker's reply (312 NO_ROUTE), not aiormq's unformatted
+    ``"%r for routing key %r"`` template."""
+    key = unique("nowhere")
+    async with RabbitPublisher(rabbit_url) as publisher:
+        with pytest.raises(PublishRejected) as caught:
+            await publisher.publish(b"x", routing_key=key)
+    text = str(caught.value)
+    assert "%r" not in text
+    assert "312 NO_ROUTE" in text
+    assert repr(key) in text
+
+
 async def test_unroutable_without_mandatory_is_dropped_silently(rabbit_url: str) -> None:
     async with RabbitPublisher(rabbit_url, mandatory=False) as publisher:
         await publisher.publish(b"x", routing_key=unique("nowhere"))
