@@ -7,6 +7,7 @@ Importing this package imports no broker library: plugins are found through the
 ``loafer.providers`` entry point group (see :mod:`loafer_core.plugins`).
 """
 
+from loafer_core.dispatch import Handlers, field, header, on
 from loafer_core.errors import (
     ConfigurationError,
     DeleteMessage,
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigurationError",
     "DeleteMessage",
     "Delivery",
+    "Handlers",
     "InvalidMessage",
     "JSONTranslator",
     "LoaferError",
@@ -54,6 +56,9 @@ __all__ = [
     "TextTranslator",
     "TranslationError",
     "Translator",
+    "field",
+    "header",
+    "on",
 ]
 
 __version__ = "3.0.0.dev0"

@@ -143,10 +143,7 @@ class Route:
         self.handler = handler
         # a typed handler (first parameter a model, dataclass, TypedDict, Struct): its
         # content is validated into that type (see loafer_core.typed)
-        handle = getattr(handler, "handle", None)
-        self._convert = content_converter(
-            handle if callable(handle) and not inspect.isfunction(handler) else handler
-        )
+        self._convert = _converter_of(handler)
 
         if translator is not _UNSET and message_translator is not _UNSET:
             raise ConfigurationError(
@@ -233,6 +230,34 @@ class Route:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+    def on(self, key: Any = _UNSET, *, when: Any = None) -> Any:
+        """Decorator registering one more handler on a route whose handler is a
+        :class:`~loafer_core.dispatch.Handlers` (see :mod:`loafer_core.dispatch`)."""
+        from loafer_core.dispatch import Handlers
+
+        if not isinstance(self.handler, Handlers):
+            raise ConfigurationError(
+                f"route {self.name!r}: @route.on(...) needs a route built with "
+                "Route(provider, Handlers(discriminator=...))"
+            )
+        if key is _UNSET:
+            return self.handler.on(when=when)
+        return self.handler.on(key, when=when)
+
+    @staticmethod
+    def _adapt_one(handler: Any) -> Any:
+        """One handler as an async ``(content, metadata) -> result`` with its content
+        typed (for :class:`~loafer_core.dispatch.Handlers`)."""
+        call, _stop, _name = adapt_handler(handler)
+        convert = _converter_of(handler)
+
+        async def run(content: Any, metadata: Mapping[str, Any]) -> Any:
+            if convert is not None:
+                content = convert(content)
+            return await settle_result(await call(content, metadata))
+
+        return run
 
     @property
     def stuck_handlers(self) -> int:
@@ -565,6 +590,14 @@ class Route:
             self._stop()
         except Exception:
             logger.exception("route %r: handler stop() failed", self.name)
+
+
+def _converter_of(handler: Any) -> Any:
+    """The typed-content converter of a handler (its ``handle`` for an object), or None."""
+    handle = getattr(handler, "handle", None)
+    return content_converter(
+        handle if callable(handle) and not inspect.isfunction(handler) else handler
+    )
 
 
 def _default_retry_for(capabilities: Capabilities) -> RetryPolicy | None:
