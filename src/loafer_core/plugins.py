@@ -77,8 +77,19 @@ def load_provider(name: str) -> Any:
     """
     from stevedore import DriverManager  # imported here: no cost for `import loafer_core`
 
-    eps = {ep.name: ep for ep in _entry_points()}
+    all_eps = _entry_points()
+    eps = {ep.name: ep for ep in all_eps}
     ep = eps.get(name)
+    claims = {
+        (_dist(e)[0] or "an unnamed distribution", e.value) for e in all_eps if e.name == name
+    }
+    if len(claims) > 1:
+        owners = "; ".join(f"{dist} ({value})" for dist, value in sorted(claims))
+        raise ConfigurationError(
+            f"provider name {name!r} is registered by more than one distribution in the "
+            f"{ENTRY_POINT_GROUP!r} entry point group: {owners}; uninstall one of them "
+            "(each plugin needs a name of its own)"
+        )
     if ep is None:
         installed = ", ".join(sorted(eps)) or "none"
         raise ConfigurationError(

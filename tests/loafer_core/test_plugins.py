@@ -148,3 +148,27 @@ def test_import_and_memory_route_import_no_broker_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "LOADED []" in out
+
+
+def test_two_distributions_registering_one_name_is_an_error_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stevedore.extension import ExtensionManager
+
+    from loafer_core.plugins import available_providers
+
+    for dist, module in (("first-plugin", "first_mod"), ("second-plugin", "second_mod")):
+        info = tmp_path / f"{dist.replace('-', '_')}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[loafer.providers]\nqueue = {module}:Provider\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(ExtensionManager, "ENTRY_POINT_CACHE", {})
+    with pytest.raises(ConfigurationError) as caught:
+        load_provider("queue")
+    message = str(caught.value)
+    assert "registered by more than one distribution" in message
+    assert "first-plugin (first_mod:Provider)" in message
+    assert "second-plugin (second_mod:Provider)" in message
+    [info] = [p for p in available_providers() if p.name == "queue"]
+    assert not info.loads and "more than one distribution" in (info.error or "")

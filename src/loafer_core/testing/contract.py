@@ -60,7 +60,9 @@ class ProviderContract:
     large_body_size: ClassVar[int] = 1_000_000
     #: Whether the broker can carry an empty body.
     supports_empty_body: ClassVar[bool] = True
-    #: Whether a test may delete queues at its end.
+    #: The start of the name of each queue a test makes (a unique suffix follows):
+    #: ``create_queue`` receives such a name; choose a prefix your broker accepts and that
+    #: tells kit queues apart from others (for clean-up by pattern).
     queue_prefix: ClassVar[str] = "loafer-contract"
     #: The longest lease (``lease_duration``) the lease-extension test waits out (2.5x).
     longest_lease_to_test: ClassVar[float] = 10.0
@@ -404,8 +406,8 @@ class ProviderContract:
                 await manager.wait_started()
                 await full.wait()
                 # the gate is closed: nothing more may have been fetched than the limit
-                dispatcher = manager._dispatchers[0]
-                assert dispatcher.unsettled <= limit
+                [status] = manager.status()  # the public view, not core's internals
+                assert status.in_flight <= limit
                 gate.set()
                 await all_done.wait()
             assert peak == limit
