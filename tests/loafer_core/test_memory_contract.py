@@ -45,3 +45,37 @@ def test_capabilities_are_all_native() -> None:
     assert isinstance(caps, Capabilities)
     assert caps.delayed_retry and caps.dead_letter and caps.attempt_count
     assert caps.release_uncounted and caps.ordering_keys and caps.lease_extension
+
+
+@pytest.mark.parametrize(
+    ("declared", "named"),
+    [
+        (Capabilities(delayed_retry=True, dead_letter=True), "attempt_count: declared NONE"),
+        (
+            Capabilities(
+                delayed_retry=True,
+                dead_letter=True,
+                attempt_count=True,
+                release_uncounted=True,
+                ordering_keys=True,
+                lease_extension=True,
+            ),
+            None,
+        ),
+    ],
+)
+def test_the_kit_checks_a_declaration_against_the_provider(
+    declared: Capabilities, named: str | None
+) -> None:
+    """A class claiming less (or more) than its provider does fails the kit (it used to
+    trust the declaration and skip the tests of what it left out)."""
+
+    class Declared(TestMemoryContract):
+        capabilities = declared
+
+    kit = Declared()
+    if named is None:
+        kit.test_the_declared_capabilities_are_the_providers_own()
+        return
+    with pytest.raises(AssertionError, match=named):
+        kit.test_the_declared_capabilities_are_the_providers_own()

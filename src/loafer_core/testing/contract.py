@@ -41,6 +41,16 @@ __all__ = ["ProviderContract"]
 
 Scenario = Callable[[str], Awaitable[None]]
 
+#: The abilities the kit has tests for: a declaration must match the provider on each.
+_CHECKED_CAPABILITIES = (
+    "delayed_retry",
+    "dead_letter",
+    "attempt_count",
+    "release_uncounted",
+    "ordering_keys",
+    "lease_extension",
+)
+
 
 class ProviderContract:
     """Conformance tests for a provider. Subclass it as ``Test...`` and fill in the hooks."""
@@ -189,6 +199,30 @@ class ProviderContract:
         return f'{{"marker": "{uuid.uuid4().hex}"}}'.encode()
 
     # -- provider-level tests -------------------------------------------------------------
+
+    def test_the_declared_capabilities_are_the_providers_own(self) -> None:
+        """The class's ``capabilities`` must be what the started provider says it supports:
+        a claim the provider does not make, or an ability it has and the class does not
+        declare (its tests would be skipped), fails here."""
+
+        async def scenario(queue: str) -> None:
+            provider = await self._started(queue)
+            try:
+                own = provider.capabilities
+            finally:
+                await provider.close()
+            wrong = [
+                f"{name}: declared {getattr(self.capabilities, name).name}, the provider "
+                f"says {getattr(own, name).name}"
+                for name in _CHECKED_CAPABILITIES
+                if (getattr(self.capabilities, name) is Support.NONE)
+                != (getattr(own, name) is Support.NONE)
+            ]
+            assert not wrong, "the test class's capabilities differ from the provider's: " + (
+                "; ".join(wrong)
+            )
+
+        self._run(scenario)
 
     def test_body_and_headers_round_trip(self) -> None:
         async def scenario(queue: str) -> None:
