@@ -62,11 +62,14 @@ def _error(message: str) -> None:
 
 @contextmanager
 def _config_errors() -> Iterator[None]:
-    """A ConfigurationError becomes one line on stderr and exit code 78."""
+    """A ConfigurationError becomes exit code 78 and one ``loafer: error:`` line on stderr
+    per problem (a config file's errors list one problem per line)."""
     try:
         yield
     except ConfigurationError as exc:
-        _error(" ".join(str(exc).split()))
+        problems = [" ".join(line.split()) for line in str(exc).splitlines()]
+        for problem in [p for p in problems if p] or ["configuration error"]:
+            _error(problem)
         raise typer.Exit(EX_CONFIG) from None
 
 

@@ -6,6 +6,7 @@ config from each kind of bad one by exit code and message."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import textwrap
@@ -235,3 +236,210 @@ async def test_workers_3_from_a_config_survive_a_sigkilled_worker_mid_stream(
     assert "supervisor exiting with code 0 (3 workers, 1 restarts" in service.lines[-1]
     assert await admin.count(queue) == 0
     assert await _consumers(admin, queue) == 0
+
+
+@pytest.mark.rabbit
+@pytest.mark.amqp
+@pytest.mark.sqs
+async def test_check_passes_on_a_good_config_with_a_route_on_each_broker(
+    tmp_path: Path,
+    admin: RabbitAdmin,
+    rabbit_url: str,
+    amqp_url: str,
+    sqs_endpoint: str,
+    sqs: Any,
+    make_queue: MakeQueue,
+) -> None:
+    project, env, _, _, sqs_url = await _four_broker_project(
+        tmp_path, admin, rabbit_url, amqp_url, sqs_endpoint, make_queue
+    )
+    await send_bodies(sqs, sqs_url, bodies("sqs", 3))
+    done = loafer("check", "--config", "loafer.toml", "--timeout", "20", cwd=project, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if " OK " in line]
+    for name in ("orders", "invoices", "emails", "greetings"):
+        assert [row for row in rows if f" {name} " in row], done.stdout
+    assert "FAIL" not in done.stdout and "loafer: error" not in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert await queue_counts(sqs, sqs_url) == (3, 0)  # nothing received
+
+
+def _route(
+    provider: str, queue: str = "${QUEUE}", handler: str = "handlers:handle", **keys: Any
+) -> str:
+    """One route, ``orders``, of ``provider`` with its connection options from the
+    environment; ``keys`` are more route keys (``provider_options`` a dict of more
+    options), as TOML."""
+    options = {
+        "rabbit": {"url": "${RABBIT_URL}"},
+        "amqp": {"url": "${AMQP_URL}"},
+        "sqs": {
+            "endpoint_url": "${SQS_ENDPOINT}",
+            "region_name": REGION,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "${SQS_SECRET}",
+        },
+        "kafka": {},
+    }[provider] | keys.pop("provider_options", {})
+    lines = [
+        "[[routes]]",
+        'name = "orders"',
+        f'provider = "{provider}"',
+        f'queue = "{queue}"',
+        f'handler = "{handler}"',
+        *(f"{key} = {value}" for key, value in keys.items()),
+        "",
+        "[routes.provider_options]",
+        *(f"{key} = {json.dumps(value)}" for key, value in options.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+#: (id, config, exit code, text expected in the stderr line of each problem: the
+#: ``loafer: error:`` line of a config error, or of a route that failed its check)
+BAD_CONFIGS = [
+    (
+        "unknown-provider",
+        _route("kafka"),
+        78,
+        "loafer: error: loafer.toml: routes[0] ('orders'): provider: no provider named "
+        "'kafka' in the 'loafer.providers' entry point group; installed: amqp, memory, "
+        "rabbit, sqs",
+    ),
+    (
+        "missing-queue-rabbit",
+        _route("rabbit", "${QUEUE}-missing"),
+        1,
+        "loafer: error: route 'orders': ",
+    ),
+    (
+        "missing-queue-amqp",
+        _route("amqp", "/amq/queue/${QUEUE}-missing"),
+        1,
+        "loafer: error: route 'orders': ",
+    ),
+    (
+        "missing-queue-sqs",
+        _route("sqs", "${QUEUE}-missing"),
+        1,
+        "loafer: error: route 'orders': ",
+    ),
+    (
+        "capability-delayed-retry",
+        _route(
+            "rabbit",
+            retry="{ initial = 1, maximum = 10 }",
+            provider_options={"delayed_retry": False},
+        ),
+        1,
+        "needs delayed retries",
+    ),
+    (
+        "capability-attempts",
+        _route("amqp", "/amq/queue/${QUEUE}", max_attempts=3),
+        1,
+        "max_attempts=3 needs a provider that counts delivery attempts",
+    ),
+    (
+        "bad-route-key",
+        _route("rabbit").replace("handler =", "hander ="),
+        78,
+        (  # two problems: two lines
+            "loafer: error: loafer.toml: routes[0] ('orders'): handler: required key missing "
+            "(expected an import path 'module:attribute')",
+            "loafer: error: loafer.toml: routes[0] ('orders'): hander: unknown key (did you "
+            "mean 'handler'?); allowed: error_handler, handler, handler_timeout, max_attempts, "
+            "max_concurrency, name, provider, provider_options, publish, queue, retry, "
+            "translator",
+        ),
+    ),
+    (
+        "bad-provider-option",
+        _route("rabbit", provider_options={"prefetch": 10}),
+        78,
+        "loafer: error: loafer.toml: routes[0] ('orders'): provider_options.prefetch: "
+        "unknown option of 'rabbit' (RabbitProvider) (did you mean 'prefetch_headroom'?); "
+        "it takes: ",
+    ),
+    (
+        "handler-no-module",
+        _route("rabbit", handler="nowhere.handlers:handle"),
+        78,
+        "loafer: error: loafer.toml: routes[0] ('orders'): handler: cannot import "
+        "'nowhere.handlers:handle': no module named 'nowhere' (is it installed, or in the "
+        "directory you run from?)",
+    ),
+    (
+        "handler-no-attribute",
+        _route("rabbit", handler="handlers:handel"),
+        78,
+        "loafer: error: loafer.toml: routes[0] ('orders'): handler: cannot import "
+        "'handlers:handel': 'handlers' has no attribute 'handel'",
+    ),
+    (
+        "handler-missing-dependency",
+        _route("rabbit", handler="broken:handle"),
+        78,
+        "loafer: error: loafer.toml: routes[0] ('orders'): handler: cannot import "
+        "'broken:handle': importing 'broken' failed: it imports 'not_installed_anywhere', "
+        "which is not installed",
+    ),
+]
+
+
+@pytest.mark.rabbit
+@pytest.mark.amqp
+@pytest.mark.sqs
+@pytest.mark.parametrize(
+    ("config", "code", "message"),
+    [case[1:] for case in BAD_CONFIGS],
+    ids=[case[0] for case in BAD_CONFIGS],
+)
+async def test_check_fails_on_a_bad_config_with_the_right_message(
+    tmp_path: Path,
+    admin: RabbitAdmin,
+    rabbit_url: str,
+    amqp_url: str,
+    make_queue: MakeQueue,
+    sqs_endpoint: str,
+    config: str,
+    code: int,
+    message: str | tuple[str, ...],
+) -> None:
+    sqs = "sqs" in config
+    queue = (await make_queue()).rsplit("/", 1)[-1] if sqs else await admin.declare()
+    project = write_project(tmp_path, config)
+    (project / "broken.py").write_text("import not_installed_anywhere\n")
+    env = {
+        "QUEUE": queue,
+        "RABBIT_URL": rabbit_url,
+        "AMQP_URL": amqp_url,
+        "SQS_ENDPOINT": sqs_endpoint,
+        "SQS_SECRET": SECRET,
+    }
+    done = loafer("check", "--config", "loafer.toml", "--timeout", "20", cwd=project, env=env)
+    assert done.returncode == code, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("loafer: error:")]
+    messages = (message,) if isinstance(message, str) else message
+    assert len(errors) == len(messages), done.stderr
+    for error, expected_text in zip(errors, messages, strict=True):
+        assert expected_text in error, done.stderr
+    if code == 1:  # the route was checked: its row says FAIL
+        assert "orders" in done.stdout and "FAIL" in done.stdout, done.stdout
+    if "-missing" in config:
+        assert f"{queue}-missing" in errors[0]  # the missing queue is named
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_run_reports_each_problem_of_a_config_file_on_its_own_line(tmp_path: Path) -> None:
+    project = write_project(tmp_path, _route("rabbit").replace("handler =", "hander ="))
+    env = {"QUEUE": "q", "RABBIT_URL": "amqp://127.0.0.1/"}
+    done = loafer("run", "--config", "loafer.toml", cwd=project, env=env)
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.splitlines() == [
+        "loafer: error: loafer.toml: routes[0] ('orders'): handler: required key missing "
+        "(expected an import path 'module:attribute')",
+        "loafer: error: loafer.toml: routes[0] ('orders'): hander: unknown key (did you "
+        "mean 'handler'?); allowed: error_handler, handler, handler_timeout, max_attempts, "
+        "max_concurrency, name, provider, provider_options, publish, queue, retry, translator",
+    ]
