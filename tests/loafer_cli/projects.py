@@ -30,7 +30,7 @@ HANDLERS = textwrap.dedent(
         if isinstance(message, bytes | str):
             message = json.loads(message)
         await asyncio.sleep(DELAY)  # work that takes a while: messages stay in flight
-        log.info("handled %s pid %d", message["id"], os.getpid())
+        log.info("handled %s by pid %d", message["id"], os.getpid())
     """
 )
 
@@ -69,7 +69,7 @@ def handled_by(lines: Iterable[str]) -> dict[int, set[str]]:
     for line in lines:
         if "handlers: handled " not in line:
             continue
-        ident, _, pid = line.split("handlers: handled ", 1)[1].split()[:3]
+        ident, _, _, pid = line.split("handlers: handled ", 1)[1].split()[:4]
         out[int(pid)].add(ident)
     return out
 
