@@ -386,6 +386,28 @@ BAD_CONFIGS = [
         "'handlers:handel': 'handlers' has no attribute 'handel'",
     ),
     (
+        "handler-none",
+        _route("rabbit", handler="placeholders:NOTHING"),
+        78,
+        "loafer: error: loafer.toml: routes[0] ('orders'): handler: 'placeholders:NOTHING' "
+        "is None, not a handler",
+    ),
+    (
+        "translator-none",
+        _route("rabbit", translator='"placeholders:NOTHING"'),
+        78,
+        "loafer: error: loafer.toml: routes[0] ('orders'): translator: "
+        "'placeholders:NOTHING' is None, not a translator (write translator = false for "
+        "no translator)",
+    ),
+    (
+        "error-handler-none",
+        _route("rabbit", error_handler='"placeholders:NOTHING"'),
+        78,
+        "loafer: error: loafer.toml: routes[0] ('orders'): error_handler: "
+        "'placeholders:NOTHING' is None, not an error handler",
+    ),
+    (
         "handler-missing-dependency",
         _route("rabbit", handler="broken:handle"),
         78,
@@ -419,6 +441,7 @@ async def test_check_fails_on_a_bad_config_with_the_right_message(
     queue = (await make_queue()).rsplit("/", 1)[-1] if sqs else await admin.declare()
     project = write_project(tmp_path, config)
     (project / "broken.py").write_text("import not_installed_anywhere\n")
+    (project / "placeholders.py").write_text("NOTHING = None  # to be filled in later\n")
     env = {
         "QUEUE": queue,
         "RABBIT_URL": rabbit_url,
