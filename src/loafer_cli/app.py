@@ -236,9 +236,12 @@ def _supervise(options: _RunOptions, workers: int) -> None:
     exit with what the supervisor says."""
     from loafer_cli.workers import supervise
 
-    build_manager(options.target, options.config_file)  # a bad target fails once, here
-    timeout = 30.0 if options.shutdown_timeout is None else options.shutdown_timeout
-    code = supervise(options.command(), workers, shutdown_timeout=timeout)
+    # a bad target fails once, here; the workers' drain time is their Manager's: the
+    # option, else the target's own (a Manager's, a config file's [manager])
+    manager = build_manager(
+        options.target, options.config_file, shutdown_timeout=options.shutdown_timeout
+    )
+    code = supervise(options.command(), workers, shutdown_timeout=manager.shutdown_timeout)
     if code:
         raise typer.Exit(code)
 

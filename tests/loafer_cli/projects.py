@@ -29,6 +29,7 @@ HANDLERS = textwrap.dedent(
     async def handle(message, metadata):
         if isinstance(message, bytes | str):
             message = json.loads(message)
+        log.info("handling %s by pid %d", message["id"], os.getpid())
         await asyncio.sleep(DELAY)  # work that takes a while: messages stay in flight
         log.info("handled %s by pid %d", message["id"], os.getpid())
     """

@@ -248,6 +248,30 @@ async def test_workers_3_from_a_config_survive_a_sigkilled_worker_mid_stream(
 
 
 @pytest.mark.rabbit
+async def test_workers_give_the_drain_the_shutdown_timeout_of_the_config(
+    tmp_path: Path, admin: RabbitAdmin, rabbit_url: str
+) -> None:
+    """The supervisor waits for the workers' own drain time ([manager] shutdown_timeout
+    = 90) before it SIGKILLs them, not the command's default (30 + its 10 s margin): a
+    45 s handler in flight at SIGTERM finishes and is acknowledged."""
+    queue = await admin.declare()
+    config = ONE_RABBIT_ROUTE.replace("shutdown_timeout = 10", "shutdown_timeout = 90")
+    project = write_project(tmp_path, config)
+    env = {"QUEUE": queue, "RABBIT_URL": rabbit_url, "HANDLER_DELAY": "45"}
+    service = Service(["--config", "loafer.toml", "--workers", "2"], cwd=project, env=env)
+    try:
+        await _wait_consumers(admin, queue, 2, timeout=60)
+        await admin.put(queue, bodies("slow", 1)[0].encode())
+        service.wait_for("handlers: handling slow-0")
+        assert service.stop(timeout=120) == 0, "\n".join(service.lines)
+    finally:
+        service.kill()
+    assert handled(service.lines)["slow"] == {"slow-0"}, "\n".join(service.lines)
+    assert not [line for line in service.lines if "SIGKILL" in line]
+    assert await admin.count(queue) == 0
+
+
+@pytest.mark.rabbit
 @pytest.mark.amqp
 @pytest.mark.sqs
 async def test_check_passes_on_a_good_config_with_a_route_on_each_broker(
