@@ -62,11 +62,14 @@ def _error(message: str) -> None:
 
 @contextmanager
 def _config_errors() -> Iterator[None]:
-    """A ConfigurationError becomes one line on stderr and exit code 78."""
+    """A ConfigurationError becomes exit code 78 and one ``loafer: error:`` line on stderr
+    per problem (a config file's errors list one problem per line)."""
     try:
         yield
     except ConfigurationError as exc:
-        _error(" ".join(str(exc).split()))
+        problems = [" ".join(line.split()) for line in str(exc).splitlines()]
+        for problem in [p for p in problems if p] or ["configuration error"]:
+            _error(problem)
         raise typer.Exit(EX_CONFIG) from None
 
 
@@ -241,9 +244,12 @@ def _supervise(options: _RunOptions, workers: int) -> None:
     exit with what the supervisor says."""
     from loafer_cli.workers import supervise
 
-    build_manager(options.target, options.config_file)  # a bad target fails once, here
-    timeout = 30.0 if options.shutdown_timeout is None else options.shutdown_timeout
-    code = supervise(options.command(), workers, shutdown_timeout=timeout)
+    # a bad target fails once, here; the workers' drain time is their Manager's: the
+    # option, else the target's own (a Manager's, a config file's [manager])
+    manager = build_manager(
+        options.target, options.config_file, shutdown_timeout=options.shutdown_timeout
+    )
+    code = supervise(options.command(), workers, shutdown_timeout=manager.shutdown_timeout)
     if code:
         raise typer.Exit(code)
 

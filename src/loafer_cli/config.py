@@ -241,9 +241,16 @@ def _build_route(
 
 def _imported(path: str, key: str) -> Any:
     try:
-        return import_object(path)
+        obj = import_object(path)
     except ImportProblem as exc:
         raise _Problem((key,), str(exc)) from None
+    if obj is None:
+        # None would silently mean "the default" to Route (no translator, the default
+        # error handler): a placeholder left in the module is an error, not a choice
+        what = {"error_handler": "an error handler"}.get(key, f"a {key}")
+        hint = " (write translator = false for no translator)" if key == "translator" else ""
+        raise _Problem((key,), f"{path!r} is None, not {what}{hint}")
+    return obj
 
 
 def _retry_policy(retry: RetryConfig) -> RetryPolicy | None:
