@@ -1,0 +1,126 @@
+"""Prometheus metrics (loafer_core.metrics) on the memory broker, scraped over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from loafer_core import ConfigurationError, JSONTranslator, Manager, RejectMessage, Route
+from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_core.metrics import PrometheusMetrics, provider_kind, serve_metrics
+from tests.scrape import scrape, value
+
+pytestmark = pytest.mark.memory
+
+
+async def handle(content: Any, metadata: Any) -> bool:
+    kind = content["kind"]
+    if kind == "boom" and metadata["attempt"] == 1:
+        raise ValueError("first attempt fails")
+    if kind == "reject":
+        raise RejectMessage("poison")
+    return True
+
+
+async def test_scraped_values_count_what_the_routes_did() -> None:
+    broker = MemoryBroker()
+    for kind in ("ok", "ok", "ok", "boom", "boom", "reject"):
+        broker.publish("orders", json.dumps({"kind": kind}))
+    broker.publish("orders", "not json")
+    route = Route(
+        MemoryProvider(broker, "orders", wait=0.1),
+        handle,
+        name="orders",
+        translator=JSONTranslator(),
+        max_attempts=2,
+        retry=None,
+    )
+    manager = Manager([route])
+    metrics = serve_metrics(manager, 0, host="127.0.0.1")
+    async with manager:
+        await manager.wait_started()
+        await broker.wait_idle("orders", timeout=10)
+        samples = await scrape(metrics.port)  # type: ignore[arg-type]
+    labels = {"route": "orders", "provider": "memory"}
+    # 3 ok, 2 boom x 2 attempts, 1 reject, "not json" x 2 (its last attempt rejected)
+    assert value(samples, "loafer_messages_received_total", **labels) == 10
+    assert value(samples, "loafer_messages_settled_total", **labels, outcome="accept") == 5
+    assert value(samples, "loafer_messages_settled_total", **labels, outcome="retry") == 3
+    assert value(samples, "loafer_messages_settled_total", **labels, outcome="reject") == 2
+    assert value(samples, "loafer_messages_settled_total", **labels, outcome="release") is None
+    errors = "loafer_handler_errors_total"
+    assert value(samples, errors, **labels, exception="ValueError") == 2
+    assert value(samples, "loafer_translation_errors_total", **labels) == 2
+    assert value(samples, "loafer_handler_duration_seconds_count", **labels) == 10
+    assert value(samples, "loafer_handler_duration_seconds_bucket", **labels, le="+Inf") == 10
+    assert value(samples, "loafer_messages_in_flight", **labels) == 0
+    assert value(samples, "loafer_fetch_errors_total", **labels) == 0
+    assert value(samples, "loafer_settle_failures_total", **labels) == 0
+    assert value(samples, "loafer_queue_backlog", **labels) == 0
+
+
+async def test_backlog_and_in_flight_while_a_handler_holds_a_message() -> None:
+    broker = MemoryBroker()
+    for i in range(1, 6):
+        broker.publish("slow", i)
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(content: Any, metadata: Any) -> bool:
+        holding.set()
+        await release.wait()
+        return True
+
+    route = Route(MemoryProvider(broker, "slow", wait=0.1), slow, name="slow", max_concurrency=1)
+    manager = Manager([route])
+    metrics = PrometheusMetrics(port=0, host="127.0.0.1").install(manager)
+    async with manager:
+        await manager.wait_started()
+        await asyncio.wait_for(holding.wait(), 10)
+        await metrics.read_backlogs()
+        samples = await scrape(metrics.port)  # type: ignore[arg-type]
+        release.set()
+        await broker.wait_idle("slow", timeout=10)
+        await metrics.read_backlogs()
+        after = await scrape(metrics.port)  # type: ignore[arg-type]
+    labels = {"route": "slow", "provider": "memory"}
+    assert value(samples, "loafer_queue_backlog", **labels) == 4
+    assert value(samples, "loafer_messages_in_flight", **labels) == 1
+    assert value(samples, "loafer_messages_received_total", **labels) == 1
+    assert value(after, "loafer_queue_backlog", **labels) == 0
+    assert value(after, "loafer_messages_in_flight", **labels) == 0
+    assert value(after, "loafer_messages_settled_total", **labels, outcome="accept") == 5
+
+
+async def test_the_endpoint_stops_with_the_manager_and_a_taken_port_is_a_configuration_error() -> (
+    None
+):
+    broker = MemoryBroker()
+    broker.declare("q")
+    manager = Manager([Route(MemoryProvider(broker, "q", wait=0.1), handle, name="a")])
+    metrics = serve_metrics(manager, 0, host="127.0.0.1")
+    async with manager:
+        await manager.wait_started()
+        port = metrics.port
+        assert port
+        assert await scrape(port)  # served
+        clash = Manager([Route(MemoryProvider(broker, "q", wait=0.1), handle, name="b")])
+        serve_metrics(clash, port, host="127.0.0.1")
+        with pytest.raises(ConfigurationError, match="metrics port"):
+            await clash.serve()
+    with pytest.raises(OSError):
+        await scrape(port)
+
+
+def test_metrics_are_in_their_own_registry_and_checked() -> None:
+    a, b = PrometheusMetrics(), PrometheusMetrics()  # no duplicate-series clash
+    assert a.registry is not b.registry
+    with pytest.raises(ConfigurationError, match="port"):
+        PrometheusMetrics(port=70000)
+    with pytest.raises(ConfigurationError, match="backlog_interval"):
+        PrometheusMetrics(backlog_interval=0)
+    assert provider_kind(MemoryProvider(MemoryBroker(), "q")) == "memory"
+    assert provider_kind(object()) == "object"
