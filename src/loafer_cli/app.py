@@ -7,6 +7,7 @@ target or config file, a provider that cannot be built, a fatal route error.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -148,6 +149,7 @@ def run_target(
     health_port: int | None = None,
     health_host: str | None = None,
     status_interval: float | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Build the Manager and run it until SIGINT/SIGTERM (returns after a clean drain;
     raises ConfigurationError on a fatal configuration error)."""
@@ -159,6 +161,10 @@ def run_target(
         health_host=health_host,
         status_interval=status_interval,
     )
+    if metrics_port is not None:
+        from loafer_cli.metrics import install_metrics
+
+        install_metrics(manager, metrics_port)
     logger.info("running %d route(s): %s", len(manager.routes), [r.name for r in manager.routes])
     manager.run()
     logger.info("drained; exiting")
@@ -191,6 +197,7 @@ class _RunOptions:
     health_port: int | None
     health_host: str | None
     status_interval: float | None
+    metrics_port: int | None = None
 
     def command(self) -> list[str]:
         """``loafer run`` with these options (no --reload, no --workers)."""
@@ -203,6 +210,7 @@ class _RunOptions:
             ("--health-port", self.health_port),
             ("--health-host", self.health_host),
             ("--status-interval", self.status_interval),
+            ("--metrics-port", self.metrics_port),
         ):
             if value is not None:
                 args += [flag, str(value)]
@@ -235,7 +243,13 @@ def _supervise(options: _RunOptions, workers: int) -> None:
 
     build_manager(options.target, options.config_file)  # a bad target fails once, here
     timeout = 30.0 if options.shutdown_timeout is None else options.shutdown_timeout
-    code = supervise(options.command(), workers, shutdown_timeout=timeout)
+    aggregating: Any = contextlib.nullcontext()
+    if options.metrics_port is not None:  # the workers record, this process serves the sum
+        from loafer_cli.metrics import aggregated_metrics
+
+        aggregating = aggregated_metrics(options.metrics_port)
+    with aggregating:
+        code = supervise(options.command(), workers, shutdown_timeout=timeout)
     if code:
         raise typer.Exit(code)
 
@@ -316,6 +330,17 @@ def run(
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics on this port (with --workers: every worker's "
+            "numbers summed); needs loafer-core[prometheus].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run routes until SIGINT/SIGTERM, then drain and exit 0."""
     from loafer_cli.logs import configure_logging
@@ -330,6 +355,7 @@ def run(
         health_port,
         health_host,
         status_interval,
+        metrics_port,
     )
     with _config_errors():
         if reload:
@@ -349,6 +375,7 @@ def run(
                 health_port=health_port,
                 health_host=health_host,
                 status_interval=status_interval,
+                metrics_port=metrics_port,
             )
         except ConfigurationError:
             raise
