@@ -124,3 +124,34 @@ def test_metrics_are_in_their_own_registry_and_checked() -> None:
         PrometheusMetrics(backlog_interval=0)
     assert provider_kind(MemoryProvider(MemoryBroker(), "q")) == "memory"
     assert provider_kind(object()) == "object"
+
+
+async def test_durations_land_in_their_buckets() -> None:
+    broker = MemoryBroker()
+    broker.publish_many("timed", [1, 2])
+    done = asyncio.Event()
+    handled = 0
+
+    async def slow(content: Any, metadata: Any) -> bool:
+        nonlocal handled
+        await asyncio.sleep(0.03)  # the duration being measured, not a synchronisation
+        handled += 1
+        if handled == 2:
+            done.set()
+        return True
+
+    route = Route(MemoryProvider(broker, "timed", wait=0.1), slow, name="timed")
+    manager = Manager([route])
+    metrics = serve_metrics(manager, 0, host="127.0.0.1")
+    async with manager:
+        await manager.wait_started()
+        await asyncio.wait_for(done.wait(), 10)
+        await broker.wait_idle("timed", timeout=10)
+        samples = await scrape(metrics.port)  # type: ignore[arg-type]
+    labels = {"route": "timed", "provider": "memory"}
+    bucket = "loafer_handler_duration_seconds_bucket"
+    assert value(samples, bucket, **labels, le="0.025") == 0
+    assert value(samples, bucket, **labels, le="60.0") == 2
+    assert value(samples, bucket, **labels, le="+Inf") == 2
+    total = value(samples, "loafer_handler_duration_seconds_sum", **labels)
+    assert total is not None and 0.06 <= total < 10
