@@ -5,13 +5,15 @@ Built on the two public seams of the core, nothing else:
 - a middleware (:attr:`PrometheusMetrics.middleware`, made the manager's outermost by
   :meth:`PrometheusMetrics.install`) counts what the route decided for each delivery
   (by outcome), the translator's and handler's errors (``delivery.error``) and times the
-  processing;
+  processing, in plain per-route tallies;
 - :meth:`Manager.status` gives what a middleware cannot see: deliveries received, in
-  flight, failed fetches and failed settlements; it is read when scraped (and every
-  second, for other exporters of :attr:`PrometheusMetrics.registry` and for
-  ``--workers``);
-- providers implementing :class:`~loafer_core.provider.Backlog` report their queue's
-  backlog, read every ``backlog_interval`` seconds while the manager serves.
+  flight, failed fetches and failed settlements.
+
+Both go to the Prometheus metrics when ``/metrics`` is scraped, and every second (for
+other exporters of :attr:`PrometheusMetrics.registry`, and for ``--workers``);
+providers implementing :class:`~loafer_core.provider.Backlog` report their queue's
+backlog, read every ``backlog_interval`` seconds while the manager serves. See
+``docs/observability.md``.
 
 Embedding::
 
@@ -36,7 +38,6 @@ import glob
 import logging
 import os
 import re
-import threading
 from bisect import bisect_left
 from functools import wraps
 from importlib import metadata
@@ -195,7 +196,6 @@ class PrometheusMetrics:
         self._manager: Manager | None = None
         self._tallies: dict[Route, _Tally] = {}
         self._seen: dict[tuple[str, str], int] = {}  # (route, counter) -> last total
-        self._lock = threading.Lock()
         self._server: asyncio.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -318,16 +318,16 @@ class PrometheusMetrics:
 
     def read_status(self) -> None:
         """Record the middleware's tallies and the manager's status now (received, in
-        flight, fetch errors, settle failures)."""
+        flight, fetch errors, settle failures). Call it on the manager's event loop (as
+        the ``/metrics`` endpoint and the periodic reader do)."""
         manager = self._manager
         if manager is None:
             return
         kinds = {route.name: provider_kind(route.provider) for route in manager.routes}
-        with self._lock:
-            for tally in self._tallies.values():
-                self._flush(tally)
-            for status in manager.status():
-                self._record(status, kinds.get(status.name, "unknown"))
+        for tally in self._tallies.values():
+            self._flush(tally)
+        for status in manager.status():
+            self._record(status, kinds.get(status.name, "unknown"))
 
     def _record(self, status: RouteStatus, kind: str) -> None:
         labels = (status.name, kind)
@@ -363,10 +363,13 @@ class PrometheusMetrics:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
-            self.read_status()
-            if loop.time() >= due:
-                await self.read_backlogs()
-                due = loop.time() + self.backlog_interval
+            try:
+                self.read_status()
+                if loop.time() >= due:
+                    await self.read_backlogs()
+                    due = loop.time() + self.backlog_interval
+            except Exception:  # a bug here must not end the sampling
+                logger.exception("reading the metrics failed")
             await asyncio.sleep(STATUS_INTERVAL)  # periodic sampling, not a synchronisation
 
     # -- the /metrics endpoint --------------------------------------------------------------
