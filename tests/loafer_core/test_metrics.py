@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loafer_core import ConfigurationError, JSONTranslator, Manager, RejectMessage, Route
 from loafer_core.memory import MemoryBroker, MemoryProvider
-from loafer_core.metrics import PrometheusMetrics, provider_kind, serve_metrics
-from tests.scrape import scrape, value
+from loafer_core.metrics import (
+    PrometheusMetrics,
+    provider_kind,
+    serve_metrics,
+    serve_multiprocess,
+)
+from tests.scrape import scrape, scrape_now, value
 
 pytestmark = pytest.mark.memory
 
@@ -155,3 +164,32 @@ async def test_durations_land_in_their_buckets() -> None:
     assert value(samples, bucket, **labels, le="+Inf") == 2
     total = value(samples, "loafer_handler_duration_seconds_sum", **labels)
     assert total is not None and 0.06 <= total < 10
+
+
+WORKER = """
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+registry = CollectorRegistry()
+Counter("loafer_messages_received", "", ["route"], registry=registry).labels("r").inc(7)
+Gauge(
+    "loafer_messages_in_flight", "", ["route"], registry=registry, multiprocess_mode="livesum"
+).labels("r").set(3)
+"""
+
+
+def test_several_processes_are_summed_and_ended_ones_leave_no_live_gauge(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(2):  # two workers, each counting 7 and holding 3 in flight, then ended
+        subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, timeout=60)
+    assert len(list(tmp_path.glob("gauge_livesum_*.db"))) == 2
+    server = serve_multiprocess(0, "127.0.0.1", str(tmp_path))
+    try:
+        samples = scrape_now(server.server_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert value(samples, "loafer_messages_received_total", route="r") == 14  # summed, kept
+    assert value(samples, "loafer_messages_in_flight", route="r") is None  # both ended
+    assert not list(tmp_path.glob("gauge_livesum_*.db"))
