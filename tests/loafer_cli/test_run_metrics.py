@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.loafer_cli.runner import Service
+from tests.loafer_cli.runner import Service, loafer
 from tests.loafer_rabbit.conftest import RabbitAdmin
 from tests.scrape import Samples, scrape_now, value
 
@@ -125,3 +125,28 @@ async def test_two_workers_numbers_are_summed(
     assert value(samples, "loafer_messages_settled_total", **LABELS, outcome="accept") == 200
     assert value(samples, "loafer_handler_duration_seconds_count", **LABELS) == 200
     assert value(samples, "loafer_messages_in_flight", **LABELS) == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_metrics_port_exits_78_with_one_clear_line(
+    tmp_path: Path, rabbit_url: str, workers: str
+) -> None:
+    (tmp_path / "app.py").write_text(APP)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = loafer(
+            "run",
+            "app:routes",
+            "--workers",
+            workers,
+            "--metrics-port",
+            str(port),
+            cwd=tmp_path,
+            env={"QUEUE": "loafer-metrics-never-used", "RABBIT_URL": rabbit_url},
+        )
+    assert done.returncode == 78, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("loafer: error:")]
+    assert errors == [errors[0]] and f"cannot listen on 0.0.0.0:{port}" in errors[0]
+    assert "choose another metrics port" in errors[0]
