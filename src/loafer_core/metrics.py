@@ -269,7 +269,13 @@ class PrometheusMetrics:
 
         @wraps(serve)
         async def serving(*args: Any, **kwargs: Any) -> None:
-            await self.start()
+            try:
+                await self.start()
+            except ConfigurationError as refused:
+                # ended as serve() ends on a refused health port: wait_started() raises it
+                manager._fatal = refused
+                manager._ended.set()
+                raise
             try:
                 await serve(*args, **kwargs)
             finally:

@@ -120,6 +120,16 @@ async def test_the_endpoint_stops_with_the_manager_and_a_taken_port_is_a_configu
         serve_metrics(clash, port, host="127.0.0.1")
         with pytest.raises(ConfigurationError, match="metrics port"):
             await clash.serve()
+        other = Manager([Route(MemoryProvider(broker, "q", wait=0.1), handle, name="c")])
+        serve_metrics(other, port, host="127.0.0.1")
+        hung = False
+        with pytest.raises(ConfigurationError, match="metrics port"):
+            async with other:
+                try:
+                    await asyncio.wait_for(other.wait_started(), 10)  # raises it
+                except TimeoutError:
+                    hung = True
+        assert not hung
     with pytest.raises(OSError):
         await scrape(port)
 
