@@ -125,6 +125,8 @@ async def test_two_workers_numbers_are_summed(
     assert value(samples, "loafer_messages_settled_total", **LABELS, outcome="accept") == 200
     assert value(samples, "loafer_handler_duration_seconds_count", **LABELS) == 200
     assert value(samples, "loafer_messages_in_flight", **LABELS) == 0
+    backlog = value(samples, "loafer_queue_backlog", **LABELS)  # read at start, every 15 s
+    assert backlog is not None and 0 <= backlog <= 200
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
