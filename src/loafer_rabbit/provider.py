@@ -883,7 +883,11 @@ class RabbitProvider:
                     queue = await channel.declare_queue(self.queue, passive=True, robust=False)
             except Exception as exc:  # a cancellation passes through
                 logger.debug("%s: backlog not read: %s", self.describe(), type(exc).__name__)
-                self._backlog_channel = None
+                channel, self._backlog_channel = self._backlog_channel, None
+                if channel is not None and not channel.is_closed:  # not to be reopened
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(1.0):
+                            await channel.close()
                 return None
         count = getattr(queue.declaration_result, "message_count", None)
         return count if isinstance(count, int) else None

@@ -70,3 +70,18 @@ async def test_backlog_is_the_queues_ready_count(admin: RabbitAdmin, rabbit_url:
     assert sample(held, "loafer_queue_backlog", **labels) == 5  # prefetch 1: 1 in flight
     assert sample(held, "loafer_messages_in_flight", **labels) == 1
     assert await route.provider.backlog() is None  # closed
+
+
+async def test_backlog_survives_a_refused_declare(admin: RabbitAdmin, rabbit_url: str) -> None:
+    name = await admin.declare()
+    provider = RabbitProvider(name, url=rabbit_url, poll_timeout=0.5)
+    await provider.start(1)
+    try:
+        assert await provider.backlog() == 0
+        await admin.delete(name)  # the broker refuses the passive declare: NOT_FOUND
+        assert await provider.backlog() is None
+        await admin.declare(name)  # back, without the provider's consumer
+        await admin.put_many(name, [b"1", b"2"])
+        assert await provider.backlog() == 2  # a new channel answers
+    finally:
+        await provider.close()
