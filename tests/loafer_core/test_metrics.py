@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from loafer_core import ConfigurationError, JSONTranslator, Manager, RejectMessage, Route
+from loafer_core import (
+    ConfigurationError,
+    JSONTranslator,
+    Manager,
+    ProviderError,
+    RejectMessage,
+    Route,
+)
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.metrics import (
     PrometheusMetrics,
@@ -203,3 +210,49 @@ def test_several_processes_are_summed_and_ended_ones_leave_no_live_gauge(
     assert value(samples, "loafer_messages_received_total", route="r") == 14  # summed, kept
     assert value(samples, "loafer_messages_in_flight", route="r") is None  # both ended
     assert not list(tmp_path.glob("gauge_livesum_*.db"))
+
+
+class Flaky(MemoryProvider):
+    """A memory queue whose first fetch fails and whose settlements of "bad" all fail."""
+
+    def __init__(self, broker: MemoryBroker, queue: str) -> None:
+        super().__init__(broker, queue, wait=0.1)
+        self.fetches = 0
+        self.bad_settles = 0
+        self.gave_up = asyncio.Event()
+
+    async def fetch(self, max_messages: int) -> Any:
+        self.fetches += 1
+        if self.fetches == 1:
+            raise ProviderError("connection lost")
+        return await super().fetch(max_messages)
+
+    async def settle(self, delivery: Any, outcome: Any) -> None:
+        if delivery.body == "bad":
+            self.bad_settles += 1
+            if self.bad_settles == 5:  # the dispatcher's last attempt (settle_attempts)
+                self.gave_up.set()
+            raise ProviderError("settle refused")
+        await super().settle(delivery, outcome)
+
+
+async def test_fetch_errors_and_settle_failures_come_from_the_status() -> None:
+    broker = MemoryBroker()
+    broker.publish_many("flaky", ["ok", "bad"])
+    provider = Flaky(broker, "flaky")
+    route = Route(provider, handle_text, name="flaky")
+    manager = Manager([route])
+    metrics = serve_metrics(manager, 0, host="127.0.0.1")
+    async with manager:
+        await manager.wait_started()
+        await asyncio.wait_for(provider.gave_up.wait(), 30)
+        samples = await scrape(metrics.port)  # type: ignore[arg-type]
+    labels = {"route": "flaky", "provider": "flaky"}  # not an entry point: the class name
+    assert value(samples, "loafer_fetch_errors_total", **labels) == 1
+    assert value(samples, "loafer_settle_failures_total", **labels) == 1
+    assert value(samples, "loafer_messages_received_total", **labels) == 2
+    assert value(samples, "loafer_messages_settled_total", **labels, outcome="accept") == 2
+
+
+async def handle_text(content: Any, metadata: Any) -> bool:
+    return True
