@@ -224,6 +224,7 @@ async def framework(
     bodies: list[Any] | None = None,
     translator: Any = None,
     middleware: list[Any] | None = None,
+    metrics: bool = False,
 ) -> float:
     broker = MemoryBroker()
     broker.publish_many("bench", bodies if bodies is not None else list(range(1, n + 1)))
@@ -262,6 +263,10 @@ async def framework(
         middleware=middleware,
     )
     manager = Manager([route])
+    if metrics:
+        from loafer_core.metrics import PrometheusMetrics
+
+        PrometheusMetrics().install(manager)
     start = time.perf_counter()
     async with manager:
         await done.wait()
@@ -463,6 +468,24 @@ def typed_part(n: int, c: int, r: int) -> None:
     )
 
 
+def metrics_part(n: int, c: int, r: int) -> None:
+    """The cost of Prometheus metrics (``PrometheusMetrics().install(manager)``, no
+    server) against the plain route, in the same run."""
+    plain, measured = paired(
+        r,
+        lambda: run(framework(n, c, noop)),
+        lambda: run(framework(n, c, noop, metrics=True)),
+    )
+    per_msg_us = statistics.median(
+        (1 / m - 1 / p) * 1e6 for m, p in zip(measured, plain, strict=True)
+    )
+    print(
+        f"metrics, {n} msgs: plain route {plain.best:,.0f} msg/s; with metrics "
+        f"{measured.best:,.0f} msg/s (ratio {ratio(measured, plain):.2f}, {per_msg_us:.2f} us "
+        "per message, median of rounds)"
+    )
+
+
 def memory_report(total: int) -> None:
     out = subprocess.run(
         [sys.executable, __file__, "--memory-only", "--memory-messages", str(total)],
@@ -486,9 +509,9 @@ def main() -> None:
     parser.add_argument("--memory-messages", type=int, default=1_000_000)
     parser.add_argument(
         "--parts",
-        default="async,sync,json,middleware,typed,memory",
+        default="async,sync,json,middleware,typed,metrics,memory",
         help="comma-separated parts to run (default: all of "
-        "async,sync,json,middleware,typed,memory)",
+        "async,sync,json,middleware,typed,metrics,memory)",
     )
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -497,7 +520,7 @@ def main() -> None:
         return
     n, c, r = args.messages, args.concurrency, args.repeat
     parts = set(args.parts.split(","))
-    unknown = parts - {"async", "sync", "json", "middleware", "typed", "memory"}
+    unknown = parts - {"async", "sync", "json", "middleware", "typed", "metrics", "memory"}
     if unknown:
         parser.error(f"--parts: unknown part(s) {', '.join(sorted(unknown))}")
 
@@ -512,6 +535,8 @@ def main() -> None:
         middleware_part(n, c, r)
     if "typed" in parts:
         typed_part(n, c, r)
+    if "metrics" in parts:
+        metrics_part(n, c, r)
     if "memory" in parts:
         memory_report(args.memory_messages)
 

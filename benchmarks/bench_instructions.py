@@ -32,6 +32,7 @@ SIDES = {
     "floor": ("memory broker alone (the floor)", "broker"),
     "raw": ("raw memory-broker consumer", "broker"),
     "loafer": ("loafer (memory provider)", "broker"),
+    "metrics": ("loafer with Prometheus metrics", "broker"),
 }
 
 
@@ -56,6 +57,7 @@ def run_side(side: str, n: int, concurrency: int) -> None:
         "floor": lambda: bench_core.broker_floor(n, concurrency),
         "raw": lambda: bench_core.raw_broker(n, concurrency),
         "loafer": lambda: bench_core.framework(n, concurrency, bench_core.noop),
+        "metrics": lambda: bench_core.framework(n, concurrency, bench_core.noop, metrics=True),
     }[side]()
     asyncio.run(coro)
 
@@ -117,6 +119,7 @@ def main() -> None:
     print("  ratios (the other side's instructions / loafer's: higher is better for loafer)")
     for side in ("bare", "fed", "floor", "raw"):
         print(f"    loafer / {SIDES[side][0]:<32}: {results[side] / loafer:.2f}")
+    print(f"    {SIDES['metrics'][0]} / loafer: {loafer / results['metrics']:.2f} (throughput)")
 
 
 if __name__ == "__main__":

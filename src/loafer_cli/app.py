@@ -7,6 +7,7 @@ target or config file, a provider that cannot be built, a fatal route error.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -152,6 +153,7 @@ def run_target(
     health_host: str | None = None,
     status_interval: float | None = None,
     live: bool = False,
+    metrics_port: int | None = None,
 ) -> None:
     """Build the Manager and run it until SIGINT/SIGTERM (returns after a clean drain;
     raises ConfigurationError on a fatal configuration error); with ``live``, under the
@@ -166,6 +168,10 @@ def run_target(
         health_host=health_host,
         status_interval=status_interval,
     )
+    if metrics_port is not None:
+        from loafer_cli.metrics import install_metrics
+
+        install_metrics(manager, metrics_port)
     logger.info("running %d route(s): %s", len(manager.routes), [r.name for r in manager.routes])
     with live_view(manager, enabled=live):
         manager.run()
@@ -200,6 +206,7 @@ class _RunOptions:
     health_host: str | None
     status_interval: float | None
     no_live: bool = False
+    metrics_port: int | None = None
 
     def command(self) -> list[str]:
         """``loafer run`` with these options (no --reload, no --workers)."""
@@ -212,6 +219,7 @@ class _RunOptions:
             ("--health-port", self.health_port),
             ("--health-host", self.health_host),
             ("--status-interval", self.status_interval),
+            ("--metrics-port", self.metrics_port),
         ):
             if value is not None:
                 args += [flag, str(value)]
@@ -249,7 +257,13 @@ def _supervise(options: _RunOptions, workers: int) -> None:
     manager = build_manager(
         options.target, options.config_file, shutdown_timeout=options.shutdown_timeout
     )
-    code = supervise(options.command(), workers, shutdown_timeout=manager.shutdown_timeout)
+    aggregating: Any = contextlib.nullcontext()
+    if options.metrics_port is not None:  # the workers record, this process serves the sum
+        from loafer_cli.metrics import aggregated_metrics
+
+        aggregating = aggregated_metrics(options.metrics_port)
+    with aggregating:
+        code = supervise(options.command(), workers, shutdown_timeout=manager.shutdown_timeout)
     if code:
         raise typer.Exit(code)
 
@@ -334,6 +348,17 @@ def run(
         bool,
         typer.Option("--no-live", help="No live table of the routes, even on a terminal."),
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics on this port (with --workers: every worker's "
+            "numbers summed); needs loafer-core[prometheus].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run routes until SIGINT/SIGTERM, then drain and exit 0."""
     from loafer_cli.live import wanted
@@ -350,6 +375,7 @@ def run(
         health_host,
         status_interval,
         no_live,
+        metrics_port,
     )
     with _config_errors():
         if reload:
@@ -370,6 +396,7 @@ def run(
                 health_host=health_host,
                 status_interval=status_interval,
                 live=wanted(log_format=log_format.value, no_live=no_live),
+                metrics_port=metrics_port,
             )
         except ConfigurationError:
             raise

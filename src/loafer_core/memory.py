@@ -547,6 +547,13 @@ class MemoryProvider:
         """Always healthy once the queue exists."""
         return self.broker.has_queue(self.queue)
 
+    async def backlog(self) -> int | None:
+        """The queue's depth (ready or waiting for a delayed retry); ``None`` if the
+        queue does not exist."""
+        if not self.broker.has_queue(self.queue):
+            return None
+        return self.broker.depth(self.queue)
+
     async def close(self) -> None:
         """Nothing is buffered: fetch takes straight from the broker."""
         self._closed = True

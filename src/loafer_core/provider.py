@@ -19,7 +19,7 @@ Transient failures raise :class:`~loafer_core.errors.ProviderError` (the dispatc
 retries with backoff); wrong configuration raises ``ConfigurationError`` (fatal).
 
 Optional abilities are separate small protocols: :class:`LeaseExtender`,
-:class:`Drainable`, :class:`Publisher`, :class:`HealthChecker`.
+:class:`Drainable`, :class:`Publisher`, :class:`HealthChecker`, :class:`Backlog`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 from loafer_core.outcome import Outcome
 
 __all__ = [
+    "Backlog",
     "Capabilities",
     "Delivery",
     "Drainable",
@@ -227,4 +228,20 @@ class HealthChecker(Protocol):
 
     async def health(self) -> bool:
         """True when the broker is reachable and the queue consumable."""
+        ...
+
+
+@runtime_checkable
+class Backlog(Protocol):
+    """Optional: how many messages wait in the queue, where the broker tells it cheaply.
+
+    For metrics (``loafer_queue_backlog``, for autoscalers): one bounded, cheap broker
+    call (a passive declare's message count, SQS's ``ApproximateNumberOfMessages``), on
+    the provider's existing connection, made every few seconds while the route runs.
+    """
+
+    async def backlog(self) -> int | None:
+        """Messages ready in the queue (approximate), or ``None`` when it cannot be told
+        now (not connected, the broker did not answer in time). Never raises for a
+        broker failure."""
         ...

@@ -266,6 +266,8 @@ class RabbitProvider:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._publish_channel: AbstractRobustChannel | None = None
+        self._backlog_channel: AbstractRobustChannel | None = None
+        self._backlog_lock = asyncio.Lock()
         self._queue_obj: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         # Deliveries received and not handed out yet. Each carries its channel's
@@ -947,6 +949,31 @@ class RabbitProvider:
         """True while connected and consuming."""
         return self._started and not self._closed and self._consumer_active()
 
+    async def backlog(self) -> int | None:
+        """Messages ready in the work queue (a passive declare's message count, on a
+        channel of its own, so a refusal cannot close the consuming or publishing one);
+        ``None`` when not connected or the broker did not answer within
+        ``publish_timeout``."""
+        if not self._started or self._closed or self._connection is None:
+            return None
+        async with self._backlog_lock:
+            try:
+                async with asyncio.timeout(self._publish_timeout):
+                    channel = self._backlog_channel
+                    if channel is None or channel.is_closed:
+                        channel = self._backlog_channel = await self._connection.channel()
+                    queue = await channel.declare_queue(self.queue, passive=True, robust=False)
+            except Exception as exc:  # a cancellation passes through
+                logger.debug("%s: backlog not read: %s", self.describe(), type(exc).__name__)
+                channel, self._backlog_channel = self._backlog_channel, None
+                if channel is not None and not channel.is_closed:  # not to be reopened
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(1.0):
+                            await channel.close()
+                return None
+        count = getattr(queue.declaration_result, "message_count", None)
+        return count if isinstance(count, int) else None
+
     async def close(self) -> None:
         """Stop consuming, requeue buffered deliveries, disconnect. Idempotent.
 
@@ -1022,6 +1049,6 @@ class RabbitProvider:
 
     async def _disconnect(self, timeout: float | None = None) -> None:
         connection, self._connection = self._connection, None
-        self._channel = self._publish_channel = None
+        self._channel = self._publish_channel = self._backlog_channel = None
         if connection is not None:
             await close_connection(connection, timeout or self._close_timeout, self._url)

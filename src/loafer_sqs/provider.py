@@ -519,6 +519,22 @@ class SQSProvider:
             return False
         return True
 
+    async def backlog(self) -> int | None:
+        """The queue's ``ApproximateNumberOfMessages`` (visible messages; SQS's estimate),
+        from one ``GetQueueAttributes`` bounded like :meth:`health`; ``None`` when not
+        running or unanswered."""
+        if not self._started or self._closed:
+            return None
+        try:
+            async with asyncio.timeout(self._timeouts.attempt):
+                answer = await self._client.get_queue_attributes(
+                    QueueUrl=self._queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )
+            return int(answer["Attributes"]["ApproximateNumberOfMessages"])
+        except Exception as exc:  # a cancellation passes through
+            logger.debug("%s: backlog not read: %s", self.describe(), type(exc).__name__)
+            return None
+
     # -- receiving -----------------------------------------------------------------------
 
     def _check_running(self) -> None:

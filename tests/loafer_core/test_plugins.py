@@ -139,7 +139,8 @@ def test_import_and_memory_route_import_no_broker_library() -> None:
         assert broker.is_idle("q")
         banned = ("aiobotocore", "botocore", "proton", "aio_pika", "aiormq",
                   "loafer_sqs", "loafer_amqp", "loafer_rabbit",
-                  "typer", "rich", "click", "pydantic", "loafer_cli", "sentry_sdk")
+                  "typer", "rich", "click", "pydantic", "loafer_cli", "sentry_sdk",
+                  "prometheus_client")
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)
         print("LOADED", loaded)
         """
