@@ -27,7 +27,7 @@ import math
 import signal
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from loafer_core.dispatcher import Dispatcher
 from loafer_core.errors import ConfigurationError
@@ -37,7 +37,7 @@ from loafer_core.policy import check_number
 from loafer_core.route import Route
 from loafer_core.status import RouteState, RouteStatus
 
-__all__ = ["LoaferManager", "Manager"]
+__all__ = ["LoaferManager", "Manager", "Service"]
 
 logger = logging.getLogger("loafer_core.manager")
 
@@ -113,6 +113,9 @@ class Manager:
         self.status_interval = status_interval
         #: the health server while serving (its ``port`` is the one bound)
         self.health: HealthServer | None = None
+        #: things started when :meth:`serve` begins, before any route, and closed after
+        #: the drain, in reverse order (a metrics endpoint, say): see :class:`Service`
+        self.services: list[Service] = []
         self._dispatchers: list[Dispatcher] = []
         self._signals = 0
         self._task: asyncio.Task[None] | None = None
@@ -194,16 +197,20 @@ class Manager:
             )
             self._ended.set()
             raise self._fatal
-        health: HealthServer | None = None
+        services: list[Service] = list(self.services)
         if self.health_port is not None:
-            health = HealthServer(self.status, host=self.health_host, port=self.health_port)
-            try:
-                await health.start()
-            except ConfigurationError as refused:
-                self._fatal = refused
-                self._ended.set()
-                raise
-            self.health = health
+            self.health = HealthServer(self.status, host=self.health_host, port=self.health_port)
+            services.insert(0, self.health)
+        started: list[Service] = []
+        try:
+            for service in services:
+                await service.start()
+                started.append(service)
+        except Exception as refused:  # a port in use, say: nothing runs, serve() says why
+            await _close_services(started)
+            self._fatal = refused
+            self._ended.set()
+            raise
         for route in self.routes:
             route.has_run = True
         self._exit = None
@@ -254,8 +261,7 @@ class Manager:
             if reporter is not None:
                 reporter.cancel()
                 await asyncio.gather(reporter, return_exceptions=True)
-            if health is not None:
-                await health.close()
+            await _close_services(started)
             self._log_summary()
             self._stop_request = None
             self._fatal = fatal
@@ -350,6 +356,36 @@ class Manager:
         task, self._task = self._task, None
         if task is not None:
             await task
+
+
+class Service(Protocol):
+    """Something that runs alongside a manager's routes (see :attr:`Manager.services`).
+
+    ``start`` is awaited when :meth:`Manager.serve` begins, before any route starts; an
+    exception from it ends ``serve()`` with that error, as a fatal route error does
+    (``ConfigurationError`` for a port in use). ``close`` is awaited after the drain
+    (bounded: :data:`SERVICE_CLOSE_TIMEOUT` seconds each).
+    """
+
+    async def start(self) -> None:
+        """Begin (bind a port, start a task)."""
+        ...
+
+    async def close(self) -> None:
+        """End; called once after a successful start."""
+        ...
+
+
+SERVICE_CLOSE_TIMEOUT = 5.0
+
+
+async def _close_services(services: list[Service]) -> None:
+    for service in reversed(services):
+        try:
+            async with asyncio.timeout(SERVICE_CLOSE_TIMEOUT):
+                await service.close()
+        except Exception:
+            logger.exception("closing %r failed", service)
 
 
 def _status_line(status: RouteStatus, rate: float | None) -> str:

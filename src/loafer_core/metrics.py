@@ -39,7 +39,6 @@ import logging
 import os
 import re
 from bisect import bisect_left
-from functools import wraps
 from importlib import metadata
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -265,25 +264,7 @@ class PrometheusMetrics:
                 counter.labels(*labels)
             self.translation_errors.labels(*labels)
             self.in_flight.labels(*labels)
-        serve = manager.serve
-
-        @wraps(serve)
-        async def serving(*args: Any, **kwargs: Any) -> None:
-            try:
-                await self.start()
-            except ConfigurationError as refused:
-                # ended as serve() ends on a refused health port: wait_started() raises it
-                manager._fatal = refused
-                manager._ended.set()
-                raise
-            try:
-                await serve(*args, **kwargs)
-            finally:
-                await self.close()
-
-        # The Manager has no start/stop hook: serve() (what run() calls too) is wrapped
-        # on this instance only.
-        manager.serve = serving  # type: ignore[method-assign]
+        manager.services.append(self)  # started and closed with the manager's serve()
         return self
 
     async def start(self) -> None:

@@ -197,3 +197,38 @@ async def test_status_counts_fetch_and_settle_failures() -> None:
         status = manager.status()[0]
     assert status.fetch_failures == 2
     assert status.settle_failures >= 1
+
+
+async def test_services_start_before_the_routes_and_close_after_the_drain() -> None:
+    events: list[str] = []
+    broker = MemoryBroker()
+    broker.declare("q")
+
+    class Recorder:
+        async def start(self) -> None:
+            events.append(f"start, routes {manager.status()[0].state}")
+
+        async def close(self) -> None:
+            events.append(f"close, routes {manager.status()[0].state}")
+
+    manager = Manager([Route(MemoryProvider(broker, "q"), lambda c, m: True)])
+    manager.services.append(Recorder())
+    async with manager:
+        await manager.wait_started()
+    assert events == ["start, routes starting", "close, routes stopped"]
+
+    class Refusing:
+        async def start(self) -> None:
+            raise ConfigurationError("port taken")
+
+        async def close(self) -> None:
+            raise AssertionError("never started, never closed")
+
+    refused = Manager([Route(MemoryProvider(broker, "q"), lambda c, m: True)])
+    refused.services.append(Refusing())
+    serving = asyncio.create_task(refused.serve())
+    with pytest.raises(ConfigurationError, match="port taken"):
+        await asyncio.wait_for(refused.wait_started(), 10)
+    with pytest.raises(ConfigurationError, match="port taken"):
+        await asyncio.wait_for(serving, 10)
+    assert not refused.routes[0].has_run  # nothing ran: the routes can still be used
