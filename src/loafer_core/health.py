@@ -15,22 +15,17 @@ gets one answer and is closed; a request must arrive within 5 seconds and 8 KiB.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from loafer_core.errors import ConfigurationError
+from loafer_core import _http
 from loafer_core.status import RouteStatus
 
 __all__ = ["HealthServer"]
 
 logger = logging.getLogger("loafer_core.health")
-
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-REQUEST_TIMEOUT = 5.0
-REQUEST_LIMIT = 8192
 
 
 class HealthServer:
@@ -57,15 +52,7 @@ class HealthServer:
 
     async def start(self) -> None:
         """Bind and serve; a port that cannot be bound is a ConfigurationError."""
-        try:
-            self._server = await asyncio.start_server(
-                self._answer, self.host, self.port, limit=REQUEST_LIMIT
-            )
-        except OSError as exc:
-            raise ConfigurationError(
-                f"health endpoint: cannot listen on {self.host}:{self.port} "
-                f"({exc.strerror or exc}); choose another health port"
-            ) from None
+        self._server = await _http.listen(self._respond, self.host, self.port, "health")
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
@@ -76,12 +63,7 @@ class HealthServer:
     async def close(self) -> None:
         """Stop listening (answers under way are cut after a second)."""
         server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                await server.wait_closed()
+        await _http.stop(server)
 
     async def __aenter__(self) -> HealthServer:
         await self.start()
@@ -90,42 +72,11 @@ class HealthServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                async with asyncio.timeout(REQUEST_TIMEOUT):
-                    head = await reader.readuntil(b"\r\n\r\n")
-                method, target, _version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            except (
-                TimeoutError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-                ValueError,
-            ):
-                return  # not a request we answer: just close
-            code, body = self._route(method, target.split("?", 1)[0])
-            payload = json.dumps(body).encode()
-            writer.write(
-                f"HTTP/1.1 {code} {_REASONS[code]}\r\n"
-                "Content-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\n"
-                "Cache-Control: no-store\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + (b"" if method == "HEAD" else payload)
-            )
-            async with asyncio.timeout(REQUEST_TIMEOUT):
-                await writer.drain()
-        except (ConnectionError, TimeoutError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+    def _respond(self, path: str) -> _http.Answer:
+        code, body = self._route(path)
+        return code, "application/json", json.dumps(body).encode()
 
-    def _route(self, method: str, path: str) -> tuple[int, Any]:
-        if method not in ("GET", "HEAD"):
-            return 405, {"error": f"method {method} not allowed"}
+    def _route(self, path: str) -> tuple[int, Any]:
         if path == "/livez":
             return 200, {"status": "ok"}
         if path == "/readyz":

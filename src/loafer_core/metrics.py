@@ -53,6 +53,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from loafer_core import _http
 from loafer_core.errors import ConfigurationError, TranslationError
 from loafer_core.middleware import Process
 from loafer_core.outcome import Outcome, OutcomeKind
@@ -271,15 +272,7 @@ class PrometheusMetrics:
         """Bind the ``/metrics`` server (if ``port``) and start reading status and
         backlogs (done by :meth:`install` when the manager serves)."""
         if self.port is not None and self._server is None:
-            try:
-                self._server = await asyncio.start_server(
-                    self._answer, self.host, self.port, limit=8192
-                )
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"metrics endpoint: cannot listen on {self.host}:{self.port} "
-                    f"({exc.strerror or exc}); choose another metrics port"
-                ) from None
+            self._server = await _http.listen(self._respond, self.host, self.port, "metrics")
             sockets = self._server.sockets
             if sockets:
                 self.port = int(sockets[0].getsockname()[1])
@@ -295,11 +288,7 @@ class PrometheusMetrics:
             await asyncio.gather(task, return_exceptions=True)
         self.read_status()
         server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await server.wait_closed()
+        await _http.stop(server)
 
     # -- reading the manager ----------------------------------------------------------------
 
@@ -366,40 +355,10 @@ class PrometheusMetrics:
         self.read_status()
         return generate_latest(self.registry)
 
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            try:
-                async with asyncio.timeout(5.0):
-                    head = await reader.readuntil(b"\r\n\r\n")
-                method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            except (
-                TimeoutError,
-                asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError,
-                ValueError,
-            ):
-                return
-            path = target.split("?", 1)[0]
-            if method not in ("GET", "HEAD"):
-                code, body, ctype = "405 Method Not Allowed", b"GET only\n", "text/plain"
-            elif path in ("/metrics", "/"):
-                code, body, ctype = "200 OK", self.exposition(), CONTENT_TYPE_LATEST
-            else:
-                code, body, ctype = "404 Not Found", b"see /metrics\n", "text/plain"
-            writer.write(
-                f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + (b"" if method == "HEAD" else body)
-            )
-            async with asyncio.timeout(5.0):
-                await writer.drain()
-        except (ConnectionError, TimeoutError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+    def _respond(self, path: str) -> _http.Answer:
+        if path in ("/metrics", "/"):
+            return 200, CONTENT_TYPE_LATEST, self.exposition()
+        return 404, "text/plain", b"see /metrics\n"
 
 
 class _Tally:
