@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypedDict
 
+import msgspec
 import pydantic
 import pytest
 import typing_extensions
@@ -181,3 +182,26 @@ def test_an_annotation_that_cannot_be_resolved_is_said(caplog: pytest.LogCapture
 
     assert content_converter(handler) is None
     assert "cannot be resolved" in caplog.text and "'Local'" in caplog.text
+
+
+class Shipment(msgspec.Struct):
+    order_id: int
+    carrier: str
+
+
+async def test_a_msgspec_struct_typed_handler() -> None:
+    got: list[Shipment] = []
+
+    def on_shipment(shipment: Shipment, metadata: Any) -> None:
+        got.append(shipment)
+
+    broker, route = _route(on_shipment)
+    broker.publish("q", b'{"order_id": 7, "carrier": "post"}')
+    broker.publish("q", b'{"order_id": "seven", "carrier": "post"}')
+    report = await run_until_idle(route, timeout=10)
+    assert got == [Shipment(order_id=7, carrier="post")]
+    reason = report.rejected[0].outcome.reason or ""
+    assert reason.startswith("content is not a valid Shipment: Expected `int`, got `str`")
+    convert = content_converter(on_shipment)  # raw JSON bytes are decoded by msgspec
+    assert convert is not None
+    assert convert(b'{"order_id": 1, "carrier": "x"}') == Shipment(1, "x")
