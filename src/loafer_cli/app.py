@@ -236,6 +236,8 @@ def _reload(options: _RunOptions, reload_dirs: list[Path]) -> None:
             "--reload needs watchfiles: pip install 'loafer-core[reload]'"
         ) from None
     shutdown_timeout = options.shutdown_timeout
+    if shutdown_timeout is None:
+        shutdown_timeout = _configured_shutdown_timeout(options)
     command = options.command()
     dirs = [str(d) for d in reload_dirs] or [str(Path.cwd())]
     logger.info("watching %s for changes (restarting on change)", ", ".join(dirs))
@@ -245,6 +247,19 @@ def _reload(options: _RunOptions, reload_dirs: list[Path]) -> None:
     watchfiles.run_process(
         *dirs, target=shlex.join(command), target_type="command", sigint_timeout=grace
     )
+
+
+def _configured_shutdown_timeout(options: _RunOptions) -> float | None:
+    """A config file's ``[manager] shutdown_timeout`` (read, nothing built or imported),
+    or None: for ``--reload``, whose child drains with it (a MODULE:ATTR target is not
+    imported by the reloader, so its Manager's own value is not known here)."""
+    try:
+        path = _config_path(options.target, options.config_file)
+        if path is None:
+            return None
+        return float(_config_module().load_config(path).manager.shutdown_timeout)
+    except Exception:  # a broken config: the child says what is wrong
+        return None
 
 
 def _supervise(options: _RunOptions, workers: int) -> None:

@@ -71,3 +71,25 @@ def test_option_values_are_json_where_they_parse() -> None:
     }
     with pytest.raises(ConfigurationError, match="expected key=value"):
         parse_pairs(["novalue"], "--option")
+
+
+def test_reload_gives_the_child_the_config_files_drain_time(tmp_path: Path) -> None:
+    """--reload used (--shutdown-timeout or 30 s) + 10 s, whatever the config file said."""
+    from loafer_cli.app import LogFormat, LogLevel, _configured_shutdown_timeout, _RunOptions
+
+    (tmp_path / "reload_app.py").write_text("async def handle(content, metadata):\n    pass\n")
+    config = tmp_path / "loafer.toml"
+    config.write_text(
+        '[manager]\nshutdown_timeout = 45\n\n[[routes]]\nname = "r"\nprovider = "memory"\n'
+        'queue = "q"\nhandler = "reload_app:handle"\n'
+    )
+
+    def options(config_file: Path | None, target: str | None = None) -> _RunOptions:
+        return _RunOptions(
+            target, config_file, LogLevel.info, LogFormat.plain, None, None, None, None
+        )
+
+    assert _configured_shutdown_timeout(options(config)) == 45.0
+    assert _configured_shutdown_timeout(options(None, "app:routes")) is None  # not imported
+    config.write_text("[manager]\nshutdown_timeout = 'soon'\n")
+    assert _configured_shutdown_timeout(options(config)) is None  # the child will say why
