@@ -23,6 +23,7 @@ from aio_pika.connection import make_url
 from aiormq.exceptions import ConnectionClosed
 
 from loafer_rabbit._url import scrub
+from loafer_rabbit.errors import connect_error
 
 __all__ = ["close_connection", "open_connection"]
 
@@ -43,18 +44,24 @@ async def open_connection(
 ) -> AbstractRobustConnection:
     """Connect as ``aio_pika.connect_robust(url, timeout=..., **options)`` would; if the
     connect fails, times out or is cancelled, close the connection it built (stopping
-    its reconnect loop) before the error or cancellation propagates."""
+    its reconnect loop) before the error or cancellation propagates. A failure is raised
+    as our error (:func:`~loafer_rabbit.errors.connect_error`), without the password."""
     kwargs = dict(options)
-    connection = aio_pika.RobustConnection(
-        make_url(url, **kwargs),
-        ssl_context=ssl_context,
-        client_properties={"connection_name": connection_name},
-        **kwargs,
-    )
+    try:
+        connection = aio_pika.RobustConnection(
+            make_url(url, **kwargs),
+            ssl_context=ssl_context,
+            client_properties={"connection_name": connection_name},
+            **kwargs,
+        )
+    except Exception as exc:
+        raise connect_error(exc, url) from None
     try:
         await connection.connect(timeout=timeout)
-    except BaseException:
+    except BaseException as exc:
         await close_connection(connection, close_timeout, url)
+        if isinstance(exc, Exception):
+            raise connect_error(exc, url) from None
         raise
     return connection
 

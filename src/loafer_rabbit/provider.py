@@ -55,7 +55,7 @@ from loafer_rabbit._topology import (
 )
 from loafer_rabbit._url import check_url
 from loafer_rabbit._verify import Entity, verify_topology
-from loafer_rabbit.errors import connect_error, mask_url, operation_error, scrub, vhost_of
+from loafer_rabbit.errors import mask_url, operation_error, scrub, vhost_of
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -437,19 +437,14 @@ class RabbitProvider:
             "reconnect_interval": self._reconnect_interval,
             **self._connection_options,
         }
-        try:
-            return await open_connection(
-                self._url,
-                timeout=self._connect_timeout,
-                close_timeout=self._close_timeout,
-                connection_name=self._connection_name,
-                ssl_context=self._ssl_context,
-                options=options,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise connect_error(exc, self._url) from None
+        return await open_connection(
+            self._url,
+            timeout=self._connect_timeout,
+            close_timeout=self._close_timeout,
+            connection_name=self._connection_name,
+            ssl_context=self._ssl_context,
+            options=options,
+        )
 
     async def _start(self) -> None:
         try:

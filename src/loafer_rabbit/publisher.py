@@ -17,7 +17,7 @@ from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_rabbit._connection import close_connection, open_connection
 from loafer_rabbit._logs import protect
 from loafer_rabbit._url import check_url
-from loafer_rabbit.errors import connect_error, mask_url, operation_error
+from loafer_rabbit.errors import mask_url, operation_error
 
 __all__ = ["PublishRejected", "RabbitPublisher"]
 
@@ -168,19 +168,14 @@ class RabbitPublisher:
 
     async def _open(self) -> None:
         options: dict[str, Any] = dict(self._connection_options)
-        try:
-            connection = await open_connection(
-                self._url,
-                timeout=self._connect_timeout,
-                close_timeout=self._close_timeout,
-                connection_name=self._connection_name,
-                ssl_context=self._ssl_context,
-                options=options,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise connect_error(exc, self._url) from None
+        connection = await open_connection(
+            self._url,
+            timeout=self._connect_timeout,
+            close_timeout=self._close_timeout,
+            connection_name=self._connection_name,
+            ssl_context=self._ssl_context,
+            options=options,
+        )
         try:
             channel = connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel
