@@ -11,10 +11,10 @@ fi
 # uv (from PyPI) resolves the extras in well under a minute where pip takes minutes;
 # pip does it alone if uv cannot be had
 if .venv/bin/python -m pip install -q --disable-pip-version-check uv \
-  && .venv/bin/python -m uv pip install -q --python .venv/bin/python -e '.[all,test,lint]'; then
+  && .venv/bin/python -m uv pip install -q --python .venv/bin/python -e '.[all,test,lint,docs]'; then
   :
 else
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[all,test,lint]'
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[all,test,lint,docs]'
 fi
 bash scripts/brokers.sh
 exec .venv/bin/python -m pytest "$@"
