@@ -349,6 +349,7 @@ class ReactorClient(MessagingHandler):
         self._session: Any = None
         self.generation = 0
         self._established = False  # links attached at least once
+        self.recoveries = 0  # links attached again after a loss (read from any thread)
         self._closing = False
         self._timers: set[Timer] = set()  # scheduled, not yet fired or cancelled
         self._backoff: Iterator[float] = iter(())
@@ -729,6 +730,8 @@ class ReactorClient(MessagingHandler):
         if not self._established:
             self._established = True
             self.post(self._ready_result, None)
+        else:
+            self.recoveries += 1
         self.links_ready()
 
     def _endpoint_error(self, what: str, condition: Condition | None, event: Any) -> None:

@@ -354,6 +354,7 @@ class AMQPProvider:
         self._max_retry_delay = float(max_retry_delay)
         self._capacity = 0
         self._client: _ReceiverClient | None = None
+        self._reconnects_before = 0  # recoveries of the clients replaced
         self._buffer: deque[Delivery] = deque()
         self._receiving_paused = False
         self._arrived: asyncio.Event | None = None
@@ -396,6 +397,13 @@ class AMQPProvider:
         """The broker's connection properties (product, version, ...), once connected."""
         client = self._client
         return dict(client.peer_properties) if client is not None else {}
+
+    @property
+    def reconnects(self) -> int:
+        """Times the links were attached again after the connection or session was lost
+        (the ``loafer_reconnects`` metric; :class:`~loafer_core.provider.Reconnects`)."""
+        client = self._client
+        return self._reconnects_before + (client.recoveries if client is not None else 0)
 
     @property
     def deliveries_beyond_credit(self) -> int:
@@ -443,6 +451,9 @@ class AMQPProvider:
 
     async def _open(self) -> None:
         client = _ReceiverClient(self, self._settings, self.address, self._capacity, self.broker)
+        old = self._client
+        if old is not None:
+            self._reconnects_before += old.recoveries
         self._client = client
         self._buffer.clear()
         self._min_generation = 0  # generations count per client
@@ -503,6 +514,7 @@ class AMQPProvider:
             raise ProviderError(f"AMQP reactor thread stopped ({client.dead}); will restart it")
         self._restart_due = False
         await self._open()
+        self._reconnects_before += 1  # a new reactor thread, connected again
         assert self._client is not None
         return self._client
 

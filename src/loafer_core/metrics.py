@@ -57,7 +57,7 @@ from loafer_core import _http
 from loafer_core.errors import ConfigurationError, TranslationError
 from loafer_core.middleware import Process
 from loafer_core.outcome import Outcome, OutcomeKind
-from loafer_core.provider import Backlog, Delivery
+from loafer_core.provider import Backlog, Delivery, Reconnects
 from loafer_core.status import RouteStatus
 
 if TYPE_CHECKING:
@@ -186,6 +186,12 @@ class PrometheusMetrics:
             _LABELS,
             registry=r,
         )
+        self.reconnects = Counter(
+            "loafer_reconnects",
+            "Times the provider got its broker connection back after losing it.",
+            _LABELS,
+            registry=r,
+        )
         self.backlog = Gauge(
             "loafer_queue_backlog",
             "Messages waiting in the queue, as the broker tells (approximate).",
@@ -263,6 +269,8 @@ class PrometheusMetrics:
             labels = (route.name, provider_kind(route.provider))
             for counter in (self.received, self.fetch_errors, self.settle_failures):
                 counter.labels(*labels)
+            if isinstance(route.provider, Reconnects):
+                self.reconnects.labels(*labels)
             self.translation_errors.labels(*labels)
             self.in_flight.labels(*labels)
         manager.services.append(self)  # started and closed with the manager's serve()
@@ -299,19 +307,22 @@ class PrometheusMetrics:
         manager = self._manager
         if manager is None:
             return
-        kinds = {route.name: provider_kind(route.provider) for route in manager.routes}
+        providers = {route.name: route.provider for route in manager.routes}
         for tally in self._tallies.values():
             self._flush(tally)
         for status in manager.status():
-            self._record(status, kinds.get(status.name, "unknown"))
+            self._record(status, providers.get(status.name))
 
-    def _record(self, status: RouteStatus, kind: str) -> None:
-        labels = (status.name, kind)
-        for name, counter, total in (
+    def _record(self, status: RouteStatus, provider: object) -> None:
+        labels = (status.name, provider_kind(provider) if provider is not None else "unknown")
+        totals = [
             ("received", self.received, status.received),
             ("fetch", self.fetch_errors, status.fetch_failures),
             ("settle", self.settle_failures, status.settle_failures),
-        ):
+        ]
+        if isinstance(provider, Reconnects):
+            totals.append(("reconnects", self.reconnects, provider.reconnects))
+        for name, counter, total in totals:
             last = self._seen.get((status.name, name), 0)
             grown = total - last if total >= last else total  # a new run starts at 0
             if grown:

@@ -40,6 +40,7 @@ __all__ = [
     "LeaseExtender",
     "Provider",
     "Publisher",
+    "Reconnects",
     "Support",
     "Verifiable",
 ]
@@ -228,6 +229,20 @@ class HealthChecker(Protocol):
 
     async def health(self) -> bool:
         """True when the broker is reachable and the queue consumable."""
+        ...
+
+
+@runtime_checkable
+class Reconnects(Protocol):
+    """Optional: how many times the provider got its broker connection back after losing it.
+
+    Read by the metrics (``loafer_reconnects``) each time they are collected: a plain
+    attribute or property, counting from 0 at construction, never decreasing.
+    """
+
+    @property
+    def reconnects(self) -> int:
+        """Connections (or channels, sessions) re-established after a loss so far."""
         ...
 
 

@@ -282,6 +282,7 @@ class RabbitProvider:
         self._logged_generations: set[int] = set()
         #: Deliveries dropped because their channel was lost (RabbitMQ requeued them).
         self.dropped_deliveries = 0
+        self._reconnects = 0  # consuming channel reopened after a loss
         self._ready = asyncio.Event()
         self._started = False
         self._starting: asyncio.Task[None] | None = None
@@ -594,7 +595,14 @@ class RabbitProvider:
         self._consumer_tag = tag
         self._paused = False
 
+    @property
+    def reconnects(self) -> int:
+        """Times the consuming channel was reopened after a lost connection or channel
+        (the ``loafer_reconnects`` metric; :class:`~loafer_core.provider.Reconnects`)."""
+        return self._reconnects
+
     async def _on_reconnect(self, *_: Any) -> None:
+        self._reconnects += 1
         dead = [token for token in self._buffer if _is_dead(token.message)]
         if dead:
             self._buffer = deque(t for t in self._buffer if not _is_dead(t.message))

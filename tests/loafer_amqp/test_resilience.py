@@ -115,6 +115,7 @@ async def test_dropped_connection_mid_stream_loses_nothing(
     route = AMQPRoute(address, url=amqp_url, handler=handler, max_concurrency=10, fetch_wait=1.0)
     async with Manager([route]) as manager:
         await manager.wait_started()
+        assert route.provider.reconnects == 0
         receiver_sockets = our_sockets() - before
         assert len(receiver_sockets) == 1
         await asyncio.wait_for(full.wait(), 30)
@@ -122,6 +123,7 @@ async def test_dropped_connection_mid_stream_loses_nothing(
         # Every delivery of the dead connection is dropped, never settled on the new one.
         await wait_healthy(route.provider)
         assert our_sockets() - before - receiver_sockets, "no new connection"
+        assert route.provider.reconnects == 1  # the loafer_reconnects metric
         cut_done.set()
         await recorder.wait(lambda: set(recorder.handled) >= set(range(300)), 60)
     assert set(recorder.handled) == set(range(300))

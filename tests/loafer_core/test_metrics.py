@@ -256,3 +256,33 @@ async def test_fetch_errors_and_settle_failures_come_from_the_status() -> None:
 
 async def handle_text(content: Any, metadata: Any) -> bool:
     return True
+
+
+class Reconnecting(MemoryProvider):
+    """A provider reporting reconnections (``loafer_core.provider.Reconnects``)."""
+
+    reconnects = 0
+
+
+async def test_reconnects_come_from_the_provider() -> None:
+    broker = MemoryBroker()
+    broker.declare("flaky")
+    broker.declare("plain")
+    provider = Reconnecting(broker, "flaky")
+    route = Route(provider, handle_text, name="reconnecting")
+    plain = Route(MemoryProvider(broker, "plain"), handle_text, name="plain")
+    manager = Manager([route, plain])
+    metrics = serve_metrics(manager, 0, host="127.0.0.1")
+    labels = {"route": "reconnecting", "provider": "reconnecting"}
+    async with manager:
+        await manager.wait_started()
+        samples = await scrape(metrics.port)  # type: ignore[arg-type]
+        assert value(samples, "loafer_reconnects_total", **labels) == 0
+        provider.reconnects = 2
+        samples = await scrape(metrics.port)  # type: ignore[arg-type]
+        assert value(samples, "loafer_reconnects_total", **labels) == 2
+        provider.reconnects = 3
+        samples = await scrape(metrics.port)  # type: ignore[arg-type]
+    assert value(samples, "loafer_reconnects_total", **labels) == 3
+    # a provider that does not count reconnections has no such series
+    assert value(samples, "loafer_reconnects_total", route="plain", provider="memory") is None

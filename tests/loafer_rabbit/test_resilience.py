@@ -103,6 +103,7 @@ async def test_connection_drop_loses_nothing_and_logs_dead_deliveries_once(
     assert await admin.count(name) == 0
     # Deliveries in flight at the drop were settled on a dead channel: dropped, not errors.
     assert route.provider.dropped_deliveries >= 1
+    assert route.provider.reconnects == 1  # the loafer_reconnects metric
     ours = [r.getMessage() for r in caplog.records if r.name == "loafer_rabbit"]
     # Settling them was dropped without an error, logged once for all of them.
     assert len([m for m in ours if "the channel was lost" in m]) == 1, ours
