@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
 # Makes the local brokers the tests use available: RabbitMQ on 127.0.0.1:5672 with its
-# AMQP 1.0 plugin (moto's SQS server is started by the tests themselves).
+# AMQP 1.0 plugin (moto's SQS server is started by the tests themselves), and checks that
+# Redis (127.0.0.1:6379) and NATS with JetStream (127.0.0.1:4222) answer: those are the
+# machine's services, started before us; we only say when one does not answer.
 # Skips quietly what it cannot do (no rabbitmq here, not root): the tests then resolve the
 # broker from an environment variable or a testcontainers container, or skip (fail under CI).
 set -uo pipefail
 
 port_open() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+
+# Redis answers PING with +PONG; NATS greets every client with an INFO line.
+answers() { # host port request expected-prefix
+  local reply
+  reply=$( { exec 3<>"/dev/tcp/$1/$2" && printf '%b' "$3" >&3 && timeout 3 head -n 1 <&3; } 2>/dev/null)
+  [[ "$reply" == "$4"* ]]
+}
+if [ -z "${LOAFER_TEST_REDIS_URL:-}" ] && ! answers 127.0.0.1 6379 'PING\r\n' '+PONG'; then
+  echo "brokers: Redis does not answer on 127.0.0.1:6379 (its tests skip, or fail under CI=true)"
+fi
+if [ -z "${LOAFER_TEST_NATS_URL:-}" ] && ! answers 127.0.0.1 4222 '' 'INFO'; then
+  echo "brokers: NATS does not answer on 127.0.0.1:4222 (its tests skip, or fail under CI=true)"
+fi
 
 if [ -n "${LOAFER_TEST_RABBIT_URL:-}" ]; then
   exit 0
