@@ -44,8 +44,8 @@ __all__ = [
     "load_config",
 ]
 
-#: The config file's own name (looked for before ``pyproject.toml``).
 CONFIG_NAME = "loafer.toml"
+"""The config file's own name (looked for before ``pyproject.toml``)."""
 _PYPROJECT = "pyproject.toml"
 
 

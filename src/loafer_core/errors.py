@@ -45,6 +45,7 @@ class LoaferError(Exception):
 
 
 LoaferException = LoaferError
+"""Loafer 2.x's name for :class:`LoaferError`, kept for migrating code."""
 
 
 class ConfigurationError(LoaferError):

@@ -454,3 +454,4 @@ async def _first(*aws: Any) -> set[asyncio.Future[Any]]:
 
 
 LoaferManager = Manager
+"""Loafer 2.x's name for :class:`Manager`, kept for migrating code."""

@@ -39,9 +39,9 @@ from loafer_core.provider import Capabilities, Delivery, Support
 
 __all__ = ["HISTORY", "MemoryBroker", "MemoryMessage", "MemoryProvider", "Settlement"]
 
-#: How many settlements a queue remembers for :meth:`MemoryBroker.settlements` where the
-#: test helpers turn the history on (``MemoryBroker(history=HISTORY)``); off by default.
 HISTORY = 100_000
+"""How many settlements a queue remembers for :meth:`MemoryBroker.settlements` where the
+test helpers turn the history on (``MemoryBroker(history=HISTORY)``); off by default."""
 
 
 @dataclass(eq=False, slots=True)

@@ -88,6 +88,10 @@ Outcome.ACCEPT = Outcome(OutcomeKind.ACCEPT)
 Outcome.RELEASE = Outcome(OutcomeKind.RELEASE)
 
 ACCEPT = Outcome.ACCEPT
+"""Processed: remove the message from the broker (``Outcome.ACCEPT``)."""
 RELEASE = Outcome.RELEASE
+"""Give the message back, no attempt counted where the broker can tell."""
 RETRY = Outcome.RETRY
+"""``RETRY(delay=None)``: deliver again, after ``delay`` seconds where possible."""
 REJECT = Outcome.REJECT
+"""``REJECT(reason)``: never deliver again; dead-letter it where the broker can."""

@@ -66,10 +66,10 @@ __all__ = [
 
 logger = logging.getLogger("loafer_rabbit")
 
-#: Application header carrying the attempt number of the next delivery of a retried message.
 ATTEMPT_HEADER = "x-loafer-attempt"
-#: Header set on messages the provider dead-letters itself (``dead_letter=True``).
+"""Application header carrying the attempt number of the next delivery of a retried message."""
 REJECT_REASON_HEADER = "x-loafer-reject-reason"
+"""Header set on messages the provider dead-letters itself (``dead_letter=True``)."""
 #: Header naming the queue a provider-dead-lettered message came from.
 REJECTED_FROM_HEADER = "x-loafer-rejected-from"
 #: The longest per-message TTL RabbitMQ accepts (2**32 - 1 ms), in seconds.
