@@ -89,7 +89,9 @@ def chain(route: Route, middlewares: Sequence[Middleware], process: Process) -> 
 
 
 def _bind(middleware: Middleware, route: Route, call_next: Process) -> Process:
-    async def step(delivery: Delivery) -> Outcome:
-        return await middleware(delivery, route, call_next)
+    # A plain function returning the middleware's awaitable, not a coroutine awaiting it:
+    # one coroutine fewer per middleware and delivery.
+    def step(delivery: Delivery) -> Awaitable[Outcome]:
+        return middleware(delivery, route, call_next)
 
     return step
