@@ -303,7 +303,12 @@ def describe_channel(obj: Any) -> Info:
         info = _builtin(candidate)
         if info is not None:
             return info
-    target = candidates[-1]
+    return _generic(candidates[-1])
+
+
+def _generic(target: Any) -> Info:
+    """The channel of an object nothing describes: its ``queue``, ``address`` or
+    ``topic`` attribute as the address; no server, no bindings."""
     address = next(
         (
             value
@@ -388,19 +393,46 @@ def _function(handler: Any) -> Any:
     return handle if callable(handle) and not inspect.isfunction(handler) else handler
 
 
-def _rewrite(node: Any, names: Mapping[str, str]) -> Any:
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
-                local = value[len("#/$defs/") :]
-                out[key] = f"#/components/schemas/{names.get(local, _ID.sub('_', local))}"
-            else:
-                out[key] = _rewrite(value, names)
-        return out
+def _component_ref(ref: str, names: Mapping[str, str]) -> str:
+    if not ref.startswith("#/$defs/"):
+        return ref
+    local = ref[len("#/$defs/") :]
+    return f"#/components/schemas/{names.get(local, _ID.sub('_', local))}"
+
+
+#: keywords whose value maps names (of properties, definitions) to schemas
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+
+
+def _rewrite(node: Any, names: Mapping[str, str], *, names_level: bool = False) -> Any:
+    """A schema with its ``#/$defs/X`` references pointing to ``components/schemas``.
+
+    An OpenAPI-style ``discriminator`` object (pydantic's and msgspec's tagged unions)
+    becomes ``x-discriminator``: in AsyncAPI, ``discriminator`` is a property name (a
+    string); the ``oneOf`` and the tags' ``const`` validate the same.
+    """
     if isinstance(node, list):
         return [_rewrite(v, names) for v in node]
-    return node
+    if not isinstance(node, dict):
+        return node
+    if names_level:  # {name: schema}
+        return {key: _rewrite(value, names) for key, value in node.items()}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "$ref" and isinstance(value, str):
+            out[key] = _component_ref(value, names)
+        elif key == "discriminator" and isinstance(value, dict):
+            mapping = value.get("mapping")
+            converted = dict(value)
+            if isinstance(mapping, dict):
+                converted["mapping"] = {
+                    k: _component_ref(v, names) if isinstance(v, str) else v
+                    for k, v in mapping.items()
+                }
+            out["x-discriminator"] = converted
+        else:
+            out[key] = _rewrite(value, names, names_level=key in _SCHEMA_MAPS)
+    return out
 
 
 def _unique(wanted: str, taken: Iterable[str]) -> str:
@@ -424,6 +456,20 @@ class _Builder:
         self.schema_keys: dict[str, str] = {}  # component name -> its schema, canonical
         self.by_type: dict[int, str | None] = {}
         self.kept: list[Any] = []  # the types cached by id: kept alive while building
+
+    def describe(self, obj: Any, label: str) -> Info:
+        """:func:`describe_channel`; on an error (a describer that does not fit a
+        plugin's version, an ``asyncapi_channel()`` that raises), a warning and the
+        generic description."""
+        try:
+            return describe_channel(obj)
+        except Exception as exc:
+            self.warn(
+                f"{label}: its channel cannot be described ({type(exc).__name__}: {exc}); "
+                "written without server or bindings"
+            )
+            target = obj.provider if isinstance(obj, Route) else obj
+            return _generic(target)
 
     # schemas
 
@@ -567,7 +613,7 @@ class _Builder:
         self.operations[operation_id] = operation
 
     def route(self, route: Route) -> None:
-        info = describe_channel(route)
+        info = self.describe(route, route.name)
         title = _USERINFO.sub("//", route.name)  # a default name shows the provider's URL
         wanted = route.name
         if not _SIMPLE_NAME.fullmatch(wanted):  # a default name: "<provider> -> <handler>"
@@ -588,7 +634,7 @@ class _Builder:
         self.operation("receive", channel_id, f"route {title}", info)
 
     def publisher(self, name: str | None, publisher: Any) -> None:
-        info = describe_channel(publisher)
+        info = self.describe(publisher, type(publisher).__name__)
         address = info.get("address")
         label = name or f"{info.get('kind') or type(publisher).__name__} {address or '?'}"
         channel_id = self.channel(f"publisher_{name or address or 'unknown'}", label, info)

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import textwrap
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -507,6 +508,80 @@ def test_same_named_models_of_different_shapes_get_distinct_components() -> None
     ]
     assert set(doc["components"]["schemas"]["Event"]["properties"]) == {"a"}
     assert set(doc["components"]["schemas"]["Event_2"]["properties"]) == {"b"}
+
+
+class Cat(pydantic.BaseModel):
+    kind: typing.Literal["cat"]
+    lives: int
+
+
+class Dog(pydantic.BaseModel):
+    kind: typing.Literal["dog"]
+
+
+class Owner(pydantic.BaseModel):
+    pet: typing.Annotated[Cat | Dog, pydantic.Field(discriminator="kind")]
+    discriminator: str  # a field of that name stays a field
+
+
+class Tagged(msgspec.Struct, tag=True):
+    x: int
+
+
+class Other(msgspec.Struct, tag=True):
+    y: str
+
+
+class Box(msgspec.Struct):
+    content: Tagged | Other
+
+
+async def on_owner(owner: Owner, metadata: Any) -> None: ...
+
+
+async def on_box(box: Box, metadata: Any) -> None: ...
+
+
+def test_tagged_unions_are_valid_asyncapi(validator: Draft7Validator) -> None:
+    broker = MemoryBroker()
+    routes = [
+        Route(MemoryProvider(broker, "owners"), on_owner, name="owners"),
+        Route(MemoryProvider(broker, "boxes"), on_box, name="boxes"),
+    ]
+    doc = document(Manager(routes))
+    # pydantic and msgspec write OpenAPI's discriminator object; AsyncAPI's is a string
+    assert errors_of(validator, doc) == []
+    schemas = doc["components"]["schemas"]
+    pet = schemas["Owner"]["properties"]["pet"]
+    assert pet["x-discriminator"] == {
+        "propertyName": "kind",
+        "mapping": {"cat": "#/components/schemas/Cat", "dog": "#/components/schemas/Dog"},
+    }
+    assert "discriminator" in schemas["Owner"]["properties"]
+    assert schemas["Box"]["properties"]["content"]["x-discriminator"]["mapping"] == {
+        "Tagged": "#/components/schemas/Tagged",
+        "Other": "#/components/schemas/Other",
+    }
+    check = payload_validator(doc, doc["channels"]["owners"]["messages"]["Owner"]["payload"])
+    good = {"pet": {"kind": "cat", "lives": 9}, "discriminator": "x"}
+    assert list(check.iter_errors(good)) == []
+    assert list(check.iter_errors({**good, "pet": {"kind": "cat"}}))
+
+
+class BrokenDescription(MemoryProvider):
+    def asyncapi_channel(self) -> dict[str, Any]:
+        raise RuntimeError("cannot say")
+
+
+def test_a_description_that_fails_is_warned_about(validator: Draft7Validator) -> None:
+    warnings: list[str] = []
+    route = Route(BrokenDescription(MemoryBroker(), "q"), untyped, name="broken")
+    doc = document(Manager([route]), warn=warnings.append)
+    assert errors_of(validator, doc) == []
+    (warning,) = warnings
+    assert "broken" in warning and "RuntimeError: cannot say" in warning
+    assert doc["channels"]["broken"]["address"] == "q"
+    assert "servers" not in doc
 
 
 class DescribedProvider(MemoryProvider):
