@@ -4,7 +4,6 @@ connecting to any broker."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -17,149 +16,31 @@ from typing import Any
 import msgspec
 import pydantic
 import pytest
-import typing_extensions
 import yaml
 from jsonschema import Draft7Validator
 from referencing import Registry
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT7
 
-from loafer_amqp import AMQPProvider
 from loafer_amqp.publisher import AMQPPublisher
 from loafer_cli.asyncapi import build_document, find_publishers, render
-from loafer_core import Handlers, Manager, Route, field, header
+from loafer_core import Manager, Route
 from loafer_core.memory import MemoryBroker, MemoryProvider
-from loafer_rabbit import RabbitProvider, RabbitPublisher
+from loafer_rabbit import RabbitPublisher
 from loafer_sqs import SQSProvider
 from loafer_sqs.publisher import SNSPublisher, SQSPublisher
+from tests.loafer_cli.asyncapi_service import (
+    SECRETS,
+    USERS,
+    Ping,
+    on_ping,
+    service,
+    untyped,
+)
 from tests.loafer_cli.runner import loafer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "tests" / "data" / "asyncapi" / "3.0.0.json"
-
-#: every secret the service below is given: none may appear in the document
-SECRETS = (
-    "rabbit-pw-5ecret",
-    "query-5ecret",
-    "amqp-pw-5ecret",
-    "kwarg-pw-5ecret",
-    "aws-5ecret-key",
-    "endpoint-5ecret",
-    "publisher-pw-5ecret",
-)
-#: user names are not secrets, but the document has no use for them
-USERS = ("rabbituser", "amqpuser", "endpointuser")
-
-
-# -- the service described ---------------------------------------------------------------
-
-
-class Item(pydantic.BaseModel):
-    sku: str
-    quantity: int = 1
-
-
-class OrderCreated(pydantic.BaseModel):
-    id: int
-    items: list[Item]
-
-
-class Refund(msgspec.Struct):
-    order: int
-    amount: float
-
-
-@dataclasses.dataclass
-class Ping:
-    n: int
-    note: str = ""
-
-
-class Note(typing_extensions.TypedDict):
-    text: str
-
-
-class Shipped(pydantic.BaseModel):
-    order: int
-
-
-async def on_created(order: OrderCreated, metadata: Any) -> None: ...
-
-
-async def on_refund(refund: Refund, metadata: Any) -> None: ...
-
-
-def on_ping(ping: Ping, metadata: Any) -> None: ...
-
-
-async def on_note(note: Note, metadata: Any) -> None: ...
-
-
-async def untyped(content: Any, metadata: Any) -> None: ...
-
-
-def anything(content: Any, metadata: Any) -> bool:
-    return True
-
-
-def service() -> Manager:
-    """Routes on memory, RabbitMQ, AMQP 1.0 and SQS (typed handlers of every kind, two
-    ``Handlers`` routes) and three publishers; constructing it connects to nothing."""
-    by_type = Handlers(discriminator=header("type"))
-    by_type.on("order.created")(on_created)
-    by_type.on("refund")(on_refund)
-    by_type.on(when=anything)(untyped)
-    by_kind = Handlers(discriminator=field("kind"))
-    by_kind.on("ping")(on_ping)
-    by_kind.on("note")(on_note)
-    rabbit_url = (
-        "amqp://rabbituser:rabbit-pw-5ecret@rabbit.example:5673/prod?keyfile_password=query-5ecret"
-    )
-    routes = [
-        Route(MemoryProvider(MemoryBroker(), "mem-q"), untyped, name="memory-route"),
-        Route(RabbitProvider("orders", url=rabbit_url, declare=True), by_type, name="orders"),
-        Route(
-            AMQPProvider(
-                "amqps://amqpuser:amqp-pw-5ecret@amqp.example",
-                "/amq/queue/pings",
-                password="kwarg-pw-5ecret",
-            ),
-            by_kind,
-        ),
-        Route(
-            SQSProvider(
-                "refunds.fifo",
-                dead_letter_queue="refunds-dead.fifo",
-                region_name="eu-west-1",
-                aws_access_key_id="AKIAEXAMPLE",
-                aws_secret_access_key="aws-5ecret-key",
-            ),
-            on_refund,
-            name="refunds",
-        ),
-        Route(
-            SQSProvider(
-                "notes",
-                endpoint_url="http://endpointuser:endpoint-5ecret@127.0.0.1:5000",
-            ),
-            on_note,
-            name="notes",
-        ),
-    ]
-    manager = Manager(routes)
-    shipped = RabbitPublisher(
-        "amqp://rabbituser:publisher-pw-5ecret@rabbit.example:5673/prod",
-        "events",
-        routing_key="order.shipped",
-        persistent=False,
-    )
-    shipped.message_type = Shipped  # type: ignore[attr-defined]
-    manager.services.append(shipped)
-    manager.services.append(SNSPublisher("arn:aws:sns:us-east-1:123456789012:audit"))
-    manager.services.append(
-        AMQPPublisher("amqp://amqpuser:amqp-pw-5ecret@amqp.example:5672", "/queue/out")
-    )
-    return manager
 
 
 def document(manager: Manager | None = None, **options: Any) -> dict[str, Any]:
@@ -655,9 +536,23 @@ def test_publishers_of_each_bundled_kind_are_found_in_the_services() -> None:
 
 APP = textwrap.dedent(
     """
-    from tests.loafer_cli.test_asyncapi import service
+    from tests.loafer_cli.asyncapi_service import service
 
     manager = service()
+    """
+)
+#: a target that imports no broker library (quicker to start)
+SMALL = textwrap.dedent(
+    """
+    from loafer_core import Route
+    from loafer_core.memory import MemoryBroker, MemoryProvider
+
+
+    async def handle(content, metadata):
+        pass
+
+
+    routes = [Route(MemoryProvider(MemoryBroker(), "q"), handle)]
     not_routes = 42
     """
 )
@@ -666,6 +561,7 @@ APP = textwrap.dedent(
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "small.py").write_text(SMALL)
     yield tmp_path
 
 
@@ -756,10 +652,10 @@ def test_the_command_reads_a_config_file(tmp_path: Path, validator: Draft7Valida
     ("args", "expected"),
     [
         (["nosuchmodule:routes"], "cannot import module 'nosuchmodule'"),
-        (["app:missing"], "has no attribute 'missing'"),
-        (["app:not_routes"], "expected a Manager"),
-        (["app:manager", "--config", "loafer.toml"], "not both"),
-        (["app:manager", "--output", "no/such/dir/out.json"], "--output"),
+        (["small:missing"], "has no attribute 'missing'"),
+        (["small:not_routes"], "expected a Manager"),
+        (["small:routes", "--config", "loafer.toml"], "not both"),
+        (["small:routes", "--output", "no/such/dir/out.json"], "--output"),
     ],
 )
 def test_a_bad_target_exits_78_with_the_reason(
