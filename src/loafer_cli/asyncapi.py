@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any, TypedDict
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from loafer_core.dispatch import Handlers, field, header
 from loafer_core.errors import ConfigurationError
@@ -57,6 +57,7 @@ _SNS_BINDING = "0.1.0"
 _ID = re.compile(r"[^A-Za-z0-9_.-]+")
 _SIMPLE_NAME = re.compile(r"[\w.:/-]{1,80}")
 _USERINFO = re.compile(r"//[^/@\s]*@")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
 
 
 class ChannelInfo(TypedDict, total=False):
@@ -116,39 +117,36 @@ def _hook(obj: Any) -> Info | None:
     return {k: v for k, v in info.items() if k in ChannelInfo.__annotations__}
 
 
-def _host(url: str, default_port: int | None = None) -> tuple[str, str | None] | None:
-    """``(host:port, scheme)`` of a URL whose secrets are already masked (only the host and
-    port are kept: never the user name or password)."""
-    try:
-        parts = urlsplit(url)
-        hostname, port = parts.hostname, parts.port
-    except ValueError:
+def _host(url: str) -> tuple[str, str] | None:
+    """``(host[:port], scheme)`` of a URL, read on the raw string as the plugins mask URLs
+    (the user information ends at the last ``@``, so that a password holding ``/``, ``#``
+    or ``?`` is never taken for the host): never the user name or password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return None
-    if not hostname:
+    authority = re.split(r"[/?#]", rest[rest.rfind("@") + 1 :], maxsplit=1)[0]
+    if not _HOST_PORT.fullmatch(authority):
         return None
-    shown = f"[{hostname}]" if ":" in hostname else hostname
-    port = port or default_port
-    return (f"{shown}:{port}" if port else shown), (parts.scheme or None)
+    return authority, scheme.lower()
 
 
-def _rabbit(vhost: str, masked_url: str) -> tuple[dict[str, Any], str | None]:
+def _rabbit_server(masked_url: str) -> Info:
+    info = _info(kind="rabbit", protocolVersion="0-9-1")
     found = _host(masked_url)
-    server: dict[str, Any] = {"kind": "rabbit", "protocolVersion": "0-9-1"}
     if found is not None:
         host, scheme = found
         tls = scheme == "amqps"
         if ":" not in host.rpartition("]")[2]:
             host = f"{host}:{5671 if tls else 5672}"
-        server.update(host=host, protocol="amqps" if tls else "amqp")
-    return server, vhost
+        info.update(host=host, protocol="amqps" if tls else "amqp")
+    return info
 
 
 def _describe_rabbit_provider(provider: Any) -> Info:
-    server, vhost = _rabbit(provider.vhost, provider.url)  # url: the password masked
-    queue: dict[str, Any] = {"name": provider.queue, "vhost": vhost}
+    info = _rabbit_server(provider.url)  # url: the password masked
+    queue: dict[str, Any] = {"name": provider.queue, "vhost": provider.vhost}
     if getattr(provider, "_declare", False):  # what start() declares
         queue["durable"] = bool(getattr(provider, "_durable", True))
-    info = dict(server)
     info["address"] = provider.queue
     info["bindings"] = {"amqp": {"is": "queue", "queue": queue, "bindingVersion": _AMQP_BINDING}}
     info["operationBindings"] = {"amqp": {"ack": True, "bindingVersion": _AMQP_BINDING}}
@@ -159,11 +157,10 @@ def _describe_rabbit_publisher(publisher: Any) -> Info:
     from loafer_rabbit._url import mask_url, vhost_of
 
     raw = str(getattr(publisher, "_url", ""))
-    server, vhost = _rabbit(vhost_of(raw), mask_url(raw))
-    exchange: dict[str, Any] = {"name": publisher.exchange, "vhost": vhost}
+    info = _rabbit_server(mask_url(raw))
+    exchange: dict[str, Any] = {"name": publisher.exchange, "vhost": vhost_of(raw)}
     if publisher.exchange == "":
         exchange["type"] = "default"
-    info = dict(server)
     info["address"] = publisher.routing_key
     info["bindings"] = {
         "amqp": {"is": "routingKey", "exchange": exchange, "bindingVersion": _AMQP_BINDING}
@@ -291,9 +288,9 @@ def _builtin(obj: Any) -> Info | None:
 
 def describe_channel(obj: Any) -> Info:
     """What is known of the channel of a route, provider or publisher: its
-    ``asyncapi_channel()``, else the bundled plugins' description, else the address found in
-    a ``queue``, ``address``, ``topic`` or ``routing_key`` attribute (no server, no
-    bindings)."""
+    ``asyncapi_channel()`` (a route's, then its provider's), else the bundled plugins'
+    description, else the address found in a ``queue``, ``address`` or ``topic``
+    attribute (no server, no bindings)."""
     candidates = [obj, obj.provider] if isinstance(obj, Route) else [obj]
     for candidate in candidates:
         info = _hook(candidate)

@@ -323,6 +323,19 @@ def test_no_secret_nor_user_name_in_the_document() -> None:
             assert secret not in text, (fmt, secret)
 
 
+def test_a_password_with_url_delimiters_is_not_taken_for_the_host() -> None:
+    route = Route(MemoryProvider(MemoryBroker(), "q"), untyped, name="q")
+    manager = Manager([route])
+    manager.services.append(
+        SQSPublisher("out", endpoint_url="http://weird:sl/ash?5ecret#x@127.0.0.1:5001")
+    )
+    manager.services.append(RabbitPublisher("amqp://weird:sl%2Fash%235ecret@rabbit.example/"))
+    text = render(document(manager))
+    assert "5ecret" not in text and "weird" not in text
+    hosts = sorted(s["host"] for s in json.loads(text)["servers"].values())
+    assert hosts == ["127.0.0.1:5001", "rabbit.example:5672"]
+
+
 def test_building_the_document_connects_to_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"a connection was attempted: {args!r}")
