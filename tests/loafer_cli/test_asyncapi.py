@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import textwrap
 import typing
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from referencing.jsonschema import DRAFT7
 from loafer_amqp.publisher import AMQPPublisher
 from loafer_cli.asyncapi import build_document, find_publishers, render
 from loafer_core import Manager, Route
+from loafer_core.errors import ConfigurationError
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_rabbit import RabbitPublisher
 from loafer_sqs import SQSProvider
@@ -130,6 +132,13 @@ def test_the_document_is_valid_asyncapi_3(validator: Draft7Validator) -> None:
     assert doc["info"]["version"] == "2.1.0"
     # YAML says the same
     assert yaml.safe_load(render(doc, "yaml")) == json.loads(render(doc, "json"))
+
+
+def test_yaml_without_pyyaml_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml raises ImportError
+    with pytest.raises(ConfigurationError, match=r"pip install pyyaml"):
+        render(document(), "yaml")
+    assert json.loads(render(document(), "json"))["asyncapi"] == "3.0.0"
 
 
 def test_a_channel_and_a_receive_operation_per_route() -> None:
