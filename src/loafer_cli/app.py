@@ -545,7 +545,9 @@ def asyncapi(
     title: Annotated[
         str | None,
         typer.Option(
-            "--title", help="info.title (default: the target or config file).", show_default=False
+            "--title",
+            help="info.title (default: MODULE:ATTR, or the config file's directory name).",
+            show_default=False,
         ),
     ] = None,
     version: Annotated[str, typer.Option("--version", help="info.version.")] = "1.0.0",
@@ -555,7 +557,9 @@ def asyncapi(
 
     with _config_errors():
         manager = build_manager(target, config_file)
-        shown = target or str(_config_path(target, config_file))
+        path = _config_path(target, config_file)
+        # a config file: its directory's name (the project's), not a path of this machine
+        shown = target or (path.resolve().parent.name if path else "") or "loafer service"
         document = build_document(
             manager,
             title=title or shown,
