@@ -519,6 +519,63 @@ def publish(
         raise typer.Exit(1)
 
 
+class DocumentFormat(StrEnum):
+    """``loafer asyncapi`` output formats."""
+
+    json = "json"
+    yaml = "yaml"
+
+
+@app.command(
+    help="Write an AsyncAPI 3.0 document of the service (a channel and an operation per "
+    "route and per publisher, the handlers' message schemas, the brokers' bindings); "
+    "connects to nothing."
+)
+def asyncapi(
+    target: TargetArg = None,
+    config_file: ConfigOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file (default: stdout)."),
+    ] = None,
+    fmt: Annotated[
+        DocumentFormat,
+        typer.Option("--format", "-f", help="json, or yaml (needs PyYAML)."),
+    ] = DocumentFormat.json,
+    title: Annotated[
+        str | None,
+        typer.Option(
+            "--title",
+            help="info.title (default: MODULE:ATTR, or the config file's directory name).",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[str, typer.Option("--version", help="info.version.")] = "1.0.0",
+) -> None:
+    """Write the service's AsyncAPI 3.0 document (see docs/asyncapi.md)."""
+    from loafer_cli.asyncapi import build_document, render
+
+    with _config_errors():
+        manager = build_manager(target, config_file)
+        path = _config_path(target, config_file)
+        # a config file: its directory's name (the project's), not a path of this machine
+        shown = target or (path.resolve().parent.name if path else "") or "loafer service"
+        document = build_document(
+            manager,
+            title=title or shown,
+            version=version,
+            warn=lambda message: print(f"loafer: warning: {message}", file=sys.stderr),
+        )
+        text = render(document, fmt.value)
+        if output is not None:
+            try:
+                output.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise ConfigurationError(f"--output {output}: {exc.strerror or exc}") from None
+    if output is None:
+        sys.stdout.write(text)
+
+
 @app.callback()
 def _root() -> None:
     """loafer-core's command line."""

@@ -135,6 +135,11 @@ class Handlers:
         keys = [e.key if e.key is not _UNSET else "<when>" for e, _ in self._entries]
         return f"<Handlers {keys}>"
 
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """The entries, in order (to describe the route: ``loafer asyncapi``)."""
+        return tuple(entry for entry, _ in self._entries)
+
     def on(self, key: Any = _UNSET, *, when: Any = None) -> Callable[[Any], Any]:
         """Decorator: register the function for ``key`` (or ``when``); returns it."""
 

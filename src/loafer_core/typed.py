@@ -34,7 +34,7 @@ from typing import Any, is_typeddict
 
 from loafer_core.errors import InvalidMessage
 
-__all__ = ["content_converter", "declared_type"]
+__all__ = ["content_converter", "content_schema", "declared_type", "type_schema"]
 
 Converter = Callable[[Any], Any]
 
@@ -97,6 +97,91 @@ def content_converter(fn: Any) -> Converter | None:
                 pass
         return _plain_dataclass(kind) if dataclasses.is_dataclass(kind) else _plain_typeddict(kind)
     return None
+
+
+def content_schema(fn: Any) -> dict[str, Any] | None:
+    """The JSON Schema of the content ``fn`` declares (its first parameter's type, see
+    :func:`type_schema`), or None when it declares nothing that is validated.
+
+    For tools describing a service (``loafer asyncapi``); nothing here runs per message.
+    """
+    return type_schema(declared_type(fn))
+
+
+def type_schema(kind: Any) -> dict[str, Any] | None:
+    """The JSON Schema of ``kind`` as :func:`content_converter` validates it, or None for a
+    type it does not validate (``dict``, ``Any``, none).
+
+    A pydantic model: ``model_json_schema()``; a msgspec ``Struct``:
+    ``msgspec.json.schema()``; a dataclass or ``TypedDict``: pydantic's ``TypeAdapter``
+    when pydantic is installed and takes it, else an object schema of its fields (their
+    own schemas where pydantic gives them). Nested definitions are under ``"$defs"``,
+    referenced as ``"#/$defs/NAME"`` (the top level may itself be such a reference). A
+    type the library cannot describe raises that library's error.
+    """
+    if not isinstance(kind, type):
+        return None
+    if _is_pydantic_model(kind):
+        schema: dict[str, Any] = kind.model_json_schema(mode="validation")  # type: ignore[attr-defined]
+        return schema
+    if _is_msgspec_struct(kind):
+        import msgspec  # type: ignore[import-not-found, unused-ignore]
+
+        return dict(msgspec.json.schema(kind))
+    if not (dataclasses.is_dataclass(kind) or _is_typeddict(kind)):
+        return None
+    pydantic_installed = "pydantic" in sys.modules or importlib.util.find_spec("pydantic")
+    if pydantic_installed:
+        import pydantic
+
+        try:
+            return dict(pydantic.TypeAdapter(kind).json_schema(mode="validation"))
+        except pydantic.PydanticUserError:  # typing.TypedDict before Python 3.12
+            pass
+    return _fields_schema(kind, use_pydantic=bool(pydantic_installed))
+
+
+def _fields_schema(kind: Any, *, use_pydantic: bool) -> dict[str, Any]:
+    """An object schema of a dataclass's or TypedDict's fields (what the plain checks
+    validate: a TypedDict's keys exactly, a dataclass's constructor arguments)."""
+    try:
+        hints = typing.get_type_hints(kind)
+    except Exception:
+        hints = dict(getattr(kind, "__annotations__", {}))
+    if dataclasses.is_dataclass(kind):
+        fields = [f for f in dataclasses.fields(kind) if f.init]
+        names = [f.name for f in fields]
+        required = [
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+    else:
+        names = list(hints)
+        required = [n for n in names if n in getattr(kind, "__required_keys__", ())]
+    defs: dict[str, Any] = {}
+    properties = {name: _field_schema(hints.get(name), defs, use_pydantic) for name in names}
+    schema: dict[str, Any] = {"title": kind.__name__, "type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    if not dataclasses.is_dataclass(kind):
+        schema["additionalProperties"] = False  # the plain check refuses unknown keys
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def _field_schema(hint: Any, defs: dict[str, Any], use_pydantic: bool) -> dict[str, Any]:
+    if hint is None or not use_pydantic:
+        return {}
+    import pydantic
+
+    try:
+        schema = dict(pydantic.TypeAdapter(hint).json_schema(mode="validation"))
+    except Exception:  # a type pydantic cannot describe: any value
+        return {}
+    defs.update(schema.pop("$defs", {}))
+    return schema
 
 
 def _is_typeddict(kind: type) -> bool:
