@@ -14,13 +14,15 @@ from loafer_core.testing import ProviderContract
 
 
 class TestSQLiteContract(ProviderContract):
-    capabilities: ClassVar[Capabilities] = SQLiteProvider("q", path="probe").capabilities
+    capabilities: ClassVar[Capabilities] = SQLiteProvider.capabilities
     timeout: ClassVar[float] = 30.0
     redelivery_timeout: ClassVar[float] = 5.0
     #: a short lease, so the lease tests take a second or two
     lease: ClassVar[float] = 1.0
     #: below the lease: what a closed provider held must not be left to the lease
     given_back_within: ClassVar[float] = 0.8
+    #: settlements are single transactions, nothing arrives late: a short watch will do
+    duplicate_window: ClassVar[float] = 0.5
 
     path: Path
 

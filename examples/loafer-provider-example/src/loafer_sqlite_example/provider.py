@@ -91,16 +91,16 @@ class SQLiteProvider:
         """A short description for logs and ``loafer check``."""
         return f"sqlite-example:{Path(self.path).name}#{self.queue}"
 
-    @property
-    def capabilities(self) -> Capabilities:
-        """All done by the database itself, in the settling transaction (NATIVE)."""
-        return Capabilities(
-            delayed_retry=Support.NATIVE,
-            dead_letter=Support.NATIVE,
-            attempt_count=Support.NATIVE,
-            release_uncounted=Support.NATIVE,
-            lease_extension=Support.NATIVE,
-        )
+    #: All done by the database itself, each in the settling statement or transaction
+    #: (NATIVE). The same whatever the options: a class attribute, so that ``loafer
+    #: providers`` shows them without building a provider.
+    capabilities: Capabilities = Capabilities(
+        delayed_retry=Support.NATIVE,
+        dead_letter=Support.NATIVE,
+        attempt_count=Support.NATIVE,
+        release_uncounted=Support.NATIVE,
+        lease_extension=Support.NATIVE,
+    )
 
     @property
     def lease_duration(self) -> float:
