@@ -276,6 +276,48 @@ def test_a_settle_publishing_twice_fails_the_kit(
         run()
 
 
+# -- a provider that cannot be closed after a failed start ----------------------------------
+
+
+class CloseNeedsStart(MemoryProvider):
+    """Its close uses what only a successful start sets."""
+
+    async def start(self, capacity: int) -> None:
+        await super().start(capacity)
+        self.session = object()
+
+    async def close(self) -> None:
+        del self.session  # AttributeError when start failed
+        await super().close()
+
+
+class HalfStarted(MemoryProvider):
+    """A failed start leaves a flag set that makes the next one fail differently."""
+
+    starting = False
+
+    async def start(self, capacity: int) -> None:
+        if self.starting:
+            raise RuntimeError("already starting")
+        self.starting = True
+        await super().start(capacity)
+
+
+@pytest.mark.parametrize(
+    ("provider_class", "error"),
+    [(CloseNeedsStart, AttributeError), (HalfStarted, AssertionError)],
+)
+def test_a_provider_that_mishandles_a_failed_start_fails_the_kit(
+    provider_class: type[MemoryProvider], error: type[BaseException]
+) -> None:
+    class Kit(QuickKit):
+        pass
+
+    Kit.provider_class = provider_class
+    with pytest.raises(error):
+        Kit().test_a_failed_start_can_be_retried_and_closed()
+
+
 # -- the kit itself --------------------------------------------------------------------------
 
 

@@ -400,6 +400,41 @@ class ProviderContract:
 
         self._run(scenario)
 
+    def test_a_failed_start_can_be_retried_and_closed(self) -> None:
+        """A start that fails (here: a queue never created) may be called again on the
+        same provider, as the dispatcher does, and ``close`` after it is safe (the
+        dispatcher and ``loafer check`` call it). Skipped where starting on a missing
+        queue succeeds (a provider that declares its queue)."""
+
+        async def scenario(queue: str) -> None:
+            missing = f"{queue}-missing"
+            provider = await self.make_provider(missing)
+            try:
+                errors: list[BaseException] = []
+                for _ in range(2):
+                    try:
+                        await provider.start(1)
+                    except Exception as exc:
+                        errors.append(exc)
+                    else:
+                        break
+                if not errors:
+                    pytest.skip("starting on a missing queue succeeds (the provider declares it)")
+                assert len(errors) == 2, "a second start succeeded where the first failed"
+                first, again = errors
+                assert type(again) is type(first), (
+                    f"a second start failed differently: {type(first).__name__}: {first} "
+                    f"then {type(again).__name__}: {again} (left half-started?)"
+                )
+            finally:
+                try:
+                    await provider.close()
+                    await provider.close()
+                finally:
+                    await self.delete_queue(missing)
+
+        self._run(scenario)
+
     def test_fetch_honours_max_messages(self) -> None:
         async def scenario(queue: str) -> None:
             await self.put_many(queue, [f'{{"i": {i}}}'.encode() for i in range(6)])
