@@ -7,11 +7,16 @@ Each python block of README.md and docs/ is one of two kinds, marked by the line
 
 - ``<!-- docs: run -->``: executed as a script (a fresh interpreter, cwd a temporary
   directory, 60 s at most); it must exit 0. For examples on the embedded broker.
+- ``<!-- docs: excerpt PATH -->``: an excerpt of a file of the repository (``PATH`` from
+  the root) that is itself type-checked and tested, such as the example plugin the
+  provider guide walks through: each line of the block must be found in that file, in
+  order (``...`` lines stand for what is left out; a trailing ``# comment`` may differ).
 - anything else: type-checked with mypy (``--check-untyped-defs``, each block a module of
   its own), so an example naming a function, argument or attribute that does not exist
   fails. Blocks that need a broker are of this kind.
 
-A block must therefore be complete: its imports, and stand-ins for what it refers to.
+A type-checked block must therefore be complete: its imports, and stand-ins for what it
+refers to.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"(?:^(<!-- docs: (\w+) -->)\n)?^```python\n(.*?)^```", re.S | re.M)
+BLOCK = re.compile(r"(?:^(<!-- docs: (\w+)(?: ([^ ]+))? -->)\n)?^```python\n(.*?)^```", re.S | re.M)
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
-KINDS = ("run",)
+KINDS = ("run", "excerpt")
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,9 @@ class Block:
     path: Path
     number: int
     line: int
-    kind: str  # "run" or "types"
+    kind: str  # "run", "excerpt" or "types"
     code: str
+    source: str | None = None  # what an excerpt is taken from
 
     @property
     def where(self) -> str:
@@ -54,11 +60,13 @@ def blocks(path: Path) -> tuple[list[Block], list[str]]:
     text = path.read_text(encoding="utf-8")
     found, problems = [], []
     for number, match in enumerate(BLOCK.finditer(text), 1):
-        marker, kind, code = match.group(1), match.group(2), match.group(3)
-        line = text.count("\n", 0, match.start(3))
-        block = Block(path, number, line, kind or "types", code)
+        marker, kind, source, code = match.groups()
+        line = text.count("\n", 0, match.start(4))
+        block = Block(path, number, line, kind or "types", code, source)
         if marker and kind not in KINDS:
             problems.append(f"{block.where}: unknown marker {marker!r} (known: {KINDS})")
+        elif kind == "excerpt" and not (source and (ROOT / source).is_file()):
+            problems.append(f"{block.where}: excerpt of {source!r}: no such file")
         found.append(block)
     return found, problems
 
@@ -74,13 +82,37 @@ def check_static() -> list[str]:
             try:
                 ast.parse(block.code)
             except SyntaxError as exc:
-                failures.append(f"{block.where}: {exc}")
+                if block.kind != "excerpt":  # an excerpt may start inside a class
+                    failures.append(f"{block.where}: {exc}")
+            if block.kind == "excerpt" and block.source and (ROOT / block.source).is_file():
+                failures += check_excerpt(block)
         for target in LINK.findall(text):
             if "://" in target or target.startswith("mailto:"):
                 continue
             if not (path.parent / target).exists():
                 failures.append(f"{path.relative_to(ROOT)}: broken link {target}")
     return failures
+
+
+def _code(line: str) -> str:
+    """A line without its indentation and trailing comment."""
+    return re.sub(r"\s+#.*$", "", line.strip()) if not line.strip().startswith("#") else ""
+
+
+def check_excerpt(block: Block) -> list[str]:
+    """Each line of ``block`` is in its source file, in order."""
+    assert block.source is not None
+    source = [_code(line) for line in (ROOT / block.source).read_text().splitlines()]
+    at = 0
+    for number, line in enumerate(block.code.splitlines(), 1):
+        wanted = _code(line)
+        if not wanted or wanted.startswith("..."):
+            continue
+        try:
+            at = source.index(wanted, at) + 1
+        except ValueError:
+            return [f"{block.where}, line {number}: not in {block.source} (in order): {line!r}"]
+    return []
 
 
 def check_blocks() -> list[str]:

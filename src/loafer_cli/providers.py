@@ -12,7 +12,13 @@ from rich.table import Table
 from loafer_core.plugins import ProviderInfo, available_providers, load_provider
 from loafer_core.provider import Capabilities, Support
 
-__all__ = ["capabilities_of", "describe_capabilities", "print_providers", "providers_table"]
+__all__ = [
+    "LEGEND",
+    "capabilities_of",
+    "describe_capabilities",
+    "print_providers",
+    "providers_table",
+]
 
 
 def _memory(cls: Any) -> Any:
@@ -32,9 +38,19 @@ _SAMPLES: dict[str, Callable[[Any], Any]] = {
 }
 
 
+#: What "native" and "emulated" mean, under the table (routes accept either).
+LEGEND = (
+    "native: the broker does it itself; emulated: the plugin builds it client-side "
+    "(a copy re-published, a delivery held for a delay), with a cost or a window on a "
+    "crash: see the provider's docs. A route needing an ability accepts either."
+)
+
+
 def capabilities_of(info: ProviderInfo) -> Capabilities | None:
     """The capabilities of the plugin's provider built with its default options, or
-    ``None`` when that cannot be known without a connection (unknown plugin, not loading)."""
+    ``None`` when that cannot be known without a connection (not loading, or a plugin of
+    another distribution whose ``capabilities`` is a property: declared as a class
+    attribute, as the example plugin does, they are shown)."""
     if not info.loads:
         return None
     declared = None
@@ -69,7 +85,7 @@ def describe_capabilities(caps: Capabilities | None) -> str:
 
 def providers_table() -> Table:
     """A Rich table of :func:`~loafer_core.plugins.available_providers`."""
-    table = Table(title="Installed provider plugins", show_lines=True)
+    table = Table(title="Installed provider plugins", caption=LEGEND, show_lines=True)
     table.add_column("name", no_wrap=True)
     table.add_column("distribution", no_wrap=True)
     table.add_column("version", no_wrap=True)

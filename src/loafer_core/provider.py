@@ -2,24 +2,67 @@
 
 A provider consumes from one queue. The dispatcher calls, in order:
 
-1. ``await provider.start(capacity)`` once: connect, check the queue exists (raise
+1. ``await provider.start(capacity)``: connect, check the queue exists (raise
    :class:`~loafer_core.errors.ConfigurationError` with what to fix if it does not),
-   size prefetch/credit to ``capacity`` (the route's ``max_concurrency``).
+   size prefetch/credit to ``capacity`` (the route's ``max_concurrency``). A start that
+   raises anything but ``ConfigurationError`` is called again, on the same object, after
+   a backoff, until it succeeds or the route is stopped (``close`` is not called in
+   between): a failed start must leave nothing half-open that a second start would
+   trip over. ``close`` is called after a start that failed for good
+   (``ConfigurationError``), after one cancelled by a stop, and by ``loafer check`` after
+   any start (of a provider without :class:`Verifiable`): it must cope with a provider
+   that never started.
 2. ``await provider.fetch(n)`` repeatedly, with ``n`` the route's free capacity: return
    between 0 and ``n`` deliveries. It may wait (long poll) but should return within
-   about 20 seconds, and it must be cancellable: a cancelled fetch hands nothing out
-   (what it received stays buffered and is released at ``close``).
-3. ``await provider.settle(delivery, outcome)`` once per delivery (it may batch
+   about 20 seconds, and it must be cancellable (a stop cancels it): a cancelled fetch
+   hands nothing out, and what it received (or a read whose reply comes after the
+   cancellation) stays the provider's, handed out by a later fetch or released by
+   :meth:`Drainable.stop_fetching` or ``close``; it is not lost.
+3. ``await provider.settle(delivery, outcome)`` for each delivery (it may batch
    internally; it returns once the settlement is done or safely queued to be flushed
-   by ``close``).
+   by ``close``). Normally once; but it **may be called again for the same delivery**:
+   the dispatcher retries a settle that raised (up to 5 tries, with backoff), and sends
+   again a settle the shutdown's deadline cancelled. A repeated settle must have no
+   further effect: in particular a RETRY or REJECT that re-publishes a copy must not
+   publish a second one (remember that the copy was published, or is being published).
 4. ``await provider.close()``: flush pending settlements, release anything fetched and
-   not handed out, disconnect. Idempotent.
+   not handed out, disconnect. Idempotent. Bounded by the manager (``close_timeout``,
+   the shutdown's deadline): past it, it is cancelled.
+
+Which calls may overlap (each from its own task):
+
+- ``fetch`` is never called while another ``fetch`` runs; it overlaps ``settle`` (of
+  other deliveries), ``extend_leases`` and, as a drain begins, ``stop_fetching`` (the
+  fetch is cancelled first, but may still be unwinding).
+- ``settle`` calls overlap one another (up to ``max_concurrency`` at once, each for a
+  different delivery), and an ``extend_leases`` that includes the same delivery: an
+  extension arriving after the settle must not undo it (hide a RELEASED message again).
+- ``close`` is called once every worker and the lease loop have ended, after the final
+  releases; a settle that ignored its cancellation may in theory still be running.
+
+Leases (:class:`LeaseExtender`): the dispatcher calls ``extend_leases(deliveries,
+lease_duration)`` (never more than ``lease_duration``) every third of the lease for the
+deliveries still unsettled; a provider may cap it at the broker's limit. A delivery
+whose lease lapses (its handler ran longer and nothing extended it) is the broker's
+again: it is delivered again, **counting an attempt** where the provider counts
+attempts (so ``max_attempts`` also ends a message whose handler always overruns); the
+first delivery's handler is not stopped, and its late settle should be ignored (or
+raise :class:`~loafer_core.errors.ProviderError`) rather than applied to the new
+delivery; where the broker cannot tell them apart, say so in your documentation.
+
+Deliveries (:class:`Delivery`): fill ``message_id`` (the broker's id), ``attempt`` (1 on
+the first delivery, where the broker counts) and ``ordering_key`` (where claimed); in
+``metadata``, give at least ``message_id``, ``headers`` (the application headers, a
+mapping: what :func:`loafer_core.header` and the kit read), ``attempt`` and ``queue``,
+then whatever else the broker tells (routing key, receive count, attributes).
 
 Transient failures raise :class:`~loafer_core.errors.ProviderError` (the dispatcher
 retries with backoff); wrong configuration raises ``ConfigurationError`` (fatal).
 
 Optional abilities are separate small protocols: :class:`LeaseExtender`,
-:class:`Drainable`, :class:`Publisher`, :class:`HealthChecker`, :class:`Backlog`.
+:class:`Drainable`, :class:`Publisher`, :class:`Verifiable`, :class:`HealthChecker`,
+:class:`Backlog`. The conformance kit (:class:`loafer_core.testing.ProviderContract`)
+tests this contract; ``docs/writing-a-provider.md`` walks through an example.
 """
 
 from __future__ import annotations
@@ -47,7 +90,20 @@ __all__ = [
 
 
 class Support(enum.Enum):
-    """How a provider supports an ability: not at all, natively, or emulated client-side."""
+    """How a provider supports an ability: not at all, natively, or emulated client-side.
+
+    Core treats ``NATIVE`` and ``EMULATED`` alike: a route needing an ability is refused
+    only where it is ``NONE``. The difference is for the people running the service
+    (shown by ``loafer providers`` and in each provider's documentation):
+
+    - ``NATIVE``: the broker does it itself, in the settlement (SQS's visibility timeout
+      for a delayed retry, RabbitMQ's dead-letter exchange, a database transaction).
+    - ``EMULATED``: the plugin builds it from other operations, so it has a cost or a
+      window the native form has not: a copy published then the original acknowledged
+      (a crash in between leaves a duplicate), a header the plugin rewrites to count
+      attempts, a delivery held unsettled in the consumer for a delay (redelivered at
+      once if the consumer dies).
+    """
 
     NONE = "none"
     NATIVE = "native"
@@ -155,7 +211,8 @@ class Provider(Protocol):
         ...
 
     async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        """Settle one delivery with ``outcome``."""
+        """Settle one delivery with ``outcome``; called again for the same delivery (a
+        retry, a resend after a cancellation), it has no further effect."""
         ...
 
     async def close(self) -> None:
@@ -169,7 +226,11 @@ class LeaseExtender(Protocol):
 
     ``lease_duration`` is the lease a fetched delivery starts with, in seconds (``None``
     when its deliveries hold no lease); the dispatcher calls :meth:`extend_leases` for
-    deliveries still unsettled every third of it, and stops once they are settled.
+    deliveries still unsettled every third of it, and stops once they are settled. A
+    provider whose deliveries hold a lease it cannot extend still gives
+    ``lease_duration`` (with ``lease_extension`` not claimed): ``loafer check`` compares
+    it with the route's ``handler_timeout`` and the kit tests that a lapsed lease
+    redelivers.
     """
 
     @property
@@ -178,7 +239,8 @@ class LeaseExtender(Protocol):
         ...
 
     async def extend_leases(self, deliveries: Sequence[Delivery], seconds: float) -> None:
-        """Extend each delivery's lease to ``seconds`` from now."""
+        """Extend each delivery's lease to ``seconds`` from now (the dispatcher passes
+        ``lease_duration``). A delivery settled meanwhile must stay as settled."""
         ...
 
 
@@ -188,7 +250,11 @@ class Drainable(Protocol):
 
     Providers the broker pushes to (a prefetch buffer, AMQP credit) implement it: stop
     receiving and give back what is buffered, so those messages are available to other
-    consumers now rather than at :meth:`Provider.close`. A later ``fetch`` may resume.
+    consumers now rather than at :meth:`Provider.close` (which comes only once in-flight
+    handlers finished, up to the shutdown timeout). A pull provider that buffers (a batch
+    read larger than asked, the reply of a cancelled fetch) gains the same by it. Called
+    once, as the drain begins, while handlers still run and settle. A later ``fetch``
+    may resume.
     """
 
     async def stop_fetching(self) -> None:

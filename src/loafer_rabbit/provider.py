@@ -98,14 +98,23 @@ def _attempt_of(headers: Mapping[str, Any]) -> int:
 
 
 class _Token:
-    """A delivery's settlement handle: the message, its channel generation, settled yet."""
+    """A delivery's settlement handle: the message, its channel generation, settled yet,
+    and the publish of its copy (RETRY, emulated REJECT) once begun: a settle sent again
+    (after a failure or a cancellation) awaits that publish instead of publishing again."""
 
-    __slots__ = ("generation", "message", "settled")
+    __slots__ = ("copying", "generation", "message", "settled")
 
     def __init__(self, message: AbstractIncomingMessage, generation: int) -> None:
         self.message = message
         self.generation = generation
         self.settled = False
+        self.copying: asyncio.Future[None] | None = None
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a copy's publish failure as seen (no settle may be left to await it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _is_dead(message: AbstractIncomingMessage) -> bool:
@@ -906,20 +915,27 @@ class RabbitProvider:
         for the rest of the connection's life.
         """
         key = id(message)
+        token = delivery.token
+        assert isinstance(token, _Token)
         try:
-            if retry_queue and routing_key not in self.retry_queues:
-                await self._declare_retry_queue(routing_key)
+            # Published once per delivery: cancelled while it waits for the confirm, the
+            # publish goes on, and a settle sent again awaits it rather than publishing a
+            # second copy.
+            copying = token.copying
+            if copying is None:
+                copying = token.copying = asyncio.ensure_future(
+                    self._publish_copy(copy, exchange, routing_key, retry_queue=retry_queue)
+                )
+                copying.add_done_callback(_retrieved)
             try:
-                await self._publish(copy, exchange, routing_key)
-            except aiormq.exceptions.PublishError:
-                # Unroutable: the retry or dead-letter queue was deleted. Declare again, once.
-                if routing_key in self.retry_queues and not exchange:
-                    await self._declare_retry_queue(routing_key)
-                elif exchange == self.dead_letter_exchange:
-                    await self._declare_dead_letter()
-                else:
-                    raise
-                await self._publish(copy, exchange, routing_key)
+                await asyncio.shield(copying)
+            except asyncio.CancelledError:
+                if copying.cancelled():
+                    token.copying = None
+                raise
+            except Exception:
+                token.copying = None  # not published: a settle sent again tries again
+                raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -945,6 +961,23 @@ class RabbitProvider:
             return
         self._publish_failures.pop(key, None)
         await message.ack()
+
+    async def _publish_copy(
+        self, copy: aio_pika.Message, exchange: str, routing_key: str, *, retry_queue: bool
+    ) -> None:
+        if retry_queue and routing_key not in self.retry_queues:
+            await self._declare_retry_queue(routing_key)
+        try:
+            await self._publish(copy, exchange, routing_key)
+        except aiormq.exceptions.PublishError:
+            # Unroutable: the retry or dead-letter queue was deleted. Declare again, once.
+            if routing_key in self.retry_queues and not exchange:
+                await self._declare_retry_queue(routing_key)
+            elif exchange == self.dead_letter_exchange:
+                await self._declare_dead_letter()
+            else:
+                raise
+            await self._publish(copy, exchange, routing_key)
 
     # -- health and shutdown --------------------------------------------------------------
 

@@ -52,3 +52,10 @@ def test_a_plugin_that_does_not_load_says_why(tmp_path: Path) -> None:
     assert "no: provider 'broken'" in row
     assert "'library_that_is_not_installed' is missing" in done.stdout
     assert "│ -" in row  # capabilities unknown
+
+
+def test_providers_says_what_native_and_emulated_mean() -> None:
+    done = loafer("providers")
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "native: the broker does it itself; emulated: the plugin builds it" in text

@@ -17,6 +17,7 @@ class TestMemoryContract(ProviderContract):
     capabilities = MemoryProvider(MemoryBroker(), "probe").capabilities
     timeout = 20.0
     redelivery_timeout = 5.0
+    given_back_within = 0.8  # below the 1 s lease: nothing held may be left to it
 
     broker: MemoryBroker
 

@@ -61,9 +61,18 @@ class ProviderContract:
     timeout: ClassVar[float] = 60.0
     #: How long a RETRY without delay, or a RELEASE, may take to come back.
     redelivery_timeout: ClassVar[float] = 15.0
-    #: The delay used to check delayed retries, and the tolerance on it.
+    #: The delay used to check delayed retries, and the tolerance on it (how much early).
     retry_delay: ClassVar[float] = 1.0
     retry_delay_tolerance: ClassVar[float] = 0.25
+    #: How late, past its delay, a delayed retry may still come back.
+    retry_delay_late: ClassVar[float] = 5.0
+    #: How long the settle-twice tests watch for a duplicate after the redelivery.
+    duplicate_window: ClassVar[float] = 2.0
+    #: How soon what a closed provider held and had not handed out must be available
+    #: again (``None``: ``redelivery_timeout``). Set it below your lease, if you have
+    #: one, so that a provider dropping what it held cannot pass by the lease's lapse
+    #: bringing it back.
+    given_back_within: ClassVar[float | None] = None
     #: Messages in the "none lost" test.
     bulk_messages: ClassVar[int] = 1000
     #: Size of the large bad body in the bad-input test (1 MB unless the broker caps it).
@@ -74,7 +83,8 @@ class ProviderContract:
     #: ``create_queue`` receives such a name; choose a prefix your broker accepts and that
     #: tells kit queues apart from others (for clean-up by pattern).
     queue_prefix: ClassVar[str] = "loafer-contract"
-    #: The longest lease (``lease_duration``) the lease-extension test waits out (2.5x).
+    #: The longest lease (``lease_duration``) the lease tests wait out (2.5x for the
+    #: extension test): give the kit a queue with a short lease where the broker allows.
     longest_lease_to_test: ClassVar[float] = 10.0
 
     # -- hooks ----------------------------------------------------------------------------
@@ -291,6 +301,8 @@ class ProviderContract:
         self._run(scenario)
 
     def test_retry_with_delay_waits(self) -> None:
+        """``RETRY(delay)`` comes back no sooner than the delay (less
+        ``retry_delay_tolerance``) and no later than ``retry_delay_late`` past it."""
         self._needs("delayed_retry")
 
         async def scenario(queue: str) -> None:
@@ -301,12 +313,17 @@ class ProviderContract:
                 first = await self._fetch_body(provider, body, self.redelivery_timeout)
                 settled_at = time.monotonic()
                 await provider.settle(first, RETRY(self.retry_delay))
-                again = await self._fetch_body(
-                    provider, body, self.retry_delay + self.redelivery_timeout
-                )
+                latest = self.retry_delay + self.retry_delay_late
+                try:
+                    again = await self._fetch_body(provider, body, latest)
+                except AssertionError:
+                    raise AssertionError(
+                        f"RETRY({self.retry_delay}) not redelivered within {latest}s: late "
+                        f"by more than retry_delay_late ({self.retry_delay_late}s)"
+                    ) from None
                 waited = time.monotonic() - settled_at
                 assert waited >= self.retry_delay * (1 - self.retry_delay_tolerance), (
-                    f"redelivered after {waited:.2f}s, asked for {self.retry_delay}s"
+                    f"redelivered after {waited:.2f}s, asked for {self.retry_delay}s: early"
                 )
                 await provider.settle(again, ACCEPT)
             finally:
@@ -383,6 +400,41 @@ class ProviderContract:
 
         self._run(scenario)
 
+    def test_a_failed_start_can_be_retried_and_closed(self) -> None:
+        """A start that fails (here: a queue never created) may be called again on the
+        same provider, as the dispatcher does, and ``close`` after it is safe (the
+        dispatcher and ``loafer check`` call it). Skipped where starting on a missing
+        queue succeeds (a provider that declares its queue)."""
+
+        async def scenario(queue: str) -> None:
+            missing = f"{queue}-missing"
+            provider = await self.make_provider(missing)
+            try:
+                errors: list[BaseException] = []
+                for _ in range(2):
+                    try:
+                        await provider.start(1)
+                    except Exception as exc:
+                        errors.append(exc)
+                    else:
+                        break
+                if not errors:
+                    pytest.skip("starting on a missing queue succeeds (the provider declares it)")
+                assert len(errors) == 2, "a second start succeeded where the first failed"
+                first, again = errors
+                assert type(again) is type(first), (
+                    f"a second start failed differently: {type(first).__name__}: {first} "
+                    f"then {type(again).__name__}: {again} (left half-started?)"
+                )
+            finally:
+                try:
+                    await provider.close()
+                    await provider.close()
+                finally:
+                    await self.delete_queue(missing)
+
+        self._run(scenario)
+
     def test_fetch_honours_max_messages(self) -> None:
         async def scenario(queue: str) -> None:
             await self.put_many(queue, [f'{{"i": {i}}}'.encode() for i in range(6)])
@@ -401,6 +453,207 @@ class ProviderContract:
                 await provider.close()
 
         self._run(scenario)
+
+    async def _lease_of(self, queue: str) -> float:
+        """The started provider's ``lease_duration``; skips (saying why) without a lease
+        short enough to wait out."""
+        probe = await self._started(queue)  # a started provider knows its lease
+        try:
+            lease = getattr(probe, "lease_duration", None)
+        finally:
+            await probe.close()
+        if lease is None:
+            pytest.skip("the provider's deliveries hold no lease (no lease_duration)")
+        if lease > self.longest_lease_to_test:
+            pytest.skip(
+                f"lease of {lease}s: longer than longest_lease_to_test "
+                f"({self.longest_lease_to_test}s)"
+            )
+        return float(lease)
+
+    def test_a_lapsed_lease_redelivers_and_counts_an_attempt(self) -> None:
+        """A delivery left unsettled past its lease (a handler slower than the lease, and
+        nothing extending it) is delivered again, counting an attempt where the provider
+        counts attempts. Skipped for a provider without a lease."""
+
+        async def scenario(queue: str) -> None:
+            lease = await self._lease_of(queue)
+            body = b'{"lapsed": true}'
+            await self.put(queue, body)
+            provider = await self._started(queue)
+            try:
+                first = await self._fetch_body(provider, body, self.redelivery_timeout)
+                # neither settled nor extended: the lease lapses
+                try:
+                    again = await self._fetch_body(provider, body, lease + self.redelivery_timeout)
+                except AssertionError:
+                    raise AssertionError(
+                        f"not delivered again within {lease + self.redelivery_timeout}s of a "
+                        f"{lease}s lease that lapsed"
+                    ) from None
+                if self.capabilities.attempt_count:
+                    assert first.attempt is not None and again.attempt == first.attempt + 1, (
+                        f"a lapsed lease did not count an attempt ({first.attempt!r} -> "
+                        f"{again.attempt!r})"
+                    )
+                await provider.settle(again, ACCEPT)
+            finally:
+                await provider.close()
+
+        self._run(scenario)
+
+    def test_close_gives_back_what_was_not_handed_out(self) -> None:
+        """What the provider holds and has not handed out (a prefetch buffer) is available
+        again once it is closed, within ``given_back_within``: not lost."""
+
+        async def scenario(queue: str) -> None:
+            total = 5
+            bodies = [f'{{"held": {i}}}'.encode() for i in range(total)]
+            await self.put_many(queue, bodies)
+            provider = await self._started(queue, capacity=total)
+            try:
+                first = await self._fetch_one(provider, self.redelivery_timeout)
+                assert first is not None, f"nothing delivered within {self.redelivery_timeout}s"
+                await provider.settle(first, ACCEPT)
+            finally:
+                await provider.close()
+            wanted = set(bodies) - {self.body_of(first)}
+            within = self._given_back_within()
+            seen = await self._collect(queue, len(wanted), within)
+            assert seen == wanted, (
+                f"{len(wanted - seen)} of the {len(wanted)} messages not handed out were not "
+                f"available again within {within:g}s of close"
+            )
+
+        self._run(scenario)
+
+    def test_a_cancelled_fetch_loses_nothing(self) -> None:
+        """A fetch cancelled while it waits, as messages arrive, hands nothing out, and
+        what it received is not lost: after ``close`` every message is available again
+        (as soon as in the test above)."""
+
+        async def scenario(queue: str) -> None:
+            total = 3
+            bodies = [f'{{"cancelled": {i}}}'.encode() for i in range(total)]
+            provider = await self._started(queue, capacity=total)
+            try:
+                fetching = asyncio.ensure_future(provider.fetch(total))
+                await asyncio.sleep(0)  # it waits for messages...
+                await self.put_many(queue, bodies)  # ...which arrive as it is cancelled
+                fetching.cancel()
+                await asyncio.gather(fetching, return_exceptions=True)
+                if not fetching.cancelled() and fetching.exception() is None:
+                    for handed in fetching.result():  # it returned first: handed out
+                        await provider.settle(handed, RELEASE)
+            finally:
+                await provider.close()
+            within = self._given_back_within()
+            seen = await self._collect(queue, total, within)
+            assert seen == set(bodies), (
+                f"{total - len(seen)} of {total} messages that arrived as a fetch was "
+                f"cancelled were not available again within {within:g}s of close"
+            )
+
+        self._run(scenario)
+
+    def _given_back_within(self) -> float:
+        return self.given_back_within or self.redelivery_timeout
+
+    async def _collect(self, queue: str, count: int, timeout: float) -> set[bytes]:
+        """Bodies fetched (and accepted) by a new provider until ``count`` distinct ones
+        arrived or ``timeout`` passed."""
+        seen: set[bytes] = set()
+        provider = await self._started(queue, capacity=count)
+        try:
+            deadline = time.monotonic() + timeout
+            while len(seen) < count:
+                delivery = await self._fetch_one(
+                    provider, max(0.0, deadline - time.monotonic()), capacity=count
+                )
+                if delivery is None:
+                    break
+                seen.add(self.body_of(delivery))
+                await provider.settle(delivery, ACCEPT)
+        finally:
+            await provider.close()
+        return seen
+
+    def test_settling_twice_is_harmless(self) -> None:
+        """``settle`` called again for a settled delivery (the dispatcher retries a settle
+        that raised) has no further effect: an ACCEPTED message stays gone, a RETRIED one
+        comes back once, a REJECTED one is dead-lettered once."""
+        self._run(lambda queue: self._settle_twice(queue, cut=False))
+
+    def test_a_settle_cut_short_and_sent_again_is_not_duplicated(self) -> None:
+        """A settle cancelled while in flight (a shutdown's deadline) and then sent again,
+        as the dispatcher does, acts once: no duplicate of a re-published message."""
+        self._run(lambda queue: self._settle_twice(queue, cut=True))
+
+    async def _settle_twice(self, queue: str, *, cut: bool) -> None:
+        tag = "cut" if cut else "twice"
+        accepted, retried, rejected = (
+            f'{{"{tag}": "{what}"}}'.encode() for what in ("accept", "retry", "reject")
+        )
+        outcomes = {accepted: ACCEPT, retried: RETRY(), rejected: REJECT("contract: poison")}
+        await self.put_many(queue, list(outcomes))
+        provider = await self._started(queue, capacity=3)
+        try:
+            held: dict[bytes, Delivery] = {}
+            deadline = time.monotonic() + self.redelivery_timeout
+            while len(held) < len(outcomes):
+                delivery = await self._fetch_one(
+                    provider, max(0.0, deadline - time.monotonic()), capacity=3
+                )
+                assert delivery is not None, f"only {sorted(held)} delivered"
+                held[self.body_of(delivery)] = delivery
+            for body, outcome in outcomes.items():
+                if cut:
+                    settling = asyncio.ensure_future(provider.settle(held[body], outcome))
+                    await asyncio.sleep(0)  # under way, then cut short
+                    settling.cancel()
+                    await asyncio.gather(settling, return_exceptions=True)
+                else:
+                    await provider.settle(held[body], outcome)
+                await provider.settle(held[body], outcome)
+            again = await self._watch(
+                provider, retried, {accepted, rejected}, self.redelivery_timeout, "RETRIED"
+            )
+            await provider.settle(again, ACCEPT)
+            duplicate = await self._watch(
+                provider, None, set(outcomes), self.duplicate_window, "settled"
+            )
+            assert duplicate is None
+        finally:
+            await provider.close()
+        if self.capabilities.dead_letter:
+            dead = await self.dead_letters(queue)
+            if dead is not None:
+                assert dead.count(rejected) == 1, (
+                    f"dead-lettered {dead.count(rejected)} times (once expected): "
+                    "the second settle published it again"
+                )
+
+    async def _watch(
+        self,
+        provider: Provider,
+        wanted: bytes | None,
+        forbidden: set[bytes],
+        timeout: float,
+        what: str,
+    ) -> Any:
+        """Fetch until ``wanted`` arrives (returned) or ``timeout`` passes (an error if
+        ``wanted`` is not None, else None); a body in ``forbidden`` fails at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            delivery = await self._fetch_one(provider, max(0.0, deadline - time.monotonic()))
+            if delivery is None:
+                assert wanted is None, f"the {what} message {wanted!r} not delivered again"
+                return None
+            body = self.body_of(delivery)
+            if body == wanted:
+                return delivery
+            await provider.settle(delivery, ACCEPT)
+            assert body not in forbidden, f"the {what} message {body!r} was delivered again"
 
     # -- route-level tests ----------------------------------------------------------------
 
@@ -583,18 +836,7 @@ class ProviderContract:
         self._needs("lease_extension")
 
         async def scenario(queue: str) -> None:
-            probe = await self._started(queue)  # a started provider knows its lease
-            try:
-                lease = getattr(probe, "lease_duration", None)
-            finally:
-                await probe.close()
-            if lease is None:
-                pytest.skip("the provider's queue has no lease (lease_duration is None)")
-            if lease > self.longest_lease_to_test:
-                pytest.skip(
-                    f"lease of {lease}s: longer than longest_lease_to_test "
-                    f"({self.longest_lease_to_test}s)"
-                )
+            lease = await self._lease_of(queue)
             provider = await self.make_provider(queue)
             body = b'{"long": true}'
             await self.put(queue, body)
