@@ -39,7 +39,7 @@ from tests.forward_worker import ID, make_provider, make_publisher
 from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
 from tests.loafer_core.test_idempotency import redis_url  # noqa: F401
 from tests.loafer_rabbit.conftest import rabbit_url  # noqa: F401
-from tests.loafer_sqs.conftest import client_options, sqs_endpoint  # noqa: F401
+from tests.loafer_sqs.conftest import aws_env, client_options, sqs_endpoint  # noqa: F401
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
 
@@ -523,3 +523,62 @@ async def test_a_target_refusing_messages_retries_them_until_it_takes_them(
             await pump.wait_for(done, 60, "every message at the target")
     assert set(pump.counts) == {str(i) for i in range(200)}
     assert outcomes[OutcomeKind.ACCEPT] >= 200
+
+
+# -- the documented example -----------------------------------------------------------------
+
+
+async def test_the_example_forwards_sqs_to_rabbit(
+    queues: Queues,
+    rabbit_url: str,  # noqa: F811
+    aws_env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """examples/forward_sqs_to_rabbit.py, run as documented against moto and RabbitMQ."""
+    source = await queues.make("sqs")
+    target = await queues.make("rabbit")
+    orders = [{"id": i, "items": [f"sku-{i}"]} for i in range(20)]
+    async with make_publisher(source) as publisher:
+        await asyncio.gather(*(publisher.publish(order) for order in orders))
+    env = {
+        **child_env(),
+        **aws_env,
+        "ORDERS_QUEUE": source["queue"],
+        "RABBIT_URL": rabbit_url,
+        "RABBIT_QUEUE": target["queue"],
+    }
+    log = tmp_path / "example.log"
+    with log.open("wb") as err:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(ROOT / "examples" / "forward_sqs_to_rabbit.py"),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        async with asyncio.timeout(60):
+            while await queues.depth(target) < len(orders) or await queues.depth(source):
+                assert child.returncode is None, log.read_text()[-3000:]
+                await asyncio.sleep(0.3)  # polling the brokers' queue depths
+        child.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await child.wait() == 0, log.read_text()[-3000:]
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    connection = await aio_pika.connect(rabbit_url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(target["queue"], passive=True)
+        received = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            received.append((json.loads(message.body), message.headers, message.message_id))
+    finally:
+        await connection.close()
+    assert sorted(received, key=lambda r: r[0]["order"]) == [
+        ({"order": i, "items": [f"sku-{i}"]}, {"order-id": str(i)}, f"order-{i}") for i in range(20)
+    ]
+    assert "manager stopped cleanly" in log.read_text()
