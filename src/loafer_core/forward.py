@@ -163,14 +163,21 @@ class Targets:
         token = _current.set(forwarding)
         try:
             outcome = await process(delivery)
+        except BaseException:  # cancelled, or a handler's SystemExit: nothing to wait for
+            forwarding.close()
+            await forwarding.cancel()
+            raise
         finally:
             _current.reset(token)
-        try:
-            await forwarding.wait()
-        finally:
-            forwarding.close()
+        forwarding.close()
+        if outcome.kind is not OutcomeKind.ACCEPT:
+            # RETRY, REJECT or RELEASE already: the publishes still in flight cannot change
+            # that; stop waiting for them (what was sent may still arrive)
+            await forwarding.cancel()
+            return outcome
+        await forwarding.wait()
         failure = forwarding.failure
-        if failure is not None and outcome.kind is OutcomeKind.ACCEPT:
+        if failure is not None:
             route._count_error(failure)
             route._log_error(
                 failure,
@@ -210,15 +217,20 @@ class _Forwarding:
         self.closed = False
 
     def start(self, item: Publish) -> asyncio.Task[None]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "publish()/publish_soon() run on the event loop; a sync handler (run in a "
+                "thread) returns Publish(...) values instead"
+            ) from None
         if self.closed:
             raise RuntimeError(
-                "publish() after the message was settled: publish before the handler "
-                "returns (or await the task that publishes)"
+                "publish() after the handler returned: publish before it returns (or "
+                "await the task that publishes)"
             )
         publisher = self.targets.get(item.to)  # a wrong name fails here, in the handler
-        task = asyncio.get_running_loop().create_task(
-            self._publish(publisher, item), name="loafer:forward"
-        )
+        task = loop.create_task(self._publish(publisher, item), name="loafer:forward")
         self.tasks.add(task)
         task.add_done_callback(self._done)
         return task
@@ -254,7 +266,16 @@ class _Forwarding:
                 task.cancel()
             raise
 
+    async def cancel(self) -> None:
+        """Stop waiting for the publishes still in flight."""
+        tasks = set(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
     def close(self) -> None:
+        """No more publishes for this delivery."""
         self.closed = True
 
 

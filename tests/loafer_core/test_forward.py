@@ -345,3 +345,81 @@ async def test_a_sync_handler_returns_publish(
 def test_publish_to_is_checked(provider: MemoryProvider, publish_to: Any, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Route(provider, lambda c, m: True, publish_to=publish_to)
+
+
+async def test_publishes_in_flight_when_the_handler_times_out_are_cancelled(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    target = FakePublisher()
+    target.gate = asyncio.Event()  # never confirmed
+    broker.publish("q", "a")
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        publish_soon(content)
+        await asyncio.Event().wait()  # overruns handler_timeout
+        return True
+
+    route = Route(
+        provider, handler, publish_to=target, retry=None, handler_timeout=0.2, max_attempts=1
+    )
+    await run_until_idle(route, timeout=10)
+    assert outcomes(broker) == [OutcomeKind.REJECT]
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "loafer:forward"]
+
+
+async def test_a_forced_shutdown_cancels_the_publishes_in_flight(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    target = FakePublisher()
+    target.gate = asyncio.Event()  # never confirmed
+    broker.publish("q", "a")
+
+    async def handler(content: Any, metadata: Any) -> Publish:
+        return Publish(content)
+
+    manager = Manager([Route(provider, handler, publish_to=target)], shutdown_timeout=0.2)
+    async with manager:
+        await asyncio.wait_for(target.started.wait(), 5)
+    assert broker.depth("q") == 1  # released, not accepted
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "loafer:forward"]
+
+
+async def test_publishing_after_the_handler_returned_raises(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    target = FakePublisher()
+    broker.publish("q", "a")
+    late: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def too_late(content: Any, returned: asyncio.Event) -> None:
+        await returned.wait()
+        try:
+            await publish(content)
+        except RuntimeError as exc:
+            late.set_result(exc)
+
+    async def async_handler(content: Any, metadata: Any) -> bool:
+        returned = asyncio.Event()
+        asyncio.get_running_loop().create_task(too_late(content, returned))
+        asyncio.get_running_loop().call_soon(returned.set)
+        return True
+
+    await run_until_idle(Route(provider, async_handler, publish_to=target))
+    error = await asyncio.wait_for(late, 5)
+    assert "after the handler returned" in str(error)
+    assert target.sent == []
+
+
+async def test_publish_soon_from_a_sync_handler_says_to_return_publish(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker.publish("q", "a")
+
+    def handler(content: Any, metadata: Any) -> bool:
+        publish_soon(content)
+        return True
+
+    route = Route(provider, handler, publish_to=FakePublisher(), retry=None, max_attempts=1)
+    await run_until_idle(route)
+    assert outcomes(broker) == [OutcomeKind.REJECT]
+    assert "returns Publish(...) values instead" in caplog.text
