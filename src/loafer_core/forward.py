@@ -8,13 +8,16 @@ its handler publish in two ways:
 - call :func:`publish` (``await publish(body, to="audit")``) from inside the handler, or
   from a task the handler started; :func:`publish_soon` starts one without waiting.
 
-The guarantee: the delivery is settled only once every publish made for it has finished,
-and it is ACCEPTED only if every one of them was confirmed by its broker (our publishers
+The guarantee: an ACCEPT is settled only once every publish made for the delivery has
+finished, and stays an ACCEPT only if every one of them was confirmed by its broker (our publishers
 return only then: a RabbitMQ publisher confirm, an AMQP 1.0 ``accepted`` outcome, an
 SQS/SNS success response). A publish that failed, timed out or was cut short turns the
 delivery's ACCEPT into a RETRY, whatever the handler or the error handler said (it also
 reaches the error handler when the handler let the error through, as any error does).
-A REJECT or RELEASE decided by the handler stands. The result is at-least-once delivery
+A REJECT or RELEASE decided by the handler stands; for any outcome but ACCEPT (and when
+the handler is cut short), the publishes still in flight are cancelled before the
+settlement (one already sent may still arrive). Publish before the handler returns: a
+publish started later raises ``RuntimeError``. The result is at-least-once delivery
 to the targets: a process killed between a target's confirm and the source's settlement
 forwards that message again when it is redelivered (see
 :mod:`loafer_core.idempotency` to narrow such duplicates).
