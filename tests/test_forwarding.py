@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
 ROOT = Path(__file__).resolve().parent.parent
 N = 2000
 KILL_AT = 300  # the 300th publish (a), the 300th confirmed message (b)
-WINDOW = 300
+WINDOW = 300  # messages fed ahead of the target; 100 with moto (slow with a backlog)
 RESULTS = Path(os.environ.get("LOAFER_FORWARD_RESULTS", "/tmp/loafer-forwarding-results.jsonl"))
 
 
@@ -144,6 +144,7 @@ class Pump:
 
     def __init__(self, source: dict[str, Any], target: dict[str, Any]) -> None:
         self.source, self.target = source, target
+        self.window = 100 if "sqs" in (source["kind"], target["kind"]) else WINDOW
         self.counts: collections.Counter[str] = collections.Counter()
         self.fed = 0
         self.last_arrival = time.monotonic()
@@ -174,7 +175,7 @@ class Pump:
         publisher = make_publisher(self.source)
         async with publisher:
             while self.fed < N:
-                while self.fed - len(self.counts) >= WINDOW:
+                while self.fed - len(self.counts) >= self.window:
                     self._progress.clear()
                     await self._progress.wait()
                 chunk = range(self.fed, min(N, self.fed + 50))
@@ -321,10 +322,10 @@ def record(figures: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("source_kind", "target_kind"),
     [
-        # moto is slow: about 90 s and 30 s here on a shared 2-core machine
+        # moto is slow: 41 s to 89 s seen here (shared 2-core machine); the others ~25 s, ~10 s
         pytest.param("sqs", "rabbit", id="sqs-to-rabbit", marks=pytest.mark.slow),
         pytest.param("rabbit", "amqp", id="rabbit-to-amqp"),
-        pytest.param("amqp", "sqs", id="amqp-to-sqs", marks=pytest.mark.slow),
+        pytest.param("amqp", "sqs", id="amqp-to-sqs"),
     ],
 )
 async def test_every_id_arrives_across_kills(
