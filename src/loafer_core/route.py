@@ -115,8 +115,8 @@ class Route:
             (see :mod:`loafer_core.middleware`), inside the manager's.
         publish_to: a publisher, or ``{name: publisher}``, the handler may publish to
             while handling a message (it returns ``Publish(...)`` values or calls
-            ``loafer_core.forward.publish``); the message is settled once every publish
-            finished, and ACCEPTED only if all were confirmed (see
+            ``loafer_core.forward.publish``); the message is ACCEPTED only once every
+            publish made for it was confirmed, else RETRIED (see
             :mod:`loafer_core.forward`). The manager opens and closes these publishers.
     """
 
