@@ -91,6 +91,8 @@ PUBLIC_MODULES = [
     "loafer_core.testing",
     "loafer_core.metrics",
     "loafer_core.middleware",
+    "loafer_core.forward",
+    "loafer_core.idempotency",
     "loafer_core.provider",
     "loafer_rabbit",
     "loafer_amqp",

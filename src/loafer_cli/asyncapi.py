@@ -336,15 +336,23 @@ def _members(value: Any) -> list[tuple[str | None, Any]]:
 
 
 def find_publishers(manager: Manager) -> list[tuple[str | None, Any]]:
-    """``(name or None, publisher)`` of a manager: its ``publishers`` attribute and each
-    route's (a list, or a mapping name -> publisher), then the publishers among
-    ``Manager.services``; each publisher once."""
+    """``(name or None, publisher)`` of a manager: each route's ``publish_to`` targets
+    (:mod:`loafer_core.forward`), its ``publishers`` attribute and each route's (a list,
+    or a mapping name -> publisher), then the publishers among ``Manager.services``
+    (unwrapped from a ``PublisherService``); each publisher once."""
     found: list[tuple[str | None, Any]] = []
     seen: set[int] = set()
-    candidates = _members(getattr(manager, "publishers", None))
+    candidates: list[tuple[str | None, Any]] = []
+    for route in manager.routes:
+        targets = getattr(route, "publish_to", None)
+        candidates += _members(getattr(targets, "publishers", None))
+    candidates += _members(getattr(manager, "publishers", None))
     for route in manager.routes:
         candidates += _members(getattr(route, "publishers", None))
-    candidates += [(None, s) for s in manager.services if _is_publisher(s)]
+    for service in manager.services:
+        service = getattr(service, "publisher", service)
+        if _is_publisher(service):
+            candidates.append((None, service))
     for name, publisher in candidates:
         if id(publisher) not in seen:
             seen.add(id(publisher))

@@ -31,6 +31,7 @@ from typing import Any, Protocol, Self
 
 from loafer_core.dispatcher import Dispatcher
 from loafer_core.errors import ConfigurationError
+from loafer_core.forward import publisher_services
 from loafer_core.health import HealthServer
 from loafer_core.middleware import Middleware, check_middleware
 from loafer_core.policy import check_number
@@ -197,7 +198,8 @@ class Manager:
             )
             self._ended.set()
             raise self._fatal
-        services: list[Service] = list(self.services)
+        # user services, then the routes' publish_to publishers (closed first, after the drain)
+        services: list[Service] = [*self.services, *publisher_services(self.routes)]
         if self.health_port is not None:
             self.health = HealthServer(self.status, host=self.health_host, port=self.health_port)
             services.insert(0, self.health)

@@ -19,6 +19,7 @@ A route turns one delivery into one :class:`~loafer_core.outcome.Outcome`:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import math
@@ -31,6 +32,7 @@ from loafer_core.errors import (
     MessageSignal,
     TranslationError,
 )
+from loafer_core.forward import Targets, is_publish
 from loafer_core.handler import (
     HandlerOverrun,
     InThreads,
@@ -111,6 +113,11 @@ class Route:
             ``None`` for no delay.
         middleware: a list of middlewares wrapped around every delivery of this route
             (see :mod:`loafer_core.middleware`), inside the manager's.
+        publish_to: a publisher, or ``{name: publisher}``, the handler may publish to
+            while handling a message (it returns ``Publish(...)`` values or calls
+            ``loafer_core.forward.publish``); the message is ACCEPTED only once every
+            publish made for it was confirmed, else RETRIED (see
+            :mod:`loafer_core.forward`). The manager opens and closes these publishers.
     """
 
     def __init__(
@@ -127,6 +134,7 @@ class Route:
         max_attempts: int | None = None,
         retry: RetryPolicy | None = _UNSET,
         middleware: Sequence[Middleware] | None = None,
+        publish_to: Any = None,
     ) -> None:
         if isinstance(provider, type):
             raise ConfigurationError(
@@ -200,6 +208,12 @@ class Route:
         self.max_attempts = max_attempts
 
         self.middleware = check_middleware("Route", middleware)
+        #: the ``publish_to`` targets (None: the handler publishes nothing through the route)
+        self.publish_to = None if publish_to is None else Targets("Route", publish_to)
+        if self.publish_to is not None:  # every delivery runs in a forwarding context
+            self.process = functools.partial(  # type: ignore[method-assign]
+                self.publish_to.process, self, self.process
+            )
         self._default_retry = retry is _UNSET
         if self._default_retry:
             retry = DEFAULT_RETRY
@@ -341,6 +355,14 @@ class Route:
                     result = await settle_result(result)
             else:
                 result = await self._call_with_deadline(content, metadata, delivery)
+            if result is not True and result is not None:
+                if self.publish_to is not None:  # Publish(...) results: publish, confirm
+                    result = await self.publish_to.returned(result)
+                elif is_publish(result):
+                    raise ConfigurationError(
+                        f"route {self.name!r}: the handler returned Publish(...) but the "
+                        "route has no publish_to=...; give it the publisher(s)"
+                    )
         except MessageSignal as signal:
             try:
                 outcome = signal.outcome()

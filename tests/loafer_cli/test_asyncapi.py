@@ -554,6 +554,19 @@ def test_publishers_of_each_bundled_kind_are_found_in_the_services() -> None:
     assert [p for _, p in find_publishers(manager)] == publishers
 
 
+def test_a_routes_publish_to_targets_are_its_publishers() -> None:
+    audit = SNSPublisher("topic", region_name="eu-west-1")
+    out = RabbitPublisher("amqp://127.0.0.1:1/", routing_key="out")
+    route = Route(
+        MemoryProvider(MemoryBroker(), "q"), untyped, publish_to={"audit": audit, "out": out}
+    )
+    manager = Manager([route])
+    assert find_publishers(manager) == [("audit", audit), ("out", out)]
+    doc = build_document(manager, title="forwarder")
+    send = [op for op in doc["operations"].values() if op["action"] == "send"]
+    assert len(send) == 2
+
+
 # -- the command -------------------------------------------------------------------------
 
 APP = textwrap.dedent(

@@ -3,4 +3,6 @@ them, nor their libraries.
 
 - :mod:`loafer_core.ext.sentry`: an error handler reporting to Sentry (extra ``sentry``),
   the successor of Loafer 2.x's ``loafer.ext.sentry``.
+- :mod:`loafer_core.ext.redis_store`: a Redis store for the idempotency middleware
+  (extra ``redis``).
 """

@@ -1,0 +1,154 @@
+"""A Redis store for :class:`~loafer_core.idempotency.Idempotency` (extra ``redis``).
+
+::
+
+    from loafer_core.ext.redis_store import RedisStore
+    from loafer_core.idempotency import Idempotency
+
+    store = RedisStore("redis://127.0.0.1:6379/0")
+    route = Route(provider, handler, middleware=[Idempotency(store, key="order-id")])
+    manager = Manager([route])
+    manager.services.append(store)  # closed after the drain
+
+Shared by every process and worker using the same Redis: a key handled by one is skipped
+by all. A claim is ``SET key "pending:<token>" NX PX lock_ttl``; completing is
+``SET key "done" PX ttl``; releasing deletes the key only while it still holds our token
+(a Lua script, atomic). Keys expire by themselves: nothing to clean up.
+
+Needs ``redis>=5`` (``pip install 'loafer-core[redis]'``), imported when the store first
+connects. Redis failures raise :class:`~loafer_core.errors.ProviderError` (the message is
+retried); the URL's password never appears in them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from loafer_core.errors import ConfigurationError, ProviderError
+from loafer_core.idempotency import Claim
+
+__all__ = ["RedisStore"]
+
+_DONE = b"done"
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _masked(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class RedisStore:
+    """Idempotency keys in Redis (see the module docstring).
+
+    Arguments:
+        url: ``redis://[:password@]host:port/db`` or ``rediss://``.
+        prefix: put before every key (``loafer:idem:`` by default).
+        client: a ``redis.asyncio.Redis`` to use instead of opening one from ``url`` (it
+            is then not closed by :meth:`close`).
+        timeout: seconds each Redis call may take.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "loafer:idem:",
+        client: Any = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if client is None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError(
+                f"RedisStore(url=...): expected a redis://, rediss:// or unix:// URL, got "
+                f"{_masked(url)!r}"
+            )
+        self._url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self._client = client
+        self._owned = client is None
+        self._release: Any = None
+
+    def __repr__(self) -> str:
+        return f"RedisStore(url={_masked(self._url)!r}, prefix={self.prefix!r})"
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            try:
+                import redis.asyncio as aioredis
+            except ImportError:
+                raise ConfigurationError(
+                    "RedisStore needs redis-py: pip install 'loafer-core[redis]'"
+                ) from None
+            self._client = aioredis.Redis.from_url(
+                self._url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+            )
+        return self._client
+
+    async def _call(self, what: str, call: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await call
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise ProviderError(
+                f"Redis at {_masked(self._url)}: {what} failed: {type(exc).__name__}"
+            ) from None
+
+    async def claim(self, key: str, token: str, lock_ttl: float) -> Claim:
+        """Claim ``key`` (SET NX with ``lock_ttl``), or say it is done or busy."""
+        redis = self._redis()
+        name = self.prefix + key
+        pending = f"pending:{token}".encode()
+        for _ in range(3):  # a key expiring between SET NX and GET: claim again
+            if await self._call("SET NX", redis.set(name, pending, nx=True, px=_ms(lock_ttl))):
+                return Claim.NEW
+            value = await self._call("GET", redis.get(name))
+            if value is not None:
+                return Claim.DONE if value == _DONE else Claim.BUSY
+        return Claim.BUSY
+
+    async def complete(self, key: str, token: str, ttl: float) -> None:
+        """Mark ``key`` done for ``ttl`` seconds."""
+        redis = self._redis()
+        await self._call("SET", redis.set(self.prefix + key, _DONE, px=_ms(ttl)))
+
+    async def release(self, key: str, token: str) -> None:
+        """Delete ``key`` if it still holds this claim."""
+        redis = self._redis()
+        if self._release is None:
+            self._release = redis.register_script(_RELEASE)
+        await self._call(
+            "release", self._release(keys=[self.prefix + key], args=[f"pending:{token}"])
+        )
+
+    async def start(self) -> None:
+        """Check Redis answers (as a manager :class:`~loafer_core.manager.Service`)."""
+        await self._call("PING", self._redis().ping())
+
+    async def close(self) -> None:
+        """Close the connections this store opened (not a ``client=`` given). Idempotent."""
+        if not self._owned:
+            return
+        client, self._client = self._client, None
+        self._release = None
+        if client is not None:
+            await client.aclose()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))

@@ -1,0 +1,325 @@
+"""Idempotency: skip a message whose idempotency key was already handled.
+
+:class:`Idempotency` is a middleware (see :mod:`loafer_core.middleware`). For each
+delivery it takes a key (a header by default, or any function of the delivery, such as a
+hash of the body), then asks its store:
+
+1. **claim** the key: ``SET key pending NX`` with a short ``lock_ttl``. A key already
+   *done* means a duplicate: the delivery is settled with ``on_duplicate`` (ACCEPT) and
+   the handler does not run. A key *pending* (another delivery with the same key is being
+   handled now, here or in another process) gives RETRY: by then the other one has either
+   finished (the retry is skipped) or failed (the retry handles it).
+2. run the route (translator, handler, and the forwarded publishes, which are confirmed
+   before the route returns, see :mod:`loafer_core.forward`);
+3. if the outcome is ACCEPT, **complete** the key: ``done`` for ``ttl`` seconds; any other
+   outcome **releases** the claim (deletes it if it is still ours), so a redelivery runs.
+
+What it guarantees, precisely: a key marked done within the last ``ttl`` seconds is not
+handled again, and two deliveries with the same key do not run at the same time while the
+claim's ``lock_ttl`` holds. It narrows duplicates; it cannot make them impossible:
+
+- a process killed after the handler's effects (a forwarded publish confirmed, a row
+  written) and before step 3 leaves the key pending; once ``lock_ttl`` passes, the
+  redelivered message is handled again;
+- a handler running longer than ``lock_ttl`` loses its claim, and a duplicate may run
+  alongside it (set ``lock_ttl`` above the route's ``handler_timeout``);
+- the store forgetting (a ``ttl`` shorter than the broker's redelivery window, a Redis
+  without persistence restarting) forgets the keys;
+- a store that cannot be reached fails the delivery: it is RETRIED (with the route's
+  retry policy and ``max_attempts``), never handled unguarded.
+
+Stores: :class:`MemoryStore` (default; one process, lost at exit) and
+:class:`loafer_core.ext.redis_store.RedisStore` (shared by processes; extra ``redis``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from loafer_core.errors import ConfigurationError
+from loafer_core.outcome import ACCEPT, RETRY, Outcome, OutcomeKind
+from loafer_core.provider import Delivery
+
+if TYPE_CHECKING:
+    from loafer_core.middleware import Process
+    from loafer_core.route import Route
+
+__all__ = [
+    "Claim",
+    "Idempotency",
+    "IdempotencyStore",
+    "MemoryStore",
+    "body_hash",
+    "from_header",
+]
+
+logger = logging.getLogger("loafer_core.idempotency")
+
+
+class Claim(enum.Enum):
+    """What claiming a key found."""
+
+    NEW = "new"  #: the key is ours now: handle the message
+    DONE = "done"  #: handled already: a duplicate
+    BUSY = "busy"  #: claimed by another delivery being handled now
+
+
+@runtime_checkable
+class IdempotencyStore(Protocol):
+    """Where keys are kept. ``token`` identifies one claim (a fresh UUID per delivery)."""
+
+    async def claim(self, key: str, token: str, lock_ttl: float) -> Claim:
+        """Atomically claim ``key`` for ``lock_ttl`` seconds unless it is done or claimed."""
+        ...
+
+    async def complete(self, key: str, token: str, ttl: float) -> None:
+        """Mark ``key`` done for ``ttl`` seconds."""
+        ...
+
+    async def release(self, key: str, token: str) -> None:
+        """Delete ``key`` if it is still claimed by ``token`` (a failed attempt)."""
+        ...
+
+
+class MemoryStore:
+    """Keys in this process's memory, with their expiry (the default store).
+
+    Enough for one process (a duplicate redelivered to it); lost when it exits, and not
+    shared between processes or workers: use :class:`~loafer_core.ext.redis_store.RedisStore`
+    for those. Expired keys are purged as it grows (at most ``max_keys`` are kept: the
+    oldest go first past that).
+    """
+
+    def __init__(self, *, max_keys: int = 1_000_000) -> None:
+        self.max_keys = max_keys
+        # key -> (token or None when done, expiry on the monotonic clock)
+        self._keys: dict[str, tuple[str | None, float]] = {}
+        self._purge_at = 1024
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    async def claim(self, key: str, token: str, lock_ttl: float) -> Claim:
+        now = time.monotonic()
+        entry = self._keys.get(key)
+        if entry is not None and entry[1] > now:
+            return Claim.DONE if entry[0] is None else Claim.BUSY
+        self._keys.pop(key, None)  # expired: forget it (keeps insertion order by age)
+        self._keys[key] = (token, now + lock_ttl)
+        if len(self._keys) >= self._purge_at:
+            self._purge(now)
+        return Claim.NEW
+
+    async def complete(self, key: str, token: str, ttl: float) -> None:
+        self._keys.pop(key, None)
+        self._keys[key] = (None, time.monotonic() + ttl)
+
+    async def release(self, key: str, token: str) -> None:
+        entry = self._keys.get(key)
+        if entry is not None and entry[0] == token:
+            del self._keys[key]
+
+    def _purge(self, now: float) -> None:
+        for key in [k for k, (_, expiry) in self._keys.items() if expiry <= now]:
+            del self._keys[key]
+        excess = len(self._keys) - self.max_keys
+        if excess > 0:
+            for key in list(self._keys)[:excess]:
+                del self._keys[key]
+        self._purge_at = max(1024, 2 * len(self._keys))
+
+
+KeyFunction = Callable[[Delivery], "str | None"]
+
+
+def from_header(name: str) -> KeyFunction:
+    """A key function: the value of header ``name`` (``None`` when absent: not
+    deduplicated). Headers are what the provider puts under ``metadata["headers"]``
+    (AMQP headers and application properties, SQS message attributes)."""
+    lowered = name.lower()
+
+    def key(delivery: Delivery) -> str | None:
+        headers = delivery.metadata.get("headers")
+        if not isinstance(headers, Mapping):
+            return None
+        value = headers.get(name)
+        if value is None:
+            for header, found in headers.items():
+                if isinstance(header, str) and header.lower() == lowered:
+                    value = found
+                    break
+        if value is None:
+            return None
+        if isinstance(value, bytes | bytearray):
+            return bytes(value).decode("utf-8", "replace")
+        return str(value)
+
+    key.__qualname__ = f"from_header({name!r})"
+    return key
+
+
+def body_hash(delivery: Delivery) -> str | None:
+    """A key function: the SHA-256 of the message body (identical bodies are duplicates)."""
+    body = delivery.body if delivery.body is not None else delivery.raw
+    if isinstance(body, str):
+        data = body.encode("utf-8")
+    elif isinstance(body, bytes | bytearray | memoryview):
+        data = bytes(body)
+    else:
+        data = repr(body).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+class Idempotency:
+    """Middleware skipping messages whose idempotency key was already handled.
+
+    Arguments:
+        store: an :class:`IdempotencyStore`; a new :class:`MemoryStore` by default.
+        key: a header name (str), or a function ``delivery -> str | None``
+            (:func:`body_hash`, say); ``None`` from it: the message is handled without
+            deduplication.
+        ttl: seconds a handled key is remembered (cover the broker's redelivery window).
+        lock_ttl: seconds a claim holds while the message is handled (above the route's
+            ``handler_timeout``; a crashed process's claim frees after it).
+        namespace: prefix of the stored keys; the route's name by default (the same key
+            on two routes is two keys). Give the same namespace to routes that must share.
+        on_duplicate: the outcome of a duplicate (ACCEPT: removed from the broker).
+
+    Counters: :attr:`skipped` duplicates, :attr:`busy` deliveries retried because their
+    key was claimed, :attr:`handled` keys completed.
+    """
+
+    def __init__(
+        self,
+        store: IdempotencyStore | None = None,
+        *,
+        key: str | KeyFunction = "idempotency-key",
+        ttl: float = 24 * 3600.0,
+        lock_ttl: float = 60.0,
+        namespace: str | None = None,
+        on_duplicate: Outcome = ACCEPT,
+    ) -> None:
+        if store is None:
+            store = MemoryStore()
+        if isinstance(store, type) or not isinstance(store, IdempotencyStore):
+            raise ConfigurationError(
+                "Idempotency(store=...): expected a store with async claim(), complete() "
+                f"and release() (MemoryStore(), RedisStore(...)), got {store!r}"
+            )
+        if isinstance(key, str):
+            if not key:
+                raise ConfigurationError("Idempotency(key=...): an empty header name")
+            key = from_header(key)
+        elif not callable(key):
+            raise ConfigurationError(
+                "Idempotency(key=...): expected a header name or a function of the delivery, "
+                f"got {type(key).__name__}"
+            )
+        for name, value in (("ttl", ttl), ("lock_ttl", lock_ttl)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ConfigurationError(
+                    f"Idempotency({name}=...): expected seconds > 0, got {value!r}"
+                )
+        if not isinstance(on_duplicate, Outcome):
+            raise ConfigurationError(
+                f"Idempotency(on_duplicate=...): expected an Outcome, got {on_duplicate!r}"
+            )
+        self.store = store
+        self.key = key
+        self.ttl = float(ttl)
+        self.lock_ttl = float(lock_ttl)
+        self.namespace = namespace
+        self.on_duplicate = on_duplicate
+        self.skipped = 0
+        self.busy = 0
+        self.handled = 0
+
+    def __repr__(self) -> str:
+        return f"Idempotency(store={self.store!r}, ttl={self.ttl}, lock_ttl={self.lock_ttl})"
+
+    async def __call__(self, delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+        """Claim the key, run the route, complete or release the key (module docstring)."""
+        key = self.key(delivery)
+        if key is None:
+            return await call_next(delivery)
+        stored = f"{self.namespace if self.namespace is not None else route.name}:{key}"
+        token = uuid.uuid4().hex
+        try:
+            claim = await self.store.claim(stored, token, self.lock_ttl)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never handled unguarded: retried, as the route retries
+            route._count_error(exc)
+            route._log_error(
+                exc,
+                delivery,
+                "route %r: could not claim the idempotency key of message %s; it will be retried",
+                route.name,
+                delivery.message_id,
+            )
+            return route._finish(RETRY(), delivery)
+        if claim is Claim.DONE:
+            self.skipped += 1
+            logger.info(
+                "route %r: message %s skipped: idempotency key %r already handled",
+                route.name,
+                delivery.message_id,
+                key,
+            )
+            return self.on_duplicate
+        if claim is Claim.BUSY:
+            self.busy += 1
+            logger.info(
+                "route %r: message %s retried: idempotency key %r is being handled by "
+                "another delivery",
+                route.name,
+                delivery.message_id,
+                key,
+            )
+            return route._finish(RETRY(), delivery)  # the route's retry policy applies
+        try:
+            outcome = await call_next(delivery)
+        except BaseException:
+            await _quietly(self.store.release(stored, token), route, "releasing", key)
+            raise
+        if outcome.kind is OutcomeKind.ACCEPT:
+            # handled (and its forwarded publishes confirmed): remember it. If the store
+            # fails now, the message was still handled: ACCEPT it, the key stays claimed
+            # until lock_ttl.
+            if await _quietly(self.store.complete(stored, token, self.ttl), route, "marking", key):
+                self.handled += 1
+        else:
+            await _quietly(self.store.release(stored, token), route, "releasing", key)
+        return outcome
+
+
+async def _quietly(step: Any, route: Route, doing: str, key: str) -> bool:
+    """Await a store call; log (not raise) its failure. True if it succeeded."""
+    try:
+        await step
+        return True
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.warning(
+            "route %r: %s idempotency key %r failed (%s: %s)",
+            route.name,
+            doing,
+            key,
+            type(exc).__name__,
+            exc,
+        )
+        return False
