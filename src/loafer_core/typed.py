@@ -335,7 +335,7 @@ def _serialise(kind: type, value: Any) -> bytes:
     if pydantic is None and importlib.util.find_spec("pydantic") is not None:
         import pydantic
     if pydantic is not None:
-        if isinstance(value, kind) and dataclasses.is_dataclass(kind):
+        if dataclasses.is_dataclass(kind) and isinstance(value, kind):
             import pydantic_core
 
             return bytes(pydantic_core.to_json(value, by_alias=True))
