@@ -246,3 +246,62 @@ async def test_a_message_published_to_sns_continues_its_trace_on_sqs_enveloped_o
     for span in consumers.values():
         assert span.context.trace_id == producer.context.trace_id
         assert span.parent is not None and span.parent.span_id == producer.context.span_id
+
+
+async def test_a_batch_is_one_producer_span_whose_context_every_message_carries(
+    rabbit_url: str,  # noqa: F811
+    amqp_url: str,  # noqa: F811
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    suffix = uuid.uuid4().hex[:12]
+    rabbit_queue, amqp_queue = (f"loafer-trace-batch-{b}-{suffix}" for b in "ra")
+    address = f"/amq/queue/{amqp_queue}"
+    tr = tracing(tracer_provider=provider)
+    handled: list[str] = []
+    done = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        handled.append(content["to"])
+        if len(handled) == 6:
+            done.set()
+        return True
+
+    async with (
+        rabbit_queues(rabbit_url, rabbit_queue),
+        rabbit_queues(f"amqp://{urlsplit(amqp_url).netloc}/", amqp_queue),
+        RabbitPublisher(rabbit_url, routing_key=rabbit_queue) as to_rabbit,
+        AMQPPublisher(amqp_url, address) as to_amqp,
+    ):
+        with tr.scope():
+            assert await to_rabbit.publish_many([{"to": "rabbit"}] * 3) == 3
+            await to_amqp.publish_many([{"to": "amqp"}] * 3)
+            with pytest.raises(Exception, match="no queue is bound") as refused:
+                await to_rabbit.publish(b"x", routing_key=f"loafer-nowhere-{suffix}")
+        routes = [
+            RabbitRoute(rabbit_queue, url=rabbit_url, handler=handler),
+            AMQPRoute(address, url=amqp_url, handler=handler),
+        ]
+        async with Manager(routes, middleware=[tr]):
+            async with asyncio.timeout(30):
+                await done.wait()
+
+    spans = list(exporter.get_finished_spans())
+    producers = {s.name: s for s in spans if s.kind is SpanKind.PRODUCER}
+    assert set(producers) == {
+        f"publish {rabbit_queue}",
+        f"publish {address}",
+        f"publish loafer-nowhere-{suffix}",
+    }
+    assert producers[f"publish {address}"].attributes["messaging.batch.message_count"] == 3  # type: ignore[index]
+    for name in (rabbit_queue, address):
+        batch = producers[f"publish {name}"]
+        consumers = [s for s in spans if s.name == f"process {name}"]
+        assert len(consumers) == 3
+        for consumer in consumers:
+            assert consumer.parent is not None
+            assert consumer.parent.span_id == batch.context.span_id
+    failed = producers[f"publish loafer-nowhere-{suffix}"]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["error.type"] == type(refused.value).__qualname__  # type: ignore[index]
+    assert [e.name for e in failed.events] == ["exception"]
