@@ -305,3 +305,36 @@ async def test_a_batch_is_one_producer_span_whose_context_every_message_carries(
     assert failed.status.status_code is StatusCode.ERROR
     assert failed.attributes["error.type"] == type(refused.value).__qualname__  # type: ignore[index]
     assert [e.name for e in failed.events] == ["exception"]
+
+
+async def test_an_sqs_message_with_ten_attributes_is_sent_untraced_rather_than_refused(
+    client_options: dict[str, Any],  # noqa: F811
+    sqs_client: Any,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    url = (await sqs_client.create_queue(QueueName=f"loafer-trace-ten-{uuid.uuid4().hex[:12]}"))[
+        "QueueUrl"
+    ]
+    tr = tracing(tracer_provider=provider)
+    try:
+        async with SQSPublisher(url, **client_options) as publisher:
+            with tr.scope():
+                await publisher.publish("full", headers={f"h{i}": "x" for i in range(10)})
+                await publisher.publish("room", headers={f"h{i}": "x" for i in range(9)})
+        messages: dict[str, Any] = {}
+        async with asyncio.timeout(20):
+            while len(messages) < 2:  # SQS may answer with part of the queue
+                received = await sqs_client.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=10,
+                    MessageAttributeNames=["All"],
+                    WaitTimeSeconds=1,
+                )
+                for message in received.get("Messages", []):
+                    messages[message["Body"]] = message.get("MessageAttributes", {})
+    finally:
+        await sqs_client.delete_queue(QueueUrl=url)
+    assert len(messages["full"]) == 10 and "traceparent" not in messages["full"]
+    assert len(messages["room"]) == 10 and "traceparent" in messages["room"]
+    assert len(exporter.get_finished_spans()) == 2  # both publishes traced all the same

@@ -54,6 +54,24 @@ def encode_body(body: Any, encoder: Callable[[Any], str] = json.dumps) -> str:
     return text
 
 
+#: Message attributes SQS takes per message (and SNS delivers to SQS).
+MAX_ATTRIBUTES = 10
+
+
+def _with_trace(
+    attributes: dict[str, Any], headers: Mapping[str, Any] | None, sent: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``attributes`` plus the trace context the producer span added to ``headers``
+    (``sent``), when they fit in SQS's 10 attributes: a message that already has 10 is
+    sent untraced rather than refused."""
+    if sent is None or sent is headers:
+        return attributes
+    added = {k: v for k, v in sent.items() if headers is None or k not in headers}
+    if added and len(attributes) + len(added) <= MAX_ATTRIBUTES:
+        attributes.update(message_attributes(added))
+    return attributes
+
+
 def message_attributes(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     """Headers -> SQS/SNS message attributes (str -> String, numbers -> Number, bytes ->
     Binary; a dict already in the ``{"DataType": ...}`` form passes through)."""
@@ -297,9 +315,10 @@ class SQSPublisher(_BasePublisher):
         url = await self._url(target)
         await self._ensure_client()
         name = target.rstrip("/").rsplit("/", 1)[-1]
+        attributes = message_attributes(headers)
+        attributes.update(message_attributes(options.get("message_attributes")))
         with publish_span("aws_sqs", name, headers) as sent:
-            attributes = message_attributes(sent)
-            attributes.update(message_attributes(options.get("message_attributes")))
+            attributes = _with_trace(attributes, headers, sent)
             await self._publish(_Entry(url, text, attributes, group_id, deduplication_id, delay))
 
     async def _send(self, entries: Sequence[_Entry]) -> dict[int, Failure]:
@@ -400,7 +419,8 @@ class SNSPublisher(_BasePublisher):
                 deduplication_id = uuid.uuid4().hex
         await self._ensure_client()
         with publish_span("aws_sns", arn.rsplit(":", 1)[-1], headers) as sent:
-            entry = _Entry(arn, text, message_attributes(sent), group_id, deduplication_id)
+            attributes = _with_trace(message_attributes(headers), headers, sent)
+            entry = _Entry(arn, text, attributes, group_id, deduplication_id)
             entry.subject = subject
             await self._publish(entry)
 
