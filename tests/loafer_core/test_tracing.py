@@ -5,7 +5,6 @@ outcomes and exceptions on the span; what it costs when unused."""
 from __future__ import annotations
 
 import itertools
-import json
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,6 @@ from loafer_core import REJECT, JSONTranslator, Manager, Route
 from loafer_core.ext.otel import Tracing, publish_span, tracing
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.provider import Delivery
-from loafer_sqs.translator import SNSMessageTranslator
 
 pytestmark = pytest.mark.memory
 
@@ -208,33 +206,6 @@ async def test_bytes_headers_are_read_and_other_headers_alone_start_a_trace(
     for headers in ({"other": "x"}, {}, {"traceparent": "garbage"}):
         parent = tr.parent_of(Delivery(raw=b"{}", metadata={"headers": headers}), route)
         assert not trace.get_current_span(parent).get_span_context().is_valid
-
-
-def test_the_sns_translator_gives_the_envelopes_attributes_for_context_extraction() -> None:
-    envelope = {
-        "Type": "Notification",
-        "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
-        "Message": '{"id": 1}',
-        "MessageAttributes": {
-            "traceparent": {"Type": "String", "Value": "00-ab-cd-01"},
-            "type": {"Type": "String", "Value": "OrderCreated"},
-        },
-    }
-    raw = {"MessageId": "1", "Body": json.dumps(envelope), "MessageAttributes": {}}
-    translator = SNSMessageTranslator()
-    assert translator.message_headers(raw) == {
-        "traceparent": "00-ab-cd-01",
-        "type": "OrderCreated",
-    }
-    translated = translator.translate(raw)
-    assert translated["metadata"]["headers"] == {
-        "traceparent": "00-ab-cd-01",
-        "type": "OrderCreated",
-    }
-    # a raw delivery, a plain body, a broken body: nothing to read (and no exception)
-    assert SNSMessageTranslator(raw_delivery=True).message_headers(raw) is None
-    assert translator.message_headers({"Body": '{"MessageAttributes": 1}'}) is None
-    assert translator.message_headers({"Body": '"MessageAttributes" {'}) is None
 
 
 def test_publishers_trace_with_the_global_tracer_provider_once_it_is_set() -> None:
