@@ -290,3 +290,20 @@ async def test_handlers_in_threads_publish_in_the_consumer_spans_context(
     spans = by_name(exporter.get_finished_spans())
     assert spans["publish next"].parent is not None
     assert spans["publish next"].parent.span_id == spans["process q"].context.span_id
+
+
+def test_the_system_and_destination_of_providers_of_other_packages() -> None:
+    from loafer_core.ext.otel import _destination, _system
+
+    class Stream:
+        def describe(self) -> str:
+            return "redis:stream/jobs"
+
+    class Elsewhere:
+        address = "topic://jobs"
+
+    Stream.__module__ = "loafer_redis.provider"
+    Elsewhere.__module__ = "acme_bus.provider"
+    assert (_system(Stream()), _destination(Stream())) == ("redis", "jobs")
+    assert (_system(Elsewhere()), _destination(Elsewhere())) == ("acme_bus", "topic://jobs")
+    assert _system(MemoryProvider(MemoryBroker(), "q")) == "memory"

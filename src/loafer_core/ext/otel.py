@@ -61,8 +61,8 @@ SCOPE = "loafer_core"
 #: Characters of an outcome's reason kept on a span.
 REASON_LIMIT = 256
 
-#: ``messaging.system`` by the provider's package (a provider elsewhere: its module's
-#: top package name).
+#: ``messaging.system`` by the provider's package (another ``loafer_<name>`` package:
+#: ``<name>``; any other: its top package's name).
 SYSTEMS = {
     "loafer_rabbit": "rabbitmq",
     "loafer_amqp": "amqp",
@@ -123,7 +123,10 @@ def _fields(propagator: Any) -> frozenset[str]:
 
 def _system(provider: object) -> str:
     module = type(provider).__module__.split(".")[0]
-    return SYSTEMS.get(module, module)
+    system = SYSTEMS.get(module)
+    if system is None:
+        system = module.removeprefix("loafer_") or module
+    return system
 
 
 def _destination(provider: object) -> str | None:
