@@ -307,3 +307,30 @@ def test_the_system_and_destination_of_providers_of_other_packages() -> None:
     assert (_system(Stream()), _destination(Stream())) == ("redis", "jobs")
     assert (_system(Elsewhere()), _destination(Elsewhere())) == ("acme_bus", "topic://jobs")
     assert _system(MemoryProvider(MemoryBroker(), "q")) == "memory"
+
+
+def test_with_the_api_and_no_sdk_a_publish_passes_on_the_context_it_is_given_only() -> None:
+    code = textwrap.dedent(
+        """
+        import asyncio
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+        from loafer_core.memory import MemoryBroker, MemoryProvider
+
+        broker = MemoryBroker()
+        provider = MemoryProvider(broker, "q")
+        asyncio.run(provider.publish(b"untraced"))
+        remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+        with trace.use_span(NonRecordingSpan(remote)):
+            asyncio.run(provider.publish(b"in a trace"))
+        for message in broker._queues["q"].ready:
+            print(message.body.decode(), message.headers.get("traceparent"))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.splitlines() == [
+        "untraced None",
+        f"in a trace 00-{0xABC:032x}-{0xDEF:016x}-01",
+    ]

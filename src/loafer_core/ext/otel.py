@@ -383,6 +383,10 @@ def publish_span(
     if isinstance(owner, Tracing):
         tracer, propagator = owner.tracer, owner.propagator
     else:
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) and not (
+            trace.get_current_span(current).get_span_context().is_valid
+        ):
+            return _Untraced(headers)  # the API without an SDK, and no trace to pass on
         tracer = trace.get_tracer(SCOPE, _version())
         propagator = propagate.get_global_textmap()
     span_attributes: dict[str, Any] = {
