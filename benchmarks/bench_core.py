@@ -510,7 +510,9 @@ def tracer_provider() -> Any:
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    # a queue that holds a whole run: no span dropped (the default 2,048 fills while the
+    # export thread waits for the interpreter, and dropped spans would cost less)
+    provider.add_span_processor(BatchSpanProcessor(Dropping(), max_queue_size=1_000_000))
     return provider
 
 
