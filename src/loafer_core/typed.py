@@ -48,6 +48,7 @@ __all__ = [
     "content_converter",
     "declared_type",
     "encode",
+    "is_typed",
     "message_type",
 ]
 
