@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -127,3 +128,20 @@ async def test_a_message_of_a_type_no_handler_takes_is_rejected_naming_it() -> N
         await broker.wait_idle("q", timeout=10)
     [dead] = broker.dead_letters("q")
     assert dead.reject_reason == "no handler takes this message (discriminator 'OrderShipped')"
+
+
+def test_without_pydantic_a_dataclass_is_published_with_json_dumps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    @dataclasses.dataclass
+    class Plain:
+        order_id: int
+        tags: list[str]
+
+    monkeypatch.setitem(sys.modules, "pydantic", None)  # as if it were not installed
+    encoded = encode(Plain(1, ["a"]))
+    assert encoded is not None
+    assert encoded.body == b'{"order_id":1,"tags":["a"]}'
+    assert encoded.headers == {"type": "Plain"}
+    with pytest.raises(ConfigurationError, match="cannot publish Plain as Plain"):
+        encode(Plain(1, [object()]))  # type: ignore[list-item]
