@@ -14,7 +14,11 @@ Prints messages/s for each side and the ratio (framework / bare). Parts:
    thread per worker;
 3. JSON translator cost: JSON bodies through JSONTranslator vs the same with no translator;
 4. memory: 1,000,000 messages through one route, fed so the backlog stays under 10,000,
-   peak RSS of a fresh process.
+   peak RSS of a fresh process;
+5. tracing (``--parts tracing``): OpenTelemetry consumer spans (the SDK, a batch span
+   processor and an exporter that drops the spans) against the plain route, with
+   messages that carry no trace context and with messages that do (a ``traceparent``
+   header each); ``metrics+tracing``: both against the plain route.
 """
 
 from __future__ import annotations
@@ -225,9 +229,14 @@ async def framework(
     translator: Any = None,
     middleware: list[Any] | None = None,
     metrics: bool = False,
+    headers: dict[str, Any] | None = None,
 ) -> float:
     broker = MemoryBroker()
-    broker.publish_many("bench", bodies if bodies is not None else list(range(1, n + 1)))
+    if headers is None:
+        broker.publish_many("bench", bodies if bodies is not None else list(range(1, n + 1)))
+    else:
+        for body in bodies if bodies is not None else range(1, n + 1):
+            broker.publish("bench", body, headers=headers)
     count = 0
     done = asyncio.Event()
     is_async = asyncio.iscoroutinefunction(handler)
@@ -486,6 +495,72 @@ def metrics_part(n: int, c: int, r: int) -> None:
     )
 
 
+def tracer_provider() -> Any:
+    """The OpenTelemetry SDK as an application sets it up (a batch span processor), with
+    an exporter that drops the spans: the cost measured is making them."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    # a queue that holds a whole run: no span dropped (the default 2,048 fills while the
+    # export thread waits for the interpreter, and dropped spans would cost less)
+    provider.add_span_processor(BatchSpanProcessor(Dropping(), max_queue_size=1_000_000))
+    return provider
+
+
+def tracing_part(n: int, c: int, r: int, with_metrics: bool) -> None:
+    """The cost of OpenTelemetry consumer spans (``middleware=[tracing()]``) against the
+    plain route, in the same run; with ``with_metrics``, metrics and tracing together."""
+    from loafer_core.ext.otel import tracing
+
+    provider = tracer_provider()
+    traced = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    if with_metrics:
+        plain, both = paired(
+            r,
+            lambda: run(framework(n, c, noop)),
+            lambda: run(
+                framework(n, c, noop, metrics=True, middleware=[tracing(tracer_provider=provider)])
+            ),
+        )
+        per_msg_us = statistics.median(
+            (1 / b - 1 / p) * 1e6 for b, p in zip(both, plain, strict=True)
+        )
+        print(
+            f"metrics+tracing, {n} msgs: plain route {plain.best:,.0f} msg/s; metrics and "
+            f"tracing {both.best:,.0f} msg/s (ratio {ratio(both, plain):.2f}, "
+            f"{per_msg_us:.1f} us per message, median of rounds)"
+        )
+        return
+    plain, roots, children = paired(
+        r,
+        lambda: run(framework(n, c, noop)),
+        lambda: run(framework(n, c, noop, middleware=[tracing(tracer_provider=provider)])),
+        lambda: run(
+            framework(n, c, noop, middleware=[tracing(tracer_provider=provider)], headers=traced)
+        ),
+    )
+    root_us = statistics.median((1 / t - 1 / p) * 1e6 for t, p in zip(roots, plain, strict=True))
+    child_us = statistics.median(
+        (1 / t - 1 / p) * 1e6 for t, p in zip(children, plain, strict=True)
+    )
+    print(
+        f"tracing, {n} msgs: plain route {plain.best:,.0f} msg/s; traced, no context in the "
+        f"messages {roots.best:,.0f} msg/s (ratio {ratio(roots, plain):.2f}, {root_us:.1f} us "
+        f"per message); traced, a traceparent in each {children.best:,.0f} msg/s (ratio "
+        f"{ratio(children, plain):.2f}, {child_us:.1f} us per message; target >= 0.50; "
+        "median of rounds)"
+    )
+
+
 def memory_report(total: int) -> None:
     out = subprocess.run(
         [sys.executable, __file__, "--memory-only", "--memory-messages", str(total)],
@@ -511,7 +586,8 @@ def main() -> None:
         "--parts",
         default="async,sync,json,middleware,typed,metrics,memory",
         help="comma-separated parts to run (default: all of "
-        "async,sync,json,middleware,typed,metrics,memory)",
+        "async,sync,json,middleware,typed,metrics,memory; also tracing, metrics+tracing: "
+        "they need opentelemetry-sdk)",
     )
     parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -520,7 +596,17 @@ def main() -> None:
         return
     n, c, r = args.messages, args.concurrency, args.repeat
     parts = set(args.parts.split(","))
-    unknown = parts - {"async", "sync", "json", "middleware", "typed", "metrics", "memory"}
+    unknown = parts - {
+        "async",
+        "sync",
+        "json",
+        "middleware",
+        "typed",
+        "metrics",
+        "memory",
+        "tracing",
+        "metrics+tracing",
+    }
     if unknown:
         parser.error(f"--parts: unknown part(s) {', '.join(sorted(unknown))}")
 
@@ -537,6 +623,10 @@ def main() -> None:
         typed_part(n, c, r)
     if "metrics" in parts:
         metrics_part(n, c, r)
+    if "tracing" in parts:
+        tracing_part(n, c, r, with_metrics=False)
+    if "metrics+tracing" in parts:
+        tracing_part(n, c, r, with_metrics=True)
     if "memory" in parts:
         memory_report(args.memory_messages)
 

@@ -16,6 +16,8 @@ from proton.reactor import AtLeastOnce, Container
 from loafer_amqp._bridge import ConnectionSettings, ReactorClient, describe, logger
 from loafer_amqp.errors import PublishRefused
 from loafer_core.errors import ConfigurationError, ProviderError
+from loafer_core.ext.otel import publish_span
+from loafer_core.typed import TYPE_HEADER, encode
 
 __all__ = ["AMQPPublisher"]
 
@@ -227,6 +229,13 @@ class AMQPPublisher:
     Connection options are those of :class:`~loafer_amqp.AMQPProvider`. Use it as an
     async context manager, or call :meth:`start` / :meth:`close` (the first ``publish``
     starts it).
+
+    Typed objects (a pydantic model, a dataclass, a msgspec Struct,
+    :class:`~loafer_core.typed.Typed`) are sent as JSON with their type in the
+    ``type_header`` application property (``None``: none; see
+    :func:`~loafer_core.typed.encode`). Each publish is traced when the process uses
+    OpenTelemetry (:mod:`loafer_core.ext.otel`: a producer span, its context in the
+    application properties).
     """
 
     def __init__(
@@ -249,6 +258,7 @@ class AMQPPublisher:
         connect_timeout: float = 15.0,
         close_timeout: float = 10.0,
         reconnect_max_delay: float = 10.0,
+        type_header: str | None = TYPE_HEADER,
     ) -> None:
         if not isinstance(address, str) or not address:
             raise ConfigurationError("AMQPPublisher needs a target address")
@@ -271,6 +281,7 @@ class AMQPPublisher:
         self._settings.ssl_domain()
         self.address = address
         self.durable = durable
+        self.type_header = type_header
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._close_timeout = close_timeout
@@ -348,7 +359,15 @@ class AMQPPublisher:
         AMQP value or sequence section).
         """
         self._check_options(options)
-        await self._send([(body, headers, options)])
+        encoded = encode(body, header=self.type_header)
+        if encoded is not None:
+            body = encoded.body
+            headers = {**encoded.headers, **headers} if headers else encoded.headers
+            options.setdefault("content_type", encoded.content_type)
+        with publish_span(
+            "amqp", self.address, headers, message_id=options.get("message_id")
+        ) as sent:
+            await self._send([(body, sent, options)])
 
     async def publish_many(
         self,
@@ -363,8 +382,20 @@ class AMQPPublisher:
         the first refusal or failure is raised (the others may have been accepted).
         """
         self._check_options(options)
-        items = [(body, headers, options) for body in bodies]
-        if items:
+        items: list[tuple[Any, Mapping[str, Any] | None, dict[str, Any]]] = []
+        for body in bodies:
+            encoded = encode(body, header=self.type_header)
+            if encoded is None:
+                items.append((body, headers, options))
+            else:
+                merged = {**encoded.headers, **headers} if headers else encoded.headers
+                typed_options = {"content_type": encoded.content_type, **options}
+                items.append((encoded.body, merged, typed_options))
+        if not items:
+            return
+        with publish_span("amqp", self.address, None, count=len(items)) as injected:
+            if injected:
+                items = [(b, {**h, **injected} if h else injected, o) for b, h, o in items]
             await self._send(items)
 
     async def _send(

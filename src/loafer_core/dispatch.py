@@ -19,6 +19,10 @@ handler takes gets the ``unmatched`` outcome (REJECT, with the reason, by defaul
 
 Handlers can also be given as a list of :func:`on` entries, or registered later on the
 route: ``@route.on("order.cancelled")``.
+
+A class as the key stands for the name loafer's publishers give that type in the
+``type`` header (:func:`~loafer_core.typed.message_type`: its ``__message_type__``, else
+its ``__name__``): ``@handlers.on(OrderCreated)`` takes ``publisher.publish(OrderCreated(...))``.
 """
 
 from __future__ import annotations
@@ -84,6 +88,10 @@ def on(key: Any = _UNSET, handler: Any = None, *, when: Any = None) -> Entry:
 
 
 def _entry(key: Any, handler: Any, when: Any) -> Entry:
+    if isinstance(key, type):
+        from loafer_core.typed import message_type
+
+        key = message_type(key)
     if (key is _UNSET) == (when is None):
         raise ConfigurationError(
             "Handlers: give each handler a key (matched against the discriminator) or "
@@ -151,6 +159,9 @@ class Handlers:
 
     def _add(self, entry: Entry) -> None:
         from loafer_core.route import Route  # the route adapts (and types) each handler
+
+        if isinstance(entry.key, type):  # an Entry built by hand: as on() would
+            entry = _entry(entry.key, entry.handler, entry.when)
 
         if entry.key is not _UNSET:
             if self.discriminator is None:

@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from loafer_core.errors import ConfigurationError
+from loafer_core.ext.otel import publish_span
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_core.typed import TYPE_HEADER, encode
 
 __all__ = ["HISTORY", "MemoryBroker", "MemoryMessage", "MemoryProvider", "Settlement"]
 
@@ -445,10 +447,18 @@ class MemoryProvider:
     copy of a dict, list, set, bytearray or tuple, so a handler that changes it cannot
     change a redelivery; other objects as they are); metadata
     holds ``message_id``, ``headers``, ``queue``, ``attempt`` and ``ordering_key``.
-    ``wait`` is how long one fetch waits for a message (seconds).
+    ``wait`` is how long one fetch waits for a message (seconds). ``type_header``: the
+    header :meth:`publish` names a typed object's type in (``None``: none).
     """
 
-    def __init__(self, broker: MemoryBroker, queue: str, *, wait: float = 5.0) -> None:
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        queue: str,
+        *,
+        wait: float = 5.0,
+        type_header: str | None = TYPE_HEADER,
+    ) -> None:
         if not isinstance(broker, MemoryBroker):
             raise ConfigurationError(
                 f"MemoryProvider(broker=...): expected a MemoryBroker, got {type(broker).__name__}"
@@ -464,6 +474,7 @@ class MemoryProvider:
         self.broker = broker
         self.queue = queue
         self.wait = float(wait)
+        self.type_header = type_header
         self._closed = False
 
     def __repr__(self) -> str:
@@ -540,8 +551,22 @@ class MemoryProvider:
     async def publish(
         self, body: Any, *, headers: Mapping[str, Any] | None = None, **options: Any
     ) -> None:
-        """Publish to this provider's queue (options: ``message_id``, ``ordering_key``)."""
-        self.broker.publish(self.queue, body, headers=headers, **options)
+        """Publish to this provider's queue (options: ``message_id``, ``ordering_key``).
+
+        A typed object (pydantic model, dataclass, msgspec Struct,
+        :class:`~loafer_core.typed.Typed`) is published as JSON bytes with its type in
+        the ``type_header`` header (see :func:`~loafer_core.typed.encode`); other bodies
+        as they are. Traced when the process uses OpenTelemetry (a producer span, its
+        context in the headers: see :mod:`loafer_core.ext.otel`).
+        """
+        encoded = encode(body, header=self.type_header)
+        if encoded is not None:
+            body = encoded.body
+            headers = {**encoded.headers, **headers} if headers else encoded.headers
+        with publish_span(
+            "memory", self.queue, headers, message_id=options.get("message_id")
+        ) as sent:
+            self.broker.publish(self.queue, body, headers=sent, **options)
 
     async def health(self) -> bool:
         """Always healthy once the queue exists."""

@@ -18,6 +18,13 @@ None of pydantic and msgspec is a dependency: a type from one of them is validat
 it (it is installed, since the type was defined); dataclasses and ``TypedDict`` are
 validated with pydantic when it is installed, else by a plain check (the keys, the
 constructor's arguments).
+
+Publishing: :func:`encode` turns an instance of such a type into JSON bytes and the
+discriminator header naming its type (:func:`message_type`), which every publisher of
+loafer calls, so that ``publisher.publish(OrderCreated(...))`` reaches the handler of
+``Handlers(discriminator=header("type"))`` registered with ``on(OrderCreated)``. A
+``TypedDict`` instance is a plain ``dict`` at run time: say its type with
+:class:`Typed` (``publish(Typed(OrderDict, {...}))``).
 """
 
 from __future__ import annotations
@@ -30,11 +37,25 @@ import logging
 import sys
 import typing
 from collections.abc import Callable
-from typing import Any, is_typeddict
+from typing import Any, NamedTuple, is_typeddict
 
-from loafer_core.errors import InvalidMessage
+from loafer_core.errors import ConfigurationError, InvalidMessage
 
-__all__ = ["content_converter", "content_schema", "declared_type", "type_schema"]
+__all__ = [
+    "TYPE_HEADER",
+    "Encoded",
+    "Typed",
+    "content_converter",
+    "content_schema",
+    "declared_type",
+    "encode",
+    "is_typed",
+    "message_type",
+    "type_schema",
+]
+
+TYPE_HEADER = "type"
+"""The header :func:`encode` names the message's type in, by default."""
 
 Converter = Callable[[Any], Any]
 
@@ -299,3 +320,119 @@ def _plain_typeddict(kind: Any) -> Converter:
         return mapping
 
     return convert
+
+
+# -- publishing typed objects ------------------------------------------------------------------
+
+
+class Encoded(NamedTuple):
+    """A typed object made ready to publish (see :func:`encode`)."""
+
+    body: bytes
+    """The object as UTF-8 JSON."""
+    content_type: str
+    """``application/json``."""
+    headers: dict[str, str]
+    """``{header: message_type(kind)}`` (empty when no header is set)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Typed:
+    """A value published as ``kind``: serialised as ``kind``, its discriminator header
+    naming ``kind``. Needed for a ``TypedDict`` (its instances are plain dicts); works
+    for any type :func:`encode` takes (a dict published as a pydantic model, say)."""
+
+    kind: type
+    value: Any
+
+
+def message_type(kind: type) -> str:
+    """The name a message of ``kind`` carries in its discriminator header: the class's
+    ``__message_type__`` when it sets one (``__message_type__ = "order.created"``), else
+    its ``__name__`` (``OrderCreated``). ``Handlers.on(OrderCreated)`` matches it."""
+    named = getattr(kind, "__message_type__", None)
+    if isinstance(named, str) and named:
+        return named
+    return kind.__name__
+
+
+def is_typed(body: Any) -> bool:
+    """True for what :func:`encode` takes: a pydantic model, a dataclass or msgspec
+    ``Struct`` instance, or a :class:`Typed`."""
+    if isinstance(body, str | bytes | bytearray | memoryview | dict | list | int | float):
+        return False  # the usual bodies: no further look
+    if isinstance(body, Typed):
+        return True
+    kind = type(body)
+    return (
+        (dataclasses.is_dataclass(kind) and not isinstance(body, type))
+        or _is_pydantic_model(kind)
+        or _is_msgspec_struct(kind)
+    )
+
+
+def encode(body: Any, *, header: str | None = TYPE_HEADER) -> Encoded | None:
+    """A typed object as JSON bytes with the header naming its type; ``None`` for any
+    other body (bytes, str, dict...: the publisher encodes those as it always did).
+
+    - a pydantic model: ``model_dump_json(by_alias=True)`` (what ``model_validate_json``
+      reads back);
+    - a dataclass: pydantic's JSON serialiser when pydantic is installed (dates, UUIDs,
+      nested models), else ``json.dumps(dataclasses.asdict(...))``;
+    - a msgspec ``Struct``: ``msgspec.json.encode``;
+    - :class:`Typed` ``(kind, value)``: ``value`` serialised as ``kind`` (for a
+      ``TypedDict``: pydantic's ``TypeAdapter`` when installed, which checks it, else
+      ``json.dumps``).
+
+    ``header`` is the header set to :func:`message_type` (``None``: none). A value that
+    cannot be serialised raises :class:`~loafer_core.errors.ConfigurationError`.
+    """
+    if not is_typed(body):
+        return None
+    if isinstance(body, Typed):
+        kind, value = body.kind, body.value
+        if not isinstance(kind, type):
+            raise ConfigurationError(f"Typed(kind, value): kind must be a class, got {kind!r}")
+    else:
+        kind, value = type(body), body
+    try:
+        data = _serialise(kind, value)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot publish {type(value).__name__} as {kind.__name__}: it does not "
+            f"serialise to JSON ({type(exc).__name__}: {exc})"
+        ) from exc
+    headers = {header: message_type(kind)} if header else {}
+    return Encoded(data, "application/json", headers)
+
+
+def _serialise(kind: type, value: Any) -> bytes:
+    if _is_pydantic_model(kind):
+        if not isinstance(value, kind):
+            value = kind.model_validate(value)  # type: ignore[attr-defined]
+        return str(value.model_dump_json(by_alias=True)).encode("utf-8")
+    if _is_msgspec_struct(kind):
+        import msgspec
+
+        if not isinstance(value, kind):
+            value = msgspec.convert(value, type=kind)
+        return bytes(msgspec.json.encode(value))
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None and importlib.util.find_spec("pydantic") is not None:
+        import pydantic
+    if pydantic is not None:
+        if dataclasses.is_dataclass(kind) and isinstance(value, kind):
+            import pydantic_core
+
+            return bytes(pydantic_core.to_json(value, by_alias=True))
+        try:
+            adapter = pydantic.TypeAdapter(kind)
+        except Exception:  # pydantic refuses it (typing.TypedDict before Python 3.12)
+            adapter = None
+        if adapter is not None:
+            return bytes(adapter.dump_json(adapter.validate_python(value), by_alias=True))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")

@@ -14,6 +14,8 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_core.ext.otel import ROUTING_KEY, inject_each, publish_span
+from loafer_core.typed import TYPE_HEADER, encode
 from loafer_rabbit._connection import close_connection, open_connection
 from loafer_rabbit._logs import protect
 from loafer_rabbit._url import check_url
@@ -34,6 +36,12 @@ def _returned(exc: aiormq.exceptions.PublishError) -> str:
     text = getattr(frame, "reply_text", None)
     words = " ".join(str(part) for part in (code, text) if part)
     return words or "returned"
+
+
+def _headers_of(message: aio_pika.Message) -> dict[str, Any]:
+    if message.headers is None:
+        message.headers = {}
+    return message.headers
 
 
 def _encode(body: Any) -> tuple[bytes, str | None]:
@@ -73,6 +81,13 @@ class RabbitPublisher:
         close_timeout: longest wait of ``close()`` for the broker, seconds.
         ssl_context: TLS context for ``amqps://``.
         connection_options: extra keyword arguments for ``aio_pika.connect_robust``.
+        type_header: the header a typed object's type is named in (``None``: none).
+
+    Typed objects (a pydantic model, a dataclass, a msgspec Struct,
+    :class:`~loafer_core.typed.Typed`) are published as JSON with their type in the
+    ``type_header`` header (:func:`~loafer_core.typed.encode`). Each publish is traced
+    when the process uses OpenTelemetry (:mod:`loafer_core.ext.otel`: a producer span,
+    its context in the message's headers).
 
     Use it as ``async with RabbitPublisher(url) as publisher:`` or call :meth:`connect`
     and :meth:`close`.
@@ -93,6 +108,7 @@ class RabbitPublisher:
         connection_name: str = "loafer:publisher",
         ssl_context: ssl.SSLContext | None = None,
         connection_options: Mapping[str, Any] | None = None,
+        type_header: str | None = TYPE_HEADER,
     ) -> None:
         check_url("RabbitPublisher", url)
         protect(url)  # aio-pika logs the URL's query string: mask it
@@ -112,6 +128,7 @@ class RabbitPublisher:
         self._connection_name = connection_name
         self._ssl_context = ssl_context
         self._connection_options = dict(connection_options or {})
+        self.type_header = type_header
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -203,7 +220,12 @@ class RabbitPublisher:
         **properties: Any,
     ) -> aio_pika.Message:
         """Build the ``aio_pika.Message`` ``publish`` would send (body encoding as there)."""
-        data, content_type = _encode(body)
+        encoded = encode(body, header=self.type_header)
+        if encoded is None:
+            data, content_type = _encode(body)
+        else:
+            data, content_type = encoded.body, encoded.content_type
+            headers = {**encoded.headers, **headers} if headers else encoded.headers
         properties.setdefault("content_type", content_type)
         if self.persistent:
             properties.setdefault("delivery_mode", aio_pika.DeliveryMode.PERSISTENT)
@@ -219,12 +241,20 @@ class RabbitPublisher:
     ) -> None:
         """Publish one message and wait for its confirm.
 
-        ``body``: bytes, str (UTF-8) or a JSON-serialisable object. ``properties`` are
-        AMQP properties (``message_id``, ``correlation_id``, ``content_type``,
-        ``expiration``, ``priority``, ...).
+        ``body``: bytes, str (UTF-8), a typed object or a JSON-serialisable object.
+        ``properties`` are AMQP properties (``message_id``, ``correlation_id``,
+        ``content_type``, ``expiration``, ``priority``, ...).
         """
-        message = self.message(body, headers=headers, **properties)
-        await self._send(message, self._key(routing_key))
+        key = self._key(routing_key)
+        with publish_span(
+            "rabbitmq",
+            self.exchange or key,
+            headers,
+            message_id=properties.get("message_id"),
+            attributes={ROUTING_KEY: key},
+        ) as sent:
+            message = self.message(body, headers=sent, **properties)
+            await self._send(message, key)
 
     async def publish_many(
         self,
@@ -247,8 +277,15 @@ class RabbitPublisher:
     async def publish_messages(
         self, messages: Iterable[aio_pika.Message], *, routing_key: str | None = None
     ) -> int:
-        """Publish prepared ``aio_pika.Message`` objects pipelined; return the count."""
+        """Publish prepared ``aio_pika.Message`` objects pipelined; return the count.
+
+        Traced as one producer span for the whole batch (its context in each message)."""
         key = self._key(routing_key)
+        span = publish_span("rabbitmq", self.exchange or key, None, attributes={ROUTING_KEY: key})
+        with span:
+            return await self._publish_messages(inject_each(span, messages, _headers_of), key)
+
+    async def _publish_messages(self, messages: Iterable[aio_pika.Message], key: str) -> int:
         await self._ensure_open()
         send, size = self._send, self.pipeline
         sent = 0

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from loafer_core.errors import ConfigurationError, ProviderError
+from loafer_core.ext.otel import publish_span
 from loafer_core.policy import check_number
+from loafer_core.typed import TYPE_HEADER, encode
 from loafer_sqs import _closing
 from loafer_sqs._batch import Batcher, Failure, failures_in
 from loafer_sqs._client import ClientOptions, open_client
@@ -50,6 +52,24 @@ def encode_body(body: Any, encoder: Callable[[Any], str] = json.dumps) -> str:
     if not text:
         raise ValueError("SQS/SNS message bodies must not be empty")
     return text
+
+
+#: Message attributes SQS takes per message (and SNS delivers to SQS).
+MAX_ATTRIBUTES = 10
+
+
+def _with_trace(
+    attributes: dict[str, Any], headers: Mapping[str, Any] | None, sent: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``attributes`` plus the trace context the producer span added to ``headers``
+    (``sent``), when they fit in SQS's 10 attributes: a message that already has 10 is
+    sent untraced rather than refused."""
+    if sent is None or sent is headers:
+        return attributes
+    added = {k: v for k, v in sent.items() if headers is None or k not in headers}
+    if added and len(attributes) + len(added) <= MAX_ATTRIBUTES:
+        attributes.update(message_attributes(added))
+    return attributes
 
 
 def message_attributes(headers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -94,9 +114,11 @@ class _BasePublisher:
         linger: float = 0.02,
         encoder: Callable[[Any], str] = json.dumps,
         close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
+        type_header: str | None = TYPE_HEADER,
         **client_options: Any,
     ) -> None:
         check_number(type(self).__name__, "close_timeout", close_timeout, minimum=0)
+        self.type_header = type_header
         self._close_timeout = float(close_timeout)
         self._client_options = ClientOptions(**client_options)
         self._linger = linger
@@ -130,6 +152,16 @@ class _BasePublisher:
                         raise ProviderError(f"{type(self).__name__} is closed")
                     self._client, self._stack = client, stack
         return self._client
+
+    def _typed(
+        self, body: Any, headers: Mapping[str, Any] | None
+    ) -> tuple[Any, Mapping[str, Any] | None]:
+        """A typed object's JSON text and its type header; other bodies as given."""
+        encoded = encode(body, header=self.type_header)
+        if encoded is None:
+            return body, headers
+        merged = {**encoded.headers, **headers} if headers else encoded.headers
+        return encoded.body.decode("utf-8"), merged
 
     def _batcher(self, target: str) -> Batcher[_Entry]:
         batcher = self._batchers.get(target)
@@ -195,8 +227,16 @@ class SQSPublisher(_BasePublisher):
     :param linger: how long a message waits for others to fill a batch (seconds).
     :param encoder: turns non-text bodies into text (default ``json.dumps``).
     :param close_timeout: the most :meth:`close` spends sending what is queued (seconds).
+    :param type_header: the message attribute a typed object's type is named in
+        (``None``: none).
     :param client_options: as :class:`~loafer_sqs.SQSProvider` (``region_name``,
         ``endpoint_url``, credentials...).
+
+    Typed objects (a pydantic model, a dataclass, a msgspec Struct,
+    :class:`~loafer_core.typed.Typed`) are sent as JSON with their type in the
+    ``type_header`` attribute (:func:`~loafer_core.typed.encode`). Each publish is
+    traced when the process uses OpenTelemetry (:mod:`loafer_core.ext.otel`: a producer
+    span, its context in the message attributes).
     """
 
     _service = "sqs"
@@ -208,10 +248,15 @@ class SQSPublisher(_BasePublisher):
         linger: float = 0.02,
         encoder: Callable[[Any], str] = json.dumps,
         close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
+        type_header: str | None = TYPE_HEADER,
         **client_options: Any,
     ) -> None:
         super().__init__(
-            linger=linger, encoder=encoder, close_timeout=close_timeout, **client_options
+            linger=linger,
+            encoder=encoder,
+            close_timeout=close_timeout,
+            type_header=type_header,
+            **client_options,
         )
         self.queue = queue
 
@@ -257,9 +302,8 @@ class SQSPublisher(_BasePublisher):
         target = queue or self.queue
         if not target:
             raise ConfigurationError("SQSPublisher.publish needs a queue (queue=...)")
+        body, headers = self._typed(body, headers)
         text = encode_body(body, self._encoder)
-        attributes = message_attributes(headers)
-        attributes.update(message_attributes(options.get("message_attributes")))
         fifo = target.rstrip("/").endswith(".fifo")
         if fifo:
             if not group_id:
@@ -270,7 +314,12 @@ class SQSPublisher(_BasePublisher):
             raise ConfigurationError("group_id/deduplication_id are for FIFO queues (.fifo)")
         url = await self._url(target)
         await self._ensure_client()
-        await self._publish(_Entry(url, text, attributes, group_id, deduplication_id, delay))
+        name = target.rstrip("/").rsplit("/", 1)[-1]
+        attributes = message_attributes(headers)
+        attributes.update(message_attributes(options.get("message_attributes")))
+        with publish_span("aws_sqs", name, headers) as sent:
+            attributes = _with_trace(attributes, headers, sent)
+            await self._publish(_Entry(url, text, attributes, group_id, deduplication_id, delay))
 
     async def _send(self, entries: Sequence[_Entry]) -> dict[int, Failure]:
         batch: list[dict[str, Any]] = []
@@ -293,6 +342,11 @@ class SNSPublisher(_BasePublisher):
     """Publish to SNS topics with ``PublishBatch`` (10 per call, short linger).
 
     :param topic: default topic ARN (or name, looked up with ``ListTopics``).
+
+    Other arguments, typed objects and tracing as :class:`SQSPublisher` (the type and the
+    trace context go in the SNS message attributes, which reach SQS subscribers as
+    message attributes with raw delivery, in the envelope's ``MessageAttributes``
+    without).
     """
 
     _service = "sns"
@@ -304,10 +358,15 @@ class SNSPublisher(_BasePublisher):
         linger: float = 0.02,
         encoder: Callable[[Any], str] = json.dumps,
         close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
+        type_header: str | None = TYPE_HEADER,
         **client_options: Any,
     ) -> None:
         super().__init__(
-            linger=linger, encoder=encoder, close_timeout=close_timeout, **client_options
+            linger=linger,
+            encoder=encoder,
+            close_timeout=close_timeout,
+            type_header=type_header,
+            **client_options,
         )
         self.topic = topic
 
@@ -350,6 +409,7 @@ class SNSPublisher(_BasePublisher):
         target = topic or self.topic
         if not target:
             raise ConfigurationError("SNSPublisher.publish needs a topic (topic=...)")
+        body, headers = self._typed(body, headers)
         text = encode_body(body, self._encoder)
         arn = await self._arn(target)
         if arn.endswith(".fifo"):
@@ -358,9 +418,11 @@ class SNSPublisher(_BasePublisher):
             if deduplication_id is None:
                 deduplication_id = uuid.uuid4().hex
         await self._ensure_client()
-        entry = _Entry(arn, text, message_attributes(headers), group_id, deduplication_id)
-        entry.subject = subject
-        await self._publish(entry)
+        with publish_span("aws_sns", arn.rsplit(":", 1)[-1], headers) as sent:
+            attributes = _with_trace(message_attributes(headers), headers, sent)
+            entry = _Entry(arn, text, attributes, group_id, deduplication_id)
+            entry.subject = subject
+            await self._publish(entry)
 
     async def _send(self, entries: Sequence[_Entry]) -> dict[int, Failure]:
         batch: list[dict[str, Any]] = []

@@ -14,7 +14,12 @@ from typing import Any
 from loafer_core.errors import RejectMessage, TranslationError
 from loafer_core.translator import decode_json, decode_text
 
-__all__ = ["SNSMessageTranslator", "SQSMessageTranslator", "SQSTextTranslator"]
+__all__ = [
+    "SNSMessageTranslator",
+    "SQSMessageTranslator",
+    "SQSTextTranslator",
+    "envelope_headers",
+]
 
 
 def _body(raw: Any) -> str:
@@ -38,6 +43,31 @@ def _looks_like_envelope(value: Any) -> bool:
     return isinstance(value, Mapping) and (
         value.get("Type") in _SNS_TYPES or ("TopicArn" in value and "Message" in value)
     )
+
+
+def envelope_headers(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """An SNS envelope's ``MessageAttributes`` (``{"type": {"Type": "String", "Value":
+    "x"}}``) as plain headers (``{"type": "x"}``)."""
+    attributes = envelope.get("MessageAttributes")
+    headers: dict[str, Any] = {}
+    if isinstance(attributes, Mapping):
+        for name, value in attributes.items():
+            if isinstance(value, Mapping) and "Value" in value:
+                headers[str(name)] = value["Value"]
+    return headers
+
+
+def _sqs_headers(raw: Mapping[str, Any]) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    attributes = raw.get("MessageAttributes")
+    if isinstance(attributes, Mapping):
+        for name, value in attributes.items():
+            if isinstance(value, Mapping):
+                if "StringValue" in value:
+                    headers[str(name)] = value["StringValue"]
+                elif "BinaryValue" in value:
+                    headers[str(name)] = value["BinaryValue"]
+    return headers
 
 
 def _check_envelope(envelope: Any) -> Mapping[str, Any]:
@@ -91,8 +121,13 @@ class SNSMessageTranslator:
     Unwraps the SNS envelope (``{"Type": "Notification", "Message": "...", ...}``) and
     decodes the inner message as JSON; metadata is the envelope without ``Message``
     (``TopicArn``, ``Subject``, ``Timestamp``, ``MessageAttributes``...) plus the SQS
-    message's ``sqs`` metadata. With a raw-delivery subscription there is no envelope:
-    the body itself is decoded.
+    message's ``sqs`` metadata, and ``headers``: the SNS message attributes as plain
+    values (``{"type": "OrderCreated"}``, what ``header("type")`` reads), over the SQS
+    message's own. With a raw-delivery subscription there is no envelope: the body
+    itself is decoded (the SNS attributes are then the SQS message's attributes).
+
+    :meth:`message_headers` gives the envelope's attributes before translation, for the
+    tracing middleware (:mod:`loafer_core.ext.otel`) to continue the publisher's trace.
 
     :param raw_delivery: ``True`` for raw-delivery subscriptions, ``False`` to require
         an envelope, ``None`` (default) to detect it per message.
@@ -122,7 +157,25 @@ class SNSMessageTranslator:
         envelope = _check_envelope(envelope)
         metadata = {k: v for k, v in envelope.items() if k != "Message"}
         metadata["sqs"] = sqs
+        metadata["headers"] = {**_sqs_headers(raw), **envelope_headers(envelope)}
         return self._content(envelope["Message"], metadata, "the SNS inner message")
+
+    def message_headers(self, raw: Any) -> dict[str, Any] | None:
+        """The SNS message attributes of an envelope (``None`` for a raw delivery, whose
+        attributes the provider's ``headers`` already hold, or a body that is not an
+        envelope). Never raises: :meth:`translate` reports a bad message."""
+        if self.raw_delivery is True or not isinstance(raw, Mapping):
+            return None
+        body = raw.get("Body")
+        if not isinstance(body, str) or '"MessageAttributes"' not in body:
+            return None  # no attributes to read: no parse
+        try:
+            envelope = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        if not _looks_like_envelope(envelope):
+            return None
+        return envelope_headers(envelope) or None
 
     def _content(self, text: str, metadata: dict[str, Any], what: str) -> Mapping[str, Any]:
         content = decode_json(text, what) if self.json_message else text

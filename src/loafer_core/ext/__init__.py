@@ -5,4 +5,6 @@ them, nor their libraries.
   the successor of Loafer 2.x's ``loafer.ext.sentry``.
 - :mod:`loafer_core.ext.redis_store`: a Redis store for the idempotency middleware
   (extra ``redis``).
+- :mod:`loafer_core.ext.otel`: OpenTelemetry tracing across brokers (extra ``otel``):
+  consumer spans by a middleware, producer spans in loafer's publishers.
 """
