@@ -11,8 +11,11 @@ Each request has a reply subject of its own (``<inbox>.<n>``): the server's stat
 messages (408 request expired, 404 no messages, 409 consumer deleted or a limit
 exceeded) tell which request ended. :meth:`Puller.stop` drains the subscription (an
 UNSUB, then a round trip: what the server sent before it arrives and is handed to
-``intake``); the server then drops our waiting request, since nobody listens to its
-reply subject.
+``intake``), then asks for the consumer's info: NATS 2.9.10 drops a waiting request
+whose reply subject nobody listens to only when it goes through its waiting list (a
+consumer info request does), not when it delivers: without that sweep, a message given
+back (nak) or published next is sent to the dead inbox and held until ``ack_wait`` ends
+(seen in tests).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import itertools
 import json
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client
@@ -63,11 +66,13 @@ class Puller:
         stream: str,
         consumer: str,
         intake: Callable[[Msg], bool],
+        sweep: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._client = client
         self._next = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._what = f"consumer {consumer!r} of stream {stream!r}"
         self._intake = intake
+        self._sweep = sweep
         self.buffer: deque[Msg] = deque()
         #: Set when a message arrives or a request ends.
         self.ready = asyncio.Event()
@@ -151,16 +156,25 @@ class Puller:
         if sub is None:
             return
         client = self._client
+        drained = False
         if client.is_connected and not client.is_draining:
             try:
                 await sub.drain()  # type: ignore[no-untyped-call]
-                return
+                drained = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.debug("%s: draining the pull subscription: %r", self._what, exc)
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        if not drained:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if self._sweep is not None and client.is_connected:
+            try:
+                await self._sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug("%s: consumer info after the drain: %r", self._what, exc)
 
     def take(self, n: int) -> list[Msg]:
         """Up to ``n`` buffered messages, oldest first."""

@@ -215,7 +215,6 @@ class NATSProvider:
         self._starting: asyncio.Task[None] | None = None
         self._closed = False
         self._paused = False
-        self._background: set[asyncio.Task[Any]] = set()
         #: Messages given back (nak'ed) unhandled by a drain or close.
         self.released_unhandled = 0
 
@@ -352,6 +351,9 @@ class NATSProvider:
                 stream=self.stream,
                 consumer=self.consumer,
                 intake=self._intake,
+                sweep=lambda: js.consumer_info(
+                    self.stream, self.consumer, timeout=min(self._publish_timeout, 5.0)
+                ),
             )
             await puller.subscribe()
         except BaseException as exc:
@@ -371,16 +373,11 @@ class NATSProvider:
     # -- consuming ------------------------------------------------------------------------
 
     def _intake(self, msg: Msg) -> bool:
-        """A delivered message: keep it, or (draining, closed) give it straight back."""
-        if not (self._paused or self._closed):
-            return True
-        self._spawn(self._give_back([msg]))
-        return False
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """A delivered message: always kept. One arriving during a drain or close (before
+        the server saw our UNSUB) is given back with the rest of the buffer once the
+        subscription is drained: a nak now would have it redelivered to the same
+        waiting request, counting deliveries for nothing."""
+        return True
 
     async def _give_back(self, messages: Sequence[Msg]) -> None:
         """nak unhandled messages, so that they are available again at once (JetStream
@@ -618,8 +615,6 @@ class NATSProvider:
                         logger.info(
                             "%s: gave back %d unhandled messages", self.describe(), len(left)
                         )
-                if self._background:
-                    await asyncio.gather(*self._background, return_exceptions=True)
         except TimeoutError:
             logger.warning(
                 "%s: close took more than close_timeout (%ss); disconnecting (what was not "
