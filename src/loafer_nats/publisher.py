@@ -226,7 +226,7 @@ class NATSPublisher:
         target = self._subject(subject)
         hdrs = self._headers(headers, None) or None
         js = await self._ensure_open()
-        send = self._send
+        publish, timeout, stream = js.publish, self.timeout, self.stream
         sent = 0
         iterator = iter(bodies)
         while True:
@@ -235,11 +235,21 @@ class NATSPublisher:
                 return sent
             for data in batch:
                 self._check_size(data, hdrs)
+            # js.publish itself, not a wrapper per message: as lean as a raw gather
+            # (nats-py only ever adds the same expected-stream header to ``hdrs``)
             results = await asyncio.gather(
-                *(send(js, target, data, hdrs) for data in batch), return_exceptions=True
+                *(
+                    publish(target, data, timeout=timeout, stream=stream, headers=hdrs)
+                    for data in batch
+                ),
+                return_exceptions=True,
             )
             for result in results:
                 if isinstance(result, BaseException):
+                    if isinstance(result, Exception) and not isinstance(result, LoaferError):
+                        raise operation_error(
+                            f"publishing to {target!r}", result, self._url, self._secrets
+                        ) from None
                     raise result
             sent += len(batch)
 

@@ -63,6 +63,8 @@ async def test_no_stream_for_the_subject_is_rejected(admin: NatsAdmin) -> None:
     async with NATSPublisher(f"nowhere.{unique()}", url=admin.url, timeout=5) as publisher:
         with pytest.raises(PublishRejected, match="no stream"):
             await publisher.publish(b"{}")
+        with pytest.raises(PublishRejected, match="no stream"):
+            await publisher.publish_many([b"{}", b"{}"])
 
 
 async def test_expected_stream_mismatch_is_rejected(admin: NatsAdmin) -> None:
