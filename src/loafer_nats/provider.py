@@ -476,8 +476,17 @@ class NATSProvider:
         if self._closed or not self._started or self._puller is None:
             return
         self._paused = True
-        await self._puller.stop()
-        await self._give_back(self._puller.take(len(self._puller.buffer)))
+        puller = self._puller
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await puller.stop()
+        except TimeoutError:
+            logger.warning(
+                "%s: stopping the pull subscription took more than close_timeout (%ss)",
+                self.describe(),
+                self._close_timeout,
+            )
+        await self._give_back(puller.take(len(puller.buffer)))
 
     # -- settling -------------------------------------------------------------------------
 
