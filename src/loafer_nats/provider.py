@@ -381,12 +381,30 @@ class NATSProvider:
 
     async def _give_back(self, messages: Sequence[Msg]) -> None:
         """nak unhandled messages, so that they are available again at once (JetStream
-        counts it as a delivery)."""
+        counts it as a delivery). One already delivered ``max_deliver`` times would never
+        come back: it is dead-lettered when a dead-letter subject is set (else nak'ed,
+        with a warning: it stays in the stream, undelivered)."""
         if not messages:
             return
         given = 0
         for msg in messages:
             try:
+                limit = self._max_deliver
+                if limit is not None and msg.metadata.num_delivered >= limit:
+                    reason = (
+                        f"max_deliver ({limit}) reached: fetched, not handled before the "
+                        "route stopped"
+                    )
+                    if self.dead_letter_subject:
+                        logger.warning("%s: %s; dead-lettered", self.describe(), reason)
+                        await self._reject(msg, None, reason)
+                        given += 1
+                        continue
+                    logger.warning(
+                        "%s: %s; nak'ed, the server will not deliver it again",
+                        self.describe(),
+                        reason,
+                    )
                 await msg.nak()
                 given += 1
             except Exception as exc:
@@ -540,7 +558,8 @@ class NATSProvider:
         limit = self._max_deliver
         return limit is not None and (delivery.attempt or 0) >= limit
 
-    async def _reject(self, msg: Msg, delivery: Delivery, reason: str) -> None:
+    async def _reject(self, msg: Msg, delivery: Delivery | None, reason: str) -> None:
+        """Dead-letter (when a subject is set: publish, await its ack) then ``term``."""
         subject = self.dead_letter_subject
         if subject:
             js = self._js
@@ -548,7 +567,7 @@ class NATSProvider:
                 raise ProviderError(f"{self.describe()}: not started")
             headers = dict(msg.headers or {})
             headers.pop("Nats-Expected-Stream", None)
-            seq = delivery.metadata.get("stream_sequence")
+            seq = msg.metadata.sequence.stream
             headers[REJECT_REASON_HEADER] = _one_line(reason) or "rejected"
             headers[REJECTED_FROM_HEADER] = f"{self.stream}/{self.consumer}/{msg.subject}"
             headers[DEAD_LETTER_ID_HEADER] = f"loafer-dead:{self.stream}:{seq}"
@@ -557,8 +576,9 @@ class NATSProvider:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                message_id = delivery.message_id if delivery is not None else seq
                 raise self._error(
-                    f"dead-lettering message {delivery.message_id} to {subject!r}", exc
+                    f"dead-lettering message {message_id} to {subject!r}", exc
                 ) from None
         await msg.term()
 

@@ -368,3 +368,25 @@ async def test_deleted_consumer_is_a_provider_error(admin: NatsAdmin) -> None:
                 await p.fetch(5)
     finally:
         await p.close()
+
+
+async def test_an_unhandled_message_at_max_deliver_is_dead_lettered_at_stop(
+    admin: NatsAdmin,
+) -> None:
+    """Given back at its last allowed delivery, a nak would leave it undelivered for
+    good: it goes to the dead-letter subject instead."""
+    stream = await admin.stream(max_deliver=1, dead_letter=True, ack_wait=120)
+    await admin.put(stream, b'{"last": 1}')
+    p = provider(admin, stream, dead_letter_subject=f"dead.{stream}")
+    await p.start(5)
+    try:
+        [d] = await fetch_n(p, 1)
+        assert p._puller is not None
+        p._puller.buffer.append(d.token.message)  # as if never handed out
+        await p.stop_fetching()
+        [dead] = await admin.stored(f"{stream}-dead")
+        assert dead.data == b'{"last": 1}'
+        assert "max_deliver (1) reached" in dead.headers[REJECT_REASON_HEADER]
+        await admin.wait_consumer(stream, num_pending=0, num_ack_pending=0, timeout=5)
+    finally:
+        await p.close()

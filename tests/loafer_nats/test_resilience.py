@@ -62,6 +62,7 @@ async def test_route_resumes_after_the_connection_drops_and_loses_nothing(
                 if not await provider.health():
                     break
                 await asyncio.sleep(0.05)
+        assert await provider.backlog() is None  # not connected: unknown, no error
         await proxy.resume()
         async with asyncio.timeout(60):
             await everything.wait()
