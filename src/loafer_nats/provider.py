@@ -437,7 +437,8 @@ class NATSProvider:
         loop = asyncio.get_running_loop()
         if not puller.buffer:
             deadline = loop.time() + self._poll_timeout
-            while not puller.buffer and not self._closed:
+            # a stop_fetching() during this wait ends it: no new pull request then
+            while not puller.buffer and not self._closed and not self._paused:
                 if puller.error is not None:
                     error, puller.error = puller.error, None
                     raise ProviderError(f"{self.describe()}: {error}")

@@ -309,19 +309,20 @@ async def test_stop_fetching_gives_the_buffer_back_at_once(admin: NatsAdmin) -> 
 
 
 async def test_lease_extension_keeps_the_message(admin: NatsAdmin) -> None:
-    stream = await admin.stream(ack_wait=1.5)
+    stream = await admin.stream(ack_wait=2.0)
     p = provider(admin, stream)
     await p.start(5)
     try:
-        assert p.lease_duration == 1.5
+        assert p.lease_duration == 2.0
         await admin.put(stream, b"{}")
         [d] = await fetch_n(p, 1)
-        for _ in range(4):  # 3 s in all, twice the ack wait
-            await asyncio.sleep(0.75)  # the handler's "work"
-            await p.extend_leases([d], 1.5)
+        for _ in range(8):  # 3.2 s in all, 1.6 times the ack wait
+            await asyncio.sleep(0.4)  # the handler's "work"
+            await p.extend_leases([d], 2.0)
         info = await admin.consumer(stream)
         assert info.num_redelivered == 0 and info.num_ack_pending == 1
         await p.settle(d, ACCEPT)
+        await admin.wait_consumer(stream, num_ack_pending=0, num_pending=0)
     finally:
         await p.close()
 
