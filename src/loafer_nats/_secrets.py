@@ -35,7 +35,7 @@ __all__ = [
 MASK = "******"
 SCHEMES = ("nats://", "tls://", "ws://", "wss://")
 #: ``nats.connect`` keyword arguments whose values are secrets.
-SECRET_OPTIONS = ("password", "token", "nkeys_seed_str", "user")
+SECRET_OPTIONS = ("password", "token", "nkeys_seed_str")
 #: A NATS URL inside a text (a log line, an exception message).
 _URL_IN_TEXT = re.compile(r"(?:nats|tls|wss?)://[^\s\"'<>,]+")
 #: Shorter secrets are not replaced inside other text: it would garble it, not hide them.
@@ -76,7 +76,7 @@ def secrets_of(url: str, options: Mapping[str, Any] | None = None) -> tuple[str,
         found.update((secret, unquote(secret)))
     for key in SECRET_OPTIONS:
         value = (options or {}).get(key)
-        if isinstance(value, str) and key != "user":
+        if isinstance(value, str):
             found.add(value)
     return tuple(sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True))
 

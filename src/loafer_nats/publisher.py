@@ -161,6 +161,11 @@ class NATSPublisher:
                     secrets=self._secrets,
                     options=self._options,
                 )
+                if self._closed:  # close() came while connecting
+                    await close_connection(client, self._close_timeout)
+                    raise ProviderError(
+                        f"NATSPublisher to {mask_url(self._url)}: closed while connecting"
+                    )
                 self._client = client
                 self._js = client.jetstream(timeout=self.timeout)
             return self._js

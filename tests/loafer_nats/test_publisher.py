@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from loafer_core.errors import ConfigurationError, ProviderError
@@ -102,3 +104,13 @@ async def test_unreachable_server_is_a_provider_error() -> None:
     with pytest.raises(ProviderError, match=r"timed out connecting|cannot connect"):
         await publisher.publish(b"{}")
     await publisher.close()
+
+
+async def test_close_while_connecting_leaves_nothing_open(admin: NatsAdmin) -> None:
+    publisher = NATSPublisher("x", url=admin.url)
+    connecting = asyncio.create_task(publisher.connect())
+    await asyncio.sleep(0)  # the connect has begun
+    await publisher.close()
+    with pytest.raises(ProviderError, match="closed"):
+        await connecting
+    assert publisher.max_payload is None  # no client kept
