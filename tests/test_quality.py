@@ -97,6 +97,7 @@ PUBLIC_MODULES = [
     "loafer_rabbit",
     "loafer_amqp",
     "loafer_sqs",
+    "loafer_nats",
     "loafer_cli.config",
     "loafer_cli.workers",
 ]

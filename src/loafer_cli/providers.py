@@ -35,6 +35,7 @@ _SAMPLES: dict[str, Callable[[Any], Any]] = {
     "rabbit": lambda cls: cls("queue"),
     "amqp": lambda cls: cls("amqp://localhost", "/amq/queue/queue"),
     "sqs": lambda cls: cls("queue", region_name="us-east-1"),
+    "nats": lambda cls: cls("stream"),
 }
 
 

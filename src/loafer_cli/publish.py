@@ -30,7 +30,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "loafer.publishers"
 
 # The extra that installs each bundled publisher's library.
-_EXTRAS = {"rabbit": "rabbit", "amqp": "amqp", "sqs": "sqs", "sns": "sqs"}
+_EXTRAS = {"rabbit": "rabbit", "amqp": "amqp", "sqs": "sqs", "sns": "sqs", "nats": "nats"}
 
 # How each bundled publisher takes the target and the URL: (target keyword, URL keyword).
 _BUNDLED: dict[str, tuple[str, str]] = {
@@ -38,6 +38,7 @@ _BUNDLED: dict[str, tuple[str, str]] = {
     "amqp": ("address", "url"),
     "sqs": ("queue", "endpoint_url"),
     "sns": ("topic", "endpoint_url"),
+    "nats": ("subject", "url"),
 }
 
 #: messages published concurrently (each awaits its own confirm)

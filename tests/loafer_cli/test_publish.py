@@ -125,7 +125,8 @@ def test_an_unknown_publisher_or_option_exits_78() -> None:
     done = loafer("publish", "nosuch", "q", "x")
     assert done.returncode == 78
     assert "no publisher named 'nosuch'" in done.stderr
-    assert "installed: amqp, rabbit, sns, sqs" in done.stderr
+    installed = done.stderr.partition("installed: ")[2].strip().split(", ")
+    assert {"amqp", "rabbit", "sns", "sqs"} <= set(installed), done.stderr
     done = loafer("publish", "rabbit", "q", "x", "--option", "bogus=1")
     assert done.returncode == 78
     assert "unexpected keyword argument 'bogus'" in done.stderr

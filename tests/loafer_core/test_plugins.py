@@ -20,7 +20,12 @@ def test_load_memory_provider() -> None:
 
 @pytest.mark.parametrize(
     ("name", "library", "extra"),
-    [("sqs", "aiobotocore", "sqs"), ("amqp", "proton", "amqp"), ("rabbit", "aio_pika", "rabbit")],
+    [
+        ("sqs", "aiobotocore", "sqs"),
+        ("amqp", "proton", "amqp"),
+        ("rabbit", "aio_pika", "rabbit"),
+        ("nats", "nats", "nats"),
+    ],
 )
 def test_our_plugins_without_their_library_name_the_extra(
     name: str, library: str, extra: str
@@ -137,8 +142,9 @@ def test_import_and_memory_route_import_no_broker_library() -> None:
             forever=False
         )
         assert broker.is_idle("q")
-        banned = ("aiobotocore", "botocore", "proton", "aio_pika", "aiormq",
-                  "loafer_sqs", "loafer_amqp", "loafer_rabbit",
+        banned = ("aiobotocore", "botocore", "proton", "aio_pika", "aiormq", "nats",
+                  "redis", "opentelemetry", "yaml", "jsonschema",
+                  "loafer_sqs", "loafer_amqp", "loafer_rabbit", "loafer_nats", "loafer_redis",
                   "typer", "rich", "click", "pydantic", "loafer_cli", "sentry_sdk",
                   "prometheus_client")
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)

@@ -1,0 +1,29 @@
+"""NATS JetStream provider plugin for loafer-core, built on nats-py.
+
+``from loafer_nats import NATSProvider, NATSPublisher, NATSRoute``
+"""
+
+from __future__ import annotations
+
+from loafer_nats._secrets import mask_url
+from loafer_nats.errors import MessageTooLarge, PublishRejected
+from loafer_nats.provider import (
+    DEAD_LETTER_ID_HEADER,
+    REJECT_REASON_HEADER,
+    REJECTED_FROM_HEADER,
+    NATSProvider,
+)
+from loafer_nats.publisher import NATSPublisher
+from loafer_nats.route import NATSRoute
+
+__all__ = [
+    "DEAD_LETTER_ID_HEADER",
+    "REJECTED_FROM_HEADER",
+    "REJECT_REASON_HEADER",
+    "MessageTooLarge",
+    "NATSProvider",
+    "NATSPublisher",
+    "NATSRoute",
+    "PublishRejected",
+    "mask_url",
+]
