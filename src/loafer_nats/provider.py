@@ -54,12 +54,12 @@ __all__ = [
 
 logger = logging.getLogger("loafer_nats")
 
-#: Header set on dead-lettered copies: why the message was rejected.
 REJECT_REASON_HEADER = "x-loafer-reject-reason"
-#: Header set on dead-lettered copies: ``<stream>/<consumer>/<subject>`` it came from.
+"""Header set on dead-lettered copies: why the message was rejected."""
 REJECTED_FROM_HEADER = "x-loafer-rejected-from"
-#: JetStream's de-duplication header: dead letters carry ``loafer-dead:<stream>:<seq>``.
+"""Header set on dead-lettered copies: ``<stream>/<consumer>/<subject>`` it came from."""
 DEAD_LETTER_ID_HEADER = "Nats-Msg-Id"
+"""JetStream's de-duplication header: dead letters carry ``loafer-dead:<stream>:<seq>``."""
 #: Longest reject reason written to the header (header values are one line).
 MAX_REASON = 1000
 
