@@ -218,6 +218,8 @@ class NATSPublisher:
     ) -> tuple[bytes, dict[str, str] | None]:
         """The body's bytes and its headers: a typed object's type header under the
         caller's ``headers`` (which win), else ``headers`` as they are."""
+        if type(body) is bytes:  # the usual body: no further look
+            return body, headers
         encoded = encode(body, header=self.type_header)
         if encoded is None:
             return encode_body(body), headers
