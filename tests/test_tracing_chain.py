@@ -21,9 +21,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 from loafer_amqp import AMQPPublisher, AMQPRoute
 from loafer_core import Manager
 from loafer_core.ext.otel import tracing
+from loafer_core.forward import Publish
+from loafer_nats import NATSPublisher, NATSRoute
 from loafer_rabbit import RabbitPublisher, RabbitRoute
 from loafer_sqs import SNSPublisher, SNSQueueRoute, SQSPublisher, SQSRoute
 from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
+from tests.loafer_nats.conftest import NatsAdmin, nats_url  # noqa: F401
 from tests.loafer_rabbit.conftest import rabbit_url  # noqa: F401
 from tests.loafer_sqs.conftest import client_options, sqs_endpoint  # noqa: F401
 
@@ -338,3 +341,69 @@ async def test_an_sqs_message_with_ten_attributes_is_sent_untraced_rather_than_r
     assert len(messages["full"]) == 10 and "traceparent" not in messages["full"]
     assert len(messages["room"]) == 10 and "traceparent" in messages["room"]
     assert len(exporter.get_finished_spans()) == 2  # both publishes traced all the same
+
+
+@pytest.mark.nats
+async def test_one_trace_from_rabbitmq_forwarded_to_nats(
+    rabbit_url: str,  # noqa: F811
+    nats_url: str,  # noqa: F811
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A RabbitMQ route forwards (``publish_to=``) to JetStream; a NATS route consumes:
+    the NATS producer span is a child of the RabbitMQ consumer span, the NATS consumer
+    span a child of the NATS producer span."""
+    suffix = uuid.uuid4().hex[:12]
+    rabbit_queue, stream = f"loafer-trace-rn-{suffix}", f"loafer-trace-n-{suffix}"
+    tr = tracing(tracer_provider=provider)
+    admin = NatsAdmin(nats_url)
+    await admin.open()
+    seen: list[Any] = []
+    done = asyncio.Event()
+
+    async def from_nats(content: Any, metadata: Any) -> bool:
+        seen.append(content)
+        done.set()
+        return True
+
+    try:
+        await admin.stream(stream, consumer="work")
+        async with (
+            rabbit_queues(rabbit_url, rabbit_queue),
+            RabbitPublisher(rabbit_url, routing_key=rabbit_queue) as to_rabbit,
+        ):
+            routes = [
+                RabbitRoute(
+                    rabbit_queue,
+                    url=rabbit_url,
+                    handler=lambda content, metadata: Publish({**content, "hops": 2}),
+                    publish_to=NATSPublisher(f"{stream}.in", url=nats_url),
+                ),
+                NATSRoute(stream, url=nats_url, consumer="work", handler=from_nats),
+            ]
+            with tr.scope():
+                await to_rabbit.publish({"hops": 1})
+            async with Manager(routes, middleware=[tr]):
+                async with asyncio.timeout(30):
+                    await done.wait()
+    finally:
+        await admin.cleanup()
+
+    assert seen == [{"hops": 2}]
+    spans = list(exporter.get_finished_spans())
+    assert len({s.context.trace_id for s in spans}) == 1, "one trace"
+    chain = chain_of(spans)
+    assert [(s.name, s.kind) for s in chain] == [
+        (f"publish {rabbit_queue}", SpanKind.PRODUCER),
+        (f"process {rabbit_queue}", SpanKind.CONSUMER),
+        (f"publish {stream}.in", SpanKind.PRODUCER),
+        (f"process {stream}", SpanKind.CONSUMER),
+    ]
+    systems = [s.attributes["messaging.system"] for s in chain]  # type: ignore[index]
+    assert systems == ["rabbitmq", "rabbitmq", "nats", "nats"]
+    assert chain[2].attributes["messaging.destination.name"] == f"{stream}.in"  # type: ignore[index]
+    assert chain[3].attributes["messaging.destination.name"] == stream  # type: ignore[index]
+    for span in chain:
+        assert span.status.status_code is StatusCode.UNSET
+    # the forward's publish ends (its ack) before the RabbitMQ delivery's span ends
+    assert chain[2].end_time <= chain[1].end_time  # type: ignore[operator]

@@ -54,6 +54,9 @@ ASYNCAPI_VERSION = "3.0.0"
 _AMQP_BINDING = "0.3.0"
 _SQS_BINDING = "0.2.0"
 _SNS_BINDING = "0.1.0"
+_NATS_BINDING = "0.1.0"
+#: the longest ``queue`` of the ``nats`` operation binding
+_NATS_QUEUE_MAX = 255
 _ID = re.compile(r"[^A-Za-z0-9_.-]+")
 _SIMPLE_NAME = re.compile(r"[\w.:/-]{1,80}")
 _USERINFO = re.compile(r"//[^/@\s]*@")
@@ -265,6 +268,50 @@ def _describe_sns_publisher(publisher: Any) -> Info:
     return info
 
 
+_NATS_SCHEMES = {
+    "nats": ("NATS", 4222),
+    "tls": ("NATS over TLS", 4222),
+    "ws": ("NATS over WebSocket", None),
+    "wss": ("NATS over WebSocket with TLS", None),
+}
+
+
+def _nats_server(masked_url: str) -> Info:
+    """Protocol ``nats``, ``host:port`` (4222 when the URL names none, but for
+    WebSocket), the transport in the server's description."""
+    info = _info(kind="nats")
+    found = _host(masked_url)
+    if found is not None:
+        host, scheme = found
+        description, port = _NATS_SCHEMES.get(scheme, ("NATS", 4222))
+        if port is not None and ":" not in host.rpartition("]")[2]:
+            host = f"{host}:{port}"
+        info.update(host=host, protocol="nats", serverDescription=description)
+    return info
+
+
+def _describe_nats_provider(provider: Any) -> Info:
+    info = _nats_server(provider.url)  # url: the password or token masked
+    stream, consumer = provider.stream, provider.consumer
+    info["address"] = stream
+    info["description"] = f"JetStream stream {stream!r}, durable pull consumer {consumer!r}"
+    # a durable consumer shares its messages among its workers, as a queue group does
+    if isinstance(consumer, str) and 0 < len(consumer) <= _NATS_QUEUE_MAX:
+        info["operationBindings"] = {"nats": {"queue": consumer, "bindingVersion": _NATS_BINDING}}
+    return info
+
+
+def _describe_nats_publisher(publisher: Any) -> Info:
+    from loafer_nats._secrets import mask_url
+
+    info = _nats_server(mask_url(str(getattr(publisher, "_url", ""))))
+    info["address"] = publisher.subject
+    stream = getattr(publisher, "stream", None)
+    if stream:
+        info["description"] = f"stored by JetStream stream {stream!r}"
+    return info
+
+
 #: The bundled plugins' providers and publishers: (module, class, describer).
 _DESCRIBERS: tuple[tuple[str, str, Callable[[Any], Info]], ...] = (
     ("loafer_rabbit.provider", "RabbitProvider", _describe_rabbit_provider),
@@ -274,6 +321,8 @@ _DESCRIBERS: tuple[tuple[str, str, Callable[[Any], Info]], ...] = (
     ("loafer_sqs.provider", "SQSProvider", _describe_sqs_provider),
     ("loafer_sqs.publisher", "SQSPublisher", _describe_sqs_publisher),
     ("loafer_sqs.publisher", "SNSPublisher", _describe_sns_publisher),
+    ("loafer_nats.provider", "NATSProvider", _describe_nats_provider),
+    ("loafer_nats.publisher", "NATSPublisher", _describe_nats_publisher),
 )
 
 

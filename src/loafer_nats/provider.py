@@ -225,6 +225,12 @@ class NATSProvider:
         """The server URL with its password or token masked."""
         return mask_url(self._url)
 
+    @property
+    def address(self) -> str:
+        """The stream's name: the destination the tracing middleware names a delivery's
+        consumer span by (``process <stream>``, ``messaging.destination.name``)."""
+        return self.stream
+
     def describe(self) -> str:
         """A short description for logs (no secrets)."""
         return f"nats consumer {self.consumer!r} of stream {self.stream!r}"

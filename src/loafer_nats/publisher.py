@@ -6,19 +6,24 @@ import asyncio
 import itertools
 import json
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_core.ext.otel import publish_span
 from loafer_core.policy import check_number
+from loafer_core.typed import TYPE_HEADER, encode
 from loafer_nats._connection import close_connection, open_connection
 from loafer_nats._secrets import check_url, mask_url, protect, secrets_of
 from loafer_nats.errors import MessageTooLarge, operation_error
 
 __all__ = ["NATSPublisher", "encode_body", "message_size"]
+
+#: ``messaging.system`` of the spans (the semantic conventions' name for NATS).
+SYSTEM = "nats"
 
 
 def encode_body(body: Any, owner: str = "NATSPublisher") -> bytes:
@@ -69,6 +74,15 @@ class NATSPublisher:
         connection_name: shown in the server's connection list.
         tls: an ``ssl.SSLContext`` for ``tls://``.
         connection_options: more keyword arguments for ``nats.connect``.
+        type_header: the header a typed object's type is named in (``None``: none).
+
+    Typed objects (a pydantic model, a dataclass, a msgspec Struct,
+    :class:`~loafer_core.typed.Typed`) are published as JSON with their type in the
+    ``type_header`` header (:func:`~loafer_core.typed.encode`), so that
+    ``Handlers(discriminator=header("type"))`` takes them on their typed handlers. Each
+    publish (and each ``publish_many`` batch) is traced when the process uses
+    OpenTelemetry (:mod:`loafer_core.ext.otel`: a producer span, its W3C context in the
+    message's headers).
 
     Use it as ``async with NATSPublisher("orders.new") as publisher:`` or call
     :meth:`connect` and :meth:`close`.
@@ -88,6 +102,7 @@ class NATSPublisher:
         connection_name: str = "loafer:publisher",
         tls: ssl.SSLContext | None = None,
         connection_options: Mapping[str, Any] | None = None,
+        type_header: str | None = TYPE_HEADER,
     ) -> None:
         check_url("NATSPublisher", url)
         options = dict(connection_options or {})
@@ -108,6 +123,7 @@ class NATSPublisher:
         self.stream = stream
         self.pipeline = pipeline
         self.timeout = float(timeout)
+        self.type_header = type_header
         self._url = url
         self._connect_timeout = float(connect_timeout)
         self._close_timeout = float(close_timeout)
@@ -197,6 +213,20 @@ class NATSPublisher:
             out["Nats-Msg-Id"] = msg_id
         return out
 
+    def _encode(
+        self, body: Any, headers: dict[str, str] | None
+    ) -> tuple[bytes, dict[str, str] | None]:
+        """The body's bytes and its headers: a typed object's type header under the
+        caller's ``headers`` (which win), else ``headers`` as they are."""
+        if type(body) is bytes:  # the usual body: no further look
+            return body, headers
+        encoded = encode(body, header=self.type_header)
+        if encoded is None:
+            return encode_body(body), headers
+        if not encoded.headers:
+            return encoded.body, headers
+        return encoded.body, {**encoded.headers, **headers} if headers else encoded.headers
+
     async def publish(
         self,
         body: Any,
@@ -207,15 +237,16 @@ class NATSPublisher:
     ) -> None:
         """Publish one message and wait for its publish ack.
 
-        ``body``: bytes, str (UTF-8) or a JSON-serialisable object. ``headers``: string
-        values. ``msg_id``: JetStream's de-duplication id (``Nats-Msg-Id``).
+        ``body``: bytes, str (UTF-8), a typed object (JSON, its type in ``type_header``) or
+        a JSON-serialisable object. ``headers``: string values. ``msg_id``: JetStream's
+        de-duplication id (``Nats-Msg-Id``).
         """
         target = self._subject(subject)
-        data = encode_body(body)
-        hdrs = self._headers(headers, msg_id)
-        js = await self._ensure_open()
-        self._check_size(data, hdrs)
-        await self._send(js, target, data, hdrs or None)
+        data, hdrs = self._encode(body, self._headers(headers, msg_id))
+        with publish_span(SYSTEM, target, hdrs, message_id=msg_id) as sent:
+            js = await self._ensure_open()
+            self._check_size(data, sent)
+            await self._send(js, target, data, sent)
 
     async def publish_many(
         self,
@@ -227,25 +258,34 @@ class NATSPublisher:
         """Publish many messages pipelined (``pipeline`` acks awaited at a time); return
         how many were stored. Every body is checked against ``max_payload`` before its
         window is sent. Raises the first failure once its window has finished (others
-        of it may be stored: publishing them again may duplicate them)."""
+        of it may be stored: publishing them again may duplicate them).
+
+        Traced as one producer span for the whole batch (its context in every message;
+        ``messaging.batch.message_count`` when ``bodies`` has a length)."""
         target = self._subject(subject)
-        hdrs = self._headers(headers, None) or None
+        count = len(bodies) if isinstance(bodies, Sized) else None
+        with publish_span(SYSTEM, target, self._headers(headers, None), count=count) as sent:
+            return await self._publish_many(bodies, target, dict(sent) if sent else None)
+
+    async def _publish_many(
+        self, bodies: Iterable[Any], target: str, hdrs: dict[str, str] | None
+    ) -> int:
         js = await self._ensure_open()
-        publish, timeout, stream = js.publish, self.timeout, self.stream
+        publish, timeout, stream, encode_one = js.publish, self.timeout, self.stream, self._encode
         sent = 0
         iterator = iter(bodies)
         while True:
-            batch = [encode_body(b) for b in itertools.islice(iterator, self.pipeline)]
+            batch = [encode_one(b, hdrs) for b in itertools.islice(iterator, self.pipeline)]
             if not batch:
                 return sent
-            for data in batch:
-                self._check_size(data, hdrs)
+            for data, own in batch:
+                self._check_size(data, own)
             # js.publish itself, not a wrapper per message: as lean as a raw gather
-            # (nats-py only ever adds the same expected-stream header to ``hdrs``)
+            # (nats-py only ever adds the same expected-stream header to the headers)
             results = await asyncio.gather(
                 *(
-                    publish(target, data, timeout=timeout, stream=stream, headers=hdrs)
-                    for data in batch
+                    publish(target, data, timeout=timeout, stream=stream, headers=own)
+                    for data, own in batch
                 ),
                 return_exceptions=True,
             )
@@ -259,7 +299,7 @@ class NATSPublisher:
             sent += len(batch)
 
     async def _send(
-        self, js: JetStreamContext, subject: str, data: bytes, headers: dict[str, str] | None
+        self, js: JetStreamContext, subject: str, data: bytes, headers: Mapping[str, Any] | None
     ) -> None:
         try:
             await js.publish(

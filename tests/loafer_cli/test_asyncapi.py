@@ -25,16 +25,20 @@ from referencing.jsonschema import DRAFT7
 
 from loafer_amqp.publisher import AMQPPublisher
 from loafer_cli.asyncapi import build_document, find_publishers, render
-from loafer_core import Manager, Route
+from loafer_core import Handlers, Manager, Route, header
 from loafer_core.errors import ConfigurationError
 from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_nats import NATSPublisher, NATSRoute
 from loafer_rabbit import RabbitPublisher
 from loafer_sqs import SQSProvider
 from loafer_sqs.publisher import SNSPublisher, SQSPublisher
 from tests.loafer_cli.asyncapi_service import (
     SECRETS,
     USERS,
+    OrderCreated,
     Ping,
+    Shipped,
+    on_created,
     on_ping,
     service,
     untyped,
@@ -565,6 +569,67 @@ def test_a_routes_publish_to_targets_are_its_publishers() -> None:
     doc = build_document(manager, title="forwarder")
     send = [op for op in doc["operations"].values() if op["action"] == "send"]
     assert len(send) == 2
+
+
+def test_nats_routes_and_publishers_are_valid_and_show_no_credential(
+    validator: Draft7Validator,
+) -> None:
+    """A NATS route (a durable consumer of a stream) and NATS publishers: servers with
+    protocol ``nats``, host:port only; the consumer as the ``nats`` operation binding's
+    ``queue``; no user name, password or token anywhere."""
+    handlers = Handlers(discriminator=header("type"))
+    handlers.on(OrderCreated)(on_created)
+    route = NATSRoute(
+        "ORDERS",
+        url="nats://natsuser:nats-pw-5ecret@nats.example:4222",
+        consumer="billing",
+        handler=handlers,
+    )
+    publisher = NATSPublisher("orders.shipped", url="nats://natsuser:nats-pw-5ecret@nats.example")
+    publisher.message_type = Shipped  # type: ignore[attr-defined]
+    manager = Manager([route])
+    manager.services.append(publisher)
+    manager.services.append(
+        NATSPublisher(
+            "audit.orders",
+            url="tls://nats-t0ken-5ecret@secure.example:4443",
+            connection_options={"password": "option-pw-5ecret"},
+        )
+    )
+    doc = document(manager)
+    assert errors_of(validator, doc) == []
+    for fmt in ("json", "yaml"):
+        text = render(doc, fmt)
+        for secret in ("natsuser", "nats-pw-5ecret", "nats-t0ken-5ecret", "option-pw-5ecret"):
+            assert secret not in text, (fmt, secret)
+
+    servers = doc["servers"]
+    assert sorted(servers.values(), key=lambda s: s["host"]) == [
+        {"host": "nats.example:4222", "protocol": "nats", "description": "NATS"},
+        {"host": "secure.example:4443", "protocol": "nats", "description": "NATS over TLS"},
+    ]
+    channels = doc["channels"]
+    received = channels["nats_ORDERS_billing"]  # the default route name, nats:ORDERS/billing
+    assert received["address"] == "ORDERS"
+    assert received["x-loafer-provider"] == "nats"
+    assert "billing" in received["description"] and "ORDERS" in received["description"]
+    assert received["x-loafer-discriminator"] == {"header": "type"}
+    (message,) = received["messages"].values()
+    assert message["payload"] == {"$ref": "#/components/schemas/OrderCreated"}
+    assert message["headers"]["properties"] == {"type": {"const": "OrderCreated"}}
+    receive = [op for op in doc["operations"].values() if op["action"] == "receive"]
+    assert [op["bindings"] for op in receive] == [
+        {"nats": {"queue": "billing", "bindingVersion": "0.1.0"}}
+    ]
+    sent = {c["address"]: c for c in channels.values() if c["address"] != "ORDERS"}
+    assert set(sent) == {"orders.shipped", "audit.orders"}
+    # the route and the publisher on one server share it
+    assert sent["orders.shipped"]["servers"] == received["servers"]
+    assert sent["orders.shipped"]["servers"] != sent["audit.orders"]["servers"]
+    (shipped,) = sent["orders.shipped"]["messages"].values()
+    assert shipped["payload"] == {"$ref": "#/components/schemas/Shipped"}
+    send = [op for op in doc["operations"].values() if op["action"] == "send"]
+    assert len(send) == 2 and all("bindings" not in op for op in send)
 
 
 # -- the command -------------------------------------------------------------------------
