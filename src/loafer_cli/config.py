@@ -166,9 +166,9 @@ def build_routes(config: LoaferConfig) -> list[Route]:
     publishers: dict[str, Any] = {}
     for name, declared in config.publishers.items():
         hidden = frozenset(
-            str(key[4])
+            str(key[3])
             for key in config._substituted
-            if key[:4] == ("publishers", name, "options") and len(key) > 4
+            if key[:3] == ("publishers", name, "options") and len(key) > 3
         )
         try:
             publishers[name] = publisher_of(declared, hidden)
