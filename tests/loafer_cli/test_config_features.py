@@ -373,6 +373,92 @@ def test_a_secret_from_the_environment_is_not_shown_in_a_publisher_error(
     )
 
 
+THIRD_PARTY = """
+class TopicPublisher:
+    \"\"\"A third party's publisher: its target is its first parameter.\"\"\"
+
+    def __init__(self, topic: str, *, url: str = "x://", colour: str = "blue", size: int = 1):
+        self.topic, self.url, self.colour, self.size = topic, url, colour, size
+
+    async def publish(self, body, *, headers=None, **options):
+        pass
+"""
+
+
+def test_a_third_party_publisher_works_by_its_entry_point_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    (site / "thirdparty_publisher").mkdir(parents=True)
+    (site / "thirdparty_publisher" / "__init__.py").write_text(THIRD_PARTY, encoding="utf-8")
+    dist = site / "thirdparty_publisher-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: thirdparty-publisher\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[loafer.publishers]\ntopics = thirdparty_publisher:TopicPublisher\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    text = f"""
+    [publishers.news]
+    publisher = "topics"
+    target = "news"
+    url = "x://broker"
+    options = {{ colour = "red", size = "${{SIZE}}" }}
+
+    [[routes]]
+    provider = "memory"
+    queue = "q"
+    handler = "{APP}:handle"
+    publish_to = "news"
+    """
+    (built,) = build_routes(load_config(write(tmp_path, text), {"SIZE": "3"}))
+    assert built.publish_to is not None
+    publisher = built.publish_to.publishers["news"]
+    assert type(publisher).__name__ == "TopicPublisher"
+    assert (publisher.topic, publisher.url, publisher.colour, publisher.size) == (  # type: ignore[attr-defined]
+        "news",
+        "x://broker",
+        "red",
+        3,
+    )
+    assert problem(tmp_path, text.replace("colour", "color"), {"SIZE": "3"}) == (
+        "loafer.toml: publishers.news.options.color: unknown option of 'topics' "
+        "(TopicPublisher) (did you mean 'colour'?); it takes: colour, size"
+    )
+
+
+def test_in_pyproject_the_keys_are_named_under_tool_loafer(tmp_path: Path) -> None:
+    text = f"""
+    [tool.loafer.publishers.out]
+    publisher = "rabbit"
+    target = "out"
+    url = "{CLOSED}"
+    options = {{ persistant = true }}
+
+    [[tool.loafer.routes]]
+    name = "jobs"
+    provider = "memory"
+    queue = "q"
+    handler = "{APP}:handle"
+    publish_to = "out"
+    middleware = ["{HERE}:outer"]
+    """
+    path = write(tmp_path, text, "pyproject.toml")
+    with pytest.raises(ConfigurationError) as caught:
+        build_routes(load_config(path, {}))
+    message = str(caught.value).replace(str(path), "pyproject.toml")
+    assert message.startswith(
+        "pyproject.toml: tool.loafer.publishers.out.options.persistant: unknown option of "
+        "'rabbit' (RabbitPublisher) (did you mean 'persistent'?)"
+    )
+    (route,) = build_routes(
+        load_config(write(tmp_path, text.replace("persistant", "persistent"), "pyproject.toml"), {})
+    )
+    assert route.publish_to is not None and route.middleware == [outer]
+
+
 # -- middleware ------------------------------------------------------------------------------
 
 MIDDLEWARE = f"""
