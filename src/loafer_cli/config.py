@@ -194,10 +194,14 @@ def build_manager(config: LoaferConfig) -> Manager:
     its ``middleware`` (the tracing middleware outermost with ``tracing = true``); the
     Redis idempotency stores are among its services (checked at start, closed after the
     drain)."""
-    routes = build_routes(config)
+    problems: list[str] = []
+    routes: list[Route] = []
+    try:
+        routes = build_routes(config)  # first: it puts the file's directory on sys.path
+    except ConfigurationError as exc:
+        problems.append(str(exc))  # and the [manager]'s problems too, below
     place = Place(config._source, config._root, None, config._substituted)
     middleware: list[Any] = []
-    problems: list[str] = []
     if config.manager.tracing:
         try:
             middleware.append(tracing_middleware())

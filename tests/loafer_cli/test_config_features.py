@@ -536,6 +536,23 @@ def test_tracing_without_the_otel_extra_names_the_extra(
     )
 
 
+def test_the_managers_problems_are_listed_with_the_routes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    text = TRACED.replace(f'"{HERE}:outer"', '"nowhere:mw"').replace(
+        f'"{APP}:handle"', f'"{APP}:handel"'
+    )
+    assert problem(tmp_path, text).splitlines() == [
+        f"loafer.toml: routes[0] ('jobs'): handler: cannot import '{APP}:handel': '{APP}' has "
+        "no attribute 'handel'",
+        "loafer.toml: manager.tracing: needs OpenTelemetry (opentelemetry-api), which is not "
+        "installed: pip install 'loafer-core[otel]' (or set tracing = false)",
+        "loafer.toml: manager.middleware[0]: cannot import 'nowhere:mw': no module named "
+        "'nowhere' (is it installed, or in the directory you run from?)",
+    ]
+
+
 def test_the_tracing_flag_wins_over_the_config(tmp_path: Path) -> None:
     path = write(tmp_path, TRACED)
     assert isinstance(cli_app.build_manager(None, path).middleware[0], Tracing)
