@@ -748,6 +748,38 @@ async def test_run_forwards_a_memory_route_to_rabbitmq(
     assert not [line for line in service.lines if "ERROR" in line or "Traceback" in line]
 
 
+def test_a_wrong_publish_to_stops_loafer_run_with_78_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "forwarder.py").write_text(FORWARDER, encoding="utf-8")
+    write(tmp_path, FORWARD_CONFIG.replace('publish_to = "out"', 'publish_to = "outt"'))
+    done = loafer(
+        "run", "--config", "loafer.toml", cwd=tmp_path, env={"OUT_QUEUE": "q", "RABBIT_URL": CLOSED}
+    )
+    assert done.returncode == 78
+    assert done.stderr.strip() == (
+        "loafer: error: loafer.toml: routes[0] ('relay'): publish_to: no publisher named "
+        "'outt' (did you mean 'out'?); declared: out (each a [publishers.NAME] table)"
+    )
+
+
+def test_loafer_run_with_the_tracing_flag_runs_and_drains(tmp_path: Path) -> None:
+    (tmp_path / "jobs.py").write_text(
+        "import logging\n\n\nasync def handle(content, metadata):\n"
+        "    logging.getLogger('jobs').info('handled %s', content)\n",
+        encoding="utf-8",
+    )
+    write(
+        tmp_path,
+        '[[routes]]\nname = "jobs"\nprovider = "memory"\nqueue = "jobs"\n'
+        'handler = "jobs:handle"\npublish = ["a"]\n',
+    )
+    service = Service(["--tracing", "--config", "loafer.toml"], cwd=tmp_path, env={})
+    try:
+        service.wait_for("handled a")
+        assert service.stop() == 0, "\n".join(service.lines)
+    finally:
+        service.kill()
+
+
 # -- loafer asyncapi --config ----------------------------------------------------------------
 
 
