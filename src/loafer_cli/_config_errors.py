@@ -131,14 +131,17 @@ def _walk(loc: Iterable[str | int]) -> tuple[Key, type[BaseModel] | None, FieldI
         if isinstance(part, int):
             key.append(part)
             continue
-        if model is not None and part in model.model_fields:
+        if in_mapping:
+            # a key of a table of the user's (provider_options, [publishers]): never a
+            # field's name, even when spelled like one (a publisher named 'url')
+            key.append(part)
+            in_mapping = False
+        elif model is not None and part in model.model_fields:
             holder = model
             field = model.model_fields[part]
             model = _model_in(field.annotation)
             in_mapping = _is_mapping(field.annotation)
             key.append(part)
-        elif in_mapping:
-            key.append(part)  # a key of provider_options
         # else: a union member's tag ('str', 'literal[False]'): not part of the key
     return tuple(key), (model if model is not None else holder), field
 

@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from loafer_cli._config_errors import describe_value
 
-__all__ = ["OptionProblem", "provider_arguments"]
+__all__ = ["OptionProblem", "annotations_of", "check_option", "provider_arguments"]
 
 _QUEUE_PARAMETERS = ("queue", "address")
 _SKIP = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
@@ -84,7 +84,7 @@ def provider_arguments(
         if queue_parameter is None:
             raise OptionProblem("queue", f"{owner} takes no queue; remove the key")
         kwargs[queue_parameter] = queue
-    hints = _annotations(cls)
+    hints = annotations_of(cls)
     for key, value in options.items():
         kwargs[key] = _checked(key, value, named.get(key), hints.get(key), key in hidden)
     for name, parameter in named.items():
@@ -100,7 +100,17 @@ def provider_arguments(
 def _checked(
     key: str, value: Any, parameter: inspect.Parameter | None, hint: Any, hidden: bool
 ) -> Any:
-    """``value`` validated against the parameter's annotation (when pydantic can)."""
+    try:
+        return check_option(key, value, parameter, hint, hidden)
+    except ValueError as exc:
+        raise OptionProblem(f"provider_options.{key}", str(exc)) from None
+
+
+def check_option(
+    key: str, value: Any, parameter: inspect.Parameter | None, hint: Any, hidden: bool
+) -> Any:
+    """``value`` validated against the parameter's annotation (when pydantic can);
+    ``ValueError`` saying what was expected and got (never a ``hidden`` value)."""
     if parameter is None or hint is None:
         return value
     try:
@@ -112,9 +122,8 @@ def _checked(
         checked = adapter.validate_python(value, strict=not hidden)
     except ValidationError as exc:
         got = "the value of an environment variable (not shown)" if hidden else None
-        raise OptionProblem(
-            f"provider_options.{key}",
-            f"expected {_wanted(parameter, exc)}, got {got or describe_value(value)}",
+        raise ValueError(
+            f"expected {_wanted(parameter, exc)}, got {got or describe_value(value)}"
         ) from None
     # a string converted to a number or a bool (from ${VAR}) takes its converted value
     return checked if isinstance(value, str) else value
@@ -131,7 +140,7 @@ def _wanted(parameter: inspect.Parameter, error: ValidationError) -> str:
     return str(getattr(wanted, "__name__", None) or wanted)
 
 
-def _annotations(cls: type[Any]) -> dict[str, Any]:
+def annotations_of(cls: type[Any]) -> dict[str, Any]:
     """The ``__init__`` parameters' annotations, resolved where they can be."""
     init = cls.__init__
     try:

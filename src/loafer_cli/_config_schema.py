@@ -21,7 +21,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-__all__ = ["IMPORT_PATH", "LoaferConfig", "ManagerConfig", "RetryConfig", "RouteConfig"]
+__all__ = [
+    "IMPORT_PATH",
+    "IdempotencyConfig",
+    "LoaferConfig",
+    "ManagerConfig",
+    "PublisherConfig",
+    "RetryConfig",
+    "RouteConfig",
+]
 
 #: ``package.module:attribute`` (the attribute may be dotted: ``module:Class.attr``).
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -39,6 +47,19 @@ def _import_path(value: Any) -> Any:
     return value
 
 
+def _one_or_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _store(value: Any) -> Any:
+    if isinstance(value, str) and value != "memory" and not _STORE_URL.match(value):
+        raise PydanticCustomError("store", "not a store")
+    return value
+
+
+_STORE_URL = re.compile(r"^(redis|rediss|unix)://")
+
+
 def _expect(words: str) -> dict[str, Any]:
     return {"expect": words}
 
@@ -46,6 +67,9 @@ def _expect(words: str) -> dict[str, Any]:
 Count = Annotated[int, BeforeValidator(_not_bool)]
 Seconds = Annotated[float, BeforeValidator(_not_bool)]
 ImportPath = Annotated[str, BeforeValidator(_import_path)]
+Name = Annotated[str, Field(min_length=1)]
+Names = Annotated[list[Name], BeforeValidator(_one_or_list)]
+Store = Annotated[str, BeforeValidator(_store)]
 
 _MODEL = ConfigDict(extra="forbid", frozen=False, hide_input_in_errors=True)
 
@@ -74,6 +98,53 @@ class RetryConfig(BaseModel):
     def disabled(self) -> bool:
         """True for ``retry = false`` (plain RETRYs get no delay)."""
         return self._disabled
+
+
+class IdempotencyConfig(BaseModel):
+    """``[routes.idempotency]``: the route's :class:`~loafer_core.idempotency.Idempotency`
+    middleware (skip messages whose key was already handled)."""
+
+    model_config = _MODEL
+
+    key: str = Field(
+        "idempotency-key",
+        min_length=1,
+        json_schema_extra=_expect("a header name, or 'body' (a hash of the body)"),
+    )
+    ttl: Seconds = Field(24 * 3600.0, gt=0, json_schema_extra=_expect("seconds > 0"))
+    lock_ttl: Seconds = Field(60.0, gt=0, json_schema_extra=_expect("seconds > 0"))
+    store: Store = Field(
+        "memory",
+        json_schema_extra=_expect("'memory' or a Redis URL ('redis://host:6379/0')"),
+    )
+    namespace: str | None = Field(
+        None, min_length=1, json_schema_extra=_expect("a non-empty string")
+    )
+
+
+class PublisherConfig(BaseModel):
+    """One ``[publishers.NAME]`` table: a publisher routes may forward to (``publish_to``)."""
+
+    model_config = _MODEL
+
+    publisher: str = Field(
+        min_length=1,
+        json_schema_extra=_expect(
+            "a publisher's entry-point name (a string, e.g. 'rabbit', 'amqp', 'sqs', 'sns', 'nats')"
+        ),
+    )
+    target: str = Field(
+        min_length=1,
+        json_schema_extra=_expect(
+            "a non-empty string (the routing key, address, queue, topic or subject)"
+        ),
+    )
+    url: str | None = Field(
+        None, min_length=1, json_schema_extra=_expect("a non-empty string (the broker's URL)")
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra=_expect("a table of the publisher's options")
+    )
 
 
 class RouteConfig(BaseModel):
@@ -110,6 +181,20 @@ class RouteConfig(BaseModel):
     publish: list[Any] | None = Field(
         None, json_schema_extra=_expect("an array of message bodies (memory routes only)")
     )
+    publish_to: Names | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra=_expect(
+            "a publisher's name or an array of names (of [publishers.NAME] tables)"
+        ),
+    )
+    middleware: list[ImportPath] = Field(
+        default_factory=list,
+        json_schema_extra=_expect("an array of import paths 'module:attribute'"),
+    )
+    idempotency: IdempotencyConfig | None = Field(
+        None, json_schema_extra=_expect("a table {key, ttl, lock_ttl, store, namespace}")
+    )
 
 
 class ManagerConfig(BaseModel):
@@ -118,6 +203,11 @@ class ManagerConfig(BaseModel):
     model_config = _MODEL
 
     shutdown_timeout: Seconds = Field(30.0, ge=0, json_schema_extra=_expect("seconds >= 0"))
+    middleware: list[ImportPath] = Field(
+        default_factory=list,
+        json_schema_extra=_expect("an array of import paths 'module:attribute'"),
+    )
+    tracing: bool = Field(False, json_schema_extra=_expect("true or false"))
 
 
 def _default_manager() -> Any:
@@ -129,7 +219,7 @@ class LoaferConfig(BaseModel):
 
     After :func:`loafer_cli.config.build_routes`, :attr:`memory_broker` is the
     :class:`~loafer_core.memory.MemoryBroker` its memory routes share (``None`` without
-    memory routes).
+    memory routes), and :attr:`stores` the Redis idempotency stores of its routes.
     """
 
     model_config = _MODEL
@@ -140,10 +230,15 @@ class LoaferConfig(BaseModel):
     routes: list[RouteConfig] = Field(
         min_length=1, json_schema_extra=_expect("an array of tables ([[routes]]), at least one")
     )
+    publishers: dict[str, PublisherConfig] = Field(
+        default_factory=dict,
+        json_schema_extra=_expect("tables [publishers.NAME], one per publisher"),
+    )
     _source: str = PrivateAttr("loafer.toml")
     _root: str = PrivateAttr("")
     _substituted: dict[tuple[str | int, ...], str] = PrivateAttr(default_factory=dict)
     _memory_broker: Any = PrivateAttr(None)
+    _stores: list[Any] = PrivateAttr(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -154,3 +249,8 @@ class LoaferConfig(BaseModel):
     def memory_broker(self) -> Any:
         """The memory routes' shared broker, once built (``None`` before or without any)."""
         return self._memory_broker
+
+    @property
+    def stores(self) -> list[Any]:
+        """The Redis idempotency stores of the routes, once built (one per URL)."""
+        return list(self._stores)

@@ -120,9 +120,10 @@ def build_manager(
     health_port: int | None = None,
     health_host: str | None = None,
     status_interval: float | None = None,
+    tracing: bool | None = None,
 ) -> Manager:
     """The Manager for ``MODULE:ATTR`` or the config file; the options given (not None)
-    override the target's own."""
+    override the target's own (``tracing``: the config's ``[manager] tracing``)."""
     from loafer_cli._target import load_target
 
     path = _config_path(target, config_file)
@@ -141,7 +142,26 @@ def build_manager(
         manager.health_host = health_host
     if status_interval is not None:
         manager.status_interval = status_interval
+    if tracing is not None:
+        _set_tracing(manager, tracing)
     return manager
+
+
+def _set_tracing(manager: Manager, on: bool) -> None:
+    """``--tracing``: the tracing middleware outermost of the manager's (unless it has
+    one); ``--no-tracing``: none among the manager's middleware."""
+    from loafer_core.ext.otel import Tracing
+
+    traced = [m for m in manager.middleware if isinstance(m, Tracing)]
+    if not on:
+        manager.middleware = [m for m in manager.middleware if not isinstance(m, Tracing)]
+    elif not traced:
+        from loafer_cli._config_middleware import MiddlewareProblem, tracing_middleware
+
+        try:
+            manager.middleware.insert(0, tracing_middleware())
+        except MiddlewareProblem as exc:
+            raise ConfigurationError(f"--tracing: {exc.message}") from None
 
 
 def run_target(
@@ -154,6 +174,7 @@ def run_target(
     status_interval: float | None = None,
     live: bool = False,
     metrics_port: int | None = None,
+    tracing: bool | None = None,
 ) -> None:
     """Build the Manager and run it until SIGINT/SIGTERM (returns after a clean drain;
     raises ConfigurationError on a fatal configuration error); with ``live``, under the
@@ -167,6 +188,7 @@ def run_target(
         health_port=health_port,
         health_host=health_host,
         status_interval=status_interval,
+        tracing=tracing,
     )
     if metrics_port is not None:
         from loafer_cli.metrics import install_metrics
@@ -207,6 +229,7 @@ class _RunOptions:
     status_interval: float | None
     no_live: bool = False
     metrics_port: int | None = None
+    tracing: bool | None = None
 
     def command(self) -> list[str]:
         """``loafer run`` with these options (no --reload, no --workers)."""
@@ -225,6 +248,8 @@ class _RunOptions:
                 args += [flag, str(value)]
         if self.no_live:
             args.append("--no-live")
+        if self.tracing is not None:
+            args.append("--tracing" if self.tracing else "--no-tracing")
         return [sys.executable, "-c", "from loafer_cli.app import main; main()", *args]
 
 
@@ -270,7 +295,10 @@ def _supervise(options: _RunOptions, workers: int) -> None:
     # a bad target fails once, here; the workers' drain time is their Manager's: the
     # option, else the target's own (a Manager's, a config file's [manager])
     manager = build_manager(
-        options.target, options.config_file, shutdown_timeout=options.shutdown_timeout
+        options.target,
+        options.config_file,
+        shutdown_timeout=options.shutdown_timeout,
+        tracing=options.tracing,
     )
     aggregating: Any = contextlib.nullcontext()
     if options.metrics_port is not None:  # the workers record, this process serves the sum
@@ -374,6 +402,17 @@ def run(
             show_default=False,
         ),
     ] = None,
+    tracing: Annotated[
+        bool | None,
+        typer.Option(
+            "--tracing/--no-tracing",
+            # \\[ : a literal [ in rich's markup (else [otel] is taken for a style)
+            help="OpenTelemetry consumer spans for every route (the tracing middleware, "
+            "outermost), or none (default: the config file's \\[manager] tracing); needs "
+            "loafer-core\\[otel].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run routes until SIGINT/SIGTERM, then drain and exit 0."""
     from loafer_cli.live import wanted
@@ -391,6 +430,7 @@ def run(
         status_interval,
         no_live,
         metrics_port,
+        tracing,
     )
     with _config_errors():
         if reload:
@@ -412,6 +452,7 @@ def run(
                 status_interval=status_interval,
                 live=wanted(log_format=log_format.value, no_live=no_live),
                 metrics_port=metrics_port,
+                tracing=tracing,
             )
         except ConfigurationError:
             raise

@@ -2,9 +2,11 @@
 
 - :func:`find_config` finds the file; :func:`load_config` reads it, substitutes
   ``${VAR}`` / ``${VAR:-default}`` in string values and validates it (pydantic);
-- :func:`build_routes` loads each route's provider plugin by its entry-point name,
-  imports the handler, translator and error handler, and builds the
-  :class:`~loafer_core.Route` objects; :func:`build_manager` adds the manager.
+- :func:`build_routes` builds the ``[publishers]`` (by their entry-point names), loads
+  each route's provider plugin by its entry-point name, imports the handler, translator,
+  error handler and middleware, and builds the :class:`~loafer_core.Route` objects
+  (``publish_to``, ``[routes.idempotency]``); :func:`build_manager` adds the manager
+  (its ``middleware``, ``tracing``).
 
 Nothing connects to a broker here. Every problem is a
 :class:`~loafer_core.errors.ConfigurationError` whose message names the file, the route
@@ -26,7 +28,14 @@ from pydantic import ValidationError
 from loafer_cli._config_env import SubstitutionError, substitute
 from loafer_cli._config_errors import Place, messages_of
 from loafer_cli._config_imports import ImportProblem, import_object
+from loafer_cli._config_middleware import (
+    MiddlewareProblem,
+    idempotency_of,
+    middleware_of,
+    tracing_middleware,
+)
 from loafer_cli._config_provider import OptionProblem, provider_arguments
+from loafer_cli._config_publishers import PublisherProblem, publisher_of, targets_of
 from loafer_cli._config_schema import LoaferConfig, RetryConfig, RouteConfig
 from loafer_core.errors import ConfigurationError
 from loafer_core.manager import Manager
@@ -135,10 +144,13 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> LoaferC
 def build_routes(config: LoaferConfig) -> list[Route]:
     """Build every route of ``config`` (nothing connects yet).
 
-    The config file's directory is put on ``sys.path`` (for the handlers' imports). Memory
-    routes share one new :class:`~loafer_core.memory.MemoryBroker`, kept as
-    ``config.memory_broker``; their ``publish`` bodies are put on their queues.
-    Raises :class:`ConfigurationError` listing every route's problem.
+    The config file's directory is put on ``sys.path`` (for the handlers' imports). The
+    ``[publishers]`` are built first, one object per table, shared by the routes whose
+    ``publish_to`` names it. Memory routes share one new
+    :class:`~loafer_core.memory.MemoryBroker`, kept as ``config.memory_broker``; their
+    ``publish`` bodies are put on their queues. Redis idempotency stores (one per URL) are
+    kept as ``config.stores``. Raises :class:`ConfigurationError` listing every problem
+    (one per publisher and per route).
     """
     place = Place(config._source, config._root, None, config._substituted)
     for index, route in enumerate(config.routes):
@@ -149,32 +161,84 @@ def build_routes(config: LoaferConfig) -> list[Route]:
         sys.path.insert(0, directory)
     broker = MemoryBroker()
     config._memory_broker = None
-    routes: list[Route] = []
+    config._stores = []
     problems: list[str] = []
+    publishers: dict[str, Any] = {}
+    for name, declared in config.publishers.items():
+        hidden = frozenset(
+            str(key[3])
+            for key in config._substituted
+            if key[:3] == ("publishers", name, "options") and len(key) > 3
+        )
+        try:
+            publishers[name] = publisher_of(declared, hidden)
+        except PublisherProblem as problem:
+            problems.append(place.message(("publishers", name, *problem.key), problem.message))
+    stores: dict[str, Any] = {}
+    routes: list[Route] = []
     for index, route_config in enumerate(config.routes):
         try:
-            routes.append(_build_route(config, index, route_config, broker))
+            routes.append(_build_route(config, index, route_config, broker, publishers, stores))
         except _Problem as problem:
             problems.append(place.message(("routes", index, *problem.key), problem.message))
+        except _Reported:
+            continue
     if problems:
         raise ConfigurationError("\n".join(problems))
+    config._stores = list(stores.values())
     return routes
 
 
 def build_manager(config: LoaferConfig) -> Manager:
-    """A :class:`~loafer_core.Manager` of every route, with the ``[manager]`` settings."""
-    return Manager(build_routes(config), shutdown_timeout=config.manager.shutdown_timeout)
+    """A :class:`~loafer_core.Manager` of every route, with the ``[manager]`` settings:
+    its ``middleware`` (the tracing middleware outermost with ``tracing = true``); the
+    Redis idempotency stores are among its services (checked at start, closed after the
+    drain)."""
+    problems: list[str] = []
+    routes: list[Route] = []
+    try:
+        routes = build_routes(config)  # first: it puts the file's directory on sys.path
+    except ConfigurationError as exc:
+        problems.append(str(exc))  # and the [manager]'s problems too, below
+    place = Place(config._source, config._root, None, config._substituted)
+    middleware: list[Any] = []
+    if config.manager.tracing:
+        try:
+            middleware.append(tracing_middleware())
+        except MiddlewareProblem as problem:
+            problems.append(place.message(("manager", "tracing"), problem.message))
+    for index, path in enumerate(config.manager.middleware):
+        try:
+            middleware.append(middleware_of(path))
+        except MiddlewareProblem as problem:
+            problems.append(place.message(("manager", "middleware", index), problem.message))
+    if problems:
+        raise ConfigurationError("\n".join(problems))
+    manager = Manager(
+        routes, shutdown_timeout=config.manager.shutdown_timeout, middleware=middleware
+    )
+    manager.services.extend(config._stores)
+    return manager
+
+
+class _Reported(Exception):
+    """The route cannot be built for a reason already reported (a publisher it names)."""
 
 
 class _Problem(Exception):
-    def __init__(self, key: tuple[str, ...], message: str) -> None:
+    def __init__(self, key: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
         self.key = key
         self.message = message
 
 
 def _build_route(
-    config: LoaferConfig, index: int, route: RouteConfig, broker: MemoryBroker
+    config: LoaferConfig,
+    index: int,
+    route: RouteConfig,
+    broker: MemoryBroker,
+    publishers: Mapping[str, Any],
+    stores: dict[str, Any],
 ) -> Route:
     try:
         cls = load_provider(route.provider)
@@ -217,6 +281,27 @@ def _build_route(
         options["error_handler"] = _imported(route.error_handler, "error_handler")
     if route.retry is not None:
         options["retry"] = _retry_policy(route.retry)
+    if route.publish_to is not None:
+        try:
+            targets = targets_of(route.publish_to, config.publishers.keys(), publishers)
+        except ValueError as exc:
+            raise _Problem(("publish_to",), str(exc)) from None
+        if targets is None:
+            raise _Reported  # a publisher it names failed: that error says why
+        options["publish_to"] = targets
+    middleware: list[Any] = []
+    if route.idempotency is not None:
+        try:
+            middleware.append(idempotency_of(route.idempotency, stores))
+        except MiddlewareProblem as exc:
+            raise _Problem(("idempotency", *exc.key), exc.message) from None
+    for position, path in enumerate(route.middleware):
+        try:
+            middleware.append(middleware_of(path))
+        except MiddlewareProblem as exc:
+            raise _Problem(("middleware", position), exc.message) from None
+    if middleware:
+        options["middleware"] = middleware
     try:
         provider = cls(**kwargs)
     except ConfigurationError as exc:

@@ -72,8 +72,9 @@ BAD_CONFIGS = [
         "unknown route key",
         route(MEMORY + '\nhander = "x:y"'),
         "loafer.toml: routes[0] ('orders'): hander: unknown key (did you mean 'handler'?); "
-        "allowed: error_handler, handler, handler_timeout, max_attempts, max_concurrency, "
-        "name, provider, provider_options, publish, queue, retry, translator",
+        "allowed: error_handler, handler, handler_timeout, idempotency, max_attempts, "
+        "max_concurrency, middleware, name, provider, provider_options, publish, publish_to, "
+        "queue, retry, translator",
     ),
     (
         "a word for a number",
@@ -111,7 +112,7 @@ BAD_CONFIGS = [
         "unknown provider",
         route(MEMORY, provider="kafka"),
         "loafer.toml: routes[0] ('orders'): provider: no provider named 'kafka' in the "
-        "'loafer.providers' entry point group; installed: amqp, memory, rabbit, sqs",
+        "'loafer.providers' entry point group; installed: amqp, memory, nats, rabbit, sqs",
     ),
     (
         "handler module not importable",
@@ -255,7 +256,8 @@ BAD_CONFIGS = [
     (
         "unknown top-level key",
         route(MEMORY) + "[managr]\nshutdown_timeout = 5\n",
-        "loafer.toml: managr: unknown key (did you mean 'manager'?); allowed: manager, routes",
+        "loafer.toml: managr: unknown key (did you mean 'manager'?); "
+        "allowed: manager, publishers, routes",
     ),
     (
         "manager setting of the wrong type",
@@ -541,7 +543,8 @@ async def test_a_rabbitmq_route_from_a_config_file_handles_a_real_message(
 
 def test_the_documented_example_validates(tmp_path: Path) -> None:
     doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
-    (example,) = re.findall(r"```toml\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    # the first TOML block; tests/loafer_cli/test_config_features.py loads the others
+    example = re.findall(r"```toml\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)[0]
     env = {"RABBIT_PASSWORD": "pw", "AMQP_PASSWORD": "pw"}
     config = load_config(write(tmp_path, example), env)
     assert [r.provider for r in config.routes] == ["memory", "rabbit", "amqp", "sqs"]
