@@ -813,12 +813,12 @@ def test_asyncapi_shows_the_configs_publishers_as_send_channels(
     addresses = {
         doc["channels"][op["channel"]["$ref"].removeprefix("#/channels/")]["address"] for op in send
     }
-    # (NATS publishers: asyncapi.py describes no NATS channel yet, so no address)
-    assert addresses - {None} == {
+    assert addresses == {
         "fulfilment",
         "/queues/audit",
         "billing",
         "arn:aws:sns:eu-west-1:123456789012:events",
+        "orders.created",  # the NATS publisher's subject
     }
     assert len(send) == 5
     assert "doc-5ecret" not in done.stdout and "pub-5ecret" not in done.stdout
