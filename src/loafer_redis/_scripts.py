@@ -1,0 +1,218 @@
+"""The Lua scripts that make each settlement one atomic step on the server.
+
+Every script that settles an entry first checks, with ``XPENDING ... <id> <id> 1
+<consumer>``, that the entry is still pending for this consumer: an entry whose lease
+lapsed and that another consumer reclaimed is not settled by this one, and a second
+settle of the same delivery finds it no longer pending and does nothing (no second
+copy). Copies (RETRY, REJECT, a due delayed RETRY) are written in the same script that
+acknowledges the original, so a process dying in between leaves either the original
+pending (reclaimed later) or the copy, never neither.
+
+Only commands Valkey has too: XPENDING, XRANGE, XADD, XACK, XCLAIM, XAUTOCLAIM,
+ZADD, ZRANGEBYSCORE, ZRANGE, ZREM, XGROUP DELCONSUMER, TIME; ``cmsgpack`` for the
+delayed copies (both bundle it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["RELEASE_IDLE_MS", "Scripts"]
+
+#: The idle time (ms) a RELEASE sets: past any consumer's lease, so the next
+#: ``XAUTOCLAIM`` takes it at once; below the Unix time in ms (Redis resets larger ones).
+RELEASE_IDLE_MS = 100_000_000_000
+
+_OWNED = """
+local function owned(id)
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
+  if p[1] then return tonumber(p[1][4]) end
+  return nil
+end
+"""
+
+_COPY = """
+local function copy(id, drop1, drop2, drop3)
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  if not e[1] then return nil end
+  local f = e[1][2]
+  local out = {}
+  for i = 1, #f, 2 do
+    local name = f[i]
+    if name ~= drop1 and name ~= drop2 and name ~= drop3 then
+      out[#out + 1] = name
+      out[#out + 1] = f[i + 1]
+    end
+  end
+  return out
+end
+"""
+
+# KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count.
+# Returns {next cursor, {{id, fields, delivery count}, ...}}.
+RECLAIM = """
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+local out = {}
+for _, e in ipairs(r[2]) do
+  if e and e[2] then
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
+    local n = 1
+    if p[1] then n = p[1][4] end
+    out[#out + 1] = {e[1], e[2], n}
+  end
+end
+return {r[1], out}
+"""
+
+# KEYS: stream. ARGV: group, consumer, idle ms, id... Returns how many were released.
+RELEASE = (
+    _OWNED
+    + """
+local n = 0
+for i = 4, #ARGV do
+  local count = owned(ARGV[i])
+  if count then
+    count = count - 1
+    if count < 0 then count = 0 end
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
+               'IDLE', ARGV[3], 'RETRYCOUNT', count, 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer, id... Returns the ids no longer ours.
+EXTEND = (
+    _OWNED
+    + """
+local lost = {}
+for i = 3, #ARGV do
+  if owned(ARGV[i]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer, id, attempt field, next attempt, group field.
+# Returns 1 (re-added), 0 (not ours: nothing done), -1 (entry gone: acknowledged only).
+RETRY = (
+    _OWNED
+    + _COPY
+    + """
+if not owned(ARGV[3]) then return 0 end
+local out = copy(ARGV[3], ARGV[4], ARGV[6], nil)
+if out then
+  out[#out + 1] = ARGV[4]
+  out[#out + 1] = ARGV[5]
+  out[#out + 1] = ARGV[6]
+  out[#out + 1] = ARGV[1]
+  redis.call('XADD', KEYS[1], '*', unpack(out))
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+if out then return 1 end
+return -1
+"""
+)
+
+# KEYS: stream, delayed sorted set. ARGV: group, consumer, id, attempt field,
+# next attempt, group field, delay ms. The copy waits in the sorted set, scored by the
+# server's time when it is due; the original is acknowledged in the same step.
+RETRY_LATER = (
+    _OWNED
+    + _COPY
+    + """
+if not owned(ARGV[3]) then return 0 end
+local out = copy(ARGV[3], ARGV[4], ARGV[6], nil)
+if out then
+  out[#out + 1] = ARGV[4]
+  out[#out + 1] = ARGV[5]
+  out[#out + 1] = ARGV[6]
+  out[#out + 1] = ARGV[1]
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  table.insert(out, 1, ARGV[3])
+  table.insert(out, 1, ARGV[1])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[7]), cmsgpack.pack(out))
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+if out then return 1 end
+return -1
+"""
+)
+
+# KEYS: stream, delayed sorted set. ARGV: most to move. Moves the due copies back onto
+# the stream. Returns {moved, ms until the next is due or -1}.
+MOVE_DUE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, m in ipairs(due) do
+  local out = cmsgpack.unpack(m)
+  redis.call('XADD', KEYS[1], '*', unpack(out, 3))
+  redis.call('ZREM', KEYS[2], m)
+end
+local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local wait = -1
+if nxt[2] then
+  wait = math.floor(tonumber(nxt[2]) - now)
+  if wait < 0 then wait = 0 end
+end
+return {#due, wait}
+"""
+
+# KEYS: stream, dead-letter stream. ARGV: group, consumer, id, reason, maxlen (0: none),
+# reason field, from field, id field, group field.
+# Returns 1 (dead-lettered), 0 (not ours: nothing done), -1 (entry gone: acknowledged).
+REJECT = (
+    _OWNED
+    + _COPY
+    + """
+if not owned(ARGV[3]) then return 0 end
+local out = copy(ARGV[3], ARGV[6], ARGV[7], ARGV[8])
+if out then
+  out[#out + 1] = ARGV[6]
+  out[#out + 1] = ARGV[4]
+  out[#out + 1] = ARGV[7]
+  out[#out + 1] = KEYS[1]
+  out[#out + 1] = ARGV[8]
+  out[#out + 1] = ARGV[3]
+  if tonumber(ARGV[5]) > 0 then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(out))
+  else
+    redis.call('XADD', KEYS[2], '*', unpack(out))
+  end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+if out then return 1 end
+return -1
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer. Deletes the consumer only if nothing is pending
+# for it (XGROUP DELCONSUMER drops its pending entries otherwise). Returns 1 if deleted.
+FORGET_CONSUMER = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if p[1] then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+class Scripts:
+    """The scripts registered on one client (``EVALSHA``, loaded again on ``NOSCRIPT``)."""
+
+    def __init__(self, client: Any) -> None:
+        self.reclaim = client.register_script(RECLAIM)
+        self.release = client.register_script(RELEASE)
+        self.extend = client.register_script(EXTEND)
+        self.retry = client.register_script(RETRY)
+        self.retry_later = client.register_script(RETRY_LATER)
+        self.move_due = client.register_script(MOVE_DUE)
+        self.reject = client.register_script(REJECT)
+        self.forget_consumer = client.register_script(FORGET_CONSUMER)
