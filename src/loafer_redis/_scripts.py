@@ -17,11 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RELEASE_IDLE_MS", "Scripts"]
-
-#: The idle time (ms) a RELEASE sets: past any consumer's lease, so the next
-#: ``XAUTOCLAIM`` takes it at once; below the Unix time in ms (Redis resets larger ones).
-RELEASE_IDLE_MS = 100_000_000_000
+__all__ = ["Scripts"]
 
 _OWNED = """
 local function owned(id)
@@ -64,25 +60,6 @@ end
 return {r[1], out}
 """
 
-# KEYS: stream. ARGV: group, consumer, idle ms, id... Returns how many were released.
-RELEASE = (
-    _OWNED
-    + """
-local n = 0
-for i = 4, #ARGV do
-  local count = owned(ARGV[i])
-  if count then
-    count = count - 1
-    if count < 0 then count = 0 end
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i],
-               'IDLE', ARGV[3], 'RETRYCOUNT', count, 'JUSTID')
-    n = n + 1
-  end
-end
-return n
-"""
-)
-
 # KEYS: stream. ARGV: group, consumer, id... Returns the ids no longer ours.
 EXTEND = (
     _OWNED
@@ -99,50 +76,83 @@ return lost
 """
 )
 
-# KEYS: stream. ARGV: group, consumer, id, attempt field, next attempt, group field.
-# Returns 1 (re-added), 0 (not ours: nothing done), -1 (entry gone: acknowledged only).
-RETRY = (
-    _OWNED
-    + _COPY
-    + """
-if not owned(ARGV[3]) then return 0 end
-local out = copy(ARGV[3], ARGV[4], ARGV[6], nil)
-if out then
+_REQUEUED = """
+-- The entry's fields for a copy: its attempt field set to the attempt of its delivery
+-- (the field, 1 if absent, plus its delivery count less one) plus ``inc``, and the group
+-- field set to this group. nil if the entry is gone from the stream.
+local function requeued(id, count, inc)
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  if not e[1] then return nil end
+  local f = e[1][2]
+  local out = {}
+  local base = 1
+  for i = 1, #f, 2 do
+    local name = f[i]
+    if name == ARGV[3] then
+      base = tonumber(f[i + 1]) or 1
+    elseif name ~= ARGV[4] then
+      out[#out + 1] = name
+      out[#out + 1] = f[i + 1]
+    end
+  end
+  if base < 1 then base = 1 end
+  out[#out + 1] = ARGV[3]
+  out[#out + 1] = string.format('%d', base + count - 1 + inc)
   out[#out + 1] = ARGV[4]
-  out[#out + 1] = ARGV[5]
-  out[#out + 1] = ARGV[6]
   out[#out + 1] = ARGV[1]
-  redis.call('XADD', KEYS[1], '*', unpack(out))
+  return out
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-if out then return 1 end
-return -1
+"""
+
+# KEYS: stream. ARGV: group, consumer, attempt field, group field, increment, id...
+# Each entry still ours is added again at the stream's end (attempt + increment: 1 for
+# a RETRY, 0 for a RELEASE) and acknowledged. Returns {re-added, not ours, gone}.
+REQUEUE = (
+    _OWNED
+    + _REQUEUED
+    + """
+local added, lost, gone = 0, 0, 0
+local inc = tonumber(ARGV[5])
+for i = 6, #ARGV do
+  local count = owned(ARGV[i])
+  if not count then
+    lost = lost + 1
+  else
+    local out = requeued(ARGV[i], count, inc)
+    if out then
+      redis.call('XADD', KEYS[1], '*', unpack(out))
+      added = added + 1
+    else
+      gone = gone + 1
+    end
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  end
+end
+return {added, lost, gone}
 """
 )
 
-# KEYS: stream, delayed sorted set. ARGV: group, consumer, id, attempt field,
-# next attempt, group field, delay ms. The copy waits in the sorted set, scored by the
-# server's time when it is due; the original is acknowledged in the same step.
+# KEYS: stream, delayed sorted set. ARGV: group, consumer, attempt field, group field,
+# delay ms, id. The copy (attempt + 1) waits in the sorted set, scored by the server's
+# time when it is due; the original is acknowledged in the same step.
+# Returns {1, 0, 0} (delayed), {0, 1, 0} (not ours) or {0, 0, 1} (gone: acknowledged).
 RETRY_LATER = (
     _OWNED
-    + _COPY
+    + _REQUEUED
     + """
-if not owned(ARGV[3]) then return 0 end
-local out = copy(ARGV[3], ARGV[4], ARGV[6], nil)
+local count = owned(ARGV[6])
+if not count then return {0, 1, 0} end
+local out = requeued(ARGV[6], count, 1)
 if out then
-  out[#out + 1] = ARGV[4]
-  out[#out + 1] = ARGV[5]
-  out[#out + 1] = ARGV[6]
-  out[#out + 1] = ARGV[1]
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  table.insert(out, 1, ARGV[3])
+  table.insert(out, 1, ARGV[6])
   table.insert(out, 1, ARGV[1])
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[7]), cmsgpack.pack(out))
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), cmsgpack.pack(out))
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-if out then return 1 end
-return -1
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[6])
+if out then return {1, 0, 0} end
+return {0, 0, 1}
 """
 )
 
@@ -168,12 +178,13 @@ return {#due, wait}
 
 # KEYS: stream, dead-letter stream. ARGV: group, consumer, id, reason, maxlen (0: none),
 # reason field, from field, id field, group field.
-# Returns 1 (dead-lettered), 0 (not ours: nothing done), -1 (entry gone: acknowledged).
+# Returns {1, 0, 0} (dead-lettered), {0, 1, 0} (not ours: nothing done) or {0, 0, 1}
+# (the entry is gone from the stream: acknowledged).
 REJECT = (
     _OWNED
     + _COPY
     + """
-if not owned(ARGV[3]) then return 0 end
+if not owned(ARGV[3]) then return {0, 1, 0} end
 local out = copy(ARGV[3], ARGV[6], ARGV[7], ARGV[8])
 if out then
   out[#out + 1] = ARGV[6]
@@ -189,8 +200,8 @@ if out then
   end
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-if out then return 1 end
-return -1
+if out then return {1, 0, 0} end
+return {0, 0, 1}
 """
 )
 
@@ -209,9 +220,8 @@ class Scripts:
 
     def __init__(self, client: Any) -> None:
         self.reclaim = client.register_script(RECLAIM)
-        self.release = client.register_script(RELEASE)
         self.extend = client.register_script(EXTEND)
-        self.retry = client.register_script(RETRY)
+        self.requeue = client.register_script(REQUEUE)
         self.retry_later = client.register_script(RETRY_LATER)
         self.move_due = client.register_script(MOVE_DUE)
         self.reject = client.register_script(REJECT)

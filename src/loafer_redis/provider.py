@@ -17,9 +17,10 @@ Outcome mapping (see ``docs/providers/redis.md``):
 - ``REJECT(reason)`` -> the entry is added to the dead-letter stream (``<stream>:dead``)
   with the reason, and acknowledged, in one script; with ``dead_letter=False`` only
   acknowledged (logged at ERROR).
-- ``RELEASE`` -> the entry stays pending, made reclaimable at once (``XCLAIM ... IDLE``
-  past any lease, its delivery count put back), so the next ``XAUTOCLAIM`` takes it
-  without counting an attempt.
+- ``RELEASE`` -> added again at the stream's end with its attempt unchanged (so it is
+  not counted), and acknowledged, in one script: at once available to every consumer of
+  the group, and nothing left pending. Buffered entries given back at a drain, and at
+  ``close`` every entry still pending for this consumer, are released the same way.
 
 Every settlement but ACCEPT first checks the entry is still pending for this consumer:
 one whose lease lapsed and that another consumer took is not settled twice, and a
@@ -48,7 +49,7 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_redis._connection import BlockingReader, open_client
-from loafer_redis._scripts import RELEASE_IDLE_MS, Scripts
+from loafer_redis._scripts import Scripts
 from loafer_redis._settlement import Batch, Entry
 from loafer_redis._url import check_url, mask_url, scrub
 from loafer_redis.errors import is_no_group, operation_error
@@ -277,8 +278,8 @@ class RedisProvider:
     @property
     def capabilities(self) -> Capabilities:
         """Delayed retry (a sorted set), dead-lettering (a stream), attempts counted (the
-        delivery count plus a field on re-added entries), uncounted RELEASE (the delivery
-        count put back), lease extension (``XCLAIM ... JUSTID``); no ordering keys."""
+        delivery count plus a field on re-added entries), uncounted RELEASE (re-added with
+        the same attempt), lease extension (``XCLAIM ... JUSTID``); no ordering keys."""
         return Capabilities(
             delayed_retry=Support.EMULATED if self._delayed_retry else Support.NONE,
             dead_letter=Support.EMULATED if self.dead_letter_stream else Support.NONE,
@@ -546,8 +547,7 @@ class RedisProvider:
         while not self._closed and not self._paused:
             room = self._room()
             if room <= 0 or (self._buffer and not self._waiting and room < self._batch()):
-                self._wake_reader.clear()
-                await self._wake_reader.wait()
+                await self._park()
                 continue
             try:
                 got = await self._cycle(room)
@@ -566,17 +566,22 @@ class RedisProvider:
                 )
                 self._filled.set()
                 # the fetch raises it and the dispatcher backs off; wait for its next fetch
-                self._wake_reader.clear()
-                await self._wake_reader.wait()
+                await self._park()
                 continue
             failures = 0
             self._buffer.extend(got)
             self._filled.set()
             if not got and not self._waiting:
                 # an empty wait and no fetch waiting: rest until one comes
-                self._wake_reader.clear()
-                await self._wake_reader.wait()
+                await self._park()
         del failures
+
+    async def _park(self) -> None:
+        """The reader rests until woken (a fetch, room freed, a drain), unless stopping."""
+        if self._paused or self._closed:
+            return
+        self._wake_reader.clear()
+        await self._wake_reader.wait()
 
     def _batch(self) -> int:
         return max(1, self._capacity // 4)
@@ -677,7 +682,7 @@ class RedisProvider:
         mine = await self._own_pending()
         lost = [entry_id for entry_id in mine if entry_id not in held]
         if lost:
-            await self._release_ids(lost)
+            await self._requeue(lost, 0)
             logger.info(
                 "%s: released %d entries whose read reply was lost", self.describe(), len(lost)
             )
@@ -752,7 +757,6 @@ class RedisProvider:
 
     async def _retry(self, delivery: Delivery, token: Entry, delay: float | None) -> None:
         assert self._scripts is not None
-        attempt = (delivery.attempt or 1) + 1
         if delay and not self._delayed_retry:
             if not self._warned_no_delay:
                 self._warned_no_delay = True
@@ -763,24 +767,20 @@ class RedisProvider:
                     delay,
                 )
             delay = None
-        async with asyncio.timeout(self._socket_timeout):
-            if delay:
+        if not delay:
+            done = await self._requeue([token.id], 1)
+        else:
+            async with asyncio.timeout(self._socket_timeout):
                 done = await self._scripts.retry_later(
                     keys=[self.stream, self.delayed_key],
                     args=[
                         self.group,
                         self.consumer,
-                        token.id,
                         ATTEMPT_FIELD,
-                        attempt,
                         GROUP_FIELD,
                         max(1, round(delay * 1000)),
+                        token.id,
                     ],
-                )
-            else:
-                done = await self._scripts.retry(
-                    keys=[self.stream],
-                    args=[self.group, self.consumer, token.id, ATTEMPT_FIELD, attempt, GROUP_FIELD],
                 )
         self._note(done, delivery, "retried")
 
@@ -815,8 +815,9 @@ class RedisProvider:
             )
         self._note(done, delivery, "dead-lettered")
 
-    def _note(self, done: Any, delivery: Delivery, what: str) -> None:
-        if done == 0:
+    def _note(self, done: Sequence[int], delivery: Delivery, what: str) -> None:
+        """Log a settlement that did nothing: ``done`` is ``[done, not ours, gone]``."""
+        if done[1]:
             logger.warning(
                 "%s: message %s was not %s: it is no longer pending for this consumer "
                 "(its lease lapsed and another consumer took it, or it was settled already)",
@@ -824,7 +825,7 @@ class RedisProvider:
                 delivery.message_id,
                 what,
             )
-        elif done == -1:
+        elif done[2]:
             logger.warning(
                 "%s: message %s was not %s: the entry is gone from the stream (trimmed or "
                 "deleted); acknowledged",
@@ -859,9 +860,24 @@ class RedisProvider:
                 await asyncio.sleep(0.05 * (attempt + 1))
 
     async def _send_releases(self, ids: Sequence[bytes]) -> None:
-        await self._release_ids(ids)
-        self._reclaim_now = True
-        await self._unblock()  # a read waiting for new entries: reclaim these first
+        await self._requeue(ids, 0)
+
+    async def _requeue(self, ids: Sequence[bytes], increment: int) -> list[int]:
+        """Add these entries (if still ours) again at the stream's end with their attempt
+        plus ``increment`` (0: a RELEASE, uncounted), and acknowledge them: one script
+        per page. Returns ``[re-added, not ours, gone]``."""
+        assert self._scripts is not None
+        totals = [0, 0, 0]
+        for start in range(0, len(ids), _PAGE):
+            page = list(ids[start : start + _PAGE])
+            async with asyncio.timeout(self._socket_timeout):
+                done = await self._scripts.requeue(
+                    keys=[self.stream],
+                    args=[self.group, self.consumer, ATTEMPT_FIELD, GROUP_FIELD, increment, *page],
+                )
+            for i in range(3):
+                totals[i] += int(done[i])
+        return totals
 
     async def _unblock(self) -> None:
         """End the reader's blocking ``XREADGROUP`` now, if one waits (``CLIENT
@@ -872,21 +888,6 @@ class RedisProvider:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._socket_timeout):
                 await client.client_unblock(reader.client_id)
-
-    async def _release_ids(self, ids: Sequence[bytes]) -> int:
-        """Make these entries (if still ours) reclaimable at once, uncounted."""
-        assert self._scripts is not None
-        released = 0
-        for start in range(0, len(ids), _PAGE):
-            page = list(ids[start : start + _PAGE])
-            async with asyncio.timeout(self._socket_timeout):
-                released += int(
-                    await self._scripts.release(
-                        keys=[self.stream],
-                        args=[self.group, self.consumer, RELEASE_IDLE_MS, *page],
-                    )
-                )
-        return released
 
     async def extend_leases(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Reset the idle time of these entries (``XCLAIM ... JUSTID``, which counts no
@@ -972,7 +973,7 @@ class RedisProvider:
         buffered = [entry_id for entry_id, _, _ in self._buffer]
         self._buffer.clear()
         if buffered:
-            released = await self._release_ids(buffered)
+            released, _, _ = await self._requeue(buffered, 0)
             logger.info(
                 "%s: released %d buffered entries back to the group", self.describe(), released
             )
@@ -1032,7 +1033,7 @@ class RedisProvider:
                 self._outstanding.clear()
                 mine = await self._own_pending()
                 if mine:
-                    released = await self._release_ids(mine)
+                    released, _, _ = await self._requeue(mine, 0)
                     logger.info(
                         "%s: released %d entries still pending for %s",
                         self.describe(),
