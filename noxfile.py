@@ -1,9 +1,9 @@
 """nox sessions: tests (core alone, then each plugin), lint, typecheck, docs, benchmarks.
 
 nox -s tests_core          # core only, installed with no plugin extras (isolation)
-nox -s tests_rabbit tests_amqp tests_sqs
+nox -s tests_rabbit tests_amqp tests_sqs tests_redis
 nox -s lint typecheck docs
-nox -s bench -- core       # or rabbit, amqp, sqs; extra args go to the script
+nox -s bench -- core       # or rabbit, amqp, sqs, redis; extra args go to the script
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import nox
 nox.options.sessions = ["tests_core", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
-PLUGINS = ("rabbit", "amqp", "sqs")
+PLUGINS = ("rabbit", "amqp", "sqs", "redis")
 
 
 @nox.session(python="3.11")
@@ -24,14 +24,14 @@ def tests_core(session: nox.Session) -> None:
         "python",
         "-c",
         "import importlib.util as u, sys; "
-        "bad = [m for m in ('aio_pika', 'proton', 'aiobotocore') if u.find_spec(m)]; "
+        "bad = [m for m in ('aio_pika', 'proton', 'aiobotocore', 'redis') if u.find_spec(m)]; "
         "sys.exit(f'broker libraries installed: {bad}' if bad else 0)",
     )
     session.run("pytest", "tests/loafer_core", *session.posargs)
 
 
 # the AMQP 1.0 tests and benchmark watch the broker over AMQP 0-9-1 (aio-pika)
-EXTRAS = {"amqp": "amqp,rabbit", "sqs": "sqs", "rabbit": "rabbit"}
+EXTRAS = {"amqp": "amqp,rabbit", "sqs": "sqs", "rabbit": "rabbit", "redis": "redis"}
 
 
 def _plugin_tests(session: nox.Session, plugin: str) -> None:
@@ -61,6 +61,12 @@ def tests_sqs(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def tests_redis(session: nox.Session) -> None:
+    """Redis Streams plugin against the real Redis (or Valkey)."""
+    _plugin_tests(session, "redis")
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
     session.install("ruff>=0.6")
@@ -84,7 +90,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs) [options]."""
+    """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, redis) [options]."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
     extras = {"core": "", "instructions": "", "sqs": "[sqs,test]", "amqp": "[amqp,rabbit]"}

@@ -97,3 +97,48 @@ class Batch(Generic[T]):
                 future.cancel()
         self._items = []
         return dropped
+
+
+class Acks:
+    """Acknowledgements added during one turn of the event loop go out in one ``send``
+    (at most ``limit`` ids per call). Nobody waits for them: no future per id."""
+
+    def __init__(
+        self, send: Callable[[Sequence[bytes]], Awaitable[None]], *, limit: int = 1000
+    ) -> None:
+        self._send = send
+        self._limit = limit
+        self._ids: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, entry_id: bytes) -> None:
+        self._ids.append(entry_id)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._ids:
+                batch, self._ids = self._ids[: self._limit], self._ids[self._limit :]
+                await self._send(batch)
+        finally:
+            self._task = None
+
+    async def flush(self) -> None:
+        """Wait until every id added so far has been sent (or given up)."""
+        while self._ids or self._task is not None:
+            task = self._task
+            if task is None:
+                task = self._task = asyncio.get_running_loop().create_task(self._flush())
+            await asyncio.shield(task)
+
+    def cancel(self) -> int:
+        """Drop what is queued and stop sending; returns how many ids were dropped."""
+        dropped = len(self._ids)
+        self._ids = []
+        if self._task is not None:
+            self._task.cancel()
+        return dropped

@@ -50,7 +50,7 @@ from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_redis._connection import BlockingReader, open_client
 from loafer_redis._scripts import Scripts
-from loafer_redis._settlement import Batch, Entry
+from loafer_redis._settlement import Acks, Batch, Entry
 from loafer_redis._url import check_url, mask_url, scrub
 from loafer_redis.errors import is_no_group, operation_error
 from loafer_redis.translator import RedisTranslator
@@ -239,6 +239,7 @@ class RedisProvider:
         self._scripts: Scripts | None = None
         self._reader: BlockingReader | None = None
         self._capacity = 1
+        self._read_batch = 1
         self._started = False
         self._closed = False
         self._paused = False
@@ -256,7 +257,7 @@ class RedisProvider:
         self._reclaim_now = True
         self._cursor = b"0-0"
         self._recover = False  # a read's reply may have been lost: look at our PEL
-        self._acks: Batch[bytes] | None = None
+        self._acks: Acks | None = None
         self._releases: Batch[bytes] | None = None
         self._warned_no_delay = False
         self._reader_lock = asyncio.Lock()
@@ -411,6 +412,8 @@ class RedisProvider:
                 f"RedisProvider.start: capacity must be >= 1, got {capacity!r}"
             )
         self._capacity = capacity
+        #: read ahead once this many slots are free (fewer, larger reads)
+        self._read_batch = max(1, capacity // 4)
         client = self._open()
         try:
             await self._check(client, create=self._create)
@@ -421,7 +424,7 @@ class RedisProvider:
         self._scripts = Scripts(client)
         self._reader = BlockingReader(client, socket_timeout=self._socket_timeout)
         self.consumer = consumer_name(self._consumer_prefix)
-        self._acks = Batch(self._send_acks, limit=1000)
+        self._acks = Acks(self._send_acks, limit=1000)
         self._releases = Batch(self._send_releases, limit=_PAGE)
         self._started = True
         if self._delayed_retry:
@@ -546,7 +549,7 @@ class RedisProvider:
         failures = 0
         while not self._closed and not self._paused:
             room = self._room()
-            if room <= 0 or (self._buffer and not self._waiting and room < self._batch()):
+            if room <= 0 or (self._buffer and not self._waiting and room < self._read_batch):
                 await self._park()
                 continue
             try:
@@ -582,9 +585,6 @@ class RedisProvider:
             return
         self._wake_reader.clear()
         await self._wake_reader.wait()
-
-    def _batch(self) -> int:
-        return max(1, self._capacity // 4)
 
     async def _cycle(self, room: int) -> list[tuple[bytes, list[bytes], int]]:
         """One read: lapsed leases first when a reclaim is due, else new entries."""
@@ -751,9 +751,14 @@ class RedisProvider:
         self._forget(token)
 
     def _forget(self, token: Entry) -> None:
-        self._outstanding.pop(token.id, None)
-        if self._waiting or self._room() >= self._batch():
-            self._wake_reader.set()
+        outstanding = self._outstanding
+        outstanding.pop(token.id, None)
+        wake = self._wake_reader
+        if not wake.is_set() and (
+            self._waiting
+            or self._capacity - len(outstanding) - len(self._buffer) >= self._read_batch
+        ):
+            wake.set()
 
     async def _retry(self, delivery: Delivery, token: Entry, delay: float | None) -> None:
         assert self._scripts is not None
