@@ -119,6 +119,11 @@ class RedisProvider:
             extended while its handler runs); a lapsed lease lets any consumer of the group
             reclaim it (``XAUTOCLAIM``): how a dead consumer's entries are taken over.
         reclaim_interval: how often (seconds) the reader looks for lapsed leases.
+        forget_consumers_after: consumers of the group idle this long (seconds) with
+            nothing pending are deleted from it (``XGROUP DELCONSUMER``, only when nothing
+            is pending for them: dead processes' names, once their entries were
+            reclaimed); ``None`` never deletes others. Each provider deletes its own at
+            ``close`` when nothing is pending for it.
         block: the longest one ``XREADGROUP`` waits for entries (seconds).
         delayed_retry: ``RETRY(delay)`` waits in a sorted set (``delayed_key``) until due.
         delayed_key: the sorted set's key (default ``"<stream>:delayed"``).
@@ -147,6 +152,7 @@ class RedisProvider:
         consumer: str = "loafer",
         lease: float = 30.0,
         reclaim_interval: float = 1.0,
+        forget_consumers_after: float | None = 3600.0,
         block: float = 2.0,
         delayed_retry: bool = True,
         delayed_key: str | None = None,
@@ -175,6 +181,7 @@ class RedisProvider:
         for name, number, minimum in (
             ("lease", lease, 0.1),
             ("reclaim_interval", reclaim_interval, 0.01),
+            ("forget_consumers_after", forget_consumers_after or 1.0, 0.01),
             ("block", block, 0.01),
             ("socket_timeout", socket_timeout, 0.1),
             ("connect_timeout", connect_timeout, 0.1),
@@ -217,6 +224,10 @@ class RedisProvider:
         self.consumer: str | None = None
         self._lease = float(lease)
         self._reclaim_interval = float(reclaim_interval)
+        self._forget_after = (
+            None if forget_consumers_after is None else float(forget_consumers_after)
+        )
+        self._last_forget = time.monotonic()
         self._block = float(block)
         self._delayed_retry = bool(delayed_retry)
         self.delayed_key = delayed_key or f"{stream}:delayed"
@@ -591,6 +602,11 @@ class RedisProvider:
         if self._recover:
             await self._recover_lost()
         now = time.monotonic()
+        if self._forget_after is not None and now - self._last_forget >= min(
+            60.0, self._forget_after
+        ):
+            self._last_forget = now
+            await self._forget_idle_consumers()
         if self._reclaim_now or now - self._last_reclaim >= self._reclaim_interval:
             got = await self._reclaim(room)
             if got:
@@ -627,6 +643,39 @@ class RedisProvider:
         if got:
             logger.debug("%s: reclaimed %d entries", self.describe(), len(got))
         return got
+
+    async def _forget_idle_consumers(self) -> None:
+        """Delete the group's consumers idle past ``forget_consumers_after`` with nothing
+        pending (atomically checked: never one with pending entries). Best effort."""
+        assert self._client is not None and self._scripts is not None
+        limit_ms = (self._forget_after or 0) * 1000
+        try:
+            async with asyncio.timeout(self._socket_timeout):
+                consumers = await self._client.xinfo_consumers(self.stream, self.group)
+                for consumer in consumers:
+                    name = consumer.get("name")
+                    if isinstance(name, bytes):
+                        name = name.decode("utf-8", "replace")
+                    if (
+                        name == self.consumer
+                        or consumer.get("pending")
+                        or int(consumer.get("idle") or 0) < limit_ms
+                    ):
+                        continue
+                    if await self._scripts.forget_consumer(
+                        keys=[self.stream], args=[self.group, name]
+                    ):
+                        logger.info(
+                            "%s: deleted consumer %s from the group (idle, nothing pending)",
+                            self.describe(),
+                            name,
+                        )
+        except Exception as exc:  # a cancellation passes through
+            logger.debug(
+                "%s: looking for idle consumers failed: %s",
+                self.describe(),
+                scrub(f"{type(exc).__name__}: {exc}", self._url),
+            )
 
     def _gone(self) -> ConfigurationError:
         return ConfigurationError(

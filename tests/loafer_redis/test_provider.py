@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -404,3 +405,31 @@ async def test_bad_settings_are_configuration_errors() -> None:
     ):
         with pytest.raises(ConfigurationError):
             RedisProvider("s", **options)  # type: ignore[arg-type]
+
+
+async def test_idle_consumers_with_nothing_pending_are_forgotten(
+    redis_url: str, admin: RedisAdmin
+) -> None:
+    stream = await admin.stream()
+    await admin.put(stream, b'{"held": 1}')
+    await admin.client.xreadgroup("loafer", "dead-with-pending", {stream: ">"}, count=1)
+    await admin.client.xreadgroup("loafer", "dead-and-empty", {stream: ">"}, count=1)
+    await asyncio.sleep(0.3)  # both idle past forget_consumers_after (time-based)
+    p = provider(stream, redis_url, forget_consumers_after=0.2, lease=60)
+    await p.start(5)
+    try:
+        await p.fetch(5)  # a read cycle looks for idle consumers
+
+        async def names() -> set[bytes]:
+            return {c["name"] for c in await admin.client.xinfo_consumers(stream, "loafer")}
+
+        await eventually(
+            lambda: _without(names(), b"dead-and-empty"), "the empty consumer forgotten"
+        )
+        assert b"dead-with-pending" in await names(), "a consumer with pending entries went"
+    finally:
+        await p.close()
+
+
+async def _without(names: Any, name: bytes) -> bool:
+    return name not in await names
