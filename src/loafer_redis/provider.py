@@ -634,7 +634,7 @@ class RedisProvider:
                 )
         except redis.exceptions.ResponseError as exc:
             if is_no_group(exc):
-                raise self._gone() from None
+                raise await self._gone() from None
             raise
         self._cursor = cursor
         if cursor == b"0-0":
@@ -677,7 +677,25 @@ class RedisProvider:
                 scrub(f"{type(exc).__name__}: {exc}", self._url),
             )
 
-    def _gone(self) -> ConfigurationError:
+    async def _gone(self) -> LoaferError:
+        """The stream or group vanished (deleted, or a Redis restarted without
+        persistence). With ``create=True`` they are created again (a ProviderError: the
+        dispatcher tries again); otherwise a ConfigurationError."""
+        if self._create and self._client is not None:
+            try:
+                async with asyncio.timeout(self._socket_timeout):
+                    await self._client.xgroup_create(
+                        self.stream, self.group, id=self._group_start, mkstream=True
+                    )
+            except Exception as exc:  # BUSYGROUP: another consumer made it meanwhile
+                if "BUSYGROUP" not in str(exc):
+                    return operation_error(f"creating {self.describe()} again", exc, self._url)
+            logger.warning(
+                "%s: the stream or its consumer group was gone; created it again "
+                "(create=True). Entries pending before are lost with the group",
+                self.describe(),
+            )
+            return ProviderError(f"{self.describe()}: the consumer group was created again")
         return ConfigurationError(
             f"{self.describe()} at {self.url}: the stream or its consumer group no longer "
             f"exists (NOGROUP); create it with `XGROUP CREATE {self.stream} {self.group} 0 "
@@ -705,7 +723,7 @@ class RedisProvider:
             reply = await reader.read(args, self._block)
         except redis.exceptions.ResponseError as exc:
             if is_no_group(exc):
-                raise self._gone() from None
+                raise await self._gone() from None
             raise
         except BaseException:
             # the connection was dropped with the read unanswered: Redis may have given us
@@ -788,7 +806,7 @@ class RedisProvider:
             raise
         except redis.exceptions.ResponseError as exc:
             if is_no_group(exc):
-                raise self._gone() from None
+                raise await self._gone() from None
             raise operation_error(
                 f"settling message {delivery.message_id} with {outcome!r}", exc, self._url
             ) from None

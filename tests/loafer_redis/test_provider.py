@@ -433,3 +433,29 @@ async def test_idle_consumers_with_nothing_pending_are_forgotten(
 
 async def _without(names: Any, name: bytes) -> bool:
     return name not in await names
+
+
+async def test_a_group_deleted_while_running(redis_url: str, admin: RedisAdmin) -> None:
+    """Without create: a ConfigurationError (fatal: the manager stops, saying what to
+    do). With create=True (e.g. a Redis without persistence restarted): made again."""
+    stream = await admin.stream()
+    strict = provider(stream, redis_url)
+    lenient = provider(stream, redis_url, create=True)
+    await strict.start(5)
+    await lenient.start(5)
+    try:
+        await admin.client.delete(stream)
+        with pytest.raises(ConfigurationError, match="no longer exists"):
+            async with asyncio.timeout(10):
+                while True:
+                    await strict.fetch(5)
+        with pytest.raises(ProviderError, match="created again"):
+            async with asyncio.timeout(10):
+                while True:
+                    await lenient.fetch(5)
+        await admin.put(stream, b'{"after": 1}')
+        [d] = await fetch_n(lenient, 1)
+        await lenient.settle(d, ACCEPT)
+    finally:
+        await strict.close()
+        await lenient.close()
