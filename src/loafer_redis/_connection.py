@@ -15,6 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from loafer_core.errors import ProviderError
+from loafer_redis._resp import read_reply
 from loafer_redis._url import mask_url
 
 __all__ = ["BlockingReader", "open_client"]
@@ -62,6 +63,12 @@ class BlockingReader:
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs["socket_timeout"] = None  # each read sets its own deadline
+        kwargs["protocol"] = 2  # no push messages: replies only (see _resp)
+        if "maint_notifications_config" in kwargs:  # redis-py 7+: pushes need RESP3
+            from redis.maint_notifications import MaintNotificationsConfig
+
+            kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+            kwargs.pop("maint_notifications_pool_handler", None)
         self._connection_class = pool.connection_class
         self._kwargs = kwargs
         self._socket_timeout = socket_timeout
@@ -92,7 +99,11 @@ class BlockingReader:
             self.reading = True
             async with asyncio.timeout(block + self._socket_timeout):
                 await connection.send_command(*args)
-                reply = await connection.read_response()
+                stream = getattr(connection, "_reader", None)
+                if isinstance(stream, asyncio.StreamReader):
+                    reply = await read_reply(stream)  # the fast path: one parse per reply
+                else:
+                    reply = await connection.read_response()
             done = True
             return reply
         except redis.exceptions.ResponseError:
