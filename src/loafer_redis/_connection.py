@@ -13,6 +13,7 @@ import redis.asyncio
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.utils import HIREDIS_AVAILABLE
 
 from loafer_core.errors import ProviderError
 from loafer_redis._resp import read_reply
@@ -70,6 +71,8 @@ class BlockingReader:
             kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
             kwargs.pop("maint_notifications_pool_handler", None)
         self._connection_class = pool.connection_class
+        #: redis-py parses in Python (no hiredis): read the replies with _resp instead
+        self._python_parser = not HIREDIS_AVAILABLE
         self._kwargs = kwargs
         self._socket_timeout = socket_timeout
         self._connection: Any = None
@@ -100,10 +103,10 @@ class BlockingReader:
             async with asyncio.timeout(block + self._socket_timeout):
                 await connection.send_command(*args)
                 stream = getattr(connection, "_reader", None)
-                if isinstance(stream, asyncio.StreamReader):
-                    reply = await read_reply(stream)  # the fast path: one parse per reply
+                if self._python_parser and isinstance(stream, asyncio.StreamReader):
+                    reply = await read_reply(stream)  # one pass per reply, not per line
                 else:
-                    reply = await connection.read_response()
+                    reply = await connection.read_response()  # hiredis: C, faster still
             done = True
             return reply
         except redis.exceptions.ResponseError:
