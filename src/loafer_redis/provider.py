@@ -509,6 +509,9 @@ class RedisProvider:
         headers: dict[str, Any] = {}
         base = 1
         body_name = self._body
+        if len(fields) == 2 and fields[0] == body_name:
+            body = fields[1]  # the usual entry: a body and nothing else
+            fields = []
         it = iter(fields)
         for name, value in zip(it, it, strict=False):
             if name == body_name:
