@@ -28,14 +28,14 @@ end
 """
 
 _COPY = """
-local function copy(id, drop1, drop2, drop3)
+local function copy(id, drop1, drop2, drop3, drop4)
   local e = redis.call('XRANGE', KEYS[1], id, id)
   if not e[1] then return nil end
   local f = e[1][2]
   local out = {}
   for i = 1, #f, 2 do
     local name = f[i]
-    if name ~= drop1 and name ~= drop2 and name ~= drop3 then
+    if name ~= drop1 and name ~= drop2 and name ~= drop3 and name ~= drop4 then
       out[#out + 1] = name
       out[#out + 1] = f[i + 1]
     end
@@ -177,7 +177,8 @@ return {#due, wait}
 """
 
 # KEYS: stream, dead-letter stream. ARGV: group, consumer, id, reason, maxlen (0: none),
-# reason field, from field, id field, group field.
+# reason field, from field, id field, group field (not copied: the dead-letter stream's
+# consumers, whatever their group, must not skip the entry).
 # Returns {1, 0, 0} (dead-lettered), {0, 1, 0} (not ours: nothing done) or {0, 0, 1}
 # (the entry is gone from the stream: acknowledged).
 REJECT = (
@@ -185,7 +186,7 @@ REJECT = (
     + _COPY
     + """
 if not owned(ARGV[3]) then return {0, 1, 0} end
-local out = copy(ARGV[3], ARGV[6], ARGV[7], ARGV[8])
+local out = copy(ARGV[3], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 if out then
   out[#out + 1] = ARGV[6]
   out[#out + 1] = ARGV[4]

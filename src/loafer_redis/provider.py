@@ -748,6 +748,8 @@ class RedisProvider:
     async def _recover_lost(self) -> None:
         """After a read whose reply was lost: release entries pending for this consumer
         that it does not hold (they were never handed out)."""
+        if self._acks is not None:
+            await self._acks.flush()  # handled ones whose XACK is still queued are not lost
         held = set(self._outstanding) | {entry_id for entry_id, _, _ in self._buffer}
         mine = await self._own_pending()
         lost = [entry_id for entry_id in mine if entry_id not in held]
@@ -886,6 +888,7 @@ class RedisProvider:
                     REJECT_REASON_FIELD,
                     REJECTED_FROM_FIELD,
                     REJECTED_ID_FIELD,
+                    GROUP_FIELD,
                 ],
             )
         self._note(done, delivery, "dead-lettered")

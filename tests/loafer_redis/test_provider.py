@@ -459,3 +459,34 @@ async def test_a_group_deleted_while_running(redis_url: str, admin: RedisAdmin) 
     finally:
         await strict.close()
         await lenient.close()
+
+
+async def test_a_retried_then_rejected_entry_is_readable_by_any_group_of_the_dead_stream(
+    redis_url: str, admin: RedisAdmin
+) -> None:
+    stream = await admin.stream(group="billing")
+    await admin.put(stream, b'{"n": 1}')
+    p = provider(stream, redis_url, group="billing")
+    await p.start(5)
+    try:
+        [d] = await fetch_n(p, 1)
+        await p.settle(d, RETRY())
+        [again] = await fetch_n(p, 1)
+        assert again.metadata["headers"]["x-loafer-group"] == "billing"
+        await p.settle(again, REJECT("poison"))
+    finally:
+        await p.close()
+    [(_, fields)] = await admin.dead(stream)
+    assert b"x-loafer-group" not in fields
+    assert fields[b"x-loafer-attempt"] == b"2"
+    # a reprocessor of the dead-letter stream, in a group of another name, gets it
+    dead = f"{stream}:dead"
+    await admin.client.xgroup_create(dead, "loafer", id="0")
+    reprocessor = provider(dead, redis_url, dead_letter=False)
+    await reprocessor.start(5)
+    try:
+        [entry] = await fetch_n(reprocessor, 1)
+        assert entry.body == b'{"n": 1}'
+        await reprocessor.settle(entry, ACCEPT)
+    finally:
+        await reprocessor.close()
