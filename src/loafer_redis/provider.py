@@ -317,9 +317,11 @@ class RedisProvider:
             options=self._connection_options,
         )
 
-    async def _check(self, client: redis.asyncio.Redis, *, create: bool) -> None:
+    async def _check(
+        self, client: redis.asyncio.Redis, *, create: bool, dry_run: bool = False
+    ) -> None:
         """Connect, check the server's version and that the stream and group exist
-        (creating them when ``create``)."""
+        (creating them when ``create``, unless ``dry_run``: then missing is fine)."""
         try:
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
                 info = await client.info("server")
@@ -333,6 +335,8 @@ class RedisProvider:
                 if groups is None or self.group not in groups:
                     if not create:
                         raise self._missing(groups is None)
+                    if dry_run:
+                        return
                     try:
                         await client.xgroup_create(
                             self.stream, self.group, id=self._group_start, mkstream=True
@@ -381,34 +385,20 @@ class RedisProvider:
 
         On a client of its own, closed before it returns: the server answers (with the
         URL's credentials), is Redis 6.2+ or Valkey, and the stream and group exist
-        (with ``create=True`` missing ones are fine: ``start`` creates them).
+        (with ``create=True`` missing ones are fine: ``start`` creates them; nothing is
+        created here).
         ConfigurationError for what is wrong, ProviderError when Redis cannot be reached.
         """
         client = self._open()
         try:
             try:
-                await self._check_verify(client)
+                await self._check(client, create=self._create, dry_run=True)
             finally:
                 await self._close_client(client)
         except (LoaferError, asyncio.CancelledError):
             raise
         except Exception as exc:
             raise operation_error(f"verifying {self.describe()}", exc, self._url) from None
-
-    async def _check_verify(self, client: redis.asyncio.Redis) -> None:
-        if self._create:
-            # Only the server and credentials: start creates what is missing.
-            try:
-                async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
-                    await client.ping()
-            except TimeoutError:
-                raise ProviderError(
-                    f"{self.describe()}: Redis at {self.url} did not answer in time"
-                ) from None
-            except Exception as exc:
-                raise operation_error(f"verifying {self.describe()}", exc, self._url) from None
-            return
-        await self._check(client, create=False)
 
     async def start(self, capacity: int) -> None:
         """Connect, check (or create) the stream and group, and pick a consumer name."""

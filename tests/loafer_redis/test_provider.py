@@ -64,6 +64,7 @@ async def test_create_makes_the_stream_and_group(redis_url: str, admin: RedisAdm
     admin.track(stream)
     p = provider(stream, redis_url, create=True, group="billing")
     await p.verify()  # fine: start creates them
+    assert not await admin.client.exists(stream), "verify created the stream"
     await p.start(5)
     try:
         groups = await admin.client.xinfo_groups(stream)
