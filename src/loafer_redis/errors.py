@@ -25,18 +25,33 @@ def is_no_group(exc: BaseException) -> bool:
     return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("NOGROUP")
 
 
+def _refused(exc: BaseException) -> BaseException | None:
+    """The refused login or permission in ``exc``'s chain, if any (redis-py 5.0's
+    blocking pool reports a failed login as "No connection available", caused by it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError
+        ) or (
+            isinstance(current, redis.exceptions.ResponseError)
+            and str(current).startswith(("WRONGPASS", "NOAUTH", "NOPERM"))
+        ):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def operation_error(what: str, exc: BaseException, url: str) -> LoaferError:
     """Translate a failed Redis call: refused credentials and unknown commands are
     ConfigurationError (retrying cannot help), anything else ProviderError."""
     where = f"Redis at {mask_url(url)}"
     if isinstance(exc, LoaferError):
         return exc
-    if isinstance(
-        exc, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError
-    ) or (
-        isinstance(exc, redis.exceptions.ResponseError)
-        and str(exc).startswith(("WRONGPASS", "NOAUTH", "NOPERM"))
-    ):
+    refused = _refused(exc)
+    if refused is not None:
+        exc = refused
         return ConfigurationError(
             f"{where} refused {what} ({_describe(exc, url)}); check the user name and "
             "password in the URL and the user's ACL permissions"
