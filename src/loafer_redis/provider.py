@@ -264,6 +264,7 @@ class RedisProvider:
         self._filled = asyncio.Event()
         self._error: BaseException | None = None
         self._waiting = 0  # fetches waiting on an empty buffer
+        self._want = 1  # what the last waiting fetch asked for
         self._last_reclaim = 0.0
         self._reclaim_now = True
         self._cursor = b"0-0"
@@ -464,6 +465,9 @@ class RedisProvider:
             raise error
         if not self._buffer:
             self._ensure_reader()
+            # the dispatcher's free capacity: what a waiting fetch may have read for it
+            # even if deliveries it gave up settling still count as outstanding here
+            self._want = max_messages
             self._filled.clear()
             self._wake_reader.set()
             self._waiting += 1
@@ -553,6 +557,8 @@ class RedisProvider:
         failures = 0
         while not self._closed and not self._paused:
             room = self._room()
+            if self._waiting:
+                room = max(room, min(self._want, self._capacity) - len(self._buffer))
             if room <= 0 or (self._buffer and not self._waiting and room < self._read_batch):
                 await self._park()
                 continue

@@ -491,3 +491,25 @@ async def test_a_retried_then_rejected_entry_is_readable_by_any_group_of_the_dea
         await reprocessor.settle(entry, ACCEPT)
     finally:
         await reprocessor.close()
+
+
+async def test_deliveries_never_settled_do_not_shrink_what_a_fetch_gets(
+    redis_url: str, admin: RedisAdmin
+) -> None:
+    """A delivery the dispatcher gave up settling (Redis down through every try) frees
+    its slot there; the provider must still read for a fetch asking for that slot (the
+    entry itself comes back to the group once its lease lapses)."""
+    stream = await admin.stream()
+    for i in range(4):
+        await admin.put(stream, b'{"i": %d}' % i)
+    p = provider(stream, redis_url, lease=60)
+    await p.start(2)
+    try:
+        abandoned = await fetch_n(p, 2)  # never settled
+        assert len(abandoned) == 2
+        got = await fetch_n(p, 2, timeout=5)
+        assert sorted(d.body for d in got) == [b'{"i": 2}', b'{"i": 3}']
+        for d in [*abandoned, *got]:
+            await p.settle(d, ACCEPT)
+    finally:
+        await p.close()
