@@ -1,9 +1,9 @@
 """nox sessions: tests (core alone, then each plugin), lint, typecheck, docs, benchmarks.
 
 nox -s tests_core          # core only, installed with no plugin extras (isolation)
-nox -s tests_rabbit tests_amqp tests_sqs tests_nats
+nox -s tests_rabbit tests_amqp tests_sqs tests_nats tests_redis
 nox -s lint typecheck docs
-nox -s bench -- core       # or rabbit, amqp, sqs, nats; extra args go to the script
+nox -s bench -- core       # or rabbit, amqp, sqs, nats, redis; extra args go to the script
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ nox.options.reuse_existing_virtualenvs = True
 # uv creates and fills the sessions' environments in seconds; virtualenv + pip without it
 nox.options.default_venv_backend = "uv|virtualenv"
 
-PLUGINS = ("rabbit", "amqp", "sqs", "nats")
+PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis")
 
 
 @nox.session(python="3.11")
@@ -26,14 +26,15 @@ def tests_core(session: nox.Session) -> None:
         "python",
         "-c",
         "import importlib.util as u, sys; "
-        "bad = [m for m in ('aio_pika', 'proton', 'aiobotocore', 'nats') if u.find_spec(m)]; "
+        "libs = ('aio_pika', 'proton', 'aiobotocore', 'nats', 'redis'); "
+        "bad = [m for m in libs if u.find_spec(m)]; "
         "sys.exit(f'broker libraries installed: {bad}' if bad else 0)",
     )
     session.run("pytest", "tests/loafer_core", *session.posargs)
 
 
 # the AMQP 1.0 tests and benchmark watch the broker over AMQP 0-9-1 (aio-pika)
-EXTRAS = {"amqp": "amqp,rabbit", "sqs": "sqs", "rabbit": "rabbit", "nats": "nats"}
+EXTRAS = {"amqp": "amqp,rabbit", "sqs": "sqs", "rabbit": "rabbit", "nats": "nats", "redis": "redis"}
 
 
 def _plugin_tests(session: nox.Session, plugin: str) -> None:
@@ -69,6 +70,12 @@ def tests_nats(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def tests_redis(session: nox.Session) -> None:
+    """Redis Streams plugin against the real Redis (or Valkey)."""
+    _plugin_tests(session, "redis")
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
     session.install("ruff>=0.6")
@@ -94,7 +101,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats) [options]."""
+    """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis)."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
     extras = {"core": "", "instructions": "", "sqs": "[sqs,test]", "amqp": "[amqp,rabbit]"}

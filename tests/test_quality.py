@@ -98,6 +98,7 @@ PUBLIC_MODULES = [
     "loafer_amqp",
     "loafer_sqs",
     "loafer_nats",
+    "loafer_redis",
     "loafer_cli.config",
     "loafer_cli.workers",
 ]

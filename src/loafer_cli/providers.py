@@ -36,6 +36,7 @@ _SAMPLES: dict[str, Callable[[Any], Any]] = {
     "amqp": lambda cls: cls("amqp://localhost", "/amq/queue/queue"),
     "sqs": lambda cls: cls("queue", region_name="us-east-1"),
     "nats": lambda cls: cls("stream"),
+    "redis": lambda cls: cls("stream"),
 }
 
 

@@ -30,7 +30,14 @@ __all__ = [
 ENTRY_POINT_GROUP = "loafer.publishers"
 
 # The extra that installs each bundled publisher's library.
-_EXTRAS = {"rabbit": "rabbit", "amqp": "amqp", "sqs": "sqs", "sns": "sqs", "nats": "nats"}
+_EXTRAS = {
+    "rabbit": "rabbit",
+    "amqp": "amqp",
+    "sqs": "sqs",
+    "sns": "sqs",
+    "nats": "nats",
+    "redis": "redis",
+}
 
 # How each bundled publisher takes the target and the URL: (target keyword, URL keyword).
 _BUNDLED: dict[str, tuple[str, str]] = {
@@ -39,6 +46,7 @@ _BUNDLED: dict[str, tuple[str, str]] = {
     "sqs": ("queue", "endpoint_url"),
     "sns": ("topic", "endpoint_url"),
     "nats": ("subject", "url"),
+    "redis": ("stream", "url"),
 }
 
 #: messages published concurrently (each awaits its own confirm)

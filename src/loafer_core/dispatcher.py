@@ -85,6 +85,7 @@ class Dispatcher:
         self._cut: dict[Delivery, Outcome] = {}  # settles the shutdown cut short
         self._ready: deque[Delivery] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
+        self._woken: asyncio.Future[None] | None = None  # woken by _wake_one, not yet running
         self._keys: dict[str, deque[Delivery]] = {}
         self._fetching: asyncio.Task[Any] | None = None
         self._fetch_failures = 0
@@ -328,11 +329,18 @@ class Dispatcher:
     # -- waking workers -----------------------------------------------------------------------
 
     def _wake_one(self) -> None:
+        if self._woken is not None:
+            # a worker woken earlier has not run yet: when it does, it takes what is ready
+            # (and wakes the next one if more is). One wake in flight at a time: a fast
+            # handler's worker drains a batch without a wake per delivery, and concurrency
+            # still ramps up one worker per loop iteration.
+            return
         idle = self._idle
         while idle:
             fut = idle.popleft()
             if not fut.done():
                 fut.set_result(None)
+                self._woken = fut
                 return
 
     def _wake_fetcher(self) -> None:
@@ -374,7 +382,11 @@ class Dispatcher:
                     continue
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._idle.append(fut)
-            await fut
+            try:
+                await fut
+            finally:
+                if self._woken is fut:
+                    self._woken = None
 
     async def _fetch(self) -> None:
         route, provider = self.route, self.provider

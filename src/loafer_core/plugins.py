@@ -20,7 +20,7 @@ __all__ = ["ENTRY_POINT_GROUP", "ProviderInfo", "available_providers", "load_pro
 ENTRY_POINT_GROUP = "loafer.providers"
 
 # The extra of the loafer-core distribution that installs each bundled plugin's library.
-_EXTRAS = {"sqs": "sqs", "amqp": "amqp", "rabbit": "rabbit", "nats": "nats"}
+_EXTRAS = {"sqs": "sqs", "amqp": "amqp", "rabbit": "rabbit", "nats": "nats", "redis": "redis"}
 
 
 @dataclass(frozen=True)

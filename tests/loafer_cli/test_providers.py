@@ -18,7 +18,7 @@ def _row(out: str, name: str) -> str:
 def test_providers_lists_the_four_bundled_plugins_with_versions_and_capabilities() -> None:
     done = loafer("providers")
     assert done.returncode == 0, done.stderr
-    for name in ("memory", "rabbit", "amqp", "sqs", "nats"):
+    for name in ("memory", "rabbit", "amqp", "sqs", "nats", "redis"):
         row = _row(done.stdout, name)
         assert "loafer-core" in row
         assert loafer_core.__version__ in row

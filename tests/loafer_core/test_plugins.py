@@ -25,6 +25,7 @@ def test_load_memory_provider() -> None:
         ("amqp", "proton", "amqp"),
         ("rabbit", "aio_pika", "rabbit"),
         ("nats", "nats", "nats"),
+        ("redis", "redis", "redis"),
     ],
 )
 def test_our_plugins_without_their_library_name_the_extra(

@@ -1,0 +1,28 @@
+"""Redis Streams provider plugin for loafer-core, built on redis-py's asyncio client.
+
+``from loafer_redis import RedisProvider, RedisPublisher, RedisRoute``
+"""
+
+from __future__ import annotations
+
+from loafer_redis._url import mask_url
+from loafer_redis.provider import (
+    ATTEMPT_FIELD,
+    BODY_FIELD,
+    REJECT_REASON_FIELD,
+    RedisProvider,
+)
+from loafer_redis.publisher import RedisPublisher
+from loafer_redis.route import RedisRoute
+from loafer_redis.translator import RedisTranslator
+
+__all__ = [
+    "ATTEMPT_FIELD",
+    "BODY_FIELD",
+    "REJECT_REASON_FIELD",
+    "RedisProvider",
+    "RedisPublisher",
+    "RedisRoute",
+    "RedisTranslator",
+    "mask_url",
+]

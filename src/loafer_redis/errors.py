@@ -1,0 +1,66 @@
+"""Translating redis-py's exceptions at the plugin's edge, with the URL's password masked.
+
+Everything that leaves this package is a :class:`~loafer_core.errors.ProviderError`
+(transient: the dispatcher retries with backoff) or a
+:class:`~loafer_core.errors.ConfigurationError` (fix the set-up).
+"""
+
+from __future__ import annotations
+
+import redis.exceptions
+
+from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_redis._url import mask_url, scrub
+
+__all__ = ["is_no_group", "mask_url", "operation_error"]
+
+
+def _describe(exc: BaseException, url: str) -> str:
+    detail = scrub(str(exc), url) or type(exc).__name__
+    return f"{type(exc).__name__}: {detail}"
+
+
+def is_no_group(exc: BaseException) -> bool:
+    """True for Redis's NOGROUP error (the stream or its consumer group is gone)."""
+    return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("NOGROUP")
+
+
+def _refused(exc: BaseException) -> BaseException | None:
+    """The refused login or permission in ``exc``'s chain, if any (redis-py 5.0's
+    blocking pool reports a failed login as "No connection available", caused by it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError
+        ) or (
+            isinstance(current, redis.exceptions.ResponseError)
+            and str(current).startswith(("WRONGPASS", "NOAUTH", "NOPERM"))
+        ):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def operation_error(what: str, exc: BaseException, url: str) -> LoaferError:
+    """Translate a failed Redis call: refused credentials and unknown commands are
+    ConfigurationError (retrying cannot help), anything else ProviderError."""
+    where = f"Redis at {mask_url(url)}"
+    if isinstance(exc, LoaferError):
+        return exc
+    refused = _refused(exc)
+    if refused is not None:
+        exc = refused
+        return ConfigurationError(
+            f"{where} refused {what} ({_describe(exc, url)}); check the user name and "
+            "password in the URL and the user's ACL permissions"
+        )
+    if isinstance(exc, redis.exceptions.ResponseError) and "unknown command" in str(exc).lower():
+        return ConfigurationError(
+            f"{where}: {what} failed ({_describe(exc, url)}); loafer_redis needs "
+            "Redis 6.2 or later (or Valkey)"
+        )
+    if isinstance(exc, redis.exceptions.TimeoutError | TimeoutError):
+        return ProviderError(f"{where}: {what} timed out")
+    return ProviderError(f"{where}: {what} failed ({_describe(exc, url)})")

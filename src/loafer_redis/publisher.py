@@ -1,0 +1,249 @@
+"""Publishing to a Redis stream: ``XADD``, pipelined for batches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis.asyncio
+
+from loafer_core.errors import ConfigurationError, LoaferError
+from loafer_core.policy import check_number
+from loafer_redis._connection import open_client
+from loafer_redis._url import check_url, mask_url
+from loafer_redis.errors import operation_error
+from loafer_redis.provider import BODY_FIELD, DEFAULT_URL
+
+__all__ = ["RedisPublisher"]
+
+
+def _encode(body: Any) -> bytes:
+    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    try:
+        return json.dumps(body).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"RedisPublisher: cannot encode a {type(body).__name__} body as JSON ({exc}); "
+            "pass bytes, str or a JSON-serialisable object"
+        ) from exc
+
+
+def _field(name: str, value: Any) -> bytes | str | int | float:
+    if isinstance(value, bytes | str | int | float) and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    raise ConfigurationError(
+        f"RedisPublisher: header {name!r} is a {type(value).__name__}; stream fields hold "
+        "str, bytes, int or float"
+    )
+
+
+class RedisPublisher:
+    """Add messages to a Redis stream (``XADD``), the body in one field and each header
+    in a field of its own.
+
+    ``publish`` returns the new entry's id once Redis has it; ``publish_many`` sends a
+    batch pipelined (``pipeline`` commands per round trip, no transaction) and returns
+    how many were added. A failure raises :class:`~loafer_core.errors.ProviderError`
+    (in ``publish_many``, the earlier windows were added: publishing them again
+    duplicates them).
+
+    Arguments:
+        stream: the stream's key (``loafer publish redis STREAM ...``).
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL (the password is masked).
+        maxlen: trim the stream to about this many entries on each add
+            (``MAXLEN ~``; ``approximate=False`` for an exact ``MAXLEN``). Trimming
+            drops the oldest entries, delivered or not.
+        body_field: the field holding the body (the provider's ``body_field``).
+        pipeline: most commands per round trip in ``publish_many``.
+        socket_timeout: bound on each call (seconds).
+        connect_timeout: bound on connecting (seconds).
+        max_connections: the pool's size.
+        connection_options: extra keyword arguments for redis-py's connection pool.
+
+    Use it as ``async with RedisPublisher("orders", url=...) as publisher:`` or call
+    :meth:`close` when done (it connects on first use).
+    """
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        url: str = DEFAULT_URL,
+        maxlen: int | None = None,
+        approximate: bool = True,
+        body_field: str = BODY_FIELD,
+        pipeline: int = 1000,
+        socket_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        max_connections: int = 8,
+        connection_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(stream, str) or not stream:
+            raise ConfigurationError(f"RedisPublisher(stream=...): expected a key, got {stream!r}")
+        check_url("RedisPublisher", url)
+        if maxlen is not None and (
+            isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1
+        ):
+            raise ConfigurationError(
+                f"RedisPublisher(maxlen=...): expected an int >= 1 or None, got {maxlen!r}"
+            )
+        if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
+            raise ConfigurationError(
+                f"RedisPublisher(pipeline=...): expected an int >= 1, got {pipeline!r}"
+            )
+        check_number("RedisPublisher", "socket_timeout", socket_timeout, minimum=0.1)
+        check_number("RedisPublisher", "connect_timeout", connect_timeout, minimum=0.1)
+        self.stream = stream
+        self._url = url
+        self.maxlen = maxlen
+        self.approximate = bool(approximate)
+        self.body_field = body_field
+        self.pipeline = pipeline
+        self._socket_timeout = float(socket_timeout)
+        self._connect_timeout = float(connect_timeout)
+        self._max_connections = max_connections
+        self._connection_options = dict(connection_options or {})
+        self._client: redis.asyncio.Redis | None = None
+        # the start of every XADD: key, trimming, id
+        head: list[Any] = ["XADD", stream]
+        if maxlen is not None:
+            head += ["MAXLEN", "~" if self.approximate else "=", maxlen]
+        head.append("*")
+        self._head = tuple(head)
+
+    def __repr__(self) -> str:
+        return f"RedisPublisher(stream={self.stream!r}, url={mask_url(self._url)!r})"
+
+    async def __aenter__(self) -> RedisPublisher:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _ensure(self) -> redis.asyncio.Redis:
+        client = self._client
+        if client is None:
+            client = self._client = open_client(
+                self._url,
+                socket_timeout=self._socket_timeout,
+                connect_timeout=self._connect_timeout,
+                max_connections=self._max_connections,
+                options=self._connection_options,
+            )
+        return client
+
+    async def connect(self) -> None:
+        """Connect and check Redis answers (a PING); done on first publish otherwise."""
+        client = self._ensure()
+        try:
+            async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
+                await client.ping()
+        except (LoaferError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise operation_error("connecting", exc, self._url) from None
+
+    def command(
+        self, body: Any, headers: Mapping[str, Any] | None = None, stream: str | None = None
+    ) -> tuple[Any, ...]:
+        """The ``XADD`` command (as arguments) ``publish`` would send."""
+        head = self._head if stream is None else (self._head[0], stream, *self._head[2:])
+        args: list[Any] = [*head, self.body_field, _encode(body)]
+        if headers:
+            for name, value in headers.items():
+                if name == self.body_field:
+                    raise ConfigurationError(
+                        f"RedisPublisher: header {name!r} would overwrite the body field"
+                    )
+                args += (name, _field(name, value))
+        return tuple(args)
+
+    async def publish(
+        self,
+        body: Any,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        stream: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Add one message; return its entry id.
+
+        ``body``: bytes, str (UTF-8) or a JSON-serialisable object; ``headers``: str,
+        bytes, int or float values, one field each; ``stream``: another stream than the
+        publisher's.
+        """
+        if options:
+            raise ConfigurationError(
+                f"RedisPublisher.publish: unknown option(s) {sorted(options)}; it takes "
+                "headers= and stream="
+            )
+        args = self.command(body, headers, stream)
+        client = self._ensure()
+        try:
+            async with asyncio.timeout(self._socket_timeout):
+                entry_id = await client.execute_command(*args)  # type: ignore[no-untyped-call]
+        except (LoaferError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise operation_error(
+                f"adding to stream {stream or self.stream!r}", exc, self._url
+            ) from None
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def publish_many(
+        self,
+        bodies: Iterable[Any],
+        *,
+        headers: Mapping[str, Any] | None = None,
+        stream: str | None = None,
+    ) -> int:
+        """Add many messages, ``pipeline`` per round trip; return how many were added."""
+        client = self._ensure()
+        size = self.pipeline
+        command = self.command
+        added = 0
+        batch: list[tuple[Any, ...]] = []
+        for body in bodies:
+            batch.append(command(body, headers, stream))
+            if len(batch) >= size:
+                added += await self._send(client, batch, stream)
+                batch = []
+        if batch:
+            added += await self._send(client, batch, stream)
+        return added
+
+    async def _send(
+        self, client: redis.asyncio.Redis, batch: list[tuple[Any, ...]], stream: str | None
+    ) -> int:
+        pipe = client.pipeline(transaction=False)
+        for args in batch:
+            pipe.execute_command(*args)
+        try:
+            async with asyncio.timeout(self._socket_timeout + len(batch) / 1000):
+                results = await pipe.execute(raise_on_error=True)
+        except (LoaferError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise operation_error(
+                f"adding {len(batch)} entries to stream {stream or self.stream!r}", exc, self._url
+            ) from None
+        return len(results)
+
+    async def close(self) -> None:
+        """Disconnect. Idempotent; a later publish connects again."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                async with asyncio.timeout(self._socket_timeout):
+                    await client.aclose(close_connection_pool=True)
+            except Exception:  # a cancellation passes through
+                return

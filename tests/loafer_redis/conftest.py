@@ -1,0 +1,125 @@
+"""Fixtures for the Redis provider tests: a real Redis (or Valkey), unique streams."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import pytest
+import redis.asyncio
+
+from tests.brokers import port_open, resolve
+
+LOCAL_URL = "redis://127.0.0.1:6379/0"
+
+
+def _local() -> str | None:
+    return LOCAL_URL if port_open("127.0.0.1", 6379) else None
+
+
+def _container() -> str:  # pragma: no cover - needs a Docker engine
+    from testcontainers.redis import RedisContainer
+
+    container = RedisContainer("redis:7")
+    container.start()
+    host = container.get_container_host_ip()
+    port = container.get_exposed_port(6379)
+    return f"redis://{host}:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the Redis under test (LOAFER_TEST_REDIS_URL, local, or a container)."""
+    return resolve(
+        env_var="LOAFER_TEST_REDIS_URL", local=_local, container=_container, what="Redis"
+    )
+
+
+def unique(prefix: str = "loafer-test") -> str:
+    """A stream name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def keys_of(stream: str) -> list[str]:
+    """The stream and the keys a provider of it may make."""
+    return [stream, f"{stream}:dead", f"{stream}:delayed"]
+
+
+class RedisAdmin:
+    """Test-side Redis client: makes streams and groups, fills and inspects them, and
+    deletes everything it made (or was told about) at teardown."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client = redis.asyncio.Redis.from_url(url)
+        self.keys: set[str] = set()
+
+    async def stream(self, *, group: str | None = "loafer", name: str | None = None) -> str:
+        """A new stream (with ``group`` from the start, unless None)."""
+        name = name or unique()
+        self.track(name)
+        if group is not None:
+            await self.client.xgroup_create(name, group, id="0", mkstream=True)
+        return name
+
+    def track(self, *streams: str) -> None:
+        for stream in streams:
+            self.keys.update(keys_of(stream))
+
+    async def put(
+        self, stream: str, body: bytes, headers: Mapping[str, str | bytes] | None = None
+    ) -> bytes:
+        fields: dict[str | bytes, str | bytes] = {"body": body, **(headers or {})}
+        entry_id: bytes = await self.client.xadd(stream, fields)  # type: ignore[arg-type]
+        return entry_id
+
+    async def put_many(self, stream: str, bodies: list[bytes]) -> None:
+        for start in range(0, len(bodies), 1000):
+            pipe = self.client.pipeline(transaction=False)
+            for body in bodies[start : start + 1000]:
+                pipe.xadd(stream, {"body": body})
+            await pipe.execute()
+
+    async def pending(self, stream: str, group: str = "loafer") -> list[dict[str, object]]:
+        """Every pending entry of the group: id, consumer, idle time, delivery count."""
+        page = await self.client.xpending_range(stream, group, "-", "+", 100_000)
+        return list(page)
+
+    async def dead(self, stream: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        return list(await self.client.xrange(f"{stream}:dead"))
+
+    async def cleanup(self) -> None:
+        try:
+            if self.keys:
+                await self.client.delete(*self.keys)
+        finally:
+            await self.client.aclose()
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[RedisAdmin]:
+    """An admin client; every stream it makes or tracks is deleted after the test."""
+    helper = RedisAdmin(redis_url)
+    try:
+        yield helper
+    finally:
+        await helper.cleanup()
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 10.0
+) -> None:
+    """Poll ``condition`` until true, within ``timeout`` (for state that nothing signals:
+    Redis's, a child process's file, a provider's read in progress)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = condition()
+                if not isinstance(result, bool):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
