@@ -1,4 +1,5 @@
-"""One Manager, one route on each broker (memory, RabbitMQ, AMQP 1.0, SQS), side by side."""
+"""One Manager, one route on each broker (memory, RabbitMQ, AMQP 1.0, SQS, NATS JetStream,
+Redis Streams), side by side."""
 
 from __future__ import annotations
 
@@ -15,13 +16,25 @@ import pytest
 from loafer_amqp import AMQPRoute
 from loafer_core import JSONTranslator, Manager, Route
 from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_nats import NATSPublisher, NATSRoute
 from loafer_rabbit import RabbitRoute
+from loafer_redis import RedisPublisher, RedisRoute
 from loafer_sqs import SQSRoute
 from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
+from tests.loafer_nats.conftest import nats_url  # noqa: F401
 from tests.loafer_rabbit.conftest import rabbit_url  # noqa: F401
+from tests.loafer_redis.conftest import redis_url  # noqa: F401
 from tests.loafer_sqs.conftest import client_options, sqs_endpoint  # noqa: F401
 
-pytestmark = [pytest.mark.memory, pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
+pytestmark = [
+    pytest.mark.memory,
+    pytest.mark.rabbit,
+    pytest.mark.amqp,
+    pytest.mark.sqs,
+    pytest.mark.nats,
+    pytest.mark.redis,
+]
+BROKERS = ("memory", "rabbit", "amqp", "sqs", "nats", "redis")
 
 PER_BROKER = 5
 
@@ -53,15 +66,48 @@ async def _rabbit_depth_and_delete(url: str, name: str) -> int:
         await connection.close()
 
 
+async def _nats_state(url: str, stream: str, consumer: str) -> tuple[int, int]:
+    """(messages left in the stream, messages delivered and not acked), then delete it."""
+    import nats
+
+    client = await nats.connect(url, connect_timeout=5)
+    try:
+        js = client.jetstream(timeout=10)
+        info = await js.consumer_info(stream, consumer)
+        left = (await js.stream_info(stream)).state.messages
+        await js.delete_stream(stream)
+        return left, info.num_ack_pending
+    finally:
+        await client.close()
+
+
+async def _redis_state(url: str, stream: str, group: str) -> int:
+    """Entries pending in the group (delivered, not acked), then delete the stream's keys."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        pending = await client.xpending(stream, group)
+        keys = [k async for k in client.scan_iter(match=f"{stream}*")]
+        if keys:
+            await client.delete(*keys)
+        return int(pending["pending"])
+    finally:
+        await client.aclose()
+
+
 async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
     rabbit_url: str,  # noqa: F811
     amqp_url: str,  # noqa: F811
     client_options: dict[str, Any],  # noqa: F811
+    nats_url: str,  # noqa: F811
+    redis_url: str,  # noqa: F811
 ) -> None:
     from aiobotocore.session import get_session
 
     suffix = uuid.uuid4().hex[:12]
     rabbit_queue, amqp_queue, sqs_queue = (f"loafer-mixed-{b}-{suffix}" for b in "rab")
+    nats_stream, redis_stream = f"loafer-mixed-n-{suffix}", f"loafer-mixed-d-{suffix}"
     amqp_pika_url = f"amqp://{urlsplit(amqp_url).netloc}/"
     memory = MemoryBroker()
     memory.publish_many("q", bodies("memory"))
@@ -73,7 +119,7 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
             for body in bodies("sqs"):
                 await sqs.send_message(QueueUrl=url, MessageBody=body.decode())
 
-            seen: dict[str, set[int]] = {b: set() for b in ("memory", "rabbit", "amqp", "sqs")}
+            seen: dict[str, set[int]] = {b: set() for b in BROKERS}
             all_seen = asyncio.Event()
 
             async def handler(content: Any, metadata: Any) -> bool:
@@ -91,8 +137,24 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
                     {"options": {"WaitTimeSeconds": 1}, **client_options},
                     handler=handler,
                 ),
+                NATSRoute(
+                    nats_stream,
+                    url=nats_url,
+                    consumer="mixed",
+                    create=True,
+                    subjects=[f"{nats_stream}.>"],
+                    handler=handler,
+                ),
+                RedisRoute(
+                    redis_stream, url=redis_url, group="mixed", create=True, handler=handler
+                ),
             ]
-            async with Manager(routes):
+            async with Manager(routes) as manager:
+                await manager.wait_started()  # the stream and group exist: publish now
+                async with NATSPublisher(f"{nats_stream}.in", url=nats_url) as nats_publisher:
+                    await nats_publisher.publish_many(bodies("nats"))
+                async with RedisPublisher(redis_stream, url=redis_url) as redis_publisher:
+                    await redis_publisher.publish_many(bodies("redis"))
                 await asyncio.wait_for(all_seen.wait(), 60)
             assert seen == {b: set(range(PER_BROKER)) for b in seen}
             # every message settled where it came from: nothing left, nothing in flight
@@ -115,4 +177,9 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
                 await sqs.delete_queue(QueueUrl=url)
             rabbit_left = await _rabbit_depth_and_delete(rabbit_url, rabbit_queue)
             amqp_left = await _rabbit_depth_and_delete(amqp_pika_url, amqp_queue)
+            nats_left = await _nats_state(nats_url, nats_stream, "mixed")
+            redis_pending = await _redis_state(redis_url, redis_stream, "mixed")
     assert (rabbit_left, amqp_left) == (0, 0)
+    # NATS: a work-queue stream drops acked messages; nothing delivered and unacked
+    assert nats_left == (0, 0)
+    assert redis_pending == 0
