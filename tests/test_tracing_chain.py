@@ -24,10 +24,12 @@ from loafer_core.ext.otel import tracing
 from loafer_core.forward import Publish
 from loafer_nats import NATSPublisher, NATSRoute
 from loafer_rabbit import RabbitPublisher, RabbitRoute
+from loafer_redis import RedisPublisher, RedisRoute
 from loafer_sqs import SNSPublisher, SNSQueueRoute, SQSPublisher, SQSRoute
 from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
 from tests.loafer_nats.conftest import NatsAdmin, nats_url  # noqa: F401
 from tests.loafer_rabbit.conftest import rabbit_url  # noqa: F401
+from tests.loafer_redis.conftest import RedisAdmin, redis_url  # noqa: F401
 from tests.loafer_sqs.conftest import client_options, sqs_endpoint  # noqa: F401
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
@@ -406,4 +408,75 @@ async def test_one_trace_from_rabbitmq_forwarded_to_nats(
     for span in chain:
         assert span.status.status_code is StatusCode.UNSET
     # the forward's publish ends (its ack) before the RabbitMQ delivery's span ends
+    assert chain[2].end_time <= chain[1].end_time  # type: ignore[operator]
+
+
+@pytest.mark.nats
+@pytest.mark.redis
+async def test_one_trace_from_nats_forwarded_to_redis(
+    nats_url: str,  # noqa: F811
+    redis_url: str,  # noqa: F811
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A NATS route forwards (``publish_to=``) to a Redis stream; a Redis route consumes:
+    the Redis producer span is a child of the NATS consumer span, the Redis consumer span
+    a child of the Redis producer span (the context travels in the entry's fields)."""
+    suffix = uuid.uuid4().hex[:12]
+    nats_stream, redis_stream = f"loafer-trace-nr-{suffix}", f"loafer-trace-r-{suffix}"
+    tr = tracing(tracer_provider=provider)
+    nats = NatsAdmin(nats_url)
+    await nats.open()
+    redis_admin = RedisAdmin(redis_url)
+    seen: list[Any] = []
+    done = asyncio.Event()
+
+    async def from_redis(content: Any, metadata: Any) -> bool:
+        seen.append(content)
+        done.set()
+        return True
+
+    try:
+        await nats.stream(nats_stream, consumer="work")
+        await redis_admin.stream(name=redis_stream)
+        async with NATSPublisher(f"{nats_stream}.in", url=nats_url) as to_nats:
+            routes = [
+                NATSRoute(
+                    nats_stream,
+                    url=nats_url,
+                    consumer="work",
+                    handler=lambda content, metadata: Publish({**content, "hops": 2}),
+                    publish_to=RedisPublisher(redis_stream, url=redis_url),
+                ),
+                RedisRoute(redis_stream, url=redis_url, handler=from_redis),
+            ]
+            with tr.scope():
+                await to_nats.publish({"hops": 1})
+            async with Manager(routes, middleware=[tr]):
+                async with asyncio.timeout(30):
+                    await done.wait()
+    finally:
+        try:
+            await nats.cleanup()
+        finally:
+            await redis_admin.cleanup()
+
+    assert seen == [{"hops": 2}]
+    spans = list(exporter.get_finished_spans())
+    assert len({s.context.trace_id for s in spans}) == 1, "one trace"
+    chain = chain_of(spans)
+    assert [(s.name, s.kind) for s in chain] == [
+        (f"publish {nats_stream}.in", SpanKind.PRODUCER),
+        (f"process {nats_stream}", SpanKind.CONSUMER),
+        (f"publish {redis_stream}", SpanKind.PRODUCER),
+        (f"process {redis_stream}", SpanKind.CONSUMER),
+    ]
+    systems = [s.attributes["messaging.system"] for s in chain]  # type: ignore[index]
+    assert systems == ["nats", "nats", "redis", "redis"]
+    # the producer span names the entry Redis added, which the consumer span names too
+    entry_id = chain[2].attributes["messaging.message.id"]  # type: ignore[index]
+    assert chain[3].attributes["messaging.message.id"] == entry_id  # type: ignore[index]
+    for span in chain:
+        assert span.status.status_code is StatusCode.UNSET
+    # the forward's XADD ends before the NATS delivery's span ends
     assert chain[2].end_time <= chain[1].end_time  # type: ignore[operator]

@@ -3,8 +3,9 @@
 :func:`build_document` reads a :class:`~loafer_core.Manager`'s routes and publishers:
 
 - a **channel** and a ``receive`` **operation** per route: the address (queue, AMQP 1.0
-  address), the broker's channel bindings (``amqp``, ``amqp1``, ``sqs``; none for
-  memory), and one **message** per handler: its payload is the JSON Schema of the type
+  address, stream), the broker's channel bindings (``amqp``, ``amqp1``, ``sqs``; none for
+  memory, NATS and Redis: a Redis route's consumer group is in its operation's
+  ``x-loafer-redis``), and one **message** per handler: its payload is the JSON Schema of the type
   the handler declares (:func:`loafer_core.typed.type_schema`; ``{}``, any content, for
   an untyped handler). A :class:`~loafer_core.dispatch.Handlers` route has one message
   per handler, each with its discriminator value (a header: the message's ``headers``
@@ -312,6 +313,55 @@ def _describe_nats_publisher(publisher: Any) -> Info:
     return info
 
 
+_REDIS_SCHEMES = {"redis": "Redis", "rediss": "Redis over TLS"}
+_REDIS_DB = re.compile(r"/([0-9]{1,5})/?")
+
+
+def _redis_server(masked_url: str) -> Info:
+    """Protocol ``redis``, ``host:port`` (6379 when the URL names none), the database
+    number as the pathname (``/0`` left out); a ``unix://`` socket: no server."""
+    info = _info(kind="redis")
+    found = _host(masked_url)
+    if found is None or found[1] not in _REDIS_SCHEMES:
+        return info
+    host, scheme = found
+    if ":" not in host.rpartition("]")[2]:
+        host = f"{host}:6379"
+    info.update(host=host, protocol="redis", serverDescription=_REDIS_SCHEMES[scheme])
+    rest = masked_url.partition("://")[2]
+    path = re.split(r"[?#]", rest[rest.rfind("@") + 1 :], maxsplit=1)[0].partition("/")
+    db = _REDIS_DB.fullmatch(path[1] + path[2]) if path[1] else None
+    if db is not None and int(db.group(1)) != 0:
+        info["pathname"] = f"/{int(db.group(1))}"
+    return info
+
+
+def _describe_redis_provider(provider: Any) -> Info:
+    info = _redis_server(provider.url)  # url: the password masked
+    stream, group = provider.stream, provider.group
+    info["address"] = stream
+    info["description"] = f"Redis stream {stream!r}, consumer group {group!r}"
+    # AsyncAPI's redis bindings are reserved, without fields: loafer's own extension
+    extension: dict[str, Any] = {"group": group}
+    dead_letter = getattr(provider, "dead_letter_stream", None)
+    if isinstance(dead_letter, str) and dead_letter:
+        extension["deadLetterStream"] = dead_letter
+    info["x-loafer-redis"] = extension
+    return info
+
+
+def _describe_redis_publisher(publisher: Any) -> Info:
+    from loafer_redis._url import mask_url
+
+    info = _redis_server(mask_url(str(getattr(publisher, "_url", ""))))
+    stream = publisher.stream
+    info["address"] = stream
+    maxlen = getattr(publisher, "maxlen", None)
+    trimmed = f", trimmed to about {maxlen} entries" if isinstance(maxlen, int) else ""
+    info["description"] = f"added to Redis stream {stream!r} (XADD){trimmed}"
+    return info
+
+
 #: The bundled plugins' providers and publishers: (module, class, describer).
 _DESCRIBERS: tuple[tuple[str, str, Callable[[Any], Info]], ...] = (
     ("loafer_rabbit.provider", "RabbitProvider", _describe_rabbit_provider),
@@ -323,6 +373,8 @@ _DESCRIBERS: tuple[tuple[str, str, Callable[[Any], Info]], ...] = (
     ("loafer_sqs.publisher", "SNSPublisher", _describe_sns_publisher),
     ("loafer_nats.provider", "NATSProvider", _describe_nats_provider),
     ("loafer_nats.publisher", "NATSPublisher", _describe_nats_publisher),
+    ("loafer_redis.provider", "RedisProvider", _describe_redis_provider),
+    ("loafer_redis.publisher", "RedisPublisher", _describe_redis_publisher),
 )
 
 
@@ -664,6 +716,9 @@ class _Builder:
         }
         if info.get("operationBindings"):
             operation["bindings"] = dict(info["operationBindings"])
+        for key, value in info.items():  # a bundled describer's extension fields
+            if key.startswith("x-loafer-") and value:
+                operation[key] = value
         self.operations[operation_id] = operation
 
     def route(self, route: Route) -> None:

@@ -282,6 +282,12 @@ class RedisProvider:
         """The Redis URL with its password masked."""
         return mask_url(self._url)
 
+    @property
+    def address(self) -> str:
+        """The stream's key: the destination the tracing middleware names a delivery's
+        consumer span by (``process <stream>``, ``messaging.destination.name``)."""
+        return self.stream
+
     def describe(self) -> str:
         """A short description for logs (no secrets)."""
         return f"redis stream {self.stream!r} group {self.group!r}"

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from typing import Any
 
 import redis.asyncio
 
 from loafer_core.errors import ConfigurationError, LoaferError
+from loafer_core.ext.otel import MESSAGE_ID, publish_span
 from loafer_core.policy import check_number
+from loafer_core.typed import TYPE_HEADER, encode
 from loafer_redis._connection import open_client
 from loafer_redis._url import check_url, mask_url
 from loafer_redis.errors import operation_error
 from loafer_redis.provider import BODY_FIELD, DEFAULT_URL
 
 __all__ = ["RedisPublisher"]
+
+#: ``messaging.system`` of the producer spans (what the tracing middleware names a
+#: ``loafer_redis`` route's consumer spans by).
+SYSTEM = "redis"
 
 
 def _encode(body: Any) -> bytes:
@@ -67,6 +73,15 @@ class RedisPublisher:
         connect_timeout: bound on connecting (seconds).
         max_connections: the pool's size.
         connection_options: extra keyword arguments for redis-py's connection pool.
+        type_header: the header field a typed object's type is named in (``None``: none).
+
+    Typed objects (a pydantic model, a dataclass, a msgspec Struct,
+    :class:`~loafer_core.typed.Typed`) are added as JSON with their type in the
+    ``type_header`` field (:func:`~loafer_core.typed.encode`), so that
+    ``Handlers(discriminator=header("type"))`` takes them on their typed handlers. Each
+    publish (and each ``publish_many`` batch) is traced when the process uses
+    OpenTelemetry (:mod:`loafer_core.ext.otel`: a producer span, its W3C context in the
+    entry's header fields).
 
     Use it as ``async with RedisPublisher("orders", url=...) as publisher:`` or call
     :meth:`close` when done (it connects on first use).
@@ -85,9 +100,20 @@ class RedisPublisher:
         connect_timeout: float = 10.0,
         max_connections: int = 8,
         connection_options: Mapping[str, Any] | None = None,
+        type_header: str | None = TYPE_HEADER,
     ) -> None:
         if not isinstance(stream, str) or not stream:
             raise ConfigurationError(f"RedisPublisher(stream=...): expected a key, got {stream!r}")
+        if type_header is not None and (not isinstance(type_header, str) or not type_header):
+            raise ConfigurationError(
+                f"RedisPublisher(type_header=...): expected a field name or None, "
+                f"got {type_header!r}"
+            )
+        if type_header is not None and type_header == body_field:
+            raise ConfigurationError(
+                f"RedisPublisher(type_header={type_header!r}): it is the body field; "
+                "name another field (or None)"
+            )
         check_url("RedisPublisher", url)
         if maxlen is not None and (
             isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1
@@ -107,6 +133,7 @@ class RedisPublisher:
         self.approximate = bool(approximate)
         self.body_field = body_field
         self.pipeline = pipeline
+        self.type_header = type_header
         self._socket_timeout = float(socket_timeout)
         self._connect_timeout = float(connect_timeout)
         self._max_connections = max_connections
@@ -152,20 +179,42 @@ class RedisPublisher:
         except Exception as exc:
             raise operation_error("connecting", exc, self._url) from None
 
+    def _typed(
+        self, body: Any, headers: Mapping[str, Any] | None
+    ) -> tuple[bytes, Mapping[str, Any] | None]:
+        """The body's bytes and its headers: a typed object's type header under the
+        caller's ``headers`` (which win), else ``headers`` as they are."""
+        if type(body) is bytes:  # the usual body: no further look
+            return body, headers
+        encoded = encode(body, header=self.type_header)
+        if encoded is None:
+            return _encode(body), headers
+        if not encoded.headers:
+            return encoded.body, headers
+        return encoded.body, {**encoded.headers, **headers} if headers else encoded.headers
+
+    def _fields(self, headers: Mapping[str, Any] | None) -> tuple[Any, ...]:
+        """The header fields of an ``XADD`` (name, value, ...), checked."""
+        if not headers:
+            return ()
+        args: list[Any] = []
+        for name, value in headers.items():
+            if name == self.body_field:
+                raise ConfigurationError(
+                    f"RedisPublisher: header {name!r} would overwrite the body field"
+                )
+            args += (name, _field(name, value))
+        return tuple(args)
+
+    def _head_for(self, stream: str | None) -> tuple[Any, ...]:
+        return self._head if stream is None else (self._head[0], stream, *self._head[2:])
+
     def command(
         self, body: Any, headers: Mapping[str, Any] | None = None, stream: str | None = None
     ) -> tuple[Any, ...]:
-        """The ``XADD`` command (as arguments) ``publish`` would send."""
-        head = self._head if stream is None else (self._head[0], stream, *self._head[2:])
-        args: list[Any] = [*head, self.body_field, _encode(body)]
-        if headers:
-            for name, value in headers.items():
-                if name == self.body_field:
-                    raise ConfigurationError(
-                        f"RedisPublisher: header {name!r} would overwrite the body field"
-                    )
-                args += (name, _field(name, value))
-        return tuple(args)
+        """The ``XADD`` command (as arguments) ``publish`` would send (untraced)."""
+        data, headers = self._typed(body, headers)
+        return (*self._head_for(stream), self.body_field, data, *self._fields(headers))
 
     async def publish(
         self,
@@ -177,27 +226,34 @@ class RedisPublisher:
     ) -> str:
         """Add one message; return its entry id.
 
-        ``body``: bytes, str (UTF-8) or a JSON-serialisable object; ``headers``: str,
-        bytes, int or float values, one field each; ``stream``: another stream than the
-        publisher's.
+        ``body``: bytes, str (UTF-8), a typed object (JSON, its type in ``type_header``)
+        or a JSON-serialisable object; ``headers``: str, bytes, int or float values, one
+        field each; ``stream``: another stream than the publisher's. Traced as a producer
+        span (``publish <stream>``, the entry id as ``messaging.message.id``).
         """
         if options:
             raise ConfigurationError(
                 f"RedisPublisher.publish: unknown option(s) {sorted(options)}; it takes "
                 "headers= and stream="
             )
-        args = self.command(body, headers, stream)
-        client = self._ensure()
-        try:
-            async with asyncio.timeout(self._socket_timeout):
-                entry_id = await client.execute_command(*args)  # type: ignore[no-untyped-call]
-        except (LoaferError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            raise operation_error(
-                f"adding to stream {stream or self.stream!r}", exc, self._url
-            ) from None
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        data, headers = self._typed(body, headers)
+        target = stream or self.stream
+        span = publish_span(SYSTEM, target, headers)
+        with span as sent:
+            args = (*self._head_for(stream), self.body_field, data, *self._fields(sent))
+            client = self._ensure()
+            try:
+                async with asyncio.timeout(self._socket_timeout):
+                    entry_id = await client.execute_command(*args)  # type: ignore[no-untyped-call]
+            except (LoaferError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                raise operation_error(f"adding to stream {target!r}", exc, self._url) from None
+            text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            recording = getattr(span, "span", None)  # a producer span: name the entry
+            if recording is not None:
+                recording.set_attribute(MESSAGE_ID, text)
+        return text
 
     async def publish_many(
         self,
@@ -206,14 +262,30 @@ class RedisPublisher:
         headers: Mapping[str, Any] | None = None,
         stream: str | None = None,
     ) -> int:
-        """Add many messages, ``pipeline`` per round trip; return how many were added."""
+        """Add many messages, ``pipeline`` per round trip; return how many were added.
+
+        Traced as one producer span for the whole batch (its context in every entry;
+        ``messaging.batch.message_count`` when ``bodies`` has a length)."""
+        count = len(bodies) if isinstance(bodies, Sized) else None
+        with publish_span(SYSTEM, stream or self.stream, headers, count=count) as sent:
+            return await self._publish_many(bodies, sent, stream)
+
+    async def _publish_many(
+        self, bodies: Iterable[Any], headers: Mapping[str, Any] | None, stream: str | None
+    ) -> int:
         client = self._ensure()
         size = self.pipeline
-        command = self.command
+        head = (*self._head_for(stream), self.body_field)
+        fields = self._fields(headers)  # the same for every entry but a typed one
+        typed, merged = self._typed, self._fields
         added = 0
         batch: list[tuple[Any, ...]] = []
         for body in bodies:
-            batch.append(command(body, headers, stream))
+            if type(body) is bytes:  # the usual body: no further look
+                batch.append((*head, body, *fields))
+            else:
+                data, own = typed(body, headers)
+                batch.append((*head, data, *(fields if own is headers else merged(own))))
             if len(batch) >= size:
                 added += await self._send(client, batch, stream)
                 batch = []

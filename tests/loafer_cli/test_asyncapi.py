@@ -30,6 +30,7 @@ from loafer_core.errors import ConfigurationError
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_nats import NATSPublisher, NATSRoute
 from loafer_rabbit import RabbitPublisher
+from loafer_redis import RedisPublisher, RedisRoute
 from loafer_sqs import SQSProvider
 from loafer_sqs.publisher import SNSPublisher, SQSPublisher
 from tests.loafer_cli.asyncapi_service import (
@@ -630,6 +631,89 @@ def test_nats_routes_and_publishers_are_valid_and_show_no_credential(
     assert shipped["payload"] == {"$ref": "#/components/schemas/Shipped"}
     send = [op for op in doc["operations"].values() if op["action"] == "send"]
     assert len(send) == 2 and all("bindings" not in op for op in send)
+
+
+def test_redis_routes_and_publishers_are_valid_and_show_no_credential(
+    validator: Draft7Validator,
+) -> None:
+    """A Redis route (a consumer group of a stream) and Redis publishers: servers with
+    protocol ``redis``, host:port only (the database as the pathname); the group in the
+    receive operation's ``x-loafer-redis`` (AsyncAPI's redis bindings have no fields);
+    no user name, password or secret query value anywhere."""
+    handlers = Handlers(discriminator=header("type"))
+    handlers.on(OrderCreated)(on_created)
+    route = RedisRoute(
+        "orders",
+        url="redis://redisuser:redis-pw-5ecret@redis.example:6380/0",
+        group="billing",
+        handler=handlers,
+    )
+    publisher = RedisPublisher(
+        "orders.shipped", url="redis://redisuser:redis-pw-5ecret@redis.example:6380"
+    )
+    publisher.message_type = Shipped  # type: ignore[attr-defined]
+    manager = Manager([route])
+    manager.services.append(publisher)
+    manager.services.append(
+        RedisPublisher(
+            "audit",
+            url="rediss://:lone-pw-5ecret@secure.example/3?password=query-pw-5ecret",
+            maxlen=1000,
+            connection_options={"password": "option-pw-5ecret"},
+        )
+    )
+    manager.services.append(RedisPublisher("local", url="unix:///run/redis-5ecret.sock"))
+    doc = document(manager)
+    assert errors_of(validator, doc) == []
+    for fmt in ("json", "yaml"):
+        text = render(doc, fmt)
+        for secret in (
+            "redisuser",
+            "redis-pw-5ecret",
+            "lone-pw-5ecret",
+            "query-pw-5ecret",
+            "option-pw-5ecret",
+            "redis-5ecret.sock",  # nor a unix socket's path taken for a host
+        ):
+            assert secret not in text, (fmt, secret)
+
+    servers = doc["servers"]
+    assert sorted(servers.values(), key=lambda s: s["host"]) == [
+        {"host": "redis.example:6380", "protocol": "redis", "description": "Redis"},
+        {
+            "host": "secure.example:6379",
+            "protocol": "redis",
+            "pathname": "/3",
+            "description": "Redis over TLS",
+        },
+    ]
+    channels = doc["channels"]
+    received = channels["redis_orders_billing"]  # the default route name, redis:orders:billing
+    assert received["address"] == "orders"
+    assert received["x-loafer-provider"] == "redis"
+    assert "billing" in received["description"] and "orders" in received["description"]
+    assert "bindings" not in received
+    assert received["x-loafer-discriminator"] == {"header": "type"}
+    (message,) = received["messages"].values()
+    assert message["payload"] == {"$ref": "#/components/schemas/OrderCreated"}
+    assert message["headers"]["properties"] == {"type": {"const": "OrderCreated"}}
+    receive = [op for op in doc["operations"].values() if op["action"] == "receive"]
+    assert [op.get("bindings") for op in receive] == [None]
+    assert [op["x-loafer-redis"] for op in receive] == [
+        {"group": "billing", "deadLetterStream": "orders:dead"}
+    ]
+    sent = {c["address"]: c for c in channels.values() if c["address"] != "orders"}
+    assert set(sent) == {"orders.shipped", "audit", "local"}
+    # the route and the publisher on one server share it
+    assert sent["orders.shipped"]["servers"] == received["servers"]
+    assert sent["orders.shipped"]["servers"] != sent["audit"]["servers"]
+    assert "servers" not in sent["local"]  # a unix socket: no network server
+    assert "about 1000 entries" in sent["audit"]["description"]
+    (shipped,) = sent["orders.shipped"]["messages"].values()
+    assert shipped["payload"] == {"$ref": "#/components/schemas/Shipped"}
+    send = [op for op in doc["operations"].values() if op["action"] == "send"]
+    assert len(send) == 3 and all("bindings" not in op for op in send)
+    assert not any(key.startswith("x-loafer-redis") for op in send for key in op)
 
 
 # -- the command -------------------------------------------------------------------------
