@@ -185,6 +185,8 @@ class _ReceiverClient(ReactorClient):
             return
         self._unsettled[seq] = dlv
         attempt = meta["delivery_count"] + 1 if self.profile == "generic" else None
+        meta["attempt"] = attempt
+        meta["queue"] = self.address
         delivery = Delivery(
             raw=body,
             body=body,

@@ -483,6 +483,8 @@ class NATSProvider:
             "num_pending": meta.num_pending,
             "timestamp": meta.timestamp,
             "message_id": message_id,
+            "attempt": meta.num_delivered,
+            "queue": meta.stream,
         }
         data = msg.data
         return Delivery(

@@ -716,12 +716,13 @@ class RabbitProvider:
             "queue": self.queue,
         }
         body = message.body
+        attempt = metadata["attempt"] = _attempt_of(headers)
         return Delivery(
             raw=body,
             body=body,
             message_id=message.message_id,
             metadata=metadata,
-            attempt=_attempt_of(headers),
+            attempt=attempt,
             token=token,
         )
 

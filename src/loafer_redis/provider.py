@@ -534,9 +534,13 @@ class RedisProvider:
                 self._acks.add(entry_id)
                 return None
         message_id = entry_id.decode()
+        attempt = base + count - 1
         metadata = {
             "headers": headers,
             "id": message_id,
+            "message_id": message_id,
+            "attempt": attempt,
+            "queue": self.stream,
             "stream": self.stream,
             "group": self.group,
             "consumer": self.consumer,
@@ -548,7 +552,7 @@ class RedisProvider:
             body=raw,
             message_id=message_id,
             metadata=metadata,
-            attempt=base + count - 1,
+            attempt=attempt,
             token=Entry(entry_id),
         )
 

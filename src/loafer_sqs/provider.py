@@ -689,6 +689,9 @@ class SQSProvider:
             "MessageAttributes": dict(message_attributes),
             "headers": _headers(message_attributes),
             "queue_url": self._queue_url,
+            "message_id": receipt.message_id,
+            "attempt": attempt,
+            "queue": self._name,
         }
         return Delivery(
             raw=message,

@@ -252,6 +252,30 @@ class ProviderContract:
 
         self._run(scenario)
 
+    def test_metadata_names_the_message(self) -> None:
+        """The metadata keys every provider fills (see :mod:`loafer_core.provider`):
+        ``message_id`` and ``attempt`` as on the delivery, ``headers`` a mapping, and
+        ``queue``, so a handler reads them the same way on every broker."""
+
+        async def scenario(queue: str) -> None:
+            body = b'{"n": 1}'
+            await self.put(queue, body, {"x-loafer-test": "metadata"})
+            provider = await self._started(queue)
+            try:
+                delivery = await self._fetch_body(provider, body, self.redelivery_timeout)
+                metadata = delivery.metadata
+                missing = {"message_id", "attempt", "headers", "queue"} - set(metadata)
+                assert not missing, f"metadata lacks {sorted(missing)}: {sorted(metadata)}"
+                assert metadata["message_id"] == delivery.message_id
+                assert metadata["attempt"] == delivery.attempt
+                assert isinstance(metadata["headers"], Mapping)
+                assert metadata["queue"]
+                await provider.settle(delivery, ACCEPT)
+            finally:
+                await provider.close()
+
+        self._run(scenario)
+
     def test_accept_removes(self) -> None:
         async def scenario(queue: str) -> None:
             body = b'{"accept": true}'
