@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from loafer_core.errors import ConfigurationError, ProviderError
-from loafer_core.outcome import RETRY, Outcome, OutcomeKind
+from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Delivery, Publisher
 
 if TYPE_CHECKING:
@@ -60,6 +60,12 @@ logger = logging.getLogger("loafer_core.forward")
 
 DEFAULT = "default"
 """The name a single ``publish_to=publisher`` is known by."""
+
+CANCEL_GRACE = 5.0
+"""Seconds the publishes of a delivery get to end once cancelled (the handler cut short,
+an outcome other than ACCEPT, a forced shutdown) before its settlement goes on without
+them: a publisher whose publish ignores its cancellation cannot hold a worker, or the
+shutdown, for ever (it is logged and left behind)."""
 
 
 class ForwardError(ProviderError):
@@ -181,8 +187,7 @@ class Targets:
         await forwarding.wait()
         failure = forwarding.failure
         if failure is not None:
-            route._count_error(failure)
-            route._log_error(
+            return route.failed(
                 failure,
                 delivery,
                 "route %r: a publish made while handling message %s was not confirmed "
@@ -191,7 +196,6 @@ class Targets:
                 delivery.message_id,
                 f"{type(failure).__name__}: {failure}",
             )
-            return route._finish(RETRY(), delivery)
         return outcome
 
     async def returned(self, result: Any) -> Any:
@@ -260,22 +264,33 @@ class _Forwarding:
 
     async def wait(self) -> None:
         """Until every publish started (also while waiting) has finished; on
-        cancellation, cancel them (their messages may or may not have arrived)."""
+        cancellation, cancel them and let them end (their messages may or may not have
+        arrived) before the delivery is settled."""
         try:
             while self.tasks:
                 await asyncio.wait(set(self.tasks))
         except asyncio.CancelledError:
-            for task in self.tasks:
-                task.cancel()
+            await self.cancel()
             raise
 
     async def cancel(self) -> None:
-        """Stop waiting for the publishes still in flight."""
+        """Cancel the publishes still in flight and wait until they ended (at most
+        :data:`CANCEL_GRACE` seconds: one ignoring its cancellation is left behind)."""
         tasks = set(self.tasks)
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        if not tasks:
+            return
+        grace = CANCEL_GRACE
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        if pending:
+            logger.warning(
+                "%d publish(es) did not end within %ss of being cancelled; their message is "
+                "settled without them (a publisher's publish must end when cancelled; %r)",
+                len(pending),
+                grace,
+                self.targets,
+            )
 
     def close(self) -> None:
         """No more publishes for this delivery."""

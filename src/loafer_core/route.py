@@ -478,6 +478,21 @@ class Route:
             return self._deliverable_delay(outcome, outcome.delay, self._capabilities)
         return outcome
 
+    def retry_outcome(self, delivery: Delivery) -> Outcome:
+        """The RETRY of ``delivery`` as this route gives it: with its retry policy's delay,
+        or a REJECT once ``max_attempts`` is reached (for middlewares that retry a
+        delivery without running the route, such as a busy idempotency key)."""
+        return self._finish(RETRY(), delivery)
+
+    def failed(self, exc: BaseException, delivery: Delivery, message: str, *args: Any) -> Outcome:
+        """An error of ``delivery`` met outside the handler (by a middleware, or a
+        forwarded publish): counted in :attr:`message_errors`, logged (``message % args``,
+        with the traceback of ``exc``) at the route's bounded rate, and answered with
+        :meth:`retry_outcome`."""
+        self._count_error(exc)
+        self._log_error(exc, delivery, message, *args)
+        return self._finish(RETRY(), delivery)
+
     def _deliverable_delay(
         self, outcome: Outcome, delay: float, capabilities: Capabilities
     ) -> Outcome:
