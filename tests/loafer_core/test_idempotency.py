@@ -5,6 +5,7 @@ TTLs; the in-memory store and the Redis store (against a real Redis)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -354,3 +355,205 @@ def test_redis_store_rejects_a_non_redis_url() -> None:
 
     with pytest.raises(ConfigurationError, match="redis://"):
         RedisStore("http://:pw@127.0.0.1:6379")
+
+
+# -- review: bounds, keys that cannot be taken, a store failing mid-way, cancellation -------
+
+
+async def _handled(calls: list[Any], content: Any) -> bool:
+    calls.append(content)
+    return True
+
+
+@pytest.mark.memory
+async def test_memory_store_never_holds_more_than_max_keys() -> None:
+    store = MemoryStore(max_keys=100)
+    for i in range(5000):
+        assert await store.claim(f"k{i}", "t", 60) is Claim.NEW
+        await store.complete(f"k{i}", "t", 3600)
+        assert len(store) <= 100
+    assert await store.claim("k4999", "t", 60) is Claim.DONE  # the newest are kept
+    assert await store.claim("k0", "t", 60) is Claim.NEW  # the oldest went
+
+
+def test_memory_store_max_keys_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="max_keys"):
+        MemoryStore(max_keys=0)
+
+
+@pytest.mark.memory
+async def test_a_key_function_failing_is_an_error_of_the_message_bounded_by_max_attempts(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: an internal error, logged with its traceback on every delivery, and
+    RETRIED for ever (max_attempts is checked inside the chain, never reached)."""
+    calls: list[Any] = []
+    for i in range(1, 21):
+        broker.publish("q", i)
+
+    def broken(delivery: Delivery) -> str:
+        raise ValueError("this body has no order id")
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    route = Route(
+        provider, handler, middleware=[Idempotency(key=broken)], max_attempts=2, retry=None
+    )
+    await run_until_idle(route, timeout=10)
+    assert calls == []
+    assert outcomes(broker).count(OutcomeKind.REJECT) == 20
+    assert route.message_errors == 40
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert 1 <= len(errors) <= 2
+    assert "idempotency key" in errors[0].getMessage()
+
+
+@pytest.mark.memory
+async def test_a_message_without_its_key_is_handled_and_that_is_said_once(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[Any] = []
+    for i in (1, 2, 3):
+        broker.publish("q", i, headers={"other": "x"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    idem = Idempotency(key="order-id")
+    await run_until_idle(Route(provider, handler, middleware=[idem]))
+    assert calls == [1, 2, 3]
+    said = [r for r in caplog.records if "without deduplication" in r.getMessage()]
+    assert len(said) == 1 and "'order-id'" in said[0].getMessage()
+    assert said[0].levelno == logging.WARNING
+    assert idem.unkeyed == 3
+
+
+@pytest.mark.memory
+async def test_a_lock_ttl_not_above_the_handler_timeout_is_warned_about(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in (1, 2, 3):
+        broker.publish("q", i, headers={K: str(i)})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return True
+
+    idem = Idempotency(lock_ttl=5)
+    await run_until_idle(Route(provider, handler, middleware=[idem], handler_timeout=10))
+    said = [r for r in caplog.records if "lock_ttl" in r.getMessage()]
+    assert len(said) == 1 and "handler_timeout" in said[0].getMessage()
+
+
+class FailingAfterClaim(MemoryStore):
+    """Claims work; marking and releasing fail (Redis going away mid-way)."""
+
+    async def complete(self, key: str, token: str, ttl: float) -> None:
+        raise ProviderError("Redis at redis://127.0.0.1:6379/0: SET failed: ConnectionError")
+
+    async def release(self, key: str, token: str) -> None:
+        raise ProviderError("Redis at redis://127.0.0.1:6379/0: release failed: ConnectionError")
+
+
+@pytest.mark.memory
+async def test_a_store_failing_mid_way_logs_at_a_bounded_rate(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[Any] = []
+    for i in range(1, 31):
+        broker.publish("q", i, headers={K: str(i)})
+        broker.publish("q", -i, headers={K: f"r{i}"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        calls.append(content)
+        return content > 0  # the negative ones fail: their claim is released
+
+    route = Route(
+        provider,
+        handler,
+        middleware=[Idempotency(FailingAfterClaim(), lock_ttl=0.001)],
+        max_attempts=1,
+        retry=None,
+    )
+    await run_until_idle(route)
+    assert outcomes(broker).count(OutcomeKind.ACCEPT) == 30  # handled: accepted anyway
+    lines = [r for r in caplog.records if r.name == "loafer_core.idempotency"]
+    assert 2 <= len(lines) <= 4, [r.getMessage()[:80] for r in lines]
+
+
+class ClaimWithoutReply(MemoryStore):
+    """The claim is made, and its reply never comes (cut by a forced shutdown)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed = asyncio.Event()
+
+    async def claim(self, key: str, token: str, lock_ttl: float) -> Claim:
+        claim = await super().claim(key, token, lock_ttl)
+        self.claimed.set()
+        await asyncio.Event().wait()
+        return claim
+
+
+@pytest.mark.memory
+async def test_a_claim_cut_short_is_released(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """Else the key stays busy for lock_ttl: every redelivery meanwhile is RETRIED (and
+    counts against max_attempts) although no one handles it."""
+    store = ClaimWithoutReply()
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return True
+
+    route = Route(provider, handler, middleware=[Idempotency(store, namespace="ns")])
+    async with asyncio.timeout(10):
+        async with Manager([route], shutdown_timeout=0.1):
+            await asyncio.wait_for(store.claimed.wait(), 5)
+    assert broker.depth("q") == 1  # released
+    assert await MemoryStore.claim(store, "ns:1", "next", 60) is Claim.NEW
+
+
+@pytest.mark.memory
+async def test_a_huge_key_is_stored_hashed_and_logged_short(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "loafer_core.idempotency")
+    calls: list[Any] = []
+    huge = "x" * 1_000_000
+    broker.publish("q", "a", headers={K: huge})
+    broker.publish("q", "b", headers={K: huge})
+    broker.publish("q", "c", headers={K: huge[:-1] + "y"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    store = MemoryStore()
+    await run_until_idle(Route(provider, handler, middleware=[Idempotency(store)]))
+    assert calls == ["a", "c"]  # still the same key for the same value, not for another
+    assert max(len(key) for key in store._keys) < 200
+    assert "skipped" in caplog.text and len(caplog.text) < 5_000
+
+
+@pytest.mark.redis
+async def test_redis_refused_credentials_are_a_configuration_error(redis_url: str) -> None:
+    """Before: a ProviderError like a network blip: every message RETRIED, then
+    dead-lettered past max_attempts, for a wrong password."""
+    from urllib.parse import urlsplit
+
+    from loafer_core.ext.redis_store import RedisStore
+
+    parts = urlsplit(redis_url)
+    url = (
+        f"redis://loafer-no-such-user-{uuid.uuid4().hex[:6]}:s3cret@{parts.hostname}:{parts.port}/0"
+    )
+    store = RedisStore(url, timeout=2)
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            await store.start()
+        assert "s3cret" not in str(caught.value) and "credentials" in str(caught.value)
+        with pytest.raises(ConfigurationError):
+            await store.claim("k", "t", 1)
+    finally:
+        await store.close()

@@ -17,7 +17,10 @@ by all. A claim is ``SET key "pending:<token>" NX PX lock_ttl``; completing is
 
 Needs ``redis>=5`` (``pip install 'loafer-core[redis]'``), imported when the store first
 connects. Redis failures raise :class:`~loafer_core.errors.ProviderError` (the message is
-retried); the URL's password never appears in them.
+retried); refused credentials or ACL permissions raise
+:class:`~loafer_core.errors.ConfigurationError` (so :meth:`RedisStore.start`, run by the
+manager as a service, stops it at start-up rather than every message being retried and
+dead-lettered). The URL's password never appears in them.
 """
 
 from __future__ import annotations
@@ -105,6 +108,12 @@ class RedisStore:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if _refused(exc):  # retrying cannot help: every message would fail alike
+                raise ConfigurationError(
+                    f"Redis at {_masked(self._url)}: {what} refused ({type(exc).__name__}): "
+                    "check the credentials (user and password in the URL) and the user's "
+                    "ACL permissions"
+                ) from None
             raise ProviderError(
                 f"Redis at {_masked(self._url)}: {what} failed: {type(exc).__name__}"
             ) from None
@@ -148,6 +157,18 @@ class RedisStore:
         self._release = None
         if client is not None:
             await client.aclose()
+
+
+_REFUSALS = frozenset({"AuthenticationError", "AuthorizationError", "NoPermissionError"})
+
+
+def _refused(exc: BaseException) -> bool:
+    """Redis refused our credentials or permissions (redis-py's error classes, by name:
+    no import of redis here)."""
+    return any(
+        cls.__name__ in _REFUSALS and cls.__module__.startswith("redis")
+        for cls in type(exc).__mro__
+    )
 
 
 def _ms(seconds: float) -> int:
