@@ -13,12 +13,19 @@ settled with; the middleware returns that outcome, or another one. It sees:
 
 It may time the handler (around ``call_next``), change the outcome, or not call
 ``call_next`` at all (a duplicate it has seen: return ``ACCEPT``). An exception raised by
-a middleware itself is logged and the delivery RETRIED, like any internal error.
+a middleware itself (or a result that is not an ``Outcome``) is an error of the message:
+counted in the route's ``message_errors``, logged at the route's bounded rate, and the
+delivery RETRIED with the route's retry policy, REJECTED past its ``max_attempts``.
+
+A middleware that changes the outcome overrides what the route decided, guarantees
+included: the route RETRIES a message whose forwarded publish was not confirmed (see
+:mod:`loafer_core.forward`), and a middleware turning that RETRY into ACCEPT loses it.
 
 Middlewares are given per route (``Route(middleware=[...])``) and for every route of a
 manager (``Manager(routes, middleware=[...])``); the manager's wrap the route's, and
 the first of a list is the outermost. A route without middleware runs with no wrapper
-at all: the chain costs nothing unless used.
+at all: the chain costs nothing unless used (with middlewares: one call per middleware
+and one guard per delivery).
 
 Example, a timer::
 
@@ -31,6 +38,7 @@ Example, a timer::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -81,11 +89,42 @@ def check_middleware(owner: str, middleware: object) -> list[Middleware]:
 
 
 def chain(route: Route, middlewares: Sequence[Middleware], process: Process) -> Process:
-    """``process`` wrapped in ``middlewares`` (the first outermost); ``process`` itself
-    when there are none."""
+    """``process`` wrapped in ``middlewares`` (the first outermost) and a guard turning a
+    middleware's error into the route's RETRY; ``process`` itself when there are none."""
+    if not middlewares:
+        return process
     for middleware in reversed(middlewares):
         process = _bind(middleware, route, process)
-    return process
+    return _guard(route, process)
+
+
+def _guard(route: Route, process: Process) -> Process:
+    async def guarded(delivery: Delivery) -> Outcome:
+        try:
+            outcome = await process(delivery)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise  # the shutdown, or a request to stop: the dispatcher's to handle
+        except Exception as exc:
+            return route.failed(
+                exc,
+                delivery,
+                "route %r: a middleware failed on message %s; it will be retried",
+                route.name,
+                delivery.message_id,
+            )
+        if not isinstance(outcome, Outcome):
+            return route.failed(
+                TypeError(f"a middleware returned {type(outcome).__name__}, not an Outcome"),
+                delivery,
+                "route %r: a middleware returned %s, not an Outcome, for message %s; it "
+                "will be retried",
+                route.name,
+                type(outcome).__name__,
+                delivery.message_id,
+            )
+        return outcome
+
+    return guarded
 
 
 def _bind(middleware: Middleware, route: Route, call_next: Process) -> Process:
