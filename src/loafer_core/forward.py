@@ -103,14 +103,11 @@ class Publish:
 
 
 def is_publish(result: Any) -> bool:
-    """True for a :class:`Publish` or a non-empty list/tuple of them."""
+    """True for a :class:`Publish` or a list/tuple holding one (the route checks that
+    every item is one)."""
     if isinstance(result, Publish):
         return True
-    return (
-        isinstance(result, list | tuple)
-        and bool(result)
-        and all(isinstance(item, Publish) for item in result)
-    )
+    return isinstance(result, list | tuple) and any(isinstance(item, Publish) for item in result)
 
 
 class Targets:
@@ -200,13 +197,23 @@ class Targets:
 
     async def returned(self, result: Any) -> Any:
         """Publish what the handler returned (a :class:`Publish` or a list of them), all
-        at once, and wait for their confirms; ``True`` then. Other results pass through."""
+        at once, and wait for their confirms; ``True`` then. An empty list or tuple is
+        nothing to publish: ``True``. Other results pass through; a list mixing
+        ``Publish`` values with others raises ``TypeError`` (an error of the message)."""
+        if isinstance(result, list | tuple) and not result:
+            return True
         if not is_publish(result):
             return result
         forwarding = _current.get()
         if forwarding is None:  # the route's process() sets it: only a direct call lacks it
             raise RuntimeError("Targets.returned() outside a route's processing")
         items = [result] if isinstance(result, Publish) else list(result)
+        for i, item in enumerate(items):
+            if not isinstance(item, Publish):
+                raise TypeError(
+                    f"the handler returned a list mixing Publish(...) with other values: "
+                    f"item {i} is a {type(item).__name__}; return Publish values only"
+                )
         tasks = [forwarding.start(item) for item in items]
         await _all(tasks)
         return True

@@ -536,3 +536,56 @@ async def test_a_target_down_logs_at_the_routes_bounded_rate(
     errors = [r for r in lines if r.levelno >= logging.ERROR]
     assert len(errors) <= 2, [r.getMessage()[:100] for r in errors]
     assert route.message_errors == 40
+
+
+async def test_returning_an_empty_list_of_publishes_accepts(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``return [Publish(x) for x in items]`` with no items: nothing to forward. Before:
+    Loafer's falsy rule, a RETRY, again and again."""
+    target = FakePublisher()
+    broker.publish("q", "a")
+
+    async def handler(content: Any, metadata: Any) -> list[Publish]:
+        return [Publish(item) for item in ()]
+
+    await run_until_idle(Route(provider, handler, publish_to=target, retry=None), timeout=5)
+    assert outcomes(broker) == [OutcomeKind.ACCEPT]
+    assert target.sent == [] and "falsy" not in caplog.text
+
+
+async def test_a_list_mixing_publish_and_other_values_is_an_error_not_an_accept(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a truthy list, ACCEPTED, its Publish values silently never sent."""
+    target = FakePublisher()
+    broker.publish("q", "a")
+
+    async def handler(content: Any, metadata: Any) -> list[Any]:
+        return [Publish(content), None]
+
+    route = Route(provider, handler, publish_to=target, retry=None, max_attempts=1)
+    await run_until_idle(route)
+    assert outcomes(broker) == [OutcomeKind.REJECT]
+    assert target.sent == []
+    assert "item 1 is a NoneType" in caplog.text
+
+
+async def test_a_handler_exiting_cancels_its_publishes_and_releases_its_message(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    target = FakePublisher()
+    target.gate = asyncio.Event()  # never confirmed
+    broker.publish("q", "a")
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        publish_soon(content)
+        await asyncio.wait_for(target.started.wait(), 5)
+        raise SystemExit(3)
+
+    manager = Manager([Route(provider, handler, publish_to=target)])
+    with pytest.raises(SystemExit):
+        async with asyncio.timeout(10):
+            await manager.serve()
+    assert broker.depth("q") == 1 and target.sent == []
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "loafer:forward"]
