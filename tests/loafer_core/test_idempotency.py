@@ -557,3 +557,12 @@ async def test_redis_refused_credentials_are_a_configuration_error(redis_url: st
             await store.claim("k", "t", 1)
     finally:
         await store.close()
+
+
+def test_redis_store_url_with_a_bad_port_is_refused_without_its_password() -> None:
+    """Before: accepted; repr() raised ValueError, and every claim failed with it."""
+    from loafer_core.ext.redis_store import RedisStore
+
+    with pytest.raises(ConfigurationError, match="port") as caught:
+        RedisStore("redis://:s3cret@127.0.0.1:63a9/0")
+    assert "s3cret" not in str(caught.value)

@@ -47,9 +47,7 @@ def _masked(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # host[:port] as written
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
@@ -78,6 +76,14 @@ class RedisStore:
                 f"RedisStore(url=...): expected a redis://, rediss:// or unix:// URL, got "
                 f"{_masked(url)!r}"
             )
+        if client is None:
+            try:
+                urlsplit(url).port  # noqa: B018 - raises ValueError for a bad port
+            except ValueError:
+                raise ConfigurationError(
+                    f"RedisStore(url=...): the port of {_masked(url)!r} is not a number "
+                    "from 0 to 65535"
+                ) from None
         self._url = url
         self.prefix = prefix
         self.timeout = timeout
