@@ -7,8 +7,10 @@ hash of the body), then asks its store:
 1. **claim** the key: ``SET key pending NX`` with a short ``lock_ttl``. A key already
    *done* means a duplicate: the delivery is settled with ``on_duplicate`` (ACCEPT) and
    the handler does not run. A key *pending* (another delivery with the same key is being
-   handled now, here or in another process) gives RETRY: by then the other one has either
-   finished (the retry is skipped) or failed (the retry handles it).
+   handled now, here or in another process, or a consumer was killed while handling it)
+   gives ``RETRY(delay=lock_ttl)``, never a REJECT: by then the other one has either
+   finished (the retry is skipped), failed (the retry handles it) or its claim lapsed
+   (the retry handles it). A provider that cannot delay a retry redelivers it at once.
 2. run the route (translator, handler, and the forwarded publishes, which are confirmed
    before the route returns, see :mod:`loafer_core.forward`);
 3. if the outcome is ACCEPT, **complete** the key: ``done`` for ``ttl`` seconds; any other
@@ -333,7 +335,9 @@ class Idempotency:
                 delivery.message_id,
                 shown,
             )
-            return route.retry_outcome(delivery)  # the route's retry policy applies
+            # put off until the claim completed or lapsed (a consumer killed mid-handler):
+            # the route's short retry delays would spend max_attempts meanwhile
+            return route.retry_outcome(delivery, self.lock_ttl)
         try:
             outcome = await call_next(delivery)
         except BaseException:

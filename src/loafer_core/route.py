@@ -478,11 +478,16 @@ class Route:
             return self._deliverable_delay(outcome, outcome.delay, self._capabilities)
         return outcome
 
-    def retry_outcome(self, delivery: Delivery) -> Outcome:
-        """The RETRY of ``delivery`` as this route gives it: with its retry policy's delay,
-        or a REJECT once ``max_attempts`` is reached (for middlewares that retry a
-        delivery without running the route, such as a busy idempotency key)."""
-        return self._finish(RETRY(), delivery)
+    def retry_outcome(self, delivery: Delivery, delay: float | None = None) -> Outcome:
+        """The RETRY of ``delivery`` as this route gives a failed one: with its retry
+        policy's delay, or a REJECT once ``max_attempts`` is reached. With ``delay``: a
+        delivery put off rather than failed (a busy idempotency key), a RETRY after that
+        many seconds, as the provider can delay it, never a REJECT."""
+        if delay is None:
+            return self._finish(RETRY(), delivery)
+        if self._capabilities is not None:
+            return self._deliverable_delay(RETRY(delay), delay, self._capabilities)
+        return RETRY(delay)
 
     def failed(self, exc: BaseException, delivery: Delivery, message: str, *args: Any) -> Outcome:
         """An error of ``delivery`` met outside the handler (by a middleware, or a

@@ -137,7 +137,7 @@ async def test_concurrent_deliveries_with_one_key_run_the_handler_once(
         await finish.wait()
         return True
 
-    idem = Idempotency()
+    idem = Idempotency(lock_ttl=0.2)  # the busy one comes back after lock_ttl
     first_outcome = asyncio.Event()
 
     async def watch(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
@@ -316,7 +316,7 @@ async def test_redis_shared_between_routes_of_two_managers(
         return True
 
     def route(queue: str) -> Route:
-        idem = Idempotency(redis_store, namespace="orders")
+        idem = Idempotency(redis_store, namespace="orders", lock_ttl=0.5)  # busy: back in 0.5s
         return Route(MemoryProvider(broker, queue, wait=0.2), handler, middleware=[idem])
 
     await asyncio.gather(run_until_idle(route("q")), run_until_idle(route("r")))
@@ -566,3 +566,36 @@ def test_redis_store_url_with_a_bad_port_is_refused_without_its_password() -> No
     with pytest.raises(ConfigurationError, match="port") as caught:
         RedisStore("redis://:s3cret@127.0.0.1:63a9/0")
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.memory
+async def test_a_key_left_claimed_by_a_crashed_consumer_is_handled_once_its_claim_lapses(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """Before: the redeliveries found the key busy and were retried with the route's short
+    policy delays, so max_attempts ran out while the dead consumer's claim held: the
+    message was dead-lettered without ever being handled. A busy key now puts the
+    delivery off by lock_ttl, and never REJECTS it."""
+    from loafer_core.policy import RetryPolicy
+
+    calls: list[Any] = []
+    store = MemoryStore()
+    assert await store.claim("ns:1", "killed-mid-handler", 0.5) is Claim.NEW
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    idem = Idempotency(store, namespace="ns", lock_ttl=0.5)
+    route = Route(
+        provider,
+        handler,
+        middleware=[idem],
+        max_attempts=3,
+        retry=RetryPolicy(initial=0.01, factor=1, maximum=0.01),
+    )
+    await run_until_idle(route, timeout=10)
+    assert calls == ["a"]
+    assert outcomes(broker) == [OutcomeKind.RETRY, OutcomeKind.ACCEPT]
+    [busy] = [s.outcome for s in broker.settlements("q")][:1]
+    assert busy.delay == 0.5
