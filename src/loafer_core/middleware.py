@@ -102,8 +102,20 @@ def _guard(route: Route, process: Process) -> Process:
     async def guarded(delivery: Delivery) -> Outcome:
         try:
             outcome = await process(delivery)
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise  # the shutdown, or a request to stop: the dispatcher's to handle
+        except (KeyboardInterrupt, SystemExit):
+            raise  # a request to stop: the dispatcher's to handle
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the shutdown
+            # a middleware awaited something cancelled by someone else: it failed
+            return route.failed(
+                exc,
+                delivery,
+                "route %r: a middleware failed on message %s; it will be retried",
+                route.name,
+                delivery.message_id,
+            )
         except Exception as exc:
             return route.failed(
                 exc,

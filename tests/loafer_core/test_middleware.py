@@ -198,3 +198,29 @@ async def test_a_middleware_returning_no_outcome_is_an_error_of_the_message(
     report = await run_until_idle(route, timeout=10)
     assert [s.outcome.kind for s in report.rejected] == [OutcomeKind.REJECT]
     assert "returned NoneType, not an Outcome" in caplog.text
+
+
+async def test_a_stray_cancellation_in_a_middleware_is_an_error_not_a_lost_worker() -> None:
+    """A middleware awaiting something cancelled by someone else (a closed client's
+    future) sees CancelledError while its task is not being cancelled. Before: it ended
+    the worker, and the delivery was never settled."""
+    broker = MemoryBroker(history=10)
+    broker.publish("q", "a")
+
+    async def stray(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.cancel()  # by its owner, not by loafer
+        await future
+        return await call_next(delivery)
+
+    route = Route(
+        MemoryProvider(broker, "q"),
+        lambda c, m: True,
+        middleware=[stray],
+        retry=None,
+        max_attempts=1,
+        max_concurrency=1,
+    )
+    report = await run_until_idle(route, timeout=5)
+    assert [s.outcome.kind for s in report.rejected] == [OutcomeKind.REJECT]
+    assert route.message_errors == 1
