@@ -599,3 +599,28 @@ async def test_a_key_left_claimed_by_a_crashed_consumer_is_handled_once_its_clai
     assert outcomes(broker) == [OutcomeKind.RETRY, OutcomeKind.ACCEPT]
     [busy] = [s.outcome for s in broker.settlements("q")][:1]
     assert busy.delay == 0.5
+
+
+@pytest.mark.redis
+async def test_a_manager_starts_while_redis_is_not_reachable_yet(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Like a broker not reachable at boot (containers starting together): logged, and
+    the messages are RETRIED until it answers. Before: the manager refused to start."""
+    from loafer_core.ext.redis_store import RedisStore
+
+    store = RedisStore("redis://:s3cret@127.0.0.1:1/0", timeout=1)
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return True
+
+    route = Route(provider, handler, middleware=[Idempotency(store)], max_attempts=1, retry=None)
+    manager = Manager([route])
+    manager.services.append(store)
+    async with asyncio.timeout(10):
+        async with manager:
+            await manager.wait_started()
+            await broker.wait_idle("q", timeout=5)
+    assert outcomes(broker) == [OutcomeKind.REJECT]  # retried: past max_attempts
+    assert "not reachable at start-up" in caplog.text and "s3cret" not in caplog.text

@@ -26,6 +26,7 @@ dead-lettered). The URL's password never appears in them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +34,8 @@ from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.idempotency import Claim
 
 __all__ = ["RedisStore"]
+
+logger = logging.getLogger("loafer_core.ext.redis_store")
 
 _DONE = b"done"
 _RELEASE = """
@@ -152,8 +155,19 @@ class RedisStore:
         )
 
     async def start(self) -> None:
-        """Check Redis answers (as a manager :class:`~loafer_core.manager.Service`)."""
-        await self._call("PING", self._redis().ping())
+        """Check Redis answers (as a manager :class:`~loafer_core.manager.Service`).
+
+        Refused credentials or permissions raise ``ConfigurationError`` (the manager does
+        not start); a Redis not reachable yet is logged, as a broker not reachable at
+        boot is: the messages are RETRIED until it answers."""
+        try:
+            await self._call("PING", self._redis().ping())
+        except ProviderError as exc:
+            logger.warning(
+                "%r: Redis not reachable at start-up (%s); messages are retried until it answers",
+                self,
+                exc,
+            )
 
     async def close(self) -> None:
         """Close the connections this store opened (not a ``client=`` given). Idempotent."""
