@@ -366,6 +366,12 @@ def publish_soon(
 # -- lifecycle ------------------------------------------------------------------------------
 
 
+START_TIMEOUT = 60.0
+"""Seconds the manager waits for a ``publish_to`` publisher to open at start-up; past
+that it is logged (as a broker not reachable) and the routes start: a connect that never
+returns cannot hold the start-up."""
+
+
 class PublisherService:
     """A publisher opened with the manager and closed after the drain (a
     :class:`~loafer_core.manager.Service`).
@@ -385,15 +391,25 @@ class PublisherService:
         return f"PublisherService({self.publisher!r})"
 
     async def start(self) -> None:
-        """Open the publisher (see the class docstring)."""
+        """Open the publisher (see the class docstring), waiting at most
+        :data:`START_TIMEOUT` seconds."""
         publisher = self.publisher
         opener = _opener(publisher)
         if opener is None:
             return
+        timeout = START_TIMEOUT
         try:
-            await opener()
+            async with asyncio.timeout(timeout):
+                await opener()
         except ConfigurationError:
             raise
+        except TimeoutError:
+            logger.warning(
+                "publisher %r did not connect within %ss at start-up; its first publish "
+                "will try again (the messages whose publish fails are retried)",
+                publisher,
+                timeout,
+            )
         except Exception as exc:
             logger.warning(
                 "publisher %r could not connect at start-up (%s: %s); its first publish "

@@ -589,3 +589,27 @@ async def test_a_handler_exiting_cancels_its_publishes_and_releases_its_message(
             await manager.serve()
     assert broker.depth("q") == 1 and target.sent == []
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "loafer:forward"]
+
+
+async def test_a_publisher_whose_connect_never_returns_cannot_hold_the_start_up(
+    broker: MemoryBroker,
+    provider: MemoryProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: the manager waited for ever, its routes never started (stop() could not
+    interrupt it either)."""
+    monkeypatch.setattr(forward, "START_TIMEOUT", 0.3, raising=False)
+
+    class Blackholed(FakePublisher):
+        async def connect(self) -> None:
+            await asyncio.Event().wait()  # a SYN into a firewall that drops it
+
+    target = Blackholed()
+    broker.publish("q", "a")
+    async with asyncio.timeout(5):
+        await run_until_idle(
+            Route(provider, lambda c, m: Publish(c), publish_to=target, retry=None)
+        )
+    assert "did not connect within 0.3s" in caplog.text
+    assert [s[0] for s in target.sent] == ["a"]
