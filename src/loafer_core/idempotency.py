@@ -195,8 +195,8 @@ class Idempotency:
     Arguments:
         store: an :class:`IdempotencyStore`; a new :class:`MemoryStore` by default.
         key: a header name (str), or a function ``delivery -> str | None``
-            (:func:`body_hash`, say); ``None`` from it: the message is handled without
-            deduplication.
+            (:func:`body_hash`, say; another value is keyed by its ``str()``); ``None``
+            from it: the message is handled without deduplication.
         ttl: seconds a handled key is remembered (cover the broker's redelivery window).
         lock_ttl: seconds a claim holds while the message is handled (above the route's
             ``handler_timeout``; a crashed process's claim frees after it).
@@ -298,6 +298,8 @@ class Idempotency:
                     _name(self.key),
                 )
             return await call_next(delivery)
+        if not isinstance(key, str):  # a number, say: keyed by its text
+            key = str(key)
         shown = _shown(key)
         if len(key) > _LONGEST_KEY:
             key = "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()

@@ -624,3 +624,23 @@ async def test_a_manager_starts_while_redis_is_not_reachable_yet(
             await broker.wait_idle("q", timeout=5)
     assert outcomes(broker) == [OutcomeKind.REJECT]  # retried: past max_attempts
     assert "not reachable at start-up" in caplog.text and "s3cret" not in caplog.text
+
+
+@pytest.mark.memory
+async def test_a_key_function_giving_a_number_keys_by_its_text(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """Before: TypeError (len() of an int) on every delivery, never handled."""
+    calls: list[Any] = []
+    for body in ("a", "a again"):
+        broker.publish("q", body, headers={"n": 7})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    def order_number(delivery: Delivery) -> Any:
+        return delivery.metadata["headers"]["n"]
+
+    idem = Idempotency(key=order_number)
+    await run_until_idle(Route(provider, handler, middleware=[idem], max_attempts=1))
+    assert calls == ["a"] and idem.skipped == 1
