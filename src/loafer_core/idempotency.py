@@ -269,6 +269,15 @@ class Idempotency:
     def __repr__(self) -> str:
         return f"Idempotency(store={self.store!r}, ttl={self.ttl}, lock_ttl={self.lock_ttl})"
 
+    @property
+    def services(self) -> list[Any]:
+        """The store, when it has ``start()`` and ``close()`` (a ``RedisStore``): the
+        manager starts it before the routes and closes it after the drain."""
+        store = self.store
+        if callable(getattr(store, "start", None)) and callable(getattr(store, "close", None)):
+            return [store]
+        return []
+
     async def __call__(self, delivery: Delivery, route: Route, call_next: Process) -> Outcome:
         """Claim the key, run the route, complete or release the key (module docstring)."""
         if route not in self._routes:

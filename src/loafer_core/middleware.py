@@ -39,8 +39,8 @@ Example, a timer::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import Outcome
@@ -49,7 +49,7 @@ from loafer_core.provider import Delivery
 if TYPE_CHECKING:
     from loafer_core.route import Route
 
-__all__ = ["Middleware", "Process", "chain", "check_middleware"]
+__all__ = ["Middleware", "Process", "chain", "check_middleware", "middleware_services"]
 
 Process = Callable[[Delivery], Awaitable[Outcome]]
 """The processing of one delivery: the route's, or the rest of a middleware chain."""
@@ -86,6 +86,19 @@ def check_middleware(owner: str, middleware: object) -> list[Middleware]:
                 "callable (delivery, route, call_next)"
             )
     return items
+
+
+def middleware_services(middlewares: Iterable[object]) -> list[Any]:
+    """What the middlewares need started and closed with the manager: the items of each
+    one's ``services`` attribute (an :class:`~loafer_core.idempotency.Idempotency`'s
+    Redis store, say), each once. The manager adds those it was not given in
+    ``Manager.services`` already."""
+    found: list[Any] = []
+    for middleware in middlewares:
+        for service in getattr(middleware, "services", None) or ():
+            if not any(service is seen for seen in found):
+                found.append(service)
+    return found
 
 
 def chain(route: Route, middlewares: Sequence[Middleware], process: Process) -> Process:

@@ -644,3 +644,25 @@ async def test_a_key_function_giving_a_number_keys_by_its_text(
     idem = Idempotency(key=order_number)
     await run_until_idle(Route(provider, handler, middleware=[idem], max_attempts=1))
     assert calls == ["a"] and idem.skipped == 1
+
+
+@pytest.mark.redis
+async def test_the_manager_opens_and_closes_the_store_of_an_idempotency_middleware(
+    redis_store: Any, broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """Before: a store not added to manager.services by hand was never checked at
+    start-up, and its connections never closed."""
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return True
+
+    route = Route(provider, handler, middleware=[Idempotency(redis_store)])
+    manager = Manager([route], middleware=[Idempotency(redis_store, namespace="other")])
+    async with asyncio.timeout(10):
+        async with manager:
+            await manager.wait_started()
+            await broker.wait_idle("q", timeout=5)
+    assert outcomes(broker) == [OutcomeKind.ACCEPT]
+    assert redis_store._client is None  # closed after the drain (once)
+    assert Idempotency().services == []  # the memory store needs nothing

@@ -7,8 +7,7 @@
 
     store = RedisStore("redis://127.0.0.1:6379/0")
     route = Route(provider, handler, middleware=[Idempotency(store, key="order-id")])
-    manager = Manager([route])
-    manager.services.append(store)  # closed after the drain
+    manager = Manager([route])  # starts the store, and closes it after the drain
 
 Shared by every process and worker using the same Redis: a key handled by one is skipped
 by all. A claim is ``SET key "pending:<token>" NX PX lock_ttl``; completing is
