@@ -23,8 +23,11 @@ claim's ``lock_ttl`` holds. It narrows duplicates; it cannot make them impossibl
 - a process killed after the handler's effects (a forwarded publish confirmed, a row
   written) and before step 3 leaves the key pending; once ``lock_ttl`` passes, the
   redelivered message is handled again;
-- a handler running longer than ``lock_ttl`` loses its claim, and a duplicate may run
-  alongside it (set ``lock_ttl`` above the route's ``handler_timeout``);
+- the claim is renewed every ``lock_ttl / 3`` seconds while the route runs (stores with
+  ``extend()``: both of ours), so a long handler keeps it; a process stalled longer
+  than ``lock_ttl`` (its event loop blocked) loses it, and a duplicate may then run
+  alongside (with a store that cannot renew, set ``lock_ttl`` above the route's
+  ``handler_timeout``);
 - the store forgetting (a ``ttl`` shorter than the broker's redelivery window, a Redis
   without persistence restarting) forgets the keys;
 - a store that cannot be reached fails the delivery: it is RETRIED (with the route's
@@ -132,6 +135,15 @@ class MemoryStore:
         self._keys[key] = (None, now + ttl)
         self._bound(now)
 
+    async def extend(self, key: str, token: str, lock_ttl: float) -> bool:
+        """Hold ``key`` ``lock_ttl`` seconds more if ``token`` still claims it (False:
+        the claim lapsed and another delivery took it, or it is done)."""
+        entry = self._keys.get(key)
+        if entry is None or entry[0] != token:
+            return False
+        self._keys[key] = (token, time.monotonic() + lock_ttl)
+        return True
+
     async def release(self, key: str, token: str) -> None:
         """Delete ``key`` if it is still claimed by ``token``."""
         entry = self._keys.get(key)
@@ -198,8 +210,9 @@ class Idempotency:
             (:func:`body_hash`, say; another value is keyed by its ``str()``); ``None``
             from it: the message is handled without deduplication.
         ttl: seconds a handled key is remembered (cover the broker's redelivery window).
-        lock_ttl: seconds a claim holds while the message is handled (above the route's
-            ``handler_timeout``; a crashed process's claim frees after it).
+        lock_ttl: seconds a claim holds unless renewed (every third of it while the
+            message is handled, with a store that has ``extend``); a crashed process's
+            claim frees after it, and a busy key's delivery is retried after it.
         namespace: prefix of the stored keys; the route's name by default (the same key
             on two routes is two keys). Give the same namespace to routes that must share.
         on_duplicate: the outcome of a duplicate (ACCEPT: removed from the broker).
@@ -349,11 +362,17 @@ class Idempotency:
             # put off until the claim completed or lapsed (a consumer killed mid-handler):
             # the route's short retry delays would spend max_attempts meanwhile
             return route.retry_outcome(delivery, self.lock_ttl)
+        extend = getattr(self.store, "extend", None)
+        renewal = None if extend is None else _Renewal(self, extend, stored, token, route, shown)
         try:
             outcome = await call_next(delivery)
         except BaseException:
+            if renewal is not None:
+                await renewal.stop()
             await self._quietly(self.store.release(stored, token), route, "releasing", shown)
             raise
+        if renewal is not None:
+            await renewal.stop()
         if outcome.kind is OutcomeKind.ACCEPT:
             # handled (and its forwarded publishes confirmed): remember it. If the store
             # fails now, the message was still handled: ACCEPT it, the key stays claimed
@@ -367,10 +386,12 @@ class Idempotency:
         return outcome
 
     def _first_delivery(self, route: Route) -> None:
-        """Check the route once: a claim that can lapse while its handler still runs."""
+        """Check the route once: a claim that can lapse while its handler still runs (a
+        store that cannot renew claims)."""
         self._routes.add(route)
         timeout = route.handler_timeout
-        if timeout is not None and timeout >= self.lock_ttl:
+        renews = getattr(self.store, "extend", None) is not None
+        if not renews and timeout is not None and timeout >= self.lock_ttl:
             logger.warning(
                 "route %r: Idempotency(lock_ttl=%s) is not above the route's "
                 "handler_timeout=%s: a claim can lapse while its handler still runs, and a "
@@ -389,18 +410,79 @@ class Idempotency:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            held = self._failures.admit((route.name, doing, type(exc), str(exc)[:200]))
-            if held is not None:
-                logger.warning(
-                    "route %r: %s idempotency key %s failed (%s: %s)%s",
-                    route.name,
-                    doing,
-                    shown,
-                    type(exc).__name__,
-                    exc,
-                    f" ({held} more like it not logged since the last time)" if held else "",
-                )
+            self._failure(route, doing, shown, exc)
             return False
+
+    def _failure(self, route: Route, doing: str, shown: str, exc: BaseException) -> None:
+        """Log a store failure after the claim, at a bounded rate."""
+        held = self._failures.admit((route.name, doing, type(exc), str(exc)[:200]))
+        if held is not None:
+            logger.warning(
+                "route %r: %s idempotency key %s failed (%s: %s)%s",
+                route.name,
+                doing,
+                shown,
+                type(exc).__name__,
+                exc,
+                f" ({held} more like it not logged since the last time)" if held else "",
+            )
+
+
+class _Renewal:
+    """Holds a claim while the route runs: every ``lock_ttl / 3`` seconds, the store's
+    ``extend``. A timer, not a task, until the first renewal is due: a handler done
+    sooner costs one timer."""
+
+    __slots__ = ("extend", "handle", "idem", "interval", "key", "route", "shown", "task", "token")
+
+    def __init__(
+        self, idem: Idempotency, extend: Any, key: str, token: str, route: Route, shown: str
+    ) -> None:
+        self.idem, self.extend, self.key, self.token = idem, extend, key, token
+        self.route, self.shown = route, shown
+        self.interval = idem.lock_ttl / 3
+        self.task: asyncio.Task[None] | None = None
+        self.handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            self.interval, self._due
+        )
+
+    def _due(self) -> None:
+        self.handle = None
+        self.task = asyncio.get_running_loop().create_task(
+            self._renew(), name="loafer:idempotency-renewal"
+        )
+
+    async def _renew(self) -> None:
+        idem = self.idem
+        try:
+            held = await self.extend(self.key, self.token, idem.lock_ttl)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store failing: try again at the next interval
+            idem._failure(self.route, "renewing the claim of", self.shown, exc)
+            held = True
+        if held is False:  # lapsed (the process stalled longer than lock_ttl) and taken
+            idem._failure(
+                self.route,
+                "renewing the claim of",
+                self.shown,
+                RuntimeError("the claim had lapsed: a duplicate may run alongside"),
+            )
+            return
+        self.handle = asyncio.get_running_loop().call_later(self.interval, self._due)
+
+    async def stop(self) -> None:
+        """No more renewals; a renewal under way is let finish (its store call is bounded
+        by the store's timeout)."""
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            await asyncio.shield(task)  # it logs its own failures
+        if self.handle is not None:  # set by the renewal that just finished
+            self.handle.cancel()
+            self.handle = None
 
 
 _LONGEST_KEY = 200  # longer keys are stored as their SHA-256

@@ -439,8 +439,16 @@ async def test_a_lock_ttl_not_above_the_handler_timeout_is_warned_about(
     async def handler(content: Any, metadata: Any) -> bool:
         return True
 
-    idem = Idempotency(lock_ttl=5)
+    class NoRenewal(MemoryStore):
+        extend = None  # a store that cannot renew its claims
+
+    idem = Idempotency(NoRenewal(), lock_ttl=5)
     await run_until_idle(Route(provider, handler, middleware=[idem], handler_timeout=10))
+    renewing = Idempotency(lock_ttl=5)  # the memory store renews: no warning
+    broker.publish("q", 4, headers={K: "4"})
+    await run_until_idle(
+        Route(MemoryProvider(broker, "q"), handler, middleware=[renewing], handler_timeout=10)
+    )
     said = [r for r in caplog.records if "lock_ttl" in r.getMessage()]
     assert len(said) == 1 and "handler_timeout" in said[0].getMessage()
 
@@ -666,3 +674,45 @@ async def test_the_manager_opens_and_closes_the_store_of_an_idempotency_middlewa
     assert outcomes(broker) == [OutcomeKind.ACCEPT]
     assert redis_store._client is None  # closed after the drain (once)
     assert Idempotency().services == []  # the memory store needs nothing
+
+
+async def _claim_held_while_handler_runs(store: Any, claim_of: Any) -> None:
+    """A handler running 3x lock_ttl keeps its claim: a duplicate arriving meanwhile
+    finds the key busy. Before: the claim lapsed after lock_ttl, the duplicate ran."""
+    broker = MemoryBroker(history=10)
+    broker.publish("q", "a", headers={K: "1"})
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        started.set()
+        await finish.wait()
+        return True
+
+    idem = Idempotency(store, namespace="ns", lock_ttl=0.3)
+    route = Route(MemoryProvider(broker, "q", wait=0.1), handler, middleware=[idem])
+    async with asyncio.timeout(10):
+        async with Manager([route]):
+            try:
+                await asyncio.wait_for(started.wait(), 5)
+                await asyncio.sleep(0.9)  # three lock_ttl: time passing is what is tested
+                assert await claim_of("ns:1", "duplicate") is Claim.BUSY
+            finally:
+                finish.set()
+            await broker.wait_idle("q", timeout=5)
+    assert await claim_of("ns:1", "duplicate") is Claim.DONE
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "loafer:idempotency-renewal"]
+
+
+@pytest.mark.memory
+async def test_a_claim_is_renewed_while_its_handler_runs() -> None:
+    store = MemoryStore()
+    await _claim_held_while_handler_runs(
+        store, lambda key, token: MemoryStore.claim(store, key, token, 5)
+    )
+
+
+@pytest.mark.redis
+async def test_a_redis_claim_is_renewed_while_its_handler_runs(redis_store: Any) -> None:
+    await _claim_held_while_handler_runs(
+        redis_store, lambda key, token: redis_store.claim(key, token, 5)
+    )

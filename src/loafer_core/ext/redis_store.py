@@ -10,7 +10,8 @@
     manager = Manager([route])  # starts the store, and closes it after the drain
 
 Shared by every process and worker using the same Redis: a key handled by one is skipped
-by all. A claim is ``SET key "pending:<token>" NX PX lock_ttl``; completing is
+by all. A claim is ``SET key "pending:<token>" NX PX lock_ttl``, renewed while the handler runs
+(``PEXPIRE`` while it still holds the token, a Lua script); completing is
 ``SET key "done" PX ttl``; releasing deletes the key only while it still holds our token
 (a Lua script, atomic). Keys expire by themselves: nothing to clean up.
 
@@ -37,6 +38,12 @@ __all__ = ["RedisStore"]
 logger = logging.getLogger("loafer_core.ext.redis_store")
 
 _DONE = b"done"
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
@@ -92,6 +99,7 @@ class RedisStore:
         self._client = client
         self._owned = client is None
         self._release: Any = None
+        self._extend: Any = None
 
     def __repr__(self) -> str:
         return f"RedisStore(url={_masked(self._url)!r}, prefix={self.prefix!r})"
@@ -153,6 +161,17 @@ class RedisStore:
             "release", self._release(keys=[self.prefix + key], args=[f"pending:{token}"])
         )
 
+    async def extend(self, key: str, token: str, lock_ttl: float) -> bool:
+        """Hold ``key`` ``lock_ttl`` seconds more if it still holds this claim."""
+        redis = self._redis()
+        if self._extend is None:
+            self._extend = redis.register_script(_EXTEND)
+        held = await self._call(
+            "extend",
+            self._extend(keys=[self.prefix + key], args=[f"pending:{token}", _ms(lock_ttl)]),
+        )
+        return bool(held)
+
     async def start(self) -> None:
         """Check Redis answers (as a manager :class:`~loafer_core.manager.Service`).
 
@@ -173,7 +192,7 @@ class RedisStore:
         if not self._owned:
             return
         client, self._client = self._client, None
-        self._release = None
+        self._release = self._extend = None
         if client is not None:
             await client.aclose()
 
