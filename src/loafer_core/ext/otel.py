@@ -293,8 +293,10 @@ class Tracing:
             outcome = await call_next(delivery)
         except BaseException as exc:  # an internal error: the delivery is retried
             self._detach(token)
-            self._failed(span, exc)
-            span.end()
+            try:
+                self._failed(span, exc)
+            finally:
+                span.end()
             raise
         self._detach(token)
         try:
