@@ -367,12 +367,12 @@ class Idempotency:
         try:
             outcome = await call_next(delivery)
         except BaseException:
-            if renewal is not None:
-                await renewal.stop()
+            if renewal is not None and (renewing := renewal.stop()) is not None:
+                await renewal.finish(renewing)
             await self._quietly(self.store.release(stored, token), route, "releasing", shown)
             raise
-        if renewal is not None:
-            await renewal.stop()
+        if renewal is not None and (renewing := renewal.stop()) is not None:
+            await renewal.finish(renewing)
         if outcome.kind is OutcomeKind.ACCEPT:
             # handled (and its forwarded publishes confirmed): remember it. If the store
             # fails now, the message was still handled: ACCEPT it, the key stays claimed
@@ -471,18 +471,24 @@ class _Renewal:
             return
         self.handle = asyncio.get_running_loop().call_later(self.interval, self._due)
 
-    async def stop(self) -> None:
-        """No more renewals; a renewal under way is let finish (its store call is bounded
-        by the store's timeout)."""
+    def stop(self) -> asyncio.Task[None] | None:
+        """No more renewals; the renewal under way, if any, to be awaited with
+        :meth:`finish` (no coroutine in the usual case: none is under way)."""
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
         task, self.task = self.task, None
-        if task is not None and not task.done():
+        return task if task is not None and not task.done() else None
+
+    async def finish(self, task: asyncio.Task[None]) -> None:
+        """Let the renewal under way end (its store call is bounded by the store's
+        timeout), and schedule no other."""
+        try:
             await asyncio.shield(task)  # it logs its own failures
-        if self.handle is not None:  # set by the renewal that just finished
-            self.handle.cancel()
-            self.handle = None
+        finally:
+            if self.handle is not None:  # set by the renewal that just finished
+                self.handle.cancel()
+                self.handle = None
 
 
 _LONGEST_KEY = 200  # longer keys are stored as their SHA-256
