@@ -716,3 +716,34 @@ async def test_a_redis_claim_is_renewed_while_its_handler_runs(redis_store: Any)
     await _claim_held_while_handler_runs(
         redis_store, lambda key, token: redis_store.claim(key, token, 5)
     )
+
+
+@pytest.mark.memory
+async def test_a_claim_lost_while_its_handler_runs_is_said(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Stalled(MemoryStore):
+        async def extend(self, key: str, token: str, lock_ttl: float) -> bool:
+            return False  # the claim lapsed meanwhile (the process stalled) and was taken
+
+    renewed_once = asyncio.Event()
+    store = Stalled()
+    original = store.extend
+
+    async def extend(key: str, token: str, lock_ttl: float) -> bool:
+        try:
+            return await original(key, token, lock_ttl)
+        finally:
+            renewed_once.set()
+
+    store.extend = extend  # type: ignore[method-assign]
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        await asyncio.wait_for(renewed_once.wait(), 5)
+        return True
+
+    idem = Idempotency(store, lock_ttl=0.15)
+    await run_until_idle(Route(provider, handler, middleware=[idem]), timeout=10)
+    assert outcomes(broker) == [OutcomeKind.ACCEPT]
+    assert "the claim had lapsed" in caplog.text
