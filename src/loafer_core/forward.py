@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from loafer_core.errors import ConfigurationError, ProviderError
-from loafer_core.outcome import RETRY, Outcome, OutcomeKind
+from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Delivery, Publisher
 
 if TYPE_CHECKING:
@@ -60,6 +60,12 @@ logger = logging.getLogger("loafer_core.forward")
 
 DEFAULT = "default"
 """The name a single ``publish_to=publisher`` is known by."""
+
+CANCEL_GRACE = 5.0
+"""Seconds the publishes of a delivery get to end once cancelled (the handler cut short,
+an outcome other than ACCEPT, a forced shutdown) before its settlement goes on without
+them: a publisher whose publish ignores its cancellation cannot hold a worker, or the
+shutdown, for ever (it is logged and left behind)."""
 
 
 class ForwardError(ProviderError):
@@ -97,14 +103,11 @@ class Publish:
 
 
 def is_publish(result: Any) -> bool:
-    """True for a :class:`Publish` or a non-empty list/tuple of them."""
+    """True for a :class:`Publish` or a list/tuple holding one (the route checks that
+    every item is one)."""
     if isinstance(result, Publish):
         return True
-    return (
-        isinstance(result, list | tuple)
-        and bool(result)
-        and all(isinstance(item, Publish) for item in result)
-    )
+    return isinstance(result, list | tuple) and any(isinstance(item, Publish) for item in result)
 
 
 class Targets:
@@ -181,8 +184,7 @@ class Targets:
         await forwarding.wait()
         failure = forwarding.failure
         if failure is not None:
-            route._count_error(failure)
-            route._log_error(
+            return route.failed(
                 failure,
                 delivery,
                 "route %r: a publish made while handling message %s was not confirmed "
@@ -191,18 +193,27 @@ class Targets:
                 delivery.message_id,
                 f"{type(failure).__name__}: {failure}",
             )
-            return route._finish(RETRY(), delivery)
         return outcome
 
     async def returned(self, result: Any) -> Any:
         """Publish what the handler returned (a :class:`Publish` or a list of them), all
-        at once, and wait for their confirms; ``True`` then. Other results pass through."""
+        at once, and wait for their confirms; ``True`` then. An empty list or tuple is
+        nothing to publish: ``True``. Other results pass through; a list mixing
+        ``Publish`` values with others raises ``TypeError`` (an error of the message)."""
+        if isinstance(result, list | tuple) and not result:
+            return True
         if not is_publish(result):
             return result
         forwarding = _current.get()
         if forwarding is None:  # the route's process() sets it: only a direct call lacks it
             raise RuntimeError("Targets.returned() outside a route's processing")
         items = [result] if isinstance(result, Publish) else list(result)
+        for i, item in enumerate(items):
+            if not isinstance(item, Publish):
+                raise TypeError(
+                    f"the handler returned a list mixing Publish(...) with other values: "
+                    f"item {i} is a {type(item).__name__}; return Publish values only"
+                )
         tasks = [forwarding.start(item) for item in items]
         await _all(tasks)
         return True
@@ -260,22 +271,33 @@ class _Forwarding:
 
     async def wait(self) -> None:
         """Until every publish started (also while waiting) has finished; on
-        cancellation, cancel them (their messages may or may not have arrived)."""
+        cancellation, cancel them and let them end (their messages may or may not have
+        arrived) before the delivery is settled."""
         try:
             while self.tasks:
                 await asyncio.wait(set(self.tasks))
         except asyncio.CancelledError:
-            for task in self.tasks:
-                task.cancel()
+            await self.cancel()
             raise
 
     async def cancel(self) -> None:
-        """Stop waiting for the publishes still in flight."""
+        """Cancel the publishes still in flight and wait until they ended (at most
+        :data:`CANCEL_GRACE` seconds: one ignoring its cancellation is left behind)."""
         tasks = set(self.tasks)
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        if not tasks:
+            return
+        grace = CANCEL_GRACE
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        if pending:
+            logger.warning(
+                "%d publish(es) did not end within %ss of being cancelled; their message is "
+                "settled without them (a publisher's publish must end when cancelled; %r)",
+                len(pending),
+                grace,
+                self.targets,
+            )
 
     def close(self) -> None:
         """No more publishes for this delivery."""
@@ -344,6 +366,12 @@ def publish_soon(
 # -- lifecycle ------------------------------------------------------------------------------
 
 
+START_TIMEOUT = 60.0
+"""Seconds the manager waits for a ``publish_to`` publisher to open at start-up; past
+that it is logged (as a broker not reachable) and the routes start: a connect that never
+returns cannot hold the start-up."""
+
+
 class PublisherService:
     """A publisher opened with the manager and closed after the drain (a
     :class:`~loafer_core.manager.Service`).
@@ -363,15 +391,25 @@ class PublisherService:
         return f"PublisherService({self.publisher!r})"
 
     async def start(self) -> None:
-        """Open the publisher (see the class docstring)."""
+        """Open the publisher (see the class docstring), waiting at most
+        :data:`START_TIMEOUT` seconds."""
         publisher = self.publisher
         opener = _opener(publisher)
         if opener is None:
             return
+        timeout = START_TIMEOUT
         try:
-            await opener()
+            async with asyncio.timeout(timeout):
+                await opener()
         except ConfigurationError:
             raise
+        except TimeoutError:
+            logger.warning(
+                "publisher %r did not connect within %ss at start-up; its first publish "
+                "will try again (the messages whose publish fails are retried)",
+                publisher,
+                timeout,
+            )
         except Exception as exc:
             logger.warning(
                 "publisher %r could not connect at start-up (%s: %s); its first publish "

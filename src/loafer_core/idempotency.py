@@ -7,8 +7,10 @@ hash of the body), then asks its store:
 1. **claim** the key: ``SET key pending NX`` with a short ``lock_ttl``. A key already
    *done* means a duplicate: the delivery is settled with ``on_duplicate`` (ACCEPT) and
    the handler does not run. A key *pending* (another delivery with the same key is being
-   handled now, here or in another process) gives RETRY: by then the other one has either
-   finished (the retry is skipped) or failed (the retry handles it).
+   handled now, here or in another process, or a consumer was killed while handling it)
+   gives ``RETRY(delay=lock_ttl)``, never a REJECT: by then the other one has either
+   finished (the retry is skipped), failed (the retry handles it) or its claim lapsed
+   (the retry handles it). A provider that cannot delay a retry redelivers it at once.
 2. run the route (translator, handler, and the forwarded publishes, which are confirmed
    before the route returns, see :mod:`loafer_core.forward`);
 3. if the outcome is ACCEPT, **complete** the key: ``done`` for ``ttl`` seconds; any other
@@ -21,8 +23,11 @@ claim's ``lock_ttl`` holds. It narrows duplicates; it cannot make them impossibl
 - a process killed after the handler's effects (a forwarded publish confirmed, a row
   written) and before step 3 leaves the key pending; once ``lock_ttl`` passes, the
   redelivered message is handled again;
-- a handler running longer than ``lock_ttl`` loses its claim, and a duplicate may run
-  alongside it (set ``lock_ttl`` above the route's ``handler_timeout``);
+- the claim is renewed every ``lock_ttl / 3`` seconds while the route runs (stores with
+  ``extend()``: both of ours), so a long handler keeps it; a process stalled longer
+  than ``lock_ttl`` (its event loop blocked) loses it, and a duplicate may then run
+  alongside (with a store that cannot renew, set ``lock_ttl`` above the route's
+  ``handler_timeout``);
 - the store forgetting (a ``ttl`` shorter than the broker's redelivery window, a Redis
   without persistence restarting) forgets the keys;
 - a store that cannot be reached fails the delivery: it is RETRIED (with the route's
@@ -45,8 +50,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from loafer_core.errors import ConfigurationError
-from loafer_core.outcome import ACCEPT, RETRY, Outcome, OutcomeKind
+from loafer_core.outcome import ACCEPT, Outcome, OutcomeKind
 from loafer_core.provider import Delivery
+from loafer_core.throttle import LogThrottle
 
 if TYPE_CHECKING:
     from loafer_core.middleware import Process
@@ -94,13 +100,17 @@ class MemoryStore:
 
     Enough for one process (a duplicate redelivered to it); lost when it exits, and not
     shared between processes or workers: use :class:`~loafer_core.ext.redis_store.RedisStore`
-    for those. Expired keys are purged as it grows (at most ``max_keys`` are kept: the
-    oldest go first past that).
+    for those. Expired keys are purged as it grows, and at most ``max_keys`` are kept:
+    past that, the oldest go first (their duplicates are then no longer recognised).
     """
 
     def __init__(self, *, max_keys: int = 1_000_000) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigurationError(
+                f"MemoryStore(max_keys=...): expected an int >= 1, got {max_keys!r}"
+            )
         self.max_keys = max_keys
-        # key -> (token or None when done, expiry on the monotonic clock)
+        # key -> (token or None when done, expiry on the monotonic clock), oldest first
         self._keys: dict[str, tuple[str | None, float]] = {}
         self._purge_at = 1024
 
@@ -108,33 +118,46 @@ class MemoryStore:
         return len(self._keys)
 
     async def claim(self, key: str, token: str, lock_ttl: float) -> Claim:
+        """Claim ``key`` for ``lock_ttl`` seconds unless it is done or claimed."""
         now = time.monotonic()
         entry = self._keys.get(key)
         if entry is not None and entry[1] > now:
             return Claim.DONE if entry[0] is None else Claim.BUSY
         self._keys.pop(key, None)  # expired: forget it (keeps insertion order by age)
         self._keys[key] = (token, now + lock_ttl)
-        if len(self._keys) >= self._purge_at:
-            self._purge(now)
+        self._bound(now)
         return Claim.NEW
 
     async def complete(self, key: str, token: str, ttl: float) -> None:
+        """Mark ``key`` done for ``ttl`` seconds."""
+        now = time.monotonic()
         self._keys.pop(key, None)
-        self._keys[key] = (None, time.monotonic() + ttl)
+        self._keys[key] = (None, now + ttl)
+        self._bound(now)
+
+    async def extend(self, key: str, token: str, lock_ttl: float) -> bool:
+        """Hold ``key`` ``lock_ttl`` seconds more if ``token`` still claims it (False:
+        the claim lapsed and another delivery took it, or it is done)."""
+        entry = self._keys.get(key)
+        if entry is None or entry[0] != token:
+            return False
+        self._keys[key] = (token, time.monotonic() + lock_ttl)
+        return True
 
     async def release(self, key: str, token: str) -> None:
+        """Delete ``key`` if it is still claimed by ``token``."""
         entry = self._keys.get(key)
         if entry is not None and entry[0] == token:
             del self._keys[key]
 
-    def _purge(self, now: float) -> None:
-        for key in [k for k, (_, expiry) in self._keys.items() if expiry <= now]:
-            del self._keys[key]
-        excess = len(self._keys) - self.max_keys
-        if excess > 0:
-            for key in list(self._keys)[:excess]:
-                del self._keys[key]
-        self._purge_at = max(1024, 2 * len(self._keys))
+    def _bound(self, now: float) -> None:
+        keys = self._keys
+        if len(keys) >= self._purge_at:  # amortised: a scan once the size doubled
+            for key in [k for k, (_, expiry) in keys.items() if expiry <= now]:
+                del keys[key]
+            self._purge_at = max(1024, 2 * len(keys))
+        while len(keys) > self.max_keys:  # the oldest first
+            del keys[next(iter(keys))]
 
 
 KeyFunction = Callable[[Delivery], "str | None"]
@@ -184,17 +207,21 @@ class Idempotency:
     Arguments:
         store: an :class:`IdempotencyStore`; a new :class:`MemoryStore` by default.
         key: a header name (str), or a function ``delivery -> str | None``
-            (:func:`body_hash`, say); ``None`` from it: the message is handled without
-            deduplication.
+            (:func:`body_hash`, say; another value is keyed by its ``str()``); ``None``
+            from it: the message is handled without deduplication.
         ttl: seconds a handled key is remembered (cover the broker's redelivery window).
-        lock_ttl: seconds a claim holds while the message is handled (above the route's
-            ``handler_timeout``; a crashed process's claim frees after it).
+        lock_ttl: seconds a claim holds unless renewed (every third of it while the
+            message is handled, with a store that has ``extend``); a crashed process's
+            claim frees after it, and a busy key's delivery is retried after it.
         namespace: prefix of the stored keys; the route's name by default (the same key
             on two routes is two keys). Give the same namespace to routes that must share.
         on_duplicate: the outcome of a duplicate (ACCEPT: removed from the broker).
 
     Counters: :attr:`skipped` duplicates, :attr:`busy` deliveries retried because their
-    key was claimed, :attr:`handled` keys completed.
+    key was claimed, :attr:`handled` keys completed, :attr:`unkeyed` deliveries without a
+    key (handled without deduplication; the first of each route is logged as a warning).
+    A key function that raises is an error of the message: RETRIED like a handler's.
+    Keys longer than 200 characters are stored as their SHA-256.
     """
 
     def __init__(
@@ -246,80 +273,233 @@ class Idempotency:
         self.skipped = 0
         self.busy = 0
         self.handled = 0
+        #: deliveries handled without deduplication: their key function gave ``None``
+        self.unkeyed = 0
+        self._routes: set[Route] = set()  # the routes seen (checked once each)
+        self._unkeyed_routes: set[Route] = set()  # said once per route
+        self._failures = LogThrottle()  # the store failing after a claim: bounded logs
 
     def __repr__(self) -> str:
         return f"Idempotency(store={self.store!r}, ttl={self.ttl}, lock_ttl={self.lock_ttl})"
 
+    @property
+    def services(self) -> list[Any]:
+        """The store, when it has ``start()`` and ``close()`` (a ``RedisStore``): the
+        manager starts it before the routes and closes it after the drain."""
+        store = self.store
+        if callable(getattr(store, "start", None)) and callable(getattr(store, "close", None)):
+            return [store]
+        return []
+
     async def __call__(self, delivery: Delivery, route: Route, call_next: Process) -> Outcome:
         """Claim the key, run the route, complete or release the key (module docstring)."""
-        key = self.key(delivery)
+        if route not in self._routes:
+            self._first_delivery(route)
+        try:
+            key = self.key(delivery)
+        except Exception as exc:  # never handled unguarded: an error of the message
+            return route.failed(
+                exc,
+                delivery,
+                "route %r: could not take the idempotency key of message %s (%s); it will "
+                "be retried",
+                route.name,
+                delivery.message_id,
+                _name(self.key),
+            )
         if key is None:
+            self.unkeyed += 1
+            if route not in self._unkeyed_routes:
+                self._unkeyed_routes.add(route)
+                logger.warning(
+                    "route %r: message %s has no idempotency key (%s gave None): handled "
+                    "without deduplication (said once per route; Idempotency.unkeyed counts "
+                    "them)",
+                    route.name,
+                    delivery.message_id,
+                    _name(self.key),
+                )
             return await call_next(delivery)
+        if not isinstance(key, str):  # a number, say: keyed by its text
+            key = str(key)
+        shown = _shown(key)
+        if len(key) > _LONGEST_KEY:
+            key = "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
         stored = f"{self.namespace if self.namespace is not None else route.name}:{key}"
         token = uuid.uuid4().hex
         try:
             claim = await self.store.claim(stored, token, self.lock_ttl)
         except asyncio.CancelledError:
+            # the claim may have been made (its reply cut short): do not leave it to lock_ttl
+            await self._quietly(self.store.release(stored, token), route, "releasing", shown)
             raise
         except Exception as exc:  # never handled unguarded: retried, as the route retries
-            route._count_error(exc)
-            route._log_error(
+            return route.failed(
                 exc,
                 delivery,
                 "route %r: could not claim the idempotency key of message %s; it will be retried",
                 route.name,
                 delivery.message_id,
             )
-            return route._finish(RETRY(), delivery)
         if claim is Claim.DONE:
             self.skipped += 1
             logger.info(
-                "route %r: message %s skipped: idempotency key %r already handled",
+                "route %r: message %s skipped: idempotency key %s already handled",
                 route.name,
                 delivery.message_id,
-                key,
+                shown,
             )
             return self.on_duplicate
         if claim is Claim.BUSY:
             self.busy += 1
             logger.info(
-                "route %r: message %s retried: idempotency key %r is being handled by "
+                "route %r: message %s retried: idempotency key %s is being handled by "
                 "another delivery",
                 route.name,
                 delivery.message_id,
-                key,
+                shown,
             )
-            return route._finish(RETRY(), delivery)  # the route's retry policy applies
+            # put off until the claim completed or lapsed (a consumer killed mid-handler):
+            # the route's short retry delays would spend max_attempts meanwhile
+            return route.retry_outcome(delivery, self.lock_ttl)
+        extend = getattr(self.store, "extend", None)
+        renewal = None if extend is None else _Renewal(self, extend, stored, token, route, shown)
         try:
             outcome = await call_next(delivery)
         except BaseException:
-            await _quietly(self.store.release(stored, token), route, "releasing", key)
+            if renewal is not None and (renewing := renewal.stop()) is not None:
+                await renewal.finish(renewing)
+            await self._quietly(self.store.release(stored, token), route, "releasing", shown)
             raise
+        if renewal is not None and (renewing := renewal.stop()) is not None:
+            await renewal.finish(renewing)
         if outcome.kind is OutcomeKind.ACCEPT:
             # handled (and its forwarded publishes confirmed): remember it. If the store
             # fails now, the message was still handled: ACCEPT it, the key stays claimed
             # until lock_ttl.
-            if await _quietly(self.store.complete(stored, token, self.ttl), route, "marking", key):
+            if await self._quietly(
+                self.store.complete(stored, token, self.ttl), route, "marking", shown
+            ):
                 self.handled += 1
         else:
-            await _quietly(self.store.release(stored, token), route, "releasing", key)
+            await self._quietly(self.store.release(stored, token), route, "releasing", shown)
         return outcome
 
+    def _first_delivery(self, route: Route) -> None:
+        """Check the route once: a claim that can lapse while its handler still runs (a
+        store that cannot renew claims)."""
+        self._routes.add(route)
+        timeout = route.handler_timeout
+        renews = getattr(self.store, "extend", None) is not None
+        if not renews and timeout is not None and timeout >= self.lock_ttl:
+            logger.warning(
+                "route %r: Idempotency(lock_ttl=%s) is not above the route's "
+                "handler_timeout=%s: a claim can lapse while its handler still runs, and a "
+                "duplicate then runs alongside it; set lock_ttl above handler_timeout",
+                route.name,
+                self.lock_ttl,
+                timeout,
+            )
 
-async def _quietly(step: Any, route: Route, doing: str, key: str) -> bool:
-    """Await a store call; log (not raise) its failure. True if it succeeded."""
-    try:
-        await step
-        return True
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        logger.warning(
-            "route %r: %s idempotency key %r failed (%s: %s)",
-            route.name,
-            doing,
-            key,
-            type(exc).__name__,
-            exc,
+    async def _quietly(self, step: Any, route: Route, doing: str, shown: str) -> bool:
+        """Await a store call; log (not raise) its failure, at a bounded rate. True if it
+        succeeded."""
+        try:
+            await step
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failure(route, doing, shown, exc)
+            return False
+
+    def _failure(self, route: Route, doing: str, shown: str, exc: BaseException) -> None:
+        """Log a store failure after the claim, at a bounded rate."""
+        held = self._failures.admit((route.name, doing, type(exc), str(exc)[:200]))
+        if held is not None:
+            logger.warning(
+                "route %r: %s idempotency key %s failed (%s: %s)%s",
+                route.name,
+                doing,
+                shown,
+                type(exc).__name__,
+                exc,
+                f" ({held} more like it not logged since the last time)" if held else "",
+            )
+
+
+class _Renewal:
+    """Holds a claim while the route runs: every ``lock_ttl / 3`` seconds, the store's
+    ``extend``. A timer, not a task, until the first renewal is due: a handler done
+    sooner costs one timer."""
+
+    __slots__ = ("extend", "handle", "idem", "interval", "key", "route", "shown", "task", "token")
+
+    def __init__(
+        self, idem: Idempotency, extend: Any, key: str, token: str, route: Route, shown: str
+    ) -> None:
+        self.idem, self.extend, self.key, self.token = idem, extend, key, token
+        self.route, self.shown = route, shown
+        self.interval = idem.lock_ttl / 3
+        self.task: asyncio.Task[None] | None = None
+        self.handle: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            self.interval, self._due
         )
-        return False
+
+    def _due(self) -> None:
+        self.handle = None
+        self.task = asyncio.get_running_loop().create_task(
+            self._renew(), name="loafer:idempotency-renewal"
+        )
+
+    async def _renew(self) -> None:
+        idem = self.idem
+        try:
+            held = await self.extend(self.key, self.token, idem.lock_ttl)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store failing: try again at the next interval
+            idem._failure(self.route, "renewing the claim of", self.shown, exc)
+            held = True
+        if held is False:  # lapsed (the process stalled longer than lock_ttl) and taken
+            idem._failure(
+                self.route,
+                "renewing the claim of",
+                self.shown,
+                RuntimeError("the claim had lapsed: a duplicate may run alongside"),
+            )
+            return
+        self.handle = asyncio.get_running_loop().call_later(self.interval, self._due)
+
+    def stop(self) -> asyncio.Task[None] | None:
+        """No more renewals; the renewal under way, if any, to be awaited with
+        :meth:`finish` (no coroutine in the usual case: none is under way)."""
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        task, self.task = self.task, None
+        return task if task is not None and not task.done() else None
+
+    async def finish(self, task: asyncio.Task[None]) -> None:
+        """Let the renewal under way end (its store call is bounded by the store's
+        timeout), and schedule no other."""
+        try:
+            await asyncio.shield(task)  # it logs its own failures
+        finally:
+            if self.handle is not None:  # set by the renewal that just finished
+                self.handle.cancel()
+                self.handle = None
+
+
+_LONGEST_KEY = 200  # longer keys are stored as their SHA-256
+
+
+def _shown(key: str) -> str:
+    """A key as logged: quoted, and cut when long."""
+    if len(key) <= 80:
+        return repr(key)
+    return f"{key[:60]!r}... ({len(key)} characters)"
+
+
+def _name(function: Any) -> str:
+    return str(getattr(function, "__qualname__", None) or repr(function))

@@ -33,7 +33,7 @@ from loafer_core.dispatcher import Dispatcher
 from loafer_core.errors import ConfigurationError
 from loafer_core.forward import publisher_services
 from loafer_core.health import HealthServer
-from loafer_core.middleware import Middleware, check_middleware
+from loafer_core.middleware import Middleware, check_middleware, middleware_services
 from loafer_core.policy import check_number
 from loafer_core.route import Route
 from loafer_core.status import RouteState, RouteStatus
@@ -115,7 +115,9 @@ class Manager:
         #: the health server while serving (its ``port`` is the one bound)
         self.health: HealthServer | None = None
         #: things started when :meth:`serve` begins, before any route, and closed after
-        #: the drain, in reverse order (a metrics endpoint, say): see :class:`Service`
+        #: the drain, in reverse order (a metrics endpoint, say): see :class:`Service`.
+        #: The routes' ``publish_to`` publishers and the middlewares' ``services`` (an
+        #: Idempotency's Redis store) are added by :meth:`serve` (each once)
         self.services: list[Service] = []
         self._dispatchers: list[Dispatcher] = []
         self._signals = 0
@@ -200,6 +202,11 @@ class Manager:
             raise self._fatal
         # user services, then the routes' publish_to publishers (closed first, after the drain)
         services: list[Service] = [*self.services, *publisher_services(self.routes)]
+        # and the stores of middlewares (an Idempotency's RedisStore) not given already
+        chained = [*self.middleware, *(m for route in self.routes for m in route.middleware)]
+        for service in middleware_services(chained):
+            if not any(service is given for given in services):
+                services.append(service)
         if self.health_port is not None:
             self.health = HealthServer(self.status, host=self.health_host, port=self.health_port)
             services.insert(0, self.health)

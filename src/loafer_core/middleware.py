@@ -13,12 +13,19 @@ settled with; the middleware returns that outcome, or another one. It sees:
 
 It may time the handler (around ``call_next``), change the outcome, or not call
 ``call_next`` at all (a duplicate it has seen: return ``ACCEPT``). An exception raised by
-a middleware itself is logged and the delivery RETRIED, like any internal error.
+a middleware itself (or a result that is not an ``Outcome``) is an error of the message:
+counted in the route's ``message_errors``, logged at the route's bounded rate, and the
+delivery RETRIED with the route's retry policy, REJECTED past its ``max_attempts``.
+
+A middleware that changes the outcome overrides what the route decided, guarantees
+included: the route RETRIES a message whose forwarded publish was not confirmed (see
+:mod:`loafer_core.forward`), and a middleware turning that RETRY into ACCEPT loses it.
 
 Middlewares are given per route (``Route(middleware=[...])``) and for every route of a
 manager (``Manager(routes, middleware=[...])``); the manager's wrap the route's, and
 the first of a list is the outermost. A route without middleware runs with no wrapper
-at all: the chain costs nothing unless used.
+at all: the chain costs nothing unless used (with middlewares: one call per middleware
+and one guard per delivery).
 
 Example, a timer::
 
@@ -31,8 +38,9 @@ Example, a timer::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import Outcome
@@ -41,7 +49,7 @@ from loafer_core.provider import Delivery
 if TYPE_CHECKING:
     from loafer_core.route import Route
 
-__all__ = ["Middleware", "Process", "chain", "check_middleware"]
+__all__ = ["Middleware", "Process", "chain", "check_middleware", "middleware_services"]
 
 Process = Callable[[Delivery], Awaitable[Outcome]]
 """The processing of one delivery: the route's, or the rest of a middleware chain."""
@@ -80,12 +88,68 @@ def check_middleware(owner: str, middleware: object) -> list[Middleware]:
     return items
 
 
+def middleware_services(middlewares: Iterable[object]) -> list[Any]:
+    """What the middlewares need started and closed with the manager: the items of each
+    one's ``services`` attribute (an :class:`~loafer_core.idempotency.Idempotency`'s
+    Redis store, say), each once. The manager adds those it was not given in
+    ``Manager.services`` already."""
+    found: list[Any] = []
+    for middleware in middlewares:
+        for service in getattr(middleware, "services", None) or ():
+            if not any(service is seen for seen in found):
+                found.append(service)
+    return found
+
+
 def chain(route: Route, middlewares: Sequence[Middleware], process: Process) -> Process:
-    """``process`` wrapped in ``middlewares`` (the first outermost); ``process`` itself
-    when there are none."""
+    """``process`` wrapped in ``middlewares`` (the first outermost) and a guard turning a
+    middleware's error into the route's RETRY; ``process`` itself when there are none."""
+    if not middlewares:
+        return process
     for middleware in reversed(middlewares):
         process = _bind(middleware, route, process)
-    return process
+    return _guard(route, process)
+
+
+def _guard(route: Route, process: Process) -> Process:
+    async def guarded(delivery: Delivery) -> Outcome:
+        try:
+            outcome = await process(delivery)
+        except (KeyboardInterrupt, SystemExit):
+            raise  # a request to stop: the dispatcher's to handle
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # the shutdown
+            # a middleware awaited something cancelled by someone else: it failed
+            return route.failed(
+                exc,
+                delivery,
+                "route %r: a middleware failed on message %s; it will be retried",
+                route.name,
+                delivery.message_id,
+            )
+        except Exception as exc:
+            return route.failed(
+                exc,
+                delivery,
+                "route %r: a middleware failed on message %s; it will be retried",
+                route.name,
+                delivery.message_id,
+            )
+        if not isinstance(outcome, Outcome):
+            return route.failed(
+                TypeError(f"a middleware returned {type(outcome).__name__}, not an Outcome"),
+                delivery,
+                "route %r: a middleware returned %s, not an Outcome, for message %s; it "
+                "will be retried",
+                route.name,
+                type(outcome).__name__,
+                delivery.message_id,
+            )
+        return outcome
+
+    return guarded
 
 
 def _bind(middleware: Middleware, route: Route, call_next: Process) -> Process:

@@ -478,6 +478,26 @@ class Route:
             return self._deliverable_delay(outcome, outcome.delay, self._capabilities)
         return outcome
 
+    def retry_outcome(self, delivery: Delivery, delay: float | None = None) -> Outcome:
+        """The RETRY of ``delivery`` as this route gives a failed one: with its retry
+        policy's delay, or a REJECT once ``max_attempts`` is reached. With ``delay``: a
+        delivery put off rather than failed (a busy idempotency key), a RETRY after that
+        many seconds, as the provider can delay it, never a REJECT."""
+        if delay is None:
+            return self._finish(RETRY(), delivery)
+        if self._capabilities is not None:
+            return self._deliverable_delay(RETRY(delay), delay, self._capabilities)
+        return RETRY(delay)
+
+    def failed(self, exc: BaseException, delivery: Delivery, message: str, *args: Any) -> Outcome:
+        """An error of ``delivery`` met outside the handler (by a middleware, or a
+        forwarded publish): counted in :attr:`message_errors`, logged (``message % args``,
+        with the traceback of ``exc``) at the route's bounded rate, and answered with
+        :meth:`retry_outcome`."""
+        self._count_error(exc)
+        self._log_error(exc, delivery, message, *args)
+        return self._finish(RETRY(), delivery)
+
     def _deliverable_delay(
         self, outcome: Outcome, delay: float, capabilities: Capabilities
     ) -> Outcome:

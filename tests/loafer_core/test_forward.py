@@ -5,13 +5,14 @@ manager opens the publishers before the routes and closes them after the drain."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from loafer_core import ConfigurationError, Manager, ProviderError, RejectMessage, Route
+from loafer_core import ConfigurationError, Manager, ProviderError, RejectMessage, Route, forward
 from loafer_core.forward import ForwardError, Publish, publish, publish_soon
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.outcome import OutcomeKind
@@ -423,3 +424,192 @@ async def test_publish_soon_from_a_sync_handler_says_to_return_publish(
     await run_until_idle(route)
     assert outcomes(broker) == [OutcomeKind.REJECT]
     assert "returns Publish(...) values instead" in caplog.text
+
+
+# -- review: shutdown bounds, publishes never outliving their message, logs ----------------
+
+
+class Stubborn(FakePublisher):
+    """A publish that ignores its cancellation until ``let_go`` is set (a publisher bug)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.let_go = asyncio.Event()
+        self.task: asyncio.Task[Any] | None = None
+
+    async def publish(
+        self, body: Any, *, headers: Mapping[str, Any] | None = None, **options: Any
+    ) -> None:
+        self.task = asyncio.current_task()
+        self.started.set()
+        while not self.let_go.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.let_go.wait()
+
+    async def end(self) -> None:
+        self.let_go.set()
+        if self.task is not None:
+            await asyncio.wait_for(asyncio.shield(self.task), 5)
+
+
+@pytest.mark.parametrize("returned", [True, False], ids=["returned", "publish_soon"])
+async def test_a_publish_ignoring_its_cancellation_cannot_hold_a_forced_shutdown(
+    broker: MemoryBroker,
+    provider: MemoryProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    returned: bool,
+) -> None:
+    monkeypatch.setattr(forward, "CANCEL_GRACE", 0.3, raising=False)
+    target = Stubborn()
+    broker.publish("q", "a")
+
+    async def handler(content: Any, metadata: Any) -> Any:
+        if returned:
+            return Publish(content)
+        publish_soon(content)
+        return True
+
+    manager = Manager([Route(provider, handler, publish_to=target)], shutdown_timeout=0.1)
+    safety_net = asyncio.get_running_loop().call_later(6, target.let_go.set)
+    try:
+        async with asyncio.timeout(5):  # hung until the publish ended before the fix
+            async with manager:
+                await asyncio.wait_for(target.started.wait(), 5)
+    finally:
+        safety_net.cancel()
+        await target.end()
+    assert broker.depth("q") == 1  # released, not accepted
+    assert "did not end within 0.3s of being cancelled" in caplog.text
+
+
+async def test_a_publish_soon_cut_by_a_forced_shutdown_ends_before_its_message_is_released(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """The publish's own clean-up (after its cancellation) finishes while the message is
+    still unsettled: no publish outlives the settlement of its message."""
+    target = FakePublisher()
+    broker.publish("q", "a")
+    in_flight_at_end: list[int] = []
+
+    async def publish_slowly(body: Any, **kwargs: Any) -> None:
+        target.started.set()
+        try:
+            await asyncio.Event().wait()  # never confirmed
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # its clean-up (closing a channel, say) takes a while
+            in_flight_at_end.append(broker.in_flight("q"))
+            raise
+
+    target.publish = publish_slowly  # type: ignore[method-assign]
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        publish_soon(content)
+        return True
+
+    manager = Manager([Route(provider, handler, publish_to=target)], shutdown_timeout=0.1)
+    async with asyncio.timeout(5):
+        async with manager:
+            await asyncio.wait_for(target.started.wait(), 5)
+    assert in_flight_at_end == [1]  # ended before the release
+    assert broker.depth("q") == 1
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "loafer:forward"]
+
+
+async def test_a_target_down_logs_at_the_routes_bounded_rate(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A down target fails every message's publish: one log line (and the count of
+    those held back), not one per message."""
+    target = FakePublisher(failures=10**6)
+    for i in range(40):
+        broker.publish("q", i)
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        publish_soon(content)
+        return True
+
+    route = Route(provider, handler, publish_to=target, retry=None, max_attempts=1)
+    await run_until_idle(route)
+    assert outcomes(broker).count(OutcomeKind.REJECT) == 40
+    lines = [r for r in caplog.records if r.name == "loafer_core.route"]
+    errors = [r for r in lines if r.levelno >= logging.ERROR]
+    assert len(errors) <= 2, [r.getMessage()[:100] for r in errors]
+    assert route.message_errors == 40
+
+
+async def test_returning_an_empty_list_of_publishes_accepts(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``return [Publish(x) for x in items]`` with no items: nothing to forward. Before:
+    Loafer's falsy rule, a RETRY, again and again."""
+    target = FakePublisher()
+    broker.publish("q", "a")
+
+    async def handler(content: Any, metadata: Any) -> list[Publish]:
+        return [Publish(item) for item in ()]
+
+    await run_until_idle(Route(provider, handler, publish_to=target, retry=None), timeout=5)
+    assert outcomes(broker) == [OutcomeKind.ACCEPT]
+    assert target.sent == [] and "falsy" not in caplog.text
+
+
+async def test_a_list_mixing_publish_and_other_values_is_an_error_not_an_accept(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: a truthy list, ACCEPTED, its Publish values silently never sent."""
+    target = FakePublisher()
+    broker.publish("q", "a")
+
+    async def handler(content: Any, metadata: Any) -> list[Any]:
+        return [Publish(content), None]
+
+    route = Route(provider, handler, publish_to=target, retry=None, max_attempts=1)
+    await run_until_idle(route)
+    assert outcomes(broker) == [OutcomeKind.REJECT]
+    assert target.sent == []
+    assert "item 1 is a NoneType" in caplog.text
+
+
+async def test_a_handler_exiting_cancels_its_publishes_and_releases_its_message(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    target = FakePublisher()
+    target.gate = asyncio.Event()  # never confirmed
+    broker.publish("q", "a")
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        publish_soon(content)
+        await asyncio.wait_for(target.started.wait(), 5)
+        raise SystemExit(3)
+
+    manager = Manager([Route(provider, handler, publish_to=target)])
+    with pytest.raises(SystemExit):
+        async with asyncio.timeout(10):
+            await manager.serve()
+    assert broker.depth("q") == 1 and target.sent == []
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "loafer:forward"]
+
+
+async def test_a_publisher_whose_connect_never_returns_cannot_hold_the_start_up(
+    broker: MemoryBroker,
+    provider: MemoryProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: the manager waited for ever, its routes never started (stop() could not
+    interrupt it either)."""
+    monkeypatch.setattr(forward, "START_TIMEOUT", 0.3, raising=False)
+
+    class Blackholed(FakePublisher):
+        async def connect(self) -> None:
+            await asyncio.Event().wait()  # a SYN into a firewall that drops it
+
+    target = Blackholed()
+    broker.publish("q", "a")
+    async with asyncio.timeout(5):
+        await run_until_idle(
+            Route(provider, lambda c, m: Publish(c), publish_to=target, retry=None)
+        )
+    assert "did not connect within 0.3s" in caplog.text
+    assert [s[0] for s in target.sent] == ["a"]

@@ -5,6 +5,7 @@ TTLs; the in-memory store and the Redis store (against a real Redis)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -136,7 +137,7 @@ async def test_concurrent_deliveries_with_one_key_run_the_handler_once(
         await finish.wait()
         return True
 
-    idem = Idempotency()
+    idem = Idempotency(lock_ttl=0.2)  # the busy one comes back after lock_ttl
     first_outcome = asyncio.Event()
 
     async def watch(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
@@ -315,7 +316,7 @@ async def test_redis_shared_between_routes_of_two_managers(
         return True
 
     def route(queue: str) -> Route:
-        idem = Idempotency(redis_store, namespace="orders")
+        idem = Idempotency(redis_store, namespace="orders", lock_ttl=0.5)  # busy: back in 0.5s
         return Route(MemoryProvider(broker, queue, wait=0.2), handler, middleware=[idem])
 
     await asyncio.gather(run_until_idle(route("q")), run_until_idle(route("r")))
@@ -354,3 +355,395 @@ def test_redis_store_rejects_a_non_redis_url() -> None:
 
     with pytest.raises(ConfigurationError, match="redis://"):
         RedisStore("http://:pw@127.0.0.1:6379")
+
+
+# -- review: bounds, keys that cannot be taken, a store failing mid-way, cancellation -------
+
+
+async def _handled(calls: list[Any], content: Any) -> bool:
+    calls.append(content)
+    return True
+
+
+@pytest.mark.memory
+async def test_memory_store_never_holds_more_than_max_keys() -> None:
+    store = MemoryStore(max_keys=100)
+    for i in range(5000):
+        assert await store.claim(f"k{i}", "t", 60) is Claim.NEW
+        await store.complete(f"k{i}", "t", 3600)
+        assert len(store) <= 100
+    assert await store.claim("k4999", "t", 60) is Claim.DONE  # the newest are kept
+    assert await store.claim("k0", "t", 60) is Claim.NEW  # the oldest went
+
+
+def test_memory_store_max_keys_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="max_keys"):
+        MemoryStore(max_keys=0)
+
+
+@pytest.mark.memory
+async def test_a_key_function_failing_is_an_error_of_the_message_bounded_by_max_attempts(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: an internal error, logged with its traceback on every delivery, and
+    RETRIED for ever (max_attempts is checked inside the chain, never reached)."""
+    calls: list[Any] = []
+    for i in range(1, 21):
+        broker.publish("q", i)
+
+    def broken(delivery: Delivery) -> str:
+        raise ValueError("this body has no order id")
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    route = Route(
+        provider, handler, middleware=[Idempotency(key=broken)], max_attempts=2, retry=None
+    )
+    await run_until_idle(route, timeout=10)
+    assert calls == []
+    assert outcomes(broker).count(OutcomeKind.REJECT) == 20
+    assert route.message_errors == 40
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert 1 <= len(errors) <= 2
+    assert "idempotency key" in errors[0].getMessage()
+
+
+@pytest.mark.memory
+async def test_a_message_without_its_key_is_handled_and_that_is_said_once(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[Any] = []
+    for i in (1, 2, 3):
+        broker.publish("q", i, headers={"other": "x"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    idem = Idempotency(key="order-id")
+    await run_until_idle(Route(provider, handler, middleware=[idem]))
+    assert calls == [1, 2, 3]
+    said = [r for r in caplog.records if "without deduplication" in r.getMessage()]
+    assert len(said) == 1 and "'order-id'" in said[0].getMessage()
+    assert said[0].levelno == logging.WARNING
+    assert idem.unkeyed == 3
+
+
+@pytest.mark.memory
+async def test_a_lock_ttl_not_above_the_handler_timeout_is_warned_about(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in (1, 2, 3):
+        broker.publish("q", i, headers={K: str(i)})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return True
+
+    class NoRenewal(MemoryStore):
+        extend = None  # a store that cannot renew its claims
+
+    idem = Idempotency(NoRenewal(), lock_ttl=5)
+    await run_until_idle(Route(provider, handler, middleware=[idem], handler_timeout=10))
+    renewing = Idempotency(lock_ttl=5)  # the memory store renews: no warning
+    broker.publish("q", 4, headers={K: "4"})
+    await run_until_idle(
+        Route(MemoryProvider(broker, "q"), handler, middleware=[renewing], handler_timeout=10)
+    )
+    said = [r for r in caplog.records if "lock_ttl" in r.getMessage()]
+    assert len(said) == 1 and "handler_timeout" in said[0].getMessage()
+
+
+class FailingAfterClaim(MemoryStore):
+    """Claims work; marking and releasing fail (Redis going away mid-way)."""
+
+    async def complete(self, key: str, token: str, ttl: float) -> None:
+        raise ProviderError("Redis at redis://127.0.0.1:6379/0: SET failed: ConnectionError")
+
+    async def release(self, key: str, token: str) -> None:
+        raise ProviderError("Redis at redis://127.0.0.1:6379/0: release failed: ConnectionError")
+
+
+@pytest.mark.memory
+async def test_a_store_failing_mid_way_logs_at_a_bounded_rate(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[Any] = []
+    for i in range(1, 31):
+        broker.publish("q", i, headers={K: str(i)})
+        broker.publish("q", -i, headers={K: f"r{i}"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        calls.append(content)
+        return content > 0  # the negative ones fail: their claim is released
+
+    route = Route(
+        provider,
+        handler,
+        middleware=[Idempotency(FailingAfterClaim(), lock_ttl=0.001)],
+        max_attempts=1,
+        retry=None,
+    )
+    await run_until_idle(route)
+    assert outcomes(broker).count(OutcomeKind.ACCEPT) == 30  # handled: accepted anyway
+    lines = [r for r in caplog.records if r.name == "loafer_core.idempotency"]
+    assert 2 <= len(lines) <= 4, [r.getMessage()[:80] for r in lines]
+
+
+class ClaimWithoutReply(MemoryStore):
+    """The claim is made, and its reply never comes (cut by a forced shutdown)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed = asyncio.Event()
+
+    async def claim(self, key: str, token: str, lock_ttl: float) -> Claim:
+        claim = await super().claim(key, token, lock_ttl)
+        self.claimed.set()
+        await asyncio.Event().wait()
+        return claim
+
+
+@pytest.mark.memory
+async def test_a_claim_cut_short_is_released(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """Else the key stays busy for lock_ttl: every redelivery meanwhile is RETRIED (and
+    counts against max_attempts) although no one handles it."""
+    store = ClaimWithoutReply()
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return True
+
+    route = Route(provider, handler, middleware=[Idempotency(store, namespace="ns")])
+    async with asyncio.timeout(10):
+        async with Manager([route], shutdown_timeout=0.1):
+            await asyncio.wait_for(store.claimed.wait(), 5)
+    assert broker.depth("q") == 1  # released
+    assert await MemoryStore.claim(store, "ns:1", "next", 60) is Claim.NEW
+
+
+@pytest.mark.memory
+async def test_a_huge_key_is_stored_hashed_and_logged_short(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "loafer_core.idempotency")
+    calls: list[Any] = []
+    huge = "x" * 1_000_000
+    broker.publish("q", "a", headers={K: huge})
+    broker.publish("q", "b", headers={K: huge})
+    broker.publish("q", "c", headers={K: huge[:-1] + "y"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    store = MemoryStore()
+    await run_until_idle(Route(provider, handler, middleware=[Idempotency(store)]))
+    assert calls == ["a", "c"]  # still the same key for the same value, not for another
+    assert max(len(key) for key in store._keys) < 200
+    assert "skipped" in caplog.text and len(caplog.text) < 5_000
+
+
+@pytest.mark.redis
+async def test_redis_refused_credentials_are_a_configuration_error(redis_url: str) -> None:
+    """Before: a ProviderError like a network blip: every message RETRIED, then
+    dead-lettered past max_attempts, for a wrong password."""
+    from urllib.parse import urlsplit
+
+    from loafer_core.ext.redis_store import RedisStore
+
+    parts = urlsplit(redis_url)
+    url = (
+        f"redis://loafer-no-such-user-{uuid.uuid4().hex[:6]}:s3cret@{parts.hostname}:{parts.port}/0"
+    )
+    store = RedisStore(url, timeout=2)
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            await store.start()
+        assert "s3cret" not in str(caught.value) and "credentials" in str(caught.value)
+        with pytest.raises(ConfigurationError):
+            await store.claim("k", "t", 1)
+    finally:
+        await store.close()
+
+
+def test_redis_store_url_with_a_bad_port_is_refused_without_its_password() -> None:
+    """Before: accepted; repr() raised ValueError, and every claim failed with it."""
+    from loafer_core.ext.redis_store import RedisStore
+
+    with pytest.raises(ConfigurationError, match="port") as caught:
+        RedisStore("redis://:s3cret@127.0.0.1:63a9/0")
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.memory
+async def test_a_key_left_claimed_by_a_crashed_consumer_is_handled_once_its_claim_lapses(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """Before: the redeliveries found the key busy and were retried with the route's short
+    policy delays, so max_attempts ran out while the dead consumer's claim held: the
+    message was dead-lettered without ever being handled. A busy key now puts the
+    delivery off by lock_ttl, and never REJECTS it."""
+    from loafer_core.policy import RetryPolicy
+
+    calls: list[Any] = []
+    store = MemoryStore()
+    assert await store.claim("ns:1", "killed-mid-handler", 0.5) is Claim.NEW
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    idem = Idempotency(store, namespace="ns", lock_ttl=0.5)
+    route = Route(
+        provider,
+        handler,
+        middleware=[idem],
+        max_attempts=3,
+        retry=RetryPolicy(initial=0.01, factor=1, maximum=0.01),
+    )
+    await run_until_idle(route, timeout=10)
+    assert calls == ["a"]
+    assert outcomes(broker) == [OutcomeKind.RETRY, OutcomeKind.ACCEPT]
+    [busy] = [s.outcome for s in broker.settlements("q")][:1]
+    assert busy.delay == 0.5
+
+
+@pytest.mark.redis
+async def test_a_manager_starts_while_redis_is_not_reachable_yet(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Like a broker not reachable at boot (containers starting together): logged, and
+    the messages are RETRIED until it answers. Before: the manager refused to start."""
+    from loafer_core.ext.redis_store import RedisStore
+
+    store = RedisStore("redis://:s3cret@127.0.0.1:1/0", timeout=1)
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return True
+
+    route = Route(provider, handler, middleware=[Idempotency(store)], max_attempts=1, retry=None)
+    manager = Manager([route])
+    manager.services.append(store)
+    async with asyncio.timeout(10):
+        async with manager:
+            await manager.wait_started()
+            await broker.wait_idle("q", timeout=5)
+    assert outcomes(broker) == [OutcomeKind.REJECT]  # retried: past max_attempts
+    assert "not reachable at start-up" in caplog.text and "s3cret" not in caplog.text
+
+
+@pytest.mark.memory
+async def test_a_key_function_giving_a_number_keys_by_its_text(
+    broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """Before: TypeError (len() of an int) on every delivery, never handled."""
+    calls: list[Any] = []
+    for body in ("a", "a again"):
+        broker.publish("q", body, headers={"n": 7})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return await _handled(calls, content)
+
+    def order_number(delivery: Delivery) -> Any:
+        return delivery.metadata["headers"]["n"]
+
+    idem = Idempotency(key=order_number)
+    await run_until_idle(Route(provider, handler, middleware=[idem], max_attempts=1))
+    assert calls == ["a"] and idem.skipped == 1
+
+
+@pytest.mark.redis
+async def test_the_manager_opens_and_closes_the_store_of_an_idempotency_middleware(
+    redis_store: Any, broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """Before: a store not added to manager.services by hand was never checked at
+    start-up, and its connections never closed."""
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        return True
+
+    route = Route(provider, handler, middleware=[Idempotency(redis_store)])
+    manager = Manager([route], middleware=[Idempotency(redis_store, namespace="other")])
+    async with asyncio.timeout(10):
+        async with manager:
+            await manager.wait_started()
+            await broker.wait_idle("q", timeout=5)
+    assert outcomes(broker) == [OutcomeKind.ACCEPT]
+    assert redis_store._client is None  # closed after the drain (once)
+    assert Idempotency().services == []  # the memory store needs nothing
+
+
+async def _claim_held_while_handler_runs(store: Any, claim_of: Any) -> None:
+    """A handler running 3x lock_ttl keeps its claim: a duplicate arriving meanwhile
+    finds the key busy. Before: the claim lapsed after lock_ttl, the duplicate ran."""
+    broker = MemoryBroker(history=10)
+    broker.publish("q", "a", headers={K: "1"})
+    started, finish = asyncio.Event(), asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        started.set()
+        await finish.wait()
+        return True
+
+    idem = Idempotency(store, namespace="ns", lock_ttl=0.3)
+    route = Route(MemoryProvider(broker, "q", wait=0.1), handler, middleware=[idem])
+    async with asyncio.timeout(10):
+        async with Manager([route]):
+            try:
+                await asyncio.wait_for(started.wait(), 5)
+                await asyncio.sleep(0.9)  # three lock_ttl: time passing is what is tested
+                assert await claim_of("ns:1", "duplicate") is Claim.BUSY
+            finally:
+                finish.set()
+            await broker.wait_idle("q", timeout=5)
+    assert await claim_of("ns:1", "duplicate") is Claim.DONE
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "loafer:idempotency-renewal"]
+
+
+@pytest.mark.memory
+async def test_a_claim_is_renewed_while_its_handler_runs() -> None:
+    store = MemoryStore()
+    await _claim_held_while_handler_runs(
+        store, lambda key, token: MemoryStore.claim(store, key, token, 5)
+    )
+
+
+@pytest.mark.redis
+async def test_a_redis_claim_is_renewed_while_its_handler_runs(redis_store: Any) -> None:
+    await _claim_held_while_handler_runs(
+        redis_store, lambda key, token: redis_store.claim(key, token, 5)
+    )
+
+
+@pytest.mark.memory
+async def test_a_claim_lost_while_its_handler_runs_is_said(
+    broker: MemoryBroker, provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Stalled(MemoryStore):
+        async def extend(self, key: str, token: str, lock_ttl: float) -> bool:
+            return False  # the claim lapsed meanwhile (the process stalled) and was taken
+
+    renewed_once = asyncio.Event()
+    store = Stalled()
+    original = store.extend
+
+    async def extend(key: str, token: str, lock_ttl: float) -> bool:
+        try:
+            return await original(key, token, lock_ttl)
+        finally:
+            renewed_once.set()
+
+    store.extend = extend  # type: ignore[method-assign]
+    broker.publish("q", "a", headers={K: "1"})
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        await asyncio.wait_for(renewed_once.wait(), 5)
+        return True
+
+    idem = Idempotency(store, lock_ttl=0.15)
+    await run_until_idle(Route(provider, handler, middleware=[idem]), timeout=10)
+    assert outcomes(broker) == [OutcomeKind.ACCEPT]
+    assert "the claim had lapsed" in caplog.text

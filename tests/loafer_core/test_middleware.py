@@ -152,3 +152,75 @@ def test_bad_middleware_is_refused_naming_the_argument() -> None:
 def test_without_middleware_the_route_is_called_directly() -> None:
     route = Route(MemoryProvider(MemoryBroker(), "q"), lambda c, m: True)
     assert Dispatcher(route)._process == route.process  # no wrapper: no cost
+
+
+async def test_a_middleware_failing_on_every_delivery_is_bounded_by_max_attempts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: an internal error logged with its traceback on every delivery, RETRIED
+    for ever (max_attempts is checked inside the chain, which it never reached)."""
+    broker = MemoryBroker(history=100)
+    broker.publish_many("q", [f"m{i}" for i in range(20)])
+
+    async def broken(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+        raise RuntimeError("middleware bug")
+
+    route = Route(
+        MemoryProvider(broker, "q"),
+        lambda c, m: True,
+        middleware=[broken],
+        retry=None,
+        max_attempts=2,
+    )
+    report = await run_until_idle(route, timeout=10)
+    assert len(report.retried) == 20 and len(report.rejected) == 20
+    assert route.message_errors == 40
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert 1 <= len(errors) <= 2 and "middleware bug" in caplog.text
+
+
+async def test_a_middleware_returning_no_outcome_is_an_error_of_the_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = MemoryBroker(history=10)
+    broker.publish("q", "a")
+
+    async def forgets_to_return(delivery: Delivery, route: Route, call_next: Process) -> Any:
+        await call_next(delivery)
+
+    route = Route(
+        MemoryProvider(broker, "q"),
+        lambda c, m: True,
+        middleware=[forgets_to_return],
+        retry=None,
+        max_attempts=1,
+    )
+    report = await run_until_idle(route, timeout=10)
+    assert [s.outcome.kind for s in report.rejected] == [OutcomeKind.REJECT]
+    assert "returned NoneType, not an Outcome" in caplog.text
+
+
+async def test_a_stray_cancellation_in_a_middleware_is_an_error_not_a_lost_worker() -> None:
+    """A middleware awaiting something cancelled by someone else (a closed client's
+    future) sees CancelledError while its task is not being cancelled. Before: it ended
+    the worker, and the delivery was never settled."""
+    broker = MemoryBroker(history=10)
+    broker.publish("q", "a")
+
+    async def stray(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.cancel()  # by its owner, not by loafer
+        await future
+        return await call_next(delivery)
+
+    route = Route(
+        MemoryProvider(broker, "q"),
+        lambda c, m: True,
+        middleware=[stray],
+        retry=None,
+        max_attempts=1,
+        max_concurrency=1,
+    )
+    report = await run_until_idle(route, timeout=5)
+    assert [s.outcome.kind for s in report.rejected] == [OutcomeKind.REJECT]
+    assert route.message_errors == 1

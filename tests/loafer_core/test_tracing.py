@@ -4,6 +4,7 @@ outcomes and exceptions on the span; what it costs when unused."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import subprocess
 import sys
@@ -334,3 +335,123 @@ def test_with_the_api_and_no_sdk_a_publish_passes_on_the_context_it_is_given_onl
         "untraced None",
         f"in a trace 00-{0xABC:032x}-{0xDEF:016x}-01",
     ]
+
+
+# -- review: extraction that fails, spans always ended, bounded span sizes ------------------
+
+
+class BrokenPropagator:
+    """A propagator whose extraction raises (a bug, or a header it chokes on)."""
+
+    fields = frozenset({"traceparent"})
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        raise ValueError("cannot parse this traceparent")
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        return None
+
+
+def settled(broker: MemoryBroker, queue: str = "q") -> list[str]:
+    return [s.outcome.kind.value for s in broker.settlements(queue)]
+
+
+async def test_a_context_that_cannot_be_extracted_starts_a_trace_and_the_message_is_handled(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    broker = MemoryBroker(history=10)
+    broker.publish("q", b"a", headers={"traceparent": "00-zz"})
+    route = Route(MemoryProvider(broker, "q", wait=0.1), lambda c, m: True)
+    middleware = [tracing(tracer_provider=provider, propagator=BrokenPropagator())]
+    await run(Manager([route], middleware=middleware), broker, "q")
+    assert settled(broker) == ["accept"]  # before: an internal error, retried for ever
+    [span] = exporter.get_finished_spans()
+    assert span.parent is None
+
+
+def test_headers_that_are_not_a_mapping_start_a_trace(provider: TracerProvider) -> None:
+    tr = Tracing(tracer_provider=provider)
+    route = Route(MemoryProvider(MemoryBroker(), "q"), lambda c, m: True)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for headers in ([("traceparent", traceparent)], "traceparent", 3):
+        parent = tr.parent_of(Delivery(raw=b"{}", metadata={"headers": headers}), route)
+        assert not trace.get_current_span(parent).get_span_context().is_valid
+
+
+async def test_the_span_is_ended_when_a_middleware_inside_returns_no_outcome(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    broker = MemoryBroker()
+    broker.publish("q", b"a")
+
+    async def forgets_to_return(delivery: Any, route: Any, call_next: Any) -> Any:
+        await call_next(delivery)  # no return: a bug of this middleware
+
+    route = Route(
+        MemoryProvider(broker, "q", wait=0.1),
+        lambda c, m: True,
+        middleware=[forgets_to_return],
+        max_attempts=1,
+    )
+    manager = Manager([route], middleware=[tracing(tracer_provider=provider)])
+    async with manager:
+        await manager.wait_started()
+        await broker.wait_idle("q", timeout=10)
+    [span] = exporter.get_finished_spans()  # before: never ended, so never exported
+    assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_a_huge_exception_message_is_cut_on_the_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    broker = MemoryBroker()
+    broker.publish("q", b"a")
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        raise ValueError("body was: " + "x" * 1_000_000)  # a message quoting the body
+
+    route = Route(MemoryProvider(broker, "q", wait=0.1), handler, max_attempts=1)
+    await run(Manager([route], middleware=[tracing(tracer_provider=provider)]), broker, "q")
+    [span] = exporter.get_finished_spans()
+    [event] = span.events
+    attributes = dict(event.attributes or {})
+    assert str(attributes["exception.message"]).startswith("body was: xxx")
+    assert attributes["exception.type"] == "ValueError"
+    assert "handler" in str(attributes["exception.stacktrace"])  # the frames are kept
+    size = sum(len(str(value)) for value in attributes.values())
+    assert size < 20_000, size
+    assert len(span.status.description or "") <= 256
+
+
+async def test_a_producer_spans_huge_exception_message_is_cut(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    tr = Tracing(tracer_provider=provider)
+    with tr.scope(), pytest.raises(RuntimeError), publish_span("memory", "q", None):
+        raise RuntimeError("refused: " + "y" * 1_000_000)
+    [span] = exporter.get_finished_spans()
+    [event] = span.events
+    size = sum(len(str(value)) for value in dict(event.attributes or {}).values())
+    assert size < 20_000, size
+
+
+async def test_a_handler_cut_by_a_forced_shutdown_ends_its_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    broker = MemoryBroker()
+    broker.publish("q", b"a")
+    started = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        started.set()
+        await asyncio.Event().wait()
+        return True
+
+    route = Route(MemoryProvider(broker, "q", wait=0.1), handler)
+    manager = Manager([route], middleware=[tracing(tracer_provider=provider)], shutdown_timeout=0.1)
+    async with asyncio.timeout(10):
+        async with manager:
+            await asyncio.wait_for(started.wait(), 5)
+    [span] = exporter.get_finished_spans()
+    assert span.attributes["error.type"] == "CancelledError"  # type: ignore[index]
+    assert trace.get_current_span() is trace.INVALID_SPAN  # no context left behind

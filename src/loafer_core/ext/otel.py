@@ -39,7 +39,9 @@ import OpenTelemetry; :func:`tracing` does. See ``docs/tracing.md``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -53,13 +55,20 @@ if TYPE_CHECKING:
 
 __all__ = ["SYSTEMS", "Tracing", "inject_each", "publish_span", "tracing"]
 
+logger = logging.getLogger("loafer_core.ext.otel")
+
 #: The context key under which the consumer span's context holds its :class:`Tracing`
 #: (so that a publish in the handler uses the same tracer and propagator).
 CONTEXT_KEY = "loafer_core.tracing"
 #: The instrumentation scope's name.
 SCOPE = "loafer_core"
-#: Characters of an outcome's reason kept on a span.
+#: Characters of an outcome's reason kept on a span (and of its error status).
 REASON_LIMIT = 256
+#: Characters of an exception's message kept on a span's ``exception`` event.
+MESSAGE_LIMIT = 1024
+#: Characters of an exception's stack trace kept on a span's ``exception`` event (its
+#: innermost frames and its message: an error quoting a 1 MB body stays small).
+STACKTRACE_LIMIT = 8192
 
 #: ``messaging.system`` by the provider's package (another ``loafer_<name>`` package:
 #: ``<name>``; any other: its top package's name).
@@ -200,6 +209,7 @@ class Tracing:
         self._error = Status
         self._error_code = StatusCode.ERROR
         self._routes: dict[Route, _RouteInfo] = {}
+        self._extract_failed = False  # said once
 
     def __repr__(self) -> str:
         return f"<Tracing routes={len(self._routes)}>"
@@ -226,13 +236,31 @@ class Tracing:
         return self._parent(delivery, info)
 
     def _parent(self, delivery: Delivery, info: _RouteInfo) -> Any:
+        try:
+            return self._extract(delivery, info)
+        except Exception as exc:  # a context that cannot be read must not fail the message
+            if not self._extract_failed:
+                self._extract_failed = True
+                logger.warning(
+                    "route %r: could not read the trace context of message %s (%s: %s); "
+                    "such messages start a trace of their own (said once)",
+                    info.attributes["loafer.route"],
+                    delivery.message_id,
+                    type(exc).__name__,
+                    _text(exc)[:REASON_LIMIT],
+                )
+            return self._empty
+
+    def _extract(self, delivery: Delivery, info: _RouteInfo) -> Any:
         headers = delivery.metadata.get("headers")
+        if not isinstance(headers, Mapping):
+            headers = None
         if info.reader is not None:
             try:
                 extra = info.reader(delivery.raw)
             except Exception:  # the translator will say what is wrong with the message
                 extra = None
-            if extra:
+            if extra and isinstance(extra, Mapping):
                 headers = {**headers, **extra} if headers else extra
         if not headers:
             return self._empty
@@ -265,21 +293,28 @@ class Tracing:
             outcome = await call_next(delivery)
         except BaseException as exc:  # an internal error: the delivery is retried
             self._detach(token)
-            self._failed(span, exc)
-            span.end()
+            try:
+                self._failed(span, exc)
+            finally:
+                span.end()
             raise
         self._detach(token)
-        if span.is_recording():
-            kind = outcome.kind
-            span.set_attribute("loafer.outcome", kind._value_)
-            if outcome.reason:
-                span.set_attribute("loafer.outcome.reason", outcome.reason[:REASON_LIMIT])
-            if kind is OutcomeKind.RETRY and outcome.delay:
-                span.set_attribute("loafer.outcome.delay", float(outcome.delay))
-            error = delivery.error
-            if error is not None:
-                self._failed(span, error)
-        span.end()
+        try:
+            if span.is_recording():
+                kind = outcome.kind
+                span.set_attribute("loafer.outcome", kind._value_)
+                if outcome.reason:
+                    span.set_attribute("loafer.outcome.reason", outcome.reason[:REASON_LIMIT])
+                if kind is OutcomeKind.RETRY and outcome.delay:
+                    span.set_attribute("loafer.outcome.delay", float(outcome.delay))
+                error = delivery.error
+                if error is not None:
+                    self._failed(span, error)
+        except Exception as exc:  # not an Outcome: a middleware inside returned something else
+            self._failed(span, exc)
+            raise
+        finally:
+            span.end()
         return outcome
 
     @contextlib.contextmanager
@@ -295,10 +330,51 @@ class Tracing:
             self._detach(token)
 
     def _failed(self, span: Any, error: BaseException) -> None:
-        name = type(error).__qualname__
-        span.set_attribute(ERROR_TYPE, name)
-        span.record_exception(error)
-        span.set_status(self._error(self._error_code, f"{name}: {error}"[:REASON_LIMIT]))
+        _record(span, error, self._error, self._error_code)
+
+
+def _text(error: BaseException) -> str:
+    """``str(error)``, or a stand-in when that fails (it must not fail the message)."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__qualname__}: str() failed>"
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much went."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} characters cut)"
+
+
+def _record(span: Any, error: BaseException, status: Any, code: Any) -> None:
+    """Record ``error`` on ``span`` as the SDK's ``record_exception`` does (``error.type``,
+    an ``exception`` event, status ERROR), with its message and stack trace cut to
+    :data:`MESSAGE_LIMIT` and :data:`STACKTRACE_LIMIT` characters: an exception quoting a
+    1 MB body must not make a 1 MB span."""
+    cls = type(error)
+    name = cls.__qualname__
+    module = cls.__module__
+    text = _text(error)
+    message = _cut(text, MESSAGE_LIMIT)
+    frames = "".join(traceback.format_tb(error.__traceback__)) if error.__traceback__ else ""
+    if len(frames) > STACKTRACE_LIMIT:  # the innermost frames, where it was raised
+        frames = (
+            f"... ({len(frames) - STACKTRACE_LIMIT} characters cut)\n" + frames[-STACKTRACE_LIMIT:]
+        )
+    span.set_attribute(ERROR_TYPE, name)
+    span.add_event(
+        "exception",
+        {
+            "exception.type": f"{module}.{name}" if module and module != "builtins" else name,
+            "exception.message": message,
+            "exception.stacktrace": f"Traceback (most recent call last):\n{frames}{name}: "
+            f"{message}\n",
+            "exception.escaped": "False",
+        },
+    )
+    span.set_status(status(code, f"{name}: {text}"[:REASON_LIMIT]))
 
 
 def tracing(*, tracer_provider: Any = None, propagator: Any = None) -> Tracing:
@@ -342,14 +418,13 @@ class _Traced:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         span = self.span
-        if exc is not None and span.is_recording():
-            name = type(exc).__qualname__
-            span.set_attribute(ERROR_TYPE, name)
-            span.record_exception(exc)
-            from opentelemetry.trace import StatusCode
+        try:
+            if exc is not None and span.is_recording():
+                from opentelemetry.trace import StatusCode
 
-            span.set_status(self.status(StatusCode.ERROR, f"{name}: {exc}"[:REASON_LIMIT]))
-        span.end()
+                _record(span, exc, self.status, StatusCode.ERROR)
+        finally:
+            span.end()
 
 
 def publish_span(

@@ -7,22 +7,26 @@
 
     store = RedisStore("redis://127.0.0.1:6379/0")
     route = Route(provider, handler, middleware=[Idempotency(store, key="order-id")])
-    manager = Manager([route])
-    manager.services.append(store)  # closed after the drain
+    manager = Manager([route])  # starts the store, and closes it after the drain
 
 Shared by every process and worker using the same Redis: a key handled by one is skipped
-by all. A claim is ``SET key "pending:<token>" NX PX lock_ttl``; completing is
+by all. A claim is ``SET key "pending:<token>" NX PX lock_ttl``, renewed while the handler runs
+(``PEXPIRE`` while it still holds the token, a Lua script); completing is
 ``SET key "done" PX ttl``; releasing deletes the key only while it still holds our token
 (a Lua script, atomic). Keys expire by themselves: nothing to clean up.
 
 Needs ``redis>=5`` (``pip install 'loafer-core[redis]'``), imported when the store first
 connects. Redis failures raise :class:`~loafer_core.errors.ProviderError` (the message is
-retried); the URL's password never appears in them.
+retried); refused credentials or ACL permissions raise
+:class:`~loafer_core.errors.ConfigurationError` (so :meth:`RedisStore.start`, run by the
+manager as a service, stops it at start-up rather than every message being retried and
+dead-lettered). The URL's password never appears in them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +35,15 @@ from loafer_core.idempotency import Claim
 
 __all__ = ["RedisStore"]
 
+logger = logging.getLogger("loafer_core.ext.redis_store")
+
 _DONE = b"done"
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
@@ -44,9 +56,7 @@ def _masked(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # host[:port] as written
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
@@ -75,12 +85,21 @@ class RedisStore:
                 f"RedisStore(url=...): expected a redis://, rediss:// or unix:// URL, got "
                 f"{_masked(url)!r}"
             )
+        if client is None:
+            try:
+                urlsplit(url).port  # noqa: B018 - raises ValueError for a bad port
+            except ValueError:
+                raise ConfigurationError(
+                    f"RedisStore(url=...): the port of {_masked(url)!r} is not a number "
+                    "from 0 to 65535"
+                ) from None
         self._url = url
         self.prefix = prefix
         self.timeout = timeout
         self._client = client
         self._owned = client is None
         self._release: Any = None
+        self._extend: Any = None
 
     def __repr__(self) -> str:
         return f"RedisStore(url={_masked(self._url)!r}, prefix={self.prefix!r})"
@@ -105,6 +124,12 @@ class RedisStore:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if _refused(exc):  # retrying cannot help: every message would fail alike
+                raise ConfigurationError(
+                    f"Redis at {_masked(self._url)}: {what} refused ({type(exc).__name__}): "
+                    "check the credentials (user and password in the URL) and the user's "
+                    "ACL permissions"
+                ) from None
             raise ProviderError(
                 f"Redis at {_masked(self._url)}: {what} failed: {type(exc).__name__}"
             ) from None
@@ -136,18 +161,52 @@ class RedisStore:
             "release", self._release(keys=[self.prefix + key], args=[f"pending:{token}"])
         )
 
+    async def extend(self, key: str, token: str, lock_ttl: float) -> bool:
+        """Hold ``key`` ``lock_ttl`` seconds more if it still holds this claim."""
+        redis = self._redis()
+        if self._extend is None:
+            self._extend = redis.register_script(_EXTEND)
+        held = await self._call(
+            "extend",
+            self._extend(keys=[self.prefix + key], args=[f"pending:{token}", _ms(lock_ttl)]),
+        )
+        return bool(held)
+
     async def start(self) -> None:
-        """Check Redis answers (as a manager :class:`~loafer_core.manager.Service`)."""
-        await self._call("PING", self._redis().ping())
+        """Check Redis answers (as a manager :class:`~loafer_core.manager.Service`).
+
+        Refused credentials or permissions raise ``ConfigurationError`` (the manager does
+        not start); a Redis not reachable yet is logged, as a broker not reachable at
+        boot is: the messages are RETRIED until it answers."""
+        try:
+            await self._call("PING", self._redis().ping())
+        except ProviderError as exc:
+            logger.warning(
+                "%r: Redis not reachable at start-up (%s); messages are retried until it answers",
+                self,
+                exc,
+            )
 
     async def close(self) -> None:
         """Close the connections this store opened (not a ``client=`` given). Idempotent."""
         if not self._owned:
             return
         client, self._client = self._client, None
-        self._release = None
+        self._release = self._extend = None
         if client is not None:
             await client.aclose()
+
+
+_REFUSALS = frozenset({"AuthenticationError", "AuthorizationError", "NoPermissionError"})
+
+
+def _refused(exc: BaseException) -> bool:
+    """Redis refused our credentials or permissions (redis-py's error classes, by name:
+    no import of redis here)."""
+    return any(
+        cls.__name__ in _REFUSALS and cls.__module__.startswith("redis")
+        for cls in type(exc).__mro__
+    )
 
 
 def _ms(seconds: float) -> int:
