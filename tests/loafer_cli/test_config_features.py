@@ -16,6 +16,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +228,8 @@ BAD = [
         "an unknown publisher plugin",
         PUBLISHERS.replace('publisher = "nats"', 'publisher = "kafka"'),
         "loafer.toml: publishers.stream.publisher: no publisher named 'kafka' in the "
-        "'loafer.publishers' entry point group; installed: amqp, nats, rabbit, sns, sqs",
+        "'loafer.publishers' entry point group; installed: "
+        + ", ".join(sorted({ep.name for ep in entry_points(group="loafer.publishers")})),
     ),
     (
         "an option the publisher does not take",
