@@ -14,10 +14,12 @@ One line turns it on for a manager's routes, and for every publish their handler
   (``delivery.error``) is recorded on it (``error.type``, an ``exception`` event, status
   ERROR). Its parent is the trace context the message carries (W3C ``traceparent``),
   extracted from the provider's headers: RabbitMQ headers, AMQP 1.0 application
-  properties, SQS message attributes, or the SNS envelope's ``MessageAttributes``
+  properties, SQS message attributes, NATS headers, Redis entry fields, or the SNS
+  envelope's ``MessageAttributes``
   (through the route translator's optional ``message_headers(raw)``). A message without
   one starts a new trace.
-- **Producer spans**: loafer's publishers (memory, RabbitMQ, AMQP 1.0, SQS, SNS) give
+- **Producer spans**: loafer's publishers (memory, RabbitMQ, AMQP 1.0, SQS, SNS, NATS,
+  Redis) give
   each ``publish`` a span of kind ``PRODUCER`` named ``publish <destination>``
   (``messaging.operation.type`` = ``send``) and inject its context into the message's
   headers. Inside a handler the span is a child of the delivery's consumer span, made
