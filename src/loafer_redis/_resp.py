@@ -9,11 +9,12 @@ synchronous pass. It knows RESP2 only (the reader's connection is opened with pr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import redis.exceptions
 
-__all__ = ["parse", "read_reply"]
+__all__ = ["pack", "parse", "read_reply"]
 
 _CHUNK = 1 << 16
 
@@ -24,6 +25,19 @@ class Incomplete(Exception):
     def __init__(self, need: int) -> None:
         super().__init__(need)
         self.need = need
+
+
+def pack(args: Iterable[bytes | str | int]) -> bytes:
+    """One command as RESP (an array of bulk strings): what redis-py's ``pack_command``
+    sends, without its per-argument work (``str`` is encoded as UTF-8)."""
+    parts = []
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"*%d\r\n%s" % (len(parts), b"".join(parts))
 
 
 def _line(buf: bytes, pos: int) -> int:

@@ -100,8 +100,9 @@ class Batch(Generic[T]):
 
 
 class Acks:
-    """Acknowledgements added during one turn of the event loop go out in one ``send``
-    (at most ``limit`` ids per call). Nobody waits for them: no future per id."""
+    """Acknowledgements added during two turns of the event loop go out in one ``send``
+    (at most ``limit`` ids per call; those added while it is sent go in the next one).
+    Nobody waits for them: no future per id."""
 
     def __init__(
         self, send: Callable[[Sequence[bytes]], Awaitable[None]], *, limit: int = 1000
@@ -121,6 +122,9 @@ class Acks:
 
     async def _flush(self) -> None:
         try:
+            # one more turn of the loop: the settles of the turn after the first add (the
+            # rest of a fetched batch, once the reader yielded to them) join this XACK
+            await asyncio.sleep(0)
             while self._ids:
                 batch, self._ids = self._ids[: self._limit], self._ids[self._limit :]
                 await self._send(batch)

@@ -8,7 +8,8 @@ died, or a RELEASE); ``fetch`` hands the buffer out.
 
 Outcome mapping (see ``docs/providers/redis.md``):
 
-- ``ACCEPT`` -> ``XACK`` (coalesced: one ``XACK`` per turn of the event loop).
+- ``ACCEPT`` -> ``XACK`` (coalesced: one ``XACK`` per two turns of the event loop, on a
+  connection of its own).
 - ``RETRY()`` -> the entry is added again at the stream's end with the attempt field
   ``x-loafer-attempt`` incremented, and the original acknowledged: one Lua script.
 - ``RETRY(delay)`` -> the copy waits in a sorted set (``<stream>:delayed``) scored by
@@ -48,7 +49,8 @@ from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Support
-from loafer_redis._connection import BlockingReader, open_client
+from loafer_redis._connection import BlockingReader, DirectConnection, open_client
+from loafer_redis._resp import pack
 from loafer_redis._scripts import Scripts
 from loafer_redis._settlement import Acks, Batch, Entry
 from loafer_redis._url import check_url, mask_url, scrub
@@ -250,6 +252,8 @@ class RedisProvider:
         self._client: redis.asyncio.Redis | None = None
         self._scripts: Scripts | None = None
         self._reader: BlockingReader | None = None
+        self._acker: DirectConnection | None = None  # the XACKs' own connection
+        self._read_commands: dict[int, bytes] = {}  # XREADGROUP packed, by COUNT
         self._capacity = 1
         self._read_batch = 1
         self._started = False
@@ -426,7 +430,9 @@ class RedisProvider:
         self._client = client
         self._scripts = Scripts(client)
         self._reader = BlockingReader(client, socket_timeout=self._socket_timeout)
+        self._acker = DirectConnection(client, socket_timeout=self._socket_timeout)
         self.consumer = consumer_name(self._consumer_prefix)
+        self._read_commands = {}
         self._acks = Acks(self._send_acks, limit=1000)
         self._releases = Batch(self._send_releases, limit=_PAGE)
         self._started = True
@@ -596,6 +602,9 @@ class RedisProvider:
             return
         self._wake_reader.clear()
         await self._wake_reader.wait()
+        # let the settles of this turn land first (handlers that never wait settle a
+        # whole fetched batch within a turn or two): one larger read rather than several
+        await asyncio.sleep(0)
 
     async def _cycle(self, room: int) -> list[tuple[bytes, list[bytes], int]]:
         """One read: lapsed leases first when a reclaim is due, else new entries."""
@@ -705,22 +714,28 @@ class RedisProvider:
     async def _read_new(self, count: int) -> list[tuple[bytes, list[bytes], int]]:
         reader = self._reader
         assert reader is not None
-        block_ms = max(1, int(self._block * 1000))
-        args = (
-            "XREADGROUP",
-            "GROUP",
-            self.group,
-            self.consumer,
-            "COUNT",
-            count,
-            "BLOCK",
-            block_ms,
-            "STREAMS",
-            self.stream,
-            ">",
-        )
+        command = self._read_commands.get(count)
+        if command is None:
+            assert self.consumer is not None
+            block_ms = max(1, int(self._block * 1000))
+            # packed once per COUNT (at most ``capacity`` of them)
+            command = self._read_commands[count] = pack(
+                (
+                    "XREADGROUP",
+                    "GROUP",
+                    self.group,
+                    self.consumer,
+                    "COUNT",
+                    count,
+                    "BLOCK",
+                    block_ms,
+                    "STREAMS",
+                    self.stream,
+                    ">",
+                )
+            )
         try:
-            reply = await reader.read(args, self._block)
+            reply = await reader.read(command, self._block)
         except redis.exceptions.ResponseError as exc:
             if is_no_group(exc):
                 raise await self._gone() from None
@@ -912,13 +927,13 @@ class RedisProvider:
     async def _send_acks(self, ids: Sequence[bytes]) -> None:
         """XACK a batch, retrying twice; past that the entries stay pending (reclaimed
         when their lease lapses: a redelivery, never a loss)."""
-        client = self._client
-        if client is None:
+        acker = self._acker
+        if self._client is None or acker is None:
             return
+        command = pack(("XACK", self.stream, self.group, *ids))
         for attempt in range(3):
             try:
-                async with asyncio.timeout(self._socket_timeout):
-                    await client.xack(self.stream, self.group, *ids)
+                await acker.call(command, self._socket_timeout)
                 return
             except asyncio.CancelledError:
                 raise
@@ -1140,9 +1155,10 @@ class RedisProvider:
             for batch in (self._acks, self._releases):
                 if batch is not None:
                     batch.cancel()
-            reader, self._reader = self._reader, None
-            if reader is not None:
-                await reader.disconnect()
+            for direct in (self._reader, self._acker):
+                if direct is not None:
+                    await direct.disconnect()
+            self._reader = self._acker = None
             client, self._client = self._client, None
             if client is not None:
                 await self._close_client(client)
