@@ -496,13 +496,33 @@ class RedisProvider:
     def _take(self, limit: int) -> list[Delivery]:
         buffer = self._buffer
         out: list[Delivery] = []
+        append = out.append
         outstanding = self._outstanding
+        body_name = self._body
+        stream, group, consumer = self.stream, self.group, self.consumer
         while buffer and len(out) < limit:
             entry_id, fields, count = buffer.popleft()
+            if len(fields) == 2 and fields[0] == body_name:
+                # the usual entry, a body and nothing else: built here, positionally
+                # (raw, body, message_id, metadata, attempt, ordering_key, token)
+                message_id = entry_id.decode()
+                body = fields[1]
+                token = Entry(entry_id)
+                metadata: dict[str, Any] = {
+                    "headers": {},
+                    "id": message_id,
+                    "stream": stream,
+                    "group": group,
+                    "consumer": consumer,
+                    "delivery_count": count,
+                }
+                append(Delivery(body, body, message_id, metadata, count, None, token))
+                outstanding[entry_id] = token
+                continue
             delivery = self._delivery(entry_id, fields, count)
             if delivery is not None:
                 outstanding[entry_id] = delivery.token
-                out.append(delivery)
+                append(delivery)
         return out
 
     def _delivery(self, entry_id: bytes, fields: list[bytes], count: int) -> Delivery | None:
@@ -805,11 +825,19 @@ class RedisProvider:
         if not self._started:
             raise ProviderError(f"{self.describe()}: settle before start")
         kind = outcome.kind
-        if kind is OutcomeKind.ACCEPT:
+        if kind is OutcomeKind.ACCEPT:  # the hot path: _forget inlined
             token.settled = True
-            self._forget(token)
+            entry_id = token.id
+            outstanding = self._outstanding
+            outstanding.pop(entry_id, None)
+            wake = self._wake_reader
+            if not wake.is_set() and (
+                self._waiting
+                or self._capacity - len(outstanding) - len(self._buffer) >= self._read_batch
+            ):
+                wake.set()
             assert self._acks is not None
-            self._acks.add(token.id)
+            self._acks.add(entry_id)
             return
         try:
             if kind is OutcomeKind.RELEASE:
