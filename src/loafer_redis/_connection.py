@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio
@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.utils import HIREDIS_AVAILABLE
 
 from loafer_core.errors import ProviderError
-from loafer_redis._resp import pack, read_reply
+from loafer_redis._resp import pack, read_replies
 from loafer_redis._url import mask_url
 
 __all__ = ["BlockingReader", "DirectConnection", "open_client"]
@@ -79,6 +79,7 @@ class DirectConnection:
         self._kwargs = kwargs
         self._socket_timeout = socket_timeout
         self._connection: Any = None
+        self._buffer = bytearray()  # bytes read past a reply (the Python parser's)
 
     def _ready(self, connection: Any) -> bool:
         return connection is not None and bool(connection.is_connected)
@@ -98,33 +99,59 @@ class DirectConnection:
             await self._connected(connection)
         return connection
 
-    async def _exchange(self, connection: Any, packed: bytes) -> Any:
+    async def _exchange(
+        self,
+        connection: Any,
+        packed: bytes,
+        replies: int,
+        on_reply: Callable[[Any], None] | None,
+    ) -> Any:
+        """Send ``packed``; read ``replies`` replies (error replies as values), each but
+        the last handed to ``on_reply`` as it comes; return the last."""
         await connection.send_packed_command(packed, check_health=False)
         stream = getattr(connection, "_reader", None)
-        if self._python_parser and isinstance(stream, asyncio.StreamReader):
-            return await read_reply(stream)  # one pass per reply, not per line
-        return await connection.read_response()  # hiredis: C, faster still
+        python = self._python_parser and isinstance(stream, asyncio.StreamReader)
+        for left in range(replies - 1, -1, -1):
+            if python and isinstance(stream, asyncio.StreamReader):  # one pass per reply
+                (reply,) = await read_replies(stream, 1, self._buffer)
+            else:
+                try:
+                    reply = await connection.read_response()  # hiredis: C, faster still
+                except redis.exceptions.ResponseError as exc:
+                    reply = exc
+            if left and on_reply is not None:
+                on_reply(reply)
+        return reply
 
-    async def call(self, packed: bytes, timeout: float) -> Any:
-        """Send one packed command; its reply within ``timeout`` seconds (an error reply
-        is raised as ``ResponseError``, the connection kept)."""
+    async def call(
+        self,
+        packed: bytes,
+        timeout: float,
+        *,
+        replies: int = 1,
+        on_reply: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Send one packed command (or ``replies`` of them, pipelined: the replies before
+        the last are handed to ``on_reply``, error replies as ``ResponseError`` values);
+        the last one's reply within ``timeout`` seconds (an error reply is raised as
+        ``ResponseError``, the connection kept)."""
         connection = await self._connect()
         done = False
         try:
             async with asyncio.timeout(timeout):
-                reply = await self._exchange(connection, packed)
-            done = True
-            return reply
-        except redis.exceptions.ResponseError:
-            done = True  # the connection is still in step: keep it
-            raise
+                reply = await self._exchange(connection, packed, replies, on_reply)
+            done = True  # in step, even after an error reply
         finally:
             if not done:
                 await self.disconnect()
+        if isinstance(reply, redis.exceptions.ResponseError):
+            raise reply
+        return reply
 
     async def disconnect(self) -> None:
         """Drop the connection (nothing is waiting on it afterwards)."""
         connection, self._connection = self._connection, None
+        self._buffer = bytearray()
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.disconnect(nowait=True)
@@ -148,14 +175,27 @@ class BlockingReader(DirectConnection):
         await connection.send_command("CLIENT", "ID")
         self.client_id = int(await connection.read_response())
 
-    async def read(self, args: tuple[Any, ...] | bytes, block: float) -> Any:
-        """Send one blocking read (its arguments, or the command already packed); its
-        reply within ``block`` plus ``socket_timeout``."""
+    async def read(
+        self,
+        args: tuple[Any, ...] | bytes,
+        block: float,
+        before: bytes = b"",
+        on_before: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Send one blocking read (its arguments, or the command already packed), after
+        the packed command ``before`` if given (pipelined: its reply is handed to
+        ``on_before`` as soon as it comes); the read's reply within ``block`` plus
+        ``socket_timeout``."""
         packed = args if isinstance(args, bytes) else pack(args)
         await self._connect()  # connected (and its id known) before it counts as reading
         self.reading = True
         try:
-            return await self.call(packed, block + self._socket_timeout)
+            return await self.call(
+                before + packed,
+                block + self._socket_timeout,
+                replies=2 if before else 1,
+                on_reply=on_before,
+            )
         finally:
             self.reading = False
 

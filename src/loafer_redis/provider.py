@@ -275,6 +275,8 @@ class RedisProvider:
         self._cursor = b"0-0"
         self._recover = False  # a read's reply may have been lost: look at our PEL
         self._acks: Acks | None = None
+        # the reader is on its way to a read: queued XACKs go with it (one write)
+        self._riding = False
         self._releases: Batch[bytes] | None = None
         self._warned_no_delay = False
         self._reader_lock = asyncio.Lock()
@@ -433,7 +435,7 @@ class RedisProvider:
         self._acker = DirectConnection(client, socket_timeout=self._socket_timeout)
         self.consumer = consumer_name(self._consumer_prefix)
         self._read_commands = {}
-        self._acks = Acks(self._send_acks, limit=1000)
+        self._acks = Acks(self._send_acks, limit=1000, held=self._acks_ride)
         self._releases = Batch(self._send_releases, limit=_PAGE)
         self._started = True
         if self._delayed_retry:
@@ -579,8 +581,24 @@ class RedisProvider:
                 self._read_loop(), name=f"loafer:{self.stream}:reader"
             )
 
+    def _acks_ride(self) -> bool:
+        return self._riding
+
+    def _ride_off(self) -> None:
+        """The reader goes without the queued XACKs: they are sent on their own."""
+        if self._riding:
+            self._riding = False
+            if self._acks is not None:
+                self._acks.resume()
+
     async def _read_loop(self) -> None:
         """Fill the buffer while there is room and someone fetches; one cycle at a time."""
+        try:
+            await self._read_until_stopped()
+        finally:
+            self._ride_off()
+
+    async def _read_until_stopped(self) -> None:
         failures = 0
         while not self._closed and not self._paused:
             room = self._room()
@@ -618,10 +636,14 @@ class RedisProvider:
 
     async def _park(self) -> None:
         """The reader rests until woken (a fetch, room freed, a drain), unless stopping."""
+        self._ride_off()
         if self._paused or self._closed:
             return
         self._wake_reader.clear()
         await self._wake_reader.wait()
+        # the XACKs queued from now on go with the next read (see _read_new), unless
+        # the reader parks again first (then _ride_off sends them on their own)
+        self._riding = True
         # let the settles of this turn land first (handlers that never wait settle a
         # whole fetched batch within a turn or two): one larger read rather than several
         await asyncio.sleep(0)
@@ -754,8 +776,22 @@ class RedisProvider:
                     ">",
                 )
             )
+        acks: list[bytes] = []
+        if self._riding:
+            self._riding = False
+            if self._acks is not None:
+                acks = self._acks.take()
+        before = b""
+        answered: list[bool] = []
+
+        def on_ack(reply: Any) -> None:
+            answered.append(True)
+            self._acks_answered(acks, reply)
+
+        if acks:
+            before = pack(("XACK", self.stream, self.group, *acks))
         try:
-            reply = await reader.read(command, self._block)
+            reply = await reader.read(command, self._block, before, on_ack if acks else None)
         except redis.exceptions.ResponseError as exc:
             if is_no_group(exc):
                 raise await self._gone() from None
@@ -764,6 +800,8 @@ class RedisProvider:
             # the connection was dropped with the read unanswered: Redis may have given us
             # entries whose reply is lost; they are pending for us, released once back
             self._recover = True
+            if acks and not answered and self._acks is not None:
+                self._acks.add_many(acks)  # applied or not: sent again (XACK is idempotent)
             raise
         if not reply:
             return []
@@ -776,6 +814,18 @@ class RedisProvider:
                     continue
                 out.append((entry_id, fields, 1))
         return out
+
+    def _acks_answered(self, acks: list[bytes], reply: Any) -> None:
+        """The XACK sent with a read was answered: an error reply queues them again
+        (sent on their own, with their retries and warning)."""
+        if not isinstance(reply, Exception):
+            self._acked(len(acks))
+        elif self._acks is not None:
+            self._acks.add_many(acks)
+
+    def _acked(self, count: int) -> None:
+        """Called once Redis answered an XACK of ``count`` entries (for instrumentation:
+        the benchmark counts them here)."""
 
     async def _recover_lost(self) -> None:
         """After a read whose reply was lost: release entries pending for this consumer
@@ -962,6 +1012,7 @@ class RedisProvider:
         for attempt in range(3):
             try:
                 await acker.call(command, self._socket_timeout)
+                self._acked(len(ids))
                 return
             except asyncio.CancelledError:
                 raise
