@@ -137,7 +137,8 @@ class RedisProvider:
         socket_timeout: the longest a Redis call may take (seconds).
         connect_timeout: the longest connecting may take (seconds).
         close_timeout: the longest ``close()`` spends on its goodbyes (seconds).
-        max_connections: the command pool's size (the blocking read has its own).
+        max_connections: the command pool's size (the blocking read and the
+            acknowledgements have a connection each of their own).
         connection_options: extra keyword arguments for redis-py's connection pool
             (``ssl_ca_certs``, ``client_name``, ...).
     """
