@@ -2,48 +2,66 @@
 
     python benchmarks/bench_redis.py                     # 50,000 messages, concurrency 100
     python benchmarks/bench_redis.py --messages 20000 --rounds 3
+    python benchmarks/bench_redis.py --decode none --profile /tmp/redis.prof
 
 Publishing: N entries ``XADD``-ed, raw redis-py pipelined (``--pipeline`` commands per
 round trip, no transaction) vs ``RedisPublisher.publish_many`` (the same pipeline).
 
-Consuming: the same N entries pre-published on a stream with a consumer group; the raw
-side is the fastest simple redis-py loop (``XREADGROUP COUNT 100``, then one ``XACK``
-for the batch); the loafer side is a ``RedisRoute`` with ``max_concurrency=100``, the
-default JSON translator and a no-op async handler, run by a ``Manager``. Both are timed
-from connecting until the N-th acknowledgement has been sent.
+Consuming: the same N entries pre-published on a stream, read through a consumer group;
+the raw side is the fastest simple redis-py loop (``XREADGROUP COUNT 100``, then one
+``XACK`` for the batch); the loafer side is a ``RedisRoute`` with ``max_concurrency=100``
+and a no-op async handler, run by a ``Manager``. Both are timed from connecting until
+the XACK of the N-th entry has been answered (each side counts per XACK sent, not per
+message). Two comparisons, each with the same work on both sides (``--decode``):
+
+- ``none``: neither side decodes the body (the raw loop hands nothing on; the route has
+  ``translator=PassThroughTranslator()``: the handler gets the body's bytes);
+- ``json``: both decode each body as UTF-8 JSON (the raw loop ``json.loads`` it; the
+  route uses the provider's default translator, ``RedisTranslator``).
+
+Each comparison reads its own consumer group of the same two streams. With both, the
+summary also gives the unequal comparison first reported (loafer decoding JSON, the raw
+loop not), for reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio
+from redis.utils import HIREDIS_AVAILABLE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from loafer_core import Manager
-from loafer_core.outcome import Outcome
-from loafer_core.provider import Delivery
+from loafer_core.translator import PassThroughTranslator
 from loafer_redis import RedisProvider, RedisPublisher, RedisRoute
 
-GROUP = "bench"
+MODES = ("none", "json")
+
+
+def group_of(mode: str) -> str:
+    return f"bench-{mode}"
 
 
 def bodies(n: int) -> list[bytes]:
     return [b'{"i": %d, "payload": "benchmark message"}' % i for i in range(n)]
 
 
-async def prepare(url: str, *streams: str) -> None:
+async def prepare(url: str, modes: Sequence[str], *streams: str) -> None:
     async with redis.asyncio.Redis.from_url(url) as client:
         for stream in streams:
-            await client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            for mode in modes:
+                await client.xgroup_create(stream, group_of(mode), id="0", mkstream=True)
 
 
 async def delete(url: str, *streams: str) -> None:
@@ -57,9 +75,9 @@ async def length(url: str, stream: str) -> int:
         return int(await client.xlen(stream))
 
 
-async def pending(url: str, stream: str) -> int:
+async def pending(url: str, stream: str, group: str) -> int:
     async with redis.asyncio.Redis.from_url(url) as client:
-        return int((await client.xpending(stream, GROUP))["pending"])
+        return int((await client.xpending(stream, group))["pending"])
 
 
 # -- publishing ---------------------------------------------------------------------------
@@ -87,48 +105,56 @@ async def loafer_publish(url: str, stream: str, payloads: list[bytes], pipeline:
 # -- consuming ----------------------------------------------------------------------------
 
 
-async def raw_consume(url: str, stream: str, n: int, count: int) -> float:
+async def raw_consume(url: str, stream: str, n: int, count: int, mode: str) -> float:
+    decode = mode == "json"
+    group = group_of(mode)
     started = time.perf_counter()
     done = 0
     async with redis.asyncio.Redis.from_url(url) as client:
         while done < n:
-            reply = await client.xreadgroup(GROUP, "raw", {stream: ">"}, count=count, block=1000)
+            reply = await client.xreadgroup(group, "raw", {stream: ">"}, count=count, block=1000)
             for _, entries in reply:
                 ids = [entry_id for entry_id, _ in entries]
+                if decode:
+                    for _, fields in entries:
+                        json.loads(fields[b"body"].decode("utf-8"))
                 if ids:
-                    await client.xack(stream, GROUP, *ids)
+                    await client.xack(stream, group, *ids)
                     done += len(ids)
     return time.perf_counter() - started
 
 
 class CountingProvider(RedisProvider):
-    """RedisProvider that signals when the n-th settle has returned."""
+    """RedisProvider that signals when the XACK of the n-th entry has been answered
+    (counted per XACK sent, as the raw loop counts: nothing added per message)."""
 
     def __init__(self, *args: Any, n: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.target = n
-        self.settled = 0
+        self.acked = 0
         self.done = asyncio.Event()
 
-    async def settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        await super().settle(delivery, outcome)
-        self.settled += 1
-        if self.settled == self.target:
+    def _acked(self, count: int) -> None:  # called as each XACK is answered
+        self.acked += count
+        if self.acked >= self.target:
             self.done.set()
 
 
-async def loafer_consume(url: str, stream: str, n: int, concurrency: int) -> float:
+async def loafer_consume(url: str, stream: str, n: int, concurrency: int, mode: str) -> float:
     async def handler(content: Any, metadata: Any) -> None:
         return None
 
-    route = RedisRoute(stream, url=url, group=GROUP, handler=handler, max_concurrency=concurrency)
-    provider = CountingProvider(stream, url=url, group=GROUP, n=n)
-    route.provider = provider  # same options, with a settle counter
+    group = group_of(mode)
+    options: dict[str, Any] = {} if mode == "json" else {"translator": PassThroughTranslator()}
+    route = RedisRoute(
+        stream, url=url, group=group, handler=handler, max_concurrency=concurrency, **options
+    )
+    provider = CountingProvider(stream, url=url, group=group, n=n)
+    route.provider = provider  # same options, with an acknowledgement counter
     started = time.perf_counter()
     async with Manager([route]) as manager:
         await manager.wait_started()
         await provider.done.wait()
-        await provider._acks.flush() if provider._acks else None  # the n-th XACK sent
         elapsed = time.perf_counter() - started
     return elapsed
 
@@ -148,54 +174,91 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=100, help="raw XREADGROUP COUNT")
     parser.add_argument("--pipeline", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--profile", help="write a cProfile of the loafer consume to this file")
+    parser.add_argument(
+        "--decode",
+        choices=(*MODES, "both"),
+        default="both",
+        help="consume comparisons: bodies not decoded, JSON-decoded (both sides), or both",
+    )
+    parser.add_argument(
+        "--profile", help="write a cProfile of the loafer consume(s) only to this file"
+    )
     args = parser.parse_args()
     n = args.messages
+    modes = MODES if args.decode == "both" else (args.decode,)
     payloads = bodies(n)
-    results: dict[str, list[float]] = {
-        k: [] for k in ("pub_raw", "pub_loafer", "con_raw", "con_loafer")
-    }
+    keys = ["pub_raw", "pub_loafer"] + [f"{s}_{m}" for m in modes for s in ("raw", "loafer")]
+    results: dict[str, list[float]] = {k: [] for k in keys}
+    profiler: Any = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    print(
+        f"redis-py {redis.__version__}, hiredis {'installed' if HIREDIS_AVAILABLE else 'absent'}",
+        flush=True,
+    )
     for round_ in range(1, args.rounds + 1):
         raw_s = f"bench-raw-{uuid.uuid4().hex[:8]}"
         loafer_s = f"bench-loafer-{uuid.uuid4().hex[:8]}"
-        await prepare(args.url, raw_s, loafer_s)
+        await prepare(args.url, modes, raw_s, loafer_s)
+        got: dict[str, float] = {}
         try:
             # Alternate which side goes first, so drift on a shared machine evens out.
-            if round_ % 2:
-                pub_raw = await raw_publish(args.url, raw_s, payloads, args.pipeline)
-                pub_loafer = await loafer_publish(args.url, loafer_s, payloads, args.pipeline)
+            raw_first = bool(round_ % 2)
+            if raw_first:
+                got["pub_raw"] = await raw_publish(args.url, raw_s, payloads, args.pipeline)
+                got["pub_loafer"] = await loafer_publish(
+                    args.url, loafer_s, payloads, args.pipeline
+                )
             else:
-                pub_loafer = await loafer_publish(args.url, loafer_s, payloads, args.pipeline)
-                pub_raw = await raw_publish(args.url, raw_s, payloads, args.pipeline)
+                got["pub_loafer"] = await loafer_publish(
+                    args.url, loafer_s, payloads, args.pipeline
+                )
+                got["pub_raw"] = await raw_publish(args.url, raw_s, payloads, args.pipeline)
             assert await length(args.url, raw_s) == n and await length(args.url, loafer_s) == n
-            if args.profile:
-                import cProfile
-
-                profiler = cProfile.Profile()
-                profiler.enable()
-            if round_ % 2:
-                con_raw = await raw_consume(args.url, raw_s, n, args.count)
-                con_loafer = await loafer_consume(args.url, loafer_s, n, args.concurrency)
-            else:
-                con_loafer = await loafer_consume(args.url, loafer_s, n, args.concurrency)
-                con_raw = await raw_consume(args.url, raw_s, n, args.count)
-            if args.profile:
-                profiler.disable()
-                profiler.dump_stats(args.profile)
-            assert await pending(args.url, loafer_s) == 0, "loafer left entries pending"
+            for mode in modes:
+                for side in ("raw", "loafer") if raw_first else ("loafer", "raw"):
+                    if side == "raw":
+                        got[f"raw_{mode}"] = await raw_consume(args.url, raw_s, n, args.count, mode)
+                        continue
+                    if profiler is not None:
+                        profiler.enable()
+                    got[f"loafer_{mode}"] = await loafer_consume(
+                        args.url, loafer_s, n, args.concurrency, mode
+                    )
+                    if profiler is not None:
+                        profiler.disable()
+                assert await pending(args.url, loafer_s, group_of(mode)) == 0, (
+                    "loafer left entries pending"
+                )
         finally:
             await delete(args.url, raw_s, loafer_s)
-        for key, value in zip(results, (pub_raw, pub_loafer, con_raw, con_loafer), strict=True):
-            results[key].append(value)
-        print(
-            f"round {round_}: publish raw {rate(n, pub_raw)}, loafer {rate(n, pub_loafer)} "
-            f"({pub_raw / pub_loafer:.2f}x); consume+ack raw {rate(n, con_raw)}, "
-            f"loafer {rate(n, con_loafer)} ({con_raw / con_loafer:.2f}x)",
-            flush=True,
-        )
+        for key in keys:
+            results[key].append(got[key])
+        line = [
+            f"round {round_}: publish raw {rate(n, got['pub_raw'])}, "
+            f"loafer {rate(n, got['pub_loafer'])} ({got['pub_raw'] / got['pub_loafer']:.2f}x)"
+        ]
+        for mode in modes:
+            raw, loafer = got[f"raw_{mode}"], got[f"loafer_{mode}"]
+            line.append(
+                f"consume+ack decode={mode}: raw {rate(n, raw)}, loafer {rate(n, loafer)} "
+                f"({raw / loafer:.2f}x)"
+            )
+        print("; ".join(line), flush=True)
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
     med = {k: statistics.median(v) for k, v in results.items()}
-    pub_ratios = [r / lo for r, lo in zip(results["pub_raw"], results["pub_loafer"], strict=True)]
-    con_ratios = [r / lo for r, lo in zip(results["con_raw"], results["con_loafer"], strict=True)]
+
+    def ratios(raw: str, loafer: str) -> str:
+        per_round = [r / lo for r, lo in zip(results[raw], results[loafer], strict=True)]
+        return (
+            f"ratio {med[raw] / med[loafer]:.2f}x (median of rounds "
+            f"{statistics.median(per_round):.2f}x; rounds "
+            f"{', '.join(f'{r:.2f}' for r in per_round)})"
+        )
+
     print()
     print(
         f"{n:,} entries, loafer max_concurrency {args.concurrency}, raw XREADGROUP COUNT "
@@ -204,15 +267,21 @@ async def main() -> None:
     print(
         f"  publish (XADD):  raw redis-py {rate(n, med['pub_raw'])}, "
         f"RedisPublisher {rate(n, med['pub_loafer'])}, "
-        f"ratio {med['pub_raw'] / med['pub_loafer']:.2f}x "
-        f"(median of rounds {statistics.median(pub_ratios):.2f}x; target >= 0.9x)"
+        f"{ratios('pub_raw', 'pub_loafer')}; target >= 0.9x"
     )
-    print(
-        f"  consume and ack: raw redis-py {rate(n, med['con_raw'])}, "
-        f"RedisRoute {rate(n, med['con_loafer'])}, "
-        f"ratio {med['con_raw'] / med['con_loafer']:.2f}x "
-        f"(median of rounds {statistics.median(con_ratios):.2f}x; target >= 0.7x)"
-    )
+    for mode in modes:
+        what = "no decoding" if mode == "none" else "JSON decoding on both sides"
+        print(
+            f"  consume and ack, {what}: raw redis-py {rate(n, med[f'raw_{mode}'])}, "
+            f"RedisRoute {rate(n, med[f'loafer_{mode}'])}, "
+            f"{ratios(f'raw_{mode}', f'loafer_{mode}')}; target >= 0.7x"
+        )
+    if len(modes) == 2:
+        # the comparison first reported: loafer decoding JSON, the raw loop not (unequal work)
+        print(
+            f"  (loafer decoding JSON vs raw not decoding: {rate(n, med['loafer_json'])} vs "
+            f"{rate(n, med['raw_none'])}, {ratios('raw_none', 'loafer_json')})"
+        )
 
 
 if __name__ == "__main__":

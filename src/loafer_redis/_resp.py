@@ -9,11 +9,12 @@ synchronous pass. It knows RESP2 only (the reader's connection is opened with pr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import redis.exceptions
 
-__all__ = ["parse", "read_reply"]
+__all__ = ["pack", "parse", "read_replies", "read_reply"]
 
 _CHUNK = 1 << 16
 
@@ -24,6 +25,19 @@ class Incomplete(Exception):
     def __init__(self, need: int) -> None:
         super().__init__(need)
         self.need = need
+
+
+def pack(args: Iterable[bytes | str | int]) -> bytes:
+    """One command as RESP (an array of bulk strings): what redis-py's ``pack_command``
+    sends, without its per-argument work (``str`` is encoded as UTF-8)."""
+    parts = []
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"*%d\r\n%s" % (len(parts), b"".join(parts))
 
 
 def _line(buf: bytes, pos: int) -> int:
@@ -70,25 +84,42 @@ def parse(buf: bytes, pos: int = 0) -> tuple[Any, int]:
     raise redis.exceptions.InvalidResponse(f"unexpected RESP type byte {chr(kind)!r}")
 
 
-async def read_reply(reader: asyncio.StreamReader) -> Any:
-    """Read one whole reply; a server error is raised as ``ResponseError``."""
-    buf = bytearray()
+async def read_replies(
+    reader: asyncio.StreamReader, count: int, buf: bytearray | None = None
+) -> list[Any]:
+    """Read ``count`` whole replies; an error reply is returned as a ``ResponseError``
+    value, not raised. ``buf`` holds bytes read past them, kept for the next call (one
+    buffer per connection, for replies sent back to back); without it, bytes past the
+    replies are an error."""
+    own = buf is None
+    if buf is None:
+        buf = bytearray()
+    values: list[Any] = []
+    pos = 0
     need = 1
     while True:
+        if len(buf) >= need:
+            data = bytes(buf)
+            try:
+                while len(values) < count:
+                    value, pos = parse(data, pos)
+                    values.append(value)
+            except Incomplete as incomplete:
+                need = max(incomplete.need, len(buf) + 1)
+            else:
+                del buf[:pos]
+                if own and buf:
+                    raise redis.exceptions.InvalidResponse("unexpected data after a reply")
+                return values
         chunk = await reader.read(max(_CHUNK, need - len(buf)))
         if not chunk:
             raise redis.exceptions.ConnectionError("Connection closed by server.")
         buf += chunk
-        if len(buf) < need:
-            continue
-        data = bytes(buf)
-        try:
-            value, pos = parse(data)
-        except Incomplete as incomplete:
-            need = max(incomplete.need, len(buf) + 1)
-            continue
-        if pos != len(data):
-            raise redis.exceptions.InvalidResponse("unexpected data after a reply")
-        if isinstance(value, redis.exceptions.ResponseError):
-            raise value
-        return value
+
+
+async def read_reply(reader: asyncio.StreamReader) -> Any:
+    """Read one whole reply; a server error is raised as ``ResponseError``."""
+    (value,) = await read_replies(reader, 1)
+    if isinstance(value, redis.exceptions.ResponseError):
+        raise value
+    return value

@@ -100,14 +100,25 @@ class Batch(Generic[T]):
 
 
 class Acks:
-    """Acknowledgements added during one turn of the event loop go out in one ``send``
-    (at most ``limit`` ids per call). Nobody waits for them: no future per id."""
+    """Acknowledgements added during two turns of the event loop go out in one ``send``
+    (at most ``limit`` ids per call; those added while it is sent go in the next one).
+    Nobody waits for them: no future per id.
+
+    ``held()``, when given, says another sender (the provider's reader, about to send
+    a read) will :meth:`take` the queued ids: the batch is then left to it, and that
+    sender calls :meth:`resume` if it goes without them. :meth:`flush` sends regardless.
+    """
 
     def __init__(
-        self, send: Callable[[Sequence[bytes]], Awaitable[None]], *, limit: int = 1000
+        self,
+        send: Callable[[Sequence[bytes]], Awaitable[None]],
+        *,
+        limit: int = 1000,
+        held: Callable[[], bool] | None = None,
     ) -> None:
         self._send = send
         self._limit = limit
+        self._held = held
         self._ids: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -119,8 +130,33 @@ class Acks:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush())
 
-    async def _flush(self) -> None:
+    def add_many(self, ids: Sequence[bytes]) -> None:
+        """Queue these again (another sender could not tell they were acknowledged)."""
+        if ids:
+            self._ids.extend(ids)
+            self.resume()
+
+    def take(self) -> list[bytes]:
+        """Hand up to ``limit`` queued ids to another sender (they are its to send)."""
+        ids = self._ids
+        if len(ids) <= self._limit:
+            self._ids = []
+            return ids
+        self._ids = ids[self._limit :]
+        return ids[: self._limit]
+
+    def resume(self) -> None:
+        """Send what is queued (the other sender went without it)."""
+        if self._ids and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self, force: bool = False) -> None:
         try:
+            # one more turn of the loop: the settles of the turn after the first add (the
+            # rest of a fetched batch, once the reader yielded to them) join this XACK
+            await asyncio.sleep(0)
+            if not force and self._held is not None and self._held():
+                return  # they go with the reader's next read (or it calls resume())
             while self._ids:
                 batch, self._ids = self._ids[: self._limit], self._ids[self._limit :]
                 await self._send(batch)
@@ -132,7 +168,7 @@ class Acks:
         while self._ids or self._task is not None:
             task = self._task
             if task is None:
-                task = self._task = asyncio.get_running_loop().create_task(self._flush())
+                task = self._task = asyncio.get_running_loop().create_task(self._flush(force=True))
             await asyncio.shield(task)
 
     def cancel(self) -> int:

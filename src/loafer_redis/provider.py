@@ -8,7 +8,8 @@ died, or a RELEASE); ``fetch`` hands the buffer out.
 
 Outcome mapping (see ``docs/providers/redis.md``):
 
-- ``ACCEPT`` -> ``XACK`` (coalesced: one ``XACK`` per turn of the event loop).
+- ``ACCEPT`` -> ``XACK`` (coalesced: one ``XACK`` per two turns of the event loop, on a
+  connection of its own).
 - ``RETRY()`` -> the entry is added again at the stream's end with the attempt field
   ``x-loafer-attempt`` incremented, and the original acknowledged: one Lua script.
 - ``RETRY(delay)`` -> the copy waits in a sorted set (``<stream>:delayed``) scored by
@@ -48,7 +49,8 @@ from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Support
-from loafer_redis._connection import BlockingReader, open_client
+from loafer_redis._connection import BlockingReader, DirectConnection, open_client
+from loafer_redis._resp import pack
 from loafer_redis._scripts import Scripts
 from loafer_redis._settlement import Acks, Batch, Entry
 from loafer_redis._url import check_url, mask_url, scrub
@@ -135,7 +137,8 @@ class RedisProvider:
         socket_timeout: the longest a Redis call may take (seconds).
         connect_timeout: the longest connecting may take (seconds).
         close_timeout: the longest ``close()`` spends on its goodbyes (seconds).
-        max_connections: the command pool's size (the blocking read has its own).
+        max_connections: the command pool's size (the blocking read and the
+            acknowledgements have a connection each of their own).
         connection_options: extra keyword arguments for redis-py's connection pool
             (``ssl_ca_certs``, ``client_name``, ...).
     """
@@ -250,6 +253,8 @@ class RedisProvider:
         self._client: redis.asyncio.Redis | None = None
         self._scripts: Scripts | None = None
         self._reader: BlockingReader | None = None
+        self._acker: DirectConnection | None = None  # the XACKs' own connection
+        self._read_commands: dict[int, bytes] = {}  # XREADGROUP packed, by COUNT
         self._capacity = 1
         self._read_batch = 1
         self._started = False
@@ -271,6 +276,8 @@ class RedisProvider:
         self._cursor = b"0-0"
         self._recover = False  # a read's reply may have been lost: look at our PEL
         self._acks: Acks | None = None
+        # the reader is on its way to a read: queued XACKs go with it (one write)
+        self._riding = False
         self._releases: Batch[bytes] | None = None
         self._warned_no_delay = False
         self._reader_lock = asyncio.Lock()
@@ -432,8 +439,10 @@ class RedisProvider:
         self._client = client
         self._scripts = Scripts(client)
         self._reader = BlockingReader(client, socket_timeout=self._socket_timeout)
+        self._acker = DirectConnection(client, socket_timeout=self._socket_timeout)
         self.consumer = consumer_name(self._consumer_prefix)
-        self._acks = Acks(self._send_acks, limit=1000)
+        self._read_commands = {}
+        self._acks = Acks(self._send_acks, limit=1000, held=self._acks_ride)
         self._releases = Batch(self._send_releases, limit=_PAGE)
         self._started = True
         if self._delayed_retry:
@@ -496,13 +505,33 @@ class RedisProvider:
     def _take(self, limit: int) -> list[Delivery]:
         buffer = self._buffer
         out: list[Delivery] = []
+        append = out.append
         outstanding = self._outstanding
+        body_name = self._body
+        stream, group, consumer = self.stream, self.group, self.consumer
         while buffer and len(out) < limit:
             entry_id, fields, count = buffer.popleft()
+            if len(fields) == 2 and fields[0] == body_name:
+                # the usual entry, a body and nothing else: built here, positionally
+                # (raw, body, message_id, metadata, attempt, ordering_key, token)
+                message_id = entry_id.decode()
+                body = fields[1]
+                token = Entry(entry_id)
+                metadata: dict[str, Any] = {
+                    "headers": {},
+                    "id": message_id,
+                    "stream": stream,
+                    "group": group,
+                    "consumer": consumer,
+                    "delivery_count": count,
+                }
+                append(Delivery(body, body, message_id, metadata, count, None, token))
+                outstanding[entry_id] = token
+                continue
             delivery = self._delivery(entry_id, fields, count)
             if delivery is not None:
                 outstanding[entry_id] = delivery.token
-                out.append(delivery)
+                append(delivery)
         return out
 
     def _delivery(self, entry_id: bytes, fields: list[bytes], count: int) -> Delivery | None:
@@ -563,8 +592,24 @@ class RedisProvider:
                 self._read_loop(), name=f"loafer:{self.stream}:reader"
             )
 
+    def _acks_ride(self) -> bool:
+        return self._riding
+
+    def _ride_off(self) -> None:
+        """The reader goes without the queued XACKs: they are sent on their own."""
+        if self._riding:
+            self._riding = False
+            if self._acks is not None:
+                self._acks.resume()
+
     async def _read_loop(self) -> None:
         """Fill the buffer while there is room and someone fetches; one cycle at a time."""
+        try:
+            await self._read_until_stopped()
+        finally:
+            self._ride_off()
+
+    async def _read_until_stopped(self) -> None:
         failures = 0
         while not self._closed and not self._paused:
             room = self._room()
@@ -602,10 +647,17 @@ class RedisProvider:
 
     async def _park(self) -> None:
         """The reader rests until woken (a fetch, room freed, a drain), unless stopping."""
+        self._ride_off()
         if self._paused or self._closed:
             return
         self._wake_reader.clear()
         await self._wake_reader.wait()
+        # the XACKs queued from now on go with the next read (see _read_new), unless
+        # the reader parks again first (then _ride_off sends them on their own)
+        self._riding = True
+        # let the settles of this turn land first (handlers that never wait settle a
+        # whole fetched batch within a turn or two): one larger read rather than several
+        await asyncio.sleep(0)
 
     async def _cycle(self, room: int) -> list[tuple[bytes, list[bytes], int]]:
         """One read: lapsed leases first when a reclaim is due, else new entries."""
@@ -715,22 +767,42 @@ class RedisProvider:
     async def _read_new(self, count: int) -> list[tuple[bytes, list[bytes], int]]:
         reader = self._reader
         assert reader is not None
-        block_ms = max(1, int(self._block * 1000))
-        args = (
-            "XREADGROUP",
-            "GROUP",
-            self.group,
-            self.consumer,
-            "COUNT",
-            count,
-            "BLOCK",
-            block_ms,
-            "STREAMS",
-            self.stream,
-            ">",
-        )
+        command = self._read_commands.get(count)
+        if command is None:
+            assert self.consumer is not None
+            block_ms = max(1, int(self._block * 1000))
+            # packed once per COUNT (at most ``capacity`` of them)
+            command = self._read_commands[count] = pack(
+                (
+                    "XREADGROUP",
+                    "GROUP",
+                    self.group,
+                    self.consumer,
+                    "COUNT",
+                    count,
+                    "BLOCK",
+                    block_ms,
+                    "STREAMS",
+                    self.stream,
+                    ">",
+                )
+            )
+        acks: list[bytes] = []
+        if self._riding:
+            self._riding = False
+            if self._acks is not None:
+                acks = self._acks.take()
+        before = b""
+        answered: list[bool] = []
+
+        def on_ack(reply: Any) -> None:
+            answered.append(True)
+            self._acks_answered(acks, reply)
+
+        if acks:
+            before = pack(("XACK", self.stream, self.group, *acks))
         try:
-            reply = await reader.read(args, self._block)
+            reply = await reader.read(command, self._block, before, on_ack if acks else None)
         except redis.exceptions.ResponseError as exc:
             if is_no_group(exc):
                 raise await self._gone() from None
@@ -739,6 +811,8 @@ class RedisProvider:
             # the connection was dropped with the read unanswered: Redis may have given us
             # entries whose reply is lost; they are pending for us, released once back
             self._recover = True
+            if acks and not answered and self._acks is not None:
+                self._acks.add_many(acks)  # applied or not: sent again (XACK is idempotent)
             raise
         if not reply:
             return []
@@ -751,6 +825,18 @@ class RedisProvider:
                     continue
                 out.append((entry_id, fields, 1))
         return out
+
+    def _acks_answered(self, acks: list[bytes], reply: Any) -> None:
+        """The XACK sent with a read was answered: an error reply queues them again
+        (sent on their own, with their retries and warning)."""
+        if not isinstance(reply, Exception):
+            self._acked(len(acks))
+        elif self._acks is not None:
+            self._acks.add_many(acks)
+
+    def _acked(self, count: int) -> None:
+        """Called once Redis answered an XACK of ``count`` entries (for instrumentation:
+        the benchmark counts them here)."""
 
     async def _recover_lost(self) -> None:
         """After a read whose reply was lost: release entries pending for this consumer
@@ -800,11 +886,19 @@ class RedisProvider:
         if not self._started:
             raise ProviderError(f"{self.describe()}: settle before start")
         kind = outcome.kind
-        if kind is OutcomeKind.ACCEPT:
+        if kind is OutcomeKind.ACCEPT:  # the hot path: _forget inlined
             token.settled = True
-            self._forget(token)
+            entry_id = token.id
+            outstanding = self._outstanding
+            outstanding.pop(entry_id, None)
+            wake = self._wake_reader
+            if not wake.is_set() and (
+                self._waiting
+                or self._capacity - len(outstanding) - len(self._buffer) >= self._read_batch
+            ):
+                wake.set()
             assert self._acks is not None
-            self._acks.add(token.id)
+            self._acks.add(entry_id)
             return
         try:
             if kind is OutcomeKind.RELEASE:
@@ -922,13 +1016,14 @@ class RedisProvider:
     async def _send_acks(self, ids: Sequence[bytes]) -> None:
         """XACK a batch, retrying twice; past that the entries stay pending (reclaimed
         when their lease lapses: a redelivery, never a loss)."""
-        client = self._client
-        if client is None:
+        acker = self._acker
+        if self._client is None or acker is None:
             return
+        command = pack(("XACK", self.stream, self.group, *ids))
         for attempt in range(3):
             try:
-                async with asyncio.timeout(self._socket_timeout):
-                    await client.xack(self.stream, self.group, *ids)
+                await acker.call(command, self._socket_timeout)
+                self._acked(len(ids))
                 return
             except asyncio.CancelledError:
                 raise
@@ -1150,9 +1245,10 @@ class RedisProvider:
             for batch in (self._acks, self._releases):
                 if batch is not None:
                     batch.cancel()
-            reader, self._reader = self._reader, None
-            if reader is not None:
-                await reader.disconnect()
+            for direct in (self._reader, self._acker):
+                if direct is not None:
+                    await direct.disconnect()
+            self._reader = self._acker = None
             client, self._client = self._client, None
             if client is not None:
                 await self._close_client(client)
