@@ -520,6 +520,9 @@ class RedisProvider:
                 metadata: dict[str, Any] = {
                     "headers": {},
                     "id": message_id,
+                    "message_id": message_id,
+                    "attempt": count,
+                    "queue": stream,
                     "stream": stream,
                     "group": group,
                     "consumer": consumer,
