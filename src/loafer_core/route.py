@@ -463,14 +463,18 @@ class Route:
         limit = self.max_attempts
         if limit is not None and delivery.attempt is not None and delivery.attempt >= limit:
             rejected = REJECT(f"max_attempts ({limit}) reached")
-            logger.warning(
-                "route %r: message %s failed its last attempt (%d of max_attempts=%d): rejected",
-                self.name,
-                delivery.message_id,
-                delivery.attempt,
-                limit,
-                extra=message_fields(self.name, delivery, rejected),
-            )
+            held = self._errors.admit(("last attempt",))  # at the errors' bounded rate
+            if held is not None:
+                logger.warning(
+                    "route %r: message %s failed its last attempt (%d of max_attempts=%d): "
+                    "rejected%s",
+                    self.name,
+                    delivery.message_id,
+                    delivery.attempt,
+                    limit,
+                    f" ({held} more not logged since the last time)" if held else "",
+                    extra=message_fields(self.name, delivery, rejected),
+                )
             return rejected
         if outcome.delay is None and self._retry is not None:
             return RETRY(self._retry.delay(delivery.attempt))
@@ -538,7 +542,7 @@ class Route:
         """Log an error of a message (with the traceback of ``exc``) at a bounded rate: the
         same error (type and text, or the same line without one) at most once per 30 s,
         with the count of those held back meanwhile. Its outcome is RETRY."""
-        key = (message,) if exc is None else (message, type(exc), str(exc)[:200])
+        key = (message,) if exc is None else (message, type(exc), _text(exc)[:200])
         held = self._errors.admit(key)
         if held is None:
             return
@@ -551,7 +555,7 @@ class Route:
 
     def _log_invalid(self, exc: BaseException, delivery: Delivery, rejected: Outcome) -> None:
         """An invalid message rejected by default: a warning, at the errors' bounded rate."""
-        held = self._errors.admit(("invalid", type(exc), str(exc)[:200]))
+        held = self._errors.admit(("invalid", type(exc), _text(exc)[:200]))
         if held is None:
             return
         logger.warning(
@@ -565,7 +569,7 @@ class Route:
 
     def _count_error(self, exc: BaseException) -> None:
         self.message_errors += 1
-        self.last_message_error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        self.last_message_error = f"{type(exc).__name__}: {_text(exc)[:500]}"
 
     async def _on_error(self, exc: BaseException, delivery: Delivery) -> Outcome:
         delivery.error = exc
@@ -632,6 +636,14 @@ class Route:
             self._stop()
         except Exception:
             logger.exception("route %r: handler stop() failed", self.name)
+
+
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in when the exception's ``__str__`` itself fails."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"
 
 
 def _converter_of(handler: Any) -> Any:

@@ -560,3 +560,42 @@ async def test_log_lines_about_a_message_carry_its_fields(
     # the first error (the second, the same, is held back by the rate limit), then the
     # rejection of the last attempt
     assert fields == [("orders", "m-1", 1, "RETRY"), ("orders", "m-1", 2, "REJECT")]
+
+
+# -- bounded logs of failing messages ----------------------------------------------------
+
+
+async def test_last_attempt_rejections_are_logged_at_a_bounded_rate(
+    provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poison stream past max_attempts must not write one line per message."""
+
+    async def fails(content: Any, metadata: Any) -> bool:
+        return False
+
+    route = Route(provider, fails, max_attempts=2, translator=PassThroughTranslator())
+    caplog.set_level(logging.WARNING, logger="loafer_core")
+    for _ in range(50):
+        outcome = await route.process(delivery(attempt=2))
+        assert outcome.kind is REJECT("x").kind
+    lines = [r for r in caplog.records if "failed its last attempt" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+async def test_an_exception_that_cannot_be_printed_is_still_an_error_of_the_message(
+    provider: MemoryProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def raises(content: Any, metadata: Any) -> bool:
+        raise Unprintable()
+
+    route = Route(provider, raises, translator=PassThroughTranslator(), retry=None)
+    caplog.set_level(logging.ERROR, logger="loafer_core")
+    assert await route.process(delivery()) == RETRY()
+    assert route.message_errors == 1
+    assert route.last_message_error is not None
+    assert route.last_message_error.startswith("Unprintable")
