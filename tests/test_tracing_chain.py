@@ -109,19 +109,18 @@ async def test_one_trace_from_sqs_through_rabbitmq_to_amqp(
     async with (
         rabbit_queues(rabbit_url, rabbit_queue),
         rabbit_queues(f"amqp://{urlsplit(amqp_url).netloc}/", amqp_queue),
-        RabbitPublisher(rabbit_url, routing_key=rabbit_queue) as to_rabbit,
-        AMQPPublisher(amqp_url, address) as to_amqp,
         SQSPublisher(sqs_queue, **client_options) as to_sqs,
     ):
         try:
+            # the forwarding routes publish through publish_to (opened by the manager)
+            to_rabbit = RabbitPublisher(rabbit_url, routing_key=rabbit_queue)
+            to_amqp = AMQPPublisher(amqp_url, address)
 
-            async def from_sqs(content: Any, metadata: Any) -> bool:
-                await to_rabbit.publish({**content, "hops": [*content["hops"], "rabbit"]})
-                return True
+            async def from_sqs(content: Any, metadata: Any) -> Publish:
+                return Publish({**content, "hops": [*content["hops"], "rabbit"]})
 
-            async def from_rabbit(content: Any, metadata: Any) -> bool:
-                await to_amqp.publish({**content, "hops": [*content["hops"], "amqp"]})
-                return True
+            async def from_rabbit(content: Any, metadata: Any) -> Publish:
+                return Publish({**content, "hops": [*content["hops"], "amqp"]})
 
             async def from_amqp(content: Any, metadata: Any) -> bool:
                 seen.append(content)
@@ -133,8 +132,9 @@ async def test_one_trace_from_sqs_through_rabbitmq_to_amqp(
                     sqs_queue,
                     {"options": {"WaitTimeSeconds": 1}, **client_options},
                     handler=from_sqs,
+                    publish_to=to_rabbit,
                 ),
-                RabbitRoute(rabbit_queue, url=rabbit_url, handler=from_rabbit),
+                RabbitRoute(rabbit_queue, url=rabbit_url, handler=from_rabbit, publish_to=to_amqp),
                 AMQPRoute(address, url=amqp_url, handler=from_amqp),
             ]
             with tr.scope():  # the first publish: from outside any handler
