@@ -398,7 +398,7 @@ def run(
             min=0,
             max=65535,
             help="Serve Prometheus /metrics on this port (with --workers: every worker's "
-            "numbers summed); needs loafer-core[prometheus].",
+            "numbers summed); needs loafer-core\\[prometheus].",
             show_default=False,
         ),
     ] = None,

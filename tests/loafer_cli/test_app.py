@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,8 +21,23 @@ def test_every_command_is_listed_in_the_help() -> None:
     script = shutil.which("loafer", path=str(Path(sys.executable).parent))
     assert script is not None
     out = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60).stdout
-    for command in ("run", "check", "providers", "publish"):
+    for command in ("run", "check", "providers", "publish", "asyncapi"):
         assert f"│ {command} " in out, out
+
+
+def test_extras_named_in_the_help_keep_their_brackets() -> None:
+    """Rich markup took ``[prometheus]`` for a style and printed ``loafer-core.``."""
+    script = shutil.which("loafer", path=str(Path(sys.executable).parent))
+    assert script is not None
+    out = subprocess.run(
+        [script, "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "240"},
+    ).stdout
+    assert "loafer-core[prometheus]" in out, out
+    assert "loafer-core[otel]" in out, out
 
 
 def test_json_lines_hold_time_level_logger_message_exc_info_and_extras() -> None:
