@@ -726,12 +726,12 @@ class ReactorClient(MessagingHandler):
         if not self.all_links_attached():
             return
         self._reset_backoff()
+        if self._established:
+            self.recoveries += 1  # counted before the asyncio side can see it attached
         self.post(self._set_attached, True)
         if not self._established:
             self._established = True
             self.post(self._ready_result, None)
-        else:
-            self.recoveries += 1
         self.links_ready()
 
     def _endpoint_error(self, what: str, condition: Condition | None, event: Any) -> None:

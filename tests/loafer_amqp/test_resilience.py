@@ -123,6 +123,9 @@ async def test_dropped_connection_mid_stream_loses_nothing(
         # Every delivery of the dead connection is dropped, never settled on the new one.
         await wait_healthy(route.provider)
         assert our_sockets() - before - receiver_sockets, "no new connection"
+        async with asyncio.timeout(30):  # the links of the new connection attach
+            while route.provider.reconnects == 0:  # noqa: ASYNC110 - no event to await
+                await asyncio.sleep(0.05)
         assert route.provider.reconnects == 1  # the loafer_reconnects metric
         cut_done.set()
         await recorder.wait(lambda: set(recorder.handled) >= set(range(300)), 60)
