@@ -519,7 +519,6 @@ class RedisProvider:
                 token = Entry(entry_id)
                 metadata: dict[str, Any] = {
                     "headers": {},
-                    "id": message_id,
                     "message_id": message_id,
                     "attempt": count,
                     "queue": stream,
@@ -569,7 +568,6 @@ class RedisProvider:
         attempt = base + count - 1
         metadata = {
             "headers": headers,
-            "id": message_id,
             "message_id": message_id,
             "attempt": attempt,
             "queue": self.stream,
