@@ -30,11 +30,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from loafer_core.errors import ConfigurationError
+from loafer_core.handler import really_cancelled as _really_cancelled
 from loafer_core.middleware import Middleware, chain
 from loafer_core.outcome import RELEASE, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Delivery, Drainable, LeaseExtender, Support
-from loafer_core.route import Route, _really_cancelled, message_fields
+from loafer_core.route import Route, message_fields
 from loafer_core.status import RouteState, RouteStatus
 
 __all__ = ["Dispatcher"]

@@ -40,6 +40,7 @@ __all__ = [
     "InThreads",
     "adapt_error_handler",
     "adapt_handler",
+    "really_cancelled",
 ]
 
 logger = logging.getLogger("loafer_core.handler")
@@ -518,3 +519,9 @@ def _exc_info_shape(error_handler: Callable[..., Any]) -> Callable[..., Any]:
         return error_handler((exc_type, exc, exc.__traceback__), message)
 
     return call
+
+
+def really_cancelled() -> bool:
+    """True if the current task is being cancelled (not merely seeing a stray CancelledError)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0

@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loafer_core.errors import ConfigurationError
+from loafer_core.handler import really_cancelled
 from loafer_core.outcome import Outcome
 from loafer_core.provider import Delivery
 
@@ -118,8 +119,7 @@ def _guard(route: Route, process: Process) -> Process:
         except (KeyboardInterrupt, SystemExit):
             raise  # a request to stop: the dispatcher's to handle
         except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is None or task.cancelling():
+            if really_cancelled():
                 raise  # the shutdown
             # a middleware awaited something cancelled by someone else: it failed
             return route.failed(

@@ -41,6 +41,9 @@ from loafer_core.handler import (
     needs_instance,
     settle_result,
 )
+from loafer_core.handler import (
+    really_cancelled as _really_cancelled,
+)
 from loafer_core.middleware import Middleware, check_middleware
 from loafer_core.outcome import ACCEPT, REJECT, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import DEFAULT_RETRY, RetryPolicy
@@ -663,12 +666,6 @@ def _default_retry_for(capabilities: Capabilities) -> RetryPolicy | None:
     if limit is not None and DEFAULT_RETRY.maximum > limit:
         return RetryPolicy(min(DEFAULT_RETRY.initial, limit), DEFAULT_RETRY.factor, limit)
     return DEFAULT_RETRY
-
-
-def _really_cancelled() -> bool:
-    """True if the current task is being cancelled (not merely seeing a stray CancelledError)."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
 
 
 def split_provider_options(
