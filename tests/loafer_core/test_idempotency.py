@@ -350,6 +350,49 @@ async def test_redis_unreachable_retries_the_message_and_hides_the_password(
     await store.close()
 
 
+@pytest.mark.redis
+async def test_redis_a_store_shared_by_two_managers_stays_open_until_both_closed(
+    redis_url: str,
+) -> None:
+    """Found by CI: two managers sharing a store, the first to stop closed it under the
+    other's calls; redis-py reconnected behind the close and left the connection open."""
+    from loafer_core.ext.redis_store import RedisStore
+
+    store = RedisStore(redis_url, prefix=f"loafer-test-{uuid.uuid4().hex[:10]}:")
+    await store.start()
+    await store.start()  # a second manager
+    client = store._redis()
+    await store.close()  # the first manager stops
+    assert store._redis() is client  # still open for the other
+    assert await store.claim("k", "t", 1) is Claim.NEW
+    await store.release("k", "t")
+    await store.close()  # the last one
+    assert not _connected(client)
+
+
+@pytest.mark.redis
+async def test_redis_close_waits_for_the_calls_under_way(redis_url: str) -> None:
+    from loafer_core.ext.redis_store import RedisStore
+
+    store = RedisStore(redis_url, prefix=f"loafer-test-{uuid.uuid4().hex[:10]}:")
+    client = store._redis()
+    claims = [asyncio.create_task(store.claim(f"k{i}", "t", 1)) for i in range(5)]
+    await asyncio.sleep(0)  # the claims are under way: sent, not answered
+    await asyncio.wait_for(store.close(), 10)
+    assert [await claim for claim in claims] == [Claim.NEW] * 5
+    assert not _connected(client)  # nothing reopened behind the close
+    keys = [store.prefix + f"k{i}" for i in range(5)]
+    cleanup = store._redis()
+    await cleanup.delete(*keys)
+    await store.close()
+
+
+def _connected(client: Any) -> bool:
+    pool = client.connection_pool
+    connections = [*pool._available_connections, *pool._in_use_connections]
+    return any(connection.is_connected for connection in connections)
+
+
 def test_redis_store_rejects_a_non_redis_url() -> None:
     from loafer_core.ext.redis_store import RedisStore
 
@@ -656,23 +699,27 @@ async def test_a_key_function_giving_a_number_keys_by_its_text(
 
 @pytest.mark.redis
 async def test_the_manager_opens_and_closes_the_store_of_an_idempotency_middleware(
-    redis_store: Any, broker: MemoryBroker, provider: MemoryProvider
+    redis_store: Any, redis_url: str, broker: MemoryBroker, provider: MemoryProvider
 ) -> None:
     """Before: a store not added to manager.services by hand was never checked at
     start-up, and its connections never closed."""
+    from loafer_core.ext.redis_store import RedisStore
+
+    store = RedisStore(redis_url, prefix=redis_store.prefix)  # not started by a fixture
     broker.publish("q", "a", headers={K: "1"})
 
     async def handler(content: Any, metadata: Any) -> bool:
         return True
 
-    route = Route(provider, handler, middleware=[Idempotency(redis_store)])
-    manager = Manager([route], middleware=[Idempotency(redis_store, namespace="other")])
+    route = Route(provider, handler, middleware=[Idempotency(store)])
+    manager = Manager([route], middleware=[Idempotency(store, namespace="other")])
     async with asyncio.timeout(10):
         async with manager:
             await manager.wait_started()
+            assert store._client is not None  # opened: checked at start-up
             await broker.wait_idle("q", timeout=5)
     assert outcomes(broker) == [OutcomeKind.ACCEPT]
-    assert redis_store._client is None  # closed after the drain (once)
+    assert store._client is None  # closed after the drain (once)
     assert Idempotency().services == []  # the memory store needs nothing
 
 

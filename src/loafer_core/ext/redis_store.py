@@ -100,6 +100,9 @@ class RedisStore:
         self._owned = client is None
         self._release: Any = None
         self._extend: Any = None
+        self._users = 0  # managers that started it and have not closed it yet
+        self._calls = 0  # Redis calls under way
+        self._no_calls: asyncio.Event | None = None  # set when _calls drops to 0
 
     def __repr__(self) -> str:
         return f"RedisStore(url={_masked(self._url)!r}, prefix={self.prefix!r})"
@@ -118,6 +121,7 @@ class RedisStore:
         return self._client
 
     async def _call(self, what: str, call: Any) -> Any:
+        self._calls += 1
         try:
             async with asyncio.timeout(self.timeout):
                 return await call
@@ -133,6 +137,10 @@ class RedisStore:
             raise ProviderError(
                 f"Redis at {_masked(self._url)}: {what} failed: {type(exc).__name__}"
             ) from None
+        finally:
+            self._calls -= 1
+            if not self._calls and self._no_calls is not None:
+                self._no_calls.set()
 
     async def claim(self, key: str, token: str, lock_ttl: float) -> Claim:
         """Claim ``key`` (SET NX with ``lock_ttl``), or say it is done or busy."""
@@ -175,6 +183,8 @@ class RedisStore:
     async def start(self) -> None:
         """Check Redis answers (as a manager :class:`~loafer_core.manager.Service`).
 
+        A store may be shared by several managers (routes of two managers in one
+        process): each starts it, and it is closed when the last of them closes it.
         Refused credentials or permissions raise ``ConfigurationError`` (the manager does
         not start); a Redis not reachable yet is logged, as a broker not reachable at
         boot is: the messages are RETRIED until it answers."""
@@ -186,11 +196,30 @@ class RedisStore:
                 self,
                 exc,
             )
+        self._users += 1  # not when start raised: a manager closes only what started
 
     async def close(self) -> None:
-        """Close the connections this store opened (not a ``client=`` given). Idempotent."""
+        """Close the connections this store opened (not a ``client=`` given), once the
+        calls under way ended (each bounded by ``timeout``). Idempotent.
+
+        Started by several managers, it stays open until the last of them closes it: a
+        manager done first must not cut the calls of another's routes (whose client
+        would reconnect behind the close and be left open)."""
+        if self._users > 1:
+            self._users -= 1
+            return
+        self._users = 0
         if not self._owned:
             return
+        if self._calls:
+            self._no_calls = asyncio.Event()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._no_calls.wait()
+            except TimeoutError:
+                pass  # each call is bounded by the same timeout: closed below regardless
+            finally:
+                self._no_calls = None
         client, self._client = self._client, None
         self._release = self._extend = None
         if client is not None:
