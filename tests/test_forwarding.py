@@ -199,11 +199,20 @@ class Pump:
         finally:
             await asyncio.shield(provider.close())
 
-    async def wait_for(self, condition: Any, timeout: float, what: str) -> None:
-        async with asyncio.timeout(timeout):
-            while not await condition():
-                self.check()
-                await asyncio.sleep(0.5)  # polling the brokers' queue depths
+    async def wait_for(self, condition: Any, timeout: float, what: str, state: Any = None) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not await condition():
+                    self.check()
+                    await asyncio.sleep(0.5)  # polling the brokers' queue depths
+        except TimeoutError:
+            missing = sorted(set(map(str, range(N))) - set(self.counts), key=int)
+            raise AssertionError(
+                f"{what}: not within {timeout}s; {len(self.counts)} ids arrived, missing "
+                f"{missing[:20]}{'...' if len(missing) > 20 else ''}, last arrival "
+                f"{time.monotonic() - self.last_arrival:.1f}s ago, fed {self.fed}"
+                + ("" if state is None else f", {await state()}")
+            ) from None
         self.check()
 
 
@@ -274,7 +283,13 @@ async def prove(
                     and await queues.depth(source) == 0
                 )
 
-            await pump.wait_for(finished, 240, "every id at the target")
+            async def depths() -> str:
+                return (
+                    f"source depth {await queues.depth(source)}, target depth "
+                    f"{await queues.depth(target)}, worker exit code {child.returncode}"
+                )
+
+            await pump.wait_for(finished, 240, "every id at the target", depths)
             child.send_signal(signal.SIGTERM)
             async with asyncio.timeout(60):
                 assert await child.wait() == 0, log.read_text()[-3000:]

@@ -152,7 +152,9 @@ async def test_deliveries_beyond_the_credit_are_counted_and_warned_about(
     caplog.set_level(logging.WARNING, logger="loafer_amqp")
     total, limit = 2000, 10
     address = f"/amq/queue/{queue}"
-    await publish_numbered(amqp_url, address, total)
+    beyond = 0
+    # RabbitMQ's miscount is a race (a top-up arriving while deliveries are in flight
+    # inside the broker): on a loaded machine a round can pass without it, so up to three
     done = 0
     all_done = asyncio.Event()
 
@@ -164,14 +166,20 @@ async def test_deliveries_beyond_the_credit_are_counted_and_warned_about(
             all_done.set()
         return True
 
-    route = AMQPRoute(address, url=amqp_url, handler=handler, max_concurrency=limit)
-    async with Manager([route]):
-        await asyncio.wait_for(all_done.wait(), 60)
-        beyond = route.provider.deliveries_beyond_credit
-    assert beyond > 0, "RabbitMQ did not over-deliver this time"
+    for _ in range(3):
+        await publish_numbered(amqp_url, address, total)
+        done = 0
+        all_done.clear()
+        route = AMQPRoute(address, url=amqp_url, handler=handler, max_concurrency=limit)
+        async with Manager([route]):
+            await asyncio.wait_for(all_done.wait(), 60)
+            beyond = route.provider.deliveries_beyond_credit
+        await broker.wait_depth(queue, 0)
+        if beyond:
+            break
+    assert beyond > 0, "RabbitMQ did not over-deliver in three rounds"
     warnings = [r for r in caplog.records if "beyond the credit" in r.getMessage()]
     assert len(warnings) == 1  # bounded: at most one a minute
-    await broker.wait_depth(queue, 0)
 
 
 async def test_bad_input_reaches_the_error_handler_and_good_input_the_handler(
