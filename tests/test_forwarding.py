@@ -38,7 +38,12 @@ from loafer_rabbit import RabbitProvider, RabbitPublisher
 from tests.forward_worker import ID, make_provider, make_publisher
 from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
 from tests.loafer_core.test_idempotency import redis_url  # noqa: F401
-from tests.loafer_rabbit.conftest import rabbit_url  # noqa: F401
+from tests.loafer_rabbit.conftest import (  # noqa: F401 - rabbit_url: a fixture
+    _run_ctl,
+    rabbit_url,
+    rabbitmqctl_available,
+    retry_tiers,
+)
 from tests.loafer_sqs.conftest import aws_env, client_options, sqs_endpoint  # noqa: F401
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
@@ -48,6 +53,13 @@ N = 2000
 KILL_AT = 300  # the 300th publish (a), the 300th confirmed message (b)
 WINDOW = 300  # messages fed ahead of the target; 100 with moto (slow with a backlog)
 RESULTS = Path(os.environ.get("LOAFER_FORWARD_RESULTS", "/tmp/loafer-forwarding-results.jsonl"))
+
+
+def _local_rabbitmqctl() -> bool:
+    """rabbitmqctl talks to the broker under test (not to an address given from outside)."""
+    return rabbitmqctl_available() and not (
+        os.environ.get("LOAFER_TEST_RABBIT_URL") or os.environ.get("LOAFER_TEST_AMQP_URL")
+    )
 
 
 class Queues:
@@ -98,13 +110,34 @@ class Queues:
                     "ApproximateNumberOfMessagesDelayed",
                 )
             )
+        # RabbitMQ: the queue and its retry queues (a RETRY(delay) waits in one of them,
+        # out of the queue's count); with the local rabbitmqctl, the messages a consumer
+        # holds unacknowledged too (the AMQP 1.0 provider holds a delayed retry itself)
+        names = [spec["queue"], *retry_tiers(f"{spec['queue']}.retry")]
+        if _local_rabbitmqctl():
+            listed = await asyncio.to_thread(
+                _run_ctl, "list_queues", "name", "messages", "-q", "--no-table-headers"
+            )
+            wanted = set(names)
+            return sum(
+                int(count)
+                for name, _, count in (line.rpartition("\t") for line in listed.splitlines())
+                if name in wanted
+            )
         connection = await aio_pika.connect(self.rabbit)
+        total = 0
         try:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(spec["queue"], passive=True)
-            return int(queue.declaration_result.message_count or 0)
+            for name in names:
+                channel = await connection.channel()
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                except aio_pika.exceptions.ChannelClosed:  # not declared (404)
+                    continue
+                total += int(queue.declaration_result.message_count or 0)
+                await channel.close()
         finally:
             await connection.close()
+        return total
 
     async def cleanup(self) -> None:
         if self.rabbit_queues:
@@ -112,8 +145,11 @@ class Queues:
             try:
                 channel = await connection.channel()
                 for name in self.rabbit_queues:
-                    with contextlib.suppress(Exception):
-                        await channel.queue_delete(name)
+                    for each in (name, *retry_tiers(f"{name}.retry")):
+                        if channel.is_closed:  # a delete refused closes the channel
+                            channel = await connection.channel()
+                        with contextlib.suppress(Exception):
+                            await channel.queue_delete(each)
             finally:
                 await connection.close()
         if self.sqs_urls:
@@ -199,17 +235,33 @@ class Pump:
         finally:
             await asyncio.shield(provider.close())
 
-    async def wait_for(self, condition: Any, timeout: float, what: str, state: Any = None) -> None:
+    async def wait_for(
+        self,
+        condition: Any,
+        timeout: float,
+        what: str,
+        state: Any = None,
+        *,
+        stall: float | None = None,
+    ) -> None:
+        """Poll ``condition`` until true; fail after ``timeout`` seconds, or sooner when
+        ``stall`` is given and nothing arrived at the target for that long (moto under
+        load can be slow without being stuck: progress is what tells the two apart)."""
+        began = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
                 while not await condition():
                     self.check()
+                    quiet = time.monotonic() - max(self.last_arrival, began)
+                    if stall is not None and quiet > stall:
+                        raise TimeoutError
                     await asyncio.sleep(0.5)  # polling the brokers' queue depths
         except TimeoutError:
             missing = sorted(set(map(str, range(N))) - set(self.counts), key=int)
             raise AssertionError(
-                f"{what}: not within {timeout}s; {len(self.counts)} ids arrived, missing "
-                f"{missing[:20]}{'...' if len(missing) > 20 else ''}, last arrival "
+                f"{what}: not within {round(time.monotonic() - began)}s (timeout {timeout}s, "
+                f"stalled after {stall}s without an arrival); {len(self.counts)} ids arrived, "
+                f"missing {missing[:20]}{'...' if len(missing) > 20 else ''}, last arrival "
                 f"{time.monotonic() - self.last_arrival:.1f}s ago, fed {self.fed}"
                 + ("" if state is None else f", {await state()}")
             ) from None
@@ -289,7 +341,7 @@ async def prove(
                     f"{await queues.depth(target)}, worker exit code {child.returncode}"
                 )
 
-            await pump.wait_for(finished, 240, "every id at the target", depths)
+            await pump.wait_for(finished, 600, "every id at the target", depths, stall=90)
             child.send_signal(signal.SIGTERM)
             async with asyncio.timeout(60):
                 assert await child.wait() == 0, log.read_text()[-3000:]
