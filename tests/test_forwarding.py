@@ -248,21 +248,22 @@ class Pump:
         ``stall`` is given and nothing arrived at the target for that long (moto under
         load can be slow without being stuck: progress is what tells the two apart)."""
         began = time.monotonic()
+        why = f"not within {timeout}s"
         try:
             async with asyncio.timeout(timeout):
                 while not await condition():
                     self.check()
                     quiet = time.monotonic() - max(self.last_arrival, began)
                     if stall is not None and quiet > stall:
+                        why = f"nothing arrived for {stall}s"
                         raise TimeoutError
                     await asyncio.sleep(0.5)  # polling the brokers' queue depths
         except TimeoutError:
             missing = sorted(set(map(str, range(N))) - set(self.counts), key=int)
             raise AssertionError(
-                f"{what}: not within {round(time.monotonic() - began)}s (timeout {timeout}s, "
-                f"stalled after {stall}s without an arrival); {len(self.counts)} ids arrived, "
-                f"missing {missing[:20]}{'...' if len(missing) > 20 else ''}, last arrival "
-                f"{time.monotonic() - self.last_arrival:.1f}s ago, fed {self.fed}"
+                f"{what}: {why} ({round(time.monotonic() - began)}s); {len(self.counts)} ids "
+                f"arrived, missing {missing[:20]}{'...' if len(missing) > 20 else ''}, last "
+                f"arrival {time.monotonic() - self.last_arrival:.1f}s ago, fed {self.fed}"
                 + ("" if state is None else f", {await state()}")
             ) from None
         self.check()

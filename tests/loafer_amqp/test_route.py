@@ -153,8 +153,6 @@ async def test_deliveries_beyond_the_credit_are_counted_and_warned_about(
     total, limit = 2000, 10
     address = f"/amq/queue/{queue}"
     beyond = 0
-    # RabbitMQ's miscount is a race (a top-up arriving while deliveries are in flight
-    # inside the broker): on a loaded machine a round can pass without it, so up to three
     done = 0
     all_done = asyncio.Event()
 
@@ -166,6 +164,8 @@ async def test_deliveries_beyond_the_credit_are_counted_and_warned_about(
             all_done.set()
         return True
 
+    # RabbitMQ's miscount is a race (a top-up arriving while deliveries are in flight
+    # inside the broker): on a loaded machine a round can pass without it, so up to three
     for _ in range(3):
         await publish_numbered(amqp_url, address, total)
         done = 0
