@@ -4,9 +4,17 @@ nox -s tests_core          # core only, installed with no plugin extras (isolati
 nox -s tests_rabbit tests_amqp tests_sqs tests_nats tests_redis
 nox -s lint typecheck docs
 nox -s bench -- core       # or rabbit, amqp, sqs, nats, redis; extra args go to the script
+nox -s tests_latest        # the whole suite on the newest releases (the lock ignored)
+nox -s tests_sentry        # the Sentry handler on sentry-sdk 2.x and 3.x
+
+Every session but tests_latest installs the versions uv.lock pins (uv sync --frozen, or
+pip with requirements/constraints.txt without uv); see docs/dependencies.md.
 """
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import nox
 
@@ -16,12 +24,32 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "uv|virtualenv"
 
 PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis")
+CONSTRAINTS = "requirements/constraints.txt"
+
+
+def _uv() -> str | None:
+    local = Path(".tools/uv/bin/uv")  # what scripts/test.sh installs
+    return shutil.which("uv") or (str(local) if local.exists() else None)
+
+
+def _locked(session: nox.Session, *extras: str, editable: bool = True) -> None:
+    """The project with ``extras``, every package at the version uv.lock pins."""
+    uv = _uv()
+    if uv is not None:
+        location = session.virtualenv.location
+        args = ["sync", "--frozen", "--inexact", *(f"--extra={e}" for e in extras)]
+        if not editable:
+            args.append("--no-editable")
+        session.run_install(uv, *args, env={"UV_PROJECT_ENVIRONMENT": location}, external=True)
+        return
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install("-c", CONSTRAINTS, "-e", spec)
 
 
 @nox.session(python="3.11")
 def tests_core(session: nox.Session) -> None:
     """Core tests with no broker library installed: proves core never needs one."""
-    session.install("-e", ".[test,sentry]")
+    _locked(session, "test", "sentry")
     session.run(
         "python",
         "-c",
@@ -38,7 +66,7 @@ EXTRAS = {"amqp": "amqp,rabbit", "sqs": "sqs", "rabbit": "rabbit", "nats": "nats
 
 
 def _plugin_tests(session: nox.Session, plugin: str) -> None:
-    session.install("-e", f".[{EXTRAS[plugin]},test]")
+    _locked(session, *EXTRAS[plugin].split(","), "test")
     session.run("bash", "scripts/brokers.sh", external=True)
     # broker restarts (`slow`) disturb other users of the broker: opt in with `-- -m slow`
     args = session.posargs or ["-m", "not slow"]
@@ -78,7 +106,7 @@ def tests_redis(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
-    session.install("ruff>=0.6")
+    _locked(session, "lint")
     session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples")
 
@@ -86,7 +114,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/."""
-    session.install("-e", ".[all,test]", "mypy>=1.11")
+    _locked(session, "all", "test", "lint")
     session.run("mypy", "--strict", "src")
 
 
@@ -94,7 +122,7 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """The docs site, built with --strict (a broken link, a missing API reference, a page
     left out of the navigation fail), and every Python block run or type-checked."""
-    session.install("-e", ".[all,docs,test]", "mypy>=1.11")
+    _locked(session, "all", "docs", "test", "lint")
     session.run("python", "scripts/check_docs.py", "--blocks")
     session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
 
@@ -104,8 +132,34 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis)."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
-    extras = {"core": "", "instructions": "", "sqs": "[sqs,test]", "amqp": "[amqp,rabbit]"}
-    extra = extras.get(which, f"[{which}]")
-    session.install("-e", f".{extra}")
+    extras = {"core": "", "instructions": "", "sqs": "sqs,test", "amqp": "amqp,rabbit"}
+    extra = extras.get(which, which)
+    _locked(session, *filter(None, extra.split(",")))
     session.run("bash", "scripts/brokers.sh", external=True)
     session.run("python", f"benchmarks/bench_{which}.py", *session.posargs[1:])
+
+
+@nox.session(python="3.11")
+def tests_latest(session: nox.Session) -> None:
+    """The whole suite on the newest releases every range in pyproject.toml allows, the
+    lock ignored: what `uv lock --upgrade` would bring. Run it on purpose (weekly, before
+    a lock update); its failures are the next release's breakages, found first."""
+    session.install("--upgrade", "-e", ".[all,test,lint,docs]")
+    # what was resolved, for the report: compare with uv.lock
+    session.run(
+        "python",
+        "-c",
+        "import importlib.metadata as m; "
+        "print(*sorted(f'{d.name}=={d.version}' for d in m.distributions()), sep='\\n')",
+    )
+    session.run("bash", "scripts/brokers.sh", external=True)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("sdk", ["2", "3"])
+def tests_sentry(session: nox.Session, sdk: str) -> None:
+    """loafer_core.ext.sentry on sentry-sdk 2.x and 3.x (the extra allows both)."""
+    _locked(session, "test", "sentry")
+    session.install(f"sentry-sdk>={sdk},<{int(sdk) + 1}")
+    session.run("pytest", "tests/loafer_core/test_sentry.py", *session.posargs)

@@ -3,7 +3,9 @@
 loafer-core (no extra, so no other plugin's library), where it passes the whole
 conformance kit, ``loafer providers`` lists it and a config file's route names it.
 
-Uses ``uv`` when it is on PATH (seconds), else ``python -m venv`` and pip (slower).
+The kit runs twice: without pytest-asyncio and with it (most third parties have it).
+Uses ``uv`` when it is on PATH or in ``.tools/`` (seconds), else ``python -m venv`` and
+pip (slower).
 """
 
 from __future__ import annotations
@@ -43,17 +45,23 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh environment with loafer-core (no extras) and the example (with pytest)."""
-    where = tmp_path_factory.mktemp("example-plugin") / "venv"
-    python = where / "bin" / "python"
-    packages = [str(ROOT), f"{EXAMPLE}[test]"]
-    uv: list[str | Path] | None = None
+def _uv() -> list[str | Path] | None:
+    """uv on PATH, else the one scripts/test.sh installs in .tools/, else uv in this venv."""
     if shutil.which("uv") is not None:
-        uv = ["uv"]
-    elif importlib.util.find_spec("uv") is not None:  # scripts/test.sh installs it in .venv
-        uv = [sys.executable, "-m", "uv"]
+        return ["uv"]
+    if (ROOT / ".tools" / "uv" / "bin" / "uv").exists():
+        return [ROOT / ".tools" / "uv" / "bin" / "uv"]
+    if importlib.util.find_spec("uv") is not None:
+        return [sys.executable, "-m", "uv"]
+    return None
+
+
+def _make_venv(where: Path, *extra: str) -> Path:
+    """A fresh environment with loafer-core (no extras), the example (with pytest) and
+    ``extra`` packages."""
+    python = where / "bin" / "python"
+    packages = [str(ROOT), f"{EXAMPLE}[test]", *extra]
+    uv = _uv()
     if uv is not None:
         _ok(_run(*uv, "venv", "-q", "--python", sys.executable, where))
         _ok(_run(*uv, "pip", "install", "-q", "--python", python, *packages))
@@ -61,6 +69,19 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _ok(_run(sys.executable, "-m", "venv", where))
         _ok(_run(python, "-m", "pip", "install", "-q", *packages))
     return where
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh environment with loafer-core (no extras) and the example (with pytest)."""
+    return _make_venv(tmp_path_factory.mktemp("example-plugin") / "venv")
+
+
+@pytest.fixture(scope="module")
+def venv_with_pytest_asyncio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same, plus pytest-asyncio: what a third party copying the example almost
+    always has (its start-up deprecation warning must not stop the run)."""
+    return _make_venv(tmp_path_factory.mktemp("example-plugin-asyncio") / "venv", "pytest-asyncio")
 
 
 def test_no_other_plugins_library_is_there(venv: Path) -> None:
@@ -71,11 +92,25 @@ def test_no_other_plugins_library_is_there(venv: Path) -> None:
     assert _ok(_run(venv / "bin" / "python", "-c", code)).strip() == "[]"
 
 
-def test_the_example_passes_the_kit_there(venv: Path) -> None:
+def _passes_the_kit(venv: Path) -> None:
     out = _ok(
         _run(venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=EXAMPLE)
     )
-    assert " passed" in out and "failed" not in out, out
+    assert " passed" in out and "failed" not in out and "INTERNALERROR" not in out, out
+
+
+def test_the_example_passes_the_kit_there(venv: Path) -> None:
+    code = "import importlib.util as u; print(u.find_spec('pytest_asyncio') is None)"
+    assert _ok(_run(venv / "bin" / "python", "-c", code)).strip() == "True"
+    _passes_the_kit(venv)
+
+
+def test_the_example_passes_the_kit_with_pytest_asyncio_installed(
+    venv_with_pytest_asyncio: Path,
+) -> None:
+    code = "import importlib.util as u; print(u.find_spec('pytest_asyncio') is not None)"
+    assert _ok(_run(venv_with_pytest_asyncio / "bin" / "python", "-c", code)).strip() == "True"
+    _passes_the_kit(venv_with_pytest_asyncio)
 
 
 def test_loafer_providers_lists_it_with_its_capabilities(venv: Path) -> None:

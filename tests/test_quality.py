@@ -109,3 +109,54 @@ def _inventory(path: Path) -> set[str]:
     header, _, body = path.read_bytes().partition(b"zlib.\n")
     assert b"Project" in header
     return {line.split()[0] for line in zlib.decompress(body).decode().splitlines() if line}
+
+
+#: what a package or an archive is called: never tracked (downloads and build outputs)
+ARCHIVES = (".whl", ".tar.gz", ".tgz", ".zip", ".egg", ".tar", ".tar.bz2", ".tar.xz", ".gem")
+#: the largest file the repository tracks; the lock file is the one allowed above it
+MAX_TRACKED_BYTES = 1_000_000
+LARGE_ALLOWED = {"uv.lock"}
+
+
+def test_no_package_archive_or_large_file_is_tracked() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    tracked = [name for name in listed.split("\0") if name]
+    assert "uv.lock" in tracked, "the lock file (uv.lock) must be committed"
+    archives = [name for name in tracked if name.lower().endswith(ARCHIVES)]
+    assert not archives, f"package archives are tracked (git rm them): {archives}"
+    large = [
+        f"{name} ({size:,} bytes)"
+        for name in tracked
+        if name not in LARGE_ALLOWED
+        and (ROOT / name).is_file()
+        and (size := (ROOT / name).stat().st_size) > MAX_TRACKED_BYTES
+    ]
+    assert not large, f"files over {MAX_TRACKED_BYTES:,} bytes are tracked: {large}"
+
+
+def test_the_pip_constraints_are_the_lock() -> None:
+    """requirements/constraints.txt (the scripts' pip fallback) pins what uv.lock pins:
+    after `uv lock`, re-export it (docs/dependencies.md)."""
+    import tomllib
+
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    locked = {
+        (package["name"], package["version"])
+        for package in lock["package"]
+        if package.get("source", {}).get("editable") != "."
+    }
+    constraints = {
+        tuple(line.split(";")[0].strip().split("=="))
+        for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.lstrip().startswith("#")
+    }
+    assert constraints == locked, (
+        "requirements/constraints.txt differs from uv.lock: run `uv export --frozen "
+        "--all-extras --no-emit-project --no-hashes -o requirements/constraints.txt`\n"
+        f"only in the lock: {sorted(locked - constraints)}\n"
+        f"only in the constraints: {sorted(constraints - locked)}"
+    )
