@@ -50,6 +50,7 @@ async def provider_cycle(amqp_url: str, queue: str) -> weakref.ref[object]:
 Cycle = Callable[[str, str], Awaitable["weakref.ref[object]"]]
 
 
+@pytest.mark.slow  # a soak: many open/close cycles
 @pytest.mark.parametrize("cycle", [publisher_cycle, provider_cycle], ids=["publisher", "provider"])
 async def test_closed_clients_are_freed_and_memory_stays_flat(
     amqp_url: str, broker: Broker, queue: str, cycle: Cycle

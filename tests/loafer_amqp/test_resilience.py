@@ -277,6 +277,7 @@ async def test_deleted_queue_is_retried_until_it_comes_back(
     assert recorder.handled == [0, 1]
 
 
+@pytest.mark.serial  # stop_app: every other test on RabbitMQ would fail meanwhile
 @pytest.mark.slow
 async def test_broker_restart_loses_nothing(amqp_url: str, broker: Broker, queue: str) -> None:
     recorder = Recorder()

@@ -248,6 +248,7 @@ async def test_workers_3_from_a_config_survive_a_sigkilled_worker_mid_stream(
     assert await _consumers(admin, queue) == 0
 
 
+@pytest.mark.slow  # a 45 s handler drained past the command's default (40 s)
 @pytest.mark.rabbit
 async def test_workers_give_the_drain_the_shutdown_timeout_of_the_config(
     tmp_path: Path, admin: RabbitAdmin, rabbit_url: str

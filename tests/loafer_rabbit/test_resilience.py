@@ -143,6 +143,7 @@ async def test_consumer_recovers_when_its_queue_is_deleted_and_comes_back(
     assert recorder.handled == [0, 1]
 
 
+@pytest.mark.serial  # stop_app: every other test on RabbitMQ would fail meanwhile
 @pytest.mark.slow
 @needs_ctl
 async def test_broker_restart_loses_nothing(admin: RabbitAdmin, rabbit_url: str) -> None:

@@ -47,6 +47,7 @@ async def _cycle(url: str, topic: str, options: dict[str, Any]) -> list[weakref.
     return [weakref.ref(provider), weakref.ref(publisher), weakref.ref(sns)]
 
 
+@pytest.mark.slow  # a soak: many open/close cycles against moto
 async def test_closed_providers_and_publishers_are_freed(
     make_queue: MakeQueue, sns: Any, client_options: dict[str, Any]
 ) -> None:
