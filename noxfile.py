@@ -37,7 +37,7 @@ def _locked(session: nox.Session, *extras: str, editable: bool = True) -> None:
     uv = _uv()
     if uv is not None:
         location = session.virtualenv.location
-        args = ["sync", "--frozen", "--inexact", *(f"--extra={e}" for e in extras)]
+        args = ["sync", "--frozen", *(f"--extra={e}" for e in extras)]
         if not editable:
             args.append("--no-editable")
         session.run_install(uv, *args, env={"UV_PROJECT_ENVIRONMENT": location}, external=True)
@@ -54,7 +54,9 @@ def tests_core(session: nox.Session) -> None:
         "python",
         "-c",
         "import importlib.util as u, sys; "
-        "libs = ('aio_pika', 'proton', 'aiobotocore', 'nats', 'redis'); "
+        # redis-py is not among them: loafer_core.ext.redis_store (the idempotency store)
+        # is core's, and the test extra installs it for its tests against a real Redis
+        "libs = ('aio_pika', 'proton', 'aiobotocore', 'nats'); "
         "bad = [m for m in libs if u.find_spec(m)]; "
         "sys.exit(f'broker libraries installed: {bad}' if bad else 0)",
     )
@@ -153,7 +155,7 @@ def tests_latest(session: nox.Session) -> None:
         "print(*sorted(f'{d.name}=={d.version}' for d in m.distributions()), sep='\\n')",
     )
     session.run("bash", "scripts/brokers.sh", external=True)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", "3", *session.posargs)
 
 
 @nox.session(python="3.11")
