@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 SCRIPT = shutil.which("loafer", path=str(Path(sys.executable).parent)) or "loafer"
@@ -60,28 +60,30 @@ class Service:
 
     def wait_for(self, text: str, count: int = 1, timeout: float = 30) -> list[str]:
         """Wait until ``count`` stderr lines contain ``text``; return those lines."""
+        self.wait_until(
+            lambda lines: sum(text in line for line in lines) >= count,
+            f"{count} line(s) with {text!r}",
+            timeout,
+        )
+        return [line for line in self.lines if text in line]
+
+    def wait_until(self, done: Callable[[list[str]], bool], what: str, timeout: float = 30) -> None:
+        """Wait until ``done(lines)`` holds for the stderr lines seen so far."""
         deadline = time.monotonic() + timeout
-        found = [line for line in self.lines if text in line]
-        while len(found) < count:
+        while not done(self.lines):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(
-                    f"{count} line(s) with {text!r} not seen in {timeout}s:\n"
-                    + "\n".join(self.lines)
-                )
+                raise AssertionError(f"{what} not seen in {timeout}s:\n" + "\n".join(self.lines))
             try:
                 line = self._queue.get(timeout=remaining)
             except queue.Empty:
                 continue
             if line is None:
                 raise AssertionError(
-                    f"loafer run ended (rc={self.process.wait(10)}) before {count} "
-                    f"line(s) with {text!r}:\n" + "\n".join(self.lines)
+                    f"loafer run ended (rc={self.process.wait(10)}) before {what}:\n"
+                    + "\n".join(self.lines)
                 )
             self.lines.append(line)
-            if text in line:
-                found.append(line)
-        return found
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM, then wait for the exit code (and the rest of stderr)."""
