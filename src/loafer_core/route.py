@@ -7,13 +7,17 @@ A route turns one delivery into one :class:`~loafer_core.outcome.Outcome`:
    error);
 3. the handler runs (bounded by ``handler_timeout``); its result maps to an outcome:
    ``True``/``None`` -> ACCEPT, ``False`` -> RETRY, an ``Outcome`` -> that; raising
-   ``DeleteMessage``/``RejectMessage``/``RetryMessage`` -> ACCEPT/REJECT/RETRY;
+   ``DeleteMessage``/``RejectMessage``/``RetryMessage`` -> ACCEPT/REJECT/RETRY (these
+   signals are ``BaseException`` subclasses, so the handler's own ``except Exception``
+   does not swallow them; raised by a sync handler they come back from its thread, and
+   raised by an error handler they choose its outcome too);
 4. any other exception, in the translator or the handler, goes to the error handler:
    ``True`` -> ACCEPT, ``False``/``None`` -> RETRY, an ``Outcome`` -> that. The default
    error handler logs the traceback with the route and message id and returns RETRY.
-   A ``BaseException`` that is not an ``Exception`` (``GeneratorExit``, a custom one) is
-   an error like any other; ``KeyboardInterrupt`` and ``SystemExit`` propagate: they ask
-   the service to stop (the dispatcher RELEASES the message and the manager drains).
+   A ``BaseException`` that is neither an ``Exception`` nor a signal (``GeneratorExit``, a
+   custom one) is an error like any other; ``KeyboardInterrupt`` and ``SystemExit``
+   propagate: they ask the service to stop (the dispatcher RELEASES the message and the
+   manager drains).
 """
 
 from __future__ import annotations
@@ -381,7 +385,14 @@ class Route:
         except (KeyboardInterrupt, SystemExit):
             raise  # a request to stop the service: the dispatcher releases and drains
         except BaseException as exc:  # GeneratorExit, a custom BaseException: an error
-            outcome = await self._on_error(exc, delivery)
+            grouped = _only_signals(exc)
+            if grouped is not None:  # a TaskGroup's group of a child's signal(s)
+                try:
+                    outcome = grouped.outcome()
+                except Exception as failure:
+                    outcome = await self._on_error(failure, delivery)
+            else:
+                outcome = await self._on_error(exc, delivery)
         else:
             if result is True or result is None:
                 return ACCEPT
@@ -639,6 +650,20 @@ class Route:
             self._stop()
         except Exception:
             logger.exception("route %r: handler stop() failed", self.name)
+
+
+def _only_signals(exc: BaseException) -> MessageSignal | None:
+    """The first signal of a ``BaseExceptionGroup`` holding nothing but message signals
+    (an ``asyncio.TaskGroup`` wraps a child task's signal so), else None."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    signals, rest = exc.split(MessageSignal)
+    if signals is None or rest is not None:
+        return None
+    first: BaseException = signals
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, MessageSignal) else None
 
 
 def _text(exc: BaseException) -> str:
