@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
+from loafer_core._strings import refuse_string
 from loafer_core.errors import ConfigurationError
 
 __all__ = [
@@ -410,6 +411,7 @@ def adapt_handler(handler: Any) -> tuple[AsyncCall, Callable[[], Any] | None, st
     """Return ``(call, stop, description)`` for any supported handler shape."""
     if handler is None:
         raise ConfigurationError("Route(handler=...): a handler is required")
+    refuse_string("Route(handler=...)", handler, "the function, or an object with handle(), itself")
     if isinstance(handler, type) and (
         needs_instance(handler, "handle") or getattr(handler, "handle", None) is None
     ):
@@ -483,6 +485,9 @@ def adapt_error_handler(error_handler: Any) -> AsyncCall | None:
     """
     if error_handler is None:
         return None
+    refuse_string(
+        "Route(error_handler=...)", error_handler, "the function (exc_type, exc, message) itself"
+    )
     if not callable(error_handler):
         raise ConfigurationError(
             "Route(error_handler=...): expected a callable (exc_type, exc, message), "

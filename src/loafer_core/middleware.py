@@ -46,6 +46,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from loafer_core._strings import refuse_string
 from loafer_core.errors import ConfigurationError, MessageSignal
 from loafer_core.handler import really_cancelled
 from loafer_core.outcome import Outcome
@@ -72,7 +73,8 @@ def check_middleware(owner: str, middleware: object) -> list[Middleware]:
     """The middleware list given to ``owner``, or ConfigurationError naming what is wrong."""
     if middleware is None:
         return []
-    if callable(middleware) or isinstance(middleware, str | bytes):
+    refuse_string(f"{owner}(middleware=...)", middleware, "a list of middleware objects")
+    if callable(middleware):
         raise ConfigurationError(
             f"{owner}(middleware=...): expected a list of middlewares, got one "
             f"{type(middleware).__name__}; wrap it in a list"
@@ -85,6 +87,9 @@ def check_middleware(owner: str, middleware: object) -> list[Middleware]:
             f"{type(middleware).__name__}"
         ) from None
     for i, item in enumerate(items):
+        refuse_string(
+            f"{owner}(middleware=[...]): item {i}", item, "the middleware object", call="(...)"
+        )
         if not callable(item):
             raise ConfigurationError(
                 f"{owner}(middleware=...): item {i} is a {type(item).__name__}, not an async "

@@ -30,6 +30,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from loafer_core._strings import refuse_string
 from loafer_core.errors import (
     ConfigurationError,
     InvalidMessage,
@@ -143,6 +144,7 @@ class Route:
         middleware: Sequence[Middleware] | None = None,
         publish_to: Any = None,
     ) -> None:
+        refuse_string("Route(provider=...)", provider, "a provider instance", call="(...)")
         if isinstance(provider, type):
             raise ConfigurationError(
                 f"Route(provider=...): got the class {provider.__name__}; pass an instance "
@@ -167,6 +169,12 @@ class Route:
         chosen = translator if translator is not _UNSET else message_translator
         if chosen is _UNSET:
             chosen = getattr(provider, "default_translator", None) or PassThroughTranslator()
+        refuse_string(
+            f"Route({'translator' if translator is not _UNSET else 'message_translator'}=...)",
+            chosen,
+            "a translator object (such as TextTranslator()) or None",
+            call="()",
+        )
         if isinstance(chosen, type) and needs_instance(chosen, "translate"):
             raise ConfigurationError(
                 f"Route(translator=...): got the class {chosen.__name__}; pass an instance "
@@ -224,6 +232,7 @@ class Route:
         self._default_retry = retry is _UNSET
         if self._default_retry:
             retry = DEFAULT_RETRY
+        refuse_string("Route(retry=...)", retry, "a RetryPolicy(...) or None", call="(...)")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(
                 f"Route(retry=...): expected a RetryPolicy or None, got {type(retry).__name__}"
