@@ -11,6 +11,11 @@ A handler is any of:
   acknowledged the message without running it);
 - anything returning an awaitable: the awaitable is awaited.
 
+A handler object may list, in a ``loafer_services`` attribute, services (``async
+start()`` and ``async close()``) a :class:`~loafer_core.manager.Manager` running its route
+starts with the routes and closes after the drain (the publisher of
+:class:`~loafer_sqs.SQSHandler`, say).
+
 An error handler is ``(exc_type, exc, message)``, sync or async, returning a ``bool``, an
 :class:`~loafer_core.outcome.Outcome` or ``None``.
 """
