@@ -193,3 +193,38 @@ async def test_string_message_translator_on_an_sqs_route(
     # on purpose: the provider's metadata is merged under the translator's (Loafer: {})
     assert metadata["message_id"] and "Body" not in metadata
     await wait_for_counts(sqs, url, (0, 0), 10)
+
+
+# -- SNSQueueRoute: the envelope ------------------------------------------------------------
+
+
+async def test_sns_queue_route_unwraps_a_loafer_2_envelope_without_type_or_topic(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    """``SNSQueueRoute`` unwraps ``{"Message": "..."}`` as Loafer 2.x's SNSMessageTranslator
+    did (users' tests send such bodies straight to the queue); an object that is clearly
+    not an envelope (a key SNS never writes) reaches the handler whole."""
+    url = await make_queue()
+    await send_bodies(
+        sqs,
+        url,
+        [
+            json.dumps({"Message": json.dumps({"order": 1}), "Timestamp": "t"}),
+            json.dumps({"Message": "a note", "order": 2}),
+        ],
+    )
+    got: list[tuple[Any, Any]] = []
+    done = asyncio.Event()
+
+    async def handler(message: Any, metadata: Any) -> bool:
+        got.append((message, metadata))
+        if len(got) == 2:
+            done.set()
+        return True
+
+    await run_until([SNSQueueRoute(url, {**WAIT, **client_options}, handler=handler)], done)
+    by_order = {m["order"]: (m, md) for m, md in got}
+    assert by_order[1][0] == {"order": 1}
+    assert by_order[1][1]["Timestamp"] == "t"  # the envelope's fields are the metadata
+    assert by_order[2][0] == {"Message": "a note", "order": 2}
+    await wait_for_counts(sqs, url, (0, 0), 10)
