@@ -228,3 +228,263 @@ async def test_sns_queue_route_unwraps_a_loafer_2_envelope_without_type_or_topic
     assert by_order[1][1]["Timestamp"] == "t"  # the envelope's fields are the metadata
     assert by_order[2][0] == {"Message": "a note", "order": 2}
     await wait_for_counts(sqs, url, (0, 0), 10)
+
+
+# -- handlers: return values, DeleteMessage, class-based handlers ---------------------------
+
+
+async def test_handler_return_values_decide_the_acknowledgement(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    """ "By returning True the message will be acknowledged (deleted)"; False does not
+    acknowledge it (it comes back). On purpose: None acknowledges too (Loafer never
+    acknowledged it, so such messages came back for ever)."""
+    url = await make_queue()
+    await send_bodies(sqs, url, [json.dumps({"kind": k}) for k in ("true", "none", "false")])
+    calls: list[tuple[str, int]] = []
+    done = asyncio.Event()
+
+    async def handler(message: Any, metadata: Any) -> Any:
+        receives = int(metadata["Attributes"]["ApproximateReceiveCount"])
+        calls.append((message["kind"], receives))
+        if len(calls) == 4:
+            done.set()
+        if message["kind"] == "true":
+            return True
+        if message["kind"] == "none":
+            return None
+        return receives > 1  # False the first time: not deleted, delivered again
+
+    options = {**WAIT, "retry_visibility": 0, **client_options}
+    await run_until([SQSRoute(url, options, handler=handler, retry=None)], done)
+    assert sorted(calls) == [("false", 1), ("false", 2), ("none", 1), ("true", 1)]
+    await wait_for_counts(sqs, url, (0, 0), 10)
+
+
+@pytest.mark.parametrize("sync", [False, True])
+async def test_delete_message_acknowledges_even_inside_except_exception(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any], sync: bool
+) -> None:
+    """ "Another way to acknowledge messages inside a handler is to raise DeleteMessage";
+    as in olist-loafer 7.0 it is not an Exception, so a generic ``except Exception`` in
+    the handler does not swallow it. Sync handlers "run in a thread"."""
+    url = await make_queue()
+    await send_bodies(sqs, url, [json.dumps({"n": 1})])
+    ran = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def work() -> bool:
+        loop.call_soon_threadsafe(ran.set)
+        try:
+            raise DeleteMessage()
+        except Exception:
+            return False  # never reached: the message would stay
+
+    if sync:
+        handler: Any = lambda message, metadata: work()  # noqa: E731
+    else:
+
+        async def handler(message: Any, metadata: Any) -> bool:
+            return work()
+
+    async with LoaferManager([SQSRoute(url, {**WAIT, **client_options}, handler=handler)]):
+        await asyncio.wait_for(ran.wait(), 15)
+        await wait_for_counts(sqs, url, (0, 0), 10)
+
+
+async def test_class_based_handler_handle_and_stop(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    """ "The class should implement a handle coroutine/method"; "stop is optional and will
+    be called before loafer shutdown"."""
+    url = await make_queue()
+    await send_bodies(sqs, url, [json.dumps({"n": 1})])
+    done = asyncio.Event()
+
+    class MyHandler:
+        def __init__(self) -> None:
+            self.seen: list[Any] = []
+            self.stopped = 0
+
+        async def handle(self, message: Any, *args: Any) -> bool:
+            self.seen.append((message, args))
+            done.set()
+            return True
+
+        def stop(self) -> None:
+            self.stopped += 1
+
+    handler = MyHandler()
+    await run_until([SQSRoute(url, {**WAIT, **client_options}, handler=handler)], done)
+    [(message, args)] = handler.seen
+    assert message == {"n": 1} and args[0]["MessageId"]  # (message, metadata)
+    assert handler.stopped == 1
+    await wait_for_counts(sqs, url, (0, 0), 10)
+
+
+# -- error handlers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["exc_type, exc, message", "exc_info, message", "sync"])
+async def test_error_handler_signatures_and_return_values(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any], shape: str
+) -> None:
+    """``async def custom_error_handler(exc_type, exc, message)`` (the documentation),
+    ``(exc_info, message)`` (Loafer's code), or a plain function; "True means acknowledge
+    it, False will only ignore the message"."""
+    url = await make_queue()
+    await send_bodies(sqs, url, [json.dumps({"verdict": v}) for v in ("delete", "keep")])
+    seen: list[tuple[Any, str, int]] = []
+    done = asyncio.Event()
+
+    async def handler(message: Any, metadata: Any) -> bool:
+        raise KeyError(message["verdict"])
+
+    def decide(exc_type: Any, exc: BaseException, message: Any) -> bool:
+        receives = int(message["Attributes"]["ApproximateReceiveCount"])
+        verdict = json.loads(message["Body"])["verdict"]  # the raw message, Body intact
+        seen.append((exc_type, verdict, receives))
+        if len(seen) == 3:
+            done.set()
+        return verdict == "delete" or receives > 1
+
+    error_handler: Any
+    if shape == "exc_type, exc, message":
+
+        async def error_handler(exc_type: Any, exc: Any, message: Any) -> bool:
+            return decide(exc_type, exc, message)
+
+    elif shape == "exc_info, message":
+
+        async def error_handler(exc_info: Any, message: Any) -> bool:  # type: ignore[misc]
+            assert exc_info[2] is not None  # (type, value, traceback)
+            return decide(exc_info[0], exc_info[1], message)
+
+    else:
+        error_handler = decide
+
+    options = {**WAIT, "retry_visibility": 0, **client_options}
+    route = SQSRoute(url, options, handler=handler, error_handler=error_handler, retry=None)
+    await run_until([route], done)
+    assert sorted(seen, key=lambda s: (s[1], s[2])) == [
+        (KeyError, "delete", 1),
+        (KeyError, "keep", 1),
+        (KeyError, "keep", 2),  # False the first time: the message came back
+    ]
+    await wait_for_counts(sqs, url, (0, 0), 10)
+
+
+# -- message translators: content and metadata --------------------------------------------
+
+
+async def test_sqs_translator_content_and_metadata(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    """SQSRoute "expects json format messages": content is the decoded body, metadata the
+    SQS message (MessageId, Attributes, MessageAttributes...) without ``Body``."""
+    url = await make_queue()
+    await sqs.send_message(
+        QueueUrl=url,
+        MessageBody=json.dumps({"key": True}),
+        MessageAttributes={"source": {"DataType": "String", "StringValue": "api"}},
+    )
+    got: list[tuple[Any, Any]] = []
+    done = asyncio.Event()
+
+    async def handler(message: Any, metadata: Any) -> bool:
+        got.append((message, metadata))
+        done.set()
+        return True
+
+    await run_until([SQSRoute(url, {**WAIT, **client_options}, handler=handler)], done)
+    [(content, metadata)] = got
+    assert content == {"key": True}
+    assert metadata["MessageId"] and "ReceiptHandle" in metadata
+    assert metadata["MessageAttributes"]["source"]["StringValue"] == "api"
+    assert "Body" not in metadata
+
+
+async def test_custom_translator_metadata_and_empty_content(
+    sqs: Any, make_queue: MakeQueue, client_options: dict[str, Any]
+) -> None:
+    """A translator returns ``{'content': ..., 'metadata': {...}}``: both reach the
+    handler; "if processed_message is None (or empty) the message will cause ValueError",
+    which goes to the error handler."""
+    url = await make_queue()
+    await send_bodies(sqs, url, ["7", "0"])
+
+    class IntTranslator:
+        def translate(self, message: Any) -> dict[str, Any]:
+            return {"content": int(message["Body"]), "metadata": {"translated": True}}
+
+    handled: list[tuple[Any, Any]] = []
+    errors: list[type[BaseException]] = []
+    done = asyncio.Event()
+
+    async def handler(message: Any, metadata: Any) -> bool:
+        handled.append((message, metadata["translated"]))
+        if handled and errors:
+            done.set()
+        return True
+
+    async def error_handler(exc_type: Any, exc: Any, message: Any) -> bool:
+        errors.append(exc_type)
+        if handled and errors:
+            done.set()
+        return True
+
+    route = SQSRoute(
+        url,
+        {**WAIT, **client_options},
+        handler=handler,
+        error_handler=error_handler,
+        message_translator=IntTranslator(),
+    )
+    await run_until([route], done)
+    assert handled == [(7, True)]
+    assert len(errors) == 1 and issubclass(errors[0], ValueError)  # content 0 is empty
+
+
+async def test_sns_queue_route_content_and_metadata(
+    sqs: Any, make_queue: MakeQueue, topic: tuple[str, str], client_options: dict[str, Any]
+) -> None:
+    """SNSQueueRoute: a queue subscribed to a topic; content is the JSON ``Message``,
+    metadata the envelope (TopicArn, Subject, Timestamp, ...) without ``Message``."""
+    arn, subscribed = topic
+    async with SNSHandler(arn, **client_options) as publisher:
+        await publisher.publish({"order": 5})
+    got: list[tuple[Any, Any]] = []
+    done = asyncio.Event()
+
+    async def handler(message: Any, metadata: Any) -> bool:
+        got.append((message, metadata))
+        done.set()
+        return True
+
+    await run_until([SNSQueueRoute(subscribed, {**WAIT, **client_options}, handler=handler)], done)
+    [(content, metadata)] = got
+    assert content == {"order": 5}
+    assert metadata["TopicArn"] == arn and metadata["Type"] == "Notification"
+    assert "Message" not in metadata
+
+
+# -- SQSRoute / SNSQueueRoute options -----------------------------------------------------
+
+
+def test_route_options_as_loafer_documented(client_options: dict[str, Any]) -> None:
+    """``SQSRoute('my-queue1', handler=..., name='route1')``; the name defaults to the
+    queue; provider options (``options``, ``endpoint_url``, ``use_ssl``) in the second
+    argument; a string where the translator belongs is refused."""
+
+    async def handler(message: Any, metadata: Any) -> bool:
+        return True
+
+    assert SQSRoute("my-queue1", handler=handler, name="route1").name == "route1"
+    route = SNSQueueRoute(
+        "my-queue2",
+        {"use_ssl": False, "options": {"WaitTimeSeconds": 4}, **client_options},
+        handler=handler,
+    )
+    assert route.name == "my-queue2"
+    with pytest.raises(ConfigurationError, match="translator"):
+        SQSRoute("q", handler=handler, message_translator="loafer_sqs:SQSMessageTranslator")
