@@ -50,7 +50,8 @@ def _build_message(body: Any, headers: Mapping[str, Any] | None, options: dict[s
             payload = bytes(body)
         elif isinstance(body, str):
             payload = body.encode("utf-8")
-            content_type = content_type or "text/plain; charset=utf-8"
+            # exactly text/plain (UTF-8): consumers such as FastStream match that exactly
+            content_type = content_type or "text/plain"
         else:
             payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
             content_type = content_type or "application/json"

@@ -24,7 +24,12 @@ from loafer_core.outcome import ACCEPT, REJECT, RELEASE, RETRY, Outcome, Outcome
 from loafer_core.policy import DEFAULT_RETRY, Backoff, RetryPolicy
 from loafer_core.provider import Capabilities, Delivery, Provider, Support
 from loafer_core.route import Route
-from loafer_core.translator import JSONTranslator, TextTranslator, Translator
+from loafer_core.translator import (
+    JSONTranslator,
+    StringMessageTranslator,
+    TextTranslator,
+    Translator,
+)
 
 __all__ = [
     "ACCEPT",
@@ -52,6 +57,7 @@ __all__ = [
     "RetryMessage",
     "RetryPolicy",
     "Route",
+    "StringMessageTranslator",
     "Support",
     "TextTranslator",
     "TranslationError",

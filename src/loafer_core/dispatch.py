@@ -119,6 +119,11 @@ class Handlers:
         discriminator: Discriminator | None = None,
         unmatched: Outcome | None = None,
     ) -> None:
+        if isinstance(discriminator, str):
+            raise ConfigurationError(
+                f"Handlers(discriminator=...): got the string {discriminator!r}; pass "
+                f"header({discriminator!r}) or field({discriminator!r}), not a name"
+            )
         if discriminator is not None and not callable(discriminator):
             raise ConfigurationError(
                 "Handlers(discriminator=...): expected header('type'), field('type') or a "

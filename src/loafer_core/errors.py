@@ -2,19 +2,32 @@
 
 ::
 
-    LoaferError                     base of everything loafer raises
-    ├── ConfigurationError          wrong set-up; fatal, raised at construction or start-up
-    ├── ProviderError               a broker/transport failure; the dispatcher logs it and
-    │                               retries with backoff (plugins translate their library's
-    │                               errors into this at the edge)
-    ├── TranslationError            a translator could not produce content (also a ValueError,
-    │   │                           as Loafer 2.x raised ValueError); goes to the error handler
-    │   └── InvalidMessage          content is not the type a typed handler declares; without
-    │                               an error handler the message is REJECTED with why
-    └── MessageSignal               raised by a handler to choose the outcome of its delivery
+    Exception
+    └── LoaferError                 base of every error loafer raises
+        ├── ConfigurationError      wrong set-up; fatal, raised at construction or start-up
+        ├── ProviderError           a broker/transport failure; the dispatcher logs it and
+        │                           retries with backoff (plugins translate their library's
+        │                           errors into this at the edge)
+        └── TranslationError        a translator could not produce content (also a ValueError,
+            │                       as Loafer 2.x raised ValueError); goes to the error handler
+            └── InvalidMessage      content is not the type a typed handler declares; without
+                                    an error handler the message is REJECTED with why
+
+    BaseException (not an Exception: ``except Exception`` lets these through)
+    └── MessageSignal               raised by a handler (or an error handler, or a
+        │                           middleware) to choose the outcome of its delivery
         ├── DeleteMessage           -> ACCEPT (Loafer's meaning: remove the message)
         ├── RejectMessage(reason)   -> REJECT (poison: dead-letter, never redeliver)
         └── RetryMessage(delay)     -> RETRY (a failed attempt, redelivered later)
+
+The message signals are ``BaseException`` subclasses, as olist-loafer 7.0's
+``DeleteMessage`` is: a ``raise DeleteMessage()`` inside the handler's own
+``try: ... except Exception:`` still reaches the route and deletes the message instead of
+being swallowed (and turned into a silent RETRY). The route catches them wherever the
+user's code runs: an async handler, a sync handler on the route's threads (the signal is
+carried back to the event loop), a typed handler's validation, an error handler and a
+middleware; they never end a task or leave the route. Catch them explicitly with
+``except MessageSignal`` (not ``except LoaferError``: they are not errors).
 
 ``LoaferException`` is kept as an alias of :class:`LoaferError` for code written for Loafer 2.x.
 """
@@ -77,8 +90,13 @@ class InvalidMessage(TranslationError):
     """
 
 
-class MessageSignal(LoaferError):
-    """Raised by a handler to choose its delivery's outcome explicitly."""
+class MessageSignal(BaseException):
+    """Raised by a handler to choose its delivery's outcome explicitly.
+
+    A ``BaseException``, not an ``Exception`` (as olist-loafer 7.0's ``DeleteMessage``):
+    ``except Exception`` in the handler does not swallow it. The route turns it into
+    :meth:`outcome`.
+    """
 
     def outcome(self) -> Outcome:
         """The outcome this signal stands for."""

@@ -37,6 +37,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from loafer_core._strings import refuse_string
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Delivery, Publisher
@@ -128,6 +129,9 @@ class Targets:
                 raise ConfigurationError(
                     f"{owner}(publish_to=...): target names must be non-empty str, got {name!r}"
                 )
+            refuse_string(
+                f"{owner}(publish_to=...): {name!r}", target, "a publisher instance", call="(...)"
+            )
             if isinstance(target, type):
                 raise ConfigurationError(
                     f"{owner}(publish_to=...): {name!r} is the class {target.__name__}; pass "

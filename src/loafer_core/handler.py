@@ -11,6 +11,11 @@ A handler is any of:
   acknowledged the message without running it);
 - anything returning an awaitable: the awaitable is awaited.
 
+A handler object may list, in a ``loafer_services`` attribute, services (``async
+start()`` and ``async close()``) a :class:`~loafer_core.manager.Manager` running its route
+starts with the routes and closes after the drain (the publisher of
+:class:`~loafer_sqs.SQSHandler`, say).
+
 An error handler is ``(exc_type, exc, message)``, sync or async, returning a ``bool``, an
 :class:`~loafer_core.outcome.Outcome` or ``None``.
 """
@@ -31,6 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
+from loafer_core._strings import refuse_string
 from loafer_core.errors import ConfigurationError
 
 __all__ = [
@@ -410,6 +416,7 @@ def adapt_handler(handler: Any) -> tuple[AsyncCall, Callable[[], Any] | None, st
     """Return ``(call, stop, description)`` for any supported handler shape."""
     if handler is None:
         raise ConfigurationError("Route(handler=...): a handler is required")
+    refuse_string("Route(handler=...)", handler, "the function, or an object with handle(), itself")
     if isinstance(handler, type) and (
         needs_instance(handler, "handle") or getattr(handler, "handle", None) is None
     ):
@@ -483,6 +490,9 @@ def adapt_error_handler(error_handler: Any) -> AsyncCall | None:
     """
     if error_handler is None:
         return None
+    refuse_string(
+        "Route(error_handler=...)", error_handler, "the function (exc_type, exc, message) itself"
+    )
     if not callable(error_handler):
         raise ConfigurationError(
             "Route(error_handler=...): expected a callable (exc_type, exc, message), "

@@ -116,8 +116,9 @@ class Manager:
         self.health: HealthServer | None = None
         #: things started when :meth:`serve` begins, before any route, and closed after
         #: the drain, in reverse order (a metrics endpoint, say): see :class:`Service`.
-        #: The routes' ``publish_to`` publishers and the middlewares' ``services`` (an
-        #: Idempotency's Redis store) are added by :meth:`serve` (each once)
+        #: The routes' ``publish_to`` publishers, the middlewares' ``services`` (an
+        #: Idempotency's Redis store) and the handlers' ``loafer_services`` (the publisher
+        #: of an ``SQSHandler``) are added by :meth:`serve` (each once)
         self.services: list[Service] = []
         self._dispatchers: list[Dispatcher] = []
         self._signals = 0
@@ -204,7 +205,8 @@ class Manager:
         services: list[Service] = [*self.services, *publisher_services(self.routes)]
         # and the stores of middlewares (an Idempotency's RedisStore) not given already
         chained = [*self.middleware, *(m for route in self.routes for m in route.middleware)]
-        for service in middleware_services(chained):
+        # and what handlers need opened with them (the publisher of an SQSHandler)
+        for service in [*middleware_services(chained), *handler_services(self.routes)]:
             if not any(service is given for given in services):
                 services.append(service)
         if self.health_port is not None:
@@ -386,6 +388,18 @@ class Service(Protocol):
 
 
 SERVICE_CLOSE_TIMEOUT = 5.0
+
+
+def handler_services(routes: Iterable[Route]) -> list[Any]:
+    """The items of each route handler's ``loafer_services`` attribute (each once): what a
+    handler needs started and closed with the manager, as the generic handlers'
+    (:class:`~loafer_sqs.SQSHandler`) publisher."""
+    found: list[Any] = []
+    for route in routes:
+        for service in getattr(route.handler, "loafer_services", None) or ():
+            if not any(service is seen for seen in found):
+                found.append(service)
+    return found
 
 
 async def _close_services(services: list[Service]) -> None:

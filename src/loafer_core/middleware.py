@@ -16,6 +16,10 @@ It may time the handler (around ``call_next``), change the outcome, or not call
 a middleware itself (or a result that is not an ``Outcome``) is an error of the message:
 counted in the route's ``message_errors``, logged at the route's bounded rate, and the
 delivery RETRIED with the route's retry policy, REJECTED past its ``max_attempts``.
+A middleware may also raise a message signal (``DeleteMessage``, ``RejectMessage``,
+``RetryMessage``) to settle the delivery with its outcome, as a handler may; the route
+has already turned the handler's own signals into outcomes, so a middleware's ``except
+Exception`` around ``call_next`` never sees them (they are ``BaseException`` subclasses).
 
 A middleware that changes the outcome overrides what the route decided, guarantees
 included: the route RETRIES a message whose forwarded publish was not confirmed (see
@@ -42,7 +46,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from loafer_core.errors import ConfigurationError
+from loafer_core._strings import refuse_string
+from loafer_core.errors import ConfigurationError, MessageSignal
 from loafer_core.handler import really_cancelled
 from loafer_core.outcome import Outcome
 from loafer_core.provider import Delivery
@@ -68,7 +73,8 @@ def check_middleware(owner: str, middleware: object) -> list[Middleware]:
     """The middleware list given to ``owner``, or ConfigurationError naming what is wrong."""
     if middleware is None:
         return []
-    if callable(middleware) or isinstance(middleware, str | bytes):
+    refuse_string(f"{owner}(middleware=...)", middleware, "a list of middleware objects")
+    if callable(middleware):
         raise ConfigurationError(
             f"{owner}(middleware=...): expected a list of middlewares, got one "
             f"{type(middleware).__name__}; wrap it in a list"
@@ -81,6 +87,9 @@ def check_middleware(owner: str, middleware: object) -> list[Middleware]:
             f"{type(middleware).__name__}"
         ) from None
     for i, item in enumerate(items):
+        refuse_string(
+            f"{owner}(middleware=[...]): item {i}", item, "the middleware object", call="(...)"
+        )
         if not callable(item):
             raise ConfigurationError(
                 f"{owner}(middleware=...): item {i} is a {type(item).__name__}, not an async "
@@ -118,6 +127,17 @@ def _guard(route: Route, process: Process) -> Process:
             outcome = await process(delivery)
         except (KeyboardInterrupt, SystemExit):
             raise  # a request to stop: the dispatcher's to handle
+        except MessageSignal as signal:  # a middleware chose the outcome, as a handler may
+            try:
+                return signal.outcome()
+            except Exception as exc:  # a signal subclass that cannot say its outcome
+                return route.failed(
+                    exc,
+                    delivery,
+                    "route %r: a middleware's signal failed on message %s; it will be retried",
+                    route.name,
+                    delivery.message_id,
+                )
         except asyncio.CancelledError as exc:
             if really_cancelled():
                 raise  # the shutdown

@@ -7,13 +7,17 @@ A route turns one delivery into one :class:`~loafer_core.outcome.Outcome`:
    error);
 3. the handler runs (bounded by ``handler_timeout``); its result maps to an outcome:
    ``True``/``None`` -> ACCEPT, ``False`` -> RETRY, an ``Outcome`` -> that; raising
-   ``DeleteMessage``/``RejectMessage``/``RetryMessage`` -> ACCEPT/REJECT/RETRY;
+   ``DeleteMessage``/``RejectMessage``/``RetryMessage`` -> ACCEPT/REJECT/RETRY (these
+   signals are ``BaseException`` subclasses, so the handler's own ``except Exception``
+   does not swallow them; raised by a sync handler they come back from its thread, and
+   raised by an error handler they choose its outcome too);
 4. any other exception, in the translator or the handler, goes to the error handler:
    ``True`` -> ACCEPT, ``False``/``None`` -> RETRY, an ``Outcome`` -> that. The default
    error handler logs the traceback with the route and message id and returns RETRY.
-   A ``BaseException`` that is not an ``Exception`` (``GeneratorExit``, a custom one) is
-   an error like any other; ``KeyboardInterrupt`` and ``SystemExit`` propagate: they ask
-   the service to stop (the dispatcher RELEASES the message and the manager drains).
+   A ``BaseException`` that is neither an ``Exception`` nor a signal (``GeneratorExit``, a
+   custom one) is an error like any other; ``KeyboardInterrupt`` and ``SystemExit``
+   propagate: they ask the service to stop (the dispatcher RELEASES the message and the
+   manager drains).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from loafer_core._strings import refuse_string
 from loafer_core.errors import (
     ConfigurationError,
     InvalidMessage,
@@ -139,6 +144,7 @@ class Route:
         middleware: Sequence[Middleware] | None = None,
         publish_to: Any = None,
     ) -> None:
+        refuse_string("Route(provider=...)", provider, "a provider instance", call="(...)")
         if isinstance(provider, type):
             raise ConfigurationError(
                 f"Route(provider=...): got the class {provider.__name__}; pass an instance "
@@ -163,6 +169,12 @@ class Route:
         chosen = translator if translator is not _UNSET else message_translator
         if chosen is _UNSET:
             chosen = getattr(provider, "default_translator", None) or PassThroughTranslator()
+        refuse_string(
+            f"Route({'translator' if translator is not _UNSET else 'message_translator'}=...)",
+            chosen,
+            "a translator object (such as TextTranslator()) or None",
+            call="()",
+        )
         if isinstance(chosen, type) and needs_instance(chosen, "translate"):
             raise ConfigurationError(
                 f"Route(translator=...): got the class {chosen.__name__}; pass an instance "
@@ -220,6 +232,7 @@ class Route:
         self._default_retry = retry is _UNSET
         if self._default_retry:
             retry = DEFAULT_RETRY
+        refuse_string("Route(retry=...)", retry, "a RetryPolicy(...) or None", call="(...)")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(
                 f"Route(retry=...): expected a RetryPolicy or None, got {type(retry).__name__}"
@@ -381,7 +394,14 @@ class Route:
         except (KeyboardInterrupt, SystemExit):
             raise  # a request to stop the service: the dispatcher releases and drains
         except BaseException as exc:  # GeneratorExit, a custom BaseException: an error
-            outcome = await self._on_error(exc, delivery)
+            grouped = _only_signals(exc)
+            if grouped is not None:  # a TaskGroup's group of a child's signal(s)
+                try:
+                    outcome = grouped.outcome()
+                except Exception as failure:
+                    outcome = await self._on_error(failure, delivery)
+            else:
+                outcome = await self._on_error(exc, delivery)
         else:
             if result is True or result is None:
                 return ACCEPT
@@ -639,6 +659,20 @@ class Route:
             self._stop()
         except Exception:
             logger.exception("route %r: handler stop() failed", self.name)
+
+
+def _only_signals(exc: BaseException) -> MessageSignal | None:
+    """The first signal of a ``BaseExceptionGroup`` holding nothing but message signals
+    (an ``asyncio.TaskGroup`` wraps a child task's signal so), else None."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    signals, rest = exc.split(MessageSignal)
+    if signals is None or rest is not None:
+        return None
+    first: BaseException = signals
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, MessageSignal) else None
 
 
 def _text(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from loafer_core.errors import TranslationError
 __all__ = [
     "JSONTranslator",
     "PassThroughTranslator",
+    "StringMessageTranslator",
     "TextTranslator",
     "Translator",
     "decode_json",
@@ -79,3 +80,20 @@ class PassThroughTranslator:
 
     def translate(self, raw: Any) -> Mapping[str, Any]:
         return {"content": raw, "metadata": {}}
+
+
+class StringMessageTranslator:
+    """Loafer 2.x's ``loafer.message_translators.StringMessageTranslator``: the content is
+    the raw message as a string (``str(raw)``), metadata empty.
+
+    One change: ``bytes`` are decoded as UTF-8 (a :class:`TextTranslator`) where Loafer's
+    ``str()`` gave ``"b'...'"``. On an SQS route the raw message is the SQS message dict,
+    so this gives its ``str()`` as Loafer's did; for the body as text use
+    :class:`~loafer_sqs.SQSTextTranslator`.
+    """
+
+    def translate(self, raw: Any) -> Mapping[str, Any]:
+        """Return ``str(raw)`` (bytes decoded as UTF-8) as content."""
+        if isinstance(raw, bytes | bytearray | memoryview):
+            return {"content": decode_text(raw), "metadata": {}}
+        return {"content": str(raw), "metadata": {}}

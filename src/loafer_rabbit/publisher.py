@@ -49,7 +49,9 @@ def _encode(body: Any) -> tuple[bytes, str | None]:
     if isinstance(body, bytes | bytearray | memoryview):
         return bytes(body), None
     if isinstance(body, str):
-        return body.encode("utf-8"), "text/plain; charset=utf-8"
+        # exactly text/plain: FastStream (and others) match that, not with parameters;
+        # UTF-8 is what text/plain means to AMQP consumers
+        return body.encode("utf-8"), "text/plain"
     try:
         return json.dumps(body).encode("utf-8"), "application/json"
     except (TypeError, ValueError) as exc:

@@ -104,6 +104,15 @@ def consumer_name(prefix: str) -> str:
     return f"{prefix}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+_CONTROL = frozenset({ATTEMPT_FIELD, GROUP_FIELD})
+
+
+def _fields(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry without a body field, as its fields (loafer's own control fields left
+    out: they are in the headers)."""
+    return {k: v for k, v in headers.items() if k not in _CONTROL}
+
+
 class RedisProvider:
     """Consume one Redis stream through a consumer group, at least once.
 
@@ -133,7 +142,11 @@ class RedisProvider:
         dead_letter: ``True``: REJECT adds the entry to ``"<stream>:dead"``; a string:
             to that stream; ``False``: REJECT only acknowledges it (logged at ERROR).
         dead_letter_maxlen: trim the dead-letter stream to about this many entries.
-        body_field: the entry field holding the body; every other field is a header.
+        body_field: the entry field holding the body (loafer's publishers write one
+            field, ``body``); every other field is a header. An entry without that field
+            (``XADD orders * order 1 sku x``, written by another client) is handed over
+            as its fields: ``raw`` is a ``dict`` (``{"order": "1", "sku": "x"}``, values
+            ``str`` when UTF-8, else ``bytes``). ``None``: every entry as its fields.
         socket_timeout: the longest a Redis call may take (seconds).
         connect_timeout: the longest connecting may take (seconds).
         close_timeout: the longest ``close()`` spends on its goodbyes (seconds).
@@ -162,7 +175,7 @@ class RedisProvider:
         delayed_key: str | None = None,
         dead_letter: bool | str = True,
         dead_letter_maxlen: int | None = None,
-        body_field: str = BODY_FIELD,
+        body_field: str | None = BODY_FIELD,
         socket_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 10.0,
@@ -214,9 +227,9 @@ class RedisProvider:
             raise ConfigurationError(
                 f"RedisProvider(max_connections=...): expected an int >= 2, got {max_connections!r}"
             )
-        if not isinstance(body_field, str) or not body_field:
+        if body_field is not None and (not isinstance(body_field, str) or not body_field):
             raise ConfigurationError(
-                f"RedisProvider(body_field=...): expected a field name, got {body_field!r}"
+                f"RedisProvider(body_field=...): expected a field name or None, got {body_field!r}"
             )
         self.stream = stream
         self.group = group
@@ -243,7 +256,8 @@ class RedisProvider:
             self.dead_letter_stream = dead_letter
         self._dead_letter_maxlen = dead_letter_maxlen or 0
         self.body_field = body_field
-        self._body = body_field.encode()
+        # None matches no field name: every entry goes to _delivery, as its fields
+        self._body: bytes | None = None if body_field is None else body_field.encode()
         self._socket_timeout = float(socket_timeout)
         self._connect_timeout = float(connect_timeout)
         self._close_timeout = float(close_timeout)
@@ -576,7 +590,7 @@ class RedisProvider:
             "consumer": self.consumer,
             "delivery_count": count,
         }
-        raw = body if body is not None else b""
+        raw: Any = body if body is not None else _fields(headers)
         return Delivery(
             raw=raw,
             body=raw,

@@ -4,15 +4,18 @@
 ``loafer.providers``. See ``docs/providers/sqs.md``.
 """
 
+from loafer_sqs.handlers import SNSHandler, SQSHandler
 from loafer_sqs.provider import SQSProvider
 from loafer_sqs.publisher import SNSPublisher, SQSPublisher
 from loafer_sqs.route import SNSQueueRoute, SQSRoute
 from loafer_sqs.translator import SNSMessageTranslator, SQSMessageTranslator, SQSTextTranslator
 
 __all__ = [
+    "SNSHandler",
     "SNSMessageTranslator",
     "SNSPublisher",
     "SNSQueueRoute",
+    "SQSHandler",
     "SQSMessageTranslator",
     "SQSProvider",
     "SQSPublisher",

@@ -38,11 +38,39 @@ def _metadata(raw: Mapping[str, Any]) -> dict[str, Any]:
 _SNS_TYPES = frozenset({"Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation"})
 
 
+#: Every key an SNS envelope may have (notifications and subscription confirmations).
+_ENVELOPE_KEYS = frozenset(
+    {
+        "Type",
+        "MessageId",
+        "TopicArn",
+        "Subject",
+        "Message",
+        "Timestamp",
+        "SignatureVersion",
+        "Signature",
+        "SigningCertURL",
+        "UnsubscribeURL",
+        "MessageAttributes",
+        "SequenceNumber",
+        "MessageDeduplicationId",
+        "MessageGroupId",
+        "Token",
+        "SubscribeURL",
+    }
+)
+
+
 def _looks_like_envelope(value: Any) -> bool:
-    """What SNS writes: a JSON object with an SNS ``Type``, or with TopicArn and Message."""
-    return isinstance(value, Mapping) and (
-        value.get("Type") in _SNS_TYPES or ("TopicArn" in value and "Message" in value)
-    )
+    """What SNS writes: a JSON object with an SNS ``Type``, or with TopicArn and Message;
+    or, as Loafer 2.x unwrapped it (and its users' handler tests build), a
+    ``{"Message": "..."}`` object without them, unless it is clearly not an envelope: its
+    ``Message`` is not a string, or it has a key no SNS envelope has."""
+    if not isinstance(value, Mapping):
+        return False
+    if value.get("Type") in _SNS_TYPES or ("TopicArn" in value and "Message" in value):
+        return True
+    return isinstance(value.get("Message"), str) and value.keys() <= _ENVELOPE_KEYS
 
 
 def envelope_headers(envelope: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,7 +114,8 @@ def _check_envelope(envelope: Any) -> Mapping[str, Any]:
         )
     if kind != "Notification":
         raise TranslationError(f"the SNS envelope has an unknown Type {kind!r}")
-    if "TopicArn" not in envelope:
+    if "TopicArn" not in envelope and "Type" in envelope:
+        # SNS writes both; Loafer 2.x's {"Message": ...} (no Type) needs neither
         raise TranslationError("the SNS envelope has no TopicArn")
     message = envelope.get("Message")
     if not isinstance(message, str):
@@ -119,12 +148,15 @@ class SNSMessageTranslator:
     """Messages from an SNS topic subscribed by the queue.
 
     Unwraps the SNS envelope (``{"Type": "Notification", "Message": "...", ...}``) and
-    decodes the inner message as JSON; metadata is the envelope without ``Message``
-    (``TopicArn``, ``Subject``, ``Timestamp``, ``MessageAttributes``...) plus the SQS
-    message's ``sqs`` metadata, and ``headers``: the SNS message attributes as plain
-    values (``{"type": "OrderCreated"}``, what ``header("type")`` reads), over the SQS
-    message's own. With a raw-delivery subscription there is no envelope: the body
-    itself is decoded (the SNS attributes are then the SQS message's attributes).
+    decodes the inner message as JSON (a ``{"Message": "..."}`` object without ``Type``
+    and ``TopicArn`` is unwrapped too, as Loafer 2.x did, unless it is clearly not an
+    envelope: its ``Message`` is not a string, or it has a key SNS never writes).
+    Metadata is the envelope without ``Message`` (``TopicArn``, ``Subject``,
+    ``Timestamp``, ``MessageAttributes``...) plus the SQS message's ``sqs`` metadata, and
+    ``headers``: the SNS message attributes as plain values (``{"type":
+    "OrderCreated"}``, what ``header("type")`` reads), over the SQS message's own. With a
+    raw-delivery subscription there is no envelope: the body itself is decoded (the SNS
+    attributes are then the SQS message's attributes).
 
     :meth:`message_headers` gives the envelope's attributes before translation, for the
     tracing middleware (:mod:`loafer_core.ext.otel`) to continue the publisher's trace.

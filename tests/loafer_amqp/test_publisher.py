@@ -59,7 +59,8 @@ async def test_body_sections_round_trip(amqp_url: str, queue: str) -> None:
             ("sequence", [1, "two", 3.0]),
             ("value", "a string value"),
         ]
-        assert got[1].metadata["content_type"] == "text/plain; charset=utf-8"
+        # exactly text/plain: FastStream decodes only that to str (not with a charset)
+        assert got[1].metadata["content_type"] == "text/plain"
         for d in got:
             await provider.settle(d, ACCEPT)
     finally:

@@ -599,3 +599,47 @@ async def test_an_exception_that_cannot_be_printed_is_still_an_error_of_the_mess
     assert route.message_errors == 1
     assert route.last_message_error is not None
     assert route.last_message_error.startswith("Unprintable")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"translator": "loafer_core:TextTranslator"},
+            r"Route\(translator=\.\.\.\): got the string 'loafer_core:TextTranslator'; pass a "
+            r"translator object .* `from loafer_core import TextTranslator` and pass "
+            r"TextTranslator\(\)",
+        ),
+        ({"message_translator": "json"}, r"Route\(message_translator=\.\.\.\): got the string"),
+        ({"translator": b"loafer_core:JSONTranslator"}, r"translator=.*got the string"),
+        (
+            {"error_handler": "app.errors:on_error"},
+            r"error_handler=.*`from app.errors import on_error` and pass on_error\)",
+        ),
+        ({"middleware": "loafer_core.ext.otel:Tracing"}, r"middleware=\.\.\.\): got the string"),
+        ({"middleware": ["app:Timer"]}, r"item 0: got the string 'app:Timer'.* Timer\(\.\.\.\)"),
+        ({"retry": "loafer_core.policy.DEFAULT_RETRY"}, r"pass DEFAULT_RETRY\)"),
+        ({"publish_to": "loafer_sqs:SQSPublisher"}, r"publish_to=.*got the string"),
+        ({"publish_to": {"audit": "q"}}, r"publish_to=.*'audit': got the string 'q'"),
+    ],
+)
+def test_a_string_where_an_object_belongs_is_refused_with_what_to_pass(
+    provider: MemoryProvider, kwargs: dict[str, Any], match: str
+) -> None:
+    """A ``str`` has a ``translate`` method: without this check, a translator given by its
+    config-file name was accepted and then every message failed."""
+    with pytest.raises(ConfigurationError, match=match):
+        Route(provider, ok, **kwargs)
+
+
+def test_a_string_handler_provider_or_discriminator_is_refused(provider: MemoryProvider) -> None:
+    from loafer_core import Handlers, Manager
+
+    with pytest.raises(ConfigurationError, match=r"handler=.*got the string 'app:handle'"):
+        Route(provider, "app:handle")
+    with pytest.raises(ConfigurationError, match=r"provider=.*`from loafer_sqs import "):
+        Route("loafer_sqs:SQSProvider", ok)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"discriminator=.*pass header\('type'\)"):
+        Handlers(discriminator="type")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"Manager\(middleware=\.\.\.\): got the string"):
+        Manager([Route(provider, ok)], middleware="app:Timer")  # type: ignore[arg-type]

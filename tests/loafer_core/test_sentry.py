@@ -316,3 +316,94 @@ def test_with_the_logging_integration_one_event_per_error() -> None:
     ).stdout
     assert "probe events 1\n" in out, out
     assert "accepted 2\nevents ['a', 'b']\nexceptions [\"b'a'\", \"b'b'\"]" in out, out
+
+
+async def test_olist_loafer_7_awaits_it_inside_an_async_error_handler(
+    sentry: Collected, broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    """olist-loafer 7.0's ``sentry_handler`` returned an async function: ``await sentry(...);
+    return True`` deletes the message after one report (not a retry, and a report, per
+    attempt)."""
+    broker.publish_many("q", [b"a", b"b"])
+    sentry_call = sentry_handler(sentry_sdk)  # delete_message=False: it says RETRY
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        raise ValueError(content)
+
+    async def error_handler(exc_type: Any, exc: BaseException, message: Any) -> bool:
+        await sentry_call(exc_type, exc, message)
+        return True
+
+    route = Route(provider, handler, error_handler=error_handler, max_attempts=3, retry=None)
+    report = await run_until_idle(route, timeout=10)
+
+    assert [s.outcome for s in report.settlements] == [ACCEPT, ACCEPT]
+    assert sorted(e["extra"]["message"] for e in sentry.events) == ["a", "b"]
+
+
+async def test_olist_loafer_7_returns_the_awaited_outcome(
+    sentry: Collected, broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    broker.publish("q", b"m")
+    deleting = sentry_handler(sentry_sdk, delete_message=True)
+    retrying = sentry_handler(sentry_sdk)
+    seen: list[Any] = []
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        raise ValueError("once")
+
+    async def error_handler(exc_type: Any, exc: BaseException, message: Any) -> Any:
+        seen.append(await retrying(exc_type, exc, message))
+        return await deleting(exc_type, exc, message)
+
+    route = Route(provider, handler, error_handler=error_handler, max_attempts=3, retry=None)
+    report = await run_until_idle(route, timeout=10)
+
+    assert [s.outcome for s in report.settlements] == [ACCEPT]
+    assert seen == [RETRY()]
+    assert len(sentry.events) == 2  # one per call, each captured once
+
+
+async def test_olist_loafer_6_checks_its_truth_in_a_sync_error_handler(
+    sentry: Collected, broker: MemoryBroker, provider: MemoryProvider
+) -> None:
+    broker.publish_many("q", [b"keep", b"drop"])
+    reporters = {
+        b"keep": sentry_handler(sentry_sdk),
+        b"drop": sentry_handler(sentry_sdk, delete_message=True),
+    }
+    truths: dict[bytes, bool] = {}
+
+    def handler(content: Any, metadata: Any) -> bool:
+        raise ValueError(content)
+
+    def error_handler(exc_type: Any, exc: BaseException, message: Any) -> Any:
+        result = reporters[message](exc_type, exc, message)
+        truths[message] = bool(result)
+        return result  # the report itself: the route settles with its outcome
+
+    route = Route(provider, handler, error_handler=error_handler, max_attempts=1, retry=None)
+    report = await run_until_idle(route, timeout=10)
+
+    assert truths == {b"keep": False, b"drop": True}
+    assert {s.body: s.outcome for s in report.settlements} == {
+        b"keep": REJECT("max_attempts (1) reached"),  # its RETRY, on the last attempt
+        b"drop": ACCEPT,
+    }
+    assert sorted(e["extra"]["message"] for e in sentry.events) == ["drop", "keep"]
+
+
+async def test_the_report_is_captured_at_call_time_and_equal_to_its_outcome(
+    sentry: Collected,
+) -> None:
+    handler = sentry_handler(sentry_sdk, outcome=REJECT("reported"))
+    result = handler(ValueError, ValueError("x"), "m")
+    assert len(sentry.events) == 1  # before (and without) any await
+    assert result == REJECT("reported")
+    assert result != ACCEPT
+    assert not result and result == False  # noqa: E712 - 6.x compared it to a bool
+    assert await result == REJECT("reported")
+    assert await result == REJECT("reported")  # awaitable again, nothing captured again
+    assert len(sentry.events) == 1
+    assert repr(result) == "SentryReport(REJECT('reported'))"
+    assert sentry_handler(sentry_sdk, True)(KeyError, KeyError("k"), "m") == True  # noqa: E712

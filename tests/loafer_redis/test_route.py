@@ -54,7 +54,7 @@ async def test_bad_input_reaches_the_error_handler_and_the_route_runs_on(
     big = b'{"big": "' + b"z" * 1_000_000 + b'"}'
     await admin.put(stream, b"not json at all")
     await admin.put(stream, b"\xff\xfe")
-    await admin.client.xadd(stream, {"other": b"no body field"})
+    await admin.client.xadd(stream, {"other": b"no body field"})  # its fields: handled
     await admin.put(stream, big)  # 1 MB, valid
     await admin.put(stream, b'{"plain": true}')  # no headers at all
     errors: list[type[BaseException]] = []
@@ -62,7 +62,7 @@ async def test_bad_input_reaches_the_error_handler_and_the_route_runs_on(
     finished = asyncio.Event()
 
     def check() -> None:
-        if len(errors) == 3 and len(handled) == 2:
+        if len(errors) == 2 and len(handled) == 3:
             finished.set()
 
     async def handler(content: Any, metadata: Any) -> bool:
@@ -79,6 +79,85 @@ async def test_bad_input_reaches_the_error_handler_and_the_route_runs_on(
     async with Manager([route]):
         async with asyncio.timeout(20):
             await finished.wait()
-    assert sorted(handled) == ["big", "plain"]
+    assert sorted(handled) == ["big", "other", "plain"]
     assert all(issubclass(e, ValueError) for e in errors), errors
     assert await admin.pending(stream) == []
+
+
+async def test_entries_written_by_other_clients_reach_the_handler_as_their_fields(
+    redis_url: str, admin: RedisAdmin
+) -> None:
+    """``XADD orders * order 1 sku x`` (no ``body`` field, as redis-py, a Node or Go client
+    or redis-cli write): the handler gets the fields as a dict, with the default
+    translator; loafer's own body-field entries still decode as JSON."""
+    stream = await admin.stream()
+    await admin.client.execute_command("XADD", stream, "*", "order", "1", "sku", "x")
+    await admin.client.xadd(stream, {"order": "2", "blob": b"\xff\x00"})
+    await admin.put(stream, b'{"order": 3}')
+    got: list[tuple[Any, Any]] = []
+    done = asyncio.Event()
+
+    async def handler(content: Any, metadata: Any) -> bool:
+        got.append((content, metadata["headers"]))
+        if len(got) == 3:
+            done.set()
+        return True
+
+    async with Manager([RedisRoute(stream, url=redis_url, handler=handler)]):
+        await asyncio.wait_for(done.wait(), 20)
+    assert [content for content, _ in got] == [
+        {"order": "1", "sku": "x"},
+        {"order": "2", "blob": b"\xff\x00"},  # not UTF-8: bytes
+        {"order": 3},
+    ]
+    assert got[0][1] == {"order": "1", "sku": "x"}  # the fields are the headers too
+    assert await admin.pending(stream) == []
+
+
+async def test_body_field_picks_the_single_field_format_or_none_takes_every_field(
+    redis_url: str, admin: RedisAdmin
+) -> None:
+    stream = await admin.stream(group=None)
+    await admin.client.xadd(stream, {"payload": b'{"n": 1}', "source": "api"})
+    await admin.client.xadd(stream, {"body": "not json", "source": "legacy"})
+    await admin.client.xgroup_create(stream, "single", id="0")
+    await admin.client.xgroup_create(stream, "fields", id="0")
+    got: dict[str, list[Any]] = {"single": [], "fields": []}
+    done = asyncio.Event()
+
+    def collect(group: str) -> Any:
+        async def handler(content: Any, metadata: Any) -> bool:
+            got[group].append(content)
+            if sum(map(len, got.values())) == 4:
+                done.set()
+            return True
+
+        return handler
+
+    async def error_handler(exc_type: Any, exc: Any, raw: Any) -> bool:
+        raise AssertionError(f"no entry should fail: {exc!r} on {raw!r}")
+
+    routes = [
+        RedisRoute(
+            stream,
+            url=redis_url,
+            group="single",
+            body_field="payload",
+            handler=collect("single"),
+            error_handler=error_handler,
+        ),
+        RedisRoute(
+            stream, url=redis_url, group="fields", body_field=None, handler=collect("fields")
+        ),
+    ]
+    async with Manager(routes):
+        await asyncio.wait_for(done.wait(), 20)
+    # body_field="payload": that field decoded; the entry without it as its fields
+    assert got["single"] == [{"n": 1}, {"body": "not json", "source": "legacy"}]
+    # body_field=None: every entry as its fields, a body field included
+    assert got["fields"] == [
+        {"payload": '{"n": 1}', "source": "api"},
+        {"body": "not json", "source": "legacy"},
+    ]
+    with pytest.raises(ConfigurationError, match="body_field"):
+        RedisProvider(stream, body_field="")

@@ -173,3 +173,35 @@ def test_subscription_confirmations_are_rejected_with_the_reason(kind: str) -> N
     with pytest.raises(RejectMessage, match=f"an SNS {kind}") as caught:
         SNSMessageTranslator().translate(sqs_message(body))
     assert "https://x" not in str(caught.value)
+
+
+@pytest.mark.parametrize("raw_delivery", [None, False])
+def test_a_loafer_2_style_envelope_without_type_or_topic_is_unwrapped(
+    raw_delivery: bool | None,
+) -> None:
+    """Loafer 2.x unwrapped any ``{"Message": ...}`` body (its users' handler tests build
+    such envelopes): an object with a string Message and only SNS's keys is one."""
+    translator = SNSMessageTranslator(raw_delivery=raw_delivery)
+    body = json.dumps({"Message": json.dumps({"order": 9}), "Subject": "s"})
+    result = translator.translate(sqs_message(body))
+    assert result["content"] == {"order": 9}
+    assert result["metadata"]["Subject"] == "s"
+    assert "Message" not in result["metadata"]
+    text = SNSMessageTranslator(raw_delivery=raw_delivery, json_message=False)
+    assert text.translate(sqs_message(json.dumps({"Message": "hi"})))["content"] == "hi"
+    with pytest.raises(TranslationError, match="inner message is not valid JSON"):
+        translator.translate(sqs_message(json.dumps({"Message": "not json"})))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"Message": "hello", "user": 7},  # a key SNS never writes: the user's own object
+        {"Message": {"nested": True}},  # Message not a string
+        {"Message": 3},
+    ],
+)
+def test_an_object_clearly_not_an_envelope_is_a_raw_delivery(payload: dict[str, Any]) -> None:
+    result = SNSMessageTranslator().translate(sqs_message(json.dumps(payload)))
+    assert result["content"] == payload
+    assert set(result["metadata"]) == {"sqs"}

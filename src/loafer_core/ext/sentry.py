@@ -13,19 +13,32 @@ extra ``message`` (as Loafer 2.x did; strings and bytes in it are cut to
 ``message_limit`` characters), and the delivery is settled with the configured outcome:
 RETRY by default, ACCEPT with ``delete_message=True``, or any ``outcome=``.
 
+Both of olist-loafer's call styles work when the handler is called from your own error
+handler: 6.x's sync ``if sentry(exc_type, exc, message): ...`` (the result is truthy when
+the message is deleted) and 7.0's ``await sentry(exc_type, exc, message)`` inside an async
+error handler (awaiting gives the :class:`~loafer_core.outcome.Outcome`). The error is
+captured once, when the handler is called, whether or not its result is awaited.
+
 Needs ``sentry-sdk>=2`` (``pip install 'loafer-core[sentry]'``), imported only when no
 ``sdk_or_hub`` is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any, Protocol
 
 from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import ACCEPT, RETRY, Outcome
 
-__all__ = ["MESSAGE_LIMIT", "SentryCapture", "SentryErrorHandler", "bounded", "sentry_handler"]
+__all__ = [
+    "MESSAGE_LIMIT",
+    "SentryCapture",
+    "SentryErrorHandler",
+    "SentryReport",
+    "bounded",
+    "sentry_handler",
+]
 
 MESSAGE_LIMIT = 4096
 """Characters of each string (or bytes) of the raw message sent to Sentry, by default."""
@@ -43,14 +56,64 @@ class SentryCapture(Protocol):
         ...
 
 
+class SentryReport:
+    """What a :class:`SentryErrorHandler` call returns, once the error was captured.
+
+    It serves each of olist-loafer's call styles:
+
+    - truthy when the message is to be deleted (the outcome is ACCEPT: 6.x's
+      ``delete_message=True``), falsy otherwise, as 6.x's ``bool``;
+    - awaitable, as 7.0's handler was (an ``async def``): ``await report`` gives
+      :attr:`outcome`, so ``await sentry(exc_type, exc, message)`` works in an async error
+      handler, and so does ``return await sentry(...)``;
+    - a route given it as an error handler's result settles the message with
+      :attr:`outcome` (the route awaits awaitable results); it compares equal to that
+      ``Outcome`` (and to ``True``/``False`` by its truth).
+
+    Awaiting it does nothing more: the error was captured when the handler was called,
+    once, whether or not the report is ever awaited.
+    """
+
+    __slots__ = ("outcome",)
+    __hash__ = None  # type: ignore[assignment] # equal to an Outcome and to a bool
+
+    def __init__(self, outcome: Outcome) -> None:
+        #: how the message is to be settled
+        self.outcome = outcome
+
+    def __bool__(self) -> bool:
+        return self.outcome.is_accept
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SentryReport):
+            return self.outcome == other.outcome
+        if isinstance(other, Outcome):
+            return self.outcome == other
+        if isinstance(other, bool):
+            return bool(self) is other
+        return NotImplemented
+
+    def __await__(self) -> Generator[Any, None, Outcome]:
+        return self._outcome().__await__()
+
+    async def _outcome(self) -> Outcome:
+        return self.outcome
+
+    def __repr__(self) -> str:
+        return f"SentryReport({self.outcome!r})"
+
+
 class SentryErrorHandler:
     """A route's error handler reporting to Sentry (build it with :func:`sentry_handler`).
 
     Called as ``(exc_type, exc, message)``, as routes call error handlers, or as Loafer
     2.x's code called its handler: ``(exc_info, message)``. Sync: a route runs it on its
     threads, so Sentry's event processing (reading source lines, ``before_send``) never
-    blocks the event loop. Returns :attr:`outcome`. Should capturing raise, the route
-    logs the failure and RETRIES the message, whatever the configured outcome.
+    blocks the event loop (called from your own async error handler, it captures on the
+    event loop, as olist-loafer 7.0's did). Captures at once and returns a
+    :class:`SentryReport` of :attr:`outcome`: truthy per ``delete_message`` (6.x) and
+    awaitable (7.0). Should capturing raise, the route logs the failure and RETRIES the
+    message, whatever the configured outcome.
     """
 
     def __init__(self, sentry: SentryCapture, outcome: Outcome, message_limit: int) -> None:
@@ -60,14 +123,14 @@ class SentryErrorHandler:
 
     def __call__(
         self, exc_type_or_info: Any, exc_or_message: Any, message: Any = _MISSING
-    ) -> Outcome:
+    ) -> SentryReport:
         if message is _MISSING:  # Loafer 2.x's (exc_info, message)
             exc_info, message = exc_type_or_info, exc_or_message
             exc = exc_info[1]
         else:
             exc = exc_or_message
         self.sentry.capture_exception(exc, extras={"message": bounded(message, self.message_limit)})
-        return self.outcome
+        return SentryReport(self.outcome)
 
     def __repr__(self) -> str:
         return f"sentry_handler(outcome={self.outcome!r})"
