@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loafer_core.errors import ConfigurationError
+from loafer_core.handler import adapt_typed
 from loafer_core.outcome import REJECT, Outcome
 
 __all__ = ["Discriminator", "Entry", "Handlers", "field", "header", "on"]
@@ -163,8 +164,6 @@ class Handlers:
         return register
 
     def _add(self, entry: Entry) -> None:
-        from loafer_core.route import Route  # the route adapts (and types) each handler
-
         if isinstance(entry.key, type):  # an Entry built by hand: as on() would
             entry = _entry(entry.key, entry.handler, entry.when)
 
@@ -176,7 +175,7 @@ class Handlers:
                 )
             if entry.key in self._by_key:
                 raise ConfigurationError(f"Handlers: two handlers for key {entry.key!r}")
-        call = Route._adapt_one(entry.handler)
+        call = adapt_typed(entry.handler)
         self._entries.append((entry, call))
         if entry.key is not _UNSET:
             self._by_key[entry.key] = call

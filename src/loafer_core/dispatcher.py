@@ -71,7 +71,7 @@ class Dispatcher:
     ) -> None:
         self.route = route
         #: the route's processing inside the manager's and the route's middlewares
-        self._process = chain(route, [*middleware, *route.middleware], route.process)
+        self._process = chain(route, [*middleware, *route.middleware], route.pipeline())
         #: told when a handler raises KeyboardInterrupt or SystemExit (a request to stop
         #: the service); without it, the dispatcher stops only its own route
         self.on_exit = on_exit

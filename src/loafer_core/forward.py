@@ -35,7 +35,7 @@ import contextvars
 import inspect
 import logging
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loafer_core._strings import refuse_string
 from loafer_core.errors import ConfigurationError, ProviderError
@@ -45,7 +45,7 @@ from loafer_core.provider import Delivery, Publisher
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from loafer_core.route import Route
+    from loafer_core.context import RouteContext
 
 __all__ = [
     "ForwardError",
@@ -165,7 +165,10 @@ class Targets:
     # -- one delivery -----------------------------------------------------------------------
 
     async def process(
-        self, route: Route, process: Callable[[Delivery], Awaitable[Outcome]], delivery: Delivery
+        self,
+        route: RouteContext,
+        process: Callable[[Delivery], Awaitable[Outcome]],
+        delivery: Delivery,
     ) -> Outcome:
         """Run ``process`` (the route's) with a forwarding context; wait for every publish
         it started; turn its ACCEPT into a RETRY if one failed."""
@@ -455,7 +458,13 @@ def _no_required_arguments(method: Any) -> bool:
     )
 
 
-def publisher_services(routes: Iterable[Route]) -> list[PublisherService]:
+class _Forwards(Protocol):
+    """A route with ``publish_to`` targets (or ``None``)."""
+
+    publish_to: Targets | None
+
+
+def publisher_services(routes: Iterable[_Forwards]) -> list[PublisherService]:
     """One :class:`PublisherService` per distinct publisher in the routes' ``publish_to``."""
     seen: set[int] = set()
     services: list[PublisherService] = []

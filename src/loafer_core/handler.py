@@ -38,6 +38,7 @@ from typing import Any, NoReturn, Protocol, runtime_checkable
 
 from loafer_core._strings import refuse_string
 from loafer_core.errors import ConfigurationError
+from loafer_core.typed import content_converter
 
 __all__ = [
     "ErrorHandler",
@@ -46,6 +47,8 @@ __all__ = [
     "InThreads",
     "adapt_error_handler",
     "adapt_handler",
+    "adapt_typed",
+    "converter_of",
     "really_cancelled",
 ]
 
@@ -535,3 +538,28 @@ def really_cancelled() -> bool:
     """True if the current task is being cancelled (not merely seeing a stray CancelledError)."""
     task = asyncio.current_task()
     return task is None or task.cancelling() > 0
+
+
+def converter_of(handler: Any) -> Callable[[Any], Any] | None:
+    """The typed-content converter of a handler (of its ``handle`` for a handler object):
+    what turns the translated content into the model, dataclass, TypedDict or Struct its
+    first parameter declares (see :mod:`loafer_core.typed`); ``None`` for an untyped one."""
+    handle = getattr(handler, "handle", None)
+    converter: Callable[[Any], Any] | None = content_converter(
+        handle if callable(handle) and not inspect.isfunction(handler) else handler
+    )
+    return converter
+
+
+def adapt_typed(handler: Any) -> Callable[[Any, Mapping[str, Any]], Awaitable[Any]]:
+    """One handler as an async ``(content, metadata) -> result``, its content typed and its
+    result settled (each entry of a :class:`~loafer_core.dispatch.Handlers`)."""
+    call, _stop, _name = adapt_handler(handler)
+    convert = converter_of(handler)
+
+    async def run(content: Any, metadata: Mapping[str, Any]) -> Any:
+        if convert is not None:
+            content = convert(content)
+        return await settle_result(await call(content, metadata))
+
+    return run

@@ -55,8 +55,8 @@ from loafer_core.provider import Delivery
 from loafer_core.throttle import LogThrottle
 
 if TYPE_CHECKING:
+    from loafer_core.context import RouteContext
     from loafer_core.middleware import Process
-    from loafer_core.route import Route
 
 __all__ = [
     "Claim",
@@ -275,8 +275,8 @@ class Idempotency:
         self.handled = 0
         #: deliveries handled without deduplication: their key function gave ``None``
         self.unkeyed = 0
-        self._routes: set[Route] = set()  # the routes seen (checked once each)
-        self._unkeyed_routes: set[Route] = set()  # said once per route
+        self._routes: set[RouteContext] = set()  # the routes seen (checked once each)
+        self._unkeyed_routes: set[RouteContext] = set()  # said once per route
         self._failures = LogThrottle()  # the store failing after a claim: bounded logs
 
     def __repr__(self) -> str:
@@ -291,7 +291,9 @@ class Idempotency:
             return [store]
         return []
 
-    async def __call__(self, delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def __call__(
+        self, delivery: Delivery, route: RouteContext, call_next: Process
+    ) -> Outcome:
         """Claim the key, run the route, complete or release the key (module docstring)."""
         if route not in self._routes:
             self._first_delivery(route)
@@ -385,7 +387,7 @@ class Idempotency:
             await self._quietly(self.store.release(stored, token), route, "releasing", shown)
         return outcome
 
-    def _first_delivery(self, route: Route) -> None:
+    def _first_delivery(self, route: RouteContext) -> None:
         """Check the route once: a claim that can lapse while its handler still runs (a
         store that cannot renew claims)."""
         self._routes.add(route)
@@ -401,7 +403,7 @@ class Idempotency:
                 timeout,
             )
 
-    async def _quietly(self, step: Any, route: Route, doing: str, shown: str) -> bool:
+    async def _quietly(self, step: Any, route: RouteContext, doing: str, shown: str) -> bool:
         """Await a store call; log (not raise) its failure, at a bounded rate. True if it
         succeeded."""
         try:
@@ -413,7 +415,7 @@ class Idempotency:
             self._failure(route, doing, shown, exc)
             return False
 
-    def _failure(self, route: Route, doing: str, shown: str, exc: BaseException) -> None:
+    def _failure(self, route: RouteContext, doing: str, shown: str, exc: BaseException) -> None:
         """Log a store failure after the claim, at a bounded rate."""
         held = self._failures.admit((route.name, doing, type(exc), str(exc)[:200]))
         if held is not None:
@@ -436,7 +438,7 @@ class _Renewal:
     __slots__ = ("extend", "handle", "idem", "interval", "key", "route", "shown", "task", "token")
 
     def __init__(
-        self, idem: Idempotency, extend: Any, key: str, token: str, route: Route, shown: str
+        self, idem: Idempotency, extend: Any, key: str, token: str, route: RouteContext, shown: str
     ) -> None:
         self.idem, self.extend, self.key, self.token = idem, extend, key, token
         self.route, self.shown = route, shown

@@ -61,6 +61,7 @@ from loafer_core.provider import Backlog, Delivery, Reconnects
 from loafer_core.status import RouteStatus
 
 if TYPE_CHECKING:
+    from loafer_core.context import RouteContext
     from loafer_core.manager import Manager
     from loafer_core.route import Route
 
@@ -200,7 +201,7 @@ class PrometheusMetrics:
             multiprocess_mode="livemostrecent",
         )
         self._manager: Manager | None = None
-        self._tallies: dict[Route, _Tally] = {}
+        self._tallies: dict[RouteContext, _Tally] = {}
         self._seen: dict[tuple[str, str], int] = {}  # (route, counter) -> last total
         self._server: asyncio.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -210,7 +211,9 @@ class PrometheusMetrics:
 
     # -- the middleware ---------------------------------------------------------------------
 
-    async def middleware(self, delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def middleware(
+        self, delivery: Delivery, route: RouteContext, call_next: Process
+    ) -> Outcome:
         """Counts each delivery's outcome and error, times its processing.
 
         It only adds to plain per-route tallies (a few integer additions: the metrics
@@ -377,7 +380,7 @@ class _Tally:
 
     __slots__ = ("buckets", "errors", "outcomes", "route", "seconds", "translation_errors")
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: RouteContext) -> None:
         self.route = route
         self.outcomes: dict[str, int] = {kind.value: 0 for kind in OutcomeKind}
         self.errors: dict[str, int] = {}

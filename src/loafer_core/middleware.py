@@ -53,7 +53,7 @@ from loafer_core.outcome import Outcome
 from loafer_core.provider import Delivery
 
 if TYPE_CHECKING:
-    from loafer_core.route import Route
+    from loafer_core.context import RouteContext
 
 __all__ = ["Middleware", "Process", "chain", "check_middleware", "middleware_services"]
 
@@ -65,7 +65,7 @@ class Middleware(Protocol):
     """``async (delivery, route, call_next) -> Outcome`` (see the module docstring)."""
 
     def __call__(
-        self, delivery: Delivery, route: Route, call_next: Process
+        self, delivery: Delivery, route: RouteContext, call_next: Process
     ) -> Awaitable[Outcome]: ...
 
 
@@ -111,7 +111,7 @@ def middleware_services(middlewares: Iterable[object]) -> list[Any]:
     return found
 
 
-def chain(route: Route, middlewares: Sequence[Middleware], process: Process) -> Process:
+def chain(route: RouteContext, middlewares: Sequence[Middleware], process: Process) -> Process:
     """``process`` wrapped in ``middlewares`` (the first outermost) and a guard turning a
     middleware's error into the route's RETRY; ``process`` itself when there are none."""
     if not middlewares:
@@ -121,7 +121,7 @@ def chain(route: Route, middlewares: Sequence[Middleware], process: Process) -> 
     return _guard(route, process)
 
 
-def _guard(route: Route, process: Process) -> Process:
+def _guard(route: RouteContext, process: Process) -> Process:
     async def guarded(delivery: Delivery) -> Outcome:
         try:
             outcome = await process(delivery)
@@ -172,7 +172,7 @@ def _guard(route: Route, process: Process) -> Process:
     return guarded
 
 
-def _bind(middleware: Middleware, route: Route, call_next: Process) -> Process:
+def _bind(middleware: Middleware, route: RouteContext, call_next: Process) -> Process:
     # A plain function returning the middleware's awaitable, not a coroutine awaiting it:
     # one coroutine fewer per middleware and delivery.
     def step(delivery: Delivery) -> Awaitable[Outcome]:

@@ -26,23 +26,24 @@ import asyncio
 import functools
 import inspect
 import logging
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from loafer_core._attempts import Attempts
+from loafer_core._checks import seconds, whole
+from loafer_core._deadline import Deadline
+from loafer_core._error_step import ErrorStep, outcome_from_result
+from loafer_core._message_errors import MessageErrors, message_fields
 from loafer_core._strings import refuse_string
-from loafer_core.errors import (
-    ConfigurationError,
-    InvalidMessage,
-    MessageSignal,
-    TranslationError,
-)
+from loafer_core.dispatch import Handlers
+from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
 from loafer_core.forward import Targets, is_publish
 from loafer_core.handler import (
-    HandlerOverrun,
     InThreads,
     adapt_error_handler,
     adapt_handler,
+    adapt_typed,
+    converter_of,
     needs_instance,
     settle_result,
 )
@@ -50,53 +51,18 @@ from loafer_core.handler import (
     really_cancelled as _really_cancelled,
 )
 from loafer_core.middleware import Middleware, check_middleware
-from loafer_core.outcome import ACCEPT, REJECT, RETRY, Outcome, OutcomeKind
+from loafer_core.outcome import ACCEPT, Outcome, OutcomeKind
 from loafer_core.policy import DEFAULT_RETRY, RetryPolicy
-from loafer_core.provider import Capabilities, Delivery, Provider, Support
-from loafer_core.throttle import LogThrottle
+from loafer_core.provider import Capabilities, Delivery, Provider
 from loafer_core.translator import PassThroughTranslator, Translator
-from loafer_core.typed import content_converter
 
 __all__ = ["Route", "message_fields", "outcome_from_result", "split_provider_options"]
 
 logger = logging.getLogger("loafer_core.route")
 
 _UNSET: Any = object()
-
-
-def message_fields(
-    route: str, delivery: Delivery, outcome: Outcome | None = None
-) -> dict[str, Any]:
-    """The structured fields (``extra=``) of a log line about one message: ``route``,
-    ``message_id``, ``attempt`` and, when known, ``outcome`` (its kind's name)."""
-    return {
-        "route": route,
-        "message_id": delivery.message_id,
-        "attempt": delivery.attempt,
-        "outcome": outcome.kind.name if outcome is not None else None,
-    }
-
-
-def outcome_from_result(result: Any) -> Outcome:
-    """Map a handler's (or error handler's) return value to an outcome.
-
-    ``None`` and ``True`` -> ACCEPT, ``False`` -> RETRY, an ``Outcome`` -> itself; any other
-    value by its truth (Loafer 2.x's rule).
-    """
-    if result is None or result is True:
-        return ACCEPT
-    if result is False:
-        return RETRY()
-    if isinstance(result, Outcome):
-        return result
-    return ACCEPT if result else RETRY()
-
-
-def _error_outcome(result: Any) -> Outcome:
-    """An error handler's value: ``True`` -> ACCEPT, ``False``/``None`` -> RETRY."""
-    if result is None:
-        return RETRY()
-    return outcome_from_result(result)
+#: one delivery through a route's processing
+Process = Callable[[Delivery], Awaitable[Outcome]]
 
 
 class Route:
@@ -144,128 +110,84 @@ class Route:
         middleware: Sequence[Middleware] | None = None,
         publish_to: Any = None,
     ) -> None:
-        refuse_string("Route(provider=...)", provider, "a provider instance", call="(...)")
-        if isinstance(provider, type):
-            raise ConfigurationError(
-                f"Route(provider=...): got the class {provider.__name__}; pass an instance "
-                f"({provider.__name__}(...))"
-            )
-        if not isinstance(provider, Provider):
-            raise ConfigurationError(
-                "Route(provider=...): expected a provider with capabilities, start(), "
-                f"fetch(), settle() and close(), got {type(provider).__name__}"
-            )
-        self.provider = provider
+        self.provider = _checked_provider(provider)
         self._call, self._stop, handler_name = adapt_handler(handler)
         self.handler = handler
         # a typed handler (first parameter a model, dataclass, TypedDict, Struct): its
         # content is validated into that type (see loafer_core.typed)
-        self._convert = _converter_of(handler)
-
-        if translator is not _UNSET and message_translator is not _UNSET:
-            raise ConfigurationError(
-                "Route: give translator=... or message_translator=... (the same thing), not both"
-            )
-        chosen = translator if translator is not _UNSET else message_translator
-        if chosen is _UNSET:
-            chosen = getattr(provider, "default_translator", None) or PassThroughTranslator()
-        refuse_string(
-            f"Route({'translator' if translator is not _UNSET else 'message_translator'}=...)",
-            chosen,
-            "a translator object (such as TextTranslator()) or None",
-            call="()",
+        self._convert = converter_of(handler)
+        self.translator: Translator | None = _chosen_translator(
+            provider, translator, message_translator
         )
-        if isinstance(chosen, type) and needs_instance(chosen, "translate"):
-            raise ConfigurationError(
-                f"Route(translator=...): got the class {chosen.__name__}; pass an instance "
-                f"({chosen.__name__}())"
-            )
-        if chosen is not None and not callable(getattr(chosen, "translate", None)):
-            raise ConfigurationError(
-                "Route(translator=...): expected an object with translate(raw) or None, "
-                f"got {type(chosen).__name__}"
-            )
-        self.translator: Translator | None = chosen
-
         self._error_call = adapt_error_handler(error_handler)
         self.error_handler = error_handler
-
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-            raise ConfigurationError(
-                f"Route(max_concurrency=...): expected an int >= 1, got {max_concurrency!r}"
-            )
-        if max_concurrency < 1:
-            raise ConfigurationError(
-                f"Route(max_concurrency=...): must be >= 1, got {max_concurrency}"
-            )
-        self.max_concurrency = max_concurrency
+        self.max_concurrency: int = whole("Route", "max_concurrency", max_concurrency, 1)
         for call in (self._call, self._error_call):
             if isinstance(call, InThreads):  # a sync handler: as many threads as slots
                 call.max_workers = max_concurrency
-
-        if handler_timeout is not None and (
-            isinstance(handler_timeout, bool)
-            or not isinstance(handler_timeout, int | float)
-            or not math.isfinite(handler_timeout)
-            or handler_timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"Route(handler_timeout=...): expected seconds > 0 or None, got {handler_timeout!r}"
-            )
-        self.handler_timeout = handler_timeout
-
-        if max_attempts is not None and (
-            isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
-        ):
-            raise ConfigurationError(
-                f"Route(max_attempts=...): expected an int >= 1 or None, got {max_attempts!r}"
-            )
-        self.max_attempts = max_attempts
-
+        self.handler_timeout: float | None = seconds(
+            "Route", "handler_timeout", handler_timeout, optional=True
+        )
+        self.max_attempts: int | None = whole(
+            "Route", "max_attempts", max_attempts, 1, optional=True
+        )
         self.middleware = check_middleware("Route", middleware)
         #: the ``publish_to`` targets (None: the handler publishes nothing through the route)
         self.publish_to = None if publish_to is None else Targets("Route", publish_to)
-        if self.publish_to is not None:  # every delivery runs in a forwarding context
-            self.process = functools.partial(  # type: ignore[method-assign]
-                self.publish_to.process, self, self.process
-            )
-        self._default_retry = retry is _UNSET
-        if self._default_retry:
-            retry = DEFAULT_RETRY
-        refuse_string("Route(retry=...)", retry, "a RetryPolicy(...) or None", call="(...)")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigurationError(
-                f"Route(retry=...): expected a RetryPolicy or None, got {type(retry).__name__}"
-            )
-        self.retry: RetryPolicy | None = retry
-        # what applies: the default only once check_capabilities() knows the provider
-        self._retry = None if self._default_retry else retry
-        # errors of this route's messages: logged at a bounded rate, repeats counted
-        self._errors = LogThrottle()
-        #: errors of this route's messages (translator, handler, error handler) so far
-        self.message_errors = 0
-        #: the last of them, as ``"Type: text"``
-        self.last_message_error: str | None = None
-
+        default_retry = retry is _UNSET
+        self.retry: RetryPolicy | None = _checked_retry(DEFAULT_RETRY if default_retry else retry)
         if name is not None and not isinstance(name, str):
             raise ConfigurationError(f"Route(name=...): expected a str, got {type(name).__name__}")
-        self.name = name or f"{_describe(provider)} -> {handler_name}"
+        name = name or f"{_describe(provider)} -> {handler_name}"
+        # the jobs around the handler, each its own unit (composed here, once)
+        self._errors = MessageErrors(name)
+        self._attempts = Attempts(
+            name,
+            functools.partial(_describe, provider),
+            self.max_attempts,
+            self.retry,
+            default_retry,
+            self._errors,
+        )
+        self._on_error = ErrorStep(self._error_call, self._errors)
+        self._deadline = (
+            None
+            if self.handler_timeout is None
+            else Deadline(self._call, self.handler_timeout, self._errors, max_concurrency)
+        )
+        self._name = name
         self._stopped = False
         #: set when a Manager first runs this route (a route runs once: its provider is
         #: closed after)
         self.has_run = False
-        # the provider's, once check_capabilities() knows them (for a RETRY's delay)
-        self._capabilities: Capabilities | None = None
-        self._warned: set[str] = set()  # cases warned about once (see _warn_once)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
+    @property
+    def name(self) -> str:
+        """The route's name, for logs, metrics and status (by default the provider's
+        description and the handler's name)."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = self._errors.route = self._attempts.route = value
+
+    @property
+    def message_errors(self) -> int:
+        """Errors of this route's messages (translator, handler, error handler,
+        middleware, forwarded publish) so far."""
+        return self._errors.count
+
+    @property
+    def last_message_error(self) -> str | None:
+        """The last of :attr:`message_errors`, as ``"Type: text"``."""
+        return self._errors.last
+
     def on(self, key: Any = _UNSET, *, when: Any = None) -> Any:
         """Decorator registering one more handler on a route whose handler is a
         :class:`~loafer_core.dispatch.Handlers` (see :mod:`loafer_core.dispatch`)."""
-        from loafer_core.dispatch import Handlers
-
         if not isinstance(self.handler, Handlers):
             raise ConfigurationError(
                 f"route {self.name!r}: @route.on(...) needs a route built with "
@@ -277,17 +199,8 @@ class Route:
 
     @staticmethod
     def _adapt_one(handler: Any) -> Any:
-        """One handler as an async ``(content, metadata) -> result`` with its content
-        typed (for :class:`~loafer_core.dispatch.Handlers`)."""
-        call, _stop, _name = adapt_handler(handler)
-        convert = _converter_of(handler)
-
-        async def run(content: Any, metadata: Mapping[str, Any]) -> Any:
-            if convert is not None:
-                content = convert(content)
-            return await settle_result(await call(content, metadata))
-
-        return run
+        """Kept for code that called it: :func:`loafer_core.handler.adapt_typed`."""
+        return adapt_typed(handler)
 
     @property
     def stuck_handlers(self) -> int:
@@ -308,69 +221,47 @@ class Route:
     def check_capabilities(self, capabilities: Capabilities) -> None:
         """Fail with ConfigurationError if this route needs what the provider cannot do
         (and remember what it can do with a handler's RETRY delay)."""
-        self._capabilities = capabilities
-        if self.max_attempts is not None and capabilities.attempt_count is Support.NONE:
-            raise ConfigurationError(
-                f"route {self.name!r}: max_attempts={self.max_attempts} needs a provider that "
-                f"counts delivery attempts, and {_describe(self.provider)} does not; remove "
-                "max_attempts or use the broker's own redrive/dead-letter limit"
-            )
-        if self._default_retry:
-            self._retry = _default_retry_for(capabilities)
-            if self._retry is None and not capabilities.retry_waits:
-                logger.warning(
-                    "route %r: %s cannot delay retries: a message that fails is redelivered "
-                    "at once, again and again; set max_attempts, or dead-letter it from an "
-                    "error handler",
-                    self.name,
-                    _describe(self.provider),
-                )
-        elif self.retry is not None:
-            if capabilities.delayed_retry is Support.NONE and self.retry.maximum > 0:
-                raise ConfigurationError(
-                    f"route {self.name!r}: retry={self.retry} needs delayed retries, and "
-                    f"{_describe(self.provider)} has none; remove retry= or enable delayed "
-                    "retries on the provider"
-                )
-            limit = capabilities.max_retry_delay
-            if limit is not None and self.retry.maximum > limit:
-                raise ConfigurationError(
-                    f"route {self.name!r}: retry maximum {self.retry.maximum}s exceeds the "
-                    f"provider's longest retry delay ({limit}s)"
-                )
+        self._attempts.check(capabilities)
+
+    @property
+    def _retry(self) -> RetryPolicy | None:
+        """The retry policy that applies (the default one only once the provider's
+        capabilities are known)."""
+        return self._attempts.policy
+
+    def pipeline(self) -> Process:
+        """The route's processing of one delivery as the dispatcher runs it, composed
+        once at start-up: :meth:`process`, inside the forwarding step when the route has
+        ``publish_to`` targets (the message is ACCEPTED only once every publish made for
+        it was confirmed). The dispatcher wraps this in the middlewares."""
+        if self.publish_to is None:
+            return self.process
+        return functools.partial(self.publish_to.process, self, self.process)
 
     # -- one delivery -----------------------------------------------------------------------
 
     async def process(self, delivery: Delivery) -> Outcome:
-        """Run one delivery through translator, handler and error handler; return its outcome."""
-        attempt = delivery.attempt
-        limit = self.max_attempts
-        if limit is not None and attempt is not None and attempt > limit:
-            rejected = REJECT(f"max_attempts ({limit}) exceeded: attempt {attempt}")
-            logger.warning(
-                "route %r: message %s rejected before handling: attempt %d exceeds max_attempts=%d",
-                self.name,
-                delivery.message_id,
-                attempt,
-                limit,
-                extra=message_fields(self.name, delivery, rejected),
-            )
-            return rejected
+        """Run one delivery through translator, handler and error handler; return its
+        outcome. (The forwarding step is not in here: see :meth:`pipeline`.)"""
+        if self.max_attempts is not None:
+            rejected = self._attempts.gate(delivery)
+            if rejected is not None:
+                return rejected
         try:
             translator = self.translator
             if translator is None:
                 content: Any = delivery.raw
                 metadata: Mapping[str, Any] = delivery.metadata
             else:
-                content, metadata = self._translate(translator, delivery)
+                content, metadata = _translate(translator, delivery)
             if self._convert is not None:
                 content = self._convert(content)
-            if self.handler_timeout is None:  # no asyncio.timeout: it is costly per message
+            if self._deadline is None:  # no asyncio.timeout: it is costly per message
                 result = await self._call(content, metadata)
                 if not (result is True or result is None or isinstance(result, bool | Outcome)):
                     result = await settle_result(result)
             else:
-                result = await self._call_with_deadline(content, metadata, delivery)
+                result = await self._deadline(content, metadata, delivery)
             if result is not True and result is not None:
                 if self.publish_to is not None:  # Publish(...) results: publish, confirm
                     result = await self.publish_to.returned(result)
@@ -407,7 +298,7 @@ class Route:
                 return ACCEPT
             outcome = outcome_from_result(result)
             if outcome.kind is OutcomeKind.RETRY and result is not False:
-                self._warn_once(
+                self._attempts.warn_once(
                     "falsy",
                     "route %r: the handler returned %r, a falsy value: the message is "
                     "RETRIED (Loafer's rule: only True or None accept it; return True, "
@@ -416,93 +307,7 @@ class Route:
                     result,
                 )
         if outcome.kind is OutcomeKind.RETRY:
-            return self._finish(outcome, delivery)
-        return outcome
-
-    async def _call_with_deadline(
-        self, content: Any, metadata: Mapping[str, Any], delivery: Delivery
-    ) -> Any:
-        """The handler under ``handler_timeout``: an overrun gives ``False`` (RETRY).
-
-        A sync handler's deadline runs from when its thread starts the call (waiting for
-        a thread is not the handler's fault); its thread, still running, counts as stuck
-        until the call returns (see :attr:`stuck_handlers`).
-        """
-        call = self._call
-        if isinstance(call, InThreads):
-            assert self.handler_timeout is not None
-            try:
-                result = await call.call_with_deadline(self.handler_timeout, content, metadata)
-            except HandlerOverrun:
-                self._log_error(
-                    None,
-                    delivery,
-                    "route %r: handler timed out after %ss on message %s; it will be retried "
-                    "(its thread is still in the call: %d of the route's %d are stuck)",
-                    self.name,
-                    self.handler_timeout,
-                    delivery.message_id,
-                    call.stuck,
-                    self.max_concurrency,
-                )
-                return False
-            return await settle_result(result)
-        deadline = asyncio.timeout(self.handler_timeout)
-        try:
-            async with deadline:
-                return await settle_result(await self._call(content, metadata))
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # the handler's own TimeoutError: an error like any other
-            self._log_error(
-                None,
-                delivery,
-                "route %r: handler timed out after %ss on message %s; it will be retried",
-                self.name,
-                self.handler_timeout,
-                delivery.message_id,
-            )
-            return False
-
-    @staticmethod
-    def _translate(translator: Translator, delivery: Delivery) -> tuple[Any, Mapping[str, Any]]:
-        translated = translator.translate(delivery.raw)
-        content = translated["content"]
-        try:
-            empty = not content  # Loafer's test: None, "", b"", {}, [], 0 and False
-        except Exception:  # content without a truth value (an array, say) is content
-            empty = False
-        if empty:
-            raise TranslationError(
-                f"translator {type(translator).__name__} produced empty (falsy) content: "
-                f"{content!r}"
-            )
-        extra = translated.get("metadata")
-        metadata = {**delivery.metadata, **extra} if extra else delivery.metadata
-        return content, metadata
-
-    def _finish(self, outcome: Outcome, delivery: Delivery) -> Outcome:
-        """Apply max_attempts and the retry policy to a RETRY."""
-        limit = self.max_attempts
-        if limit is not None and delivery.attempt is not None and delivery.attempt >= limit:
-            rejected = REJECT(f"max_attempts ({limit}) reached")
-            held = self._errors.admit(("last attempt",))  # at the errors' bounded rate
-            if held is not None:
-                logger.warning(
-                    "route %r: message %s failed its last attempt (%d of max_attempts=%d): "
-                    "rejected%s",
-                    self.name,
-                    delivery.message_id,
-                    delivery.attempt,
-                    limit,
-                    f" ({held} more not logged since the last time)" if held else "",
-                    extra=message_fields(self.name, delivery, rejected),
-                )
-            return rejected
-        if outcome.delay is None and self._retry is not None:
-            return RETRY(self._retry.delay(delivery.attempt))
-        if outcome.delay and self._capabilities is not None:
-            return self._deliverable_delay(outcome, outcome.delay, self._capabilities)
+            return self._attempts.finish(outcome, delivery)
         return outcome
 
     def retry_outcome(self, delivery: Delivery, delay: float | None = None) -> Outcome:
@@ -510,130 +315,16 @@ class Route:
         policy's delay, or a REJECT once ``max_attempts`` is reached. With ``delay``: a
         delivery put off rather than failed (a busy idempotency key), a RETRY after that
         many seconds, as the provider can delay it, never a REJECT."""
-        if delay is None:
-            return self._finish(RETRY(), delivery)
-        if self._capabilities is not None:
-            return self._deliverable_delay(RETRY(delay), delay, self._capabilities)
-        return RETRY(delay)
+        return self._attempts.retry_outcome(delivery, delay)
 
     def failed(self, exc: BaseException, delivery: Delivery, message: str, *args: Any) -> Outcome:
         """An error of ``delivery`` met outside the handler (by a middleware, or a
         forwarded publish): counted in :attr:`message_errors`, logged (``message % args``,
         with the traceback of ``exc``) at the route's bounded rate, and answered with
         :meth:`retry_outcome`."""
-        self._count_error(exc)
-        self._log_error(exc, delivery, message, *args)
-        return self._finish(RETRY(), delivery)
-
-    def _deliverable_delay(
-        self, outcome: Outcome, delay: float, capabilities: Capabilities
-    ) -> Outcome:
-        """A RETRY delay the provider cannot honour (none at all, or longer than it can):
-        dropped or shortened to what it can, with a warning (once per route and case)."""
-        if capabilities.delayed_retry is Support.NONE:
-            self._warn_once(
-                "no delay",
-                "route %r: %s has no delayed retries: a RETRY(delay=%ss) from the handler "
-                "is a plain RETRY (redelivered when the broker redelivers)",
-                self.name,
-                _describe(self.provider),
-                delay,
-            )
-            return RETRY()
-        longest = capabilities.max_retry_delay
-        if longest is not None and delay > longest:
-            self._warn_once(
-                "long delay",
-                "route %r: %s delays a retry by at most its limit: RETRY(delay=%ss) is "
-                f"shortened to {longest}s",
-                self.name,
-                _describe(self.provider),
-                delay,
-            )
-            return RETRY(longest)
-        return outcome
-
-    def _warn_once(self, case: str, message: str, *args: Any) -> None:
-        """Log a warning the first time ``case`` happens on this route only."""
-        if case not in self._warned:
-            self._warned.add(case)
-            logger.warning(message, *args)
-
-    def _log_error(
-        self, exc: BaseException | None, delivery: Delivery, message: str, *args: Any
-    ) -> None:
-        """Log an error of a message (with the traceback of ``exc``) at a bounded rate: the
-        same error (type and text, or the same line without one) at most once per 30 s,
-        with the count of those held back meanwhile. Its outcome is RETRY."""
-        key = (message,) if exc is None else (message, type(exc), _text(exc)[:200])
-        held = self._errors.admit(key)
-        if held is None:
-            return
-        if held:
-            message += " (%d more like it not logged since the last time)"
-            args = (*args, held)
-        logger.error(
-            message, *args, exc_info=exc, extra=message_fields(self.name, delivery, RETRY())
-        )
-
-    def _log_invalid(self, exc: BaseException, delivery: Delivery, rejected: Outcome) -> None:
-        """An invalid message rejected by default: a warning, at the errors' bounded rate."""
-        held = self._errors.admit(("invalid", type(exc), _text(exc)[:200]))
-        if held is None:
-            return
-        logger.warning(
-            "route %r: message %s rejected: %s%s",
-            self.name,
-            delivery.message_id,
-            exc,
-            f" ({held} more like it not logged since the last time)" if held else "",
-            extra=message_fields(self.name, delivery, rejected),
-        )
-
-    def _count_error(self, exc: BaseException) -> None:
-        self.message_errors += 1
-        self.last_message_error = f"{type(exc).__name__}: {_text(exc)[:500]}"
-
-    async def _on_error(self, exc: BaseException, delivery: Delivery) -> Outcome:
-        delivery.error = exc
-        self._count_error(exc)
-        if self._error_call is None:
-            if isinstance(exc, InvalidMessage):  # retrying cannot make it valid
-                rejected = REJECT(str(exc))
-                self._log_invalid(exc, delivery, rejected)
-                return rejected
-            self._log_error(
-                exc,
-                delivery,
-                "route %r: error handling message %s (attempt %s); it will be retried",
-                self.name,
-                delivery.message_id,
-                delivery.attempt,
-            )
-            return RETRY()
-        try:
-            try:
-                result = await self._error_call(type(exc), exc, delivery.raw)
-                result = await settle_result(result)
-            except MessageSignal as signal:
-                return signal.outcome()
-            except asyncio.CancelledError:
-                if _really_cancelled():
-                    raise
-                raise RuntimeError("the error handler raised CancelledError")  # noqa: B904
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as failure:
-            self._count_error(failure)
-            self._log_error(
-                failure,
-                delivery,
-                "route %r: the error handler failed on message %s; it will be retried",
-                self.name,
-                delivery.message_id,
-            )
-            return RETRY()
-        return _error_outcome(result)
+        self._errors.counted(exc)
+        self._errors.log(exc, delivery, message, *args)
+        return self._attempts.retry_outcome(delivery)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -646,19 +337,82 @@ class Route:
         if self._stopped:
             return
         self._stopped = True
-        held = self._errors.held()
-        if held:
-            logger.warning(
-                "route %r: %d repeated error log lines were held back (rate limit)",
-                self.name,
-                held,
-            )
+        self._errors.summarise()
         if self._stop is None:
             return
         try:
             self._stop()
         except Exception:
             logger.exception("route %r: handler stop() failed", self.name)
+
+
+def _checked_provider(provider: Any) -> Provider:
+    refuse_string("Route(provider=...)", provider, "a provider instance", call="(...)")
+    if isinstance(provider, type):
+        raise ConfigurationError(
+            f"Route(provider=...): got the class {provider.__name__}; pass an instance "
+            f"({provider.__name__}(...))"
+        )
+    if not isinstance(provider, Provider):
+        raise ConfigurationError(
+            "Route(provider=...): expected a provider with capabilities, start(), "
+            f"fetch(), settle() and close(), got {type(provider).__name__}"
+        )
+    return provider
+
+
+def _chosen_translator(provider: Any, translator: Any, message_translator: Any) -> Any:
+    """The route's translator: the one given (by either name), else the provider's
+    ``default_translator``, else a pass-through; ``None`` disables it."""
+    if translator is not _UNSET and message_translator is not _UNSET:
+        raise ConfigurationError(
+            "Route: give translator=... or message_translator=... (the same thing), not both"
+        )
+    chosen = translator if translator is not _UNSET else message_translator
+    if chosen is _UNSET:
+        chosen = getattr(provider, "default_translator", None) or PassThroughTranslator()
+    refuse_string(
+        f"Route({'translator' if translator is not _UNSET else 'message_translator'}=...)",
+        chosen,
+        "a translator object (such as TextTranslator()) or None",
+        call="()",
+    )
+    if isinstance(chosen, type) and needs_instance(chosen, "translate"):
+        raise ConfigurationError(
+            f"Route(translator=...): got the class {chosen.__name__}; pass an instance "
+            f"({chosen.__name__}())"
+        )
+    if chosen is not None and not callable(getattr(chosen, "translate", None)):
+        raise ConfigurationError(
+            "Route(translator=...): expected an object with translate(raw) or None, "
+            f"got {type(chosen).__name__}"
+        )
+    return chosen
+
+
+def _checked_retry(retry: Any) -> RetryPolicy | None:
+    refuse_string("Route(retry=...)", retry, "a RetryPolicy(...) or None", call="(...)")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(
+            f"Route(retry=...): expected a RetryPolicy or None, got {type(retry).__name__}"
+        )
+    return retry
+
+
+def _translate(translator: Translator, delivery: Delivery) -> tuple[Any, Mapping[str, Any]]:
+    translated = translator.translate(delivery.raw)
+    content = translated["content"]
+    try:
+        empty = not content  # Loafer's test: None, "", b"", {}, [], 0 and False
+    except Exception:  # content without a truth value (an array, say) is content
+        empty = False
+    if empty:
+        raise TranslationError(
+            f"translator {type(translator).__name__} produced empty (falsy) content: {content!r}"
+        )
+    extra = translated.get("metadata")
+    metadata = {**delivery.metadata, **extra} if extra else delivery.metadata
+    return content, metadata
 
 
 def _only_signals(exc: BaseException) -> MessageSignal | None:
@@ -673,33 +427,6 @@ def _only_signals(exc: BaseException) -> MessageSignal | None:
     while isinstance(first, BaseExceptionGroup):
         first = first.exceptions[0]
     return first if isinstance(first, MessageSignal) else None
-
-
-def _text(exc: BaseException) -> str:
-    """``str(exc)``, or a stand-in when the exception's ``__str__`` itself fails."""
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__name__}: str() failed>"
-
-
-def _converter_of(handler: Any) -> Any:
-    """The typed-content converter of a handler (its ``handle`` for an object), or None."""
-    handle = getattr(handler, "handle", None)
-    return content_converter(
-        handle if callable(handle) and not inspect.isfunction(handler) else handler
-    )
-
-
-def _default_retry_for(capabilities: Capabilities) -> RetryPolicy | None:
-    """DEFAULT_RETRY as the provider can honour it: none where it cannot delay a retry or
-    its plain RETRY already waits; capped at its longest delay."""
-    if capabilities.delayed_retry is Support.NONE or capabilities.retry_waits:
-        return None
-    limit = capabilities.max_retry_delay
-    if limit is not None and DEFAULT_RETRY.maximum > limit:
-        return RetryPolicy(min(DEFAULT_RETRY.initial, limit), DEFAULT_RETRY.factor, limit)
-    return DEFAULT_RETRY
 
 
 def split_provider_options(

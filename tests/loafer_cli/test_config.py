@@ -516,7 +516,7 @@ async def test_one_file_builds_routes_for_every_broker_and_runs_its_memory_route
 def test_retry_settings_become_a_retry_policy(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MIXED), {"RABBIT_PASSWORD": "pw"})
     _, rabbit, _, _ = build_routes(config)
-    assert rabbit._retry == RetryPolicy(initial=2, factor=3, maximum=60)
+    assert rabbit.retry == RetryPolicy(initial=2, factor=3, maximum=60)
 
 
 @pytest.mark.rabbit

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from loafer_core import Manager, Route
+from loafer_core._attempts import default_retry_for as _default_retry_for
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.outcome import RETRY
 from loafer_core.policy import DEFAULT_RETRY, RetryPolicy
 from loafer_core.provider import Capabilities
-from loafer_core.route import _default_retry_for
 from loafer_core.throttle import LogThrottle
 from tests.poison import POISON, Attempts, error_lines
 

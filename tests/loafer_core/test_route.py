@@ -643,3 +643,40 @@ def test_a_string_handler_provider_or_discriminator_is_refused(provider: MemoryP
         Handlers(discriminator="type")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"Manager\(middleware=\.\.\.\): got the string"):
         Manager([Route(provider, ok)], middleware="app:Timer")  # type: ignore[arg-type]
+
+
+def test_the_steps_below_the_route_do_not_import_it() -> None:
+    """middleware, forward, dispatch (Handlers), idempotency and the route's own units
+    import no ``loafer_core.route`` (not even for typing): they see a route through
+    ``loafer_core.context.RouteContext``, so no import cycle runs through the route."""
+    import ast
+    from pathlib import Path
+
+    import loafer_core
+
+    where = Path(loafer_core.__file__).parent
+    below = ["middleware", "forward", "dispatch", "context", "idempotency", "handler"]
+    below += ["_attempts", "_error_step", "_deadline", "_message_errors", "_checks"]
+    importers = []
+    for name in below:
+        tree = ast.parse((where / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "loafer_core.route":
+                importers.append(name)
+    assert importers == []
+
+
+def test_pipeline_is_process_without_forwarding_and_wraps_it_with() -> None:
+    from loafer_core.memory import MemoryBroker, MemoryProvider
+
+    class Target:
+        async def publish(self, body: Any, *, headers: Any = None) -> None:
+            return None
+
+    provider = MemoryProvider(MemoryBroker(), "q")
+    plain = Route(provider, lambda content, metadata: True)
+    assert plain.pipeline() == plain.process
+    forwarding = Route(provider, lambda content, metadata: True, publish_to=Target())
+    step = forwarding.pipeline()
+    assert step != forwarding.process
+    assert getattr(step, "args", None) == (forwarding, forwarding.process)

@@ -52,8 +52,8 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Delivery
 
 if TYPE_CHECKING:
+    from loafer_core.context import RouteContext
     from loafer_core.middleware import Process
-    from loafer_core.route import Route
 
 __all__ = ["SYSTEMS", "Tracing", "inject_each", "publish_span", "tracing"]
 
@@ -159,7 +159,7 @@ def _destination(provider: object) -> str | None:
 class _RouteInfo:
     __slots__ = ("attributes", "name", "rabbit", "reader")
 
-    def __init__(self, route: Route) -> None:
+    def __init__(self, route: RouteContext) -> None:
         provider = route.provider
         system = _system(provider)
         destination = _destination(provider) or route.name
@@ -210,7 +210,7 @@ class Tracing:
         self._consumer = SpanKind.CONSUMER
         self._error = Status
         self._error_code = StatusCode.ERROR
-        self._routes: dict[Route, _RouteInfo] = {}
+        self._routes: dict[RouteContext, _RouteInfo] = {}
         self._extract_failed = False  # said once
 
     def __repr__(self) -> str:
@@ -229,7 +229,7 @@ class Tracing:
             self._fields_of = (propagator, fields)
         return fields
 
-    def parent_of(self, delivery: Delivery, route: Route) -> Any:
+    def parent_of(self, delivery: Delivery, route: RouteContext) -> Any:
         """The OpenTelemetry context the delivery's headers carry (an empty context when
         they carry none: the consumer span then starts a trace)."""
         info = self._routes.get(route)
@@ -272,7 +272,9 @@ class Tracing:
             return self._empty  # the usual untraced message: no parse at all
         return propagator.extract(headers, context=self._empty, getter=self._getter)
 
-    async def __call__(self, delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def __call__(
+        self, delivery: Delivery, route: RouteContext, call_next: Process
+    ) -> Outcome:
         """The middleware: one consumer span around the processing of ``delivery``."""
         info = self._routes.get(route)
         if info is None:
