@@ -303,7 +303,10 @@ async def test_api_calls_per_message_at_saturation(
     )
     async with Manager([route]):
         await asyncio.wait_for(done.wait(), 120)
-    await wait_for_counts(sqs, url, (0, 0), 10)
+        # the queue empty while the route still runs: a message whose visibility lapsed
+        # on a loaded machine comes back and is handled again rather than left (failed
+        # once on 3 xdist workers beside other runs: the drain gave it back, visible)
+        await wait_for_counts(sqs, url, (0, 0), 60)
     setup = counter.count("GetQueueUrl") + counter.count("GetQueueAttributes")
     calls = counter.count() - setup
     per_message = calls / total
