@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from loafer_core._lease_keeper import LeaseKeeper
+from loafer_core._provider_start import ProviderStarter
+from loafer_core._settler import Settler
+from loafer_core._shutdown_clock import ShutdownClock
 from loafer_core.errors import ConfigurationError
-from loafer_core.handler import really_cancelled as _really_cancelled
 from loafer_core.middleware import Middleware, chain
 from loafer_core.outcome import RELEASE, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
-from loafer_core.provider import Delivery, Drainable, LeaseExtender, Support
+from loafer_core.provider import Delivery, Drainable
 from loafer_core.route import Route, message_fields
 from loafer_core.status import RouteState, RouteStatus
 
@@ -78,25 +80,31 @@ class Dispatcher:
         self.provider = route.provider
         self.backoff = backoff or Backoff()
         self.settle_attempts = settle_attempts
-        #: the longest a broker call of the shutdown (stop_fetching, releases, close) may take
-        self.close_timeout = close_timeout
-        #: ... and once stop(now=True) was called, the longest it may still take
-        self.forced_grace = forced_grace
         self._unsettled: dict[Delivery, float] = {}
-        self._cut: dict[Delivery, Outcome] = {}  # settles the shutdown cut short
+        # the parts: the shutdown's deadlines, the provider's start, the settles
+        self._clock = ShutdownClock(close_timeout, forced_grace)
+        self._starter = ProviderStarter(
+            route.name, self.provider, route.max_concurrency, self.backoff, self._clock.time_left
+        )
+        self._settler = Settler(
+            route.name,
+            self.provider,
+            settle_attempts,
+            self.backoff,
+            self._clock,
+            self._forget,
+            self._fail,
+        )
         self._ready: deque[Delivery] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
         self._woken: asyncio.Future[None] | None = None  # woken by _wake_one, not yet running
         self._keys: dict[str, deque[Delivery]] = {}
         self._fetching: asyncio.Task[Any] | None = None
         self._fetch_failures = 0
-        self._start_failures = 0
-        self._failure: str | None = None  # the last start or fetch failure, while backing off
+        self._failure: str | None = None  # the last fetch failure, while backing off
         self._finished = False
         self._received = 0
         self._fetch_failures_total = 0
-        self._settle_failures = 0
-        self._settled: dict[OutcomeKind, int] = dict.fromkeys(OutcomeKind, 0)
         self._empty_streak = 0
         # Fetch in batches: while others are in flight, wait until this many slots are free.
         # Small routes keep every slot busy; from 50 slots up, a tenth (at most 10) is
@@ -111,13 +119,28 @@ class Dispatcher:
         self._once = False
         self._fetched_once = False
         self._stopping = False
-        self._now = asyncio.Event()
         self._done = asyncio.Event()
         self._started = asyncio.Event()
         self._fatal: BaseException | None = None
-        # the shutdown's deadline: shutdown_timeout (given to run()) from the first stop()
-        self._shutdown_timeout: float | None = None
-        self._stopped_at: float | None = None
+
+    @property
+    def close_timeout(self) -> float:
+        """The longest a broker call of the shutdown (stop_fetching, releases, close) may
+        take."""
+        return self._clock.close_timeout
+
+    @close_timeout.setter
+    def close_timeout(self, value: float) -> None:
+        self._clock.close_timeout = value
+
+    @property
+    def forced_grace(self) -> float:
+        """Once stop(now=True) was called, the longest a broker call may still take."""
+        return self._clock.forced_grace
+
+    @forced_grace.setter
+    def forced_grace(self, value: float) -> None:
+        self._clock.forced_grace = value
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.route.name!r} unsettled={len(self._unsettled)}>"
@@ -136,7 +159,7 @@ class Dispatcher:
         elif self._stopping:
             state = RouteState.DRAINING
         elif not self._started.is_set():
-            failures = self._start_failures
+            failures = self._starter.failures
             state = RouteState.BACKING_OFF if failures else RouteState.STARTING
         elif self._fetch_failures:
             failures = self._fetch_failures
@@ -145,7 +168,9 @@ class Dispatcher:
             state = RouteState.STALLED
         else:
             state = RouteState.RUNNING
-        error = self._failure if failures else None
+        error = None
+        if failures:
+            error = self._failure if self._started.is_set() else self._starter.last_failure
         if state is RouteState.FAILED:
             error = f"{type(self._fatal).__name__}: {self._fatal}"
         return RouteStatus(
@@ -156,11 +181,11 @@ class Dispatcher:
             in_flight=len(self._unsettled),
             stuck_handlers=route.max_concurrency - self._capacity,
             received=self._received,
-            settled={kind.name: count for kind, count in self._settled.items()},
+            settled={kind.name: count for kind, count in self._settler.settled.items()},
             message_errors=route.message_errors,
             last_message_error=route.last_message_error,
             fetch_failures=self._fetch_failures_total,
-            settle_failures=self._settle_failures,
+            settle_failures=self._settler.failures,
         )
 
     async def wait_started(self) -> None:
@@ -171,12 +196,11 @@ class Dispatcher:
 
     def stop(self, *, now: bool = False) -> None:
         """Start a graceful drain; with ``now``, cut in-flight handlers short (released)."""
-        if self._stopped_at is None:
-            self._stopped_at = time.monotonic()
+        self._clock.stopped()
         self._stopping = True
         self._done.set()
         if now:
-            self._now.set()
+            self._clock.now.set()
         fetching = self._fetching
         if fetching is not None and not fetching.done():
             fetching.cancel()
@@ -197,9 +221,9 @@ class Dispatcher:
         """
         route, provider = self.route, self.provider
         self._once = once
-        self._shutdown_timeout = shutdown_timeout
+        self._clock.shutdown_timeout = shutdown_timeout
         try:
-            if not await self._start_provider():
+            if not await self._starter(self._done):
                 logger.info("route %r: stopped before its provider started", route.name)
                 route.stop()
                 await self._close_provider()
@@ -218,7 +242,7 @@ class Dispatcher:
             asyncio.create_task(self._worker(), name=f"loafer:{route.name}:worker{i}")
             for i in range(route.max_concurrency)
         ]
-        lease_task = self._start_lease_loop()
+        lease_task = LeaseKeeper(route.name, provider, self._unsettled, self._fail).start()
         try:
             await self._done.wait()
             self.stop()
@@ -233,69 +257,15 @@ class Dispatcher:
                 await asyncio.gather(lease_task, return_exceptions=True)
             if self._unsettled:
                 # a handler cancelled by the shutdown: RELEASE; a settle it cut short: again
-                cut = self._cut
-                await self._settle_all([(d, cut.pop(d, RELEASE)) for d in list(self._unsettled)])
+                cut = self._settler.cut
+                await self._settler.settle_all(
+                    [(d, cut.pop(d, RELEASE)) for d in list(self._unsettled)]
+                )
             route.stop()
             await self._close_provider()
             self._finished = True
         if self._fatal is not None:
             raise self._fatal
-
-    async def _start_provider(self) -> bool:
-        """Start the provider, retrying transient failures; False if stopped meanwhile.
-
-        A ``ConfigurationError`` is fatal and raised; any other error (a broker not yet
-        reachable at boot) is logged and retried with backoff until it starts or stop().
-        """
-        route, provider = self.route, self.provider
-        failures = 0
-        stopped = asyncio.ensure_future(self._done.wait())
-        try:
-            while True:
-                starting = asyncio.ensure_future(provider.start(route.max_concurrency))
-                try:
-                    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if not starting.done():
-                        starting.cancel()
-                        # a start that swallows its cancellation must not hold the shutdown
-                        await asyncio.wait({starting}, timeout=self._time_left())
-                if not starting.done():
-                    logger.warning(
-                        "route %r: the provider's start did not end when cancelled; left "
-                        "behind (a bug of the provider: its start must be cancellable)",
-                        route.name,
-                    )
-                    return False
-                if starting.cancelled():
-                    return False
-                exc = starting.exception()
-                if exc is None:
-                    self._start_failures = 0
-                    if failures:
-                        logger.info(
-                            "route %r: provider started after %d failures", route.name, failures
-                        )
-                    return True
-                if isinstance(exc, ConfigurationError):
-                    raise exc
-                failures += 1
-                self._start_failures = failures
-                self._failure = f"{type(exc).__name__}: {exc}"
-                delay = self.backoff.delay(failures)
-                logger.warning(
-                    "route %r: starting the provider failed (%s: %s); retrying in %.2fs",
-                    route.name,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    exc_info=failures == 1,
-                )
-                await asyncio.wait({stopped}, timeout=delay)
-                if stopped.done():
-                    return False
-        finally:
-            stopped.cancel()
 
     def _stuck_changed(self, stuck: int) -> None:
         """On the loop: ``stuck`` of the route's sync handler threads are in calls that
@@ -484,7 +454,7 @@ class Dispatcher:
 
     async def _worker(self) -> None:
         route, ready = self.route, self._ready
-        process, settle = self._process, self._settle
+        process, settle = self._process, self._settler.settle
         # A provider that hands out and settles without ever suspending (the memory broker
         # with a backlog) would otherwise keep the event loop to this worker: no timers,
         # no stop(), no signal handlers. Yield once every _YIELD_EVERY deliveries.
@@ -565,79 +535,8 @@ class Dispatcher:
         del self._keys[key]
         if pending:
             # a later message of this key must not overtake one that will come back
-            await self._release_all(list(pending))
+            await self._settler.release_all(list(pending))
         return None
-
-    async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
-        try:
-            try:
-                await self.provider.settle(delivery, outcome)
-                self._settled[outcome.kind] += 1
-            except ConfigurationError as exc:
-                self._settle_failed(delivery, outcome, 1, exc)
-                self._fail(exc)
-            except asyncio.CancelledError as exc:
-                if _really_cancelled():
-                    raise
-                await self._settle_again(delivery, outcome, exc)
-            except Exception as exc:
-                await self._settle_again(delivery, outcome, exc)
-        except asyncio.CancelledError:
-            # cut short by the shutdown (settling, or waiting to try again): the delivery
-            # stays unsettled, and run() sends this outcome again once the workers ended
-            self._cut[delivery] = outcome
-            raise
-        self._forget(delivery)
-
-    async def _settle_again(self, delivery: Delivery, outcome: Outcome, exc: BaseException) -> None:
-        """The first settle failed: retry with backoff, up to ``settle_attempts`` in all."""
-        failures = 0
-        while True:
-            failures += 1
-            if failures >= self.settle_attempts or self._now.is_set():
-                self._settle_failed(delivery, outcome, failures, exc)
-                return
-            delay = self.backoff.delay(failures)
-            logger.warning(
-                "route %r: settling message %s failed (%s: %s); retrying in %.2fs",
-                self.route.name,
-                delivery.message_id,
-                type(exc).__name__,
-                exc,
-                delay,
-                extra=message_fields(self.route.name, delivery, outcome),
-            )
-            await asyncio.sleep(delay)
-            try:
-                await self.provider.settle(delivery, outcome)
-                self._settled[outcome.kind] += 1
-                return
-            except ConfigurationError as again:
-                self._settle_failed(delivery, outcome, failures + 1, again)
-                self._fail(again)
-                return
-            except asyncio.CancelledError as again:
-                if _really_cancelled():
-                    raise
-                exc = again
-            except Exception as again:
-                exc = again
-
-    def _settle_failed(
-        self, delivery: Delivery, outcome: Outcome, tries: int, exc: BaseException
-    ) -> None:
-        self._settle_failures += 1
-        logger.error(
-            "route %r: could not settle message %s with %r after %d tries (%s: %s); the "
-            "broker will deliver it again",
-            self.route.name,
-            delivery.message_id,
-            outcome,
-            tries,
-            type(exc).__name__,
-            exc,
-            extra=message_fields(self.route.name, delivery, outcome),
-        )
 
     def _forget(self, delivery: Delivery) -> None:
         """A delivery is settled (or given up on): free its slot."""
@@ -648,112 +547,6 @@ class Dispatcher:
         elif self._idle and not self._ready:
             self._wake_fetcher()
 
-    async def _release_all(self, deliveries: list[Delivery]) -> None:
-        await self._settle_all([(d, RELEASE) for d in deliveries])
-
-    async def _settle_all(self, settlements: list[tuple[Delivery, Outcome]]) -> None:
-        """Settle these at once, bounded (see :meth:`_bounded`); past the bound, the
-        broker delivers them again when their lease or connection ends."""
-        if not settlements:
-            return
-        settling = asyncio.gather(*(self._settle(d, o) for d, o in settlements))
-        if not await self._bounded(settling):
-            logger.warning(
-                "route %r: settling %d messages at shutdown did not finish in time; the "
-                "broker will deliver the unsettled ones again when their lease or "
-                "connection ends",
-                self.route.name,
-                len(settlements),
-            )
-            for delivery, _ in settlements:
-                self._cut.pop(delivery, None)
-                self._forget(delivery)  # given up: not tried again
-
-    def _time_left(self) -> float:
-        """How long one broker call of the shutdown may take now: ``close_timeout``, or
-        what is left of the shutdown's deadline (``shutdown_timeout`` from the first
-        stop()) if less, but never under ``forced_grace``, so that the final releases and
-        the close always get a moment."""
-        limit = self.close_timeout
-        if self._shutdown_timeout is not None and self._stopped_at is not None:
-            left = self._stopped_at + self._shutdown_timeout - time.monotonic()
-            limit = min(limit, left)
-        return max(limit, self.forced_grace)
-
-    async def _bounded(self, aw: Awaitable[Any]) -> bool:
-        """Await ``aw`` for up to :meth:`_time_left`, and for at most ``forced_grace`` once
-        ``stop(now=True)`` is called (a broker that hangs must not hold the shutdown);
-        past that it is cancelled. True if it finished; its exception propagates."""
-        task = asyncio.ensure_future(aw)
-        limit = self._time_left()
-        deadline = time.monotonic() + limit
-        try:
-            if not self._now.is_set():
-                now = asyncio.ensure_future(self._now.wait())
-                try:
-                    await asyncio.wait(
-                        {task, now},
-                        timeout=limit,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    now.cancel()
-            if not task.done():
-                remaining = min(self.forced_grace, deadline - time.monotonic())
-                if remaining > 0:
-                    await asyncio.wait({task}, timeout=remaining)
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=self.forced_grace)
-        if not task.done() or task.cancelled():
-            return False
-        task.result()
-        return True
-
-    # -- leases -----------------------------------------------------------------------------
-
-    def _start_lease_loop(self) -> asyncio.Task[None] | None:
-        provider = self.provider
-        if provider.capabilities.lease_extension is Support.NONE:
-            return None
-        if not isinstance(provider, LeaseExtender):
-            return None
-        duration = provider.lease_duration
-        if duration is None or not math.isfinite(duration) or duration <= 0:
-            return None
-        return asyncio.create_task(
-            self._lease_loop(provider, float(duration)), name=f"loafer:{self.route.name}:lease"
-        )
-
-    async def _lease_loop(self, provider: LeaseExtender, duration: float) -> None:
-        interval = duration / 3
-        while True:
-            await asyncio.sleep(interval)  # a periodic timer, not a synchronisation stand-in
-            now = time.monotonic()
-            due = [d for d, t in self._unsettled.items() if now - t >= interval * 0.9]
-            if not due:
-                continue
-            try:
-                await provider.extend_leases(due, duration)
-            except asyncio.CancelledError:
-                raise
-            except ConfigurationError as exc:
-                self._fail(exc)
-                return
-            except Exception as exc:
-                logger.warning(
-                    "route %r: extending %d leases failed (%s: %s)",
-                    self.route.name,
-                    len(due),
-                    type(exc).__name__,
-                    exc,
-                )
-                continue
-            for delivery in due:
-                if delivery in self._unsettled:
-                    self._unsettled[delivery] = now
-
     # -- shutdown ---------------------------------------------------------------------------
 
     async def _drain(self, workers: list[asyncio.Task[None]], timeout: float | None) -> None:
@@ -761,7 +554,7 @@ class Dispatcher:
         provider = self.provider
         if isinstance(provider, Drainable):
             try:
-                if not await self._bounded(provider.stop_fetching()):
+                if not await self._clock.bounded(provider.stop_fetching()):
                     logger.warning(
                         "route %r: stop_fetching did not finish in time", self.route.name
                     )
@@ -782,15 +575,14 @@ class Dispatcher:
                 self.route.name,
                 len(unstarted),
             )
-            await self._release_all(unstarted)
+            await self._settler.release_all(unstarted)
         # 2. in-flight handlers finish (until the deadline or stop(now=True))
         pending_workers = [w for w in workers if not w.done()]
         if not pending_workers:
             return
-        now_task: asyncio.Future[Any] = asyncio.ensure_future(self._now.wait())
+        now_task: asyncio.Future[Any] = asyncio.ensure_future(self._clock.now.wait())
         all_done: asyncio.Future[Any] = asyncio.gather(*pending_workers, return_exceptions=True)
-        if timeout is not None and self._stopped_at is not None:  # from the first stop()
-            timeout = max(0.0, self._stopped_at + timeout - time.monotonic())
+        timeout = self._clock.drain_left(timeout)  # from the first stop()
         try:
             await asyncio.wait(
                 {all_done, now_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -807,7 +599,7 @@ class Dispatcher:
 
     async def _close_provider(self) -> None:
         try:
-            if not await self._bounded(self.provider.close()):
+            if not await self._clock.bounded(self.provider.close()):
                 logger.warning(
                     "route %r: closing the provider did not finish in time", self.route.name
                 )
