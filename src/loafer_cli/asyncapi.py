@@ -158,7 +158,7 @@ def _describe_rabbit_provider(provider: Any) -> Info:
 
 
 def _describe_rabbit_publisher(publisher: Any) -> Info:
-    from loafer_rabbit._url import mask_url, vhost_of
+    from loafer_rabbit.errors import mask_url, vhost_of
 
     raw = str(getattr(publisher, "_url", ""))
     info = _rabbit_server(mask_url(raw))
@@ -226,7 +226,7 @@ def _sqs_queue(name: str) -> dict[str, Any]:
 
 
 def _describe_sqs_provider(provider: Any) -> Info:
-    from loafer_sqs._secrets import mask
+    from loafer_sqs.errors import mask
 
     shown = str(getattr(provider, "_name", "") or mask(str(getattr(provider, "_queue", ""))))
     info = _aws_server("sqs", getattr(provider, "_client_options", None), shown)
@@ -241,7 +241,7 @@ def _describe_sqs_provider(provider: Any) -> Info:
 
 
 def _describe_sqs_publisher(publisher: Any) -> Info:
-    from loafer_sqs._secrets import mask
+    from loafer_sqs.errors import mask
 
     queue = publisher.queue
     shown = mask(queue) if isinstance(queue, str) else None
@@ -303,7 +303,7 @@ def _describe_nats_provider(provider: Any) -> Info:
 
 
 def _describe_nats_publisher(publisher: Any) -> Info:
-    from loafer_nats._secrets import mask_url
+    from loafer_nats.errors import mask_url
 
     info = _nats_server(mask_url(str(getattr(publisher, "_url", ""))))
     info["address"] = publisher.subject
@@ -351,7 +351,7 @@ def _describe_redis_provider(provider: Any) -> Info:
 
 
 def _describe_redis_publisher(publisher: Any) -> Info:
-    from loafer_redis._url import mask_url
+    from loafer_redis.errors import mask_url
 
     info = _redis_server(mask_url(str(getattr(publisher, "_url", ""))))
     stream = publisher.stream

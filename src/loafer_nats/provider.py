@@ -41,9 +41,15 @@ from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_core.translator import JSONTranslator
 from loafer_nats._connection import close_connection, open_connection
 from loafer_nats._pull import Puller
-from loafer_nats._secrets import check_url, mask_url, protect, scrub, secrets_of
 from loafer_nats._topology import Topology, ensure, jetstream_error
-from loafer_nats.errors import operation_error
+from loafer_nats.errors import (
+    check_url,
+    mask_url,
+    operation_error,
+    protect,
+    scrub,
+    secrets_of,
+)
 
 __all__ = [
     "DEAD_LETTER_ID_HEADER",

@@ -17,8 +17,14 @@ from loafer_core.ext.otel import publish_span
 from loafer_core.policy import check_number
 from loafer_core.typed import TYPE_HEADER, encode
 from loafer_nats._connection import close_connection, open_connection
-from loafer_nats._secrets import check_url, mask_url, protect, secrets_of
-from loafer_nats.errors import MessageTooLarge, operation_error
+from loafer_nats.errors import (
+    MessageTooLarge,
+    check_url,
+    mask_url,
+    operation_error,
+    protect,
+    secrets_of,
+)
 
 __all__ = ["NATSPublisher", "encode_body", "message_size"]
 

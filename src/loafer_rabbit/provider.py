@@ -44,7 +44,6 @@ from loafer_core.provider import Capabilities, Delivery, Support
 from loafer_core.translator import JSONTranslator
 from loafer_rabbit._acks import AckTracker
 from loafer_rabbit._connection import close_connection, open_connection
-from loafer_rabbit._logs import protect
 from loafer_rabbit._topology import (
     DEAD_LETTER_ARGUMENTS,
     declare_dead_letter,
@@ -53,9 +52,15 @@ from loafer_rabbit._topology import (
     retry_queue_arguments,
     work_queue_arguments,
 )
-from loafer_rabbit._url import check_url
 from loafer_rabbit._verify import Entity, verify_topology
-from loafer_rabbit.errors import mask_url, operation_error, scrub, vhost_of
+from loafer_rabbit.errors import (
+    check_url,
+    mask_url,
+    operation_error,
+    protect,
+    scrub,
+    vhost_of,
+)
 
 __all__ = [
     "ATTEMPT_HEADER",

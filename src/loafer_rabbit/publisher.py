@@ -13,20 +13,21 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
-from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, PublishRefused
 from loafer_core.ext.otel import ROUTING_KEY, inject_each, publish_span
 from loafer_core.typed import TYPE_HEADER, encode
 from loafer_rabbit._connection import close_connection, open_connection
-from loafer_rabbit._logs import protect
-from loafer_rabbit._url import check_url
-from loafer_rabbit.errors import mask_url, operation_error
+from loafer_rabbit.errors import check_url, mask_url, operation_error, protect
 
 __all__ = ["PublishRejected", "RabbitPublisher"]
 
 
-class PublishRejected(ProviderError):
+class PublishRejected(PublishRefused):
     """The broker refused a message: a ``basic.nack`` from publisher confirms, or an
-    unroutable message returned because ``mandatory`` was set."""
+    unroutable message returned because ``mandatory`` was set.
+
+    A :class:`~loafer_core.errors.PublishRefused`; this name is kept for code that
+    catches it."""
 
 
 def _returned(exc: aiormq.exceptions.PublishError) -> str:

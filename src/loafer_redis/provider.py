@@ -53,8 +53,14 @@ from loafer_redis._connection import BlockingReader, DirectConnection, open_clie
 from loafer_redis._resp import pack
 from loafer_redis._scripts import Scripts
 from loafer_redis._settlement import Acks, Batch, Entry
-from loafer_redis._url import check_url, mask_url, scrub
-from loafer_redis.errors import is_no_group, operation_error
+from loafer_redis.errors import (
+    check_url,
+    is_no_group,
+    mask_url,
+    operation_error,
+    protect,
+    scrub,
+)
 from loafer_redis.translator import RedisTranslator
 
 __all__ = [
@@ -175,6 +181,7 @@ class RedisProvider:
                     f"RedisProvider({name}=...): expected a non-empty str, got {value!r}"
                 )
         check_url("RedisProvider", url)
+        protect(url)
         if group_start not in ("0", "$") and not (
             isinstance(group_start, str) and group_start.replace("-", "").isdigit()
         ):

@@ -14,8 +14,7 @@ from loafer_core.ext.otel import MESSAGE_ID, publish_span
 from loafer_core.policy import check_number
 from loafer_core.typed import TYPE_HEADER, encode
 from loafer_redis._connection import open_client
-from loafer_redis._url import check_url, mask_url
-from loafer_redis.errors import operation_error
+from loafer_redis.errors import check_url, mask_url, operation_error, protect
 from loafer_redis.provider import BODY_FIELD, DEFAULT_URL
 
 __all__ = ["RedisPublisher"]
@@ -115,6 +114,7 @@ class RedisPublisher:
                 "name another field (or None)"
             )
         check_url("RedisPublisher", url)
+        protect(url)
         if maxlen is not None and (
             isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1
         ):

@@ -38,9 +38,8 @@ from loafer_sqs._batch import MAX_BATCH, Batcher, Failure, failures_in
 from loafer_sqs._client import ClientOptions, open_client
 from loafer_sqs._dead_letter import Reject, dead_letter_entry
 from loafer_sqs._queue_setup import QueueSetup, read_queue_setup
-from loafer_sqs._secrets import mask
 from loafer_sqs._timeouts import CONNECT_TIMEOUT, READ_MARGIN, Timeouts
-from loafer_sqs.errors import is_missing_queue, translate_error
+from loafer_sqs.errors import is_missing_queue, mask, translate_error
 
 __all__ = ["MAX_VISIBILITY", "SQSProvider"]
 
