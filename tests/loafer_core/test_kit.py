@@ -76,12 +76,17 @@ def test_mask_text_and_is_clean() -> None:
 def test_the_one_filter_masks_records_of_protected_loggers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # another plugin's text rules (which hide user names too) stay on its own loggers
+    kit.protect(["kit_demo_other_library"], text=kit.TextRules())
     kit.protect(["kit_demo_library"], ["s3cret-value"], urls=RULES)
     child = logging.getLogger("kit_demo_library.child")  # created after: not filtered
-    assert kit.secret_filter() in logging.getLogger("kit_demo_library").filters
-    assert kit.secret_filter() not in child.filters
-    kit.protect(["kit_demo_library"])  # again: now the child too, and nothing doubled
-    assert child.filters.count(kit.secret_filter()) == 1
+    installed = kit.secret_filter(RULES)
+    assert installed in logging.getLogger("kit_demo_library").filters
+    assert installed not in child.filters
+    kit.protect(["kit_demo_library"], urls=RULES)  # again: the child too, nothing doubled
+    assert child.filters.count(installed) == 1
+    assert installed.secrets == ("s3cret-value",)
+    assert kit.secret_filter(RULES) is installed is not kit.secret_filter()
     with caplog.at_level(logging.INFO, logger="kit_demo_library"):
         try:
             raise OSError("cannot reach demo://u:pw9x@h with s3cret-value")

@@ -5,8 +5,8 @@
   which query parameters or options are secret), :func:`mask_text` over
   :class:`TextRules` for libraries that log credentials as ``name=value``; one
   :data:`MASK`.
-- **Logs**: :func:`protect` installs the one process-wide :class:`SecretFilter` on the
-  library's loggers and the plugin's.
+- **Logs**: :func:`protect` installs the one :class:`SecretFilter` (an instance per
+  plugin's rules, process-wide) on the library's loggers and the plugin's.
 - **Errors**: :class:`map_exceptions` maps the library's exceptions to loafer-core's at
   the edge; :class:`~loafer_core.errors.PublishRefused` is what a publisher raises when
   the broker refuses a message.
@@ -33,6 +33,7 @@ from loafer_core.kit._secrets import (
     mask_url,
     scrub,
     secrets_of,
+    with_port,
 )
 from loafer_core.provider import Describable, Description, Server
 
@@ -55,4 +56,5 @@ __all__ = [
     "scrub",
     "secret_filter",
     "secrets_of",
+    "with_port",
 ]

@@ -1,11 +1,11 @@
-"""One logging filter, process-wide, that keeps secrets out of every plugin's logs.
+"""One logging filter that keeps secrets out of every plugin's logs.
 
 Client libraries log their URLs (aio-pika the query string, ``keyfile_password=...``
 included), their requests (botocore every header, the session token among them) and
-exceptions that quote the server URL. :func:`protect` puts the one :class:`SecretFilter`
-on the loggers a plugin names (and on their children that exist by then: a filter on a
-logger sees only the records logged there, not those of its children), and teaches it
-the plugin's rules and secrets. Call it when a provider or publisher is built, never at
+exceptions that quote the server URL. :func:`protect` puts a :class:`SecretFilter`
+of the plugin's rules on the loggers it names (and on their children that exist by then:
+a filter on a logger sees only the records logged there, not those of its children), and
+teaches it the plugin's secrets. Call it when a provider or publisher is built, never at
 import; calling it again changes nothing but what the filter knows.
 """
 
@@ -88,13 +88,20 @@ class SecretFilter(logging.Filter):
         return True
 
 
-_FILTER = SecretFilter()
+#: One filter per set of rules: a plugin's rules apply to its loggers only (botocore's
+#: ``scheme://user@`` masking does not hide the user name in aio-pika's records).
+_FILTERS: dict[tuple[UrlRules | None, TextRules | None], SecretFilter] = {}
 _install_lock = threading.Lock()
 
 
-def secret_filter() -> SecretFilter:
-    """The process-wide filter :func:`protect` installs."""
-    return _FILTER
+def secret_filter(urls: UrlRules | None = None, text: TextRules | None = None) -> SecretFilter:
+    """The filter :func:`protect` installs for these rules (made on first use)."""
+    with _install_lock:
+        found = _FILTERS.get((urls, text))
+        if found is None:
+            found = _FILTERS[(urls, text)] = SecretFilter()
+            found.add(urls=urls, text=text)
+        return found
 
 
 def protect(
@@ -104,11 +111,12 @@ def protect(
     urls: UrlRules | None = None,
     text: TextRules | None = None,
 ) -> None:
-    """Put the process-wide :class:`SecretFilter` on each of ``loggers`` (created if
+    """Put the :class:`SecretFilter` of these rules on each of ``loggers`` (created if
     need be: name a child a library creates only when it first logs) and on their
-    children that exist now, and have it mask ``secrets`` and what ``urls`` and
+    children that exist now, and have it mask ``secrets`` too and what ``urls`` and
     ``text`` describe. Idempotent."""
-    _FILTER.add(secrets, urls=urls, text=text)
+    chosen = secret_filter(urls, text)
+    chosen.add(secrets)
     wanted = tuple(loggers)
     with _install_lock:
         for name in wanted:
@@ -120,5 +128,5 @@ def protect(
         ]
         for name in names:
             logger = logging.getLogger(name)
-            if _FILTER not in logger.filters:
-                logger.addFilter(_FILTER)
+            if chosen not in logger.filters:
+                logger.addFilter(chosen)

@@ -33,6 +33,7 @@ __all__ = [
     "mask_url",
     "scrub",
     "secrets_of",
+    "with_port",
 ]
 
 #: What a secret is replaced by, in every plugin.
@@ -267,3 +268,8 @@ def is_clean(exc: BaseException, rules: TextRules) -> bool:
                 return False
         current = current.__cause__ or current.__context__
     return True
+
+
+def with_port(host: str, port: int) -> str:
+    """``host`` (from :func:`host_of`) with ``:port`` added when it names none."""
+    return host if ":" in host.rpartition("]")[2] else f"{host}:{port}"
