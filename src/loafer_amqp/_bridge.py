@@ -177,6 +177,27 @@ class ConnectionSettings:
         secret = f":{kit.MASK}" if self.password is not None else ""
         return f"{self.scheme}://{quote(self.user, safe='')}{secret}@{host}:{self.port}"
 
+    def description(self, address: str) -> kit.Description:
+        """What a provider or publisher on ``address`` over this connection says of
+        itself (:class:`~loafer_core.provider.Describable`): never the password."""
+        server = None
+        if self.host:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            server = kit.Server(
+                protocol="amqp1",
+                host=f"{host}:{self.port}",
+                protocol_version="1.0",
+                description="AMQP 1.0 over TLS (amqps)" if self.scheme == "amqps" else None,
+            )
+        return kit.Description(
+            kind="amqp",
+            system="amqp",
+            destination=address,
+            address=self.display_url,
+            server=server,
+            bindings={"amqp1": {}},  # the amqp1 binding has no fields (AsyncAPI 3.0)
+        )
+
     def ssl_domain(self) -> SSLDomain | None:
         """The client SSL domain for ``amqps://`` (None for plain ``amqp://``)."""
         if self.scheme != "amqps":

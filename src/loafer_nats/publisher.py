@@ -15,7 +15,9 @@ from nats.js import JetStreamContext
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.ext.otel import publish_span
 from loafer_core.policy import check_number
+from loafer_core.provider import Description
 from loafer_core.typed import TYPE_HEADER, encode
+from loafer_nats import _describe
 from loafer_nats._connection import close_connection, open_connection
 from loafer_nats.errors import (
     MessageTooLarge,
@@ -142,6 +144,11 @@ class NATSPublisher:
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+
+    def description(self) -> Description:
+        """The subject, the server (no secret): see
+        :class:`~loafer_core.provider.Describable`."""
+        return _describe.publisher(mask_url(self._url), self.subject, self.stream)
 
     def __repr__(self) -> str:
         return f"NATSPublisher(subject={self.subject!r}, url={mask_url(self._url)!r})"

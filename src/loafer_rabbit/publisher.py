@@ -15,9 +15,11 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobust
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, PublishRefused
 from loafer_core.ext.otel import ROUTING_KEY, inject_each, publish_span
+from loafer_core.provider import Description
 from loafer_core.typed import TYPE_HEADER, encode
+from loafer_rabbit import _describe
 from loafer_rabbit._connection import close_connection, open_connection
-from loafer_rabbit.errors import check_url, mask_url, operation_error, protect
+from loafer_rabbit.errors import check_url, mask_url, operation_error, protect, vhost_of
 
 __all__ = ["PublishRejected", "RabbitPublisher"]
 
@@ -139,6 +141,18 @@ class RabbitPublisher:
 
     def __repr__(self) -> str:
         return f"RabbitPublisher(url={mask_url(self._url)!r}, exchange={self.exchange!r})"
+
+    def description(self) -> Description:
+        """The exchange and routing key, the broker (no secret) and the AsyncAPI bindings:
+        see :class:`~loafer_core.provider.Describable`."""
+        return _describe.publisher(
+            mask_url(self._url),
+            vhost_of(self._url),
+            self.exchange,
+            self.routing_key,
+            persistent=bool(self.persistent),
+            mandatory=bool(self.mandatory),
+        )
 
     async def __aenter__(self) -> RabbitPublisher:
         await self.connect()

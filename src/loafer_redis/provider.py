@@ -48,7 +48,8 @@ import redis.exceptions
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
-from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_core.provider import Capabilities, Delivery, Description, Support
+from loafer_redis import _describe
 from loafer_redis._connection import BlockingReader, DirectConnection, open_client
 from loafer_redis._resp import pack
 from loafer_redis._scripts import Scripts
@@ -305,6 +306,11 @@ class RedisProvider:
     def describe(self) -> str:
         """A short description for logs (no secrets)."""
         return f"redis stream {self.stream!r} group {self.group!r}"
+
+    def description(self) -> Description:
+        """The stream and group, the server (no secret) and loafer's AsyncAPI extension:
+        see :class:`~loafer_core.provider.Describable`."""
+        return _describe.provider(self.url, self.stream, self.group, self.dead_letter_stream)
 
     def __repr__(self) -> str:
         return f"RedisProvider(stream={self.stream!r}, group={self.group!r}, url={self.url!r})"

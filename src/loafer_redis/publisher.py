@@ -12,7 +12,9 @@ import redis.asyncio
 from loafer_core.errors import ConfigurationError, LoaferError
 from loafer_core.ext.otel import MESSAGE_ID, publish_span
 from loafer_core.policy import check_number
+from loafer_core.provider import Description
 from loafer_core.typed import TYPE_HEADER, encode
+from loafer_redis import _describe
 from loafer_redis._connection import open_client
 from loafer_redis.errors import check_url, mask_url, operation_error, protect
 from loafer_redis.provider import BODY_FIELD, DEFAULT_URL
@@ -145,6 +147,11 @@ class RedisPublisher:
             head += ["MAXLEN", "~" if self.approximate else "=", maxlen]
         head.append("*")
         self._head = tuple(head)
+
+    def description(self) -> Description:
+        """The stream, the server (no secret): see
+        :class:`~loafer_core.provider.Describable`."""
+        return _describe.publisher(mask_url(self._url), self.stream, self.maxlen)
 
     def __repr__(self) -> str:
         return f"RedisPublisher(stream={self.stream!r}, url={mask_url(self._url)!r})"

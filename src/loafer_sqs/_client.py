@@ -65,6 +65,12 @@ class ClientOptions:
         value = self._options.get("endpoint_url")
         return str(value) if value is not None else None
 
+    @property
+    def region_name(self) -> str | None:
+        """The region, if one was given (else the AWS configuration's)."""
+        value = self._options.get("region_name")
+        return value if isinstance(value, str) and value else None
+
     def __repr__(self) -> str:
         shown = {
             k: v
