@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.ext.otel import publish_span
+from loafer_core.kit import map_exceptions
 from loafer_core.policy import check_number
 from loafer_core.provider import Description
 from loafer_core.typed import TYPE_HEADER, encode
@@ -314,7 +315,9 @@ class NATSPublisher:
     async def _send(
         self, js: JetStreamContext, subject: str, data: bytes, headers: Mapping[str, Any] | None
     ) -> None:
-        try:
+        with map_exceptions(
+            lambda exc: operation_error(f"publishing to {subject!r}", exc, self._url, self._secrets)
+        ):
             await js.publish(
                 subject,
                 data,
@@ -322,12 +325,6 @@ class NATSPublisher:
                 stream=self.stream,
                 headers=dict(headers) if headers else None,
             )
-        except (asyncio.CancelledError, LoaferError):
-            raise
-        except Exception as exc:
-            raise operation_error(
-                f"publishing to {subject!r}", exc, self._url, self._secrets
-            ) from None
 
     async def close(self) -> None:
         """Flush and disconnect, within ``close_timeout``. Idempotent."""

@@ -108,6 +108,14 @@ def test_map_exceptions_translates_at_the_edge() -> None:
         raise ValueError("other")
     with kit.map_exceptions(lambda exc: ProviderError("x")):
         pass
+    ours = ConfigurationError("already translated")
+    with pytest.raises(ConfigurationError) as passed, kit.map_exceptions(ProviderError):
+        raise ours
+    assert passed.value is ours and not passed.value.__suppress_context__
+    chained = kit.map_exceptions(lambda exc: ProviderError("x"), chain=lambda exc: exc)
+    with pytest.raises(ProviderError) as linked, chained:
+        raise KeyError("clean")
+    assert isinstance(linked.value.__cause__, KeyError)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Literal
 
+from loafer_core.errors import LoaferError
+
 __all__ = ["map_exceptions"]
 
 
@@ -20,23 +22,28 @@ class map_exceptions:
     exception ``exc`` of the ``catch`` types raised in the block.
 
     ``translate`` is the plugin's table of what becomes what (for example
-    ``lambda exc: operation_error("connecting", exc, url)``): it may return ``exc``
-    itself (a loafer error passing through). Cancellation and other ``BaseException``
-    outside ``catch`` pass untouched::
+    ``lambda exc: operation_error("connecting", exc, url)``). A
+    :class:`~loafer_core.errors.LoaferError` (already translated), cancellation and
+    anything outside ``catch`` pass untouched. ``chain``, when given, says what to chain
+    the translated error to (``chain(exc)``: ``exc`` when its text is known to be clean,
+    else None)::
 
         with map_exceptions(lambda exc: ProviderError(f"reading: {type(exc).__name__}")):
             rows = await client.read()
     """
 
-    __slots__ = ("_catch", "_translate")
+    __slots__ = ("_catch", "_chain", "_translate")
 
     def __init__(
         self,
         translate: Callable[[Exception], BaseException],
         catch: type[Exception] | tuple[type[Exception], ...] = Exception,
+        *,
+        chain: Callable[[Exception], BaseException | None] | None = None,
     ) -> None:
         self._translate = translate
         self._catch = catch
+        self._chain = chain
 
     def __enter__(self) -> None:
         return None
@@ -47,6 +54,11 @@ class map_exceptions:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> Literal[False]:
-        if isinstance(exc, Exception) and isinstance(exc, self._catch):
-            raise self._translate(exc) from None
+        if (
+            isinstance(exc, Exception)
+            and isinstance(exc, self._catch)
+            and not isinstance(exc, LoaferError)
+        ):
+            cause = self._chain(exc) if self._chain is not None else None
+            raise self._translate(exc) from cause
         return False
