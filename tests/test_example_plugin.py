@@ -11,6 +11,7 @@ pip (slower).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -151,3 +152,32 @@ def test_a_route_in_a_config_file_names_it(venv: Path, tmp_path: Path) -> None:
     _ok(_run(python, "-c", setup))
     out = _ok(_run(loafer, "check", "--config", config, cwd=tmp_path))
     assert "sqlite-example:queues.db#jobs" in out and "OK" in out, out
+
+
+def test_loafer_asyncapi_describes_it(venv: Path, tmp_path: Path) -> None:
+    """The example implements ``Describable``: ``loafer asyncapi`` writes its channel
+    (address, kind, summary) and its ``x-loafer-sqlite`` field, as for a bundled plugin."""
+    config = tmp_path / "loafer.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [[routes]]
+            name = "jobs"
+            provider = "sqlite-example"
+            queue = "jobs"
+            handler = "loafer_sqlite_example.demo:show"
+
+            [routes.provider_options]
+            path = "{tmp_path / "queues.db"}"
+            """
+        )
+    )
+    out = _ok(_run(venv / "bin" / "loafer", "asyncapi", "--config", config, cwd=tmp_path))
+    document = json.loads(out)
+    channel = document["channels"]["jobs"]
+    assert channel["address"] == "jobs"
+    assert channel["x-loafer-provider"] == "sqlite-example"
+    assert channel["description"] == "SQLite queue 'jobs' in queues.db"
+    assert "servers" not in channel and "servers" not in document
+    operation = document["operations"]["receive_jobs"]
+    assert operation["x-loafer-sqlite"] == {"database": "queues.db"}

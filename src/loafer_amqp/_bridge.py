@@ -53,10 +53,11 @@ from proton._reactor import delay_iter
 from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
+from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.policy import check_number
 
-__all__ = ["ConnectionSettings", "ReactorClient", "mask_url"]
+__all__ = ["LOGGERS", "URL_RULES", "ConnectionSettings", "ReactorClient", "mask_url"]
 
 logger = logging.getLogger("loafer_amqp")
 
@@ -76,22 +77,21 @@ CONFIG_CONDITIONS = frozenset(
 )
 
 
+#: AMQP 1.0 URLs: the password is masked (the user name stays); connection options
+#: ``password`` and ``ssl_key_password`` are secrets too.
+URL_RULES = kit.UrlRules(schemes=("amqp", "amqps"), secret_options=("password", "ssl_key_password"))
+#: Loggers whose records are filtered (and their children).
+LOGGERS = ("proton", "loafer_amqp")
+
+
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``.
+    """Return ``url`` with any password replaced by ``******`` (the user name stays).
 
     Works on the raw string (everything between ``scheme://`` and the last ``@``), not
     on what ``urlsplit`` makes of it: an unencoded ``#``, ``/`` or ``?`` in a password
     would hide the ``@`` from ``urlsplit`` and leave the password in clear.
     """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "<url with credentials>" if "@" in url else url
-    at = rest.rfind("@")
-    if at < 0:
-        return url
-    creds, host = rest[:at], rest[at + 1 :]
-    user, colon, _ = creds.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+    return kit.mask_url(url, URL_RULES)
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,8 @@ class ConnectionSettings:
             )
         url_user = unquote(parts.username) if parts.username else None
         url_password = unquote(parts.password) if parts.password is not None else None
+        secret = {"password": password, "ssl_key_password": options.get("ssl_key_password")}
+        kit.protect(LOGGERS, kit.secrets_of(url, URL_RULES, secret), urls=URL_RULES)
         return cls(
             scheme=scheme,
             host=parts.hostname,
@@ -172,8 +174,29 @@ class ConnectionSettings:
         host = f"[{self.host}]" if ":" in self.host else self.host
         if self.user is None:
             return f"{self.scheme}://{host}:{self.port}"
-        secret = ":***" if self.password is not None else ""
+        secret = f":{kit.MASK}" if self.password is not None else ""
         return f"{self.scheme}://{quote(self.user, safe='')}{secret}@{host}:{self.port}"
+
+    def description(self, address: str) -> kit.Description:
+        """What a provider or publisher on ``address`` over this connection says of
+        itself (:class:`~loafer_core.provider.Describable`): never the password."""
+        server = None
+        if self.host:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            server = kit.Server(
+                protocol="amqp1",
+                host=f"{host}:{self.port}",
+                protocol_version="1.0",
+                description="AMQP 1.0 over TLS (amqps)" if self.scheme == "amqps" else None,
+            )
+        return kit.Description(
+            kind="amqp",
+            system="amqp",
+            destination=address,
+            address=self.display_url,
+            server=server,
+            bindings={"amqp1": {}},  # the amqp1 binding has no fields (AsyncAPI 3.0)
+        )
 
     def ssl_domain(self) -> SSLDomain | None:
         """The client SSL domain for ``amqps://`` (None for plain ``amqp://``)."""

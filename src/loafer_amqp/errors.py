@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from loafer_core.errors import ProviderError
+from loafer_core.errors import PublishRefused as _PublishRefused
 
 __all__ = ["PublishRefused"]
 
 
-class PublishRefused(ProviderError):
-    """The broker did not accept a published message.
+class PublishRefused(_PublishRefused):
+    """The broker did not accept a published message (a
+    :class:`loafer_core.errors.PublishRefused`, with the broker's outcome).
 
     ``outcome`` is the broker's answer (``"rejected"``, ``"released"`` or ``"modified"``)
     and ``condition`` its error condition text, if any.

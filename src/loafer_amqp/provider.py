@@ -25,7 +25,7 @@ from loafer_amqp._verify import verify_address
 from loafer_amqp.translator import AMQPTranslator
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import RELEASE, Outcome, OutcomeKind
-from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_core.provider import Capabilities, Delivery, Description, Support
 
 __all__ = ["RABBITMQ_MODIFIED_SINCE", "AMQPProvider", "BrokerProfile"]
 
@@ -363,6 +363,11 @@ class AMQPProvider:
         self._min_generation = 0
         self._restart_due = False
         self._closed = False
+
+    def description(self) -> Description:
+        """The address, the broker (no secret) and the AsyncAPI bindings: see
+        :class:`~loafer_core.provider.Describable`."""
+        return self._settings.description(self.address)
 
     def __repr__(self) -> str:
         return (

@@ -17,6 +17,7 @@ from loafer_amqp._bridge import ConnectionSettings, ReactorClient, describe, log
 from loafer_amqp.errors import PublishRefused
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.ext.otel import publish_span
+from loafer_core.provider import Description
 from loafer_core.typed import TYPE_HEADER, encode
 
 __all__ = ["AMQPPublisher"]
@@ -297,6 +298,11 @@ class AMQPPublisher:
         """Most messages that were awaiting the broker's outcome at once (pipelining depth)."""
         client = self._client
         return client.peak_in_flight if client is not None else 0
+
+    def description(self) -> Description:
+        """The address, the broker (no secret) and the AsyncAPI bindings: see
+        :class:`~loafer_core.provider.Describable`."""
+        return self._settings.description(self.address)
 
     def __repr__(self) -> str:
         return f"AMQPPublisher(url={self._settings.display_url!r}, address={self.address!r})"

@@ -15,11 +15,16 @@
 - a **server** per broker (protocol and host:port; never a user name or password);
 - the models' schemas under ``components/schemas``.
 
-**Extension point.** A route, a provider or a publisher may describe itself: a method
-``asyncapi_channel()`` returning a mapping (see :class:`ChannelInfo`) replaces the
-built-in description (the bundled plugins are described by this module). A publisher may
-say what it sends with a ``message_type`` attribute (a model, dataclass, TypedDict or
-Struct). Nothing here imports a broker library.
+**Extension point.** A provider or a publisher describes itself with
+:class:`~loafer_core.provider.Describable` (a ``description()`` returning a
+:class:`~loafer_core.provider.Description`), as every bundled plugin does: this module
+reads nothing else of a plugin (no private module, no private attribute), so a
+third-party plugin is described as the bundled ones are. A publisher among
+``Manager.services`` is found by it (a ``Describable`` with ``publish``). The older
+hook, a method ``asyncapi_channel()`` on a route, provider or publisher returning a
+mapping (see :class:`ChannelInfo`), still wins when present. A publisher may say what it
+sends with a ``message_type`` attribute (a model, dataclass, TypedDict or Struct).
+Nothing here imports a broker library.
 """
 
 from __future__ import annotations
@@ -28,16 +33,14 @@ import inspect
 import json
 import math
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any, TypedDict
-from urllib.parse import unquote
 
 from loafer_core.dispatch import Handlers, field, header
 from loafer_core.errors import ConfigurationError
 from loafer_core.manager import Manager
-from loafer_core.memory import MemoryProvider
+from loafer_core.provider import Describable, Description, Publisher
 from loafer_core.route import Route
 from loafer_core.typed import declared_type, type_schema
 
@@ -52,16 +55,9 @@ __all__ = [
 
 #: The AsyncAPI version of the documents written.
 ASYNCAPI_VERSION = "3.0.0"
-_AMQP_BINDING = "0.3.0"
-_SQS_BINDING = "0.2.0"
-_SNS_BINDING = "0.1.0"
-_NATS_BINDING = "0.1.0"
-#: the longest ``queue`` of the ``nats`` operation binding
-_NATS_QUEUE_MAX = 255
 _ID = re.compile(r"[^A-Za-z0-9_.-]+")
 _SIMPLE_NAME = re.compile(r"[\w.:/-]{1,80}")
 _USERINFO = re.compile(r"//[^/@\s]*@")
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
 
 
 class ChannelInfo(TypedDict, total=False):
@@ -101,13 +97,6 @@ def _info(**items: Any) -> Info:
 # -- describing routes and publishers ---------------------------------------------------
 
 
-def _instance(obj: Any, module: str, name: str) -> bool:
-    """``obj`` is an instance of ``module.name``, without importing the module (an object
-    of that class exists only once its module is imported)."""
-    cls = getattr(sys.modules.get(module), name, None)
-    return isinstance(cls, type) and isinstance(obj, cls)
-
-
 def _hook(obj: Any) -> Info | None:
     hook = getattr(obj, "asyncapi_channel", None)
     if not callable(hook):
@@ -121,270 +110,35 @@ def _hook(obj: Any) -> Info | None:
     return {k: v for k, v in info.items() if k in ChannelInfo.__annotations__}
 
 
-def _host(url: str) -> tuple[str, str] | None:
-    """``(host[:port], scheme)`` of a URL, read on the raw string as the plugins mask URLs
-    (the user information ends at the last ``@``, so that a password holding ``/``, ``#``
-    or ``?`` is never taken for the host): never the user name or password."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return None
-    authority = re.split(r"[/?#]", rest[rest.rfind("@") + 1 :], maxsplit=1)[0]
-    if not _HOST_PORT.fullmatch(authority):
-        return None
-    return authority, scheme.lower()
-
-
-def _rabbit_server(masked_url: str) -> Info:
-    info = _info(kind="rabbit", protocolVersion="0-9-1")
-    found = _host(masked_url)
-    if found is not None:
-        host, scheme = found
-        tls = scheme == "amqps"
-        if ":" not in host.rpartition("]")[2]:
-            host = f"{host}:{5671 if tls else 5672}"
-        info.update(host=host, protocol="amqps" if tls else "amqp")
+def _from_description(obj: Describable) -> Info:
+    """The :class:`ChannelInfo` of what a :class:`~loafer_core.provider.Describable`
+    says of itself."""
+    described = obj.description()
+    if not isinstance(described, Description):
+        raise ConfigurationError(
+            f"{type(obj).__name__}.description() returned a {type(described).__name__}, "
+            "expected a loafer_core.provider.Description"
+        )
+    info = _info(kind=described.kind, address=described.destination)
+    server = described.server
+    if server is not None:
+        info.update(protocol=server.protocol, host=server.host)
+        for key, value in (
+            ("protocolVersion", server.protocol_version),
+            ("pathname", server.pathname),
+            ("serverDescription", server.description),
+            ("variables", dict(server.variables)),
+        ):
+            if value:
+                info[key] = value
+    if described.summary:
+        info["description"] = described.summary
+    if described.bindings:
+        info["bindings"] = dict(described.bindings)
+    if described.operation_bindings:
+        info["operationBindings"] = dict(described.operation_bindings)
+    info.update((k, v) for k, v in described.extensions.items() if k.startswith("x-loafer-"))
     return info
-
-
-def _describe_rabbit_provider(provider: Any) -> Info:
-    info = _rabbit_server(provider.url)  # url: the password masked
-    queue: dict[str, Any] = {"name": provider.queue, "vhost": provider.vhost}
-    if getattr(provider, "_declare", False):  # what start() declares
-        queue["durable"] = bool(getattr(provider, "_durable", True))
-    info["address"] = provider.queue
-    info["bindings"] = {"amqp": {"is": "queue", "queue": queue, "bindingVersion": _AMQP_BINDING}}
-    info["operationBindings"] = {"amqp": {"ack": True, "bindingVersion": _AMQP_BINDING}}
-    return info
-
-
-def _describe_rabbit_publisher(publisher: Any) -> Info:
-    from loafer_rabbit._url import mask_url, vhost_of
-
-    raw = str(getattr(publisher, "_url", ""))
-    info = _rabbit_server(mask_url(raw))
-    exchange: dict[str, Any] = {"name": publisher.exchange, "vhost": vhost_of(raw)}
-    if publisher.exchange == "":
-        exchange["type"] = "default"
-    info["address"] = publisher.routing_key
-    info["bindings"] = {
-        "amqp": {"is": "routingKey", "exchange": exchange, "bindingVersion": _AMQP_BINDING}
-    }
-    info["operationBindings"] = {
-        "amqp": {
-            "deliveryMode": 2 if publisher.persistent else 1,
-            "mandatory": bool(publisher.mandatory),
-            "bindingVersion": _AMQP_BINDING,
-        }
-    }
-    return info
-
-
-def _describe_amqp(obj: Any) -> Info:
-    info = _info(kind="amqp", address=obj.address, protocolVersion="1.0")
-    settings = getattr(obj, "_settings", None)
-    host = getattr(settings, "host", None)
-    if isinstance(host, str) and host:
-        shown = f"[{host}]" if ":" in host else host
-        info["protocol"] = "amqp1"
-        info["host"] = f"{shown}:{getattr(settings, 'port', 5672)}"
-        if getattr(settings, "scheme", "amqp") == "amqps":
-            info["serverDescription"] = "AMQP 1.0 over TLS (amqps)"
-    info["bindings"] = {"amqp1": {}}  # the amqp1 binding has no fields (AsyncAPI 3.0)
-    return info
-
-
-def _aws_server(service: str, client_options: Any, resource: str | None) -> Info:
-    """The SQS/SNS endpoint: ``endpoint_url``'s host, else the queue URL's, else the
-    regional AWS endpoint (a ``{region}`` variable when the region is not given)."""
-    info = _info(protocol=service)
-    endpoint = getattr(client_options, "endpoint_url", None)
-    for url in (endpoint, resource):
-        if isinstance(url, str) and url.startswith(("http://", "https://")):
-            found = _host(url)
-            if found is not None:
-                info["host"] = found[0]
-                return info
-    options = getattr(client_options, "_options", None)
-    region = options.get("region_name") if isinstance(options, Mapping) else None
-    if isinstance(region, str) and region:
-        info["host"] = f"{service}.{region}.amazonaws.com"
-    else:
-        info["host"] = f"{service}.{{region}}.amazonaws.com"
-        info["variables"] = {
-            "region": {"description": "the AWS region (from the AWS configuration)"}
-        }
-    return info
-
-
-def _last_segment(name: str) -> str:
-    return unquote(name.rstrip("/").rpartition("/")[2]) or name
-
-
-def _sqs_queue(name: str) -> dict[str, Any]:
-    short = _last_segment(name)
-    return {"name": short, "fifoQueue": short.endswith(".fifo")}
-
-
-def _describe_sqs_provider(provider: Any) -> Info:
-    from loafer_sqs._secrets import mask
-
-    shown = str(getattr(provider, "_name", "") or mask(str(getattr(provider, "_queue", ""))))
-    info = _aws_server("sqs", getattr(provider, "_client_options", None), shown)
-    info["kind"] = "sqs"
-    info["address"] = _last_segment(shown)
-    binding: dict[str, Any] = {"queue": _sqs_queue(shown), "bindingVersion": _SQS_BINDING}
-    dead_letter = getattr(provider, "_dead_letter_option", None)
-    if isinstance(dead_letter, str) and dead_letter:
-        binding["deadLetterQueue"] = _sqs_queue(mask(dead_letter))
-    info["bindings"] = {"sqs": binding}
-    return info
-
-
-def _describe_sqs_publisher(publisher: Any) -> Info:
-    from loafer_sqs._secrets import mask
-
-    queue = publisher.queue
-    shown = mask(queue) if isinstance(queue, str) else None
-    info = _aws_server("sqs", getattr(publisher, "_client_options", None), shown)
-    info["kind"] = "sqs"
-    info["address"] = _last_segment(shown) if shown else None
-    if shown:
-        info["bindings"] = {"sqs": {"queue": _sqs_queue(shown), "bindingVersion": _SQS_BINDING}}
-    return info
-
-
-def _describe_sns_publisher(publisher: Any) -> Info:
-    topic = publisher.topic
-    name = topic.rpartition(":")[2] if isinstance(topic, str) else None
-    info = _aws_server("sns", getattr(publisher, "_client_options", None), None)
-    if isinstance(topic, str) and topic.startswith("arn:") and "{region}" in info["host"]:
-        region = topic.split(":")[3] if topic.count(":") >= 5 else ""
-        if region:
-            info["host"] = f"sns.{region}.amazonaws.com"
-            info.pop("variables", None)
-    info["kind"] = "sns"
-    info["address"] = topic if isinstance(topic, str) else None
-    if name:
-        info["bindings"] = {"sns": {"name": name, "bindingVersion": _SNS_BINDING}}
-    return info
-
-
-_NATS_SCHEMES = {
-    "nats": ("NATS", 4222),
-    "tls": ("NATS over TLS", 4222),
-    "ws": ("NATS over WebSocket", None),
-    "wss": ("NATS over WebSocket with TLS", None),
-}
-
-
-def _nats_server(masked_url: str) -> Info:
-    """Protocol ``nats``, ``host:port`` (4222 when the URL names none, but for
-    WebSocket), the transport in the server's description."""
-    info = _info(kind="nats")
-    found = _host(masked_url)
-    if found is not None:
-        host, scheme = found
-        description, port = _NATS_SCHEMES.get(scheme, ("NATS", 4222))
-        if port is not None and ":" not in host.rpartition("]")[2]:
-            host = f"{host}:{port}"
-        info.update(host=host, protocol="nats", serverDescription=description)
-    return info
-
-
-def _describe_nats_provider(provider: Any) -> Info:
-    info = _nats_server(provider.url)  # url: the password or token masked
-    stream, consumer = provider.stream, provider.consumer
-    info["address"] = stream
-    info["description"] = f"JetStream stream {stream!r}, durable pull consumer {consumer!r}"
-    # a durable consumer shares its messages among its workers, as a queue group does
-    if isinstance(consumer, str) and 0 < len(consumer) <= _NATS_QUEUE_MAX:
-        info["operationBindings"] = {"nats": {"queue": consumer, "bindingVersion": _NATS_BINDING}}
-    return info
-
-
-def _describe_nats_publisher(publisher: Any) -> Info:
-    from loafer_nats._secrets import mask_url
-
-    info = _nats_server(mask_url(str(getattr(publisher, "_url", ""))))
-    info["address"] = publisher.subject
-    stream = getattr(publisher, "stream", None)
-    if stream:
-        info["description"] = f"stored by JetStream stream {stream!r}"
-    return info
-
-
-_REDIS_SCHEMES = {"redis": "Redis", "rediss": "Redis over TLS"}
-_REDIS_DB = re.compile(r"/([0-9]{1,5})/?")
-
-
-def _redis_server(masked_url: str) -> Info:
-    """Protocol ``redis``, ``host:port`` (6379 when the URL names none), the database
-    number as the pathname (``/0`` left out); a ``unix://`` socket: no server."""
-    info = _info(kind="redis")
-    found = _host(masked_url)
-    if found is None or found[1] not in _REDIS_SCHEMES:
-        return info
-    host, scheme = found
-    if ":" not in host.rpartition("]")[2]:
-        host = f"{host}:6379"
-    info.update(host=host, protocol="redis", serverDescription=_REDIS_SCHEMES[scheme])
-    rest = masked_url.partition("://")[2]
-    path = re.split(r"[?#]", rest[rest.rfind("@") + 1 :], maxsplit=1)[0].partition("/")
-    db = _REDIS_DB.fullmatch(path[1] + path[2]) if path[1] else None
-    if db is not None and int(db.group(1)) != 0:
-        info["pathname"] = f"/{int(db.group(1))}"
-    return info
-
-
-def _describe_redis_provider(provider: Any) -> Info:
-    info = _redis_server(provider.url)  # url: the password masked
-    stream, group = provider.stream, provider.group
-    info["address"] = stream
-    info["description"] = f"Redis stream {stream!r}, consumer group {group!r}"
-    # AsyncAPI's redis bindings are reserved, without fields: loafer's own extension
-    extension: dict[str, Any] = {"group": group}
-    dead_letter = getattr(provider, "dead_letter_stream", None)
-    if isinstance(dead_letter, str) and dead_letter:
-        extension["deadLetterStream"] = dead_letter
-    info["x-loafer-redis"] = extension
-    return info
-
-
-def _describe_redis_publisher(publisher: Any) -> Info:
-    from loafer_redis._url import mask_url
-
-    info = _redis_server(mask_url(str(getattr(publisher, "_url", ""))))
-    stream = publisher.stream
-    info["address"] = stream
-    maxlen = getattr(publisher, "maxlen", None)
-    trimmed = f", trimmed to about {maxlen} entries" if isinstance(maxlen, int) else ""
-    info["description"] = f"added to Redis stream {stream!r} (XADD){trimmed}"
-    return info
-
-
-#: The bundled plugins' providers and publishers: (module, class, describer).
-_DESCRIBERS: tuple[tuple[str, str, Callable[[Any], Info]], ...] = (
-    ("loafer_rabbit.provider", "RabbitProvider", _describe_rabbit_provider),
-    ("loafer_rabbit.publisher", "RabbitPublisher", _describe_rabbit_publisher),
-    ("loafer_amqp.provider", "AMQPProvider", _describe_amqp),
-    ("loafer_amqp.publisher", "AMQPPublisher", _describe_amqp),
-    ("loafer_sqs.provider", "SQSProvider", _describe_sqs_provider),
-    ("loafer_sqs.publisher", "SQSPublisher", _describe_sqs_publisher),
-    ("loafer_sqs.publisher", "SNSPublisher", _describe_sns_publisher),
-    ("loafer_nats.provider", "NATSProvider", _describe_nats_provider),
-    ("loafer_nats.publisher", "NATSPublisher", _describe_nats_publisher),
-    ("loafer_redis.provider", "RedisProvider", _describe_redis_provider),
-    ("loafer_redis.publisher", "RedisPublisher", _describe_redis_publisher),
-)
-
-
-def _builtin(obj: Any) -> Info | None:
-    if isinstance(obj, MemoryProvider):
-        return _info(kind="memory", address=obj.queue, description="in-process memory queue")
-    for module, name, describe in _DESCRIBERS:
-        if _instance(obj, module, name):
-            return describe(obj)
-    return None
 
 
 def describe_channel(obj: Any) -> Info:
@@ -398,9 +152,8 @@ def describe_channel(obj: Any) -> Info:
         if info is not None:
             return info
     for candidate in candidates:
-        info = _builtin(candidate)
-        if info is not None:
-            return info
+        if isinstance(candidate, Describable):
+            return _from_description(candidate)
     return _generic(candidates[-1])
 
 
@@ -421,9 +174,7 @@ def _generic(target: Any) -> Info:
 def _is_publisher(obj: Any) -> bool:
     if callable(getattr(obj, "asyncapi_channel", None)):
         return True
-    return any(
-        _instance(obj, module, name) for module, name, _ in _DESCRIBERS if "publisher" in module
-    )
+    return isinstance(obj, Describable) and isinstance(obj, Publisher)
 
 
 def _members(value: Any) -> list[tuple[str | None, Any]]:

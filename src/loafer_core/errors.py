@@ -6,8 +6,11 @@
     └── LoaferError                 base of every error loafer raises
         ├── ConfigurationError      wrong set-up; fatal, raised at construction or start-up
         ├── ProviderError           a broker/transport failure; the dispatcher logs it and
-        │                           retries with backoff (plugins translate their library's
-        │                           errors into this at the edge)
+        │   │                       retries with backoff (plugins translate their library's
+        │   │                       errors into this at the edge: loafer_core.kit's
+        │   │                       map_exceptions)
+        │   └── PublishRefused      the broker refused a published message (nack,
+        │                           unroutable, rejected): retrying may not help
         └── TranslationError        a translator could not produce content (also a ValueError,
             │                       as Loafer 2.x raised ValueError); goes to the error handler
             └── InvalidMessage      content is not the type a typed handler declares; without
@@ -47,6 +50,7 @@ __all__ = [
     "LoaferException",
     "MessageSignal",
     "ProviderError",
+    "PublishRefused",
     "RejectMessage",
     "RetryMessage",
     "TranslationError",
@@ -74,6 +78,16 @@ class ProviderError(LoaferError):
     """A broker or transport failure (connection lost, a call refused).
 
     Not fatal: the dispatcher logs it and retries with exponential backoff and jitter.
+    """
+
+
+class PublishRefused(ProviderError):
+    """The broker answered a publish by refusing the message: a negative confirm, an
+    unroutable message returned, a ``rejected`` outcome, no stream for the subject.
+
+    Every bundled publisher raises it (``loafer_rabbit.PublishRejected``,
+    ``loafer_nats.PublishRejected`` and ``loafer_amqp.PublishRefused`` are subclasses,
+    kept for code that catches them); a plugin's own publisher should too.
     """
 
 

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 from loafer_core.errors import ConfigurationError
 from loafer_core.ext.otel import publish_span
 from loafer_core.outcome import Outcome, OutcomeKind
-from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_core.typed import TYPE_HEADER, encode
 
 __all__ = ["HISTORY", "MemoryBroker", "MemoryMessage", "MemoryProvider", "Settlement"]
@@ -483,6 +483,15 @@ class MemoryProvider:
     def describe(self) -> str:
         """A short description for logs."""
         return f"memory:{self.queue}"
+
+    def description(self) -> Description:
+        """An in-process queue: no server (:class:`~loafer_core.provider.Describable`)."""
+        return Description(
+            kind="memory",
+            system="memory",
+            destination=self.queue,
+            summary="in-process memory queue",
+        )
 
     @property
     def capabilities(self) -> Capabilities:

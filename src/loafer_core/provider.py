@@ -61,8 +61,9 @@ retries with backoff); wrong configuration raises ``ConfigurationError`` (fatal)
 
 Optional abilities are separate small protocols: :class:`LeaseExtender`,
 :class:`Drainable`, :class:`Publisher`, :class:`Verifiable`, :class:`HealthChecker`,
-:class:`Backlog`. The conformance kit (:class:`loafer_core.testing.ProviderContract`)
-tests this contract; ``docs/writing-a-provider.md`` walks through an example.
+:class:`Backlog`, :class:`Describable` (also for publishers). The conformance kit
+(:class:`loafer_core.testing.ProviderContract`) tests this contract;
+``docs/writing-a-provider.md`` walks through an example.
 """
 
 from __future__ import annotations
@@ -78,12 +79,15 @@ __all__ = [
     "Backlog",
     "Capabilities",
     "Delivery",
+    "Describable",
+    "Description",
     "Drainable",
     "HealthChecker",
     "LeaseExtender",
     "Provider",
     "Publisher",
     "Reconnects",
+    "Server",
     "Support",
     "Verifiable",
 ]
@@ -325,4 +329,65 @@ class Backlog(Protocol):
         """Messages ready in the queue (approximate), or ``None`` when it cannot be told
         now (not connected, the broker did not answer in time). Never raises for a
         broker failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class Server:
+    """The broker a provider or publisher talks to, as an AsyncAPI server: never a user
+    name or password.
+
+    ``protocol`` (``"amqp"``, ``"sqs"``, ``"redis"``...), ``host`` (``host:port``),
+    ``protocol_version``, ``pathname`` (a database number, a vhost), ``description``
+    (the transport: "NATS over TLS") and ``variables`` (AsyncAPI server variables, for
+    a ``{region}`` in the host).
+    """
+
+    protocol: str
+    host: str
+    protocol_version: str | None = None
+    pathname: str | None = None
+    description: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a provider or publisher says of itself (:class:`Describable`): read by
+    ``loafer asyncapi`` and tracing, so that neither needs a plugin's private parts.
+
+    :param kind: the plugin's short name (``"rabbit"``, ``"sqs"``): AsyncAPI's
+        ``x-loafer-provider``.
+    :param system: OpenTelemetry's ``messaging.system`` (``"rabbitmq"``, ``"aws_sqs"``).
+    :param destination: the queue, address, subject or stream (the channel's address),
+        None when unknown (a publisher that names it per message).
+    :param address: the broker's URL with every secret masked, None when unknown.
+    :param server: the AsyncAPI server, None for an in-process channel.
+    :param bindings: AsyncAPI channel bindings by protocol (``{"amqp": {...}}``).
+    :param operation_bindings: AsyncAPI operation bindings by protocol.
+    :param summary: the channel's description, for people.
+    :param extensions: ``x-loafer-*`` fields of the AsyncAPI operation.
+    """
+
+    kind: str
+    system: str
+    destination: str | None
+    address: str | None = None
+    server: Server | None = None
+    bindings: Mapping[str, Any] = field(default_factory=dict)
+    operation_bindings: Mapping[str, Any] = field(default_factory=dict)
+    summary: str | None = None
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Describable(Protocol):
+    """Optional, for providers and publishers: describe the channel without connecting.
+
+    ``loafer asyncapi`` writes a channel, server and bindings from it, tracing names the
+    system and destination from it. It must not connect, nor show a secret.
+    """
+
+    def description(self) -> Description:
+        """What this provider or publisher consumes from or sends to, and where."""
         ...

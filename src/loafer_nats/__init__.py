@@ -5,8 +5,7 @@
 
 from __future__ import annotations
 
-from loafer_nats._secrets import mask_url
-from loafer_nats.errors import MessageTooLarge, PublishRejected
+from loafer_nats.errors import MessageTooLarge, PublishRejected, mask_url
 from loafer_nats.provider import (
     DEAD_LETTER_ID_HEADER,
     REJECT_REASON_HEADER,

@@ -20,8 +20,7 @@ from typing import Any
 import nats.aio.client
 import nats.errors
 
-from loafer_nats._secrets import mask_url, scrub
-from loafer_nats.errors import connect_error
+from loafer_nats.errors import connect_error, mask_url, scrub
 
 __all__ = ["close_connection", "open_connection"]
 

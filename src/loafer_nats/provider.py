@@ -37,13 +37,20 @@ from nats.js import JetStreamContext
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
-from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_core.translator import JSONTranslator
+from loafer_nats import _describe
 from loafer_nats._connection import close_connection, open_connection
 from loafer_nats._pull import Puller
-from loafer_nats._secrets import check_url, mask_url, protect, scrub, secrets_of
 from loafer_nats._topology import Topology, ensure, jetstream_error
-from loafer_nats.errors import operation_error
+from loafer_nats.errors import (
+    check_url,
+    mask_url,
+    operation_error,
+    protect,
+    scrub,
+    secrets_of,
+)
 
 __all__ = [
     "DEAD_LETTER_ID_HEADER",
@@ -234,6 +241,11 @@ class NATSProvider:
     def describe(self) -> str:
         """A short description for logs (no secrets)."""
         return f"nats consumer {self.consumer!r} of stream {self.stream!r}"
+
+    def description(self) -> Description:
+        """The stream and consumer, the server (no secret) and the AsyncAPI bindings: see
+        :class:`~loafer_core.provider.Describable`."""
+        return _describe.provider(self.url, self.stream, self.consumer)
 
     def __repr__(self) -> str:
         return f"NATSProvider(stream={self.stream!r}, consumer={self.consumer!r}, url={self.url!r})"

@@ -14,11 +14,20 @@ from nats.js import JetStreamContext
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.ext.otel import publish_span
+from loafer_core.kit import map_exceptions
 from loafer_core.policy import check_number
+from loafer_core.provider import Description
 from loafer_core.typed import TYPE_HEADER, encode
+from loafer_nats import _describe
 from loafer_nats._connection import close_connection, open_connection
-from loafer_nats._secrets import check_url, mask_url, protect, secrets_of
-from loafer_nats.errors import MessageTooLarge, operation_error
+from loafer_nats.errors import (
+    MessageTooLarge,
+    check_url,
+    mask_url,
+    operation_error,
+    protect,
+    secrets_of,
+)
 
 __all__ = ["NATSPublisher", "encode_body", "message_size"]
 
@@ -136,6 +145,11 @@ class NATSPublisher:
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+
+    def description(self) -> Description:
+        """The subject, the server (no secret): see
+        :class:`~loafer_core.provider.Describable`."""
+        return _describe.publisher(mask_url(self._url), self.subject, self.stream)
 
     def __repr__(self) -> str:
         return f"NATSPublisher(subject={self.subject!r}, url={mask_url(self._url)!r})"
@@ -301,7 +315,9 @@ class NATSPublisher:
     async def _send(
         self, js: JetStreamContext, subject: str, data: bytes, headers: Mapping[str, Any] | None
     ) -> None:
-        try:
+        with map_exceptions(
+            lambda exc: operation_error(f"publishing to {subject!r}", exc, self._url, self._secrets)
+        ):
             await js.publish(
                 subject,
                 data,
@@ -309,12 +325,6 @@ class NATSPublisher:
                 stream=self.stream,
                 headers=dict(headers) if headers else None,
             )
-        except (asyncio.CancelledError, LoaferError):
-            raise
-        except Exception as exc:
-            raise operation_error(
-                f"publishing to {subject!r}", exc, self._url, self._secrets
-            ) from None
 
     async def close(self) -> None:
         """Flush and disconnect, within ``close_timeout``. Idempotent."""

@@ -22,8 +22,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
 from aiormq.exceptions import ConnectionClosed
 
-from loafer_rabbit._url import scrub
-from loafer_rabbit.errors import connect_error
+from loafer_rabbit.errors import connect_error, scrub
 
 __all__ = ["close_connection", "open_connection"]
 

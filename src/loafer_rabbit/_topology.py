@@ -11,8 +11,7 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractQueue, AbstractRobustChannel
 
 from loafer_core.errors import ConfigurationError, LoaferError
-from loafer_rabbit._url import mask_url, scrub, vhost_of
-from loafer_rabbit.errors import operation_error
+from loafer_rabbit.errors import mask_url, operation_error, scrub, vhost_of
 
 __all__ = [
     "DEAD_LETTER_ARGUMENTS",

@@ -40,11 +40,11 @@ from aio_pika.abc import (
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
-from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_core.translator import JSONTranslator
+from loafer_rabbit import _describe
 from loafer_rabbit._acks import AckTracker
 from loafer_rabbit._connection import close_connection, open_connection
-from loafer_rabbit._logs import protect
 from loafer_rabbit._topology import (
     DEAD_LETTER_ARGUMENTS,
     declare_dead_letter,
@@ -53,9 +53,15 @@ from loafer_rabbit._topology import (
     retry_queue_arguments,
     work_queue_arguments,
 )
-from loafer_rabbit._url import check_url
 from loafer_rabbit._verify import Entity, verify_topology
-from loafer_rabbit.errors import mask_url, operation_error, scrub, vhost_of
+from loafer_rabbit.errors import (
+    check_url,
+    mask_url,
+    operation_error,
+    protect,
+    scrub,
+    vhost_of,
+)
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -319,6 +325,12 @@ class RabbitProvider:
     def describe(self) -> str:
         """A short description for logs (no secrets)."""
         return f"rabbit queue {self.queue!r} on vhost {self.vhost!r}"
+
+    def description(self) -> Description:
+        """The queue, the broker (no secret) and the AsyncAPI bindings: see
+        :class:`~loafer_core.provider.Describable`."""
+        durable = self._durable if self._declare else None
+        return _describe.provider(self.url, self.queue, self.vhost, durable)
 
     def __repr__(self) -> str:
         return f"RabbitProvider(queue={self.queue!r}, url={self.url!r})"

@@ -13,20 +13,23 @@ import aio_pika
 import aiormq.exceptions
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
-from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, PublishRefused
 from loafer_core.ext.otel import ROUTING_KEY, inject_each, publish_span
+from loafer_core.provider import Description
 from loafer_core.typed import TYPE_HEADER, encode
+from loafer_rabbit import _describe
 from loafer_rabbit._connection import close_connection, open_connection
-from loafer_rabbit._logs import protect
-from loafer_rabbit._url import check_url
-from loafer_rabbit.errors import mask_url, operation_error
+from loafer_rabbit.errors import check_url, mask_url, operation_error, protect, vhost_of
 
 __all__ = ["PublishRejected", "RabbitPublisher"]
 
 
-class PublishRejected(ProviderError):
+class PublishRejected(PublishRefused):
     """The broker refused a message: a ``basic.nack`` from publisher confirms, or an
-    unroutable message returned because ``mandatory`` was set."""
+    unroutable message returned because ``mandatory`` was set.
+
+    A :class:`~loafer_core.errors.PublishRefused`; this name is kept for code that
+    catches it."""
 
 
 def _returned(exc: aiormq.exceptions.PublishError) -> str:
@@ -140,6 +143,18 @@ class RabbitPublisher:
 
     def __repr__(self) -> str:
         return f"RabbitPublisher(url={mask_url(self._url)!r}, exchange={self.exchange!r})"
+
+    def description(self) -> Description:
+        """The exchange and routing key, the broker (no secret) and the AsyncAPI bindings:
+        see :class:`~loafer_core.provider.Describable`."""
+        return _describe.publisher(
+            mask_url(self._url),
+            vhost_of(self._url),
+            self.exchange,
+            self.routing_key,
+            persistent=bool(self.persistent),
+            mandatory=bool(self.mandatory),
+        )
 
     async def __aenter__(self) -> RabbitPublisher:
         await self.connect()

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from loafer_redis._url import mask_url
+from loafer_redis.errors import mask_url
 from loafer_redis.provider import (
     ATTEMPT_FIELD,
     BODY_FIELD,

@@ -18,7 +18,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from loafer_core.errors import ProviderError
 from loafer_redis._resp import pack, read_replies
-from loafer_redis._url import mask_url
+from loafer_redis.errors import mask_url
 
 __all__ = ["BlockingReader", "DirectConnection", "open_client"]
 

@@ -9,10 +9,60 @@ from __future__ import annotations
 
 import redis.exceptions
 
+from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
-from loafer_redis._url import mask_url, scrub
 
-__all__ = ["is_no_group", "mask_url", "operation_error"]
+__all__ = [
+    "LOGGERS",
+    "URL_RULES",
+    "check_url",
+    "is_no_group",
+    "mask_url",
+    "operation_error",
+    "protect",
+    "scrub",
+    "secrets_of",
+]
+
+#: Redis URLs (redis-py's schemes): a lone ``secret@`` is a password, every query value
+#: is masked (``?password=...`` is read by redis-py).
+URL_RULES = kit.UrlRules(
+    schemes=("redis", "rediss", "unix"),
+    lone_user_is_secret=True,
+    mask_query=True,
+    secret_query=r"pass|secret|token|credential|auth",
+    refuse_fragment=True,
+)
+#: Loggers whose records are filtered (and their children).
+LOGGERS = ("redis", "loafer_redis")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password and every query value replaced by ``******``."""
+    return kit.mask_url(url, URL_RULES)
+
+
+def secrets_of(url: str) -> tuple[str, ...]:
+    """The URL's password (as written and percent-decoded; a lone user info is a
+    password for Redis: ``redis://secret@host``) and secret-looking query values."""
+    return kit.secrets_of(url, URL_RULES)
+
+
+def scrub(text: str, url: str | tuple[str, ...]) -> str:
+    """``text`` with every Redis URL in it masked and ``url``'s secrets replaced."""
+    return kit.scrub(text, URL_RULES, url if isinstance(url, tuple) else secrets_of(url))
+
+
+def check_url(owner: str, url: object) -> str:
+    """Refuse, at construction, a URL redis-py would not read as meant; the message
+    never shows the password."""
+    return kit.check_url(owner, url, URL_RULES)
+
+
+def protect(url: str) -> None:
+    """Mask ``url``'s secrets, and every Redis URL's password, in the records of
+    redis-py's loggers and this plugin's. Idempotent."""
+    kit.protect(LOGGERS, secrets_of(url), urls=URL_RULES)
 
 
 def _describe(exc: BaseException, url: str) -> str:

@@ -48,13 +48,20 @@ import redis.exceptions
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
-from loafer_core.provider import Capabilities, Delivery, Support
+from loafer_core.provider import Capabilities, Delivery, Description, Support
+from loafer_redis import _describe
 from loafer_redis._connection import BlockingReader, DirectConnection, open_client
 from loafer_redis._resp import pack
 from loafer_redis._scripts import Scripts
 from loafer_redis._settlement import Acks, Batch, Entry
-from loafer_redis._url import check_url, mask_url, scrub
-from loafer_redis.errors import is_no_group, operation_error
+from loafer_redis.errors import (
+    check_url,
+    is_no_group,
+    mask_url,
+    operation_error,
+    protect,
+    scrub,
+)
 from loafer_redis.translator import RedisTranslator
 
 __all__ = [
@@ -188,6 +195,7 @@ class RedisProvider:
                     f"RedisProvider({name}=...): expected a non-empty str, got {value!r}"
                 )
         check_url("RedisProvider", url)
+        protect(url)
         if group_start not in ("0", "$") and not (
             isinstance(group_start, str) and group_start.replace("-", "").isdigit()
         ):
@@ -312,6 +320,11 @@ class RedisProvider:
     def describe(self) -> str:
         """A short description for logs (no secrets)."""
         return f"redis stream {self.stream!r} group {self.group!r}"
+
+    def description(self) -> Description:
+        """The stream and group, the server (no secret) and loafer's AsyncAPI extension:
+        see :class:`~loafer_core.provider.Describable`."""
+        return _describe.provider(self.url, self.stream, self.group, self.dead_letter_stream)
 
     def __repr__(self) -> str:
         return f"RedisProvider(stream={self.stream!r}, group={self.group!r}, url={self.url!r})"

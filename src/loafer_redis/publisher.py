@@ -9,13 +9,15 @@ from typing import Any
 
 import redis.asyncio
 
-from loafer_core.errors import ConfigurationError, LoaferError
+from loafer_core.errors import ConfigurationError
 from loafer_core.ext.otel import MESSAGE_ID, publish_span
+from loafer_core.kit import map_exceptions
 from loafer_core.policy import check_number
+from loafer_core.provider import Description
 from loafer_core.typed import TYPE_HEADER, encode
+from loafer_redis import _describe
 from loafer_redis._connection import open_client
-from loafer_redis._url import check_url, mask_url
-from loafer_redis.errors import operation_error
+from loafer_redis.errors import check_url, mask_url, operation_error, protect
 from loafer_redis.provider import BODY_FIELD, DEFAULT_URL
 
 __all__ = ["RedisPublisher"]
@@ -115,6 +117,7 @@ class RedisPublisher:
                 "name another field (or None)"
             )
         check_url("RedisPublisher", url)
+        protect(url)
         if maxlen is not None and (
             isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1
         ):
@@ -146,6 +149,11 @@ class RedisPublisher:
         head.append("*")
         self._head = tuple(head)
 
+    def description(self) -> Description:
+        """The stream, the server (no secret): see
+        :class:`~loafer_core.provider.Describable`."""
+        return _describe.publisher(mask_url(self._url), self.stream, self.maxlen)
+
     def __repr__(self) -> str:
         return f"RedisPublisher(stream={self.stream!r}, url={mask_url(self._url)!r})"
 
@@ -171,13 +179,9 @@ class RedisPublisher:
     async def connect(self) -> None:
         """Connect and check Redis answers (a PING); done on first publish otherwise."""
         client = self._ensure()
-        try:
+        with map_exceptions(lambda exc: operation_error("connecting", exc, self._url)):
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
                 await client.ping()
-        except (LoaferError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            raise operation_error("connecting", exc, self._url) from None
 
     def _typed(
         self, body: Any, headers: Mapping[str, Any] | None
@@ -242,13 +246,11 @@ class RedisPublisher:
         with span as sent:
             args = (*self._head_for(stream), self.body_field, data, *self._fields(sent))
             client = self._ensure()
-            try:
+            with map_exceptions(
+                lambda exc: operation_error(f"adding to stream {target!r}", exc, self._url)
+            ):
                 async with asyncio.timeout(self._socket_timeout):
                     entry_id = await client.execute_command(*args)  # type: ignore[no-untyped-call]
-            except (LoaferError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                raise operation_error(f"adding to stream {target!r}", exc, self._url) from None
             text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
             recording = getattr(span, "span", None)  # a producer span: name the entry
             if recording is not None:
@@ -299,15 +301,10 @@ class RedisPublisher:
         pipe = client.pipeline(transaction=False)
         for args in batch:
             pipe.execute_command(*args)
-        try:
+        what = f"adding {len(batch)} entries to stream {stream or self.stream!r}"
+        with map_exceptions(lambda exc: operation_error(what, exc, self._url)):
             async with asyncio.timeout(self._socket_timeout + len(batch) / 1000):
                 results = await pipe.execute(raise_on_error=True)
-        except (LoaferError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            raise operation_error(
-                f"adding {len(batch)} entries to stream {stream or self.stream!r}", exc, self._url
-            ) from None
         return len(results)
 
     async def close(self) -> None:

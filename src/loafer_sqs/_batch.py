@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from loafer_sqs._secrets import mask
+from loafer_sqs.errors import mask
 
 logger = logging.getLogger("loafer_sqs")
 

@@ -17,9 +17,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from loafer_core.errors import ConfigurationError
-from loafer_sqs._secrets import install_log_filter, mask
 from loafer_sqs._timeouts import CONNECT_TIMEOUT, Timeouts
-from loafer_sqs.errors import cause, translate_error
+from loafer_sqs.errors import cause, mask, protect, translate_error
 
 __all__ = ["ClientOptions", "open_client"]
 
@@ -58,13 +57,19 @@ class ClientOptions:
             )
         self._options = merged
         # every provider and publisher builds one: botocore's loggers get their filter
-        install_log_filter()
+        protect()
 
     @property
     def endpoint_url(self) -> str | None:
         """The endpoint URL, if one was given (LocalStack, moto, a VPC endpoint)."""
         value = self._options.get("endpoint_url")
         return str(value) if value is not None else None
+
+    @property
+    def region_name(self) -> str | None:
+        """The region, if one was given (else the AWS configuration's)."""
+        value = self._options.get("region_name")
+        return value if isinstance(value, str) and value else None
 
     def __repr__(self) -> str:
         shown = {
@@ -117,5 +122,5 @@ async def open_client(
         client = await stack.enter_async_context(session.create_client(service, **kwargs))
     except Exception as exc:
         raise translate_error(exc, f"creating the {service} client") from cause(exc)
-    install_log_filter()  # again: a logger created since then gets it too
+    protect()  # again: a logger created since then gets it too
     return client

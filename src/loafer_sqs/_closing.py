@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from loafer_sqs._secrets import mask
+from loafer_sqs.errors import mask
 
 __all__ = ["CANCEL_GRACE", "DEFAULT_CLOSE_TIMEOUT", "budget", "release"]
 

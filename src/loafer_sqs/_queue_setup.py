@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loafer_core.errors import ConfigurationError
+from loafer_core.kit import map_exceptions
 from loafer_sqs.errors import cause, is_missing_queue, translate_error
 
 __all__ = ["QueueSetup", "read_queue_setup"]
@@ -49,12 +50,9 @@ async def read_queue_setup(
     """Resolve ``queue`` (a name or URL; ``name`` is how errors show it, ``where`` the
     region/endpoint), read its attributes and find its dead-letter queue."""
     url = await _resolve(client, queue, where)
-    try:
+    doing = f"reading the queue attributes ({name})"
+    with map_exceptions(lambda exc: translate_error(exc, doing), chain=cause):
         response = await client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        raise translate_error(exc, f"reading the queue attributes ({name})") from cause(exc)
     attributes = dict(response.get("Attributes", {}))
     return QueueSetup(
         url, attributes, await _dead_letter_url(client, attributes, name, dead_letter, where)

@@ -9,10 +9,55 @@ from __future__ import annotations
 
 from typing import Any
 
+from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
-from loafer_sqs._secrets import is_clean, mask
 
-__all__ = ["cause", "error_code", "is_missing_queue", "translate_error"]
+__all__ = [
+    "LOGGERS",
+    "TEXT_RULES",
+    "cause",
+    "error_code",
+    "is_missing_queue",
+    "mask",
+    "protect",
+    "translate_error",
+]
+
+#: Credentials in the AWS libraries' texts (see :class:`loafer_core.kit.TextRules`): URL
+#: user information, secret access keys, session tokens (``X-Amz-Security-Token``),
+#: passwords, request signatures and ``Authorization`` credentials.
+TEXT_RULES = kit.TextRules(
+    secret_names=(
+        "aws_secret_access_key",
+        "secret_access_key",
+        "secretaccesskey",
+        "secret_key",
+        "aws_session_token",
+        "session_token",
+        "sessiontoken",
+        "x-amz-security-token",
+        "security_token",
+        "securitytoken",
+        "password",
+        "passwd",
+    )
+)
+#: botocore logs every request at DEBUG, headers included (the session token, the
+#: ``Authorization`` header and the canonical request it signs).
+LOGGERS = ("botocore", "aiobotocore")
+
+
+def mask(text: object) -> str:
+    """``str(text)`` with every credential it shows replaced by ``******``."""
+    return kit.mask_text(text, TEXT_RULES)
+
+
+def protect() -> None:
+    """Mask credentials in the records of every ``botocore``/``aiobotocore`` logger that
+    exists now. Called when a provider or publisher is created (nothing happens at
+    import) and again when its client opens; installing twice changes nothing."""
+    kit.protect(LOGGERS, text=TEXT_RULES)
+
 
 #: Error codes that mean the set-up is wrong (retrying will not help).
 _CONFIGURATION_CODES = frozenset(
@@ -76,7 +121,7 @@ def cause(exc: BaseException) -> BaseException | None:
     """What to chain a translated error to (``raise ... from cause(exc)``): ``exc``,
     unless its text or a chained exception's shows a credential (botocore puts the
     endpoint URL, user:password included, in its connection errors); then nothing."""
-    return exc if is_clean(exc) else None
+    return exc if kit.is_clean(exc, TEXT_RULES) else None
 
 
 def translate_error(exc: BaseException, doing: str) -> LoaferError:
@@ -85,7 +130,7 @@ def translate_error(exc: BaseException, doing: str) -> LoaferError:
     Wrong configuration (missing queue, refused or missing credentials, no region, bad
     parameters) becomes :class:`ConfigurationError`; everything else (network errors,
     throttling, server errors) becomes :class:`ProviderError`. The message is masked
-    (:func:`loafer_sqs._secrets.mask`): no URL credentials, keys or tokens.
+    (:func:`mask`): no URL credentials, keys or tokens.
     """
     if isinstance(exc, LoaferError):
         return exc

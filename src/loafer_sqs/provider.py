@@ -32,15 +32,14 @@ from typing import Any
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import check_number
-from loafer_core.provider import Capabilities, Delivery, Support
-from loafer_sqs import _closing
+from loafer_core.provider import Capabilities, Delivery, Description, Support
+from loafer_sqs import _closing, _describe
 from loafer_sqs._batch import MAX_BATCH, Batcher, Failure, failures_in
 from loafer_sqs._client import ClientOptions, open_client
 from loafer_sqs._dead_letter import Reject, dead_letter_entry
 from loafer_sqs._queue_setup import QueueSetup, read_queue_setup
-from loafer_sqs._secrets import mask
 from loafer_sqs._timeouts import CONNECT_TIMEOUT, READ_MARGIN, Timeouts
-from loafer_sqs.errors import is_missing_queue, translate_error
+from loafer_sqs.errors import is_missing_queue, mask, translate_error
 
 __all__ = ["MAX_VISIBILITY", "SQSProvider"]
 
@@ -240,6 +239,15 @@ class SQSProvider:
     def describe(self) -> str:
         """A short description for logs: ``sqs:<queue>``."""
         return f"sqs:{self._name}"
+
+    def description(self) -> Description:
+        """The queue, the endpoint (no credential) and the AsyncAPI bindings: see
+        :class:`~loafer_core.provider.Describable`."""
+        shown = self._name or mask(str(self._queue))
+        dead_letter = self._dead_letter_option
+        return _describe.provider(
+            shown, self._client_options, dead_letter if isinstance(dead_letter, str) else None
+        )
 
     @property
     def queue_url(self) -> str | None:

@@ -20,8 +20,9 @@ from typing import Any
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.ext.otel import publish_span
 from loafer_core.policy import check_number
+from loafer_core.provider import Description
 from loafer_core.typed import TYPE_HEADER, encode
-from loafer_sqs import _closing
+from loafer_sqs import _closing, _describe
 from loafer_sqs._batch import Batcher, Failure, failures_in
 from loafer_sqs._client import ClientOptions, open_client
 from loafer_sqs.errors import cause, is_missing_queue, translate_error
@@ -260,6 +261,11 @@ class SQSPublisher(_BasePublisher):
         )
         self.queue = queue
 
+    def description(self) -> Description:
+        """The queue, the endpoint (no credential) and the AsyncAPI bindings: see
+        :class:`~loafer_core.provider.Describable`."""
+        return _describe.sqs_publisher(self.queue, self._client_options)
+
     async def _url(self, queue: str) -> str:
         if queue.startswith(("http://", "https://")):
             return queue
@@ -369,6 +375,11 @@ class SNSPublisher(_BasePublisher):
             **client_options,
         )
         self.topic = topic
+
+    def description(self) -> Description:
+        """The topic, the endpoint (no credential) and the AsyncAPI bindings: see
+        :class:`~loafer_core.provider.Describable`."""
+        return _describe.sns_publisher(self.topic, self._client_options)
 
     async def _arn(self, topic: str) -> str:
         if topic.startswith("arn:"):

@@ -76,7 +76,7 @@ async def test_a_real_session_shows_the_password_nowhere(
     shown = [repr(provider), repr(publisher), provider.describe(), _shown(caplog)]
     out, err = capfd.readouterr()
     shown += [out, err]
-    assert f"{user}:***@" in repr(provider) and f"{user}:***@" in repr(publisher)
+    assert f"{user}:******@" in repr(provider) and f"{user}:******@" in repr(publisher)
     for text in shown:
         assert SECRET not in text
 

@@ -28,6 +28,7 @@ from loafer_cli.asyncapi import build_document, find_publishers, render
 from loafer_core import Handlers, Manager, Route, header
 from loafer_core.errors import ConfigurationError
 from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_core.provider import Describable, Description, Server
 from loafer_nats import NATSPublisher, NATSRoute
 from loafer_rabbit import RabbitPublisher
 from loafer_redis import RedisPublisher, RedisRoute
@@ -539,6 +540,99 @@ def test_providers_and_publishers_may_describe_themselves(validator: Draft7Valid
         next(iter(c["messages"].values()))["payload"] == {"$ref": "#/components/schemas/Ping"}
         for c in sent
     )
+
+
+class KafkaLikeProvider(MemoryProvider):
+    """A third-party provider implementing :class:`Describable` (no ``asyncapi_channel``)."""
+
+    def description(self) -> Description:
+        return Description(
+            kind="kafka",
+            system="kafka",
+            destination="events.v1",
+            address="kafka://user:******@kafka.example:9092",
+            server=Server(protocol="kafka", host="kafka.example:9092", protocol_version="3.6"),
+            bindings={"kafka": {"topic": "events.v1", "bindingVersion": "0.5.0"}},
+            operation_bindings={"kafka": {"groupId": {"type": "string"}}},
+            summary="the events topic",
+            extensions={"x-loafer-kafka": {"partitions": 3}, "not-an-extension": 1},
+        )
+
+
+class KafkaLikePublisher:
+    """A Describable publisher: found among the services by ``description`` + ``publish``."""
+
+    message_type = Ping
+
+    def description(self) -> Description:
+        return Description(kind="kafka", system="kafka", destination="pings.out")
+
+    async def publish(self, body: Any, **options: Any) -> None: ...
+
+
+class DescribedService:
+    """Describable but no publisher: not a channel of the document."""
+
+    def description(self) -> Description:
+        return Description(kind="other", system="other", destination="nowhere")
+
+
+def test_a_describable_plugin_appears_in_the_document(validator: Draft7Validator) -> None:
+    route = Route(KafkaLikeProvider(MemoryBroker(), "q"), on_ping, name="events")
+    manager = Manager([route])
+    publisher = KafkaLikePublisher()
+    manager.services.extend([publisher, DescribedService()])
+    assert find_publishers(manager) == [(None, publisher)]
+    doc = document(manager)
+    assert errors_of(validator, doc) == []
+    channel = doc["channels"]["events"]
+    assert channel["address"] == "events.v1" and channel["description"] == "the events topic"
+    assert channel["x-loafer-provider"] == "kafka"
+    assert channel["bindings"] == {"kafka": {"topic": "events.v1", "bindingVersion": "0.5.0"}}
+    (server,) = doc["servers"].values()
+    assert server == {"host": "kafka.example:9092", "protocol": "kafka", "protocolVersion": "3.6"}
+    operation = doc["operations"]["receive_events"]
+    assert operation["bindings"] == {"kafka": {"groupId": {"type": "string"}}}
+    assert operation["x-loafer-kafka"] == {"partitions": 3}
+    assert "not-an-extension" not in operation
+    (sent,) = [c for c in doc["channels"].values() if c["address"] == "pings.out"]
+    assert next(iter(sent["messages"].values()))["payload"] == {"$ref": "#/components/schemas/Ping"}
+    assert "servers" not in sent
+
+
+class WrongDescription(MemoryProvider):
+    def description(self) -> Any:
+        return {"address": "x"}
+
+
+def test_a_description_of_the_wrong_type_is_warned_about() -> None:
+    warnings: list[str] = []
+    route = Route(WrongDescription(MemoryBroker(), "q"), untyped, name="wrong")
+    doc = document(Manager([route]), warn=warnings.append)
+    (warning,) = warnings
+    assert "expected a loafer_core.provider.Description" in warning
+    assert doc["channels"]["wrong"]["address"] == "q"
+
+
+def test_every_bundled_provider_and_publisher_describes_itself_without_secrets() -> None:
+    url = "amqp://user:pw-secret9@127.0.0.1:1/"
+    objects: list[object] = [
+        RabbitPublisher(url),
+        AMQPPublisher(url, "/queue/x"),
+        SQSProvider("q", region_name="eu-west-1", endpoint_url="http://u:pw-secret9@h:1"),
+        SQSPublisher("q", region_name="eu-west-1"),
+        SNSPublisher("topic", region_name="eu-west-1"),
+        NATSPublisher("s", url="nats://user:pw-secret9@127.0.0.1:1"),
+        RedisPublisher("s", url="redis://user:pw-secret9@127.0.0.1:1/0"),
+        MemoryProvider(MemoryBroker(), "q"),
+    ]
+    for obj in objects:
+        assert isinstance(obj, Describable), obj
+        described = obj.description()
+        assert isinstance(described, Description)
+        assert "pw-secret9" not in repr(described), described
+        assert described.kind and described.system
+        assert described.server is not None or described.kind == "memory", described
 
 
 def test_publishers_of_each_bundled_kind_are_found_in_the_services() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from loafer_core.errors import ConfigurationError, LoaferError
 from loafer_nats import NATSProvider, NATSPublisher, NATSRoute, mask_url
-from loafer_nats._secrets import scrub, secrets_of
+from loafer_nats.errors import scrub, secrets_of
 
 from .conftest import NatsAdmin
 

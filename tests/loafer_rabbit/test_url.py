@@ -11,7 +11,7 @@ import pytest
 
 from loafer_core.errors import ConfigurationError
 from loafer_rabbit import RabbitProvider, RabbitPublisher, RabbitRoute, mask_url
-from loafer_rabbit._url import scrub, secrets_of
+from loafer_rabbit.errors import scrub, secrets_of
 
 pytestmark = pytest.mark.rabbit
 

@@ -12,7 +12,7 @@ import pytest
 from loafer_core.errors import LoaferError
 from loafer_core.outcome import ACCEPT
 from loafer_sqs import SNSPublisher, SQSProvider, SQSPublisher
-from loafer_sqs._secrets import mask
+from loafer_sqs.errors import mask
 from tests.loafer_sqs.conftest import MakeQueue
 from tests.loafer_sqs.test_provider import fetch_n
 
@@ -126,4 +126,4 @@ def test_a_library_error_showing_the_endpoints_credentials_is_masked_and_not_cha
             raise translate_error(exc, "receiving") from cause(exc)
     for text in _error_texts(raised.value):
         assert PASSWORD not in text, text
-    assert "http://***@host:9/" in str(raised.value)
+    assert "http://******@host:9/" in str(raised.value)

@@ -29,6 +29,7 @@ from loafer_core import (
     ProviderError,
     Support,
 )
+from loafer_core.kit import Description, map_exceptions
 from loafer_core.policy import check_number
 from loafer_sqlite_example import store
 
@@ -91,6 +92,20 @@ class SQLiteProvider:
         """A short description for logs and ``loafer check``."""
         return f"sqlite-example:{Path(self.path).name}#{self.queue}"
 
+    def description(self) -> Description:
+        """What ``loafer asyncapi`` and tracing show of it (``Describable``): the queue and
+        the database file's name; no server (a local file), no AsyncAPI bindings (none
+        exist for SQLite), loafer's own ``x-loafer-sqlite`` field on the operation."""
+        database = Path(self.path).name
+        return Description(
+            kind="sqlite-example",
+            system="sqlite",
+            destination=self.queue,
+            address=f"file:{database}",
+            summary=f"SQLite queue {self.queue!r} in {database}",
+            extensions={"x-loafer-sqlite": {"database": database}},
+        )
+
     #: All done by the database itself, each in the settling statement or transaction
     #: (NATIVE). The same whatever the options: a class attribute, so that ``loafer
     #: providers`` shows them without building a provider.
@@ -133,12 +148,11 @@ class SQLiteProvider:
         """``fn(conn, *args)`` in a thread. Cancelled, the call still finishes (a thread
         cannot be stopped): every statement is safe to have run (settlements name their
         lease), except a claim, which :meth:`fetch` handles."""
-        try:
+        with map_exceptions(self._error, catch=sqlite3.Error):
             return await asyncio.shield(self._submit(fn, *args))
-        except sqlite3.Error as exc:
-            raise self._error(exc) from None
 
-    def _error(self, exc: sqlite3.Error) -> Exception:
+    def _error(self, exc: Exception) -> Exception:
+        """sqlite3's error in loafer-core's terms (the edge's table)."""
         if isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc):
             return ConfigurationError(
                 f"{self.describe()}: the queue tables are missing from {self.path}; create "

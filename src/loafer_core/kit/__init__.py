@@ -1,0 +1,60 @@
+"""The plugin kit: what every broker plugin needs at its edge, written once.
+
+- **Secrets** (:mod:`loafer_core.kit._secrets`): :func:`mask_url`, :func:`secrets_of`,
+  :func:`scrub` and :func:`check_url` over a plugin's :class:`UrlRules` (its schemes,
+  which query parameters or options are secret), :func:`mask_text` over
+  :class:`TextRules` for libraries that log credentials as ``name=value``; one
+  :data:`MASK`.
+- **Logs**: :func:`protect` installs the one :class:`SecretFilter` (an instance per
+  plugin's rules, process-wide) on the library's loggers and the plugin's.
+- **Errors**: :class:`map_exceptions` maps the library's exceptions to loafer-core's at
+  the edge; :class:`~loafer_core.errors.PublishRefused` is what a publisher raises when
+  the broker refuses a message.
+- **Descriptions**: :class:`~loafer_core.provider.Describable` and
+  :class:`~loafer_core.provider.Description` (re-exported here): what ``loafer asyncapi``
+  and tracing read of a provider or publisher.
+
+``docs/writing-a-provider.md`` shows them in use.
+"""
+
+from __future__ import annotations
+
+from loafer_core.errors import PublishRefused
+from loafer_core.kit._edge import map_exceptions
+from loafer_core.kit._logs import SecretFilter, protect, secret_filter
+from loafer_core.kit._secrets import (
+    MASK,
+    TextRules,
+    UrlRules,
+    check_url,
+    host_of,
+    is_clean,
+    mask_text,
+    mask_url,
+    scrub,
+    secrets_of,
+    with_port,
+)
+from loafer_core.provider import Describable, Description, Server
+
+__all__ = [
+    "MASK",
+    "Describable",
+    "Description",
+    "PublishRefused",
+    "SecretFilter",
+    "Server",
+    "TextRules",
+    "UrlRules",
+    "check_url",
+    "host_of",
+    "is_clean",
+    "map_exceptions",
+    "mask_text",
+    "mask_url",
+    "protect",
+    "scrub",
+    "secret_filter",
+    "secrets_of",
+    "with_port",
+]
