@@ -7,7 +7,7 @@
   memory, NATS and Redis: a Redis route's consumer group is in its operation's
   ``x-loafer-redis``), and one **message** per handler: its payload is the JSON Schema of the type
   the handler declares (:func:`loafer_core.typed.type_schema`; ``{}``, any content, for
-  an untyped handler). A :class:`~loafer_core.dispatch.Handlers` route has one message
+  an untyped handler). A :class:`~loafer_core.handlers.Handlers` route has one message
   per handler, each with its discriminator value (a header: the message's ``headers``
   schema; a body field: a ``const`` in the payload);
 - a channel and a ``send`` operation per publisher: those of ``Manager.services`` that are
@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any, TypedDict
 
-from loafer_core.dispatch import Handlers, field, header
 from loafer_core.errors import ConfigurationError
+from loafer_core.handlers import Handlers, field, header
 from loafer_core.manager import Manager
 from loafer_core.provider import Describable, Description, Publisher
 from loafer_core.route import Route

@@ -7,7 +7,6 @@ Importing this package imports no broker library: plugins are found through the
 ``loafer.providers`` entry point group (see :mod:`loafer_core.plugins`).
 """
 
-from loafer_core.dispatch import Handlers, field, header, on
 from loafer_core.errors import (
     ConfigurationError,
     DeleteMessage,
@@ -19,6 +18,7 @@ from loafer_core.errors import (
     RetryMessage,
     TranslationError,
 )
+from loafer_core.handlers import Handlers, field, header, on
 from loafer_core.manager import LoaferManager, Manager
 from loafer_core.outcome import ACCEPT, REJECT, RELEASE, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import DEFAULT_RETRY, Backoff, RetryPolicy

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from loafer_core._handler import HandlerOverrun, InThreads, settle_result
 from loafer_core._message_errors import MessageErrors
-from loafer_core.handler import HandlerOverrun, InThreads, settle_result
 from loafer_core.provider import Delivery
 
 

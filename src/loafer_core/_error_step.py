@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from loafer_core._handler import really_cancelled, settle_result
 from loafer_core._message_errors import MessageErrors
 from loafer_core.errors import InvalidMessage, MessageSignal
-from loafer_core.handler import really_cancelled, settle_result
 from loafer_core.outcome import ACCEPT, REJECT, RETRY, Outcome
 from loafer_core.provider import Delivery
 

@@ -7,10 +7,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from loafer_core._handler import really_cancelled
 from loafer_core._message_errors import message_fields
 from loafer_core._shutdown_clock import ShutdownClock
 from loafer_core.errors import ConfigurationError
-from loafer_core.handler import really_cancelled
 from loafer_core.outcome import RELEASE, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Delivery, Provider

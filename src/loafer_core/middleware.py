@@ -46,9 +46,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from loafer_core._handler import really_cancelled
 from loafer_core._strings import refuse_string
 from loafer_core.errors import ConfigurationError, MessageSignal
-from loafer_core.handler import really_cancelled
 from loafer_core.outcome import Outcome
 from loafer_core.provider import Delivery
 

@@ -33,12 +33,7 @@ from loafer_core._attempts import Attempts
 from loafer_core._checks import seconds, whole
 from loafer_core._deadline import Deadline
 from loafer_core._error_step import ErrorStep, outcome_from_result
-from loafer_core._message_errors import MessageErrors, message_fields
-from loafer_core._strings import refuse_string
-from loafer_core.dispatch import Handlers
-from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
-from loafer_core.forward import Targets, is_publish
-from loafer_core.handler import (
+from loafer_core._handler import (
     InThreads,
     adapt_error_handler,
     adapt_handler,
@@ -47,9 +42,14 @@ from loafer_core.handler import (
     needs_instance,
     settle_result,
 )
-from loafer_core.handler import (
+from loafer_core._handler import (
     really_cancelled as _really_cancelled,
 )
+from loafer_core._message_errors import MessageErrors, message_fields
+from loafer_core._strings import refuse_string
+from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
+from loafer_core.forward import Targets, is_publish
+from loafer_core.handlers import Handlers
 from loafer_core.middleware import Middleware, check_middleware
 from loafer_core.outcome import ACCEPT, Outcome, OutcomeKind
 from loafer_core.policy import DEFAULT_RETRY, RetryPolicy
@@ -70,7 +70,8 @@ class Route:
 
     Arguments:
         provider: where deliveries come from (a :class:`~loafer_core.provider.Provider`).
-        handler: the user's code (see :mod:`loafer_core.handler` for the shapes accepted).
+        handler: the user's code: a function or coroutine function of ``(content,
+            metadata)``, or an object with ``handle`` (and optionally ``stop``).
         name: for logs; defaults to the provider's description.
         translator: raw message -> ``{'content', 'metadata'}``; defaults to the provider's
             ``default_translator`` (raw passes through if it has none); ``None`` disables it.
@@ -187,7 +188,7 @@ class Route:
 
     def on(self, key: Any = _UNSET, *, when: Any = None) -> Any:
         """Decorator registering one more handler on a route whose handler is a
-        :class:`~loafer_core.dispatch.Handlers` (see :mod:`loafer_core.dispatch`)."""
+        :class:`~loafer_core.handlers.Handlers` (see :mod:`loafer_core.handlers`)."""
         if not isinstance(self.handler, Handlers):
             raise ConfigurationError(
                 f"route {self.name!r}: @route.on(...) needs a route built with "
@@ -199,7 +200,7 @@ class Route:
 
     @staticmethod
     def _adapt_one(handler: Any) -> Any:
-        """Kept for code that called it: :func:`loafer_core.handler.adapt_typed`."""
+        """Kept for code that called it: :func:`loafer_core._handler.adapt_typed`."""
         return adapt_typed(handler)
 
     @property

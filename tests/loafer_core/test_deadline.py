@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from loafer_core._deadline import Deadline
+from loafer_core._handler import adapt_handler
 from loafer_core._message_errors import MessageErrors
-from loafer_core.handler import adapt_handler
 from loafer_core.provider import Delivery
 
 DELIVERY = Delivery(raw=b"x", body=b"x", message_id="m", attempt=1)

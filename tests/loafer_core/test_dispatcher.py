@@ -786,7 +786,7 @@ async def test_stuck_sync_handlers_stop_the_fetching_instead_of_burning_attempts
 
 async def test_a_sync_handlers_deadline_runs_from_when_its_thread_starts_it() -> None:
     """Waiting for a thread does not count against handler_timeout."""
-    from loafer_core.handler import HandlerOverrun, InThreads
+    from loafer_core._handler import HandlerOverrun, InThreads
 
     gate = threading.Event()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from loafer_core._error_step import ErrorStep, error_outcome, outcome_from_result
+from loafer_core._handler import adapt_error_handler
 from loafer_core._message_errors import MessageErrors
 from loafer_core.errors import DeleteMessage, InvalidMessage
-from loafer_core.handler import adapt_error_handler
 from loafer_core.outcome import ACCEPT, REJECT, RETRY
 from loafer_core.provider import Delivery
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from loafer_core.handler import GROW_AFTER, InThreads
+from loafer_core._handler import GROW_AFTER, InThreads
 
 pytestmark = pytest.mark.timeout(30)
 

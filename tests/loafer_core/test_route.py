@@ -655,7 +655,7 @@ def test_the_steps_below_the_route_do_not_import_it() -> None:
     import loafer_core
 
     where = Path(loafer_core.__file__).parent
-    below = ["middleware", "forward", "dispatch", "context", "idempotency", "handler"]
+    below = ["middleware", "forward", "handlers", "context", "idempotency", "_handler"]
     below += ["_attempts", "_error_step", "_deadline", "_message_errors", "_checks"]
     importers = []
     for name in below:

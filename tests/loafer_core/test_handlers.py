@@ -104,3 +104,15 @@ def test_bad_set_ups_are_refused() -> None:
     route = Route(MemoryProvider(MemoryBroker(), "q"), lambda c, m: True)
     with pytest.raises(ConfigurationError, match="needs a route built with"):
         route.on("x")
+
+
+def test_the_old_module_name_still_imports_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    import loafer_core.handlers
+
+    sys.modules.pop("loafer_core.dispatch", None)
+    with pytest.warns(DeprecationWarning, match="loafer_core.dispatch is now loafer_core.handlers"):
+        old = importlib.import_module("loafer_core.dispatch")
+    assert old.Handlers is loafer_core.handlers.Handlers

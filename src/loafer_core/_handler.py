@@ -553,7 +553,7 @@ def converter_of(handler: Any) -> Callable[[Any], Any] | None:
 
 def adapt_typed(handler: Any) -> Callable[[Any, Mapping[str, Any]], Awaitable[Any]]:
     """One handler as an async ``(content, metadata) -> result``, its content typed and its
-    result settled (each entry of a :class:`~loafer_core.dispatch.Handlers`)."""
+    result settled (each entry of a :class:`~loafer_core.handlers.Handlers`)."""
     call, _stop, _name = adapt_handler(handler)
     convert = converter_of(handler)
 
