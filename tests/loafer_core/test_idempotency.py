@@ -735,13 +735,15 @@ async def _claim_held_while_handler_runs(store: Any, claim_of: Any) -> None:
         await finish.wait()
         return True
 
-    idem = Idempotency(store, namespace="ns", lock_ttl=0.3)
+    # lock_ttl 0.6 s, renewed every 0.2 s: a 0.3 s claim lapsed once on a machine loaded
+    # by several test runs (a renewal held up by the busy event loop)
+    idem = Idempotency(store, namespace="ns", lock_ttl=0.6)
     route = Route(MemoryProvider(broker, "q", wait=0.1), handler, middleware=[idem])
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(15):
         async with Manager([route]):
             try:
                 await asyncio.wait_for(started.wait(), 5)
-                await asyncio.sleep(0.9)  # three lock_ttl: time passing is what is tested
+                await asyncio.sleep(1.8)  # three lock_ttl: time passing is what is tested
                 assert await claim_of("ns:1", "duplicate") is Claim.BUSY
             finally:
                 finish.set()
