@@ -146,7 +146,15 @@ def tests_latest(session: nox.Session) -> None:
     """The whole suite on the newest releases every range in pyproject.toml allows, the
     lock ignored: what `uv lock --upgrade` would bring. Run it on purpose (weekly, before
     a lock update); its failures are the next release's breakages, found first."""
-    session.install("--upgrade", "-e", ".[all,test,lint,docs]")
+    spec = ".[all,test,lint,docs]"
+    uv = _uv()
+    if uv is not None:  # uv resolves this in seconds; pip backtracks into ancient releases
+        python = f"{session.virtualenv.location}/bin/python"
+        session.run_install(
+            uv, "pip", "install", "--python", python, "--upgrade", "-e", spec, external=True
+        )
+    else:
+        session.install("--upgrade", "-e", spec)
     # what was resolved, for the report: compare with uv.lock
     session.run(
         "python",
