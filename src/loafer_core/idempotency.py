@@ -310,24 +310,9 @@ class Idempotency:
                 _name(self.key),
             )
         if key is None:
-            self.unkeyed += 1
-            if route not in self._unkeyed_routes:
-                self._unkeyed_routes.add(route)
-                logger.warning(
-                    "route %r: message %s has no idempotency key (%s gave None): handled "
-                    "without deduplication (said once per route; Idempotency.unkeyed counts "
-                    "them)",
-                    route.name,
-                    delivery.message_id,
-                    _name(self.key),
-                )
+            self._unkeyed(delivery, route)
             return await call_next(delivery)
-        if not isinstance(key, str):  # a number, say: keyed by its text
-            key = str(key)
-        shown = _shown(key)
-        if len(key) > _LONGEST_KEY:
-            key = "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
-        stored = f"{self.namespace if self.namespace is not None else route.name}:{key}"
+        stored, shown = self._stored(key, route)
         token = uuid.uuid4().hex
         try:
             claim = await self.store.claim(stored, token, self.lock_ttl)
@@ -343,27 +328,8 @@ class Idempotency:
                 route.name,
                 delivery.message_id,
             )
-        if claim is Claim.DONE:
-            self.skipped += 1
-            logger.info(
-                "route %r: message %s skipped: idempotency key %s already handled",
-                route.name,
-                delivery.message_id,
-                shown,
-            )
-            return self.on_duplicate
-        if claim is Claim.BUSY:
-            self.busy += 1
-            logger.info(
-                "route %r: message %s retried: idempotency key %s is being handled by "
-                "another delivery",
-                route.name,
-                delivery.message_id,
-                shown,
-            )
-            # put off until the claim completed or lapsed (a consumer killed mid-handler):
-            # the route's short retry delays would spend max_attempts meanwhile
-            return route.retry_outcome(delivery, self.lock_ttl)
+        if claim is Claim.DONE or claim is Claim.BUSY:
+            return self._taken(claim, delivery, route, shown)
         extend = getattr(self.store, "extend", None)
         renewal = None if extend is None else _Renewal(self, extend, stored, token, route, shown)
         try:
@@ -386,6 +352,51 @@ class Idempotency:
         else:
             await self._quietly(self.store.release(stored, token), route, "releasing", shown)
         return outcome
+
+    def _unkeyed(self, delivery: Delivery, route: RouteContext) -> None:
+        """A message without a key: counted, and said once per route."""
+        self.unkeyed += 1
+        if route not in self._unkeyed_routes:
+            self._unkeyed_routes.add(route)
+            logger.warning(
+                "route %r: message %s has no idempotency key (%s gave None): handled "
+                "without deduplication (said once per route; Idempotency.unkeyed counts "
+                "them)",
+                route.name,
+                delivery.message_id,
+                _name(self.key),
+            )
+
+    def _stored(self, key: Any, route: RouteContext) -> tuple[str, str]:
+        """The key as the store holds it (namespaced; a long one hashed) and as logs show it."""
+        if not isinstance(key, str):  # a number, say: keyed by its text
+            key = str(key)
+        shown = _shown(key)
+        if len(key) > _LONGEST_KEY:
+            key = "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+        return f"{self.namespace if self.namespace is not None else route.name}:{key}", shown
+
+    def _taken(self, claim: Claim, delivery: Delivery, route: RouteContext, shown: str) -> Outcome:
+        """The outcome of a delivery whose key is DONE (skipped) or BUSY (put off)."""
+        if claim is Claim.DONE:
+            self.skipped += 1
+            logger.info(
+                "route %r: message %s skipped: idempotency key %s already handled",
+                route.name,
+                delivery.message_id,
+                shown,
+            )
+            return self.on_duplicate
+        self.busy += 1
+        logger.info(
+            "route %r: message %s retried: idempotency key %s is being handled by another delivery",
+            route.name,
+            delivery.message_id,
+            shown,
+        )
+        # put off until the claim completed or lapsed (a consumer killed mid-handler):
+        # the route's short retry delays would spend max_attempts meanwhile
+        return route.retry_outcome(delivery, self.lock_ttl)
 
     def _first_delivery(self, route: RouteContext) -> None:
         """Check the route once: a claim that can lapse while its handler still runs (a

@@ -201,17 +201,7 @@ class Manager:
             )
             self._ended.set()
             raise self._fatal
-        # user services, then the routes' publish_to publishers (closed first, after the drain)
-        services: list[Service] = [*self.services, *publisher_services(self.routes)]
-        # and the stores of middlewares (an Idempotency's RedisStore) not given already
-        chained = [*self.middleware, *(m for route in self.routes for m in route.middleware)]
-        # and what handlers need opened with them (the publisher of an SQSHandler)
-        for service in [*middleware_services(chained), *handler_services(self.routes)]:
-            if not any(service is given for given in services):
-                services.append(service)
-        if self.health_port is not None:
-            self.health = HealthServer(self.status, host=self.health_host, port=self.health_port)
-            services.insert(0, self.health)
+        services = self._services()
         started: list[Service] = []
         try:
             for service in services:
@@ -247,22 +237,7 @@ class Manager:
         }
         fatal: BaseException | None = None
         try:
-            pending = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    exc = task.exception() if not task.cancelled() else None
-                    if exc is not None and fatal is None:
-                        fatal = exc
-                        logger.critical(
-                            "route %r stopped the manager: %s: %s",
-                            tasks[task].route.name,
-                            type(exc).__name__,
-                            exc,
-                        )
-                        self.stop()
-                    elif exc is not None:
-                        logger.error("route %r failed too: %s", tasks[task].route.name, exc)
+            fatal = await self._first_failure(tasks)
         except asyncio.CancelledError:
             for d in self._dispatchers:
                 d.stop(now=True)
@@ -284,6 +259,46 @@ class Manager:
             logger.warning("manager stopped: exiting with the handler's %r", self._exit)
             raise self._exit
         logger.info("manager stopped cleanly")
+
+    def _services(self) -> list[Service]:
+        """What serve() starts before the routes and closes after them, in order: the
+        health server, the user's services, the routes' publish_to publishers, then the
+        stores of middlewares and what handlers need opened with them (each once)."""
+        services: list[Service] = [*self.services, *publisher_services(self.routes)]
+        # the stores of middlewares (an Idempotency's RedisStore) not given already
+        chained = [*self.middleware, *(m for route in self.routes for m in route.middleware)]
+        # and what handlers need opened with them (the publisher of an SQSHandler)
+        for service in [*middleware_services(chained), *handler_services(self.routes)]:
+            if not any(service is given for given in services):
+                services.append(service)
+        if self.health_port is not None:
+            self.health = HealthServer(self.status, host=self.health_host, port=self.health_port)
+            services.insert(0, self.health)
+        return services
+
+    async def _first_failure(
+        self, tasks: dict[asyncio.Task[None], Dispatcher]
+    ) -> BaseException | None:
+        """Wait for every route's task to end; the first to fail stops the others (the
+        manager drains) and is returned."""
+        fatal: BaseException | None = None
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception() if not task.cancelled() else None
+                if exc is not None and fatal is None:
+                    fatal = exc
+                    logger.critical(
+                        "route %r stopped the manager: %s: %s",
+                        tasks[task].route.name,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    self.stop()
+                elif exc is not None:
+                    logger.error("route %r failed too: %s", tasks[task].route.name, exc)
+        return fatal
 
     def status(self) -> list[RouteStatus]:
         """Each route's state and counters now (see :mod:`loafer_core.status`); before

@@ -139,7 +139,15 @@ class PrometheusMetrics:
         self.backlog_interval = float(backlog_interval)
         #: the registry every metric of this instance is in
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self._create_metrics(self.registry)
+        self._manager: Manager | None = None
+        self._tallies: dict[RouteContext, _Tally] = {}
+        self._seen: dict[tuple[str, str], int] = {}  # (route, counter) -> last total
+        self._server: asyncio.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _create_metrics(self, r: CollectorRegistry) -> None:
+        """The metrics, each in registry ``r``."""
         self.received = Counter(
             "loafer_messages_received", "Deliveries fetched from the queue.", _LABELS, registry=r
         )
@@ -200,11 +208,6 @@ class PrometheusMetrics:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
-        self._manager: Manager | None = None
-        self._tallies: dict[RouteContext, _Tally] = {}
-        self._seen: dict[tuple[str, str], int] = {}  # (route, counter) -> last total
-        self._server: asyncio.Server | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<PrometheusMetrics port={self.port!r}>"
