@@ -64,6 +64,7 @@ __all__ = [
     "BODY_FIELD",
     "DEFAULT_URL",
     "GROUP_FIELD",
+    "PARKED_CONSUMER",
     "REJECTED_FROM_FIELD",
     "REJECTED_ID_FIELD",
     "REJECT_REASON_FIELD",
@@ -91,7 +92,7 @@ REJECTED_ID_FIELD = "x-loafer-rejected-id"
 
 _ATTEMPT = ATTEMPT_FIELD.encode()
 _GROUP = GROUP_FIELD.encode()
-#: Redis 6.2 brought XAUTOCLAIM and XPENDING's consumer filter.
+#: Redis 6.2 brought XPENDING's IDLE and consumer filters.
 _MIN_VERSION = (6, 2)
 #: Most entries released (or pages of our own pending entries read) per call.
 _PAGE = 500
@@ -373,7 +374,7 @@ class RedisProvider:
                 if _version(version) < _MIN_VERSION:
                     raise ConfigurationError(
                         f"{self.describe()}: Redis {version} at {self.url} is too old; "
-                        "loafer_redis needs Redis 6.2 or later (XAUTOCLAIM), or Valkey"
+                        "loafer_redis needs Redis 6.2 or later (XPENDING ... IDLE), or Valkey"
                     )
                 groups = await self._groups(client)
                 if groups is None or self.group not in groups:
