@@ -3,14 +3,19 @@
 Every script that settles an entry first checks, with ``XPENDING ... <id> <id> 1
 <consumer>``, that the entry is still pending for this consumer: an entry whose lease
 lapsed and that another consumer reclaimed is not settled by this one, and a second
-settle of the same delivery finds it no longer pending and does nothing (no second
-copy). Copies (RETRY, REJECT, a due delayed RETRY) are written in the same script that
-acknowledges the original, so a process dying in between leaves either the original
-pending (reclaimed later) or the copy, never neither.
+settle of the same delivery finds it no longer pending and does nothing.
 
-Only commands Valkey has too: XPENDING, XRANGE, XADD, XACK, XCLAIM, XAUTOCLAIM,
-ZADD, ZRANGEBYSCORE, ZRANGE, ZREM, XGROUP DELCONSUMER, TIME; ``cmsgpack`` for the
-delayed copies (both bundle it).
+Nothing but REJECT writes anywhere, and it writes only to the dead-letter stream: the
+stream itself belongs to its producers and to every consumer group reading it. A RETRY
+or a RELEASE leaves the entry in the group's pending list, handed to the group's
+*parked* consumer (``XCLAIM ... JUSTID``, its delivery count set with ``RETRYCOUNT``);
+a delayed RETRY also puts its id in the group's sorted set, scored by when it is due.
+The reclaim (``RECLAIM``) hands parked entries back out with ``XCLAIM``, which counts
+the delivery: the delivery count is the attempt.
+
+Only commands Valkey has too: XPENDING (with IDLE), XRANGE, XADD, XACK, XCLAIM, ZADD,
+ZRANGEBYSCORE, ZRANGE, ZSCORE, ZREM, XGROUP DELCONSUMER, TIME; ``cmsgpack`` for the
+delayed copies of earlier versions (both bundle it).
 """
 
 from __future__ import annotations
@@ -44,21 +49,90 @@ local function copy(id, drop1, drop2, drop3, drop4)
 end
 """
 
-# KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count.
-# Returns {next cursor, {{id, fields, delivery count}, ...}}.
-RECLAIM = """
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
+_LEGACY = """
+-- A member of a delayed set written by an earlier version (a cmsgpack array), not an
+-- entry id (digits first).
+local function legacy(m)
+  local b = string.byte(m, 1)
+  return b == nil or b < 48 or b > 57
+end
+"""
+
+# KEYS: stream, delayed sorted set. ARGV: group, consumer, min idle ms, cursor, count,
+# scan budget, parked consumer.
+# Claims for this consumer (each claim counts a delivery) up to ``count`` entries: first
+# the delayed retries now due (their ids in the sorted set), then, walking the group's
+# pending list from ``cursor`` (``XPENDING ... IDLE``), every entry idle ``min idle`` or
+# longer: a dead consumer's, or one parked ready by a RETRY or a RELEASE (parked with
+# an idle time older than any lease). Delayed retries not yet due are skipped, however
+# long idle. The walk wraps round once to the start when it began past it, and looks
+# at no more than ``scan budget`` entries per call.
+# Returns {next cursor ('0-0': the walk reached the end), {{id, fields, delivery count},
+# ...}, ms until the next delayed retry is due or -1}.
+RECLAIM = (
+    _LEGACY
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local want = tonumber(ARGV[5])
 local out = {}
-for _, e in ipairs(r[2]) do
+local function claim(id, count, min_idle)
+  local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], min_idle, id)
+  local e = c[1]
   if e and e[2] then
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
-    local n = 1
-    if p[1] then n = p[1][4] end
-    out[#out + 1] = {e[1], e[2], n}
+    out[#out + 1] = {e[1], e[2], count + 1}
+  elseif c[1] ~= nil then
+    -- claimed but gone from the stream (Redis 6.2 keeps it pending): nothing to deliver
+    redis.call('XACK', KEYS[1], ARGV[1], id)
   end
 end
-return {r[1], out}
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, want)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[2], id)
+  if legacy(id) then
+    redis.call('XADD', KEYS[1], '*', unpack(cmsgpack.unpack(id), 3))
+  else
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    if p[1] then claim(id, tonumber(p[1][4]), 0) end
+  end
+end
+local cursor = ARGV[4]
+local wrapped = cursor == '0-0'
+local start = '-'
+if not wrapped then start = '(' .. cursor end
+local budget = tonumber(ARGV[6])
+local scanned = 0
+while #out < want and scanned < budget do
+  local page = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], start, '+', 100)
+  for _, p in ipairs(page) do
+    scanned = scanned + 1
+    cursor = p[1]
+    local score = redis.call('ZSCORE', KEYS[2], p[1])
+    if not score or tonumber(score) <= now then
+      if score then redis.call('ZREM', KEYS[2], p[1]) end
+      claim(p[1], tonumber(p[4]), ARGV[3])
+      if #out >= want then break end
+    end
+  end
+  if #out >= want then break end
+  if #page < 100 then
+    cursor = '0-0'
+    if wrapped then break end
+    wrapped = true
+    start = '-'
+  else
+    start = '(' .. cursor
+  end
+end
+local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local wait = -1
+if nxt[2] then
+  wait = math.floor(tonumber(nxt[2]) - now)
+  if wait < 0 then wait = 0 end
+end
+return {cursor, out, wait}
 """
+)
 
 # KEYS: stream. ARGV: group, consumer, id... Returns the ids no longer ours.
 EXTEND = (
@@ -76,105 +150,93 @@ return lost
 """
 )
 
-_REQUEUED = """
--- The entry's fields for a copy: its attempt field set to the attempt of its delivery
--- (the field, 1 if absent, plus its delivery count less one) plus ``inc``, and the group
--- field set to this group. nil if the entry is gone from the stream.
-local function requeued(id, count, inc)
-  local e = redis.call('XRANGE', KEYS[1], id, id)
-  if not e[1] then return nil end
-  local f = e[1][2]
-  local out = {}
-  local base = 1
-  for i = 1, #f, 2 do
-    local name = f[i]
-    if name == ARGV[3] then
-      base = tonumber(f[i + 1]) or 1
-    elseif name ~= ARGV[4] then
-      out[#out + 1] = name
-      out[#out + 1] = f[i + 1]
-    end
-  end
-  if base < 1 then base = 1 end
-  out[#out + 1] = ARGV[3]
-  out[#out + 1] = string.format('%d', base + count - 1 + inc)
-  out[#out + 1] = ARGV[4]
-  out[#out + 1] = ARGV[1]
-  return out
-end
-"""
-
-# KEYS: stream. ARGV: group, consumer, attempt field, group field, increment, id...
-# Each entry still ours is added again at the stream's end (attempt + increment: 1 for
-# a RETRY, 0 for a RELEASE) and acknowledged. Returns {re-added, not ours, gone}.
+# KEYS: stream. ARGV: group, consumer, parked consumer, increment, id...
+# Each entry still ours stays in the group's pending list, handed to the parked
+# consumer with an idle time older than any lease (its delivery time set to the epoch):
+# the next reclaim of any consumer of the group takes it at once. Its delivery count is
+# left as it is for a RETRY (increment 1: the reclaim counts the next delivery) and
+# lowered by one for a RELEASE (increment 0: the reclaim's count gives it back). Nothing
+# is written to the stream. Returns {parked, not ours, gone}.
 REQUEUE = (
     _OWNED
-    + _REQUEUED
     + """
-local added, lost, gone = 0, 0, 0
-local inc = tonumber(ARGV[5])
-for i = 6, #ARGV do
+local t = redis.call('TIME')
+local idle = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local parked, lost, gone = 0, 0, 0
+local inc = tonumber(ARGV[4])
+for i = 5, #ARGV do
   local count = owned(ARGV[i])
   if not count then
     lost = lost + 1
   else
-    local out = requeued(ARGV[i], count, inc)
-    if out then
-      redis.call('XADD', KEYS[1], '*', unpack(out))
-      added = added + 1
+    local n = count - 1 + inc
+    if n < 0 then n = 0 end
+    local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[i],
+      'IDLE', idle, 'RETRYCOUNT', n, 'JUSTID')
+    if c[1] then
+      parked = parked + 1
     else
-      gone = gone + 1
+      gone = gone + 1  -- deleted from the stream: Redis dropped it from the group too
     end
-    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
   end
 end
-return {added, lost, gone}
+return {parked, lost, gone}
 """
 )
 
-# KEYS: stream, delayed sorted set. ARGV: group, consumer, attempt field, group field,
-# delay ms, id. The copy (attempt + 1) waits in the sorted set, scored by the server's
-# time when it is due; the original is acknowledged in the same step.
-# Returns {1, 0, 0} (delayed), {0, 1, 0} (not ours) or {0, 0, 1} (gone: acknowledged).
+# KEYS: stream, delayed sorted set. ARGV: group, consumer, parked consumer, delay ms, id.
+# The entry stays in the group's pending list, handed to the parked consumer (its
+# delivery count unchanged: the reclaim that takes it when due counts the next
+# delivery), and its id waits in the group's sorted set, scored by the server's time
+# when it is due. Nothing is written to the stream.
+# Returns {1, 0, 0} (delayed), {0, 1, 0} (not ours) or {0, 0, 1} (gone).
 RETRY_LATER = (
     _OWNED
-    + _REQUEUED
     + """
-local count = owned(ARGV[6])
+local count = owned(ARGV[5])
 if not count then return {0, 1, 0} end
-local out = requeued(ARGV[6], count, 1)
-if out then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  table.insert(out, 1, ARGV[6])
-  table.insert(out, 1, ARGV[1])
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), cmsgpack.pack(out))
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[6])
-if out then return {1, 0, 0} end
-return {0, 0, 1}
+local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[5],
+  'RETRYCOUNT', count, 'JUSTID')
+if not c[1] then return {0, 0, 1} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[5])
+return {1, 0, 0}
 """
 )
 
-# KEYS: stream, delayed sorted set. ARGV: most to move. Moves the due copies back onto
-# the stream. Returns {moved, ms until the next is due or -1}.
-MOVE_DUE = """
+# KEYS: stream, delayed sorted set. ARGV: most to move. The delayed copies an earlier
+# version of loafer_redis left in its sorted set (``<stream>:delayed``; cmsgpack: group,
+# id, then the copy's fields): the due ones are added to the stream as that version
+# would have (they were acknowledged when they were parked). Members that are entry ids
+# (a group of this version naming that key ``delayed_key``) are left alone.
+# Returns {moved, ms until the next legacy copy is due or -1 (none left)}.
+MOVE_LEGACY_DUE = (
+    _LEGACY
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local moved = 0
 for _, m in ipairs(due) do
-  local out = cmsgpack.unpack(m)
-  redis.call('XADD', KEYS[1], '*', unpack(out, 3))
-  redis.call('ZREM', KEYS[2], m)
+  if legacy(m) then
+    redis.call('XADD', KEYS[1], '*', unpack(cmsgpack.unpack(m), 3))
+    redis.call('ZREM', KEYS[2], m)
+    moved = moved + 1
+  end
 end
-local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local wait = -1
-if nxt[2] then
-  wait = math.floor(tonumber(nxt[2]) - now)
-  if wait < 0 then wait = 0 end
+local nxt = redis.call('ZRANGE', KEYS[2], 0, 99, 'WITHSCORES')
+for i = 1, #nxt, 2 do
+  if legacy(nxt[i]) then
+    wait = math.floor(tonumber(nxt[i + 1]) - now)
+    if wait < 0 then wait = 0 end
+    break
+  end
 end
-return {#due, wait}
+return {moved, wait}
 """
+)
 
 # KEYS: stream, dead-letter stream. ARGV: group, consumer, id, reason, maxlen (0: none),
 # reason field, from field, id field, group field (not copied: the dead-letter stream's
@@ -224,6 +286,6 @@ class Scripts:
         self.extend = client.register_script(EXTEND)
         self.requeue = client.register_script(REQUEUE)
         self.retry_later = client.register_script(RETRY_LATER)
-        self.move_due = client.register_script(MOVE_DUE)
+        self.move_legacy_due = client.register_script(MOVE_LEGACY_DUE)
         self.reject = client.register_script(REJECT)
         self.forget_consumer = client.register_script(FORGET_CONSUMER)

@@ -3,30 +3,32 @@
 One consumer group of one stream. Each provider is its own consumer of the group, with
 a name unique to the process and the provider. A reader task fills a buffer bounded by
 the route's free capacity with ``XREADGROUP ... COUNT n BLOCK ms`` on a connection of
-its own, and reclaims, with ``XAUTOCLAIM``, entries whose lease lapsed (a consumer that
-died, or a RELEASE); ``fetch`` hands the buffer out.
+its own, and reclaims (a Lua script over ``XPENDING ... IDLE`` and ``XCLAIM``) entries
+whose lease lapsed (a consumer that died), entries parked by a RETRY or a RELEASE, and
+delayed retries now due; ``fetch`` hands the buffer out.
 
-Outcome mapping (see ``docs/providers/redis.md``):
+The stream is never written to: it belongs to its producers and to every consumer group
+reading it. Outcome mapping (see ``docs/providers/redis.md``):
 
 - ``ACCEPT`` -> ``XACK`` (coalesced: one ``XACK`` per two turns of the event loop, on a
   connection of its own).
-- ``RETRY()`` -> the entry is added again at the stream's end with the attempt field
-  ``x-loafer-attempt`` incremented, and the original acknowledged: one Lua script.
-- ``RETRY(delay)`` -> the copy waits in a sorted set (``<stream>:delayed``) scored by
-  when it is due, the original acknowledged, in one script; due copies are moved back
-  onto the stream by another script (any running provider of the stream does it).
+- ``RETRY()`` -> the entry stays in the group's pending list, handed to the group's
+  parked consumer (``x-loafer-parked``) with an idle time older than any lease: the next
+  reclaim of any consumer of the group takes it, and its ``XCLAIM`` counts the delivery.
+- ``RETRY(delay)`` -> parked the same way, and its id waits in the group's sorted set
+  (``<stream>:<group>:delayed``) scored by when it is due; reclaims skip it until then.
 - ``REJECT(reason)`` -> the entry is added to the dead-letter stream (``<stream>:dead``)
   with the reason, and acknowledged, in one script; with ``dead_letter=False`` only
   acknowledged (logged at ERROR).
-- ``RELEASE`` -> added again at the stream's end with its attempt unchanged (so it is
-  not counted), and acknowledged, in one script: at once available to every consumer of
-  the group, and nothing left pending. Buffered entries given back at a drain, and at
-  ``close`` every entry still pending for this consumer, are released the same way.
+- ``RELEASE`` -> parked like a RETRY, its delivery count lowered by one (``RETRYCOUNT``)
+  so that the reclaim's count gives it back: not counted. Buffered entries given back
+  at a drain, and at ``close`` every entry still pending for this consumer, are
+  released the same way.
 
 Every settlement but ACCEPT first checks the entry is still pending for this consumer:
 one whose lease lapsed and that another consumer took is not settled twice, and a
-delivery settled twice is re-added once. The attempt number is the entry's
-``x-loafer-attempt`` field (1 if absent) plus its delivery count, less one.
+delivery settled twice is parked once. The attempt number is the entry's delivery count
+(plus the ``x-loafer-attempt`` field, less one, on the copies earlier versions re-added).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ __all__ = [
     "BODY_FIELD",
     "DEFAULT_URL",
     "GROUP_FIELD",
+    "PARKED_CONSUMER",
     "REJECTED_FROM_FIELD",
     "REJECTED_ID_FIELD",
     "REJECT_REASON_FIELD",
@@ -81,9 +84,13 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 BODY_FIELD = "body"
 """The field holding the message body."""
 ATTEMPT_FIELD = "x-loafer-attempt"
-"""The attempt number of the first delivery of a re-added (retried) entry."""
-#: The consumer group a re-added entry is for (other loafer groups skip it).
+"""The attempt number of the first delivery of an entry re-added by an earlier version
+(this one re-adds nothing: the delivery count is the attempt)."""
+#: The consumer group an entry re-added by an earlier version is for (other loafer
+#: groups skip it).
 GROUP_FIELD = "x-loafer-group"
+#: The group's consumer that holds the entries parked by a RETRY or a RELEASE.
+PARKED_CONSUMER = "x-loafer-parked"
 REJECT_REASON_FIELD = "x-loafer-reject-reason"
 """Field of a dead-lettered entry: why it was rejected (see also the fields below)."""
 #: Fields of a dead-lettered entry: the stream and id it came from.
@@ -92,10 +99,12 @@ REJECTED_ID_FIELD = "x-loafer-rejected-id"
 
 _ATTEMPT = ATTEMPT_FIELD.encode()
 _GROUP = GROUP_FIELD.encode()
-#: Redis 6.2 brought XAUTOCLAIM and XPENDING's consumer filter.
+#: Redis 6.2 brought XPENDING's IDLE and consumer filters.
 _MIN_VERSION = (6, 2)
 #: Most entries released (or pages of our own pending entries read) per call.
 _PAGE = 500
+#: Most pending entries one reclaim looks at (delayed retries not yet due are skipped).
+_SCAN = 1000
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -136,16 +145,19 @@ class RedisProvider:
             follow: unique per process and per provider).
         lease: seconds an entry stays leased to this consumer after delivery (its lease is
             extended while its handler runs); a lapsed lease lets any consumer of the group
-            reclaim it (``XAUTOCLAIM``): how a dead consumer's entries are taken over.
-        reclaim_interval: how often (seconds) the reader looks for lapsed leases.
+            reclaim it (``XCLAIM``): how a dead consumer's entries are taken over.
+        reclaim_interval: how often (seconds) the reader looks for lapsed leases and for
+            delayed retries that other consumers parked (it notices its own at once).
         forget_consumers_after: consumers of the group idle this long (seconds) with
             nothing pending are deleted from it (``XGROUP DELCONSUMER``, only when nothing
             is pending for them: dead processes' names, once their entries were
             reclaimed); ``None`` never deletes others. Each provider deletes its own at
             ``close`` when nothing is pending for it.
         block: the longest one ``XREADGROUP`` waits for entries (seconds).
-        delayed_retry: ``RETRY(delay)`` waits in a sorted set (``delayed_key``) until due.
-        delayed_key: the sorted set's key (default ``"<stream>:delayed"``).
+        delayed_retry: ``RETRY(delay)`` keeps the entry pending, its id in a sorted set
+            (``delayed_key``), until due; ``False``: a RETRY(delay) retries at once.
+        delayed_key: the group's sorted set of delayed retries (default
+            ``"<stream>:<group>:delayed"``: one per group, never shared).
         dead_letter: ``True``: REJECT adds the entry to ``"<stream>:dead"``; a string:
             to that stream; ``False``: REJECT only acknowledges it (logged at ERROR).
         dead_letter_maxlen: trim the dead-letter stream to about this many entries.
@@ -255,7 +267,9 @@ class RedisProvider:
         self._last_forget = time.monotonic()
         self._block = float(block)
         self._delayed_retry = bool(delayed_retry)
-        self.delayed_key = delayed_key or f"{stream}:delayed"
+        self.delayed_key = delayed_key or f"{stream}:{group}:delayed"
+        # where earlier versions parked their delayed copies (moved out once, see start)
+        self._legacy_delayed_key = f"{stream}:delayed"
         if dead_letter is True:
             self.dead_letter_stream: str | None = f"{stream}:dead"
         elif dead_letter is False:
@@ -287,7 +301,8 @@ class RedisProvider:
         # handed out and not settled: id -> token
         self._outstanding: dict[bytes, Entry] = {}
         self._reading: asyncio.Task[None] | None = None
-        self._mover: asyncio.Task[None] | None = None
+        self._mover: asyncio.Task[None] | None = None  # legacy delayed copies, if any
+        self._due_at: float | None = None  # when the next delayed retry is due (monotonic)
         self._wake_reader = asyncio.Event()
         self._filled = asyncio.Event()
         self._error: BaseException | None = None
@@ -331,13 +346,14 @@ class RedisProvider:
 
     @property
     def capabilities(self) -> Capabilities:
-        """Delayed retry (a sorted set), dead-lettering (a stream), attempts counted (the
-        delivery count plus a field on re-added entries), uncounted RELEASE (re-added with
-        the same attempt), lease extension (``XCLAIM ... JUSTID``); no ordering keys."""
+        """Delayed retry (a sorted set of the group's pending ids), dead-lettering (a
+        stream), attempts counted (Redis's delivery count), uncounted RELEASE (the count
+        lowered by one with ``RETRYCOUNT``), lease extension (``XCLAIM ... JUSTID``); no
+        ordering keys."""
         return Capabilities(
             delayed_retry=Support.EMULATED if self._delayed_retry else Support.NONE,
             dead_letter=Support.EMULATED if self.dead_letter_stream else Support.NONE,
-            attempt_count=Support.EMULATED,
+            attempt_count=Support.NATIVE,
             release_uncounted=Support.EMULATED,
             ordering_keys=Support.NONE,
             lease_extension=Support.NATIVE,
@@ -371,7 +387,7 @@ class RedisProvider:
                 if _version(version) < _MIN_VERSION:
                     raise ConfigurationError(
                         f"{self.describe()}: Redis {version} at {self.url} is too old; "
-                        "loafer_redis needs Redis 6.2 or later (XAUTOCLAIM), or Valkey"
+                        "loafer_redis needs Redis 6.2 or later (XPENDING ... IDLE), or Valkey"
                     )
                 groups = await self._groups(client)
                 if groups is None or self.group not in groups:
@@ -472,10 +488,7 @@ class RedisProvider:
         self._acks = Acks(self._send_acks, limit=1000, held=self._acks_ride)
         self._releases = Batch(self._send_releases, limit=_PAGE)
         self._started = True
-        if self._delayed_retry:
-            self._mover = asyncio.get_running_loop().create_task(
-                self._move_due(), name=f"loafer:{self.stream}:delayed"
-            )
+        await self._start_legacy_mover(client)
         logger.info(
             "%s: consuming as %s from %s (lease %ss)",
             self.describe(),
@@ -697,7 +710,13 @@ class RedisProvider:
         ):
             self._last_forget = now
             await self._forget_idle_consumers()
-        if self._reclaim_now or now - self._last_reclaim >= self._reclaim_interval:
+        due = self._due_at
+        if (
+            self._reclaim_now
+            or now - self._last_reclaim >= self._reclaim_interval
+            or (due is not None and now >= due)
+        ):
+            self._reclaim_now = False
             got = await self._reclaim(room)
             if got:
                 return got
@@ -706,29 +725,34 @@ class RedisProvider:
         return await self._read_new(room)
 
     async def _reclaim(self, count: int) -> list[tuple[bytes, list[bytes], int]]:
+        """Claim up to ``count`` entries for this consumer: delayed retries now due, then
+        entries idle past the lease (a dead consumer's, and those parked by a RETRY or a
+        RELEASE), skipping delayed retries not yet due. Each claim counts a delivery."""
         assert self._scripts is not None
-        if self._reclaim_now:
-            self._reclaim_now = False
-            self._cursor = b"0-0"
         try:
             async with asyncio.timeout(self._socket_timeout):
-                cursor, entries = await self._scripts.reclaim(
-                    keys=[self.stream],
+                cursor, entries, wait_ms = await self._scripts.reclaim(
+                    keys=[self.stream, self.delayed_key],
                     args=[
                         self.group,
                         self.consumer,
                         int(self._lease * 1000),
                         self._cursor,
                         count,
+                        _SCAN,
+                        PARKED_CONSUMER,
                     ],
                 )
         except redis.exceptions.ResponseError as exc:
             if is_no_group(exc):
                 raise await self._gone() from None
             raise
+        now = time.monotonic()
+        wait_ms = int(wait_ms)
+        self._due_at = None if wait_ms < 0 else now + wait_ms / 1000
         self._cursor = cursor
         if cursor == b"0-0":
-            self._last_reclaim = time.monotonic()
+            self._last_reclaim = now
         got = [(e[0], e[1], int(e[2])) for e in entries]
         if got:
             logger.debug("%s: reclaimed %d entries", self.describe(), len(got))
@@ -796,7 +820,27 @@ class RedisProvider:
         reader = self._reader
         assert reader is not None
         command = self._read_commands.get(count)
-        if command is None:
+        due = self._due_at
+        if due is not None and due - time.monotonic() < self._block:
+            # a delayed retry is due before the read would end: wait no longer than that
+            wait_ms = max(1, int((due - time.monotonic()) * 1000) + 1)
+            assert self.consumer is not None
+            command = pack(
+                (
+                    "XREADGROUP",
+                    "GROUP",
+                    self.group,
+                    self.consumer,
+                    "COUNT",
+                    count,
+                    "BLOCK",
+                    wait_ms,
+                    "STREAMS",
+                    self.stream,
+                    ">",
+                )
+            )
+        elif command is None:
             assert self.consumer is not None
             block_ms = max(1, int(self._block * 1000))
             # packed once per COUNT (at most ``capacity`` of them)
@@ -976,18 +1020,16 @@ class RedisProvider:
         if not delay:
             done = await self._requeue([token.id], 1)
         else:
+            delay_ms = max(1, round(delay * 1000))
             async with asyncio.timeout(self._socket_timeout):
                 done = await self._scripts.retry_later(
                     keys=[self.stream, self.delayed_key],
-                    args=[
-                        self.group,
-                        self.consumer,
-                        ATTEMPT_FIELD,
-                        GROUP_FIELD,
-                        max(1, round(delay * 1000)),
-                        token.id,
-                    ],
+                    args=[self.group, self.consumer, PARKED_CONSUMER, delay_ms, token.id],
                 )
+            if done[0]:
+                due = time.monotonic() + delay_ms / 1000
+                if self._due_at is None or due < self._due_at:
+                    self._due_at = due  # the reader reclaims it when due
         self._note(done, delivery, "retried")
 
     async def _reject(self, delivery: Delivery, token: Entry, reason: str) -> None:
@@ -1071,9 +1113,10 @@ class RedisProvider:
         await self._requeue(ids, 0)
 
     async def _requeue(self, ids: Sequence[bytes], increment: int) -> list[int]:
-        """Add these entries (if still ours) again at the stream's end with their attempt
-        plus ``increment`` (0: a RELEASE, uncounted), and acknowledge them: one script
-        per page. Returns ``[re-added, not ours, gone]``."""
+        """Park these entries (if still ours) for the group's next reclaim, their
+        delivery count kept (``increment`` 1: a RETRY, the reclaim counts the next
+        delivery) or lowered by one (0: a RELEASE, uncounted): one script per page, and
+        nothing written to the stream. Returns ``[parked, not ours, gone]``."""
         assert self._scripts is not None
         totals = [0, 0, 0]
         for start in range(0, len(ids), _PAGE):
@@ -1081,11 +1124,23 @@ class RedisProvider:
             async with asyncio.timeout(self._socket_timeout):
                 done = await self._scripts.requeue(
                     keys=[self.stream],
-                    args=[self.group, self.consumer, ATTEMPT_FIELD, GROUP_FIELD, increment, *page],
+                    args=[self.group, self.consumer, PARKED_CONSUMER, increment, *page],
                 )
             for i in range(3):
                 totals[i] += int(done[i])
+        if totals[0] and not self._closed and not self._paused:
+            await self._reclaim_soon()
         return totals
+
+    async def _reclaim_soon(self) -> None:
+        """Entries were parked ready: the reader reclaims before its next read (ending a
+        blocked read now, so that a RETRY or a RELEASE comes back at once)."""
+        self._reclaim_now = True
+        reader = self._reader
+        if reader is not None and reader.reading:
+            await self._unblock()
+        elif self._waiting:
+            self._wake_reader.set()
 
     async def _unblock(self) -> None:
         """End the reader's blocking ``XREADGROUP`` now, if one waits (``CLIENT
@@ -1125,25 +1180,56 @@ class RedisProvider:
 
     # -- delayed retries ------------------------------------------------------------------
 
-    async def _move_due(self) -> None:
-        """Move due delayed retries back onto the stream, until closed."""
+    async def _start_legacy_mover(self, client: redis.asyncio.Redis) -> None:
+        """Earlier versions parked delayed copies in ``<stream>:delayed``: while any are
+        left there, a task adds the due ones to the stream as those versions would have
+        (their originals were acknowledged when they were parked). Best effort."""
+        if not self._delayed_retry or self._legacy_delayed_key == self.delayed_key:
+            return  # a shared key: the reclaim moves legacy members itself
+        try:
+            async with asyncio.timeout(self._socket_timeout):
+                left = await client.zcard(self._legacy_delayed_key)
+        except Exception as exc:  # WRONGTYPE, no permission: nothing of ours there
+            logger.debug(
+                "%s: not looking for earlier versions' delayed retries: %s",
+                self.describe(),
+                scrub(f"{type(exc).__name__}: {exc}", self._url),
+            )
+            return
+        if left:
+            logger.info(
+                "%s: %d delayed retries of an earlier version wait in %r; they are added to "
+                "the stream when due",
+                self.describe(),
+                left,
+                self._legacy_delayed_key,
+            )
+            self._mover = asyncio.get_running_loop().create_task(
+                self._move_legacy_due(), name=f"loafer:{self.stream}:legacy-delayed"
+            )
+
+    async def _move_legacy_due(self) -> None:
+        """Move earlier versions' due delayed copies onto the stream, until none is left
+        (or closed)."""
         assert self._scripts is not None
         pause = 0.5
         while not self._closed:
             try:
                 async with asyncio.timeout(self._socket_timeout):
-                    moved, wait_ms = await self._scripts.move_due(
-                        keys=[self.stream, self.delayed_key], args=[100]
+                    moved, wait_ms = await self._scripts.move_legacy_due(
+                        keys=[self.stream, self._legacy_delayed_key], args=[100]
                     )
                 moved, wait_ms = int(moved), int(wait_ms)
                 if moved >= 100:
                     continue
-                pause = 0.5 if wait_ms < 0 else min(0.5, max(0.005, wait_ms / 1000))
+                if wait_ms < 0:
+                    return  # none left
+                pause = min(0.5, max(0.005, wait_ms / 1000))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.debug(
-                    "%s: moving due retries failed: %s",
+                    "%s: moving earlier versions' due retries failed: %s",
                     self.describe(),
                     scrub(f"{type(exc).__name__}: {exc}", self._url),
                 )

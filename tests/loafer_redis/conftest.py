@@ -41,9 +41,14 @@ def unique(prefix: str = "loafer-test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def keys_of(stream: str) -> list[str]:
-    """The stream and the keys a provider of it may make."""
-    return [stream, f"{stream}:dead", f"{stream}:delayed"]
+def keys_of(stream: str, groups: tuple[str, ...] = ("loafer",)) -> list[str]:
+    """The stream and the keys a provider of it (in these groups) may make."""
+    return [
+        stream,
+        f"{stream}:dead",
+        f"{stream}:delayed",  # earlier versions' delayed copies
+        *(f"{stream}:{group}:delayed" for group in groups),
+    ]
 
 
 class RedisAdmin:
@@ -54,6 +59,7 @@ class RedisAdmin:
         self.url = url
         self.client = redis.asyncio.Redis.from_url(url)
         self.keys: set[str] = set()
+        self.streams: set[str] = set()
 
     async def stream(self, *, group: str | None = "loafer", name: str | None = None) -> str:
         """A new stream (with ``group`` from the start, unless None)."""
@@ -65,6 +71,7 @@ class RedisAdmin:
 
     def track(self, *streams: str) -> None:
         for stream in streams:
+            self.streams.add(stream)
             self.keys.update(keys_of(stream))
 
     async def put(
@@ -91,6 +98,9 @@ class RedisAdmin:
 
     async def cleanup(self) -> None:
         try:
+            for stream in self.streams:  # every group's delayed set, whatever its name
+                async for key in self.client.scan_iter(match=f"{stream}:*"):
+                    self.keys.add(key.decode())
             if self.keys:
                 await self.client.delete(*self.keys)
         finally:

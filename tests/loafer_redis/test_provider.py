@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from loafer_core.errors import ConfigurationError, ProviderError
-from loafer_core.outcome import ACCEPT, REJECT, RETRY
+from loafer_core.outcome import ACCEPT, REJECT, RELEASE, RETRY
 from loafer_core.provider import Backlog, Drainable, HealthChecker, LeaseExtender, Verifiable
 from loafer_redis import RedisProvider
 from loafer_redis.provider import consumer_name
@@ -80,10 +80,12 @@ async def test_consumer_names_are_unique_per_provider() -> None:
     assert all(f"-{__import__('os').getpid()}-" in n for n in names)
 
 
-async def test_retry_settled_twice_is_readded_once(redis_url: str, admin: RedisAdmin) -> None:
+async def test_retry_settled_twice_counts_once_and_writes_nothing(
+    redis_url: str, admin: RedisAdmin
+) -> None:
     stream = await admin.stream()
-    await admin.put(stream, b'{"n": 1}')
-    p = provider(stream, redis_url)
+    entry_id = await admin.put(stream, b'{"n": 1}')
+    p = provider(stream, redis_url, lease=60)
     await p.start(5)
     try:
         [d] = await fetch_n(p, 1)
@@ -91,9 +93,11 @@ async def test_retry_settled_twice_is_readded_once(redis_url: str, admin: RedisA
         await p.settle(d, RETRY())
         d.token.settled = False
         await p.settle(d, RETRY())
-        assert await admin.client.xlen(stream) == 2, "re-added twice"
+        assert await admin.client.xlen(stream) == 1, "a RETRY wrote into the stream"
         [again] = await fetch_n(p, 1)
+        assert again.message_id == entry_id.decode(), "not the producer's entry"
         assert again.attempt == 2
+        assert await p.fetch(5) == [], "retried twice"
         await p.settle(again, ACCEPT)
     finally:
         await p.close()
@@ -182,19 +186,25 @@ async def test_delayed_retry_waits_in_redis_and_survives_the_process(
     p = provider(stream, redis_url)
     await p.start(5)
     [d] = await fetch_n(p, 1)
+    settled_at = time.monotonic()
     await p.settle(d, RETRY(1.0))
-    # one atomic step: acknowledged and waiting in the sorted set
-    assert await admin.pending(stream) == []
-    assert await admin.client.zcard(f"{stream}:delayed") == 1
+    # one atomic step: parked (still pending for the group) and its id in the sorted set
+    [parked] = await admin.pending(stream)
+    assert parked["consumer"] == b"x-loafer-parked"
+    assert parked["times_delivered"] == 1
+    assert await admin.client.zrange(f"{stream}:loafer:delayed", 0, -1) == [d.token.id]
+    assert await admin.client.xlen(stream) == 1, "a delayed RETRY wrote into the stream"
     await p.close()  # the process goes away before it is due
     later = provider(stream, redis_url)
     await later.start(5)
     try:
         [again] = await fetch_n(later, 1, timeout=10)
+        assert time.monotonic() - settled_at >= 0.9, "a delayed retry came back early"
+        assert again.message_id == d.message_id
         assert again.body == b'{"n": 1}'
         assert again.attempt == 2
         assert again.metadata["headers"]["h"] == "v"
-        assert await admin.client.zcard(f"{stream}:delayed") == 0
+        assert await admin.client.zcard(f"{stream}:loafer:delayed") == 0
         await later.settle(again, ACCEPT)
     finally:
         await later.close()
@@ -237,29 +247,106 @@ async def test_reject_without_dead_letter_only_acknowledges(
     assert "rejected (nope) and acknowledged" in caplog.text
 
 
-async def test_a_retried_copy_is_skipped_by_other_groups(redis_url: str, admin: RedisAdmin) -> None:
+async def test_copies_an_earlier_version_re_added_are_still_understood(
+    redis_url: str, admin: RedisAdmin
+) -> None:
+    """Earlier versions re-added RETRY copies with an attempt and a group field, and
+    parked delayed copies (cmsgpack) in ``<stream>:delayed``: after an upgrade the copy
+    counts from its field for its group, other loafer groups skip it, and a parked copy
+    still reaches the stream when due."""
     stream = await admin.stream(group="a")
     await admin.client.xgroup_create(stream, "b", id="0")
-    await admin.put(stream, b'{"n": 1}')
+    copy_id = await admin.put(stream, b'{"n": 1}', {"x-loafer-attempt": "3", "x-loafer-group": "a"})
+    # as the earlier version packed it: group, original id, then the copy's fields
+    legacy = await admin.client.eval(
+        "return cmsgpack.pack(ARGV)", 0, "a", "1-0", "body", '{"n": 2}', "x-loafer-attempt", "2"
+    )
+    await admin.client.zadd(f"{stream}:delayed", {legacy: 0})  # due long ago
     a = provider(stream, redis_url, group="a")
     b = provider(stream, redis_url, group="b")
     await a.start(5)
     await b.start(5)
     try:
-        [da] = await fetch_n(a, 1)
-        await a.settle(da, RETRY())
-        [again] = await fetch_n(a, 1)
-        assert again.attempt == 2
-        await a.settle(again, ACCEPT)
-        [db] = await fetch_n(b, 1)  # the original, once
+        got = {d.body: d for d in await fetch_n(a, 2)}
+        assert got[b'{"n": 1}'].attempt == 3
+        assert got[b'{"n": 1}'].message_id == copy_id.decode()
+        assert got[b'{"n": 2}'].attempt == 2, "the parked copy did not reach the stream"
+        for d in got.values():
+            await a.settle(d, ACCEPT)
+        assert await admin.client.zcard(f"{stream}:delayed") == 0
+        [db] = await fetch_n(b, 1)  # the moved copy has no group field: b takes it
+        assert db.body == b'{"n": 2}'
         await b.settle(db, ACCEPT)
         async with asyncio.timeout(5):
-            while await admin.pending(stream, "b"):  # the copy was read and skipped
+            while await admin.pending(stream, "b"):  # a's copy was read and skipped
                 await b.fetch(5)
         assert await b.fetch(5) == []
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_delayed_retry_idle_past_the_lease_waits_for_its_delay(
+    redis_url: str, admin: RedisAdmin
+) -> None:
+    """A delayed retry stays pending for the group; idle longer than any consumer's
+    lease, it is still not reclaimed (by this consumer or another) before it is due, and
+    it comes back once, its attempt counted once."""
+    stream = await admin.stream()
+    await admin.put(stream, b'{"n": 1}')
+    a = provider(stream, redis_url, lease=0.2, reclaim_interval=0.02, block=0.05)
+    b = provider(stream, redis_url, lease=0.2, reclaim_interval=0.02, block=0.05)
+    await a.start(5)
+    await b.start(5)
+    try:
+        [d] = await fetch_n(a, 1)
+        settled_at = time.monotonic()
+        await a.settle(d, RETRY(1.5))
+        got: list = []  # type: ignore[type-arg]
+        async with asyncio.timeout(10):
+            while not got:
+                for p in (a, b):
+                    got.extend(await p.fetch(5))
+        assert time.monotonic() - settled_at >= 1.4, "reclaimed before its delay"
+        [again] = got
+        assert again.message_id == d.message_id
+        assert again.attempt == 2
+        [pending] = await admin.pending(stream)
+        assert pending["times_delivered"] == 2
+        [owner] = [p for p in (a, b) if p.consumer == again.metadata["consumer"]]
+        await owner.settle(again, ACCEPT)
+        await asyncio.sleep(0.5)  # past two more leases: nothing else comes (time-based)
+        for p in (a, b):
+            assert await p.fetch(5) == [], "delivered twice"
+    finally:
+        await a.close()
+        await b.close()
+    assert await admin.pending(stream) == []
+    assert await admin.client.xlen(stream) == 1
+
+
+async def test_release_after_a_reclaim_keeps_the_attempt(redis_url: str, admin: RedisAdmin) -> None:
+    """An entry reclaimed from a dead consumer (attempt 2) and then RELEASEd comes back
+    with attempt 2; RETRY then makes it 3."""
+    stream = await admin.stream()
+    await admin.put(stream, b'{"n": 1}')
+    await admin.client.xreadgroup("loafer", "ghost", {stream: ">"}, count=1)
+    p = provider(stream, redis_url, lease=0.2, reclaim_interval=0.05)
+    await p.start(5)
+    try:
+        [d] = await fetch_n(p, 1)
+        assert d.attempt == 2
+        await p.settle(d, RELEASE)
+        [released] = await fetch_n(p, 1)
+        assert released.attempt == 2, "RELEASE counted an attempt"
+        await p.settle(released, RETRY())
+        [retried] = await fetch_n(p, 1)
+        assert retried.attempt == 3
+        await p.settle(retried, ACCEPT)
+    finally:
+        await p.close()
+    assert await admin.pending(stream) == []
+    assert await admin.client.xlen(stream) == 1
 
 
 async def test_a_cancelled_fetch_loses_nothing(redis_url: str, admin: RedisAdmin) -> None:
@@ -280,7 +367,11 @@ async def test_a_cancelled_fetch_loses_nothing(redis_url: str, admin: RedisAdmin
         await eventually(lambda: len(p._buffer) == 3, "the entries buffered")
         assert len(await admin.pending(stream)) == 3
         await p.stop_fetching()
-        assert await admin.pending(stream) == [], "buffered entries not given back"
+        pending = await admin.pending(stream)
+        assert {e["consumer"] for e in pending} == {b"x-loafer-parked"}, (
+            "buffered entries not given back"
+        )
+        assert [e["times_delivered"] for e in pending] == [0, 0, 0]
     finally:
         await p.close()
     other = provider(stream, redis_url)
@@ -329,7 +420,10 @@ async def test_entries_read_with_a_lost_reply_are_released_at_close(
     assert p.consumer is not None
     await admin.client.xreadgroup("loafer", p.consumer, {stream: ">"}, count=2)
     await p.close()
-    assert await admin.pending(stream) == []
+    pending = await admin.pending(stream)
+    assert [e["consumer"] for e in pending] == [b"x-loafer-parked"] * 2, "not given back"
+    consumers = {c["name"] for c in await admin.client.xinfo_consumers(stream, "loafer")}
+    assert p.consumer.encode() not in consumers, "close left its consumer in the group"
     other = provider(stream, redis_url, lease=60)
     await other.start(5)
     try:
@@ -473,13 +567,16 @@ async def test_a_retried_then_rejected_entry_is_readable_by_any_group_of_the_dea
         [d] = await fetch_n(p, 1)
         await p.settle(d, RETRY())
         [again] = await fetch_n(p, 1)
-        assert again.metadata["headers"]["x-loafer-group"] == "billing"
+        assert again.attempt == 2
+        assert again.metadata["headers"] == {}, "control fields on the entry"
         await p.settle(again, REJECT("poison"))
     finally:
         await p.close()
+    assert await admin.pending(stream, "billing") == []
     [(_, fields)] = await admin.dead(stream)
+    assert fields[b"x-loafer-reject-reason"] == b"poison"
     assert b"x-loafer-group" not in fields
-    assert fields[b"x-loafer-attempt"] == b"2"
+    assert b"x-loafer-attempt" not in fields
     # a reprocessor of the dead-letter stream, in a group of another name, gets it
     dead = f"{stream}:dead"
     await admin.client.xgroup_create(dead, "loafer", id="0")

@@ -140,8 +140,8 @@ async def test_a_handler_exception_is_recorded_on_the_consumer_span(
 async def test_a_retried_entry_keeps_its_trace(
     admin: RedisAdmin, tr: Tracing, exporter: InMemorySpanExporter
 ) -> None:
-    """A RETRY re-adds the entry (delayed or not): its second delivery's span is a child
-    of the same producer span."""
+    """A RETRY (delayed or not) delivers the same entry again: its second delivery's
+    span is a child of the same producer span."""
     stream = await admin.stream()
     async with RedisPublisher(stream, url=admin.url) as publisher:
         with tr.scope():
