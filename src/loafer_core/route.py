@@ -37,7 +37,6 @@ from loafer_core._handler import (
     InThreads,
     adapt_error_handler,
     adapt_handler,
-    adapt_typed,
     converter_of,
     needs_instance,
     settle_result,
@@ -198,11 +197,6 @@ class Route:
             return self.handler.on(when=when)
         return self.handler.on(key, when=when)
 
-    @staticmethod
-    def _adapt_one(handler: Any) -> Any:
-        """Kept for code that called it: :func:`loafer_core._handler.adapt_typed`."""
-        return adapt_typed(handler)
-
     @property
     def stuck_handlers(self) -> int:
         """Sync handler calls that overran ``handler_timeout`` and have not returned yet:
@@ -223,12 +217,6 @@ class Route:
         """Fail with ConfigurationError if this route needs what the provider cannot do
         (and remember what it can do with a handler's RETRY delay)."""
         self._attempts.check(capabilities)
-
-    @property
-    def _retry(self) -> RetryPolicy | None:
-        """The retry policy that applies (the default one only once the provider's
-        capabilities are known)."""
-        return self._attempts.policy
 
     def pipeline(self) -> Process:
         """The route's processing of one delivery as the dispatcher runs it, composed
