@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from loafer_amqp.provider import AMQPProvider
-from loafer_core.errors import ConfigurationError
-from loafer_core.route import Route, split_provider_options
+from loafer_core.kit import ProviderRoute
 
 __all__ = ["AMQPRoute"]
 
 
-class AMQPRoute(Route):
+class AMQPRoute(ProviderRoute):
     """A route consuming AMQP 1.0 address ``address``.
 
     ``AMQPRoute("/amq/queue/orders", url="amqp://user:pass@host:5672", handler=handle,
@@ -27,22 +25,11 @@ class AMQPRoute(Route):
     """
 
     provider: AMQPProvider
+    provider_type = AMQPProvider
+    system = "amqp"
+    queue_option = "address"
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        handler: Any = None,
-        provider_options: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> None:
-        provider_kwargs, route_kwargs = split_provider_options(
-            "AMQPRoute", AMQPProvider, options, provider_options, exclude=("address",)
-        )
-        provider_kwargs.setdefault("url", "amqp://127.0.0.1:5672")
-        provider = AMQPProvider(address=address, **provider_kwargs)
-        route_kwargs.setdefault("name", f"amqp:{address}")
-        try:
-            super().__init__(provider, handler, **route_kwargs)
-        except TypeError as exc:
-            raise ConfigurationError(f"AMQPRoute: {exc}") from None
+    def build_provider(self, queue: str, options: dict[str, Any]) -> Any:
+        """The provider, on ``amqp://127.0.0.1:5672`` unless ``url`` says otherwise."""
+        options.setdefault("url", "amqp://127.0.0.1:5672")
+        return AMQPProvider(address=queue, **options)

@@ -4,8 +4,8 @@ Each table names a publisher by its entry-point name in the ``loafer.publishers`
 (``rabbit``, ``amqp``, ``sqs``, ``sns``, ``nats`` or a third party's) and gives its
 ``target`` (routing key, AMQP 1.0 address, queue, topic or subject), ``url`` and
 ``options``; :func:`loafer_cli.publish.build_publisher` (the one ``loafer publish``
-uses) builds it. Before that, the options are checked against the publisher class's
-signature as a provider's are: an option it does not take is refused, listing those it
+uses) builds it. Before that, the options are checked against what the publisher class
+accepts as a provider's are: an option it does not take is refused, listing those it
 takes; a required one missing is named; each value is checked against its annotation.
 
 A route's ``publish_to`` names the publishers it may publish to; :func:`targets_of`
@@ -17,18 +17,15 @@ publishers when it starts.
 from __future__ import annotations
 
 import difflib
-import inspect
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from loafer_cli._config_provider import annotations_of, check_option
+from loafer_cli._config_provider import _NO_TYPE, accepted_options, check_option
 from loafer_cli._config_schema import PublisherConfig
 from loafer_cli.publish import _BUNDLED, build_publisher, load_publisher
 from loafer_core.errors import ConfigurationError
 
 __all__ = ["PublisherProblem", "publisher_of", "targets_of"]
-
-_SKIP = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 class PublisherProblem(Exception):
@@ -75,40 +72,34 @@ def _checked_options(
     url_given: bool,
     hidden: frozenset[str],
 ) -> dict[str, Any]:
-    try:
-        parameters = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return dict(options)  # no signature to check: the class decides
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    named = {n: p for n, p in parameters.items() if p.kind not in _SKIP}
+    accepted = accepted_options(cls)
+    if accepted is None:
+        return dict(options)  # nothing to check against: the class decides
     if not target_key:  # a third party's: the target is its first parameter
-        target_key = next(iter(named), "")
+        target_key = accepted.primary or next(iter(accepted.types), "")
     given = {target_key: "target", url_key: "url"}
-    accepted = sorted(n for n in named if n not in given)
+    listed = accepted.names(frozenset(given))
     for key in options:
         if key in given:
             raise PublisherProblem(
                 ("options", key),
                 f"give it as the publisher's {given[key]!r} key, not in options",
             )
-        if key not in named and not takes_any:
-            close = difflib.get_close_matches(key, accepted, n=1)
+        if key not in accepted.types and not accepted.takes_any:
+            close = difflib.get_close_matches(key, listed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PublisherProblem(
                 ("options", key),
-                f"unknown option of {owner}{hint}; it takes: {', '.join(accepted) or 'none'}",
+                f"unknown option of {owner}{hint}; it takes: {', '.join(listed) or 'none'}",
             )
     checked: dict[str, Any] = {}
-    hints = annotations_of(cls)
     for key, value in options.items():
         try:
-            checked[key] = check_option(key, value, named.get(key), hints.get(key), key in hidden)
+            checked[key] = check_option(value, accepted.types.get(key, _NO_TYPE), key in hidden)
         except ValueError as exc:
             raise PublisherProblem(("options", key), str(exc)) from None
-    for parameter_name, parameter in named.items():
-        if parameter.default is not inspect.Parameter.empty or parameter_name in checked:
-            continue
-        if parameter_name == target_key:
+    for parameter_name in sorted(accepted.required):
+        if parameter_name in checked or parameter_name == target_key:
             continue  # the schema requires target
         if parameter_name == url_key:
             if url_given:

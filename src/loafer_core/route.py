@@ -53,9 +53,16 @@ from loafer_core.middleware import Middleware, check_middleware
 from loafer_core.outcome import ACCEPT, Outcome, OutcomeKind
 from loafer_core.policy import DEFAULT_RETRY, RetryPolicy
 from loafer_core.provider import Capabilities, Delivery, Provider
+from loafer_core.settings import Settings, flat_names
 from loafer_core.translator import PassThroughTranslator, Translator
 
-__all__ = ["Route", "message_fields", "outcome_from_result", "split_provider_options"]
+__all__ = [
+    "Route",
+    "message_fields",
+    "outcome_from_result",
+    "provider_option_names",
+    "split_provider_options",
+]
 
 logger = logging.getLogger("loafer_core.route")
 
@@ -418,6 +425,15 @@ def _only_signals(exc: BaseException) -> MessageSignal | None:
     return first if isinstance(first, MessageSignal) else None
 
 
+def provider_option_names(provider_cls: type[Any]) -> frozenset[str]:
+    """The keywords ``provider_cls`` takes: its settings' flat names when it has a
+    ``settings_type`` (:mod:`loafer_core.settings`), else its ``__init__``'s parameters."""
+    settings_type = getattr(provider_cls, "settings_type", None)
+    if isinstance(settings_type, type) and issubclass(settings_type, Settings):
+        return frozenset(flat_names(settings_type))
+    return frozenset(inspect.signature(provider_cls.__init__).parameters) - {"self"}
+
+
 def split_provider_options(
     owner: str,
     provider_cls: type[Any],
@@ -429,15 +445,12 @@ def split_provider_options(
     """Split a plugin route's keywords into ``(provider_kwargs, route_kwargs)``.
 
     For routes such as ``RabbitRoute(queue, url=..., handler=..., max_concurrency=...)``:
-    keywords ``provider_cls.__init__`` takes (less ``exclude``, the ones the route fills
-    itself) go to the provider, the rest to :class:`Route`. ``provider_options`` may give
-    provider keywords as a mapping; an unknown one, or one given both ways, is a
-    ``ConfigurationError`` naming ``owner``.
+    keywords ``provider_cls`` takes (:func:`provider_option_names`, less ``exclude``, the
+    ones the route fills itself) go to the provider, the rest to :class:`Route`.
+    ``provider_options`` may give provider keywords as a mapping; an unknown one, or one
+    given both ways, is a ``ConfigurationError`` naming ``owner``.
     """
-    accepted = frozenset(inspect.signature(provider_cls.__init__).parameters) - {
-        "self",
-        *exclude,
-    }
+    accepted = provider_option_names(provider_cls) - set(exclude)
     provider_kwargs = dict(provider_options or {})
     unknown = set(provider_kwargs) - accepted
     if unknown:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from loafer_core.errors import ConfigurationError
-from loafer_core.route import Route, split_provider_options
+from loafer_core.kit import ProviderRoute
 from loafer_nats.provider import NATSProvider
 
 __all__ = ["NATSRoute"]
 
 
-class NATSRoute(Route):
+class NATSRoute(ProviderRoute):
     """A route consuming JetStream stream ``stream`` through a durable pull consumer.
 
     ``NATSRoute("ORDERS", url="nats://127.0.0.1:4222", consumer="billing",
@@ -27,21 +25,10 @@ class NATSRoute(Route):
     """
 
     provider: NATSProvider
+    provider_type = NATSProvider
+    system = "nats"
+    queue_option = "stream"
 
-    def __init__(
-        self,
-        stream: str,
-        *,
-        handler: Any = None,
-        provider_options: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> None:
-        provider_kwargs, route_kwargs = split_provider_options(
-            "NATSRoute", NATSProvider, options, provider_options, exclude=("stream",)
-        )
-        provider = NATSProvider(stream, **provider_kwargs)
-        route_kwargs.setdefault("name", f"nats:{stream}/{provider.consumer}")
-        try:
-            super().__init__(provider, handler, **route_kwargs)
-        except TypeError as exc:
-            raise ConfigurationError(f"NATSRoute: {exc}") from None
+    def default_name(self, queue: str, provider: Any) -> str:
+        """``nats:{queue}/{provider.consumer}``."""
+        return f"nats:{queue}/{provider.consumer}"

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from loafer_core.errors import ConfigurationError
-from loafer_core.route import Route, split_provider_options
+from loafer_core.kit import ProviderRoute
 from loafer_rabbit.provider import RabbitProvider
 
 __all__ = ["RabbitRoute"]
 
 
-class RabbitRoute(Route):
+class RabbitRoute(ProviderRoute):
     """A route consuming RabbitMQ queue ``queue`` (as Loafer's ``SQSRoute`` does for SQS).
 
     ``RabbitRoute("orders", url="amqp://user:pass@host/vhost", handler=handle,
@@ -27,21 +23,5 @@ class RabbitRoute(Route):
     """
 
     provider: RabbitProvider
-
-    def __init__(
-        self,
-        queue: str,
-        *,
-        handler: Any = None,
-        provider_options: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> None:
-        provider_kwargs, route_kwargs = split_provider_options(
-            "RabbitRoute", RabbitProvider, options, provider_options, exclude=("queue",)
-        )
-        provider = RabbitProvider(queue, **provider_kwargs)
-        route_kwargs.setdefault("name", f"rabbit:{queue}")
-        try:
-            super().__init__(provider, handler, **route_kwargs)
-        except TypeError as exc:
-            raise ConfigurationError(f"RabbitRoute: {exc}") from None
+    provider_type = RabbitProvider
+    system = "rabbit"

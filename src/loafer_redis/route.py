@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from loafer_core.errors import ConfigurationError
-from loafer_core.route import Route, split_provider_options
+from loafer_core.kit import ProviderRoute
 from loafer_redis.provider import RedisProvider
 
 __all__ = ["RedisRoute"]
 
 
-class RedisRoute(Route):
+class RedisRoute(ProviderRoute):
     """A route consuming Redis stream ``stream`` through a consumer group.
 
     ``RedisRoute("orders", url="redis://:secret@host:6379/0", group="billing",
@@ -27,21 +25,10 @@ class RedisRoute(Route):
     """
 
     provider: RedisProvider
+    provider_type = RedisProvider
+    system = "redis"
+    queue_option = "stream"
 
-    def __init__(
-        self,
-        stream: str,
-        *,
-        handler: Any = None,
-        provider_options: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> None:
-        provider_kwargs, route_kwargs = split_provider_options(
-            "RedisRoute", RedisProvider, options, provider_options, exclude=("stream",)
-        )
-        provider = RedisProvider(stream, **provider_kwargs)
-        route_kwargs.setdefault("name", f"redis:{stream}:{provider.group}")
-        try:
-            super().__init__(provider, handler, **route_kwargs)
-        except TypeError as exc:
-            raise ConfigurationError(f"RedisRoute: {exc}") from None
+    def default_name(self, queue: str, provider: Any) -> str:
+        """``redis:{queue}:{provider.group}``."""
+        return f"redis:{queue}:{provider.group}"

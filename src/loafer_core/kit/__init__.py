@@ -14,6 +14,11 @@
   :class:`~loafer_core.provider.Description` (re-exported here): what ``loafer asyncapi``
   and tracing read of a provider or publisher.
 
+- **Routes**: :class:`ProviderRoute`, the route of a plugin that builds its provider
+  from the route's keywords (a plugin's ``route.py`` is a subclass of a few lines).
+- **Settings**: :mod:`loafer_core.settings` (frozen dataclasses, the shared
+  ``Connection`` and ``Timeouts``, the flat-keyword adapter ``from_flat``).
+
 ``docs/writing-a-provider.md`` shows them in use.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 from loafer_core.errors import PublishRefused
 from loafer_core.kit._edge import map_exceptions
 from loafer_core.kit._logs import SecretFilter, protect, secret_filter
+from loafer_core.kit._route import ProviderRoute
 from loafer_core.kit._secrets import (
     MASK,
     TextRules,
@@ -41,6 +47,7 @@ __all__ = [
     "MASK",
     "Describable",
     "Description",
+    "ProviderRoute",
     "PublishRefused",
     "SecretFilter",
     "Server",
