@@ -316,6 +316,96 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 200)
 
 
+# `loafer run`'s options (module level: the command's signature stays readable)
+_LogLevelOpt = Annotated[LogLevel, typer.Option("--log-level", "-l", help="Lowest level logged.")]
+_LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option("--log-format", help="plain lines, or JSON lines for log shippers."),
+]
+_ShutdownTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--shutdown-timeout",
+        min=0,
+        help="Seconds in-flight handlers get to finish at shutdown (default: the "
+        "Manager's own, 30).",
+        show_default=False,
+    ),
+]
+_ReloadOpt = Annotated[
+    bool,
+    typer.Option("--reload", help="Restart on source changes (development; watchfiles)."),
+]
+_ReloadDirsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--reload-dir",
+        help="Directory to watch with --reload (repeatable; default: the current directory).",
+    ),
+]
+_WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        "-w",
+        min=1,
+        help="Processes, each running every route (the broker shares the work); the "
+        "parent forwards signals and restarts a worker that dies.",
+    ),
+]
+_HealthPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--health-port",
+        min=0,
+        max=65535,
+        help="Serve /livez, /readyz and /status on this port (worker i of --workers: port + i).",
+        show_default=False,
+    ),
+]
+_HealthHostOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--health-host", help="Address of the health endpoints (0.0.0.0).", show_default=False
+    ),
+]
+_StatusIntervalOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--status-interval",
+        min=0.1,
+        help="Log a status line per route every this many seconds.",
+        show_default=False,
+    ),
+]
+_NoLiveOpt = Annotated[
+    bool,
+    typer.Option("--no-live", help="No live table of the routes, even on a terminal."),
+]
+_MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve Prometheus /metrics on this port (with --workers: every worker's "
+        "numbers summed); needs loafer-core\\[prometheus].",
+        show_default=False,
+    ),
+]
+_TracingOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--tracing/--no-tracing",
+        # \\[ : a literal [ in rich's markup (else [otel] is taken for a style)
+        help="OpenTelemetry consumer spans for every route (the tracing middleware, "
+        "outermost), or none (default: the config file's \\[manager] tracing); needs "
+        "loafer-core\\[otel].",
+        show_default=False,
+    ),
+]
+
+
 @app.command(
     help="Run routes until SIGINT/SIGTERM, then drain and exit 0 "
     "(78 on a configuration error, 1 on a crash)."
@@ -323,96 +413,18 @@ def _console() -> Console:
 def run(
     target: TargetArg = None,
     config_file: ConfigOpt = None,
-    log_level: Annotated[
-        LogLevel, typer.Option("--log-level", "-l", help="Lowest level logged.")
-    ] = LogLevel.info,
-    log_format: Annotated[
-        LogFormat,
-        typer.Option("--log-format", help="plain lines, or JSON lines for log shippers."),
-    ] = LogFormat.plain,
-    shutdown_timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--shutdown-timeout",
-            min=0,
-            help="Seconds in-flight handlers get to finish at shutdown (default: the "
-            "Manager's own, 30).",
-            show_default=False,
-        ),
-    ] = None,
-    reload: Annotated[
-        bool,
-        typer.Option("--reload", help="Restart on source changes (development; watchfiles)."),
-    ] = False,
-    reload_dirs: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--reload-dir",
-            help="Directory to watch with --reload (repeatable; default: the current directory).",
-        ),
-    ] = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            "-w",
-            min=1,
-            help="Processes, each running every route (the broker shares the work); the "
-            "parent forwards signals and restarts a worker that dies.",
-        ),
-    ] = 1,
-    health_port: Annotated[
-        int | None,
-        typer.Option(
-            "--health-port",
-            min=0,
-            max=65535,
-            help="Serve /livez, /readyz and /status on this port (worker i of --workers: "
-            "port + i).",
-            show_default=False,
-        ),
-    ] = None,
-    health_host: Annotated[
-        str | None,
-        typer.Option(
-            "--health-host", help="Address of the health endpoints (0.0.0.0).", show_default=False
-        ),
-    ] = None,
-    status_interval: Annotated[
-        float | None,
-        typer.Option(
-            "--status-interval",
-            min=0.1,
-            help="Log a status line per route every this many seconds.",
-            show_default=False,
-        ),
-    ] = None,
-    no_live: Annotated[
-        bool,
-        typer.Option("--no-live", help="No live table of the routes, even on a terminal."),
-    ] = False,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            help="Serve Prometheus /metrics on this port (with --workers: every worker's "
-            "numbers summed); needs loafer-core\\[prometheus].",
-            show_default=False,
-        ),
-    ] = None,
-    tracing: Annotated[
-        bool | None,
-        typer.Option(
-            "--tracing/--no-tracing",
-            # \\[ : a literal [ in rich's markup (else [otel] is taken for a style)
-            help="OpenTelemetry consumer spans for every route (the tracing middleware, "
-            "outermost), or none (default: the config file's \\[manager] tracing); needs "
-            "loafer-core\\[otel].",
-            show_default=False,
-        ),
-    ] = None,
+    log_level: _LogLevelOpt = LogLevel.info,
+    log_format: _LogFormatOpt = LogFormat.plain,
+    shutdown_timeout: _ShutdownTimeoutOpt = None,
+    reload: _ReloadOpt = False,
+    reload_dirs: _ReloadDirsOpt = None,
+    workers: _WorkersOpt = 1,
+    health_port: _HealthPortOpt = None,
+    health_host: _HealthHostOpt = None,
+    status_interval: _StatusIntervalOpt = None,
+    no_live: _NoLiveOpt = False,
+    metrics_port: _MetricsPortOpt = None,
+    tracing: _TracingOpt = None,
 ) -> None:
     """Run routes until SIGINT/SIGTERM, then drain and exit 0."""
     from loafer_cli.live import wanted

@@ -289,28 +289,10 @@ def _build_route(
         if targets is None:
             raise _Reported  # a publisher it names failed: that error says why
         options["publish_to"] = targets
-    middleware: list[Any] = []
-    if route.idempotency is not None:
-        try:
-            middleware.append(idempotency_of(route.idempotency, stores))
-        except MiddlewareProblem as exc:
-            raise _Problem(("idempotency", *exc.key), exc.message) from None
-    for position, path in enumerate(route.middleware):
-        try:
-            middleware.append(middleware_of(path))
-        except MiddlewareProblem as exc:
-            raise _Problem(("middleware", position), exc.message) from None
+    middleware = _middleware(route, stores)
     if middleware:
         options["middleware"] = middleware
-    try:
-        provider = cls(**kwargs)
-    except ConfigurationError as exc:
-        raise _Problem(("provider_options",), f"{route.provider!r}: {exc}") from None
-    except Exception as exc:
-        raise _Problem(
-            ("provider_options",),
-            f"{route.provider!r} ({cls.__name__}) refused its options: {type(exc).__name__}: {exc}",
-        ) from None
+    provider = _provider(cls, route.provider, kwargs)
     try:
         built = Route(provider, handler, **options)
     except ConfigurationError as exc:
@@ -322,6 +304,35 @@ def _build_route(
         for body in route.publish or ():
             broker.publish(route.queue, body)
     return built
+
+
+def _provider(cls: Any, name: str, kwargs: dict[str, Any]) -> Any:
+    """``cls(**kwargs)``, its refusal said as a problem of the route's provider_options."""
+    try:
+        return cls(**kwargs)
+    except ConfigurationError as exc:
+        raise _Problem(("provider_options",), f"{name!r}: {exc}") from None
+    except Exception as exc:
+        raise _Problem(
+            ("provider_options",),
+            f"{name!r} ({cls.__name__}) refused its options: {type(exc).__name__}: {exc}",
+        ) from None
+
+
+def _middleware(route: RouteConfig, stores: dict[str, Any]) -> list[Any]:
+    """The route's middleware: its idempotency (outermost), then ``middleware`` in order."""
+    middleware: list[Any] = []
+    if route.idempotency is not None:
+        try:
+            middleware.append(idempotency_of(route.idempotency, stores))
+        except MiddlewareProblem as exc:
+            raise _Problem(("idempotency", *exc.key), exc.message) from None
+    for position, path in enumerate(route.middleware):
+        try:
+            middleware.append(middleware_of(path))
+        except MiddlewareProblem as exc:
+            raise _Problem(("middleware", position), exc.message) from None
+    return middleware
 
 
 def _imported(path: str, key: str) -> Any:
