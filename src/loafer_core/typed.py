@@ -233,29 +233,28 @@ def _pydantic_errors(error: Any) -> str:
 
 
 def _pydantic_model(kind: Any) -> Converter:
-    import pydantic
-
-    def convert(content: Any) -> Any:
-        try:
-            if isinstance(content, str | bytes | bytearray):
-                return kind.model_validate_json(content)
-            return kind.model_validate(content)
-        except pydantic.ValidationError as exc:
-            raise _invalid(kind, _pydantic_errors(exc)) from None
-
-    return convert
+    return _pydantic(kind, kind.model_validate_json, kind.model_validate)
 
 
 def _pydantic_adapter(kind: Any) -> Converter:
     import pydantic
 
     adapter = pydantic.TypeAdapter(kind)
+    return _pydantic(kind, adapter.validate_json, adapter.validate_python)
+
+
+def _pydantic(
+    kind: Any, from_json: Callable[[Any], Any], from_python: Callable[[Any], Any]
+) -> Converter:
+    """A converter: JSON text through ``from_json``, decoded content through
+    ``from_python``; pydantic's errors said as an :class:`InvalidMessage`."""
+    import pydantic
 
     def convert(content: Any) -> Any:
         try:
             if isinstance(content, str | bytes | bytearray):
-                return adapter.validate_json(content)
-            return adapter.validate_python(content)
+                return from_json(content)
+            return from_python(content)
         except pydantic.ValidationError as exc:
             raise _invalid(kind, _pydantic_errors(exc)) from None
 

@@ -1,42 +1,25 @@
-"""A small batcher: gathers entries for a short linger or until a batch is full.
-
-SQS batch calls take at most 10 entries. Entries added with :meth:`Batcher.add` are
-fire-and-forget (failures are retried, then logged); :meth:`Batcher.submit` returns a
-future resolved when the entry's batch is done (with the entry's error, if any).
+"""SQS's batch calls on the kit's :class:`~loafer_core.kit.Batcher`: at most 10 entries a
+call, the per-entry failures of a response (:func:`failures_in`), and which of their
+codes retrying cannot fix.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
+from loafer_core.kit import Batcher as _KitBatcher
+from loafer_core.kit import Failure, SendBatch
 from loafer_sqs.errors import mask
+
+__all__ = ["MAX_BATCH", "PERMANENT_CODES", "Batcher", "Failure", "failures_in"]
 
 logger = logging.getLogger("loafer_sqs")
 
 E = TypeVar("E")
 
 MAX_BATCH = 10
-
-
-@dataclass(eq=False)
-class Failure:
-    """An entry of a batch call that failed; ``retry`` says whether to try it again."""
-
-    reason: str
-    retry: bool
-
-
-@dataclass(eq=False)
-class _Item(Generic[E]):
-    entry: E
-    future: asyncio.Future[None] | None = None
-    attempts: int = 0
-    last_error: str | None = field(default=None)
 
 
 #: Per-entry failure codes that retrying cannot fix.
@@ -75,185 +58,12 @@ def failures_in(response: Mapping[str, Any], count: int) -> dict[int, Failure]:
     return failed
 
 
-#: ``send(entries)`` performs one batch call and returns, per index, the failures.
-SendBatch = Callable[[Sequence[E]], Awaitable[dict[int, Failure]]]
+class Batcher(_KitBatcher[E]):
+    """The kit's batcher with SQS's limits: at most :data:`MAX_BATCH` entries a call,
+    failures logged on ``loafer_sqs`` with credentials masked."""
 
-
-class Batcher(Generic[E]):
-    """Gathers entries into batches of at most ``max_batch``, flushed after ``linger``.
-
-    With ``weigh``, a batch also stays under ``max_weight`` (the call's payload limit;
-    one entry heavier than that goes alone). ``send`` raising an exception fails the
-    whole batch (retried with backoff like a
-    retryable per-entry failure). After ``attempts`` tries an entry is given up: logged
-    at ERROR with ``describe(entry)`` (and its future, if any, gets the error).
-    """
-
-    def __init__(
-        self,
-        name: str,
-        send: SendBatch[E],
-        *,
-        describe: Callable[[E], str],
-        linger: float = 0.02,
-        max_batch: int = MAX_BATCH,
-        attempts: int = 4,
-        backoff: float = 0.2,
-        max_concurrent: int = 8,
-        error_type: Callable[[str], Exception] = RuntimeError,
-        weigh: Callable[[E], int] | None = None,
-        max_weight: int = 256 * 1024,
-    ) -> None:
+    def __init__(self, name: str, send: SendBatch[E], **options: Any) -> None:
+        max_batch = options.pop("max_batch", MAX_BATCH)
         if not 1 <= max_batch <= MAX_BATCH:
             raise ValueError(f"max_batch must be between 1 and {MAX_BATCH}")
-        self.name = name
-        self._send = send
-        self._describe = describe
-        self._linger = linger
-        self._max_batch = max_batch
-        self._attempts = attempts
-        self._backoff = backoff
-        self._semaphore = asyncio.Semaphore(max_concurrent)
-        self._error_type = error_type
-        self._weigh = weigh
-        self._max_weight = max_weight
-        self._weight = 0
-        self._pending: list[_Item[E]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        #: calls in flight (with their retries), and how many entries each carries
-        self._tasks: dict[asyncio.Task[None], int] = {}
-
-    @property
-    def pending(self) -> int:
-        """Entries waiting for a call or in a call still running."""
-        return len(self._pending) + len(self._tasks)
-
-    def add(self, entry: E) -> None:
-        """Queue ``entry``; failures are retried, then logged."""
-        self._queue(_Item(entry))
-
-    def submit(self, entry: E) -> asyncio.Future[None]:
-        """Queue ``entry``; the future resolves when it is done (or fails for good)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue(_Item(entry, future))
-        return future
-
-    def _queue(self, item: _Item[E]) -> None:
-        if self._weigh is not None:
-            weight = self._weigh(item.entry)
-            if self._pending and self._weight + weight > self._max_weight:
-                # the call's payload is limited too: send what is gathered first
-                self._flush_all()
-            self._weight += weight
-        self._pending.append(item)
-        if len(self._pending) >= self._max_batch:
-            self._flush_full()
-        if self._pending and self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._linger, self._on_timer)
-
-    def _flush_full(self) -> None:
-        while len(self._pending) >= self._max_batch:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            self._spawn(batch)
-        if not self._pending and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._flush_all()
-
-    def _flush_all(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            self._spawn(batch)
-
-    def _spawn(self, batch: list[_Item[E]]) -> None:
-        if self._weigh is not None:
-            weigh = self._weigh
-            self._weight = max(0, self._weight - sum(weigh(item.entry) for item in batch))
-        task = asyncio.get_running_loop().create_task(self._run(batch))
-        self._tasks[task] = len(batch)
-        task.add_done_callback(self._forget)
-
-    def _forget(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
-
-    async def flush(self) -> None:
-        """Send everything queued now and wait until every call (and retry) is done."""
-        while self._pending or self._tasks:
-            self._flush_all()
-            if self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def _run(self, batch: list[_Item[E]]) -> None:
-        todo = batch
-        while todo:
-            for item in todo:
-                item.attempts += 1
-            async with self._semaphore:
-                try:
-                    failures = await self._send([item.entry for item in todo])
-                except asyncio.CancelledError:
-                    for item in todo:
-                        self._finish(item, "cancelled")
-                    raise
-                except Exception as exc:
-                    failures = {
-                        i: Failure(f"{type(exc).__name__}: {mask(exc)}", True)
-                        for i in range(len(todo))
-                    }
-            retry: list[_Item[E]] = []
-            for index, item in enumerate(todo):
-                failure = failures.get(index)
-                if failure is None:
-                    self._finish(item, None)
-                elif failure.retry and item.attempts < self._attempts:
-                    item.last_error = failure.reason
-                    retry.append(item)
-                else:
-                    logger.error(
-                        "%s failed for %s after %d attempt(s): %s",
-                        self.name,
-                        self._describe(item.entry),
-                        item.attempts,
-                        failure.reason,
-                    )
-                    self._finish(item, failure.reason)
-            if retry:
-                attempt = max(item.attempts for item in retry)
-                delay = self._backoff * 2 ** (attempt - 1)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-            todo = retry
-
-    def _finish(self, item: _Item[E], error: str | None) -> None:
-        future = item.future
-        if future is None or future.done():
-            return
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(self._error_type(f"{self.name} failed: {error}"))
-
-    def abort(self) -> tuple[int, list[asyncio.Task[None]]]:
-        """Give up at once: drop what is queued (its futures fail) and cancel the calls in
-        flight. Returns how many entries were not (or not surely) sent, and the cancelled
-        tasks, for the caller to await."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        dropped = len(self._pending) + sum(self._tasks.values())
-        for item in self._pending:
-            self._finish(item, "closed before it was sent")
-        self._pending.clear()
-        self._weight = 0
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        return dropped, tasks
+        super().__init__(name, send, max_batch=max_batch, logger=logger, scrub=mask, **options)

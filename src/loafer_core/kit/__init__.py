@@ -14,6 +14,9 @@
   :class:`~loafer_core.provider.Description` (re-exported here): what ``loafer asyncapi``
   and tracing read of a provider or publisher.
 
+- **Batches**: :class:`Batcher` gathers entries (settlements, publishes) into batch
+  calls within a linger, with bounded concurrency, per-entry retries and a bounded
+  :meth:`Batcher.abort` for close.
 - **Routes**: :class:`ProviderRoute`, the route of a plugin that builds its provider
   from the route's keywords (a plugin's ``route.py`` is a subclass of a few lines).
 - **Settings**: :mod:`loafer_core.settings` (frozen dataclasses, the shared
@@ -25,6 +28,7 @@
 from __future__ import annotations
 
 from loafer_core.errors import PublishRefused
+from loafer_core.kit._batch import Batcher, Failure, SendBatch
 from loafer_core.kit._edge import map_exceptions
 from loafer_core.kit._logs import SecretFilter, protect, secret_filter
 from loafer_core.kit._route import ProviderRoute
@@ -45,11 +49,14 @@ from loafer_core.provider import Describable, Description, Server
 
 __all__ = [
     "MASK",
+    "Batcher",
     "Describable",
     "Description",
+    "Failure",
     "ProviderRoute",
     "PublishRefused",
     "SecretFilter",
+    "SendBatch",
     "Server",
     "TextRules",
     "UrlRules",

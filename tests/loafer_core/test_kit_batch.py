@@ -1,4 +1,4 @@
-"""The batcher (unit tests of our own logic, with a fake batch call)."""
+"""loafer_core.kit.Batcher: lingers, full batches, retries, give-ups, abort."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from loafer_sqs._batch import Batcher, Failure
+from loafer_core.kit import Batcher, Failure
 
 pytestmark = pytest.mark.sqs
 
@@ -64,7 +64,7 @@ async def test_retryable_entry_failure_is_retried() -> None:
 async def test_permanent_failure_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     call = FakeCall({"b": [Failure("ReceiptHandleIsInvalid", False)]})
     batcher = Batcher("delete", call, describe=lambda e: f"entry {e}", linger=0.0)
-    with caplog.at_level(logging.ERROR, logger="loafer_sqs"):
+    with caplog.at_level(logging.ERROR, logger="loafer_core.kit"):
         batcher.add("a")
         batcher.add("b")
         await batcher.flush()
@@ -79,7 +79,7 @@ async def test_call_errors_retried_then_given_up(caplog: pytest.LogCaptureFixtur
     batcher = Batcher("test", call, describe=str, linger=0.0, attempts=3, backoff=0.001)
     future = batcher.submit("x")
     with (
-        caplog.at_level(logging.ERROR, logger="loafer_sqs"),
+        caplog.at_level(logging.ERROR, logger="loafer_core.kit"),
         pytest.raises(RuntimeError, match="ConnectionError"),
     ):
         await asyncio.wait_for(future, 2)
@@ -101,3 +101,27 @@ async def test_weight_limit_splits_batches() -> None:
         batcher.add(entry)
     await batcher.flush()
     assert call.batches == [["aaaa", "bbbb"], ["cccc"], ["dddddddddddddddd"], ["e"]]
+
+
+async def test_a_plugin_batcher_logs_on_its_logger_with_its_masking(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SQS's batcher: its own logger, credentials in a client error masked."""
+    from loafer_sqs._batch import MAX_BATCH
+    from loafer_sqs._batch import Batcher as SQSBatcher
+
+    async def send(entries: Sequence[str]) -> dict[int, Failure]:
+        raise RuntimeError("https://AKIAEXAMPLE:secretkey@sqs.local/ refused")
+
+    with pytest.raises(ValueError, match="between 1 and 10"):
+        SQSBatcher("x", send, describe=str, max_batch=MAX_BATCH + 1)
+    batcher: SQSBatcher[str] = SQSBatcher(
+        "calls", send, describe=lambda e: f"entry {e}", attempts=1, linger=0.001
+    )
+    with (
+        caplog.at_level(logging.ERROR, logger="loafer_sqs"),
+        pytest.raises(Exception, match="calls failed"),
+    ):
+        await asyncio.wait_for(batcher.submit("a"), 5)
+    assert "entry a" in caplog.text
+    assert "secretkey" not in caplog.text
