@@ -94,6 +94,8 @@ PUBLIC_MODULES = [
     "loafer_core.forward",
     "loafer_core.idempotency",
     "loafer_core.provider",
+    "loafer_core.settings",
+    "loafer_core.kit",
     "loafer_rabbit",
     "loafer_amqp",
     "loafer_sqs",

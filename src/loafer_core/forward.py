@@ -383,11 +383,12 @@ class PublisherService:
     """A publisher opened with the manager and closed after the drain (a
     :class:`~loafer_core.manager.Service`).
 
-    Opening calls the first of ``connect()``, ``start()`` (without arguments) or
-    ``async with`` entry the publisher has. A ``ConfigurationError`` (a missing exchange
-    or queue, refused credentials) is raised, so the manager does not start; any other
-    failure (the broker not reachable yet) is logged, and the first publish connects.
-    Closing calls ``close()``.
+    Opening calls the publisher's ``start()``
+    (:class:`~loafer_core.provider.PublisherLifecycle`); for publishers written before
+    that protocol, ``connect()`` or ``async with`` entry, whichever it has. A
+    ``ConfigurationError`` (a missing exchange or queue, refused credentials) is raised,
+    so the manager does not start; any other failure (the broker not reachable yet) is
+    logged, and the first publish connects. Closing calls ``close()``.
     """
 
     def __init__(self, publisher: Any) -> None:
@@ -436,7 +437,7 @@ class PublisherService:
 
 
 def _opener(publisher: Any) -> Callable[[], Awaitable[Any]] | None:
-    for name in ("connect", "start"):
+    for name in ("start", "connect"):
         method = getattr(publisher, name, None)
         if callable(method) and _no_required_arguments(method):
             return method  # type: ignore[no-any-return]

@@ -86,6 +86,7 @@ __all__ = [
     "LeaseExtender",
     "Provider",
     "Publisher",
+    "PublisherLifecycle",
     "Reconnects",
     "Server",
     "Support",
@@ -274,6 +275,27 @@ class Publisher(Protocol):
         self, body: Any, *, headers: Mapping[str, Any] | None = None, **options: Any
     ) -> None:
         """Publish one message; returns once the broker has it."""
+        ...
+
+
+@runtime_checkable
+class PublisherLifecycle(Protocol):
+    """Optional, and what every bundled publisher has: open and close a publisher.
+
+    ``start()`` connects (and checks the target exists where the broker tells it),
+    idempotent; raising ``ConfigurationError`` for what no retry fixes (a missing
+    exchange, refused credentials). ``close()`` flushes what it buffers and disconnects
+    within a bounded time; idempotent; a ``publish`` after it is refused. The manager
+    calls both for a route's ``publish_to`` publishers (``PublisherService``); ``async
+    with publisher:`` does too.
+    """
+
+    async def start(self) -> None:
+        """Connect (idempotent)."""
+        ...
+
+    async def close(self) -> None:
+        """Flush, then disconnect within a bounded time (idempotent)."""
         ...
 
 

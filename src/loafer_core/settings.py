@@ -53,9 +53,9 @@ __all__ = [
 
 S = TypeVar("S", bound="Settings")
 
-#: A field's check: returns ``None`` when the value is right, else what it expects
-#: (``"seconds > 0"``), used in the error message.
 Check = Callable[[Any], str | None]
+"""A field's check: returns ``None`` when the value is right, else what it expects
+(``"seconds > 0"``), used in the error message."""
 
 
 class SettingError(ConfigurationError):

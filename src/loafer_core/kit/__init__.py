@@ -45,7 +45,7 @@ from loafer_core.kit._secrets import (
     secrets_of,
     with_port,
 )
-from loafer_core.provider import Describable, Description, Server
+from loafer_core.provider import Describable, Description, PublisherLifecycle, Server
 
 __all__ = [
     "MASK",
@@ -55,6 +55,7 @@ __all__ = [
     "Failure",
     "ProviderRoute",
     "PublishRefused",
+    "PublisherLifecycle",
     "SecretFilter",
     "SendBatch",
     "Server",

@@ -39,8 +39,8 @@ class _Item(Generic[E]):
     last_error: str | None = field(default=None)
 
 
-#: ``send(entries)`` performs one batch call and returns, per index, the failures.
 SendBatch = Callable[[Sequence[E]], Awaitable[dict[int, Failure]]]
+"""``send(entries)`` performs one batch call and returns, per index, the failures."""
 
 
 class Batcher(Generic[E]):

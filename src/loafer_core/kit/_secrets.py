@@ -36,8 +36,8 @@ __all__ = [
     "with_port",
 ]
 
-#: What a secret is replaced by, in every plugin.
 MASK = "******"
+"""What a secret is replaced by, in every plugin."""
 #: Shorter secrets are not replaced inside other text: it would garble it, not hide them.
 MIN_SECRET = 3
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?")
