@@ -294,19 +294,38 @@ async def test_handlers_in_threads_publish_in_the_consumer_spans_context(
 
 
 def test_the_system_and_destination_of_providers_of_other_packages() -> None:
-    from loafer_core.ext.otel import _destination, _system
+    """From the public :class:`Describable` when the provider has it (not from its
+    ``describe()`` text nor private parts); else the module and a queue/address."""
+    from loafer_core.ext.otel import _described, _destination, _system
+    from loafer_core.provider import Description
 
     class Stream:
+        def description(self) -> Description:
+            return Description(kind="acme", system="acme_streams", destination="jobs")
+
         def describe(self) -> str:
-            return "redis:stream/jobs"
+            return "something else entirely"
 
     class Elsewhere:
         address = "topic://jobs"
 
-    Stream.__module__ = "loafer_redis.provider"
+    class Broken:
+        queue = "q"
+
+        def description(self) -> Description:
+            raise RuntimeError("no")
+
+    Stream.__module__ = "acme_plugin.provider"
     Elsewhere.__module__ = "acme_bus.provider"
-    assert (_system(Stream()), _destination(Stream())) == ("redis", "jobs")
+    stream = Stream()
+    described = _described(stream)
+    assert (_system(stream, described), _destination(stream, described)) == (
+        "acme_streams",
+        "jobs",
+    )
     assert (_system(Elsewhere()), _destination(Elsewhere())) == ("acme_bus", "topic://jobs")
+    broken = Broken()
+    assert _described(broken) is None and _destination(broken, None) == "q"
     assert _system(MemoryProvider(MemoryBroker(), "q")) == "memory"
 
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import Outcome, OutcomeKind
-from loafer_core.provider import Delivery
+from loafer_core.provider import Delivery, Describable, Description
 
 if TYPE_CHECKING:
     from loafer_core.context import RouteContext
@@ -132,7 +132,19 @@ def _fields(propagator: Any) -> frozenset[str]:
         return frozenset()
 
 
-def _system(provider: object) -> str:
+def _described(provider: object) -> Description | None:
+    if not isinstance(provider, Describable):
+        return None
+    try:
+        return provider.description()
+    except Exception:  # a description is no reason to fail a message
+        return None
+
+
+def _system(provider: object, description: Description | None = None) -> str:
+    """``messaging.system``: the provider's :class:`Description`, else the module's."""
+    if description is not None and description.system:
+        return description.system
     module = type(provider).__module__.split(".")[0]
     system = SYSTEMS.get(module)
     if system is None:
@@ -140,19 +152,15 @@ def _system(provider: object) -> str:
     return system
 
 
-def _destination(provider: object) -> str | None:
+def _destination(provider: object, description: Description | None = None) -> str | None:
+    """``messaging.destination.name``: the :class:`Description`'s, else a ``queue`` or
+    ``address`` attribute (a provider that does not describe itself)."""
+    if description is not None and description.destination:
+        return description.destination
     for name in ("queue", "address"):
         value = getattr(provider, name, None)
         if isinstance(value, str) and value:
             return value
-    describe = getattr(provider, "describe", None)
-    if callable(describe):
-        try:
-            text = str(describe())
-        except Exception:
-            return None
-        text = text.split(":", 1)[1] if ":" in text.split("/", 1)[0] else text
-        return text.rstrip("/").rsplit("/", 1)[-1] or None
     return None
 
 
@@ -161,8 +169,9 @@ class _RouteInfo:
 
     def __init__(self, route: RouteContext) -> None:
         provider = route.provider
-        system = _system(provider)
-        destination = _destination(provider) or route.name
+        description = _described(provider)
+        system = _system(provider, description)
+        destination = _destination(provider, description) or route.name
         self.name = f"process {destination}"
         self.attributes: dict[str, Any] = {
             SYSTEM: system,
