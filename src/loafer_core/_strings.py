@@ -7,9 +7,11 @@ it is refused by name, at construction, with what to pass instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 from loafer_core.errors import ConfigurationError
 
-__all__ = ["refuse_string"]
+__all__ = ["checked_instance", "refuse_string"]
 
 
 def refuse_string(where: str, value: object, expected: str, *, call: str = "") -> None:
@@ -34,3 +36,18 @@ def refuse_string(where: str, value: object, expected: str, *, call: str = "") -
             f"`from {module} import {name}` and pass {name}{call if a_class else ''})"
         )
     raise ConfigurationError(message)
+
+
+def checked_instance(where: str, value: Any, protocol: type[Any], expected: str) -> Any:
+    """``value`` if it is an instance of the runtime-checkable ``protocol``; else a
+    :class:`ConfigurationError` at ``where`` saying what was passed (a string naming the
+    object, the class itself, another object) and ``expected`` (``"a publisher (an
+    object with async publish(body, *, headers=...))"``)."""
+    refuse_string(where, value, expected.partition(" (")[0] + " instance", call="(...)")
+    if isinstance(value, type):
+        raise ConfigurationError(
+            f"{where}: got the class {value.__name__}; pass an instance ({value.__name__}(...))"
+        )
+    if not isinstance(value, protocol):
+        raise ConfigurationError(f"{where}: got a {type(value).__name__}, not {expected}")
+    return value

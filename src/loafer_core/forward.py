@@ -37,7 +37,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from loafer_core._strings import refuse_string
+from loafer_core._strings import checked_instance
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Delivery, Publisher
@@ -129,19 +129,12 @@ class Targets:
                 raise ConfigurationError(
                     f"{owner}(publish_to=...): target names must be non-empty str, got {name!r}"
                 )
-            refuse_string(
-                f"{owner}(publish_to=...): {name!r}", target, "a publisher instance", call="(...)"
+            checked_instance(
+                f"{owner}(publish_to=...): {name!r}",
+                target,
+                Publisher,
+                "a publisher (an object with async publish(body, *, headers=...))",
             )
-            if isinstance(target, type):
-                raise ConfigurationError(
-                    f"{owner}(publish_to=...): {name!r} is the class {target.__name__}; pass "
-                    f"an instance ({target.__name__}(...))"
-                )
-            if not isinstance(target, Publisher):
-                raise ConfigurationError(
-                    f"{owner}(publish_to=...): {name!r} is a {type(target).__name__}, not a "
-                    "publisher (an object with async publish(body, *, headers=...))"
-                )
         self.publishers: dict[str, Publisher] = items
 
     def __repr__(self) -> str:

@@ -45,7 +45,7 @@ from loafer_core._handler import (
     really_cancelled as _really_cancelled,
 )
 from loafer_core._message_errors import MessageErrors, message_fields
-from loafer_core._strings import refuse_string
+from loafer_core._strings import checked_instance, refuse_string
 from loafer_core.errors import ConfigurationError, MessageSignal, TranslationError
 from loafer_core.forward import Targets, is_publish
 from loafer_core.handlers import Handlers
@@ -343,18 +343,12 @@ class Route:
 
 
 def _checked_provider(provider: Any) -> Provider:
-    refuse_string("Route(provider=...)", provider, "a provider instance", call="(...)")
-    if isinstance(provider, type):
-        raise ConfigurationError(
-            f"Route(provider=...): got the class {provider.__name__}; pass an instance "
-            f"({provider.__name__}(...))"
-        )
-    if not isinstance(provider, Provider):
-        raise ConfigurationError(
-            "Route(provider=...): expected a provider with capabilities, start(), "
-            f"fetch(), settle() and close(), got {type(provider).__name__}"
-        )
-    return provider
+    return checked_instance(  # type: ignore[no-any-return]
+        "Route(provider=...)",
+        provider,
+        Provider,
+        "a provider (an object with capabilities, start(), fetch(), settle() and close())",
+    )
 
 
 def _chosen_translator(provider: Any, translator: Any, message_translator: Any) -> Any:
