@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from loafer_core._keyed_queue import KeyedQueue
 from loafer_core._lease_keeper import LeaseKeeper
 from loafer_core._provider_start import ProviderStarter
 from loafer_core._settler import Settler
@@ -48,6 +49,8 @@ _STOP: Any = object()
 
 #: A worker yields to the event loop at least once per this many deliveries.
 _YIELD_EVERY = 32
+#: Outcomes after which the next delivery of the same ordering key may run.
+_KEY_GOES_ON = (OutcomeKind.ACCEPT, OutcomeKind.REJECT)
 
 
 class Dispatcher:
@@ -98,7 +101,7 @@ class Dispatcher:
         self._ready: deque[Delivery] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
         self._woken: asyncio.Future[None] | None = None  # woken by _wake_one, not yet running
-        self._keys: dict[str, deque[Delivery]] = {}
+        self._keyed = KeyedQueue()
         self._fetching: asyncio.Task[Any] | None = None
         self._fetch_failures = 0
         self._failure: str | None = None  # the last fetch failure, while backing off
@@ -442,13 +445,8 @@ class Dispatcher:
 
     def _dispatch(self, delivery: Delivery) -> None:
         key = delivery.ordering_key
-        if key is not None:
-            pending = self._keys.get(key)
-            if pending is not None:
-                pending.append(delivery)
-                return
-            self._keys[key] = deque()
-        self._ready.append(delivery)
+        if key is None or self._keyed.admit(delivery, key):
+            self._ready.append(delivery)
 
     # -- handling ---------------------------------------------------------------------------
 
@@ -517,25 +515,15 @@ class Dispatcher:
         key = delivery.ordering_key
         if key is None:
             return None
-        pending = self._keys.get(key)
-        if pending is None:
-            return None
-        if (
-            pending
-            and not self._stopping
-            and outcome.kind
-            in (
-                OutcomeKind.ACCEPT,
-                OutcomeKind.REJECT,
-            )
-        ):
+        go_on = not self._stopping and outcome.kind in _KEY_GOES_ON
+        following, waiting = self._keyed.after(key, go_on)
+        if following is not None:
             if self._idle and not self._ready:
                 self._wake_one()  # capacity freed while this worker stays on its key
-            return pending.popleft()
-        del self._keys[key]
-        if pending:
+            return following
+        if waiting:
             # a later message of this key must not overtake one that will come back
-            await self._settler.release_all(list(pending))
+            await self._settler.release_all(waiting)
         return None
 
     def _forget(self, delivery: Delivery) -> None:
@@ -565,9 +553,7 @@ class Dispatcher:
         # 1. fetched but not started: back to the broker at once
         unstarted = list(self._ready)
         self._ready.clear()
-        for pending in list(self._keys.values()):
-            unstarted.extend(pending)
-            pending.clear()
+        unstarted.extend(self._keyed.take_waiting())
         self._wake_all()
         if unstarted:
             logger.info(

@@ -157,3 +157,49 @@ def test_no_lease_keeper_without_lease_extension() -> None:
     provider = Provider()
     provider.capabilities = Capabilities()
     assert LeaseKeeper("r", provider, {}, lambda exc: None).start() is None  # type: ignore[arg-type]
+
+
+# -- KeyedQueue ------------------------------------------------------------------------
+
+
+def _delivery(n: int, key: str) -> Delivery:
+    return Delivery(raw=b"", body=b"", message_id=str(n), ordering_key=key)
+
+
+def test_keyed_queue_runs_one_per_key_and_hands_on_in_arrival_order() -> None:
+    from loafer_core._keyed_queue import KeyedQueue
+
+    keyed = KeyedQueue()
+    first, second, third, other = (_delivery(n, k) for n, k in enumerate("aaab"))
+    assert keyed.admit(first, "a") and keyed.admit(other, "b")
+    assert not keyed.admit(second, "a") and not keyed.admit(third, "a")
+    assert len(keyed) == 2
+    assert keyed.after("a", go_on=True) == (second, [])
+    assert keyed.after("a", go_on=True) == (third, [])
+    assert keyed.after("a", go_on=True) == (None, [])  # nothing waits: the key ends
+    assert len(keyed) == 1
+    assert keyed.admit(_delivery(9, "a"), "a")  # a new run of the key
+
+
+def test_keyed_queue_ends_a_key_whose_message_comes_back() -> None:
+    from loafer_core._keyed_queue import KeyedQueue
+
+    keyed = KeyedQueue()
+    first, second, third = (_delivery(n, "k") for n in range(3))
+    keyed.admit(first, "k")
+    keyed.admit(second, "k")
+    keyed.admit(third, "k")
+    assert keyed.after("k", go_on=False) == (None, [second, third])  # released, in order
+    assert len(keyed) == 0
+    assert keyed.after("k", go_on=True) == (None, [])
+
+
+def test_keyed_queue_gives_up_its_waiting_deliveries_for_the_drain() -> None:
+    from loafer_core._keyed_queue import KeyedQueue
+
+    keyed = KeyedQueue()
+    deliveries = [_delivery(n, k) for n, k in enumerate("aabb")]
+    for delivery in deliveries:
+        keyed.admit(delivery, delivery.ordering_key or "")
+    assert keyed.take_waiting() == [deliveries[1], deliveries[3]]
+    assert keyed.after("a", go_on=True) == (None, [])  # the running one ends its key
