@@ -1,10 +1,13 @@
-"""What a RabbitMQ provider or publisher says of itself (:class:`~loafer_core.kit.Describable`)."""
+"""What a RabbitMQ provider or publisher says of itself (:class:`~loafer_core.kit.Describable`),
+read from its settings."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from loafer_core import kit
+from loafer_rabbit.errors import mask_url, vhost_of
+from loafer_rabbit.settings import RabbitPublisherSettings, RabbitSettings
 
 #: The AsyncAPI ``amqp`` bindings' version written.
 AMQP_BINDING = "0.3.0"
@@ -24,11 +27,13 @@ def server(masked_url: str) -> kit.Server | None:
     )
 
 
-def provider(masked_url: str, queue: str, vhost: str, durable: bool | None) -> kit.Description:
-    """A consumer of ``queue``; ``durable`` is what start() declares (None: nothing)."""
-    described: dict[str, Any] = {"name": queue, "vhost": vhost}
-    if durable is not None:
-        described["durable"] = durable
+def provider(settings: RabbitSettings) -> kit.Description:
+    """A consumer of the settings' queue; its durability when start() declares it."""
+    url, queue = settings.connection.url, settings.queue
+    masked_url = mask_url(url)
+    described: dict[str, Any] = {"name": queue, "vhost": vhost_of(url)}
+    if settings.topology.declare:
+        described["durable"] = settings.topology.durable
     return kit.Description(
         kind="rabbit",
         system="rabbitmq",
@@ -40,23 +45,17 @@ def provider(masked_url: str, queue: str, vhost: str, durable: bool | None) -> k
     )
 
 
-def publisher(
-    masked_url: str,
-    vhost: str,
-    exchange: str,
-    routing_key: str | None,
-    *,
-    persistent: bool,
-    mandatory: bool,
-) -> kit.Description:
-    """A publisher to ``exchange`` with ``routing_key``."""
-    described: dict[str, Any] = {"name": exchange, "vhost": vhost}
+def publisher(settings: RabbitPublisherSettings) -> kit.Description:
+    """A publisher to the settings' exchange with their routing key."""
+    url, exchange = settings.connection.url, settings.exchange
+    masked_url = mask_url(url)
+    described: dict[str, Any] = {"name": exchange, "vhost": vhost_of(url)}
     if exchange == "":
         described["type"] = "default"
     return kit.Description(
         kind="rabbit",
         system="rabbitmq",
-        destination=routing_key,
+        destination=settings.routing_key,
         address=masked_url,
         server=server(masked_url),
         bindings={
@@ -64,8 +63,8 @@ def publisher(
         },
         operation_bindings={
             "amqp": {
-                "deliveryMode": 2 if persistent else 1,
-                "mandatory": mandatory,
+                "deliveryMode": 2 if settings.persistent else 1,
+                "mandatory": bool(settings.mandatory),
                 "bindingVersion": AMQP_BINDING,
             }
         },

@@ -24,10 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import aio_pika
 import aiormq.exceptions
@@ -41,6 +40,7 @@ from aio_pika.abc import (
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Description, Support
+from loafer_core.settings import from_flat
 from loafer_core.translator import JSONTranslator
 from loafer_rabbit import _describe
 from loafer_rabbit._acks import AckTracker
@@ -55,13 +55,13 @@ from loafer_rabbit._topology import (
 )
 from loafer_rabbit._verify import Entity, verify_topology
 from loafer_rabbit.errors import (
-    check_url,
     mask_url,
     operation_error,
     protect,
     scrub,
     vhost_of,
 )
+from loafer_rabbit.settings import DeadLetter, RabbitSettings
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -84,9 +84,6 @@ MAX_RETRY_DELAY = (2**32 - 1) / 1000.0
 PUBLISH_ATTEMPTS = 3
 #: The largest prefetch count AMQP 0-9-1 can express.
 MAX_PREFETCH = 65535
-
-QueueType = Literal["classic", "quorum"]
-DeadLetter = bool | Literal["queue"]
 
 
 def _attempt_of(headers: Mapping[str, Any]) -> int:
@@ -131,14 +128,23 @@ def _is_dead(message: AbstractIncomingMessage) -> bool:
         return True
 
 
-def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"RabbitProvider({name}=...): expected a number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero) or value != value:
-        raise ConfigurationError(
-            f"RabbitProvider({name}=...): expected a number > 0, got {value!r}"
-        )
-    return float(value)
+def _settings_of(settings: RabbitSettings | str | None, options: dict[str, Any]) -> RabbitSettings:
+    """The provider's settings: ``settings`` itself, or built from the flat keywords (a
+    first positional string is the queue)."""
+    if isinstance(settings, RabbitSettings):
+        if options:
+            raise ConfigurationError(
+                f"RabbitProvider: got a RabbitSettings and keywords {sorted(options)}; give "
+                "one or the other (settings.replace(...) changes a settings object)"
+            )
+        return settings
+    if settings is not None:
+        if "queue" in options:
+            raise ConfigurationError(
+                "RabbitProvider: the queue given twice (positional and queue=)"
+            )
+        options = {"queue": settings, **options}
+    return from_flat(RabbitSettings, "RabbitProvider", options)
 
 
 def _queue_entity(
@@ -158,126 +164,39 @@ def _queue_entity(
 class RabbitProvider:
     """Consume one RabbitMQ queue through aio-pika, with at-least-once delivery.
 
-    Arguments:
-        queue: the work queue's name.
-        url: an ``amqp://`` or ``amqps://`` URL (user, password, host, port, vhost, and
-            aio-pika's query options). The password never appears in logs or errors.
-        declare: declare the work queue (durable, ``queue_type``, ``queue_arguments``)
-            instead of only checking it exists. A missing queue is a ConfigurationError
-            at start-up otherwise.
-        queue_type: ``"classic"`` or ``"quorum"``, used when ``declare`` is true.
-        durable: durability of a declared work queue.
-        queue_arguments: extra ``x-`` arguments of a declared work queue.
-        delayed_retry: declare a retry queue so that ``RETRY(delay)`` waits ``delay``
-            seconds (per-message TTL, dead-lettered back to the work queue).
-        retry_queue: the retry queue's name (default ``"<queue>.retry"``); with
-            ``retry_tiers``, the prefix of the retry queues' names.
-        retry_tiers: use one retry queue per power-of-two band of delays
-            (``"<retry_queue>.<N>ms"`` holds delays in ``(N/2, N]`` ms), declared on first
-            use. RabbitMQ expires messages only at the head of a queue, so in a single
-            retry queue a short delay waits behind a longer one published before it; in
-            a band it waits at most twice its delay. ``False``: one retry queue.
-        dead_letter: ``False``: REJECT is ``basic.reject(requeue=False)`` and nothing is
-            claimed; ``"queue"``: the same, and the queue is known to have its own
-            dead-letter exchange (argument or policy); ``True``: the provider declares a
-            dead-letter exchange and queue and REJECT lands there.
-        dead_letter_exchange: name of the declared dead-letter exchange (default
-            ``"<queue>.dlx"``).
-        dead_letter_queue: name of the declared dead-letter queue (default
-            ``"<queue>.dead"``).
-        prefetch_headroom: deliveries the broker may push beyond the route's capacity
-            (default 0: prefetch equals ``max_concurrency``).
-        poll_timeout: longest wait of one ``fetch`` call when nothing arrives, seconds.
-        publish_timeout: longest wait for a publisher confirm, seconds.
-        connect_timeout: longest wait for the first connection, seconds.
-        close_timeout: longest wait of ``close()`` for its goodbyes to the broker (pending
-            acks, consumer cancel, requeues), seconds; closing the connection then gets
-            what is left of it, at least one second. A start in progress is abandoned.
-        reconnect_interval: pause between reconnection attempts, seconds.
-        connection_name: shown in RabbitMQ's management tools (default ``"loafer:<queue>"``).
-        ssl_context: TLS context for ``amqps://`` (aio-pika's ``ssl_context``).
-        connection_options: extra keyword arguments for ``aio_pika.connect_robust``.
+    Takes one :class:`~loafer_rabbit.settings.RabbitSettings`, or the same values as flat
+    keywords (``RabbitProvider("orders", url=..., declare=True, dead_letter=True)``; a
+    first positional string is the queue): the settings' docstring lists each of them.
+    ``settings`` holds what it was built with; ``queue``, ``retry_queue``,
+    ``dead_letter_exchange`` and ``dead_letter_queue`` are the names in use (defaults
+    resolved), ``url`` the broker URL with its password masked.
     """
 
     default_translator = JSONTranslator()
+    settings_type = RabbitSettings
 
-    def __init__(
-        self,
-        queue: str,
-        *,
-        url: str = "amqp://guest:guest@localhost:5672/",
-        declare: bool = False,
-        queue_type: QueueType = "classic",
-        durable: bool = True,
-        queue_arguments: Mapping[str, Any] | None = None,
-        delayed_retry: bool = True,
-        retry_queue: str | None = None,
-        retry_tiers: bool = True,
-        dead_letter: DeadLetter = False,
-        dead_letter_exchange: str | None = None,
-        dead_letter_queue: str | None = None,
-        prefetch_headroom: int = 0,
-        poll_timeout: float = 5.0,
-        publish_timeout: float = 30.0,
-        connect_timeout: float = 30.0,
-        close_timeout: float = 10.0,
-        reconnect_interval: float = 2.0,
-        connection_name: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        connection_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        if not isinstance(queue, str) or not queue:
-            raise ConfigurationError(
-                f"RabbitProvider(queue=...): expected a queue name, got {queue!r}"
-            )
-        check_url("RabbitProvider", url)
-        protect(url)  # aio-pika logs the URL's query string: mask it
-        if queue_type not in ("classic", "quorum"):
-            raise ConfigurationError(
-                "RabbitProvider(queue_type=...): expected 'classic' or 'quorum', "
-                f"got {queue_type!r}"
-            )
-        if dead_letter not in (True, False, "queue"):
-            raise ConfigurationError(
-                f"RabbitProvider(dead_letter=...): expected True, False or 'queue', "
-                f"got {dead_letter!r}"
-            )
-        if (
-            isinstance(prefetch_headroom, bool)
-            or not isinstance(prefetch_headroom, int)
-            or prefetch_headroom < 0
-        ):
-            raise ConfigurationError(
-                f"RabbitProvider(prefetch_headroom=...): expected an int >= 0, "
-                f"got {prefetch_headroom!r}"
-            )
-        if queue_type == "quorum" and not durable:
-            raise ConfigurationError("RabbitProvider: quorum queues are always durable")
+    def __init__(self, settings: RabbitSettings | str | None = None, /, **options: Any) -> None:
+        self.settings = _settings_of(settings, options)
+        protect(self._url)  # aio-pika logs the URL's query string: mask it
+        self._set_names(self.settings)
+        self._set_state()
 
-        self.queue = queue
-        self._url = url
-        self._declare = bool(declare)
-        self._queue_type: QueueType = queue_type
-        self._durable = bool(durable)
-        self._queue_arguments = dict(queue_arguments or {})
-        self._delayed_retry = bool(delayed_retry)
-        self.retry_queue = retry_queue or f"{queue}.retry"
-        self._retry_tiers = bool(retry_tiers)
+    def _set_names(self, settings: RabbitSettings) -> None:
+        """The names in use, defaults resolved, and the values the hot paths read."""
+        queue = self.queue = settings.queue
+        self.retry_queue = settings.retries.queue or f"{queue}.retry"
+        self.dead_letter_exchange = settings.dead_letters.exchange or f"{queue}.dlx"
+        self.dead_letter_queue = settings.dead_letters.queue or f"{queue}.dead"
+        self._connection_name = settings.connection.name or f"loafer:{queue}"
+        self._dead_letter: DeadLetter = settings.dead_letters.mode
+        self._delayed_retry = settings.retries.delayed
+        self._poll_timeout = float(settings.timeouts.poll)
+        self._publish_timeout = float(settings.timeouts.publish)
+
+    def _set_state(self) -> None:
+        """The connection's and the deliveries' state, before ``start``."""
         #: Retry queues declared so far.
         self.retry_queues: set[str] = set()
-        self._dead_letter: DeadLetter = dead_letter
-        self.dead_letter_exchange = dead_letter_exchange or f"{queue}.dlx"
-        self.dead_letter_queue = dead_letter_queue or f"{queue}.dead"
-        self._headroom = prefetch_headroom
-        self._poll_timeout = _check_positive("poll_timeout", poll_timeout)
-        self._publish_timeout = _check_positive("publish_timeout", publish_timeout)
-        self._connect_timeout = _check_positive("connect_timeout", connect_timeout)
-        self._close_timeout = _check_positive("close_timeout", close_timeout)
-        self._reconnect_interval = _check_positive("reconnect_interval", reconnect_interval)
-        self._connection_name = connection_name or f"loafer:{queue}"
-        self._ssl_context = ssl_context
-        self._connection_options = dict(connection_options or {})
-
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._publish_channel: AbstractRobustChannel | None = None
@@ -310,6 +229,15 @@ class RabbitProvider:
         self._callback = self._on_message
         self.prefetch = 0
 
+    @property
+    def _url(self) -> str:
+        """The broker URL as given (with its password: for connecting and scrubbing)."""
+        return self.settings.connection.url
+
+    @property
+    def _connection_options(self) -> Mapping[str, Any]:
+        return self.settings.connection.options or {}
+
     # -- description ----------------------------------------------------------------------
 
     @property
@@ -329,15 +257,15 @@ class RabbitProvider:
     def description(self) -> Description:
         """The queue, the broker (no secret) and the AsyncAPI bindings: see
         :class:`~loafer_core.provider.Describable`."""
-        durable = self._durable if self._declare else None
-        return _describe.provider(self.url, self.queue, self.vhost, durable)
+        return _describe.provider(self.settings)
 
     def __repr__(self) -> str:
         return f"RabbitProvider(queue={self.queue!r}, url={self.url!r})"
 
     @property
     def _native_dead_letter(self) -> bool:
-        return self._dead_letter == "queue" or (self._dead_letter is True and self._declare)
+        declared = self.settings.topology.declare
+        return self._dead_letter == "queue" or (self._dead_letter is True and declared)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -375,10 +303,10 @@ class RabbitProvider:
         await verify_topology(
             self._url,
             self._entities(),
-            timeout=self._connect_timeout,
-            close_timeout=self._close_timeout,
+            timeout=self.settings.timeouts.connect,
+            close_timeout=self.settings.timeouts.close,
             connection_name=f"{self._connection_name}:verify",
-            ssl_context=self._ssl_context,
+            ssl_context=self.settings.connection.tls,
             options=self._connection_options,
         )
 
@@ -399,22 +327,22 @@ class RabbitProvider:
                 )
             )
             entities.append(_queue_entity("dead-letter queue", dlq, DEAD_LETTER_ARGUMENTS))
-        queue = self.queue
-        if self._declare:
+        queue, topology = self.queue, self.settings.topology
+        if topology.declare:
             arguments = work_queue_arguments(
                 queue,
-                queue_type=self._queue_type,
+                queue_type=topology.queue_type,
                 dead_letter_exchange=(
                     self.dead_letter_exchange if self._dead_letter is True else None
                 ),
-                arguments=self._queue_arguments,
+                arguments=topology.arguments or {},
             )
-            entities.append(_queue_entity("queue", queue, arguments, durable=self._durable))
+            entities.append(_queue_entity("queue", queue, arguments, durable=topology.durable))
         else:
             entities.append(
                 Entity("queue", queue, passive=lambda ch: ch.declare_queue(queue, passive=True))
             )
-        if self._delayed_retry and not self._retry_tiers:
+        if self._delayed_retry and not self.settings.retries.tiers:
             retry = retry_queue_arguments(queue)
             entities.append(_queue_entity("retry queue", self.retry_queue, retry))
         return entities
@@ -437,7 +365,7 @@ class RabbitProvider:
             )
         if self._starting is not None:
             raise ProviderError(f"{self.describe()}: already starting")
-        self.prefetch = min(capacity + self._headroom, MAX_PREFETCH)
+        self.prefetch = min(capacity + self.settings.prefetch_headroom, MAX_PREFETCH)
         # Its own task, so that close() can end it without cancelling our caller.
         task = asyncio.get_running_loop().create_task(
             self._start(), name=f"loafer:{self.queue}:start"
@@ -456,15 +384,15 @@ class RabbitProvider:
 
     async def _connect(self) -> AbstractRobustConnection:
         options: dict[str, Any] = {
-            "reconnect_interval": self._reconnect_interval,
+            "reconnect_interval": self.settings.timeouts.reconnect,
             **self._connection_options,
         }
         return await open_connection(
             self._url,
-            timeout=self._connect_timeout,
-            close_timeout=self._close_timeout,
+            timeout=self.settings.timeouts.connect,
+            close_timeout=self.settings.timeouts.close,
             connection_name=self._connection_name,
-            ssl_context=self._ssl_context,
+            ssl_context=self.settings.connection.tls,
             options=options,
         )
 
@@ -489,7 +417,7 @@ class RabbitProvider:
             if self._dead_letter is True:
                 await self._declare_dead_letter()
             self._queue_obj = await self._declare_work_queue(channel)
-            if self._delayed_retry and not self._retry_tiers:
+            if self._delayed_retry and not self.settings.retries.tiers:
                 await self._declare_retry_queue(self.retry_queue)
             self._consumer_tag = await self._queue_obj.consume(self._callback, no_ack=False)
         except LoaferError:
@@ -509,20 +437,21 @@ class RabbitProvider:
         return channel
 
     async def _declare_work_queue(self, channel: AbstractRobustChannel) -> AbstractQueue:
+        topology = self.settings.topology
         return await declare_work_queue(
             channel,
             self.queue,
             url=self._url,
-            declare=self._declare,
-            queue_type=self._queue_type,
-            durable=self._durable,
+            declare=topology.declare,
+            queue_type=topology.queue_type,
+            durable=topology.durable,
             dead_letter_exchange=self.dead_letter_exchange if self._dead_letter is True else None,
-            arguments=self._queue_arguments,
+            arguments=topology.arguments or {},
         )
 
     def retry_queue_for(self, delay: float) -> str:
         """The retry queue a ``RETRY(delay)`` goes to (see ``retry_tiers``)."""
-        if not self._retry_tiers:
+        if not self.settings.retries.tiers:
             return self.retry_queue
         ms = max(1, min(round(delay * 1000), 2**32 - 1))
         return f"{self.retry_queue}.{1 << (ms - 1).bit_length()}ms"
@@ -1036,12 +965,12 @@ class RabbitProvider:
         self._closed = True
         self._ready.set()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._close_timeout
+        deadline = loop.time() + self.settings.timeouts.close
         try:
             starting = self._starting
             if starting is not None and not starting.done():
                 starting.cancel()  # it closes what it opened before it ends
-                await asyncio.wait({starting}, timeout=self._close_timeout)
+                await asyncio.wait({starting}, timeout=self.settings.timeouts.close)
             async with asyncio.timeout_at(deadline):
                 task, self._pause_task = self._pause_task, None
                 if task is not None:
@@ -1058,7 +987,7 @@ class RabbitProvider:
                 "%s: the broker did not answer within close_timeout (%ss); disconnecting "
                 "(RabbitMQ requeues whatever was not acked)",
                 self.describe(),
-                self._close_timeout,
+                self.settings.timeouts.close,
             )
         finally:
             await self._disconnect(max(1.0, deadline - loop.time()))
@@ -1100,4 +1029,4 @@ class RabbitProvider:
         connection, self._connection = self._connection, None
         self._channel = self._publish_channel = self._backlog_channel = None
         if connection is not None:
-            await close_connection(connection, timeout or self._close_timeout, self._url)
+            await close_connection(connection, timeout or self.settings.timeouts.close, self._url)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,10 +15,12 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobust
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, PublishRefused
 from loafer_core.ext.otel import ROUTING_KEY, inject_each, publish_span
 from loafer_core.provider import Description
-from loafer_core.typed import TYPE_HEADER, encode
+from loafer_core.settings import from_flat
+from loafer_core.typed import encode
 from loafer_rabbit import _describe
 from loafer_rabbit._connection import close_connection, open_connection
-from loafer_rabbit.errors import check_url, mask_url, operation_error, protect, vhost_of
+from loafer_rabbit.errors import mask_url, operation_error, protect
+from loafer_rabbit.settings import RabbitPublisherSettings
 
 __all__ = ["PublishRejected", "RabbitPublisher"]
 
@@ -64,6 +65,29 @@ def _encode(body: Any) -> tuple[bytes, str | None]:
         ) from exc
 
 
+def _settings_of(
+    settings: RabbitPublisherSettings | str | None, exchange: str | None, options: dict[str, Any]
+) -> RabbitPublisherSettings:
+    """The publisher's settings: ``settings`` itself, or built from the flat keywords
+    (the first two positionals: the URL and the exchange)."""
+    if isinstance(settings, RabbitPublisherSettings):
+        if options or exchange is not None:
+            given = sorted(options) + (["exchange"] if exchange is not None else [])
+            raise ConfigurationError(
+                f"RabbitPublisher: got a RabbitPublisherSettings and {given}; give one or "
+                "the other (settings.replace(...) changes a settings object)"
+            )
+        return settings
+    for key, value in (("url", settings), ("exchange", exchange)):
+        if value is not None:
+            if key in options:
+                raise ConfigurationError(
+                    f"RabbitPublisher: {key} given twice (positional and {key}=)"
+                )
+            options = {**options, key: value}
+    return from_flat(RabbitPublisherSettings, "RabbitPublisher", options)
+
+
 class RabbitPublisher:
     """Publish messages to a RabbitMQ exchange and wait for the broker's confirms.
 
@@ -73,20 +97,12 @@ class RabbitPublisher:
     ``mandatory`` is set, raises :class:`PublishRejected`; a lost connection raises
     :class:`~loafer_core.errors.ProviderError` (the message may or may not have arrived).
 
-    Arguments:
-        url: ``amqp://`` or ``amqps://`` URL (the password never appears in logs/errors).
-        exchange: exchange name (``""``, the default exchange, routes by queue name).
-        routing_key: default routing key (for the default exchange: the queue name).
-        mandatory: ask the broker to return messages no queue receives (an error).
-        persistent: publish with ``delivery_mode=2`` (survives a broker restart when the
-            queue is durable).
-        pipeline: most unconfirmed messages in flight in ``publish_many``.
-        timeout: longest wait for one confirm, seconds.
-        connect_timeout: longest wait for the connection, seconds.
-        close_timeout: longest wait of ``close()`` for the broker, seconds.
-        ssl_context: TLS context for ``amqps://``.
-        connection_options: extra keyword arguments for ``aio_pika.connect_robust``.
-        type_header: the header a typed object's type is named in (``None``: none).
+    Takes one :class:`~loafer_rabbit.settings.RabbitPublisherSettings`, or the same
+    values as flat keywords (``RabbitPublisher(url, exchange, routing_key="orders",
+    timeout=5)``; the first two positionals, when strings, are the URL and the
+    exchange): the settings' docstring lists each of them. ``settings`` holds what it
+    was built with; ``exchange``, ``routing_key``, ``mandatory``, ``persistent``,
+    ``pipeline``, ``timeout`` and ``type_header`` read it.
 
     Typed objects (a pydantic model, a dataclass, a msgspec Struct,
     :class:`~loafer_core.typed.Typed`) are published as JSON with their type in the
@@ -98,42 +114,17 @@ class RabbitPublisher:
     and :meth:`close`.
     """
 
+    settings_type = RabbitPublisherSettings
+
     def __init__(
         self,
-        url: str = "amqp://guest:guest@localhost:5672/",
-        exchange: str = "",
-        *,
-        routing_key: str | None = None,
-        mandatory: bool = True,
-        persistent: bool = True,
-        pipeline: int = 1000,
-        timeout: float = 30.0,
-        connect_timeout: float = 30.0,
-        close_timeout: float = 10.0,
-        connection_name: str = "loafer:publisher",
-        ssl_context: ssl.SSLContext | None = None,
-        connection_options: Mapping[str, Any] | None = None,
-        type_header: str | None = TYPE_HEADER,
+        settings: RabbitPublisherSettings | str | None = None,
+        exchange: str | None = None,
+        /,
+        **options: Any,
     ) -> None:
-        check_url("RabbitPublisher", url)
-        protect(url)  # aio-pika logs the URL's query string: mask it
-        if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
-            raise ConfigurationError(
-                f"RabbitPublisher(pipeline=...): expected an int >= 1, got {pipeline!r}"
-            )
-        self._url = url
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.mandatory = mandatory
-        self.persistent = persistent
-        self.pipeline = pipeline
-        self.timeout = timeout
-        self._connect_timeout = connect_timeout
-        self._close_timeout = close_timeout
-        self._connection_name = connection_name
-        self._ssl_context = ssl_context
-        self._connection_options = dict(connection_options or {})
-        self.type_header = type_header
+        self.settings = _settings_of(settings, exchange, options)
+        protect(self._url)  # aio-pika logs the URL's query string: mask it
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -141,20 +132,52 @@ class RabbitPublisher:
         self._opening: asyncio.Task[None] | None = None
         self._closed = False
 
+    @property
+    def _url(self) -> str:
+        return self.settings.connection.url
+
+    @property
+    def exchange(self) -> str:
+        """The exchange's name (``""``: the default exchange)."""
+        return self.settings.exchange
+
+    @property
+    def routing_key(self) -> str | None:
+        """The default routing key."""
+        return self.settings.routing_key
+
+    @property
+    def mandatory(self) -> bool:
+        """Whether the broker returns a message no queue receives (an error)."""
+        return self.settings.mandatory
+
+    @property
+    def persistent(self) -> bool:
+        """Whether messages are published with ``delivery_mode=2``."""
+        return self.settings.persistent
+
+    @property
+    def pipeline(self) -> int:
+        """Most unconfirmed messages in flight in ``publish_many``."""
+        return self.settings.pipeline
+
+    @property
+    def timeout(self) -> float:
+        """Longest wait for one confirm, seconds."""
+        return self.settings.timeouts.publish
+
+    @property
+    def type_header(self) -> str | None:
+        """The header a typed object's type is named in."""
+        return self.settings.type_header
+
     def __repr__(self) -> str:
         return f"RabbitPublisher(url={mask_url(self._url)!r}, exchange={self.exchange!r})"
 
     def description(self) -> Description:
         """The exchange and routing key, the broker (no secret) and the AsyncAPI bindings:
         see :class:`~loafer_core.provider.Describable`."""
-        return _describe.publisher(
-            mask_url(self._url),
-            vhost_of(self._url),
-            self.exchange,
-            self.routing_key,
-            persistent=bool(self.persistent),
-            mandatory=bool(self.mandatory),
-        )
+        return _describe.publisher(self.settings)
 
     async def __aenter__(self) -> RabbitPublisher:
         await self.connect()
@@ -201,14 +224,14 @@ class RabbitPublisher:
                 self._opening = None
 
     async def _open(self) -> None:
-        options: dict[str, Any] = dict(self._connection_options)
+        settings = self.settings
         connection = await open_connection(
             self._url,
-            timeout=self._connect_timeout,
-            close_timeout=self._close_timeout,
-            connection_name=self._connection_name,
-            ssl_context=self._ssl_context,
-            options=options,
+            timeout=settings.timeouts.connect,
+            close_timeout=settings.timeouts.close,
+            connection_name=settings.connection.name or "loafer:publisher",
+            ssl_context=settings.connection.tls,
+            options=dict(settings.connection.options or {}),
         )
         try:
             channel = connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -218,7 +241,7 @@ class RabbitPublisher:
             else:
                 exchange = channel.default_exchange
         except BaseException as exc:
-            await close_connection(connection, self._close_timeout, self._url)
+            await close_connection(connection, self.settings.timeouts.close, self._url)
             if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
                 raise ConfigurationError(
                     f"RabbitPublisher: exchange {self.exchange!r} does not exist at "
@@ -371,9 +394,9 @@ class RabbitPublisher:
         opening = self._opening
         if opening is not None and not opening.done():
             opening.cancel()  # it closes what it opened before it ends
-            await asyncio.wait({opening}, timeout=self._close_timeout)
+            await asyncio.wait({opening}, timeout=self.settings.timeouts.close)
         connection, self._connection = self._connection, None
         self._channel = None
         self._exchange = None
         if connection is not None:
-            await close_connection(connection, self._close_timeout, self._url)
+            await close_connection(connection, self.settings.timeouts.close, self._url)

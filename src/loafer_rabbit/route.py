@@ -14,8 +14,10 @@ class RabbitRoute(ProviderRoute):
     ``RabbitRoute("orders", url="amqp://user:pass@host/vhost", handler=handle,
     max_concurrency=50, max_attempts=5, dead_letter=True)``
 
-    Keyword arguments that :class:`~loafer_rabbit.provider.RabbitProvider` takes
-    (``url``, ``declare``, ``delayed_retry``, ``dead_letter``, ...) configure the provider;
+    Keyword arguments that :class:`~loafer_rabbit.provider.RabbitProvider` takes (the
+    flat names of :class:`~loafer_rabbit.settings.RabbitSettings`: ``url``, ``declare``,
+    ``delayed_retry``, ``dead_letter``, ..., or its pieces: ``topology=Topology(...)``)
+    configure the provider;
     ``provider_options`` may give them as a mapping instead. Every other keyword goes to
     :class:`~loafer_core.route.Route` (``handler``, ``name``, ``translator``,
     ``error_handler``, ``max_concurrency``, ``handler_timeout``, ``max_attempts``,

@@ -160,10 +160,11 @@ BAD_CONFIGS = [
         ),
         "loafer.toml: routes[0] ('orders'): provider_options.prefetch: unknown option of "
         "'rabbit' (RabbitProvider) (did you mean 'prefetch_headroom'?); it takes: "
-        "close_timeout, connect_timeout, connection_name, connection_options, dead_letter, "
-        "dead_letter_exchange, dead_letter_queue, declare, delayed_retry, durable, "
-        "poll_timeout, prefetch_headroom, publish_timeout, queue_arguments, queue_type, "
-        "reconnect_interval, retry_queue, retry_tiers, ssl_context, url",
+        "close_timeout, connect_timeout, connection, connection_name, connection_options, "
+        "dead_letter, dead_letter_exchange, dead_letter_queue, dead_letters, declare, "
+        "delayed_retry, durable, poll_timeout, prefetch_headroom, publish_timeout, "
+        "queue_arguments, queue_type, reconnect_interval, retries, retry_queue, retry_tiers, "
+        "ssl_context, timeouts, topology, url",
     ),
     (
         "provider option of the wrong type",
@@ -343,8 +344,9 @@ def test_variables_and_defaults_are_substituted_in_string_values(tmp_path: Path)
     (built,) = build_routes(config)
     assert isinstance(built.provider, RabbitProvider)
     assert built.provider.queue == "orders"
-    assert built.provider._declare is True  # "${DECLARE}" -> "true" -> True (a bool)
-    assert built.provider._connection_name == "${literal}-fallback"
+    # "${DECLARE}" -> "true" -> True (a bool)
+    assert built.provider.settings.topology.declare is True
+    assert built.provider.settings.connection.name == "${literal}-fallback"
     assert "s3cret" not in repr(built.provider)
 
 
@@ -494,7 +496,8 @@ async def test_one_file_builds_routes_for_every_broker_and_runs_its_memory_route
     assert isinstance(rabbit.provider, RabbitProvider)
     assert rabbit.name == "orders" and rabbit.max_concurrency == 20
     assert (rabbit.handler_timeout, rabbit.max_attempts) == (30, 5)
-    assert rabbit.provider._declare is True and rabbit.provider._queue_type == "quorum"
+    assert rabbit.provider.settings.topology.declare is True
+    assert rabbit.provider.settings.topology.queue_type == "quorum"
     assert "pw@" not in repr(rabbit.provider)
 
     assert isinstance(amqp.provider, AMQPProvider)

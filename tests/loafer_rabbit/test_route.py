@@ -39,7 +39,7 @@ def test_route_options_are_split_between_route_and_provider(rabbit_url: str) -> 
     assert isinstance(route.provider, RabbitProvider)
     assert route.max_concurrency == 7
     assert route.provider.queue == "orders"
-    assert route.provider._headroom == 2
+    assert route.provider.settings.prefetch_headroom == 2
     assert route.name == "rabbit:orders"
 
 
