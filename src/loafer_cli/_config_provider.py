@@ -106,6 +106,14 @@ def _from_settings(settings_type: type[Settings]) -> Accepted:
         head = path.partition(".")[0]
         if not _has_default(f) and (head == path or not _has_default(top[head])):
             required.add(key)
+    # a nested piece (connection, timeouts, ...) is an object in Python; a config file
+    # sets its fields by their flat names (url, poll_timeout, ...)
+    fields = {
+        key: (path, f)
+        for key, (path, f) in fields.items()
+        if not (isinstance(f.type, type) and issubclass(f.type, Settings))
+    }
+    required &= set(fields)
     return Accepted(
         types={key: f.type for key, (_, f) in fields.items()},
         required=frozenset(required),

@@ -24,6 +24,7 @@ from loafer_cli._config_provider import _NO_TYPE, accepted_options, check_option
 from loafer_cli._config_schema import PublisherConfig
 from loafer_cli.publish import _BUNDLED, build_publisher, load_publisher
 from loafer_core.errors import ConfigurationError
+from loafer_core.settings import SettingError
 
 __all__ = ["PublisherProblem", "publisher_of", "targets_of"]
 
@@ -55,6 +56,13 @@ def publisher_of(config: PublisherConfig, hidden: frozenset[str] = frozenset()) 
     )
     try:
         return build_publisher(name, config.target, config.url, options)
+    except SettingError as exc:  # a setting's check refused an option's value
+        if exc.field not in options:
+            raise PublisherProblem((), str(exc)) from None
+        got = "the value of an environment variable (not shown)" if exc.field in hidden else exc.got
+        raise PublisherProblem(
+            ("options", exc.field), f"expected {exc.expected}, got {got}"
+        ) from None
     except ConfigurationError as exc:  # the publishers' own messages mask passwords
         raise PublisherProblem((), str(exc)) from None
     except Exception as exc:

@@ -43,6 +43,7 @@ from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.plugins import load_provider
 from loafer_core.policy import RetryPolicy
 from loafer_core.route import Route
+from loafer_core.settings import SettingError
 
 __all__ = [
     "CONFIG_NAME",
@@ -292,7 +293,7 @@ def _build_route(
     middleware = _middleware(route, stores)
     if middleware:
         options["middleware"] = middleware
-    provider = _provider(cls, route.provider, kwargs)
+    provider = _provider(cls, route.provider, kwargs, hidden)
     try:
         built = Route(provider, handler, **options)
     except ConfigurationError as exc:
@@ -306,10 +307,17 @@ def _build_route(
     return built
 
 
-def _provider(cls: Any, name: str, kwargs: dict[str, Any]) -> Any:
-    """``cls(**kwargs)``, its refusal said as a problem of the route's provider_options."""
+def _provider(cls: Any, name: str, kwargs: dict[str, Any], hidden: frozenset[str]) -> Any:
+    """``cls(**kwargs)``, its refusal said as a problem of the route's provider_options
+    (of the option itself when a setting's check refused its value)."""
     try:
         return cls(**kwargs)
+    except SettingError as exc:
+        if exc.field not in kwargs:
+            raise _Problem(("provider_options",), f"{name!r}: {exc}") from None
+        raise _Problem(
+            ("provider_options", exc.field), f"expected {exc.expected}, got {_got(exc, hidden)}"
+        ) from None
     except ConfigurationError as exc:
         raise _Problem(("provider_options",), f"{name!r}: {exc}") from None
     except Exception as exc:
@@ -317,6 +325,13 @@ def _provider(cls: Any, name: str, kwargs: dict[str, Any]) -> Any:
             ("provider_options",),
             f"{name!r} ({cls.__name__}) refused its options: {type(exc).__name__}: {exc}",
         ) from None
+
+
+def _got(exc: SettingError, hidden: frozenset[str]) -> str:
+    """The refused value as an error shows it: never one from the environment."""
+    if exc.field in hidden:
+        return "the value of an environment variable (not shown)"
+    return exc.got
 
 
 def _middleware(route: RouteConfig, stores: dict[str, Any]) -> list[Any]:

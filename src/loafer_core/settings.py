@@ -74,6 +74,8 @@ class SettingError(ConfigurationError):
         self.field = field
         self.expected = expected
         self.secret = secret
+        #: what was given, as the message shows it
+        self.got = got
 
 
 # -- checks ---------------------------------------------------------------------------

@@ -160,11 +160,11 @@ BAD_CONFIGS = [
         ),
         "loafer.toml: routes[0] ('orders'): provider_options.prefetch: unknown option of "
         "'rabbit' (RabbitProvider) (did you mean 'prefetch_headroom'?); it takes: "
-        "close_timeout, connect_timeout, connection, connection_name, connection_options, "
-        "dead_letter, dead_letter_exchange, dead_letter_queue, dead_letters, declare, "
+        "close_timeout, connect_timeout, connection_name, connection_options, "
+        "dead_letter, dead_letter_exchange, dead_letter_queue, declare, "
         "delayed_retry, durable, poll_timeout, prefetch_headroom, publish_timeout, "
-        "queue_arguments, queue_type, reconnect_interval, retries, retry_queue, retry_tiers, "
-        "ssl_context, timeouts, topology, url",
+        "queue_arguments, queue_type, reconnect_interval, retry_queue, retry_tiers, "
+        "ssl_context, url",
     ),
     (
         "provider option of the wrong type",
@@ -627,3 +627,28 @@ def test_handlers_import_from_the_config_files_directory(tmp_path: Path) -> None
     (built,) = build_routes(load_config(write(tmp_path, text)))
     assert built.handler.__module__ == "local_app_for_config"
     assert sys.path[0] == str(tmp_path.resolve())
+
+
+def test_a_value_a_setting_refuses_points_at_its_option(tmp_path: Path) -> None:
+    """The right type but refused by the settings' check: said at the option's key."""
+    text = route(
+        f'queue = "q"\n{HANDLER}\n[routes.provider_options]\npoll_timeout = -1',
+        provider="rabbit",
+    )
+    assert problem(tmp_path, text) == (
+        "loafer.toml: routes[0] ('orders'): provider_options.poll_timeout: "
+        "expected seconds > 0, got -1"
+    )
+
+
+def test_a_refused_value_from_the_environment_is_not_shown(tmp_path: Path) -> None:
+    text = route(
+        f'queue = "q"\n{HANDLER}\n[routes.provider_options]\nprefetch_headroom = "${{HEADROOM}}"',
+        provider="rabbit",
+    )
+    message = problem(tmp_path, text, {"HEADROOM": "-7"})
+    assert message.endswith(
+        "provider_options.prefetch_headroom: expected an int >= 0, got the value of an "
+        "environment variable (not shown)"
+    ), message
+    assert "-7" not in message

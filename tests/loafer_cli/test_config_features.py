@@ -236,8 +236,8 @@ BAD = [
         PUBLISHERS.replace("persistent = false", "persistant = false"),
         "loafer.toml: publishers.fulfilment.options.persistant: unknown option of 'rabbit' "
         "(RabbitPublisher) (did you mean 'persistent'?); it takes: close_timeout, "
-        "connect_timeout, connection, connection_name, connection_options, exchange, "
-        "mandatory, persistent, pipeline, ssl_context, timeout, timeouts, type_header",
+        "connect_timeout, connection_name, connection_options, exchange, "
+        "mandatory, persistent, pipeline, ssl_context, timeout, type_header",
     ),
     (
         "an option of the wrong type",

@@ -315,12 +315,15 @@ def _route(options: str) -> str:
             "provider_options.prefetch_headroom: expected int, got 'two'",
         ),
         ('dead_letter = "sometimes"', "provider_options.dead_letter: expected "),
-        (  # a value the settings' check refuses, said by the class
+        (  # a value the settings' check refuses, said at its option
             "poll_timeout = -1",
-            "provider_options: 'rabbit': RabbitProvider(poll_timeout=...): expected seconds > 0",
+            "provider_options.poll_timeout: expected seconds > 0, got -1",
         ),
         ('queue_arguments = "x"', "provider_options.queue_arguments: expected "),
-        ("topology = { declare = true }", "provider_options.topology: expected Topology"),
+        (  # a nested piece is set by its flat names in a config file
+            "topology = { declare = true }",
+            "provider_options.topology: unknown option of 'rabbit' (RabbitProvider)",
+        ),
     ],
 )
 def test_a_config_file_with_a_wrong_typed_provider_option_is_refused(
