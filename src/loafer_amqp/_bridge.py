@@ -35,8 +35,8 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
 
 from proton import (
     Condition,
@@ -53,15 +53,28 @@ from proton._reactor import delay_iter
 from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
+from loafer_amqp._url import LOGGERS, URL_RULES, mask_url, parse_url
 from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.policy import check_number
+from loafer_core.settings import Settings, from_flat
 
-__all__ = ["LOGGERS", "URL_RULES", "ConnectionSettings", "ReactorClient", "mask_url"]
+if TYPE_CHECKING:
+    from loafer_amqp.settings import AMQPCommonSettings
+
+__all__ = [
+    "LOGGERS",
+    "URL_RULES",
+    "ConnectionSettings",
+    "ReactorClient",
+    "mask_url",
+    "settings_from",
+]
 
 logger = logging.getLogger("loafer_amqp")
 
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S", bound=Settings)
 
 #: Error conditions that mean "the set-up is wrong" when they happen at start-up.
 CONFIG_CONDITIONS = frozenset(
@@ -75,23 +88,6 @@ CONFIG_CONDITIONS = frozenset(
         "amqp:resource-deleted",
     }
 )
-
-
-#: AMQP 1.0 URLs: the password is masked (the user name stays); connection options
-#: ``password`` and ``ssl_key_password`` are secrets too.
-URL_RULES = kit.UrlRules(schemes=("amqp", "amqps"), secret_options=("password", "ssl_key_password"))
-#: Loggers whose records are filtered (and their children).
-LOGGERS = ("proton", "loafer_amqp")
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``******`` (the user name stays).
-
-    Works on the raw string (everything between ``scheme://`` and the last ``@``), not
-    on what ``urlsplit`` makes of it: an unencoded ``#``, ``/`` or ``?`` in a password
-    would hide the ``@`` from ``urlsplit`` and leave the password in clear.
-    """
-    return kit.mask_url(url, URL_RULES)
 
 
 @dataclass(frozen=True)
@@ -129,38 +125,41 @@ class ConnectionSettings:
         **options: Any,
     ) -> ConnectionSettings:
         """Parse ``amqp[s]://[user[:password]@]host[:port]`` (explicit user/password win)."""
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            # urllib's message may quote part of the password: give a fixed hint instead
-            raise ConfigurationError(
-                f"invalid AMQP URL {mask_url(url)!r}: check the port, and percent-encode "
-                "special characters (such as / # ? @ :) in the user and password"
-            ) from None
-        scheme = parts.scheme.lower()
-        if scheme not in {"amqp", "amqps"}:
-            raise ConfigurationError(
-                f"AMQP URL must start with amqp:// or amqps://, got {mask_url(url)!r}"
-            )
-        if not parts.hostname:
-            raise ConfigurationError(f"AMQP URL has no host: {mask_url(url)!r}")
-        if parts.path not in {"", "/"}:
-            raise ConfigurationError(
-                f"put the address in `address`, not in the URL path: {mask_url(url)!r}"
-            )
-        url_user = unquote(parts.username) if parts.username else None
-        url_password = unquote(parts.password) if parts.password is not None else None
+        parts = parse_url(url)
         secret = {"password": password, "ssl_key_password": options.get("ssl_key_password")}
         kit.protect(LOGGERS, kit.secrets_of(url, URL_RULES, secret), urls=URL_RULES)
         return cls(
-            scheme=scheme,
-            host=parts.hostname,
-            port=port or (5671 if scheme == "amqps" else 5672),
-            user=user if user is not None else url_user,
-            password=password if password is not None else url_password,
+            scheme=parts.scheme,
+            host=parts.host,
+            port=parts.port,
+            user=user if user is not None else parts.user,
+            password=password if password is not None else parts.password,
             **options,
         )
+
+    @classmethod
+    def of(cls, settings: AMQPCommonSettings) -> ConnectionSettings:
+        """What the reactor thread connects with, from a provider's or publisher's
+        settings (frozen: shared with the reactor thread as it is). The TLS files are
+        read now: a bad one is a ``ConfigurationError`` at construction."""
+        login, tls = settings.amqp, settings.tls
+        made = cls.from_url(
+            settings.connection.url,
+            user=login.user,
+            password=login.password,
+            sasl_mechanisms=login.sasl_mechanisms,
+            virtual_host=login.virtual_host,
+            heartbeat=login.heartbeat,
+            ssl_ca=tls.ca,
+            ssl_cert=tls.cert,
+            ssl_key=tls.key,
+            ssl_key_password=tls.key_password,
+            ssl_verify=tls.verify,
+            reconnect_max_delay=settings.timeouts.reconnect,
+            container_id=settings.connection.name,
+        )
+        made.ssl_domain()
+        return made
 
     @property
     def safe_url(self) -> str:
@@ -227,6 +226,39 @@ class ConnectionSettings:
         if self.sasl_mechanisms:
             return self.sasl_mechanisms
         return "PLAIN" if self.user is not None else "ANONYMOUS"
+
+
+def settings_from(
+    settings_type: type[S], owner: str, first: Any, address: Any, options: dict[str, Any]
+) -> S:
+    """The settings an ``AMQPProvider(...)`` / ``AMQPPublisher(...)`` call gives: its
+    settings object as it is, or ``settings_type`` built from today's arguments (``url``
+    and ``address``, positional or not, and the other flat keywords; see
+    :func:`~loafer_core.settings.from_flat`). A settings object with anything else is
+    refused: there would be two values for the same thing."""
+    if isinstance(first, settings_type):
+        extra = sorted(options) + (["address"] if address is not None else [])
+        if extra:
+            raise ConfigurationError(
+                f"{owner}: {', '.join(extra)} given with a settings object "
+                f"({settings_type.__name__}): put them in it (settings.replace(...)) or "
+                "give only keywords"
+            )
+        return first
+    if isinstance(first, Settings):
+        raise ConfigurationError(
+            f"{owner}: expected {settings_type.__name__} or a URL, got {type(first).__name__}"
+        )
+    values = dict(options)
+    for key, value in (("url", first), ("address", address)):
+        if value is None:
+            continue
+        if key in values:
+            raise ConfigurationError(f"{owner}: {key!r} given twice (as an argument and a keyword)")
+        values[key] = value
+    if "url" not in values and "connection" not in values:
+        raise ConfigurationError(f"{owner}(url=...): required (the broker's URL: amqp://host:port)")
+    return from_flat(settings_type, owner, values)
 
 
 def describe(condition: Condition | None) -> str:

@@ -8,29 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from proton import Condition
 from proton import Delivery as ProtonDelivery
 from proton.reactor import AtLeastOnce, Container
 
-from loafer_amqp._bridge import ConnectionSettings, ReactorClient, Timer, logger
+from loafer_amqp._bridge import ConnectionSettings, ReactorClient, Timer, logger, settings_from
 from loafer_amqp._convert import body_of, message_metadata
 from loafer_amqp._credit import CreditGate
 from loafer_amqp._peer import RABBITMQ_MODIFIED_SINCE, peer_outcome
 from loafer_amqp._verify import verify_address
+from loafer_amqp.settings import AMQPSettings, BrokerProfile
 from loafer_amqp.translator import AMQPTranslator
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import RELEASE, Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Description, Support
 
 __all__ = ["RABBITMQ_MODIFIED_SINCE", "AMQPProvider", "BrokerProfile"]
-
-BrokerProfile = Literal["auto", "rabbitmq", "generic"]
-_PROFILES = ("auto", "rabbitmq", "generic")
 
 #: Longest reason text sent in a `rejected` outcome's error condition.
 MAX_REASON = 1024
@@ -272,88 +269,44 @@ class _ReceiverClient(ReactorClient):
 class AMQPProvider:
     """Consume from one AMQP 1.0 address with explicit, bounded credit.
 
-    :param url: ``amqp://[user[:password]@]host[:port]`` or ``amqps://...``.
-    :param address: the source to consume from. RabbitMQ: ``/amq/queue/NAME`` (an
-        existing queue; declares nothing) or ``/queue/NAME``; other brokers: the queue name.
-    :param broker: ``"auto"`` (default: detect from the broker's open properties; retries
-        are sent as ``released`` unless the broker is known to take ``modified``; no
-        attempt counting), ``"rabbitmq"`` (same, for RabbitMQ's AMQP 1.0 plugin) or
-        ``"generic"`` (a broker with full outcome support: RETRY sends ``modified`` with
-        delivery-failed and attempts come from the header's delivery-count).
-    :param user: / ``password``: SASL PLAIN credentials (override the URL's); without any,
-        SASL ANONYMOUS is used. ``sasl_mechanisms`` overrides the choice.
-    :param ssl_ca: / ``ssl_cert`` / ``ssl_key`` / ``ssl_key_password`` / ``ssl_verify``:
-        TLS options for ``amqps://`` URLs.
-    :param fetch_wait: longest time :meth:`fetch` waits for a message before returning
-        nothing.
-    :param batch_window: after waiting for the first message, how long :meth:`fetch`
-        waits for more of the same burst (seconds; default 0: return at once).
-    :param max_retry_delay: longest ``RETRY(delay)`` held client-side; longer delays are
-        capped (a held delivery keeps its credit; brokers may time out unsettled ones).
+    Takes one :class:`~loafer_amqp.settings.AMQPSettings`, or the same values as flat
+    keywords, ``url`` and ``address`` first (positional or not)::
+
+        AMQPProvider("amqp://broker:5672", "/amq/queue/orders", broker="rabbitmq")
+        AMQPProvider(AMQPSettings(address="/amq/queue/orders",
+                                  connection=Connection(url="amqp://broker:5672"),
+                                  broker="rabbitmq"))
+
+    The settings (:attr:`settings`) document each value: the address, the ``broker``
+    outcome profile, SASL (``user``, ``password``, ...), TLS (``ssl_*``), the timeouts
+    (``connect_timeout``, ``fetch_wait``, ...), ``batch_window`` and
+    ``max_retry_delay``. A wrong value is a ``ConfigurationError`` at construction.
     """
 
     default_translator = AMQPTranslator()
+    settings_type = AMQPSettings
 
     def __init__(
         self,
-        url: str,
-        address: str,
-        *,
-        broker: BrokerProfile = "auto",
-        user: str | None = None,
-        password: str | None = None,
-        sasl_mechanisms: str | None = None,
-        virtual_host: str | None = None,
-        heartbeat: float | None = 60.0,
-        ssl_ca: str | None = None,
-        ssl_cert: str | None = None,
-        ssl_key: str | None = None,
-        ssl_key_password: str | None = None,
-        ssl_verify: bool = True,
-        connect_timeout: float = 15.0,
-        close_timeout: float = 10.0,
-        fetch_wait: float = 20.0,
-        batch_window: float = 0.0,
-        max_retry_delay: float = 900.0,
-        reconnect_max_delay: float = 10.0,
+        settings: AMQPSettings | str | None = None,
+        address: str | None = None,
+        /,
+        **options: Any,
     ) -> None:
-        if not isinstance(address, str) or not address:
-            raise ConfigurationError("AMQPProvider needs an address (e.g. '/amq/queue/NAME')")
-        if broker not in _PROFILES:
-            raise ConfigurationError(f"broker must be one of {_PROFILES}, got {broker!r}")
-        for name, value in (
-            ("connect_timeout", connect_timeout),
-            ("close_timeout", close_timeout),
-            ("fetch_wait", fetch_wait),
-            ("max_retry_delay", max_retry_delay),
-            ("reconnect_max_delay", reconnect_max_delay),
-        ):
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
-        self._settings = ConnectionSettings.from_url(
-            url,
-            user=user,
-            password=password,
-            sasl_mechanisms=sasl_mechanisms,
-            virtual_host=virtual_host,
-            heartbeat=heartbeat,
-            ssl_ca=ssl_ca,
-            ssl_cert=ssl_cert,
-            ssl_key=ssl_key,
-            ssl_key_password=ssl_key_password,
-            ssl_verify=ssl_verify,
-            reconnect_max_delay=reconnect_max_delay,
-        )
-        self._settings.ssl_domain()  # validate TLS options now (raises on bad files)
-        self.address = address
-        self.broker: BrokerProfile = broker
-        self._connect_timeout = float(connect_timeout)
-        self._close_timeout = float(close_timeout)
-        self._fetch_wait = float(fetch_wait)
-        if not (isinstance(batch_window, int | float) and 0 <= batch_window <= fetch_wait):
-            raise ConfigurationError(f"batch_window must be 0..fetch_wait, got {batch_window!r}")
-        self._batch_window = float(batch_window)
-        self._max_retry_delay = float(max_retry_delay)
+        self.settings = settings_from(AMQPSettings, "AMQPProvider", settings, address, options)
+        s = self.settings
+        self._connection = ConnectionSettings.of(s)  # what the reactor thread connects with
+        self.address = s.address
+        self.broker: BrokerProfile = s.broker
+        self._connect_timeout = s.timeouts.connect
+        self._close_timeout = s.timeouts.close
+        self._fetch_wait = s.timeouts.poll
+        self._batch_window = s.batch_window
+        self._max_retry_delay = s.max_retry_delay
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """The state of a provider not started yet."""
         self._capacity = 0
         self._client: _ReceiverClient | None = None
         self._reconnects_before = 0  # recoveries of the clients replaced
@@ -367,17 +320,17 @@ class AMQPProvider:
     def description(self) -> Description:
         """The address, the broker (no secret) and the AsyncAPI bindings: see
         :class:`~loafer_core.provider.Describable`."""
-        return self._settings.description(self.address)
+        return self._connection.description(self.address)
 
     def __repr__(self) -> str:
         return (
-            f"AMQPProvider(url={self._settings.display_url!r}, address={self.address!r}, "
+            f"AMQPProvider(url={self._connection.display_url!r}, address={self.address!r}, "
             f"broker={self.broker!r})"
         )
 
     def describe(self) -> str:
         """Short description for logs (no credentials)."""
-        return f"amqp {self.address} at {self._settings.display_url}"
+        return f"amqp {self.address} at {self._connection.display_url}"
 
     @property
     def capabilities(self) -> Capabilities:
@@ -432,7 +385,7 @@ class AMQPProvider:
         declares nothing.
         """
         await verify_address(
-            self._settings,
+            self._connection,
             self.address,
             check_peer=lambda properties: peer_outcome(self.broker, properties)[1],
             connect_timeout=self._connect_timeout,
@@ -457,7 +410,7 @@ class AMQPProvider:
         await self._open()
 
     async def _open(self) -> None:
-        client = _ReceiverClient(self, self._settings, self.address, self._capacity, self.broker)
+        client = _ReceiverClient(self, self._connection, self.address, self._capacity, self.broker)
         old = self._client
         if old is not None:
             self._reconnects_before += old.recoveries

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -13,12 +12,13 @@ from proton import Delivery as ProtonDelivery
 from proton import Message
 from proton.reactor import AtLeastOnce, Container
 
-from loafer_amqp._bridge import ConnectionSettings, ReactorClient, describe, logger
+from loafer_amqp._bridge import ConnectionSettings, ReactorClient, describe, logger, settings_from
 from loafer_amqp.errors import PublishRefused
-from loafer_core.errors import ConfigurationError, ProviderError
+from loafer_amqp.settings import AMQPPublisherSettings
+from loafer_core.errors import ProviderError
 from loafer_core.ext.otel import publish_span
 from loafer_core.provider import Description
-from loafer_core.typed import TYPE_HEADER, encode
+from loafer_core.typed import encode
 
 __all__ = ["AMQPPublisher"]
 
@@ -228,8 +228,11 @@ class AMQPPublisher:
     arrived). Concurrent ``publish`` calls are pipelined within the link's credit
     (``asyncio.gather`` many of them; there is no round trip per message).
 
-    Connection options are those of :class:`~loafer_amqp.AMQPProvider`. Use it as an
-    async context manager, or call :meth:`start` / :meth:`close` (the first ``publish``
+    Takes one :class:`~loafer_amqp.settings.AMQPPublisherSettings`, or the same values
+    as flat keywords, ``url`` and ``address`` first (positional or not): the connection
+    options are those of :class:`~loafer_amqp.AMQPProvider`, plus ``durable``,
+    ``timeout`` (the wait for an outcome) and ``type_header``. Use it as an async
+    context manager, or call :meth:`start` / :meth:`close` (the first ``publish``
     starts it).
 
     Typed objects (a pydantic model, a dataclass, a msgspec Struct,
@@ -240,53 +243,26 @@ class AMQPPublisher:
     application properties).
     """
 
+    settings_type = AMQPPublisherSettings
+
     def __init__(
         self,
-        url: str,
-        address: str,
-        *,
-        user: str | None = None,
-        password: str | None = None,
-        sasl_mechanisms: str | None = None,
-        virtual_host: str | None = None,
-        heartbeat: float | None = 60.0,
-        ssl_ca: str | None = None,
-        ssl_cert: str | None = None,
-        ssl_key: str | None = None,
-        ssl_key_password: str | None = None,
-        ssl_verify: bool = True,
-        durable: bool = True,
-        timeout: float | None = 60.0,
-        connect_timeout: float = 15.0,
-        close_timeout: float = 10.0,
-        reconnect_max_delay: float = 10.0,
-        type_header: str | None = TYPE_HEADER,
+        settings: AMQPPublisherSettings | str | None = None,
+        address: str | None = None,
+        /,
+        **options: Any,
     ) -> None:
-        if not isinstance(address, str) or not address:
-            raise ConfigurationError("AMQPPublisher needs a target address")
-        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-            raise ConfigurationError(f"timeout must be a positive number or None, got {timeout!r}")
-        self._settings = ConnectionSettings.from_url(
-            url,
-            user=user,
-            password=password,
-            sasl_mechanisms=sasl_mechanisms,
-            virtual_host=virtual_host,
-            heartbeat=heartbeat,
-            ssl_ca=ssl_ca,
-            ssl_cert=ssl_cert,
-            ssl_key=ssl_key,
-            ssl_key_password=ssl_key_password,
-            ssl_verify=ssl_verify,
-            reconnect_max_delay=reconnect_max_delay,
+        self.settings = settings_from(
+            AMQPPublisherSettings, "AMQPPublisher", settings, address, options
         )
-        self._settings.ssl_domain()
-        self.address = address
-        self.durable = durable
-        self.type_header = type_header
-        self._timeout = timeout
-        self._connect_timeout = connect_timeout
-        self._close_timeout = close_timeout
+        s = self.settings
+        self._connection = ConnectionSettings.of(s)  # what the reactor thread connects with
+        self.address = s.address
+        self.durable = s.durable
+        self.type_header = s.type_header
+        self._timeout = s.timeout
+        self._connect_timeout = s.timeouts.connect
+        self._close_timeout = s.timeouts.close
         self._client: _SenderClient | None = None
         self._start_lock: asyncio.Lock | None = None
         self._futures: dict[int, _Batch] = {}
@@ -302,10 +278,10 @@ class AMQPPublisher:
     def description(self) -> Description:
         """The address, the broker (no secret) and the AsyncAPI bindings: see
         :class:`~loafer_core.provider.Describable`."""
-        return self._settings.description(self.address)
+        return self._connection.description(self.address)
 
     def __repr__(self) -> str:
-        return f"AMQPPublisher(url={self._settings.display_url!r}, address={self.address!r})"
+        return f"AMQPPublisher(url={self._connection.display_url!r}, address={self.address!r})"
 
     async def __aenter__(self) -> AMQPPublisher:
         await self.start()
@@ -324,7 +300,7 @@ class AMQPPublisher:
             client = self._client
             if client is not None and client.dead is None:
                 return
-            client = _SenderClient(self, self._settings, self.address)
+            client = _SenderClient(self, self._connection, self.address)
             self._client = client
             client.start_thread(asyncio.get_running_loop())
             try:

@@ -30,6 +30,8 @@ class AMQPRoute(ProviderRoute):
     queue_option = "address"
 
     def build_provider(self, queue: str, options: dict[str, Any]) -> Any:
-        """The provider, on ``amqp://127.0.0.1:5672`` unless ``url`` says otherwise."""
-        options.setdefault("url", "amqp://127.0.0.1:5672")
+        """The provider, on ``amqp://127.0.0.1:5672`` unless ``url`` (or ``connection``)
+        says otherwise."""
+        if "connection" not in options:
+            options.setdefault("url", "amqp://127.0.0.1:5672")
         return AMQPProvider(address=queue, **options)

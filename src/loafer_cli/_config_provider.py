@@ -102,8 +102,11 @@ def _from_settings(settings_type: type[Settings]) -> Accepted:
     fields = flat_fields(settings_type)
     top = {f.name: f for f in dataclasses.fields(settings_type)}  # type: ignore[arg-type]
     required = set()
+    pieces = {path.partition(".")[0] for path, _ in fields.values() if "." in path}
     for key, (path, f) in fields.items():
         head = path.partition(".")[0]
+        if path in pieces:
+            continue  # a piece with flat names (connection: url): they say what is required
         if not _has_default(f) and (head == path or not _has_default(top[head])):
             required.add(key)
     # a nested piece (connection, timeouts, ...) is an object in Python; a config file

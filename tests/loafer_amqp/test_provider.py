@@ -354,7 +354,7 @@ async def test_sasl_anonymous_without_credentials(
     parts = urlsplit(amqp_url)
     anonymous = f"{parts.scheme}://{parts.hostname}:{parts.port or 5672}"
     provider = AMQPProvider(anonymous, f"/amq/queue/{queue}", fetch_wait=5.0)
-    assert provider._settings.mechanisms() == "ANONYMOUS"
+    assert provider._connection.mechanisms() == "ANONYMOUS"
     try:
         await provider.start(1)
         [d] = await fetch_n(provider, 1)

@@ -291,7 +291,7 @@ def test_settings_hide_the_password() -> None:
 
 
 def test_tls_options_are_checked_up_front() -> None:
-    assert AMQPProvider("amqps://h", "q", ssl_verify=False)._settings.ssl_domain() is not None
+    assert AMQPProvider("amqps://h", "q", ssl_verify=False)._connection.ssl_domain() is not None
     with pytest.raises(ConfigurationError, match="TLS"):
         AMQPProvider("amqps://h", "q", ssl_ca="/nonexistent/ca.pem")
     with pytest.raises(ConfigurationError, match="amqps"):

@@ -48,7 +48,7 @@ def _close_pipes() -> Any:
 
 def client(profile: str = "auto") -> _ReceiverClient:
     provider = AMQPProvider("amqp://h", "/amq/queue/q", broker=profile)  # type: ignore[arg-type]
-    made = _ReceiverClient(provider, provider._settings, "/amq/queue/q", 5, profile)  # type: ignore[arg-type]
+    made = _ReceiverClient(provider, provider._connection, "/amq/queue/q", 5, profile)  # type: ignore[arg-type]
     _made.append(made)
     return made
 
