@@ -176,6 +176,11 @@ class RedisPublisher:
             )
         return client
 
+    async def start(self) -> None:
+        """Open it now (else the first publish does): the publisher lifecycle shared by
+        every plugin, ``start()`` then ``close()``; the same as :meth:`connect`."""
+        await self.connect()
+
     async def connect(self) -> None:
         """Connect and check Redis answers (a PING); done on first publish otherwise."""
         client = self._ensure()
