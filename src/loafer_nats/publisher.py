@@ -167,6 +167,11 @@ class NATSPublisher:
         client = self._client
         return client.max_payload if client is not None else None
 
+    async def start(self) -> None:
+        """Open it now (else the first publish does): the publisher lifecycle shared by
+        every plugin, ``start()`` then ``close()``; the same as :meth:`connect`."""
+        await self.connect()
+
     async def connect(self) -> None:
         """Connect (done on first publish otherwise; after ``close()``, only this opens
         it again)."""

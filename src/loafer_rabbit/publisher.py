@@ -186,6 +186,11 @@ class RabbitPublisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def start(self) -> None:
+        """Open it now (else the first publish does): the publisher lifecycle shared by
+        every plugin, ``start()`` then ``close()``; the same as :meth:`connect`."""
+        await self.connect()
+
     async def connect(self) -> None:
         """Open the connection and a confirming channel (done on first publish otherwise;
         after ``close()``, only this opens it again).

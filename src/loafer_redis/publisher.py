@@ -9,7 +9,7 @@ from typing import Any
 
 import redis.asyncio
 
-from loafer_core.errors import ConfigurationError
+from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.ext.otel import MESSAGE_ID, publish_span
 from loafer_core.kit import map_exceptions
 from loafer_core.policy import check_number
@@ -142,6 +142,7 @@ class RedisPublisher:
         self._max_connections = max_connections
         self._connection_options = dict(connection_options or {})
         self._client: redis.asyncio.Redis | None = None
+        self._closed = False
         # the start of every XADD: key, trimming, id
         head: list[Any] = ["XADD", stream]
         if maxlen is not None:
@@ -167,6 +168,10 @@ class RedisPublisher:
     def _ensure(self) -> redis.asyncio.Redis:
         client = self._client
         if client is None:
+            if self._closed:
+                raise ProviderError(
+                    f"RedisPublisher to {mask_url(self._url)}: closed (start() opens it again)"
+                )
             client = self._client = open_client(
                 self._url,
                 socket_timeout=self._socket_timeout,
@@ -176,8 +181,15 @@ class RedisPublisher:
             )
         return client
 
+    async def start(self) -> None:
+        """Open it now (else the first publish does): the publisher lifecycle shared by
+        every plugin, ``start()`` then ``close()``; the same as :meth:`connect`."""
+        await self.connect()
+
     async def connect(self) -> None:
-        """Connect and check Redis answers (a PING); done on first publish otherwise."""
+        """Connect and check Redis answers (a PING); done on first publish otherwise
+        (after ``close()``, only this, or :meth:`start`, opens it again)."""
+        self._closed = False
         client = self._ensure()
         with map_exceptions(lambda exc: operation_error("connecting", exc, self._url)):
             async with asyncio.timeout(self._connect_timeout + self._socket_timeout):
@@ -308,7 +320,9 @@ class RedisPublisher:
         return len(results)
 
     async def close(self) -> None:
-        """Disconnect. Idempotent; a later publish connects again."""
+        """Disconnect. Idempotent; a later publish raises ProviderError (until
+        :meth:`start` opens it again)."""
+        self._closed = True
         client, self._client = self._client, None
         if client is not None:
             try:

@@ -138,6 +138,11 @@ class _BasePublisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def start(self) -> None:
+        """Open the client now (else the first publish does): the publisher lifecycle
+        shared by every plugin, ``start()`` then ``close()``."""
+        await self._ensure_client()
+
     async def _ensure_client(self) -> Any:
         if self._closed:
             raise ProviderError(f"{type(self).__name__} is closed")

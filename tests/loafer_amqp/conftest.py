@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 
+from loafer_core.testing import eventually
 from tests.brokers import port_open, resolve
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672"
@@ -104,13 +105,12 @@ class Broker:
 
     async def wait_depth(self, name: str, expected: int, timeout: float = 10.0) -> int:
         """Wait until ``name`` holds ``expected`` ready messages (polls the broker)."""
-        depth = -1
-        async with asyncio.timeout(timeout):
-            while True:
-                depth = await self.depth(name)
-                if depth == expected:
-                    return depth
-                await asyncio.sleep(0.05)
+
+        async def reached() -> bool:
+            return await self.depth(name) == expected
+
+        await eventually(reached, timeout=timeout, what=f"{expected} messages in {name!r}")
+        return expected
 
     async def put(
         self, name: str, body: bytes, headers: dict[str, Any] | None = None, **props: Any

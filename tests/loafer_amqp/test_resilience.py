@@ -18,6 +18,7 @@ from loafer_amqp import AMQPProvider, AMQPPublisher, AMQPRoute
 from loafer_core import Manager
 from loafer_core.errors import ProviderError
 from loafer_core.outcome import ACCEPT, RETRY
+from loafer_core.testing import eventually
 
 from .conftest import Broker, rabbitmqctl
 
@@ -83,9 +84,7 @@ def cut(ports: set[str]) -> None:
 
 async def wait_healthy(provider: AMQPProvider, timeout: float = 30) -> None:
     """Poll health until the receiver is attached again (no event exposes that)."""
-    async with asyncio.timeout(timeout):
-        while not await provider.health():  # noqa: ASYNC110 - no event to await
-            await asyncio.sleep(0.05)
+    await eventually(provider.health, timeout=timeout, what="healthy again")
 
 
 @needs_ss

@@ -5,7 +5,6 @@ config from each kind of bad one by exit code and message."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from loafer_core.testing import eventually
 from tests.loafer_cli.projects import (
     bodies,
     children,
@@ -180,11 +180,11 @@ async def _consumers(admin: RabbitAdmin, queue: str) -> int:
 
 async def _wait_consumers(admin: RabbitAdmin, queue: str, count: int, timeout: float) -> None:
     """Poll the broker until ``queue`` has ``count`` consumers (every worker subscribed)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if await _consumers(admin, queue) == count:
-                return
-            await asyncio.sleep(0.1)  # polling the broker: nothing to await
+
+    async def reached() -> bool:
+        return await _consumers(admin, queue) == count
+
+    await eventually(reached, timeout=timeout, interval=0.1, what=f"{count} consumers")
 
 
 @pytest.mark.rabbit

@@ -18,13 +18,13 @@ import signal
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from loafer_cli.workers import EX_CONFIG, RestartBackoff, _Supervisor, supervise
+from loafer_core.testing import eventually
 from tests.loafer_rabbit.conftest import RabbitAdmin, admin, rabbit_url, unique
 
 __all__ = ["admin", "rabbit_url"]  # the RabbitMQ fixtures, used here
@@ -184,18 +184,6 @@ class Supervisor:
                 os.kill(pid, signal.SIGKILL)
 
 
-async def until(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> None:
-    """Poll ``check`` (files written by other processes: nothing to await) until true."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if check():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
-
-
 @pytest.fixture
 async def supervisor(tmp_path: Path) -> AsyncIterator[Supervisor]:
     helper = Supervisor(tmp_path)
@@ -219,16 +207,17 @@ async def test_a_killed_worker_is_restarted_nothing_is_lost_and_sigterm_drains_a
     queue, ids = await fill(admin, 2000)
     await supervisor.start(rabbit_url, queue, workers=3, delay=0.02, concurrency=4)
 
-    await until(
+    await eventually(
         lambda: any(len(v) >= 50 for (i, _), v in supervisor.files("done").items() if i == 1),
+        timeout=60,
         what="worker 1 to handle 50 messages",
     )
     [victim] = supervisor.pids(1)
     os.kill(victim, signal.SIGKILL)
     assert len(supervisor.ids()) < len(ids), "the kill came mid-stream"
 
-    await until(lambda: len(supervisor.pids(1)) == 2, what="worker 1 restarted")
-    await until(lambda: supervisor.ids() >= ids, what="every id handled")
+    await eventually(lambda: len(supervisor.pids(1)) == 2, timeout=60, what="worker 1 restarted")
+    await eventually(lambda: supervisor.ids() >= ids, timeout=60, what="every id handled")
     assert len(supervisor.pids(0)) == len(supervisor.pids(2)) == 1  # the others lived on
     assert supervisor.ids() == ids
     restarted = (supervisor.pids(1) - {victim}).pop()
@@ -253,8 +242,9 @@ async def test_a_signal_while_workers_are_busy_drains_every_worker(
 ) -> None:
     queue, ids = await fill(admin, 60)
     await supervisor.start(rabbit_url, queue, workers=3, delay=1.5, concurrency=3)
-    await until(
+    await eventually(
         lambda: {i for (i, _), v in supervisor.files("started").items() if v} == {0, 1, 2},
+        timeout=60,
         what="every worker to be handling messages",
     )
 
@@ -321,10 +311,14 @@ async def test_a_worker_ignoring_the_signal_is_killed_after_the_margin(
     await supervisor.start(
         "unused", "unused", workers=2, mode="deaf", shutdown_timeout=0.5, kill_margin=0.5
     )
-    await until(lambda: len(supervisor.files("done")) == 2, what="both workers started")
+    await eventually(
+        lambda: len(supervisor.files("done")) == 2, timeout=60, what="both workers started"
+    )
 
     supervisor.signal(signal.SIGINT)
-    await until(lambda: "SIGINT received" in supervisor.text(), what="the first signal")
+    await eventually(
+        lambda: "SIGINT received" in supervisor.text(), timeout=60, what="the first signal"
+    )
     supervisor.signal(signal.SIGTERM)
     assert await supervisor.wait(30) == 1, supervisor.text()
     log = supervisor.text()

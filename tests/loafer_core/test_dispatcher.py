@@ -28,6 +28,7 @@ from loafer_core.memory import HISTORY, MemoryBroker, MemoryProvider
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Capabilities, Delivery
+from loafer_core.testing import eventually
 
 
 async def test_same_key_in_order_different_keys_concurrently(broker: MemoryBroker) -> None:
@@ -726,13 +727,6 @@ async def test_a_sync_route_runs_as_many_blocking_handlers_at_once_as_its_slots(
     assert [s.outcome for s in broker.settlements("q")] == [ACCEPT] * slots
 
 
-async def _until(condition: Any, timeout: float = 10.0) -> None:
-    """Poll a condition no event announces (a thread's state), bounded."""
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - a thread's state: no event to await
-            await asyncio.sleep(0.01)
-
-
 async def test_stuck_sync_handlers_stop_the_fetching_instead_of_burning_attempts(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -762,11 +756,11 @@ async def test_stuck_sync_handlers_stop_the_fetching_instead_of_burning_attempts
     async with asyncio.timeout(30):
         async with manager:
             await manager.wait_started()
-            await _until(lambda: route.stuck_handlers == 2)
+            await eventually(lambda: route.stuck_handlers == 2)
             for i in range(3):
                 broker.publish("q", f"healthy-{i}")
             # while every thread is stuck, nothing more is fetched: no attempt is burnt
-            await _until(lambda: broker.depth("q") == 5)  # the 2 retried + 3 healthy
+            await eventually(lambda: broker.depth("q") == 5)  # the 2 retried + 3 healthy
             await asyncio.sleep(0.5)  # (more than two timeouts: a fetch would show by now)
             assert broker.in_flight("q") == 0 and broker.depth("q") == 5
             assert broker.dead_letters("q") == []
@@ -797,7 +791,7 @@ async def test_a_sync_handlers_deadline_runs_from_when_its_thread_starts_it() ->
 
     threads = InThreads(work, max_workers=1, core=1)
     first = asyncio.ensure_future(threads.call_with_deadline(5, "first"))
-    await _until(lambda: threads.threads == 1)
+    await eventually(lambda: threads.threads == 1)
     second = asyncio.ensure_future(threads.call_with_deadline(0.2, "second"))
     await asyncio.sleep(0.4)  # the second waits for the only thread past its timeout...
     assert not second.done()
@@ -810,7 +804,7 @@ async def test_a_sync_handlers_deadline_runs_from_when_its_thread_starts_it() ->
         await asyncio.wait_for(overrun, 10)
     assert threads.stuck == 1
     gate.set()
-    await _until(lambda: threads.stuck == 0)
+    await eventually(lambda: threads.stuck == 0)
     threads.close()
 
 

@@ -16,6 +16,7 @@ import pytest
 from loafer_core import ConfigurationError, Manager, ProviderError, Route
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.status import RouteState
+from loafer_core.testing import eventually
 
 pytestmark = pytest.mark.memory
 
@@ -48,12 +49,6 @@ class GatedStart(MemoryProvider):
         await super().start(capacity)
 
 
-async def _until(condition: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110 - route state has no event of its own
-            await asyncio.sleep(0.01)
-
-
 async def test_readiness_follows_the_routes_from_starting_to_draining() -> None:
     broker = MemoryBroker()
     broker.declare("q")
@@ -73,7 +68,7 @@ async def test_readiness_follows_the_routes_from_starting_to_draining() -> None:
         shutdown_timeout=10,
     )
     serving = asyncio.create_task(manager.serve())
-    await _until(lambda: manager.health is not None)
+    await eventually(lambda: manager.health is not None)
     assert manager.health is not None
     port = manager.health.port
     assert await get(port, "/livez") == (200, {"status": "ok"})
@@ -85,7 +80,7 @@ async def test_readiness_follows_the_routes_from_starting_to_draining() -> None:
     broker.publish("q", "x")
     await asyncio.wait_for(in_handler.wait(), 10)
     manager.stop()
-    await _until(lambda: manager.status()[0].state is RouteState.DRAINING)
+    await eventually(lambda: manager.status()[0].state is RouteState.DRAINING)
     code, body = await get(port, "/readyz")
     assert code == 503 and body["routes"] == {"orders": "draining"}
     assert (await get(port, "/livez"))[0] == 200  # alive while draining
@@ -131,7 +126,7 @@ async def test_status_counts_outcomes_and_errors_and_serves_them(caplog: Any) ->
         assert route["last_message_error"] == "ValueError: bad input"
         assert (await get(manager.health.port, "/nope"))[0] == 404
         assert (await get(manager.health.port, "/livez", "POST"))[0] == 405
-        await _until(lambda: "handled/s" in caplog.text)
+        await eventually(lambda: "handled/s" in caplog.text)
     lines = [r.getMessage() for r in caplog.records if "received 3" in r.getMessage()]
     assert any("ACCEPT 3" in line and "last: ValueError: bad input" in line for line in lines)
     assert lines[-1].startswith(f"route {manager.routes[0].name!r}: stopped")  # the summary
@@ -144,7 +139,7 @@ async def test_states_for_failures() -> None:
 
     manager = Manager([Route(Flaky(MemoryBroker(), "q"), lambda c, m: True)])
     serving = asyncio.create_task(manager.serve())
-    await _until(lambda: manager.status()[0].failures >= 2)
+    await eventually(lambda: manager.status()[0].failures >= 2)
     status = manager.status()[0]
     assert status.state is RouteState.BACKING_OFF and status.error == "ProviderError: broker down"
     assert not manager.ready
@@ -193,7 +188,7 @@ async def test_status_counts_fetch_and_settle_failures() -> None:
     manager = Manager([Route(Failing(broker, "q", wait=0.05), lambda c, m: True)])
     async with manager:
         await manager.wait_started()
-        await _until(lambda: manager.status()[0].settle_failures >= 1, timeout=30)
+        await eventually(lambda: manager.status()[0].settle_failures >= 1, timeout=30)
         status = manager.status()[0]
     assert status.fetch_failures == 2
     assert status.settle_failures >= 1

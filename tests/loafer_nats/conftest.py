@@ -16,6 +16,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
+from loafer_core.testing import eventually
 from tests.brokers import port_open, resolve
 
 LOCAL_URL = "nats://127.0.0.1:4222"
@@ -142,15 +143,15 @@ class NatsAdmin:
         """Poll consumer info until its counters (num_pending=..., num_ack_pending=...)
         are as expected (the server's state: nothing to await)."""
         info = None
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    info = await self.consumer(stream, consumer)
-                    if all(getattr(info, k) == v for k, v in expected.items()):
-                        return info
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            raise AssertionError(f"consumer never reached {expected}: {info}") from None
+
+        async def reached() -> api.ConsumerInfo | None:
+            nonlocal info
+            info = await self.consumer(stream, consumer)
+            return info if all(getattr(info, k) == v for k, v in expected.items()) else None
+
+        found = await eventually(reached, timeout=timeout, what=f"consumer counters {expected}")
+        assert found is not None, info
+        return found
 
     async def cleanup(self) -> None:
         assert self.nc is not None

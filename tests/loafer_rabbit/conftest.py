@@ -13,6 +13,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from loafer_core.testing import eventually
 from tests.brokers import port_open, resolve
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -140,13 +141,12 @@ class RabbitAdmin:
 
     async def wait_count(self, queue: str, expected: int, timeout: float = 15.0) -> int:
         """Poll the broker until ``queue`` holds ``expected`` ready messages (or time out)."""
-        count = -1
-        async with asyncio.timeout(timeout):
-            while True:
-                count = await self.count(queue)
-                if count == expected:
-                    return count
-                await asyncio.sleep(0.05)
+
+        async def reached() -> bool:
+            return await self.count(queue) == expected
+
+        await eventually(reached, timeout=timeout, what=f"{expected} messages in {queue!r}")
+        return expected
 
     async def drain(self, queue: str) -> list[AbstractIncomingMessage]:
         """Take (and ack) every ready message of ``queue``."""

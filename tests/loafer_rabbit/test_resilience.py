@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from loafer_core import Manager
+from loafer_core.testing import eventually
 from loafer_rabbit import RabbitPublisher, RabbitRoute
 from tests.loafer_rabbit.conftest import (
     RabbitAdmin,
@@ -59,11 +60,7 @@ class Recorder:
 
 async def wait_healthy(route: RabbitRoute, timeout: float = 30) -> None:
     """Poll the provider's health until it consumes again (no event exposes that)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if await route.provider.health():
-                return
-            await asyncio.sleep(0.1)
+    await eventually(route.provider.health, timeout=timeout, interval=0.1, what="healthy again")
 
 
 @needs_ctl

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 import redis.asyncio
@@ -115,21 +114,3 @@ async def admin(redis_url: str) -> AsyncIterator[RedisAdmin]:
         yield helper
     finally:
         await helper.cleanup()
-
-
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 10.0
-) -> None:
-    """Poll ``condition`` until true, within ``timeout`` (for state that nothing signals:
-    Redis's, a child process's file, a provider's read in progress)."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                result = condition()
-                if not isinstance(result, bool):
-                    result = await result
-                if result:
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None

@@ -17,11 +17,12 @@ from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.middleware import Process
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Delivery
+from loafer_core.testing import eventually
 from loafer_rabbit import RabbitPublisher
 from loafer_redis import RedisPublisher, RedisRoute
 from tests.loafer_rabbit.conftest import RabbitAdmin, rabbit_url  # noqa: F401 - a fixture
 
-from .conftest import RedisAdmin, eventually, unique
+from .conftest import RedisAdmin, unique
 
 pytestmark = pytest.mark.redis
 
@@ -129,7 +130,9 @@ async def test_a_redis_route_forwards_to_rabbitmq(
         async with Manager([route]):
             await rabbit.wait_count(queue, 300, timeout=60)
             # acknowledged once forwarded: nothing stays pending in the group
-            await eventually(lambda: _none_pending(admin, stream), "no pending entry", timeout=30)
+            await eventually(
+                lambda: _none_pending(admin, stream), timeout=30, what="no pending entry"
+            )
         assert await admin.pending(stream) == []
         assert await admin.dead(stream) == []
         got = [m.headers[ID] for m in await rabbit.drain(queue)]
@@ -173,7 +176,9 @@ async def test_a_redis_delivery_is_retried_while_rabbitmq_refuses_the_forward(
             assert await admin.dead(stream) == []
             await rabbit.declare(missing)
             await rabbit.wait_count(missing, 5, timeout=30)
-            await eventually(lambda: _none_pending(admin, stream), "no pending entry", timeout=30)
+            await eventually(
+                lambda: _none_pending(admin, stream), timeout=30, what="no pending entry"
+            )
         assert outcomes.counts[OutcomeKind.ACCEPT] == 5
         assert await admin.dead(stream) == []
         got = sorted(m.headers[ID] for m in await rabbit.drain(missing))  # type: ignore[type-var]

@@ -13,10 +13,11 @@ import redis.exceptions
 
 from loafer_core.errors import ProviderError
 from loafer_core.outcome import ACCEPT
+from loafer_core.testing import eventually
 from loafer_redis import RedisProvider
 from loafer_redis._resp import pack, parse, read_replies
 from loafer_redis._settlement import Acks
-from tests.loafer_redis.conftest import RedisAdmin, eventually
+from tests.loafer_redis.conftest import RedisAdmin
 
 
 def redis_py_pack(*args: object) -> bytes:
@@ -178,7 +179,7 @@ async def test_acks_ride_with_the_next_read_and_apply_while_it_blocks(
         for d in deliveries:
             await p.settle(d, ACCEPT)
         # the read they went with blocks (the stream is empty): acknowledged all the same
-        await eventually(lambda: p.acked == 4, "the XACK answered", timeout=10)
+        await eventually(lambda: p.acked == 4, timeout=10, what="the XACK answered")
         assert await admin.pending(stream) == []
         assert p.own_sends == [], "the XACK went on its own, not with the read"
         assert p._reader is not None and p._reader.reading, "the read is not blocked"
@@ -214,7 +215,7 @@ async def test_acks_of_a_read_that_failed_are_sent_again(redis_url: str, admin: 
             async with asyncio.timeout(10):
                 await p.fetch(3)
         assert carried and b"XACK" in carried[0]
-        await eventually(lambda: p.acked == 3, "the XACK sent again", timeout=10)
+        await eventually(lambda: p.acked == 3, timeout=10, what="the XACK sent again")
         assert p.own_sends == [3]
         assert await admin.pending(stream) == []
     finally:

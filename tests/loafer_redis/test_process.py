@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.loafer_redis.conftest import RedisAdmin, eventually
+from loafer_core.testing import eventually
+from tests.loafer_redis.conftest import RedisAdmin
 
 pytestmark = pytest.mark.redis
 
@@ -37,11 +38,6 @@ def done_counts(path: Path) -> collections.Counter[int]:
         if kind == "done" and number.isdigit():
             counts[int(number)] += 1
     return counts
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` (a child process's file: nothing to await) within ``timeout``."""
-    await eventually(condition, what, timeout)
 
 
 @pytest.fixture
@@ -93,7 +89,9 @@ async def test_sigkill_mid_stream_loses_nothing(
         "LEASE": "2",
     }
     first = spawn(**env)
-    await until(lambda: len(done_counts(events)) >= 500, 60, "500 messages handled")
+    await eventually(
+        lambda: len(done_counts(events)) >= 500, timeout=60, what="500 messages handled"
+    )
     first.send_signal(signal.SIGKILL)
     code, _ = await wait_exit(first, 10)
     assert code == -signal.SIGKILL
@@ -103,7 +101,9 @@ async def test_sigkill_mid_stream_loses_nothing(
     assert dead_pending, "nothing was pending for the killed consumer"
 
     second = spawn(**env)
-    await until(lambda: len(done_counts(events)) == total, 90, "every message handled")
+    await eventually(
+        lambda: len(done_counts(events)) == total, timeout=90, what="every message handled"
+    )
     await until_pending_empty(admin, stream)
     second.send_signal(signal.SIGTERM)
     code, output = await wait_exit(second, 30)
@@ -124,7 +124,7 @@ async def until_pending_empty(admin: RedisAdmin, stream: str, timeout: float = 2
     async def empty() -> bool:
         return not await admin.pending(stream)
 
-    await eventually(empty, "nothing pending", timeout)
+    await eventually(empty, timeout=timeout, what="nothing pending")
 
 
 async def test_sigterm_drains_and_leaves_nothing_pending(
@@ -143,7 +143,7 @@ async def test_sigterm_drains_and_leaves_nothing_pending(
         "LEASE": "120",
     }
     process = spawn(**env)
-    await until(lambda: len(done_counts(events)) >= 50, 60, "50 messages handled")
+    await eventually(lambda: len(done_counts(events)) >= 50, timeout=60, what="50 messages handled")
     process.send_signal(signal.SIGTERM)
     code, output = await wait_exit(process, 30)
     assert code == 0, output
@@ -155,7 +155,9 @@ async def test_sigterm_drains_and_leaves_nothing_pending(
 
     # the rest is there for the next consumer at once, and nothing handled comes back
     second = spawn(**env)
-    await until(lambda: len(done_counts(events)) == total, 60, "every message handled")
+    await eventually(
+        lambda: len(done_counts(events)) == total, timeout=60, what="every message handled"
+    )
     second.send_signal(signal.SIGTERM)
     code, output = await wait_exit(second, 30)
     assert code == 0, output

@@ -12,9 +12,10 @@ import pytest
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import ACCEPT, REJECT, RELEASE, RETRY
 from loafer_core.provider import Backlog, Drainable, HealthChecker, LeaseExtender, Verifiable
+from loafer_core.testing import eventually
 from loafer_redis import RedisProvider
 from loafer_redis.provider import consumer_name
-from tests.loafer_redis.conftest import RedisAdmin, eventually, unique
+from tests.loafer_redis.conftest import RedisAdmin, unique
 
 pytestmark = pytest.mark.redis
 
@@ -358,14 +359,14 @@ async def test_a_cancelled_fetch_loses_nothing(redis_url: str, admin: RedisAdmin
     await p.start(5)
     try:
         fetching = asyncio.create_task(p.fetch(5))
-        await eventually(lambda: bool(p._reader and p._reader.reading), "a blocked read")
+        await eventually(lambda: bool(p._reader and p._reader.reading), what="a blocked read")
         fetching.cancel()
         with pytest.raises(asyncio.CancelledError):
             await fetching
         for i in range(3):
             await admin.put(stream, b'{"i": %d}' % i)
         # the blocked read's reply came after the cancel
-        await eventually(lambda: len(p._buffer) == 3, "the entries buffered")
+        await eventually(lambda: len(p._buffer) == 3, what="the entries buffered")
         assert len(await admin.pending(stream)) == 3
         await p.stop_fetching()
         pending = await admin.pending(stream)
@@ -393,7 +394,7 @@ async def test_stop_fetching_ends_a_blocked_read_at_once(redis_url: str, admin: 
     await p.start(5)
     try:
         fetching = asyncio.create_task(p.fetch(5))
-        await eventually(lambda: bool(p._reader and p._reader.reading), "a blocked read")
+        await eventually(lambda: bool(p._reader and p._reader.reading), what="a blocked read")
         started = time.monotonic()
         fetching.cancel()
         await p.stop_fetching()
@@ -446,7 +447,7 @@ async def test_a_read_cut_off_mid_way_recovers_its_entries(
     await p.start(5)
     try:
         fetching = asyncio.create_task(p.fetch(5))
-        await eventually(lambda: bool(p._reader and p._reader.reading), "a blocked read")
+        await eventually(lambda: bool(p._reader and p._reader.reading), what="a blocked read")
         reader_id = p._reader.client_id
         await admin.client.client_kill_filter(_id=reader_id)
         with pytest.raises(ProviderError):
@@ -520,7 +521,7 @@ async def test_idle_consumers_with_nothing_pending_are_forgotten(
             return {c["name"] for c in await admin.client.xinfo_consumers(stream, "loafer")}
 
         await eventually(
-            lambda: _without(names(), b"dead-and-empty"), "the empty consumer forgotten"
+            lambda: _without(names(), b"dead-and-empty"), what="the empty consumer forgotten"
         )
         assert b"dead-with-pending" in await names(), "a consumer with pending entries went"
     finally:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from loafer_core.testing import eventually
 from tests.brokers import resolve
 
 REGION = "us-east-1"
@@ -206,10 +207,8 @@ class CallCounter:
 
 async def wait_for_counts(sqs: Any, url: str, expected: tuple[int, int], timeout: float) -> None:
     """Poll the queue's counters until they read ``expected`` (moto cannot notify us)."""
-    import asyncio
 
-    async with asyncio.timeout(timeout):
-        while True:
-            if await queue_counts(sqs, url) == expected:
-                return
-            await asyncio.sleep(0.1)
+    async def reached() -> bool:
+        return await queue_counts(sqs, url) == expected
+
+    await eventually(reached, timeout=timeout, interval=0.1, what=f"queue counts {expected}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from loafer_core.testing import eventually
 from tests.loafer_sqs.conftest import MakeQueue, queue_counts, send_bodies, wait_for_counts
 
 pytestmark = pytest.mark.sqs
@@ -36,18 +37,6 @@ def read_events(path: Path) -> list[tuple[str, int]]:
         if number:
             events.append((kind, int(number)))
     return events
-
-
-async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` (a child process's file: nothing to await) within ``timeout``."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if condition():
-                    return
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 @pytest.fixture
@@ -102,7 +91,11 @@ async def test_sigkill_mid_batch_loses_nothing(
         return {n for kind, n in read_events(events) if kind == "start"}
 
     # kill it while a batch is being handled: some done, some started and unfinished
-    await until(lambda: len(done()) >= 15 and len(started() - done()) > 0, 30, "a batch in flight")
+    await eventually(
+        lambda: len(done()) >= 15 and len(started() - done()) > 0,
+        timeout=30,
+        what="a batch in flight",
+    )
     first.send_signal(signal.SIGKILL)
     code, _ = await wait_exit(first, 10)
     assert code == -signal.SIGKILL
@@ -110,7 +103,7 @@ async def test_sigkill_mid_batch_loses_nothing(
     assert cut_short, "nothing was in flight at the kill"
 
     second = spawn("consumer.py", MAX_CONCURRENCY="10", **env)
-    await until(lambda: done() == set(range(total)), 60, "every message handled")
+    await eventually(lambda: done() == set(range(total)), timeout=60, what="every message handled")
     # and the queue is empty: everything handled was deleted
     await wait_for_counts(sqs, url, (0, 0), 20)
     second.send_signal(signal.SIGTERM)
@@ -138,7 +131,7 @@ async def test_sigterm_drains_and_releases(
     def of(kind: str) -> set[int]:
         return {n for k, n in read_events(events) if k == kind}
 
-    await until(lambda: len(of("start")) >= 5, 30, "five handlers running")
+    await eventually(lambda: len(of("start")) >= 5, timeout=30, what="five handlers running")
     process.send_signal(signal.SIGTERM)
     code, output = await wait_exit(process, 30)
     assert code == 0, output

@@ -2,8 +2,11 @@
 
 - :class:`ProviderContract`: the conformance suite every provider plugin, ours or a third
   party's, subclasses (see ``docs/writing-a-provider.md``).
+- :class:`PublisherContract`: the same for a publisher (what every ``publish`` promises).
 - :func:`run_until_idle` and :class:`Report`: for users testing their own handlers on the
   embedded broker, without signals or threads.
+- :func:`eventually`: await a condition nothing signals (a broker's state), bounded, failing
+  with what was last seen.
 - :class:`Capabilities`, re-exported for convenience.
 
 The pytest plugin (:mod:`loafer_core.testing.plugin`) registers the ``memory_broker``
@@ -15,12 +18,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from loafer_core.provider import Capabilities, Support
+from loafer_core.testing._eventually import eventually
 from loafer_core.testing.idle import Report, run_until_idle
 
 if TYPE_CHECKING:
     from loafer_core.testing.contract import ProviderContract
+    from loafer_core.testing.publisher_contract import Arrived, PublisherContract
 
-__all__ = ["Capabilities", "ProviderContract", "Report", "Support", "run_until_idle"]
+__all__ = [
+    "Arrived",
+    "Capabilities",
+    "ProviderContract",
+    "PublisherContract",
+    "Report",
+    "Support",
+    "eventually",
+    "run_until_idle",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +44,8 @@ def __getattr__(name: str) -> Any:
         from loafer_core.testing.contract import ProviderContract
 
         return ProviderContract
+    if name in ("PublisherContract", "Arrived"):
+        from loafer_core.testing import publisher_contract
+
+        return getattr(publisher_contract, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
