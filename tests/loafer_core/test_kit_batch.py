@@ -125,3 +125,51 @@ async def test_a_plugin_batcher_logs_on_its_logger_with_its_masking(
         await asyncio.wait_for(batcher.submit("a"), 5)
     assert "entry a" in caplog.text
     assert "secretkey" not in caplog.text
+
+
+async def test_a_refused_entry_is_not_retried_and_fails_with_the_refused_type() -> None:
+    class Refused(Exception):
+        pass
+
+    calls: list[Sequence[str]] = []
+
+    async def send(entries: Sequence[str]) -> dict[int, Failure]:
+        calls.append(entries)
+        return {
+            i: Failure("TooLarge: no", retry=False, refused=True)
+            for i, e in enumerate(entries)
+            if e == "big"
+        }
+
+    batcher: Batcher[str] = Batcher(
+        "publish", send, describe=str, linger=0.001, refused_type=Refused, error_type=RuntimeError
+    )
+    big, small = batcher.submit("big"), batcher.submit("small")
+    with pytest.raises(Refused, match="TooLarge"):
+        await asyncio.wait_for(big, 5)
+    await asyncio.wait_for(small, 5)
+    assert len(calls) == 1
+
+
+async def test_classify_says_a_refused_call_is_not_worth_retrying() -> None:
+    class Refused(Exception):
+        pass
+
+    calls = 0
+
+    async def send(entries: Sequence[str]) -> dict[int, Failure]:
+        nonlocal calls
+        calls += 1
+        raise ValueError("InvalidParameter: Message too long")
+
+    def classify(exc: Exception) -> Failure | None:
+        if "InvalidParameter" in str(exc):
+            return Failure(str(exc), retry=False, refused=True)
+        return None
+
+    batcher: Batcher[str] = Batcher(
+        "publish", send, describe=str, linger=0.001, classify=classify, refused_type=Refused
+    )
+    with pytest.raises(Refused, match="Message too long"):
+        await asyncio.wait_for(batcher.submit("x"), 5)
+    assert calls == 1

@@ -25,10 +25,13 @@ _logger = logging.getLogger("loafer_core.kit")
 
 @dataclass(eq=False)
 class Failure:
-    """An entry of a batch call that failed; ``retry`` says whether to try it again."""
+    """An entry of a batch call that failed; ``retry`` says whether to try it again;
+    ``refused``: the broker refused the entry itself (too large, invalid), so its future
+    fails with the batcher's ``refused_type`` (``PublishRefused`` for a publisher)."""
 
     reason: str
     retry: bool
+    refused: bool = False
 
 
 @dataclass(eq=False)
@@ -52,7 +55,10 @@ class Batcher(Generic[E]):
     retryable per-entry failure). After ``attempts`` tries an entry is given up: logged
     at ERROR on ``logger`` with ``describe(entry)`` (and its future, if any, gets the
     error). ``scrub`` turns an exception ``send`` raised into text safe to log (the
-    plugin's masking: a client library's message may quote a credential).
+    plugin's masking: a client library's message may quote a credential); ``classify``
+    says what such an exception means for the call's entries (``None``: retryable), so
+    that a call the broker refuses for its content is not retried; a refused entry's
+    future gets ``refused_type`` (else ``error_type``).
     """
 
     def __init__(
@@ -71,11 +77,15 @@ class Batcher(Generic[E]):
         max_weight: int = 256 * 1024,
         logger: logging.Logger = _logger,
         scrub: Callable[[BaseException], str] = str,
+        classify: Callable[[Exception], Failure | None] | None = None,
+        refused_type: Callable[[str], Exception] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
         self._logger = logger
         self._scrub = scrub
+        self._classify = classify
+        self._refused_type = refused_type
         self.name = name
         self._send = send
         self._describe = describe
@@ -175,10 +185,10 @@ class Batcher(Generic[E]):
                         self._finish(item, "cancelled")
                     raise
                 except Exception as exc:
-                    failures = {
-                        i: Failure(f"{type(exc).__name__}: {self._scrub(exc)}", True)
-                        for i in range(len(todo))
-                    }
+                    failure = self._classify(exc) if self._classify is not None else None
+                    if failure is None:
+                        failure = Failure(f"{type(exc).__name__}: {self._scrub(exc)}", True)
+                    failures = dict.fromkeys(range(len(todo)), failure)
             retry: list[_Item[E]] = []
             for index, item in enumerate(todo):
                 failure = failures.get(index)
@@ -195,21 +205,24 @@ class Batcher(Generic[E]):
                         item.attempts,
                         failure.reason,
                     )
-                    self._finish(item, failure.reason)
+                    self._finish(item, failure.reason, refused=failure.refused)
             if retry:
                 attempt = max(item.attempts for item in retry)
                 delay = self._backoff * 2 ** (attempt - 1)
                 await asyncio.sleep(delay * (0.5 + random.random()))
             todo = retry
 
-    def _finish(self, item: _Item[E], error: str | None) -> None:
+    def _finish(self, item: _Item[E], error: str | None, *, refused: bool = False) -> None:
         future = item.future
         if future is None or future.done():
             return
         if error is None:
             future.set_result(None)
-        else:
-            future.set_exception(self._error_type(f"{self.name} failed: {error}"))
+            return
+        error_type = self._error_type
+        if refused and self._refused_type is not None:
+            error_type = self._refused_type
+        future.set_exception(error_type(f"{self.name} failed: {error}"))
 
     def abort(self) -> tuple[int, list[asyncio.Task[None]]]:
         """Give up at once: drop what is queued (its futures fail) and cancel the calls in
