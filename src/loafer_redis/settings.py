@@ -45,10 +45,10 @@ __all__ = [
     "Trimming",
 ]
 
-#: The Redis URL when none is given: a local Redis, database 0, no password.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-#: The field holding the message body.
+"""The Redis URL when none is given: a local Redis, database 0, no password."""
 BODY_FIELD = "body"
+"""The field holding the message body."""
 
 
 # -- checks ---------------------------------------------------------------------------
