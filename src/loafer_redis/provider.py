@@ -49,21 +49,14 @@ import redis.exceptions
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
-from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_redis import _describe
 from loafer_redis._connection import BlockingReader, DirectConnection, open_client
 from loafer_redis._resp import pack
 from loafer_redis._scripts import Scripts
 from loafer_redis._settlement import Acks, Batch, Entry
-from loafer_redis.errors import (
-    check_url,
-    is_no_group,
-    mask_url,
-    operation_error,
-    protect,
-    scrub,
-)
+from loafer_redis.errors import is_no_group, mask_url, operation_error, protect, scrub
+from loafer_redis.settings import BODY_FIELD, DEFAULT_URL, RedisSettings, settings_from
 from loafer_redis.translator import RedisTranslator
 
 __all__ = [
@@ -80,9 +73,6 @@ __all__ = [
 
 logger = logging.getLogger("loafer_redis")
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-BODY_FIELD = "body"
-"""The field holding the message body."""
 ATTEMPT_FIELD = "x-loafer-attempt"
 """The attempt number of the first delivery of an entry re-added by an earlier version
 (this one re-adds nothing: the delivery count is the attempt)."""
@@ -132,160 +122,63 @@ def _fields(headers: Mapping[str, Any]) -> dict[str, Any]:
 class RedisProvider:
     """Consume one Redis stream through a consumer group, at least once.
 
-    Arguments:
-        stream: the stream's key.
-        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS) or
-            ``unix://``; the password never appears in logs, errors or reprs.
-        group: the consumer group.
-        create: create the stream and the group at start if missing (``XGROUP CREATE
-            ... MKSTREAM``); otherwise a missing one is a ConfigurationError at start.
-        group_start: where a created group starts: ``"0"`` (every entry already in the
-            stream) or ``"$"`` (only entries added from now on).
-        consumer: the start of this consumer's name (host, process id and a random part
-            follow: unique per process and per provider).
-        lease: seconds an entry stays leased to this consumer after delivery (its lease is
-            extended while its handler runs); a lapsed lease lets any consumer of the group
-            reclaim it (``XCLAIM``): how a dead consumer's entries are taken over.
-        reclaim_interval: how often (seconds) the reader looks for lapsed leases and for
-            delayed retries that other consumers parked (it notices its own at once).
-        forget_consumers_after: consumers of the group idle this long (seconds) with
-            nothing pending are deleted from it (``XGROUP DELCONSUMER``, only when nothing
-            is pending for them: dead processes' names, once their entries were
-            reclaimed); ``None`` never deletes others. Each provider deletes its own at
-            ``close`` when nothing is pending for it.
-        block: the longest one ``XREADGROUP`` waits for entries (seconds).
-        delayed_retry: ``RETRY(delay)`` keeps the entry pending, its id in a sorted set
-            (``delayed_key``), until due; ``False``: a RETRY(delay) retries at once.
-        delayed_key: the group's sorted set of delayed retries (default
-            ``"<stream>:<group>:delayed"``: one per group, never shared).
-        dead_letter: ``True``: REJECT adds the entry to ``"<stream>:dead"``; a string:
-            to that stream; ``False``: REJECT only acknowledges it (logged at ERROR).
-        dead_letter_maxlen: trim the dead-letter stream to about this many entries.
-        body_field: the entry field holding the body (loafer's publishers write one
-            field, ``body``); every other field is a header. An entry without that field
-            (``XADD orders * order 1 sku x``, written by another client) is handed over
-            as its fields: ``raw`` is a ``dict`` (``{"order": "1", "sku": "x"}``, values
-            ``str`` when UTF-8, else ``bytes``). ``None``: every entry as its fields.
-        socket_timeout: the longest a Redis call may take (seconds).
-        connect_timeout: the longest connecting may take (seconds).
-        close_timeout: the longest ``close()`` spends on its goodbyes (seconds).
-        max_connections: the command pool's size (the blocking read and the
-            acknowledgements have a connection each of their own).
-        connection_options: extra keyword arguments for redis-py's connection pool
-            (``ssl_ca_certs``, ``client_name``, ...).
+    Takes one :class:`~loafer_redis.settings.RedisSettings`, or the same values as flat
+    keywords (its :attr:`~loafer_redis.settings.RedisSettings.flat` names):
+    ``RedisProvider(RedisSettings(stream="orders", group=ConsumerGroup(name="billing")))``
+    is ``RedisProvider("orders", group="billing")``. The settings are documented there:
+    the stream, the connection (``url``: the password never appears in logs, errors or
+    reprs), the timeouts, the consumer group and this consumer (lease, reclaims,
+    forgetting idle consumers), delayed retries, dead letters, the body field and the
+    pool's size. ``settings`` holds them; ``stream``, ``group``, ``url`` (masked),
+    ``delayed_key``, ``dead_letter_stream`` and ``body_field`` are read from them.
     """
 
     default_translator = RedisTranslator()
+    settings_type = RedisSettings
 
-    def __init__(
-        self,
-        stream: str,
-        *,
-        url: str = DEFAULT_URL,
-        group: str = "loafer",
-        create: bool = False,
-        group_start: str = "0",
-        consumer: str = "loafer",
-        lease: float = 30.0,
-        reclaim_interval: float = 1.0,
-        forget_consumers_after: float | None = 3600.0,
-        block: float = 2.0,
-        delayed_retry: bool = True,
-        delayed_key: str | None = None,
-        dead_letter: bool | str = True,
-        dead_letter_maxlen: int | None = None,
-        body_field: str | None = BODY_FIELD,
-        socket_timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        close_timeout: float = 10.0,
-        max_connections: int = 16,
-        connection_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        for name, value in (("stream", stream), ("group", group), ("consumer", consumer)):
-            if not isinstance(value, str) or not value:
-                raise ConfigurationError(
-                    f"RedisProvider({name}=...): expected a non-empty str, got {value!r}"
-                )
-        check_url("RedisProvider", url)
-        protect(url)
-        if group_start not in ("0", "$") and not (
-            isinstance(group_start, str) and group_start.replace("-", "").isdigit()
-        ):
-            raise ConfigurationError(
-                f"RedisProvider(group_start=...): expected '0', '$' or an entry id, "
-                f"got {group_start!r}"
-            )
-        for name, number, minimum in (
-            ("lease", lease, 0.1),
-            ("reclaim_interval", reclaim_interval, 0.01),
-            ("forget_consumers_after", forget_consumers_after or 1.0, 0.01),
-            ("block", block, 0.01),
-            ("socket_timeout", socket_timeout, 0.1),
-            ("connect_timeout", connect_timeout, 0.1),
-            ("close_timeout", close_timeout, 0.1),
-        ):
-            check_number("RedisProvider", name, number, minimum=minimum)
-        if not isinstance(dead_letter, bool | str) or dead_letter == "":
-            raise ConfigurationError(
-                f"RedisProvider(dead_letter=...): expected True, False or a stream name, "
-                f"got {dead_letter!r}"
-            )
-        if dead_letter_maxlen is not None and (
-            isinstance(dead_letter_maxlen, bool)
-            or not isinstance(dead_letter_maxlen, int)
-            or dead_letter_maxlen < 1
-        ):
-            raise ConfigurationError(
-                f"RedisProvider(dead_letter_maxlen=...): expected an int >= 1 or None, "
-                f"got {dead_letter_maxlen!r}"
-            )
-        if (
-            isinstance(max_connections, bool)
-            or not isinstance(max_connections, int)
-            or max_connections < 2
-        ):
-            raise ConfigurationError(
-                f"RedisProvider(max_connections=...): expected an int >= 2, got {max_connections!r}"
-            )
-        if body_field is not None and (not isinstance(body_field, str) or not body_field):
-            raise ConfigurationError(
-                f"RedisProvider(body_field=...): expected a field name or None, got {body_field!r}"
-            )
-        self.stream = stream
-        self.group = group
-        self._url = url
-        self._create = bool(create)
-        self._group_start = group_start
-        self._consumer_prefix = consumer
-        #: this consumer's name in the group (set at start)
-        self.consumer: str | None = None
-        self._lease = float(lease)
-        self._reclaim_interval = float(reclaim_interval)
-        self._forget_after = (
-            None if forget_consumers_after is None else float(forget_consumers_after)
-        )
-        self._last_forget = time.monotonic()
-        self._block = float(block)
-        self._delayed_retry = bool(delayed_retry)
-        self.delayed_key = delayed_key or f"{stream}:{group}:delayed"
+    def __init__(self, settings: RedisSettings | str | None = None, /, **options: Any) -> None:
+        self.settings = settings_from(RedisSettings, "RedisProvider", settings, options)
+        self._configure(self.settings)
+        self._init_state()
+
+    def _configure(self, settings: RedisSettings) -> None:
+        """The values the provider's paths read, taken from ``settings`` once."""
+        protect(settings.connection.url)
+        group, timeouts, dead = settings.group, settings.timeouts, settings.dead_letters
+        self.stream = stream = settings.stream
+        self.group = group.name
+        self._url = settings.connection.url
+        self._create = bool(group.create)
+        self._group_start = group.start
+        self._consumer_prefix = group.consumer
+        self._lease = float(group.lease)
+        self._reclaim_interval = float(group.reclaim_interval)
+        self._forget_after = None if group.forget_after is None else float(group.forget_after)
+        self._block = float(timeouts.poll)
+        self._socket_timeout = float(timeouts.call)
+        self._connect_timeout = float(timeouts.connect)
+        self._close_timeout = float(timeouts.close)
+        self._delayed_retry = bool(settings.retries.enabled)
+        self.delayed_key = settings.retries.key or f"{stream}:{group.name}:delayed"
         # where earlier versions parked their delayed copies (moved out once, see start)
         self._legacy_delayed_key = f"{stream}:delayed"
-        if dead_letter is True:
-            self.dead_letter_stream: str | None = f"{stream}:dead"
-        elif dead_letter is False:
-            self.dead_letter_stream = None
-        else:
-            self.dead_letter_stream = dead_letter
-        self._dead_letter_maxlen = dead_letter_maxlen or 0
-        self.body_field = body_field
+        self.dead_letter_stream: str | None = None
+        if dead.stream is True:
+            self.dead_letter_stream = f"{stream}:dead"
+        elif isinstance(dead.stream, str):
+            self.dead_letter_stream = dead.stream
+        self._dead_letter_maxlen = dead.maxlen or 0
+        self.body_field = settings.body_field
         # None matches no field name: every entry goes to _delivery, as its fields
-        self._body: bytes | None = None if body_field is None else body_field.encode()
-        self._socket_timeout = float(socket_timeout)
-        self._connect_timeout = float(connect_timeout)
-        self._close_timeout = float(close_timeout)
-        self._max_connections = max_connections
-        self._connection_options = dict(connection_options or {})
+        self._body: bytes | None = None if self.body_field is None else self.body_field.encode()
+        self._max_connections = settings.max_connections
+        self._connection_options = dict(settings.connection.options or {})
 
+    def _init_state(self) -> None:
+        """The state of a provider not started yet."""
+        #: this consumer's name in the group (set at start)
+        self.consumer: str | None = None
+        self._last_forget = time.monotonic()
         self._client: redis.asyncio.Redis | None = None
         self._scripts: Scripts | None = None
         self._reader: BlockingReader | None = None
@@ -819,46 +712,13 @@ class RedisProvider:
     async def _read_new(self, count: int) -> list[tuple[bytes, list[bytes], int]]:
         reader = self._reader
         assert reader is not None
-        command = self._read_commands.get(count)
         due = self._due_at
         if due is not None and due - time.monotonic() < self._block:
             # a delayed retry is due before the read would end: wait no longer than that
-            wait_ms = max(1, int((due - time.monotonic()) * 1000) + 1)
-            assert self.consumer is not None
-            command = pack(
-                (
-                    "XREADGROUP",
-                    "GROUP",
-                    self.group,
-                    self.consumer,
-                    "COUNT",
-                    count,
-                    "BLOCK",
-                    wait_ms,
-                    "STREAMS",
-                    self.stream,
-                    ">",
-                )
-            )
-        elif command is None:
-            assert self.consumer is not None
-            block_ms = max(1, int(self._block * 1000))
+            command = self._pack_read(count, max(1, int((due - time.monotonic()) * 1000) + 1))
+        else:
             # packed once per COUNT (at most ``capacity`` of them)
-            command = self._read_commands[count] = pack(
-                (
-                    "XREADGROUP",
-                    "GROUP",
-                    self.group,
-                    self.consumer,
-                    "COUNT",
-                    count,
-                    "BLOCK",
-                    block_ms,
-                    "STREAMS",
-                    self.stream,
-                    ">",
-                )
-            )
+            command = self._read_commands.get(count) or self._pack_read(count, None)
         acks: list[bytes] = []
         if self._riding:
             self._riding = False
@@ -880,11 +740,7 @@ class RedisProvider:
                 raise await self._gone() from None
             raise
         except BaseException:
-            # the connection was dropped with the read unanswered: Redis may have given us
-            # entries whose reply is lost; they are pending for us, released once back
-            self._recover = True
-            if acks and not answered and self._acks is not None:
-                self._acks.add_many(acks)  # applied or not: sent again (XACK is idempotent)
+            self._lost_reply(acks, answered)
             raise
         if not reply:
             return []
@@ -897,6 +753,38 @@ class RedisProvider:
                     continue
                 out.append((entry_id, fields, 1))
         return out
+
+    def _pack_read(self, count: int, block_ms: int | None) -> bytes:
+        """``XREADGROUP`` for ``count`` new entries, packed: blocking ``block_ms``, or
+        ``None`` for ``block`` (then kept for the next reads of that COUNT)."""
+        assert self.consumer is not None
+        command = pack(
+            (
+                "XREADGROUP",
+                "GROUP",
+                self.group,
+                self.consumer,
+                "COUNT",
+                count,
+                "BLOCK",
+                max(1, int(self._block * 1000)) if block_ms is None else block_ms,
+                "STREAMS",
+                self.stream,
+                ">",
+            )
+        )
+        if block_ms is None:
+            self._read_commands[count] = command
+        return command
+
+    def _lost_reply(self, acks: list[bytes], answered: list[bool]) -> None:
+        """The connection was dropped with the read unanswered: Redis may have given us
+        entries whose reply is lost; they are pending for us, released once back. The
+        XACKs sent with it and not answered are queued again (applied or not: XACK is
+        idempotent)."""
+        self._recover = True
+        if acks and not answered and self._acks is not None:
+            self._acks.add_many(acks)
 
     def _acks_answered(self, acks: list[bytes], reply: Any) -> None:
         """The XACK sent with a read was answered: an error reply queues them again

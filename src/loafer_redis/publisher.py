@@ -12,13 +12,12 @@ import redis.asyncio
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.ext.otel import MESSAGE_ID, publish_span
 from loafer_core.kit import map_exceptions
-from loafer_core.policy import check_number
 from loafer_core.provider import Description
-from loafer_core.typed import TYPE_HEADER, encode
+from loafer_core.typed import encode
 from loafer_redis import _describe
 from loafer_redis._connection import open_client
-from loafer_redis.errors import check_url, mask_url, operation_error, protect
-from loafer_redis.provider import BODY_FIELD, DEFAULT_URL
+from loafer_redis.errors import mask_url, operation_error, protect
+from loafer_redis.settings import RedisPublisherSettings, settings_from
 
 __all__ = ["RedisPublisher"]
 
@@ -63,19 +62,13 @@ class RedisPublisher:
     (in ``publish_many``, the earlier windows were added: publishing them again
     duplicates them).
 
-    Arguments:
-        stream: the stream's key (``loafer publish redis STREAM ...``).
-        url: ``redis://``, ``rediss://`` or ``unix://`` URL (the password is masked).
-        maxlen: trim the stream to about this many entries on each add
-            (``MAXLEN ~``; ``approximate=False`` for an exact ``MAXLEN``). Trimming
-            drops the oldest entries, delivered or not.
-        body_field: the field holding the body (the provider's ``body_field``).
-        pipeline: most commands per round trip in ``publish_many``.
-        socket_timeout: bound on each call (seconds).
-        connect_timeout: bound on connecting (seconds).
-        max_connections: the pool's size.
-        connection_options: extra keyword arguments for redis-py's connection pool.
-        type_header: the header field a typed object's type is named in (``None``: none).
+    Takes one :class:`~loafer_redis.settings.RedisPublisherSettings`, or the same values
+    as flat keywords (``RedisPublisher("orders", url=..., maxlen=1000)``): the stream, the
+    connection (``url``: the password is masked), the timeouts (``connect``, ``call``),
+    trimming (``maxlen``, ``approximate``), the body field, ``pipeline``, the pool's size
+    and ``type_header``, documented there. ``settings`` holds them; ``stream``,
+    ``maxlen``, ``approximate``, ``body_field``, ``pipeline`` and ``type_header`` are
+    read from them.
 
     Typed objects (a pydantic model, a dataclass, a msgspec Struct,
     :class:`~loafer_core.typed.Typed`) are added as JSON with their type in the
@@ -89,64 +82,32 @@ class RedisPublisher:
     :meth:`close` when done (it connects on first use).
     """
 
+    settings_type = RedisPublisherSettings
+
     def __init__(
-        self,
-        stream: str,
-        *,
-        url: str = DEFAULT_URL,
-        maxlen: int | None = None,
-        approximate: bool = True,
-        body_field: str = BODY_FIELD,
-        pipeline: int = 1000,
-        socket_timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        max_connections: int = 8,
-        connection_options: Mapping[str, Any] | None = None,
-        type_header: str | None = TYPE_HEADER,
+        self, settings: RedisPublisherSettings | str | None = None, /, **options: Any
     ) -> None:
-        if not isinstance(stream, str) or not stream:
-            raise ConfigurationError(f"RedisPublisher(stream=...): expected a key, got {stream!r}")
-        if type_header is not None and (not isinstance(type_header, str) or not type_header):
-            raise ConfigurationError(
-                f"RedisPublisher(type_header=...): expected a field name or None, "
-                f"got {type_header!r}"
-            )
-        if type_header is not None and type_header == body_field:
-            raise ConfigurationError(
-                f"RedisPublisher(type_header={type_header!r}): it is the body field; "
-                "name another field (or None)"
-            )
-        check_url("RedisPublisher", url)
-        protect(url)
-        if maxlen is not None and (
-            isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1
-        ):
-            raise ConfigurationError(
-                f"RedisPublisher(maxlen=...): expected an int >= 1 or None, got {maxlen!r}"
-            )
-        if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
-            raise ConfigurationError(
-                f"RedisPublisher(pipeline=...): expected an int >= 1, got {pipeline!r}"
-            )
-        check_number("RedisPublisher", "socket_timeout", socket_timeout, minimum=0.1)
-        check_number("RedisPublisher", "connect_timeout", connect_timeout, minimum=0.1)
-        self.stream = stream
-        self._url = url
-        self.maxlen = maxlen
-        self.approximate = bool(approximate)
-        self.body_field = body_field
-        self.pipeline = pipeline
-        self.type_header = type_header
-        self._socket_timeout = float(socket_timeout)
-        self._connect_timeout = float(connect_timeout)
-        self._max_connections = max_connections
-        self._connection_options = dict(connection_options or {})
+        self.settings = settings = settings_from(
+            RedisPublisherSettings, "RedisPublisher", settings, options
+        )
+        protect(settings.connection.url)
+        self.stream = settings.stream
+        self._url = settings.connection.url
+        self.maxlen = settings.trimming.maxlen
+        self.approximate = bool(settings.trimming.approximate)
+        self.body_field = settings.body_field
+        self.pipeline = settings.pipeline
+        self.type_header = settings.type_header
+        self._socket_timeout = float(settings.timeouts.call)
+        self._connect_timeout = float(settings.timeouts.connect)
+        self._max_connections = settings.max_connections
+        self._connection_options = dict(settings.connection.options or {})
         self._client: redis.asyncio.Redis | None = None
         self._closed = False
         # the start of every XADD: key, trimming, id
-        head: list[Any] = ["XADD", stream]
-        if maxlen is not None:
-            head += ["MAXLEN", "~" if self.approximate else "=", maxlen]
+        head: list[Any] = ["XADD", self.stream]
+        if self.maxlen is not None:
+            head += ["MAXLEN", "~" if self.approximate else "=", self.maxlen]
         head.append("*")
         self._head = tuple(head)
 
