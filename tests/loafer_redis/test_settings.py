@@ -295,7 +295,7 @@ def test_a_config_file_builds_the_provider_from_its_settings(tmp_path: Path) -> 
         ("create = 1", "provider_options.create: expected bool, got 1"),
         ("group = 5", "provider_options.group: expected str, got 5"),
         ("dead_letter_maxlen = 0.5", "provider_options.dead_letter_maxlen: expected "),
-        ("lease = 0", "RedisProvider(lease=...): expected a number >= 0.1, got 0"),
+        ("lease = 0", "provider_options.lease: expected a number >= 0.1, got 0"),
     ],
 )
 def test_a_config_file_with_a_wrong_provider_option_is_refused(
