@@ -1,6 +1,7 @@
 """NATS JetStream provider plugin for loafer-core, built on nats-py.
 
-``from loafer_nats import NATSProvider, NATSPublisher, NATSRoute``
+``from loafer_nats import NATSProvider, NATSPublisher, NATSRoute`` (and their settings
+objects, ``NATSSettings`` and ``NATSPublisherSettings``: :mod:`loafer_nats.settings`)
 """
 
 from __future__ import annotations
@@ -14,15 +15,27 @@ from loafer_nats.provider import (
 )
 from loafer_nats.publisher import NATSPublisher
 from loafer_nats.route import NATSRoute
+from loafer_nats.settings import (
+    ConsumerSetup,
+    DeadLetters,
+    NATSPublisherSettings,
+    NATSSettings,
+    StreamSetup,
+)
 
 __all__ = [
     "DEAD_LETTER_ID_HEADER",
     "REJECTED_FROM_HEADER",
     "REJECT_REASON_HEADER",
+    "ConsumerSetup",
+    "DeadLetters",
     "MessageTooLarge",
     "NATSProvider",
     "NATSPublisher",
+    "NATSPublisherSettings",
     "NATSRoute",
+    "NATSSettings",
     "PublishRejected",
+    "StreamSetup",
     "mask_url",
 ]

@@ -26,8 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from nats.aio.client import Client
@@ -36,7 +35,6 @@ from nats.js import JetStreamContext
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
-from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_core.translator import JSONTranslator
 from loafer_nats import _describe
@@ -44,13 +42,13 @@ from loafer_nats._connection import close_connection, open_connection
 from loafer_nats._pull import Puller
 from loafer_nats._topology import Topology, ensure, jetstream_error
 from loafer_nats.errors import (
-    check_url,
     mask_url,
     operation_error,
     protect,
     scrub,
     secrets_of,
 )
+from loafer_nats.settings import NATSSettings, settings_of
 
 __all__ = [
     "DEAD_LETTER_ID_HEADER",
@@ -85,134 +83,47 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:MAX_REASON]
 
 
+def _topology_of(settings: NATSSettings) -> Topology:
+    """What ``start`` checks or creates, from the settings."""
+    stream, consumer = settings.stream_setup, settings.consumer_setup
+    return Topology(
+        stream=settings.stream,
+        consumer=settings.consumer_name,
+        subjects=list(stream.subjects) if stream.subjects is not None else None,
+        create=bool(settings.create),
+        ack_wait=float(consumer.ack_wait),
+        max_deliver=consumer.max_deliver,
+        filter_subject=consumer.filter_subject,
+        dead_letter_subject=settings.dead_letters.subject,
+        dead_letter_stream=settings.dead_letters.stream,
+        stream_options=dict(stream.options),
+        consumer_options=dict(consumer.options),
+        where=f"NATS at {mask_url(settings.connection.url)}",
+    )
+
+
 class NATSProvider:
     """Consume a JetStream stream through a durable pull consumer, at least once.
 
-    Arguments:
-        stream: the stream's name.
-        url: a ``nats://`` (``tls://``, ``ws[s]://``) URL; a ``user:password@`` or
-            ``token@`` in it never appears in logs, errors or reprs.
-        consumer: the durable pull consumer's name (default ``"loafer-<stream>"``).
-        create: create the stream (work-queue retention, file storage, ``subjects``), the
-            consumer (explicit acks, ``ack_wait``, ``max_deliver``, ``filter_subject``) and
-            the dead-letter stream when missing. Otherwise a missing one is a
-            ConfigurationError at start saying how to create it.
-        subjects: the subjects of a stream created with ``create`` (default: the stream's
-            name).
-        filter_subject: the subject filter of a consumer created with ``create``.
-        ack_wait: the ack wait of a created consumer, seconds. An existing consumer's own
-            ``ack_wait`` is read at start: it is the :attr:`lease_duration`.
-        max_deliver: the delivery limit of a created consumer (``None``: unlimited).
-        dead_letter_subject: republish rejected messages to this subject (a stream must
-            capture it; with ``create`` one is created, named ``dead_letter_stream``,
-            default ``"<stream>-dead"``), then ``term`` them.
-        dead_letter_stream: see ``dead_letter_subject``.
-        stream_options: more ``StreamConfig`` fields for a created stream.
-        consumer_options: more ``ConsumerConfig`` fields for a created consumer
-            (``max_ack_pending``, ...).
-        poll_timeout: longest wait of one ``fetch`` (the pull request's ``expires``), s.
-        publish_timeout: longest wait for a JetStream API answer or publish ack, s.
-        connect_timeout: longest wait for the first connection, seconds.
-        close_timeout: longest wait of ``close()``, seconds.
-        reconnect_wait: pause between reconnection attempts, seconds.
-        connection_name: shown in the server's connection list (default ``"loafer:<stream>"``).
-        tls: an ``ssl.SSLContext`` for ``tls://``.
-        connection_options: more keyword arguments for ``nats.connect`` (``user``,
-            ``password``, ``token``, ``user_credentials``, ...; secrets are masked).
+    Takes one :class:`~loafer_nats.settings.NATSSettings` (its docstring lists the
+    settings), or the same values as flat keywords: ``NATSProvider("ORDERS",
+    url="nats://127.0.0.1:4222", consumer="billing", poll_timeout=2)`` is
+    ``NATSProvider(NATSSettings(stream="ORDERS", consumer="billing",
+    timeouts=Timeouts(poll=2, ...)))``. The flat names: ``stream`` (also positional),
+    ``url``, ``consumer``, ``create``, ``subjects``, ``filter_subject``, ``ack_wait``,
+    ``max_deliver``, ``dead_letter_subject``, ``dead_letter_stream``, ``stream_options``,
+    ``consumer_options``, ``poll_timeout``, ``publish_timeout``, ``connect_timeout``,
+    ``close_timeout``, ``reconnect_wait``, ``connection_name``, ``tls``,
+    ``connection_options``. A wrong value is a ConfigurationError naming it; the URL's
+    ``user:password@`` or ``token@`` never appears in logs, errors or reprs.
     """
 
     default_translator = JSONTranslator()
+    settings_type = NATSSettings
 
-    def __init__(
-        self,
-        stream: str,
-        *,
-        url: str = "nats://127.0.0.1:4222",
-        consumer: str | None = None,
-        create: bool = False,
-        subjects: Sequence[str] | None = None,
-        filter_subject: str | None = None,
-        ack_wait: float = 30.0,
-        max_deliver: int | None = None,
-        dead_letter_subject: str | None = None,
-        dead_letter_stream: str | None = None,
-        stream_options: Mapping[str, Any] | None = None,
-        consumer_options: Mapping[str, Any] | None = None,
-        poll_timeout: float = 5.0,
-        publish_timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        close_timeout: float = 10.0,
-        reconnect_wait: float = 1.0,
-        connection_name: str | None = None,
-        tls: ssl.SSLContext | None = None,
-        connection_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        if not isinstance(stream, str) or not stream or any(c in stream for c in " .*>"):
-            raise ConfigurationError(
-                f"NATSProvider(stream=...): expected a stream name (no spaces, '.', '*' or "
-                f"'>'), got {stream!r}"
-            )
-        check_url("NATSProvider", url)
-        options = dict(connection_options or {})
-        self._secrets = secrets_of(url, options)
-        protect(self._secrets)
-        consumer = consumer if consumer is not None else f"loafer-{stream}"
-        if not isinstance(consumer, str) or not consumer or any(c in consumer for c in " .*>"):
-            raise ConfigurationError(
-                f"NATSProvider(consumer=...): expected a consumer name (no spaces, '.', '*' "
-                f"or '>'), got {consumer!r}"
-            )
-        if subjects is not None and (
-            isinstance(subjects, str) or not all(isinstance(s, str) and s for s in subjects)
-        ):
-            raise ConfigurationError(
-                f"NATSProvider(subjects=...): expected a list of subjects, got {subjects!r}"
-            )
-        if max_deliver is not None and (
-            isinstance(max_deliver, bool) or not isinstance(max_deliver, int) or max_deliver < 1
-        ):
-            raise ConfigurationError(
-                f"NATSProvider(max_deliver=...): expected an int >= 1 or None, got {max_deliver!r}"
-            )
-        for name, value in (
-            ("ack_wait", ack_wait),
-            ("poll_timeout", poll_timeout),
-            ("publish_timeout", publish_timeout),
-            ("connect_timeout", connect_timeout),
-            ("close_timeout", close_timeout),
-            ("reconnect_wait", reconnect_wait),
-        ):
-            check_number("NATSProvider", name, value, minimum=0)
-            if value <= 0:
-                raise ConfigurationError(f"NATSProvider({name}=...): expected > 0, got {value!r}")
-        self.stream = stream
-        self.consumer = consumer
-        self._url = url
-        self._topology = Topology(
-            stream=stream,
-            consumer=consumer,
-            subjects=list(subjects) if subjects is not None else None,
-            create=bool(create),
-            ack_wait=float(ack_wait),
-            max_deliver=max_deliver,
-            filter_subject=filter_subject,
-            dead_letter_subject=dead_letter_subject,
-            dead_letter_stream=dead_letter_stream,
-            stream_options=dict(stream_options or {}),
-            consumer_options=dict(consumer_options or {}),
-            where=f"NATS at {mask_url(url)}",
-        )
-        self.dead_letter_subject = dead_letter_subject
-        self._poll_timeout = float(poll_timeout)
-        self._publish_timeout = float(publish_timeout)
-        self._connect_timeout = float(connect_timeout)
-        self._close_timeout = float(close_timeout)
-        self._reconnect_wait = float(reconnect_wait)
-        self._connection_name = connection_name or f"loafer:{stream}"
-        self._options = options
-        if tls is not None:
-            self._options["tls"] = tls
-
+    def __init__(self, settings: NATSSettings | str | None = None, /, **options: Any) -> None:
+        self.settings = settings_of(NATSSettings, "NATSProvider", settings, options)
+        self._configure(self.settings)
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._puller: Puller | None = None
@@ -224,6 +135,26 @@ class NATSProvider:
         self._paused = False
         #: Messages given back (nak'ed) unhandled by a drain or close.
         self.released_unhandled = 0
+
+    def _configure(self, settings: NATSSettings) -> None:
+        """The settings as the attributes the provider reads."""
+        connection, timeouts = settings.connection, settings.timeouts
+        self._options = dict(connection.options)
+        self._secrets = secrets_of(connection.url, self._options)
+        protect(self._secrets)
+        if connection.tls is not None:
+            self._options["tls"] = connection.tls
+        self.stream = settings.stream
+        self.consumer = settings.consumer_name
+        self.dead_letter_subject = settings.dead_letters.subject
+        self._url = connection.url
+        self._topology = _topology_of(settings)
+        self._poll_timeout = float(timeouts.poll)
+        self._publish_timeout = float(timeouts.publish)
+        self._connect_timeout = float(timeouts.connect)
+        self._close_timeout = float(timeouts.close)
+        self._reconnect_wait = float(timeouts.reconnect)
+        self._connection_name = connection.name or f"loafer:{self.stream}"
 
     # -- description ----------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import ssl
 from collections.abc import Iterable, Mapping, Sized
 from typing import Any
 
@@ -15,19 +14,18 @@ from nats.js import JetStreamContext
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.ext.otel import publish_span
 from loafer_core.kit import map_exceptions
-from loafer_core.policy import check_number
 from loafer_core.provider import Description
-from loafer_core.typed import TYPE_HEADER, encode
+from loafer_core.typed import encode
 from loafer_nats import _describe
 from loafer_nats._connection import close_connection, open_connection
 from loafer_nats.errors import (
     MessageTooLarge,
-    check_url,
     mask_url,
     operation_error,
     protect,
     secrets_of,
 )
+from loafer_nats.settings import NATSPublisherSettings, settings_of
 
 __all__ = ["NATSPublisher", "encode_body", "message_size"]
 
@@ -72,18 +70,12 @@ class NATSPublisher:
     connection or a missing ack raises :class:`~loafer_core.errors.ProviderError` (the
     message may or may not be stored).
 
-    Arguments:
-        subject: the default subject (``publish(..., subject=...)`` overrides it).
-        url: ``nats://`` URL (its password or token never appears in logs or errors).
-        stream: when set, the server refuses messages not stored by this stream.
-        pipeline: most publish acks awaited at once in ``publish_many``.
-        timeout: longest wait for one publish ack, seconds.
-        connect_timeout: longest wait for the connection, seconds.
-        close_timeout: longest wait of ``close()``, seconds.
-        connection_name: shown in the server's connection list.
-        tls: an ``ssl.SSLContext`` for ``tls://``.
-        connection_options: more keyword arguments for ``nats.connect``.
-        type_header: the header a typed object's type is named in (``None``: none).
+    Takes one :class:`~loafer_nats.settings.NATSPublisherSettings` (its docstring lists
+    the settings), or the same values as flat keywords: ``subject`` (also positional),
+    ``url``, ``stream``, ``pipeline``, ``timeout`` (one publish ack's longest wait),
+    ``connect_timeout``, ``close_timeout``, ``reconnect_wait``, ``connection_name``,
+    ``tls``, ``connection_options`` and ``type_header``. The URL's password or token never
+    appears in logs or errors.
 
     Typed objects (a pydantic model, a dataclass, a msgspec Struct,
     :class:`~loafer_core.typed.Typed`) are published as JSON with their type in the
@@ -97,54 +89,36 @@ class NATSPublisher:
     :meth:`connect` and :meth:`close`.
     """
 
+    settings_type = NATSPublisherSettings
+
     def __init__(
-        self,
-        subject: str | None = None,
-        *,
-        url: str = "nats://127.0.0.1:4222",
-        stream: str | None = None,
-        pipeline: int = 1000,
-        timeout: float = 10.0,
-        connect_timeout: float = 10.0,
-        close_timeout: float = 10.0,
-        reconnect_wait: float = 1.0,
-        connection_name: str = "loafer:publisher",
-        tls: ssl.SSLContext | None = None,
-        connection_options: Mapping[str, Any] | None = None,
-        type_header: str | None = TYPE_HEADER,
+        self, settings: NATSPublisherSettings | str | None = None, /, **options: Any
     ) -> None:
-        check_url("NATSPublisher", url)
-        options = dict(connection_options or {})
-        self._secrets = secrets_of(url, options)
-        protect(self._secrets)
-        if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 1:
-            raise ConfigurationError(
-                f"NATSPublisher(pipeline=...): expected an int >= 1, got {pipeline!r}"
-            )
-        for name, value in (
-            ("timeout", timeout),
-            ("connect_timeout", connect_timeout),
-            ("close_timeout", close_timeout),
-            ("reconnect_wait", reconnect_wait),
-        ):
-            check_number("NATSPublisher", name, value, minimum=0)
-        self.subject = subject
-        self.stream = stream
-        self.pipeline = pipeline
-        self.timeout = float(timeout)
-        self.type_header = type_header
-        self._url = url
-        self._connect_timeout = float(connect_timeout)
-        self._close_timeout = float(close_timeout)
-        self._reconnect_wait = float(reconnect_wait)
-        self._connection_name = connection_name
-        self._options = options
-        if tls is not None:
-            self._options["tls"] = tls
+        self.settings = settings_of(NATSPublisherSettings, "NATSPublisher", settings, options)
+        self._configure(self.settings)
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+
+    def _configure(self, settings: NATSPublisherSettings) -> None:
+        """The settings as the attributes the publisher reads."""
+        connection, timeouts = settings.connection, settings.timeouts
+        self._options = dict(connection.options)
+        self._secrets = secrets_of(connection.url, self._options)
+        protect(self._secrets)
+        if connection.tls is not None:
+            self._options["tls"] = connection.tls
+        self.subject = settings.subject
+        self.stream = settings.stream
+        self.pipeline = settings.pipeline
+        self.timeout = float(timeouts.publish)
+        self.type_header = settings.type_header
+        self._url = connection.url
+        self._connect_timeout = float(timeouts.connect)
+        self._close_timeout = float(timeouts.close)
+        self._reconnect_wait = float(timeouts.reconnect)
+        self._connection_name = connection.name or "loafer:publisher"
 
     def description(self) -> Description:
         """The subject, the server (no secret): see

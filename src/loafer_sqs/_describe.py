@@ -7,14 +7,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from loafer_core import kit
-from loafer_sqs._client import ClientOptions
 from loafer_sqs.errors import mask
+from loafer_sqs.settings import AWSClient
 
 SQS_BINDING = "0.2.0"
 SNS_BINDING = "0.1.0"
 
 
-def _server(service: str, options: ClientOptions, resource: str | None) -> kit.Server:
+def _server(service: str, options: AWSClient, resource: str | None) -> kit.Server:
     """The SQS/SNS endpoint: ``endpoint_url``'s host, else the queue URL's, else the
     regional AWS endpoint (a ``{region}`` variable when the region is not given)."""
     for url in (options.endpoint_url, resource):
@@ -32,7 +32,7 @@ def _server(service: str, options: ClientOptions, resource: str | None) -> kit.S
     )
 
 
-def _address(options: ClientOptions) -> str | None:
+def _address(options: AWSClient) -> str | None:
     endpoint = options.endpoint_url
     return mask(endpoint) if endpoint else None
 
@@ -46,7 +46,7 @@ def _queue(name: str) -> dict[str, Any]:
     return {"name": short, "fifoQueue": short.endswith(".fifo")}
 
 
-def provider(shown: str, options: ClientOptions, dead_letter: str | None) -> kit.Description:
+def provider(shown: str, options: AWSClient, dead_letter: str | None) -> kit.Description:
     """A consumer of the queue ``shown`` (its name or masked URL)."""
     binding: dict[str, Any] = {"queue": _queue(shown), "bindingVersion": SQS_BINDING}
     if dead_letter:
@@ -61,7 +61,7 @@ def provider(shown: str, options: ClientOptions, dead_letter: str | None) -> kit
     )
 
 
-def sqs_publisher(queue: str | None, options: ClientOptions) -> kit.Description:
+def sqs_publisher(queue: str | None, options: AWSClient) -> kit.Description:
     """A publisher to ``queue`` (a name or URL; None: named per message)."""
     shown = mask(queue) if isinstance(queue, str) else None
     bindings = {"sqs": {"queue": _queue(shown), "bindingVersion": SQS_BINDING}} if shown else {}
@@ -75,7 +75,7 @@ def sqs_publisher(queue: str | None, options: ClientOptions) -> kit.Description:
     )
 
 
-def sns_publisher(topic: str | None, options: ClientOptions) -> kit.Description:
+def sns_publisher(topic: str | None, options: AWSClient) -> kit.Description:
     """A publisher to ``topic`` (a name or ARN; None: named per message)."""
     server = _server("sns", options, None)
     if isinstance(topic, str) and topic.startswith("arn:") and "{region}" in server.host:

@@ -31,36 +31,22 @@ from typing import Any
 
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
-from loafer_core.policy import check_number
 from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_sqs import _closing, _describe
 from loafer_sqs._batch import MAX_BATCH, Batcher, Failure, failures_in
-from loafer_sqs._client import ClientOptions, open_client
+from loafer_sqs._client import open_client
 from loafer_sqs._dead_letter import Reject, dead_letter_entry
 from loafer_sqs._queue_setup import QueueSetup, read_queue_setup
 from loafer_sqs._timeouts import CONNECT_TIMEOUT, READ_MARGIN, Timeouts
-from loafer_sqs.errors import is_missing_queue, mask, translate_error
+from loafer_sqs.errors import is_missing_queue, mask, protect, translate_error
+from loafer_sqs.settings import MAX_VISIBILITY, SQSSettings, settings_of
 
 __all__ = ["MAX_VISIBILITY", "SQSProvider"]
 
 logger = logging.getLogger("loafer_sqs")
 
-#: SQS's ceiling for a message's visibility: 12 hours from when it was received.
-MAX_VISIBILITY = 43_200
-#: Kept clear of the ceiling (clock skew, request latency).
+#: Kept clear of the visibility ceiling (clock skew, request latency).
 _VISIBILITY_MARGIN = 60
-
-
-_RECEIVE_OPTIONS = frozenset(
-    {
-        "WaitTimeSeconds",
-        "MaxNumberOfMessages",
-        "VisibilityTimeout",
-        "AttributeNames",
-        "MessageSystemAttributeNames",
-        "MessageAttributeNames",
-    }
-)
 
 
 @dataclass(eq=False, slots=True)
@@ -89,6 +75,27 @@ class _Visibility:
     extension: bool = False
 
 
+def _settings(
+    settings: SQSSettings | str | None, options: Mapping[str, Any] | None, flat: dict[str, Any]
+) -> SQSSettings:
+    """Loafer 2.x's arguments (``queue`` or ``queue_name=``, the ``options`` dict, the
+    client options) or one :class:`SQSSettings`, as settings."""
+    if options is not None:
+        if "options" in flat:
+            raise ConfigurationError("SQSProvider: 'options' given twice (positional and keyword)")
+        flat["options"] = options
+    if isinstance(settings, SQSSettings):
+        return settings_of(SQSSettings, "SQSProvider", settings, flat)  # refuses more
+    queue_name = flat.pop("queue_name", None)
+    if flat.get("queue") is None:  # Loafer's queue=None: queue_name=, if given
+        flat.pop("queue", None)
+        if queue_name is not None and settings is None:
+            flat["queue"] = queue_name
+    if settings is None and "queue" not in flat:
+        raise ConfigurationError("SQSProvider needs a queue name or URL (queue=...)")
+    return settings_of(SQSSettings, "SQSProvider", settings, flat)
+
+
 def _headers(message_attributes: Mapping[str, Any]) -> dict[str, Any]:
     headers: dict[str, Any] = {}
     for name, value in message_attributes.items():
@@ -104,108 +111,58 @@ def _headers(message_attributes: Mapping[str, Any]) -> dict[str, Any]:
 class SQSProvider:
     """Consume one SQS queue (standard or FIFO).
 
-    :param queue: the queue's name or URL (``queue_name=`` is accepted too, as in Loafer).
-    :param options: ``ReceiveMessage`` options, Loafer's ``options`` dict:
-        ``WaitTimeSeconds`` (default 20: long polling), ``MaxNumberOfMessages`` (a cap
-        per receive, at most 10), ``VisibilityTimeout``, ``MessageAttributeNames``.
-    :param dead_letter_queue: name or URL of the queue that ``REJECT`` sends to; by
-        default the queue's RedrivePolicy target; ``False`` to never dead-letter.
-    :param retry_visibility: visibility (seconds) set by a ``RETRY`` without a delay;
-        ``None`` (default, Loafer's behaviour) leaves the message to its timeout.
-    :param settle_linger: how long settlements wait to fill a batch (seconds).
-    :param receive_linger: how long a receive of fewer than 10 waits for more capacity
-        to free up while the route is busy (seconds).
-    :param close_grace: at close, how long receives still in flight may finish (their
-        messages are then released); a receive cut short may leave a message that was
-        arriving just then invisible until its visibility timeout.
-    :param close_timeout: the most :meth:`close` spends on that and on sending the
-        settlements still queued (seconds); what is unsent then is given up (logged).
-    :param client_options: ``region_name``, ``endpoint_url``, ``use_ssl``, ``verify``,
-        ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``,
-        ``profile_name``, ``config`` (an ``AioConfig``); the standard AWS chain
-        otherwise.
+    Takes one :class:`~loafer_sqs.settings.SQSSettings` (its docstring lists the
+    settings), or the same values as Loafer 2.x took them: ``SQSProvider(queue,
+    options=None, *, queue_name=None, dead_letter_queue=None, retry_visibility=None,
+    settle_linger=0.02, receive_linger=0.05, close_grace=1.0, close_timeout=10.0,
+    **client_options)``, where ``options`` are the ``ReceiveMessage`` options
+    (``WaitTimeSeconds``, ...) and ``client_options`` the :class:`AWSClient` ones
+    (``region_name``, ``endpoint_url``, credentials, ...; the standard AWS chain
+    otherwise). A wrong value is a ConfigurationError naming it; credentials never
+    appear in reprs, logs or errors.
     """
 
     default_translator: Any
     #: The longest :meth:`verify` may take (seconds), connecting and reading included.
     verify_timeout: float = 20.0
 
+    settings_type = SQSSettings
+
     def __init__(
         self,
-        queue: str | None = None,
+        settings: SQSSettings | str | None = None,
         options: Mapping[str, Any] | None = None,
-        *,
-        queue_name: str | None = None,
-        dead_letter_queue: str | bool | None = None,
-        retry_visibility: float | None = None,
-        settle_linger: float = 0.02,
-        receive_linger: float = 0.05,
-        close_grace: float = 1.0,
-        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
-        **client_options: Any,
+        /,
+        **flat: Any,
     ) -> None:
-        queue = queue if queue is not None else queue_name
-        if not isinstance(queue, str) or not queue:
-            raise ConfigurationError("SQSProvider needs a queue name or URL (queue=...)")
-        self._queue = queue
+        self.settings = _settings(settings, options, flat)
+        self._configure(self.settings)
+        self._init_state()
+
+    def _configure(self, settings: SQSSettings) -> None:
+        """The settings as the attributes the provider reads."""
+        self._queue = settings.queue
         #: the queue as shown in reprs, logs and errors (a URL's credentials masked)
-        self._name = mask(queue)
-        self._receive_options = dict(options or {})
-        unknown = sorted(set(self._receive_options) - _RECEIVE_OPTIONS)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown SQS receive option(s) {unknown}; allowed: {sorted(_RECEIVE_OPTIONS)}"
-            )
-        wait = self._receive_options.get("WaitTimeSeconds", 20)
-        if not isinstance(wait, int) or isinstance(wait, bool) or not 0 <= wait <= 20:
-            raise ConfigurationError("options['WaitTimeSeconds'] must be an int from 0 to 20")
-        self._wait_time = wait
-        batch = self._receive_options.get("MaxNumberOfMessages", MAX_BATCH)
-        if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
-            raise ConfigurationError("options['MaxNumberOfMessages'] must be an int from 1 to 10")
-        self._max_batch = batch
-        visibility = self._receive_options.get("VisibilityTimeout")
-        if visibility is not None and (
-            not isinstance(visibility, int)
-            or isinstance(visibility, bool)
-            or not 0 <= visibility <= MAX_VISIBILITY
-        ):
-            raise ConfigurationError("options['VisibilityTimeout'] must be an int from 0 to 43200")
-        for name in ("AttributeNames", "MessageSystemAttributeNames", "MessageAttributeNames"):
-            names = self._receive_options.get(name)
-            if names is not None and (
-                not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names)
-            ):
-                raise ConfigurationError(
-                    f"options[{name!r}] must be a list of str (e.g. ['All']), got {names!r}"
-                )
-        for name, value in (
-            ("settle_linger", settle_linger),
-            ("receive_linger", receive_linger),
-            ("close_grace", close_grace),
-            ("close_timeout", close_timeout),
-        ):
-            check_number("SQSProvider", name, value, minimum=0)
-        if retry_visibility is not None:
-            check_number("SQSProvider", "retry_visibility", retry_visibility, minimum=0)
-            if retry_visibility > MAX_VISIBILITY:
-                raise ConfigurationError(
-                    f"retry_visibility must be at most 43200 seconds, got {retry_visibility!r}"
-                )
-        self._dead_letter_option = dead_letter_queue
-        self._retry_visibility = retry_visibility
-        self._linger = settle_linger
-        self._receive_linger = receive_linger
-        self._close_grace = close_grace
-        self._close_timeout = float(close_timeout)
-        self._timeouts = Timeouts.for_wait(wait)
-        self._client_options = ClientOptions(**client_options)
+        self._name = mask(settings.queue)
+        self._receive_options = dict(settings.receive_options)
+        self._wait_time: int = self._receive_options.get("WaitTimeSeconds", 20)
+        self._max_batch: int = self._receive_options.get("MaxNumberOfMessages", MAX_BATCH)
+        self._dead_letter_option = settings.dead_letter_queue
+        self._retry_visibility = settings.retry_visibility
+        self._linger = settings.lingers.settle
+        self._receive_linger = settings.lingers.receive
+        self._close_grace = settings.closing.grace
+        self._close_timeout = float(settings.closing.timeout)
+        self._timeouts = Timeouts.for_wait(self._wait_time)
+        self._client_options = settings.client
+        protect()  # botocore's loggers get their filter before anything logs
         self._fifo = self._queue.rstrip("/").endswith(".fifo")
 
         from loafer_sqs.translator import SQSMessageTranslator
 
         self.default_translator = SQSMessageTranslator()
 
+    def _init_state(self) -> None:
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._queue_url: str | None = None

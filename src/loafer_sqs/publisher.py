@@ -19,13 +19,13 @@ from typing import Any
 
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.ext.otel import publish_span
-from loafer_core.policy import check_number
 from loafer_core.provider import Description
-from loafer_core.typed import TYPE_HEADER, encode
+from loafer_core.typed import encode
 from loafer_sqs import _closing, _describe
 from loafer_sqs._batch import Batcher, Failure, failures_in
-from loafer_sqs._client import ClientOptions, open_client
-from loafer_sqs.errors import cause, is_missing_queue, translate_error
+from loafer_sqs._client import open_client
+from loafer_sqs.errors import cause, is_missing_queue, protect, translate_error
+from loafer_sqs.settings import SNSPublisherSettings, SQSPublisherSettings, settings_of
 
 __all__ = ["SNSPublisher", "SQSPublisher", "encode_body", "message_attributes"]
 
@@ -109,21 +109,14 @@ def _weigh(entry: _Entry) -> int:
 class _BasePublisher:
     _service = "sqs"
 
-    def __init__(
-        self,
-        *,
-        linger: float = 0.02,
-        encoder: Callable[[Any], str] = json.dumps,
-        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
-        type_header: str | None = TYPE_HEADER,
-        **client_options: Any,
-    ) -> None:
-        check_number(type(self).__name__, "close_timeout", close_timeout, minimum=0)
-        self.type_header = type_header
-        self._close_timeout = float(close_timeout)
-        self._client_options = ClientOptions(**client_options)
-        self._linger = linger
-        self._encoder = encoder
+    def _configure(self, settings: SQSPublisherSettings | SNSPublisherSettings) -> None:
+        """The settings as the attributes the publisher reads, and its empty state."""
+        self.type_header = settings.type_header
+        self._close_timeout = float(settings.close_timeout)
+        self._client_options = settings.client
+        protect()  # botocore's loggers get their filter before anything logs
+        self._linger = settings.linger
+        self._encoder = settings.encoder
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
@@ -229,14 +222,11 @@ class _BasePublisher:
 class SQSPublisher(_BasePublisher):
     """Publish to SQS queues with ``SendMessageBatch`` (10 per call, short linger).
 
-    :param queue: default queue (name or URL) for :meth:`publish`.
-    :param linger: how long a message waits for others to fill a batch (seconds).
-    :param encoder: turns non-text bodies into text (default ``json.dumps``).
-    :param close_timeout: the most :meth:`close` spends sending what is queued (seconds).
-    :param type_header: the message attribute a typed object's type is named in
-        (``None``: none).
-    :param client_options: as :class:`~loafer_sqs.SQSProvider` (``region_name``,
-        ``endpoint_url``, credentials...).
+    Takes one :class:`~loafer_sqs.settings.SQSPublisherSettings` (its docstring lists
+    the settings), or the same values as flat keywords: ``SQSPublisher(queue=None, *,
+    linger=0.02, encoder=json.dumps, close_timeout=10.0, type_header="type",
+    **client_options)``, the client options as :class:`~loafer_sqs.SQSProvider`'s
+    (``region_name``, ``endpoint_url``, credentials...).
 
     Typed objects (a pydantic model, a dataclass, a msgspec Struct,
     :class:`~loafer_core.typed.Typed`) are sent as JSON with their type in the
@@ -246,25 +236,14 @@ class SQSPublisher(_BasePublisher):
     """
 
     _service = "sqs"
+    settings_type = SQSPublisherSettings
 
     def __init__(
-        self,
-        queue: str | None = None,
-        *,
-        linger: float = 0.02,
-        encoder: Callable[[Any], str] = json.dumps,
-        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
-        type_header: str | None = TYPE_HEADER,
-        **client_options: Any,
+        self, settings: SQSPublisherSettings | str | None = None, /, **options: Any
     ) -> None:
-        super().__init__(
-            linger=linger,
-            encoder=encoder,
-            close_timeout=close_timeout,
-            type_header=type_header,
-            **client_options,
-        )
-        self.queue = queue
+        self.settings = settings_of(SQSPublisherSettings, "SQSPublisher", settings, options)
+        self._configure(self.settings)
+        self.queue = self.settings.queue
 
     def description(self) -> Description:
         """The queue, the endpoint (no credential) and the AsyncAPI bindings: see
@@ -352,34 +331,26 @@ class SQSPublisher(_BasePublisher):
 class SNSPublisher(_BasePublisher):
     """Publish to SNS topics with ``PublishBatch`` (10 per call, short linger).
 
-    :param topic: default topic ARN (or name, looked up with ``ListTopics``).
+    Takes one :class:`~loafer_sqs.settings.SNSPublisherSettings`, or the same values as
+    flat keywords: ``SNSPublisher(topic=None, *, ...)``, ``topic`` the default topic ARN
+    (or name, looked up with ``ListTopics``), the other keywords as
+    :class:`SQSPublisher`'s.
 
-    Other arguments, typed objects and tracing as :class:`SQSPublisher` (the type and the
+    Typed objects and tracing as :class:`SQSPublisher` (the type and the
     trace context go in the SNS message attributes, which reach SQS subscribers as
     message attributes with raw delivery, in the envelope's ``MessageAttributes``
     without).
     """
 
     _service = "sns"
+    settings_type = SNSPublisherSettings
 
     def __init__(
-        self,
-        topic: str | None = None,
-        *,
-        linger: float = 0.02,
-        encoder: Callable[[Any], str] = json.dumps,
-        close_timeout: float = _closing.DEFAULT_CLOSE_TIMEOUT,
-        type_header: str | None = TYPE_HEADER,
-        **client_options: Any,
+        self, settings: SNSPublisherSettings | str | None = None, /, **options: Any
     ) -> None:
-        super().__init__(
-            linger=linger,
-            encoder=encoder,
-            close_timeout=close_timeout,
-            type_header=type_header,
-            **client_options,
-        )
-        self.topic = topic
+        self.settings = settings_of(SNSPublisherSettings, "SNSPublisher", settings, options)
+        self._configure(self.settings)
+        self.topic = self.settings.topic
 
     def description(self) -> Description:
         """The topic, the endpoint (no credential) and the AsyncAPI bindings: see

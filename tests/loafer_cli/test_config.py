@@ -201,15 +201,19 @@ BAD_CONFIGS = [
         "route's 'queue' key, not in provider_options",
     ),
     (
-        "an option the provider itself refuses (its **kwargs)",
+        # SQSProvider took its client options as **kwargs and refused a wrong one itself;
+        # its settings now list them, so the file's key is named with the closest one
+        "a misspelt SQS client option",
         route(
             f'queue = "q"\n{HANDLER}\n[routes.provider_options]\nendpoint = "http://x"',
             provider="sqs",
         ),
-        "loafer.toml: routes[0] ('orders'): provider_options: 'sqs': unknown SQS client "
-        "option(s) ['endpoint']; allowed: ['aws_access_key_id', 'aws_secret_access_key', "
-        "'aws_session_token', 'config', 'endpoint_url', 'profile_name', 'region_name', "
-        "'session', 'use_ssl', 'verify']",
+        "loafer.toml: routes[0] ('orders'): provider_options.endpoint: unknown option of "
+        "'sqs' (SQSProvider) (did you mean 'endpoint_url'?); it takes: aws_access_key_id, "
+        "aws_secret_access_key, aws_session_token, client, close_grace, close_timeout, "
+        "closing, config, dead_letter_queue, endpoint_url, lingers, options, profile_name, "
+        "receive_linger, receive_options, region_name, retry_visibility, session, "
+        "settle_linger, use_ssl, verify",
     ),
     (
         "provider options not a table",
