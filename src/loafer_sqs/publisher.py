@@ -17,12 +17,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loafer_core.errors import ConfigurationError, ProviderError
+from loafer_core.errors import ConfigurationError, ProviderError, PublishRefused
 from loafer_core.ext.otel import publish_span
 from loafer_core.provider import Description
 from loafer_core.typed import encode
 from loafer_sqs import _closing, _describe
-from loafer_sqs._batch import Batcher, Failure, failures_in
+from loafer_sqs._batch import Batcher, Failure, failures_in, refusal
 from loafer_sqs._client import open_client
 from loafer_sqs.errors import cause, is_missing_queue, protect, translate_error
 from loafer_sqs.settings import SNSPublisherSettings, SQSPublisherSettings, settings_of
@@ -171,6 +171,8 @@ class _BasePublisher:
                 describe=lambda e: f"a message to {e.target}",
                 linger=self._linger,
                 error_type=ProviderError,
+                refused_type=PublishRefused,
+                classify=refusal,
                 weigh=_weigh,
             )
             self._batchers[target] = batcher

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from loafer_core.kit import Batcher, Failure
+from loafer_core.kit import Batcher, Batching, Failure
 
 pytestmark = pytest.mark.sqs
 
@@ -34,7 +34,7 @@ class FakeCall:
 
 async def test_full_batches_go_at_once_and_never_exceed_ten() -> None:
     call = FakeCall()
-    batcher = Batcher("test", call, describe=str, linger=10.0)
+    batcher = Batcher("test", call, describe=str, batching=Batching(linger=10.0))
     for i in range(25):
         batcher.add(str(i))
     await asyncio.sleep(0)
@@ -45,7 +45,7 @@ async def test_full_batches_go_at_once_and_never_exceed_ten() -> None:
 
 async def test_linger_gathers_entries() -> None:
     call = FakeCall()
-    batcher = Batcher("test", call, describe=str, linger=0.05)
+    batcher = Batcher("test", call, describe=str, batching=Batching(linger=0.05))
     for i in range(3):
         batcher.add(str(i))
     future = batcher.submit("3")
@@ -55,7 +55,7 @@ async def test_linger_gathers_entries() -> None:
 
 async def test_retryable_entry_failure_is_retried() -> None:
     call = FakeCall({"b": [Failure("InternalError", True)]})
-    batcher = Batcher("test", call, describe=str, linger=0.0, backoff=0.001)
+    batcher = Batcher("test", call, describe=str, batching=Batching(linger=0.0, backoff=0.001))
     futures = [batcher.submit(x) for x in "abc"]
     await asyncio.wait_for(asyncio.gather(*futures), 2)
     assert call.batches == [["a", "b", "c"], ["b"]]
@@ -63,7 +63,9 @@ async def test_retryable_entry_failure_is_retried() -> None:
 
 async def test_permanent_failure_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     call = FakeCall({"b": [Failure("ReceiptHandleIsInvalid", False)]})
-    batcher = Batcher("delete", call, describe=lambda e: f"entry {e}", linger=0.0)
+    batcher = Batcher(
+        "delete", call, describe=lambda e: f"entry {e}", batching=Batching(linger=0.0)
+    )
     with caplog.at_level(logging.ERROR, logger="loafer_core.kit"):
         batcher.add("a")
         batcher.add("b")
@@ -76,7 +78,9 @@ async def test_permanent_failure_is_logged(caplog: pytest.LogCaptureFixture) -> 
 async def test_call_errors_retried_then_given_up(caplog: pytest.LogCaptureFixture) -> None:
     call = FakeCall()
     call.raise_times = 100
-    batcher = Batcher("test", call, describe=str, linger=0.0, attempts=3, backoff=0.001)
+    batcher = Batcher(
+        "test", call, describe=str, batching=Batching(linger=0.0, attempts=3, backoff=0.001)
+    )
     future = batcher.submit("x")
     with (
         caplog.at_level(logging.ERROR, logger="loafer_core.kit"),
@@ -89,14 +93,16 @@ async def test_call_errors_retried_then_given_up(caplog: pytest.LogCaptureFixtur
 async def test_call_error_recovers() -> None:
     call = FakeCall()
     call.raise_times = 1
-    batcher = Batcher("test", call, describe=str, linger=0.0, backoff=0.001)
+    batcher = Batcher("test", call, describe=str, batching=Batching(linger=0.0, backoff=0.001))
     await asyncio.wait_for(batcher.submit("x"), 2)
     assert call.batches == [["x"], ["x"]]
 
 
 async def test_weight_limit_splits_batches() -> None:
     call = FakeCall()
-    batcher = Batcher("test", call, describe=str, linger=10.0, weigh=len, max_weight=10)
+    batcher = Batcher(
+        "test", call, describe=str, weigh=len, batching=Batching(linger=10.0, max_weight=10)
+    )
     for entry in ["aaaa", "bbbb", "cccc", "dddddddddddddddd", "e"]:
         batcher.add(entry)
     await batcher.flush()
@@ -142,7 +148,12 @@ async def test_a_refused_entry_is_not_retried_and_fails_with_the_refused_type() 
         }
 
     batcher: Batcher[str] = Batcher(
-        "publish", send, describe=str, linger=0.001, refused_type=Refused, error_type=RuntimeError
+        "publish",
+        send,
+        describe=str,
+        batching=Batching(linger=0.001),
+        refused_type=Refused,
+        error_type=RuntimeError,
     )
     big, small = batcher.submit("big"), batcher.submit("small")
     with pytest.raises(Refused, match="TooLarge"):
@@ -168,7 +179,12 @@ async def test_classify_says_a_refused_call_is_not_worth_retrying() -> None:
         return None
 
     batcher: Batcher[str] = Batcher(
-        "publish", send, describe=str, linger=0.001, classify=classify, refused_type=Refused
+        "publish",
+        send,
+        describe=str,
+        batching=Batching(linger=0.001),
+        classify=classify,
+        refused_type=Refused,
     )
     with pytest.raises(Refused, match="Message too long"):
         await asyncio.wait_for(batcher.submit("x"), 5)

@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 from loafer_core.errors import PublishRefused
-from loafer_core.kit._batch import Batcher, Failure, SendBatch
+from loafer_core.kit._batch import Batcher, Batching, Failure, SendBatch
 from loafer_core.kit._edge import map_exceptions
 from loafer_core.kit._logs import SecretFilter, protect, secret_filter
 from loafer_core.kit._route import ProviderRoute
@@ -50,6 +50,7 @@ from loafer_core.provider import Describable, Description, PublisherLifecycle, S
 __all__ = [
     "MASK",
     "Batcher",
+    "Batching",
     "Describable",
     "Description",
     "Failure",

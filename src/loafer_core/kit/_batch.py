@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["Batcher", "Failure", "SendBatch"]
+__all__ = ["Batcher", "Batching", "Failure", "SendBatch"]
 
 E = TypeVar("E")
 
@@ -46,8 +46,42 @@ SendBatch = Callable[[Sequence[E]], Awaitable[dict[int, Failure]]]
 """``send(entries)`` performs one batch call and returns, per index, the failures."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class Batching:
+    """How a :class:`Batcher` gathers and sends.
+
+    :param linger: seconds an entry waits for others to fill its batch.
+    :param max_batch: entries per call at most (the broker's limit).
+    :param attempts: tries of an entry before it is given up.
+    :param backoff: the first retry's pause (doubling, with jitter), seconds.
+    :param max_concurrent: calls in flight at once.
+    :param max_weight: a call's payload limit (with the batcher's ``weigh``).
+    """
+
+    linger: float = 0.02
+    max_batch: int = 10
+    attempts: int = 4
+    backoff: float = 0.2
+    max_concurrent: int = 8
+    max_weight: int = 256 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "attempts", "max_concurrent", "max_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Batching({name}=...): expected an int >= 1, got {value!r}")
+        for name in ("linger", "backoff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"Batching({name}=...): expected seconds >= 0, got {value!r}")
+
+
+_DEFAULT = Batching()
+
+
 class Batcher(Generic[E]):
-    """Gathers entries into batches of at most ``max_batch``, flushed after ``linger``.
+    """Gathers entries into batches of at most ``batching.max_batch``, flushed after
+    ``batching.linger`` (:class:`Batching`).
 
     With ``weigh``, a batch also stays under ``max_weight`` (the call's payload limit;
     one entry heavier than that goes alone). ``send`` raising an exception fails the
@@ -67,21 +101,18 @@ class Batcher(Generic[E]):
         send: SendBatch[E],
         *,
         describe: Callable[[E], str],
-        linger: float = 0.02,
-        max_batch: int = 10,
-        attempts: int = 4,
-        backoff: float = 0.2,
-        max_concurrent: int = 8,
-        error_type: Callable[[str], Exception] = RuntimeError,
+        batching: Batching = _DEFAULT,
         weigh: Callable[[E], int] | None = None,
-        max_weight: int = 256 * 1024,
+        error_type: Callable[[str], Exception] = RuntimeError,
+        refused_type: Callable[[str], Exception] | None = None,
+        classify: Callable[[Exception], Failure | None] | None = None,
         logger: logging.Logger = _logger,
         scrub: Callable[[BaseException], str] = str,
-        classify: Callable[[Exception], Failure | None] | None = None,
-        refused_type: Callable[[str], Exception] | None = None,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
+        self.batching = batching
+        linger, max_batch = batching.linger, batching.max_batch
+        attempts, backoff = batching.attempts, batching.backoff
+        max_concurrent, max_weight = batching.max_concurrent, batching.max_weight
         self._logger = logger
         self._scrub = scrub
         self._classify = classify
