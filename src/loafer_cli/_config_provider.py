@@ -70,10 +70,9 @@ def accepted_options(cls: Any) -> Accepted | None:
     except (TypeError, ValueError):
         return None
     named = {n: p for n, p in parameters.items() if p.kind not in _SKIP}
-    hints = _TRANSITIONAL_HINTS(cls)
     return Accepted(
         types={
-            n: hints.get(n, _NO_TYPE)
+            n: _NO_TYPE
             if p.annotation is inspect.Parameter.empty or isinstance(p.annotation, str)
             else p.annotation
             for n, p in named.items()
@@ -82,16 +81,6 @@ def accepted_options(cls: Any) -> Accepted | None:
         takes_any=any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()),
         primary=next((n for n in _QUEUE_PARAMETERS if n in named), None),
     )
-
-
-def _TRANSITIONAL_HINTS(cls: Any) -> dict[str, Any]:
-    # TODO(issue 20): removed once every bundled class has a settings_type
-    import typing
-
-    try:
-        return typing.get_type_hints(cls.__init__)
-    except Exception:
-        return {}
 
 
 def _has_default(f: dataclasses.Field[Any]) -> bool:

@@ -210,8 +210,8 @@ BAD_CONFIGS = [
         ),
         "loafer.toml: routes[0] ('orders'): provider_options.endpoint: unknown option of "
         "'sqs' (SQSProvider) (did you mean 'endpoint_url'?); it takes: aws_access_key_id, "
-        "aws_secret_access_key, aws_session_token, client, close_grace, close_timeout, "
-        "closing, config, dead_letter_queue, endpoint_url, lingers, options, profile_name, "
+        "aws_secret_access_key, aws_session_token, close_grace, close_timeout, "
+        "config, dead_letter_queue, endpoint_url, options, profile_name, "
         "receive_linger, receive_options, region_name, retry_visibility, session, "
         "settle_linger, use_ssl, verify",
     ),
