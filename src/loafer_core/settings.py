@@ -47,6 +47,7 @@ __all__ = [
     "optional",
     "seconds",
     "setting",
+    "settings_of",
     "shared_flat",
     "whole",
 ]
@@ -388,3 +389,36 @@ def _missing(exc: TypeError) -> str:
     if "required keyword-only argument" in text:
         return "required " + text.partition("required ")[2].replace(" argument", "")
     return text
+
+
+def settings_of(settings_type: type[S], owner: str, settings: Any, options: Mapping[str, Any]) -> S:
+    """What ``owner(settings, **options)`` was given, as one ``settings_type``: the thin
+    adapter every provider's and publisher's ``__init__`` calls.
+
+    A ``settings_type`` is taken as it is (no options beside it: ``settings.replace(...)``
+    makes a changed copy); else the settings are built by :func:`from_flat` from
+    ``options``, a ``str`` ``settings`` (today's first positional argument) filling the
+    :attr:`Settings.primary` field. Anything else is a ``ConfigurationError``.
+    """
+    if isinstance(settings, settings_type):
+        if options:
+            raise ConfigurationError(
+                f"{owner}: given a {settings_type.__name__} and options "
+                f"{sorted(options)} beside it; give one or the other (settings.replace(...) "
+                "makes a changed copy)"
+            )
+        return settings
+    values = dict(options)
+    primary = settings_type.primary
+    if settings is not None:
+        if not isinstance(settings, str) or primary is None:
+            raise ConfigurationError(
+                f"{owner}: expected a {settings_type.__name__} or a {primary or 'name'}, got "
+                f"{type(settings).__name__}"
+            )
+        if values.get(primary) is not None:
+            raise ConfigurationError(
+                f"{owner}: {primary!r} given twice (first positional and as a keyword)"
+            )
+        values[primary] = settings
+    return from_flat(settings_type, owner, values)

@@ -21,13 +21,13 @@ from loafer_core.settings import (
     SettingError,
     Settings,
     Timeouts,
-    from_flat,
     optional,
     seconds,
     setting,
     shared_flat,
     whole,
 )
+from loafer_core.settings import settings_of as _settings_of
 from loafer_core.typed import TYPE_HEADER
 from loafer_nats.errors import URL_RULES, check_url
 
@@ -254,27 +254,8 @@ class NATSPublisherSettings(Settings):
 def settings_of(
     settings_type: type[S], owner: str, settings: S | str | None, options: Mapping[str, Any]
 ) -> S:
-    """``settings`` when it is a ``settings_type``, else one built from the flat keywords
-    ``options`` (a ``str`` ``settings`` is the primary field). A flat ``url`` is checked
-    first, so that its error shows it masked."""
-    if isinstance(settings, settings_type):
-        if options:
-            raise ConfigurationError(
-                f"{owner}: give one {settings_type.__name__} or flat keywords, not both "
-                f"(got also {', '.join(sorted(options))})"
-            )
-        return settings
-    values = dict(options)
-    primary = settings_type.primary
-    if isinstance(settings, str) and primary is not None:
-        if primary in values:
-            raise ConfigurationError(f"{owner}: {primary!r} given twice (positional and keyword)")
-        values[primary] = settings
-    elif settings is not None:
-        raise ConfigurationError(
-            f"{owner}: expected a {settings_type.__name__} or a {primary} name, got "
-            f"{type(settings).__name__}"
-        )
-    if "url" in values:
-        check_url(owner, values["url"])
-    return from_flat(settings_type, owner, values)
+    """Core's :func:`~loafer_core.settings.settings_of`, a flat ``url`` checked first so
+    that its error shows it masked."""
+    if "url" in options:
+        check_url(owner, options["url"])
+    return _settings_of(settings_type, owner, settings, options)

@@ -23,13 +23,13 @@ from loafer_core.settings import (
     SettingError,
     Settings,
     Timeouts,
-    from_flat,
     optional,
     setting,
     shared_flat,
     whole,
 )
 from loafer_core.settings import name as non_empty
+from loafer_core.settings import settings_of as _settings_of
 from loafer_core.typed import TYPE_HEADER
 from loafer_redis.errors import check_url
 
@@ -360,22 +360,5 @@ S = TypeVar("S", bound=Settings)
 def settings_from(
     settings_type: type[S], owner: str, settings: Any, options: Mapping[str, Any]
 ) -> S:
-    """What ``owner(settings, **options)`` was given: a ``settings_type`` as it is (no
-    options beside it), else one built from the flat ``options``, ``settings`` (when not
-    ``None``: today's first positional argument) filling the primary field."""
-    if isinstance(settings, settings_type):
-        if options:
-            raise ConfigurationError(
-                f"{owner}: given a {settings_type.__name__} and options "
-                f"{sorted(options)} beside it; give one or the other (settings.replace(...) "
-                "makes a changed copy)"
-            )
-        return settings
-    if settings is not None:
-        primary = settings_type.primary or ""
-        if primary in options:
-            raise ConfigurationError(
-                f"{owner}: {primary!r} given twice (first positional and as a keyword)"
-            )
-        options = {primary: settings, **options}
-    return from_flat(settings_type, owner, options)
+    """Core's :func:`~loafer_core.settings.settings_of`."""
+    return _settings_of(settings_type, owner, settings, options)

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from aiobotocore.config import AioConfig
 
-from loafer_core.errors import ConfigurationError
-from loafer_core.settings import Check, Settings, from_flat, optional, setting
+from loafer_core.settings import Check, Settings, optional, setting
+from loafer_core.settings import settings_of as _settings_of
 from loafer_core.typed import TYPE_HEADER
 from loafer_sqs._closing import DEFAULT_CLOSE_TIMEOUT
 from loafer_sqs.errors import mask
@@ -290,24 +290,6 @@ S = TypeVar("S", bound=Settings)
 def settings_of(
     settings_type: type[S], owner: str, settings: S | str | None, options: Mapping[str, Any]
 ) -> S:
-    """``settings`` when it is a ``settings_type``, else one built from the flat keywords
-    ``options`` (a ``str`` ``settings`` is the primary field: the queue or topic)."""
-    if isinstance(settings, settings_type):
-        if options:
-            raise ConfigurationError(
-                f"{owner}: give one {settings_type.__name__} or flat keywords, not both "
-                f"(got also {', '.join(sorted(options))})"
-            )
-        return settings
-    values = dict(options)
-    primary = settings_type.primary
-    if isinstance(settings, str) and primary is not None:
-        if values.get(primary) is not None:
-            raise ConfigurationError(f"{owner}: {primary!r} given twice (positional and keyword)")
-        values[primary] = settings
-    elif settings is not None:
-        raise ConfigurationError(
-            f"{owner}: expected a {settings_type.__name__} or a {primary} name, got "
-            f"{type(settings).__name__}"
-        )
-    return from_flat(settings_type, owner, values)
+    """Core's :func:`~loafer_core.settings.settings_of` (a ``str`` ``settings`` is the
+    queue or topic)."""
+    return _settings_of(settings_type, owner, settings, options)
