@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from loafer_core.middleware import Process
 from loafer_core.outcome import OutcomeKind
 from loafer_core.provider import Delivery
 from loafer_rabbit import RabbitProvider, RabbitPublisher
+from tests._process import ROOT, Child, Spawn, python, python_env
 from tests.forward_worker import ID, make_provider, make_publisher
 from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
 from tests.loafer_core.test_idempotency import redis_url  # noqa: F401
@@ -48,7 +48,6 @@ from tests.loafer_sqs.conftest import aws_env, client_options, sqs_endpoint  # n
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
 
-ROOT = Path(__file__).resolve().parent.parent
 N = 2000
 KILL_AT = 300  # the 300th publish (a), the 300th confirmed message (b)
 WINDOW = 300  # messages fed ahead of the target; 100 with moto (slow with a backlog)
@@ -269,22 +268,10 @@ class Pump:
         self.check()
 
 
-def child_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-async def run_child(config: dict[str, Any], log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as err:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.forward_worker",
-            json.dumps(config),
-            cwd=ROOT,
-            env=child_env(),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-        )
+def run_child(spawn: Spawn, config: dict[str, Any]) -> Child:
+    """``tests/forward_worker.py`` with ``config``, in a child process."""
+    command = python("-m", "tests.forward_worker", json.dumps(config))
+    return spawn(command, cwd=ROOT, env=python_env(), name="forward_worker")
 
 
 def statuses(path: Path) -> list[dict[str, Any]]:
@@ -295,6 +282,7 @@ def statuses(path: Path) -> list[dict[str, Any]]:
 
 async def prove(
     queues: Queues,
+    spawn: Spawn,
     tmp_path: Path,
     source_kind: str,
     target_kind: str,
@@ -306,7 +294,6 @@ async def prove(
     source = await queues.make(source_kind)
     target = await queues.make(target_kind)
     status = tmp_path / "status.jsonl"
-    log = tmp_path / "child.log"
     base: dict[str, Any] = {"source": source, "target": target, "status": str(status)}
     if redis:
         base.update(redis=redis, prefix=f"loafer-fwd-{uuid.uuid4().hex[:10]}:")
@@ -314,19 +301,15 @@ async def prove(
         base["a_wait"] = 0.03  # the SQS publisher lingers 20 ms to fill a batch
     async with Pump(source, target) as pump:
         for point in ("a", "b"):
-            child = await run_child({**base, "kill": {"point": point, "at": KILL_AT}}, log)
-            try:
-                async with asyncio.timeout(180):
-                    while child.returncode is None:
-                        pump.check()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(child.wait(), 1)
-            finally:
-                if child.returncode is None:
-                    child.kill()
-                    await child.wait()
-            assert child.returncode == -signal.SIGKILL, log.read_text()[-3000:]
-        child = await run_child(base, log)
+            killed = run_child(spawn, {**base, "kill": {"point": point, "at": KILL_AT}})
+
+            def ended(child: Child = killed) -> bool:
+                pump.check()
+                return child.returncode is not None
+
+            await killed.until(ended, 180, f"the worker killed at ({point})", interval=0.5)
+            assert killed.returncode == -signal.SIGKILL, killed.describe()
+        child = run_child(spawn, base)
         try:
 
             async def finished() -> bool:
@@ -343,13 +326,9 @@ async def prove(
                 )
 
             await pump.wait_for(finished, 600, "every id at the target", depths, stall=90)
-            child.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(60):
-                assert await child.wait() == 0, log.read_text()[-3000:]
+            assert await child.aterminate(60) == 0, child.describe()
         finally:
-            if child.returncode is None:
-                child.kill()
-                await child.wait()
+            child.close()
 
         async def target_empty() -> bool:
             return await queues.depth(target) == 0
@@ -400,9 +379,9 @@ def record(figures: dict[str, Any]) -> None:
     ],
 )
 async def test_every_id_arrives_across_kills(
-    queues: Queues, tmp_path: Path, source_kind: str, target_kind: str
+    queues: Queues, spawn: Spawn, tmp_path: Path, source_kind: str, target_kind: str
 ) -> None:
-    figures = await prove(queues, tmp_path, source_kind, target_kind)
+    figures = await prove(queues, spawn, tmp_path, source_kind, target_kind)
     # killed after the confirm, before the settle: redelivered, so forwarded again
     assert figures["arrivals_of_b"] >= 2
     assert figures["arrivals_of_a"] >= 1
@@ -411,10 +390,11 @@ async def test_every_id_arrives_across_kills(
 @pytest.mark.redis
 async def test_idempotency_skips_the_duplicate_of_a_kill_after_confirm(
     queues: Queues,
+    spawn: Spawn,
     tmp_path: Path,
     redis_url: str,  # noqa: F811
 ) -> None:
-    figures = await prove(queues, tmp_path, "rabbit", "amqp", redis=redis_url)
+    figures = await prove(queues, spawn, tmp_path, "rabbit", "amqp", redis=redis_url)
     # its key was marked before the kill: the redelivery is skipped, not forwarded again
     assert figures["arrivals_of_b"] == 1
     assert figures["skipped_after_restart"] >= 1
@@ -602,6 +582,7 @@ async def test_a_target_refusing_messages_retries_them_until_it_takes_them(
 
 async def test_the_example_forwards_sqs_to_rabbit(
     queues: Queues,
+    spawn: Spawn,
     rabbit_url: str,  # noqa: F811
     aws_env: dict[str, str],  # noqa: F811
     tmp_path: Path,
@@ -613,34 +594,20 @@ async def test_the_example_forwards_sqs_to_rabbit(
     async with make_publisher(source) as publisher:
         await asyncio.gather(*(publisher.publish(order) for order in orders))
     env = {
-        **child_env(),
         **aws_env,
         "ORDERS_QUEUE": source["queue"],
         "RABBIT_URL": rabbit_url,
         "RABBIT_QUEUE": target["queue"],
     }
-    log = tmp_path / "example.log"
-    with log.open("wb") as err:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "examples" / "forward_sqs_to_rabbit.py"),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        async with asyncio.timeout(60):
-            while await queues.depth(target) < len(orders) or await queues.depth(source):
-                assert child.returncode is None, log.read_text()[-3000:]
-                await asyncio.sleep(0.3)  # polling the brokers' queue depths
-        child.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            assert await child.wait() == 0, log.read_text()[-3000:]
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
+    child = spawn(
+        python(ROOT / "examples" / "forward_sqs_to_rabbit.py"), cwd=ROOT, env=python_env(env)
+    )
+
+    async def forwarded() -> bool:
+        return await queues.depth(target) >= len(orders) and not await queues.depth(source)
+
+    await child.until(forwarded, 60, "every order forwarded", interval=0.3)
+    assert await child.aterminate(30) == 0, child.describe()
     connection = await aio_pika.connect(rabbit_url)
     try:
         channel = await connection.channel()
@@ -653,4 +620,4 @@ async def test_the_example_forwards_sqs_to_rabbit(
     assert sorted(received, key=lambda r: r[0]["order"]) == [
         ({"order": i, "items": [f"sku-{i}"]}, {"order-id": str(i)}, f"order-{i}") for i in range(20)
     ]
-    assert "manager stopped cleanly" in log.read_text()
+    assert "manager stopped cleanly" in child.output
