@@ -36,15 +36,7 @@ from loafer_core.provider import Delivery
 from loafer_rabbit import RabbitProvider, RabbitPublisher
 from tests._process import ROOT, Child, Spawn, python, python_env
 from tests.forward_worker import ID, make_provider, make_publisher
-from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
-from tests.loafer_core.test_idempotency import redis_url  # noqa: F401
-from tests.loafer_rabbit.conftest import (  # noqa: F401 - rabbit_url: a fixture
-    _run_ctl,
-    rabbit_url,
-    rabbitmqctl_available,
-    retry_tiers,
-)
-from tests.loafer_sqs.conftest import aws_env, client_options, sqs_endpoint  # noqa: F401
+from tests.loafer_rabbit.conftest import _run_ctl, rabbitmqctl_available, retry_tiers
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
 
@@ -162,9 +154,9 @@ class Queues:
 
 @pytest.fixture
 async def queues(
-    rabbit_url: str,  # noqa: F811
-    amqp_url: str,  # noqa: F811
-    client_options: dict[str, Any],  # noqa: F811
+    rabbit_url: str,
+    amqp_url: str,
+    client_options: dict[str, Any],
 ) -> AsyncIterator[Queues]:
     helper = Queues(rabbit_url, amqp_url, client_options)
     try:
@@ -392,7 +384,7 @@ async def test_idempotency_skips_the_duplicate_of_a_kill_after_confirm(
     queues: Queues,
     spawn: Spawn,
     tmp_path: Path,
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     figures = await prove(queues, spawn, tmp_path, "rabbit", "amqp", redis=redis_url)
     # its key was marked before the kill: the redelivery is skipped, not forwarded again
@@ -480,7 +472,7 @@ def _retry_counter(
 
 async def test_the_target_dropping_its_connections_mid_run_loses_nothing(
     queues: Queues,
-    rabbit_url: str,  # noqa: F811
+    rabbit_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """RabbitMQ -> RabbitMQ through a proxy that drops the target's connections (and
@@ -538,7 +530,7 @@ async def test_the_target_dropping_its_connections_mid_run_loses_nothing(
 
 async def test_a_target_refusing_messages_retries_them_until_it_takes_them(
     queues: Queues,
-    rabbit_url: str,  # noqa: F811
+    rabbit_url: str,
 ) -> None:
     """Publishing (mandatory) to a queue that does not exist yet: returned, so RETRY; once
     the queue is declared, every message arrives."""
@@ -583,8 +575,8 @@ async def test_a_target_refusing_messages_retries_them_until_it_takes_them(
 async def test_the_example_forwards_sqs_to_rabbit(
     queues: Queues,
     spawn: Spawn,
-    rabbit_url: str,  # noqa: F811
-    aws_env: dict[str, str],  # noqa: F811
+    rabbit_url: str,
+    aws_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     """examples/forward_sqs_to_rabbit.py, run as documented against moto and RabbitMQ."""

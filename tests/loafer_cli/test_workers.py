@@ -25,9 +25,7 @@ import pytest
 
 from loafer_cli.workers import EX_CONFIG, RestartBackoff, _Supervisor, supervise
 from loafer_core.testing import eventually
-from tests.loafer_rabbit.conftest import RabbitAdmin, admin, rabbit_url, unique
-
-__all__ = ["admin", "rabbit_url"]  # the RabbitMQ fixtures, used here
+from tests.loafer_rabbit.conftest import RabbitAdmin, unique
 
 WORKER = textwrap.dedent(
     """

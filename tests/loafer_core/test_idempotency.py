@@ -20,7 +20,6 @@ from loafer_core.middleware import Process
 from loafer_core.outcome import OutcomeKind
 from loafer_core.provider import Delivery
 from loafer_core.testing import run_until_idle
-from tests.brokers import port_open, resolve
 
 K = "idempotency-key"
 
@@ -229,16 +228,6 @@ def test_header_lookup_is_case_insensitive_and_decodes_bytes() -> None:
 
 
 # -- the Redis store, against a real Redis --------------------------------------------------
-
-
-def _local_redis() -> str | None:
-    return "redis://127.0.0.1:6379/0" if port_open("127.0.0.1", 6379) else None
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    pytest.importorskip("redis", reason="redis-py is not installed (extra 'redis')")
-    return resolve(env_var="LOAFER_TEST_REDIS_URL", local=_local_redis, what="Redis server")
 
 
 @pytest.fixture
