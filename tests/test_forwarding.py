@@ -295,11 +295,11 @@ async def prove(
         for point in ("a", "b"):
             killed = run_child(spawn, {**base, "kill": {"point": point, "at": KILL_AT}})
 
-            def ended(child: Child = killed) -> bool:
+            def exited(child: Child = killed) -> bool:
                 pump.check()
                 return child.returncode is not None
 
-            await killed.until(ended, 180, f"the worker killed at ({point})", interval=0.5)
+            await killed.until(exited, 180, f"the worker killed at ({point})", interval=0.5)
             assert killed.returncode == -signal.SIGKILL, killed.describe()
         child = run_child(spawn, base)
         try:

@@ -145,7 +145,7 @@ class Supervisor:
         assert self.process is not None
         self.process.send_signal(sig)
 
-    def signal_group(self, sig: signal.Signals) -> None:
+    def signal_group(self, sig: int) -> None:
         """Signal the parent's process group, as a terminal's Ctrl-C does."""
         assert self.process is not None
         os.killpg(self.process.pid, sig)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from loafer_core import ConfigurationError, Manager, Outcome, ProviderError, Route
+from loafer_core.context import RouteContext
 from loafer_core.forward import Publish
 from loafer_core.idempotency import Claim, Idempotency, MemoryStore, body_hash
 from loafer_core.memory import MemoryBroker, MemoryProvider
@@ -139,7 +140,7 @@ async def test_concurrent_deliveries_with_one_key_run_the_handler_once(
     idem = Idempotency(lock_ttl=0.2)  # the busy one comes back after lock_ttl
     first_outcome = asyncio.Event()
 
-    async def watch(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def watch(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         outcome = await call_next(delivery)
         first_outcome.set()
         return outcome
