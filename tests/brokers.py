@@ -32,7 +32,7 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
 
 def docker_available() -> bool:
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         docker.from_env(timeout=2).ping()
         return True

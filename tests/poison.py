@@ -26,7 +26,7 @@ class Attempts:
         if raw == POISON:
             self.times.append(time.monotonic())
             self._changed.set()
-        return self.inner.translate(raw)  # type: ignore[no-any-return]
+        return self.inner.translate(raw)
 
     async def wait_for(self, count: int, timeout: float = 20.0) -> None:
         async with asyncio.timeout(timeout):

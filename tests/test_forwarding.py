@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -35,20 +34,12 @@ from loafer_core.middleware import Process
 from loafer_core.outcome import OutcomeKind
 from loafer_core.provider import Delivery
 from loafer_rabbit import RabbitProvider, RabbitPublisher
+from tests._process import ROOT, Child, Spawn, python, python_env
 from tests.forward_worker import ID, make_provider, make_publisher
-from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
-from tests.loafer_core.test_idempotency import redis_url  # noqa: F401
-from tests.loafer_rabbit.conftest import (  # noqa: F401 - rabbit_url: a fixture
-    _run_ctl,
-    rabbit_url,
-    rabbitmqctl_available,
-    retry_tiers,
-)
-from tests.loafer_sqs.conftest import aws_env, client_options, sqs_endpoint  # noqa: F401
+from tests.loafer_rabbit.conftest import _run_ctl, rabbitmqctl_available, retry_tiers
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
 
-ROOT = Path(__file__).resolve().parent.parent
 N = 2000
 KILL_AT = 300  # the 300th publish (a), the 300th confirmed message (b)
 WINDOW = 300  # messages fed ahead of the target; 100 with moto (slow with a backlog)
@@ -163,9 +154,9 @@ class Queues:
 
 @pytest.fixture
 async def queues(
-    rabbit_url: str,  # noqa: F811
-    amqp_url: str,  # noqa: F811
-    client_options: dict[str, Any],  # noqa: F811
+    rabbit_url: str,
+    amqp_url: str,
+    client_options: dict[str, Any],
 ) -> AsyncIterator[Queues]:
     helper = Queues(rabbit_url, amqp_url, client_options)
     try:
@@ -269,22 +260,10 @@ class Pump:
         self.check()
 
 
-def child_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-async def run_child(config: dict[str, Any], log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as err:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.forward_worker",
-            json.dumps(config),
-            cwd=ROOT,
-            env=child_env(),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-        )
+def run_child(spawn: Spawn, config: dict[str, Any]) -> Child:
+    """``tests/forward_worker.py`` with ``config``, in a child process."""
+    command = python("-m", "tests.forward_worker", json.dumps(config))
+    return spawn(command, cwd=ROOT, env=python_env(), name="forward_worker")
 
 
 def statuses(path: Path) -> list[dict[str, Any]]:
@@ -295,6 +274,7 @@ def statuses(path: Path) -> list[dict[str, Any]]:
 
 async def prove(
     queues: Queues,
+    spawn: Spawn,
     tmp_path: Path,
     source_kind: str,
     target_kind: str,
@@ -306,7 +286,6 @@ async def prove(
     source = await queues.make(source_kind)
     target = await queues.make(target_kind)
     status = tmp_path / "status.jsonl"
-    log = tmp_path / "child.log"
     base: dict[str, Any] = {"source": source, "target": target, "status": str(status)}
     if redis:
         base.update(redis=redis, prefix=f"loafer-fwd-{uuid.uuid4().hex[:10]}:")
@@ -314,19 +293,15 @@ async def prove(
         base["a_wait"] = 0.03  # the SQS publisher lingers 20 ms to fill a batch
     async with Pump(source, target) as pump:
         for point in ("a", "b"):
-            child = await run_child({**base, "kill": {"point": point, "at": KILL_AT}}, log)
-            try:
-                async with asyncio.timeout(180):
-                    while child.returncode is None:
-                        pump.check()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(child.wait(), 1)
-            finally:
-                if child.returncode is None:
-                    child.kill()
-                    await child.wait()
-            assert child.returncode == -signal.SIGKILL, log.read_text()[-3000:]
-        child = await run_child(base, log)
+            killed = run_child(spawn, {**base, "kill": {"point": point, "at": KILL_AT}})
+
+            def exited(child: Child = killed) -> bool:
+                pump.check()
+                return child.returncode is not None
+
+            await killed.until(exited, 180, f"the worker killed at ({point})", interval=0.5)
+            assert killed.returncode == -signal.SIGKILL, killed.describe()
+        child = run_child(spawn, base)
         try:
 
             async def finished() -> bool:
@@ -343,13 +318,9 @@ async def prove(
                 )
 
             await pump.wait_for(finished, 600, "every id at the target", depths, stall=90)
-            child.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(60):
-                assert await child.wait() == 0, log.read_text()[-3000:]
+            assert await child.aterminate(60) == 0, child.describe()
         finally:
-            if child.returncode is None:
-                child.kill()
-                await child.wait()
+            child.close()
 
         async def target_empty() -> bool:
             return await queues.depth(target) == 0
@@ -400,9 +371,9 @@ def record(figures: dict[str, Any]) -> None:
     ],
 )
 async def test_every_id_arrives_across_kills(
-    queues: Queues, tmp_path: Path, source_kind: str, target_kind: str
+    queues: Queues, spawn: Spawn, tmp_path: Path, source_kind: str, target_kind: str
 ) -> None:
-    figures = await prove(queues, tmp_path, source_kind, target_kind)
+    figures = await prove(queues, spawn, tmp_path, source_kind, target_kind)
     # killed after the confirm, before the settle: redelivered, so forwarded again
     assert figures["arrivals_of_b"] >= 2
     assert figures["arrivals_of_a"] >= 1
@@ -411,10 +382,11 @@ async def test_every_id_arrives_across_kills(
 @pytest.mark.redis
 async def test_idempotency_skips_the_duplicate_of_a_kill_after_confirm(
     queues: Queues,
+    spawn: Spawn,
     tmp_path: Path,
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
-    figures = await prove(queues, tmp_path, "rabbit", "amqp", redis=redis_url)
+    figures = await prove(queues, spawn, tmp_path, "rabbit", "amqp", redis=redis_url)
     # its key was marked before the kill: the redelivery is skipped, not forwarded again
     assert figures["arrivals_of_b"] == 1
     assert figures["skipped_after_restart"] >= 1
@@ -500,7 +472,7 @@ def _retry_counter(
 
 async def test_the_target_dropping_its_connections_mid_run_loses_nothing(
     queues: Queues,
-    rabbit_url: str,  # noqa: F811
+    rabbit_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """RabbitMQ -> RabbitMQ through a proxy that drops the target's connections (and
@@ -558,7 +530,7 @@ async def test_the_target_dropping_its_connections_mid_run_loses_nothing(
 
 async def test_a_target_refusing_messages_retries_them_until_it_takes_them(
     queues: Queues,
-    rabbit_url: str,  # noqa: F811
+    rabbit_url: str,
 ) -> None:
     """Publishing (mandatory) to a queue that does not exist yet: returned, so RETRY; once
     the queue is declared, every message arrives."""
@@ -602,8 +574,9 @@ async def test_a_target_refusing_messages_retries_them_until_it_takes_them(
 
 async def test_the_example_forwards_sqs_to_rabbit(
     queues: Queues,
-    rabbit_url: str,  # noqa: F811
-    aws_env: dict[str, str],  # noqa: F811
+    spawn: Spawn,
+    rabbit_url: str,
+    aws_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
     """examples/forward_sqs_to_rabbit.py, run as documented against moto and RabbitMQ."""
@@ -613,34 +586,20 @@ async def test_the_example_forwards_sqs_to_rabbit(
     async with make_publisher(source) as publisher:
         await asyncio.gather(*(publisher.publish(order) for order in orders))
     env = {
-        **child_env(),
         **aws_env,
         "ORDERS_QUEUE": source["queue"],
         "RABBIT_URL": rabbit_url,
         "RABBIT_QUEUE": target["queue"],
     }
-    log = tmp_path / "example.log"
-    with log.open("wb") as err:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(ROOT / "examples" / "forward_sqs_to_rabbit.py"),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        async with asyncio.timeout(60):
-            while await queues.depth(target) < len(orders) or await queues.depth(source):
-                assert child.returncode is None, log.read_text()[-3000:]
-                await asyncio.sleep(0.3)  # polling the brokers' queue depths
-        child.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            assert await child.wait() == 0, log.read_text()[-3000:]
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
+    child = spawn(
+        python(ROOT / "examples" / "forward_sqs_to_rabbit.py"), cwd=ROOT, env=python_env(env)
+    )
+
+    async def forwarded() -> bool:
+        return await queues.depth(target) >= len(orders) and not await queues.depth(source)
+
+    await child.until(forwarded, 60, "every order forwarded", interval=0.3)
+    assert await child.aterminate(30) == 0, child.describe()
     connection = await aio_pika.connect(rabbit_url)
     try:
         channel = await connection.channel()
@@ -653,4 +612,4 @@ async def test_the_example_forwards_sqs_to_rabbit(
     assert sorted(received, key=lambda r: r[0]["order"]) == [
         ({"order": i, "items": [f"sku-{i}"]}, {"order-id": str(i)}, f"order-{i}") for i in range(20)
     ]
-    assert "manager stopped cleanly" in log.read_text()
+    assert "manager stopped cleanly" in child.output

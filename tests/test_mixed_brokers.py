@@ -20,11 +20,6 @@ from loafer_nats import NATSPublisher, NATSRoute
 from loafer_rabbit import RabbitRoute
 from loafer_redis import RedisPublisher, RedisRoute
 from loafer_sqs import SQSRoute
-from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
-from tests.loafer_nats.conftest import nats_url  # noqa: F401
-from tests.loafer_rabbit.conftest import rabbit_url  # noqa: F401
-from tests.loafer_redis.conftest import redis_url  # noqa: F401
-from tests.loafer_sqs.conftest import client_options, sqs_endpoint  # noqa: F401
 
 pytestmark = [
     pytest.mark.memory,
@@ -97,11 +92,11 @@ async def _redis_state(url: str, stream: str, group: str) -> int:
 
 
 async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
-    rabbit_url: str,  # noqa: F811
-    amqp_url: str,  # noqa: F811
-    client_options: dict[str, Any],  # noqa: F811
-    nats_url: str,  # noqa: F811
-    redis_url: str,  # noqa: F811
+    rabbit_url: str,
+    amqp_url: str,
+    client_options: dict[str, Any],
+    nats_url: str,
+    redis_url: str,
 ) -> None:
     from aiobotocore.session import get_session
 

@@ -26,11 +26,8 @@ from loafer_nats import NATSPublisher, NATSRoute
 from loafer_rabbit import RabbitPublisher, RabbitRoute
 from loafer_redis import RedisPublisher, RedisRoute
 from loafer_sqs import SNSPublisher, SNSQueueRoute, SQSPublisher, SQSRoute
-from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
-from tests.loafer_nats.conftest import NatsAdmin, nats_url  # noqa: F401
-from tests.loafer_rabbit.conftest import rabbit_url  # noqa: F401
-from tests.loafer_redis.conftest import RedisAdmin, redis_url  # noqa: F401
-from tests.loafer_sqs.conftest import client_options, sqs_endpoint  # noqa: F401
+from tests.loafer_nats.conftest import NatsAdmin
+from tests.loafer_redis.conftest import RedisAdmin
 
 pytestmark = [pytest.mark.rabbit, pytest.mark.amqp, pytest.mark.sqs]
 
@@ -48,7 +45,7 @@ def provider(exporter: InMemorySpanExporter) -> TracerProvider:
 
 
 @pytest.fixture
-async def sqs_client(client_options: dict[str, Any]) -> AsyncIterator[Any]:  # noqa: F811
+async def sqs_client(client_options: dict[str, Any]) -> AsyncIterator[Any]:
     from aiobotocore.session import get_session
 
     async with get_session().create_client("sqs", **client_options) as client:
@@ -56,7 +53,7 @@ async def sqs_client(client_options: dict[str, Any]) -> AsyncIterator[Any]:  # n
 
 
 @pytest.fixture
-async def sns_client(client_options: dict[str, Any]) -> AsyncIterator[Any]:  # noqa: F811
+async def sns_client(client_options: dict[str, Any]) -> AsyncIterator[Any]:
     from aiobotocore.session import get_session
 
     async with get_session().create_client("sns", **client_options) as client:
@@ -92,9 +89,9 @@ def chain_of(spans: list[ReadableSpan]) -> list[ReadableSpan]:
 
 
 async def test_one_trace_from_sqs_through_rabbitmq_to_amqp(
-    rabbit_url: str,  # noqa: F811
-    amqp_url: str,  # noqa: F811
-    client_options: dict[str, Any],  # noqa: F811
+    rabbit_url: str,
+    amqp_url: str,
+    client_options: dict[str, Any],
     sqs_client: Any,
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
@@ -182,7 +179,7 @@ async def test_one_trace_from_sqs_through_rabbitmq_to_amqp(
 
 
 async def test_a_message_published_to_sns_continues_its_trace_on_sqs_enveloped_or_raw(
-    client_options: dict[str, Any],  # noqa: F811
+    client_options: dict[str, Any],
     sqs_client: Any,
     sns_client: Any,
     provider: TracerProvider,
@@ -254,8 +251,8 @@ async def test_a_message_published_to_sns_continues_its_trace_on_sqs_enveloped_o
 
 
 async def test_a_batch_is_one_producer_span_whose_context_every_message_carries(
-    rabbit_url: str,  # noqa: F811
-    amqp_url: str,  # noqa: F811
+    rabbit_url: str,
+    amqp_url: str,
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:
@@ -313,7 +310,7 @@ async def test_a_batch_is_one_producer_span_whose_context_every_message_carries(
 
 
 async def test_an_sqs_message_with_ten_attributes_is_sent_untraced_rather_than_refused(
-    client_options: dict[str, Any],  # noqa: F811
+    client_options: dict[str, Any],
     sqs_client: Any,
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
@@ -347,8 +344,8 @@ async def test_an_sqs_message_with_ten_attributes_is_sent_untraced_rather_than_r
 
 @pytest.mark.nats
 async def test_one_trace_from_rabbitmq_forwarded_to_nats(
-    rabbit_url: str,  # noqa: F811
-    nats_url: str,  # noqa: F811
+    rabbit_url: str,
+    nats_url: str,
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:
@@ -414,8 +411,8 @@ async def test_one_trace_from_rabbitmq_forwarded_to_nats(
 @pytest.mark.nats
 @pytest.mark.redis
 async def test_one_trace_from_nats_forwarded_to_redis(
-    nats_url: str,  # noqa: F811
-    redis_url: str,  # noqa: F811
+    nats_url: str,
+    redis_url: str,
     provider: TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:

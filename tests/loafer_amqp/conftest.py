@@ -18,45 +18,6 @@ import aio_pika
 import pytest
 
 from loafer_core.testing import eventually
-from tests.brokers import port_open, resolve
-
-LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672"
-
-
-def _local() -> str | None:
-    return LOCAL_URL if port_open("127.0.0.1", 5672) else None
-
-
-def _container() -> str:  # pragma: no cover - needs a Docker engine
-    from testcontainers.core.container import DockerContainer
-    from testcontainers.core.waiting_utils import wait_for_logs
-
-    container = (
-        DockerContainer("rabbitmq:3.13")
-        .with_exposed_ports(5672)
-        .with_command(
-            "sh -c 'rabbitmq-plugins enable --offline rabbitmq_amqp1_0 && "
-            "exec docker-entrypoint.sh rabbitmq-server'"
-        )
-    )
-    container.start()
-    wait_for_logs(container, "Server startup complete", timeout=180)
-    host = container.get_container_host_ip()
-    port = container.get_exposed_port(5672)
-    url = f"amqp://guest:guest@{host}:{port}"
-    # an address from outside this machine's RabbitMQ: rabbitmqctl (which would talk to
-    # the local node) must not be used on it, as with an address given by the variable
-    os.environ["LOAFER_TEST_AMQP_URL"] = url
-    return url
-
-
-@pytest.fixture(scope="session")
-def amqp_url() -> str:
-    """AMQP 1.0 URL of the broker (LOAFER_TEST_AMQP_URL, the local RabbitMQ, or a
-    RabbitMQ container with the AMQP 1.0 plugin)."""
-    return resolve(
-        env_var="LOAFER_TEST_AMQP_URL", local=_local, container=_container, what="AMQP 1.0 broker"
-    )
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from proton.reactor import Container
 UNDECODABLE = b"\x00Sw\x73\x00\x11\x00\x00"
 
 
-class _Send(MessagingHandler):  # type: ignore[misc]
+class _Send(MessagingHandler):
     def __init__(self, url: str, address: str, payloads: list[bytes]) -> None:
         super().__init__()
         self.url, self.address, self.payloads = url, address, list(payloads)

@@ -9,6 +9,7 @@ import pytest
 from loafer_amqp import AMQPProvider, AMQPPublisher
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.outcome import ACCEPT
+from loafer_core.provider import Delivery
 
 from .conftest import Broker
 
@@ -47,7 +48,7 @@ async def test_body_sections_round_trip(amqp_url: str, queue: str) -> None:
     provider = AMQPProvider(amqp_url, address, fetch_wait=2.0)
     try:
         await provider.start(10)
-        got = []
+        got: list[Delivery] = []
         async with asyncio.timeout(10):
             while len(got) < 5:
                 got.extend(await provider.fetch(10))

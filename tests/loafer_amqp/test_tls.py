@@ -17,6 +17,7 @@ import pytest
 from loafer_amqp import AMQPProvider, AMQPPublisher
 from loafer_core.errors import LoaferError
 from loafer_core.outcome import ACCEPT
+from loafer_core.provider import Delivery
 
 from .conftest import Broker
 
@@ -98,7 +99,7 @@ async def test_amqps_with_a_verified_certificate(
     try:
         await provider.start(1)
         async with asyncio.timeout(10):
-            got = []
+            got: list[Delivery] = []
             while not got:
                 got = list(await provider.fetch(1))
         assert got[0].raw == b'{"over": "tls"}'

@@ -47,7 +47,7 @@ def _close_pipes() -> Any:
 
 
 def client(profile: str = "auto") -> _ReceiverClient:
-    provider = AMQPProvider("amqp://h", "/amq/queue/q", broker=profile)  # type: ignore[arg-type]
+    provider = AMQPProvider("amqp://h", "/amq/queue/q", broker=profile)
     made = _ReceiverClient(provider, provider._connection, "/amq/queue/q", 5, profile)  # type: ignore[arg-type]
     _made.append(made)
     return made

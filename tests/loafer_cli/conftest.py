@@ -1,10 +1,15 @@
-"""The brokers' fixtures, for the ``loafer`` command's tests."""
+"""Fixtures for the ``loafer`` command's tests (the brokers' URLs, ``sqs`` and
+``make_queue`` come from tests/_brokers.py)."""
 
-from tests.loafer_amqp.conftest import amqp_url  # noqa: F401 - fixtures
-from tests.loafer_rabbit.conftest import admin, rabbit_url  # noqa: F401
-from tests.loafer_sqs.conftest import (  # noqa: F401
-    client_options,
-    make_queue,
-    sqs,
-    sqs_endpoint,
-)
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.loafer_rabbit.conftest import RabbitAdmin, open_admin
+
+
+@pytest.fixture
+async def admin(rabbit_url: str) -> AsyncIterator[RabbitAdmin]:
+    """RabbitMQ's admin client (as in tests/loafer_rabbit)."""
+    async with open_admin(rabbit_url) as helper:
+        yield helper

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from tests.loafer_cli.runner import Service
@@ -98,27 +97,11 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def wait_until(
-    condition: Callable[[], bool], what: str, timeout: float = 30, interval: float = 0.05
-) -> None:
-    """Poll ``condition`` (state with no event to await: /proc) for at most ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
-
-
 def wait_for_ids(service: Service, wanted: set[str], timeout: float = 60) -> None:
     """Read ``service``'s log until every id of ``wanted`` was handled (duplicates
     allowed), within ``timeout`` seconds in all."""
-    deadline = time.monotonic() + timeout
-    count = len(wanted)
-    while True:
-        lines = service.wait_for(
-            "handlers: handled ", count=count, timeout=max(deadline - time.monotonic(), 0.01)
-        )
-        missing = wanted - set().union(*handled(lines).values())
-        if not missing:
-            return
-        count = len(lines) + len(missing)  # at least that many more lines to come
+
+    def every_id_handled(lines: list[str]) -> bool:
+        return not wanted - set().union(*handled(lines).values())
+
+    service.wait_until(every_id_handled, f"{len(wanted)} ids handled", timeout)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import queue
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from tests._process import Child
 
 SCRIPT = shutil.which("loafer", path=str(Path(sys.executable).parent)) or "loafer"
 
@@ -34,79 +33,27 @@ def loafer(
     )
 
 
-class Service:
-    """``loafer run ...`` in the background; its stderr lines collected by a thread."""
+class Service(Child):
+    """``loafer run ...`` in the background (started at once), its stderr lines collected:
+    the harness's :class:`~tests._process.Child`, with the names these tests use."""
 
     def __init__(self, args: Sequence[str], cwd: Path, env: Mapping[str, str]) -> None:
-        self.process = subprocess.Popen(
+        super().__init__(
             [SCRIPT, "run", *args],
             cwd=cwd,
             env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stdout=False,
+            name="loafer run",
         )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        with self.process.stderr:
-            for line in self.process.stderr:
-                self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for(self, text: str, count: int = 1, timeout: float = 30) -> list[str]:
-        """Wait until ``count`` stderr lines contain ``text``; return those lines."""
-        self.wait_until(
-            lambda lines: sum(text in line for line in lines) >= count,
-            f"{count} line(s) with {text!r}",
-            timeout,
-        )
-        return [line for line in self.lines if text in line]
+        self.start()
 
     def wait_until(self, done: Callable[[list[str]], bool], what: str, timeout: float = 30) -> None:
         """Wait until ``done(lines)`` holds for the stderr lines seen so far."""
-        deadline = time.monotonic() + timeout
-        while not done(self.lines):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{what} not seen in {timeout}s:\n" + "\n".join(self.lines))
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(
-                    f"loafer run ended (rc={self.process.wait(10)}) before {what}:\n"
-                    + "\n".join(self.lines)
-                )
-            self.lines.append(line)
+        try:
+            self.wait_for(done, timeout)
+        except AssertionError as failure:
+            raise AssertionError(f"{what}: {failure}") from None
 
     def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, then wait for the exit code (and the rest of stderr)."""
-        self.process.terminate()
-        try:
-            rc = self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(10)
-        self._reader.join(10)
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.lines.append(line)
-        return rc
-
-    def kill(self) -> None:
-        """Kill it if it still runs (test clean-up)."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._reader.join(10)
+        """SIGTERM, then the exit code (and the rest of stderr)."""
+        return self.terminate(timeout)

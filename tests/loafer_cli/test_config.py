@@ -28,9 +28,7 @@ from loafer_core.testing import run_until_idle
 from loafer_rabbit.provider import RabbitProvider
 from loafer_sqs.provider import SQSProvider
 from tests.loafer_cli import config_app
-from tests.loafer_rabbit.conftest import RabbitAdmin, admin, rabbit_url, unique
-
-__all__ = ["admin", "rabbit_url"]  # fixtures, re-used from the RabbitMQ tests
+from tests.loafer_rabbit.conftest import RabbitAdmin, unique
 
 APP = "tests.loafer_cli.config_app"
 HANDLER = f'handler = "{APP}:handle"'

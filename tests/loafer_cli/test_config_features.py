@@ -43,10 +43,7 @@ from loafer_rabbit import RabbitPublisher
 from loafer_sqs.publisher import SNSPublisher, SQSPublisher
 from tests.loafer_cli import config_app
 from tests.loafer_cli.runner import Service, loafer
-from tests.loafer_core.test_idempotency import redis_url
-from tests.loafer_rabbit.conftest import RabbitAdmin, admin, rabbit_url
-
-__all__ = ["admin", "rabbit_url", "redis_url"]  # fixtures, re-used from other tests
+from tests.loafer_rabbit.conftest import RabbitAdmin
 
 HERE = "tests.loafer_cli.test_config_features"
 APP = "tests.loafer_cli.config_app"

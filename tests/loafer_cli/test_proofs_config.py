@@ -24,7 +24,6 @@ from tests.loafer_cli.projects import (
     handled_by,
     toml_array,
     wait_for_ids,
-    wait_until,
     write_project,
 )
 from tests.loafer_cli.runner import Service, loafer
@@ -214,10 +213,10 @@ async def test_workers_3_from_a_config_survive_a_sigkilled_worker_mid_stream(
 
         service.wait_for(f"(pid {victim}) died unexpectedly")
         service.wait_for("restarting in")
-        wait_until(
+        await service.until(
             lambda: len(children(parent)) == 3 and victim not in children(parent),
+            60,
             "a third worker again, in place of the killed one",
-            timeout=60,
         )
         [restarted] = children(parent) - workers
         # nothing lost: what the killed worker held was delivered again, to the others

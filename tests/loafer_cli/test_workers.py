@@ -25,9 +25,7 @@ import pytest
 
 from loafer_cli.workers import EX_CONFIG, RestartBackoff, _Supervisor, supervise
 from loafer_core.testing import eventually
-from tests.loafer_rabbit.conftest import RabbitAdmin, admin, rabbit_url, unique
-
-__all__ = ["admin", "rabbit_url"]  # the RabbitMQ fixtures, used here
+from tests.loafer_rabbit.conftest import RabbitAdmin, unique
 
 WORKER = textwrap.dedent(
     """
@@ -147,7 +145,7 @@ class Supervisor:
         assert self.process is not None
         self.process.send_signal(sig)
 
-    def signal_group(self, sig: signal.Signals) -> None:
+    def signal_group(self, sig: int) -> None:
         """Signal the parent's process group, as a terminal's Ctrl-C does."""
         assert self.process is not None
         os.killpg(self.process.pid, sig)

@@ -87,7 +87,7 @@ def test_the_clock_counts_the_shutdown_timeout_from_the_first_stop() -> None:
 
 async def test_the_starter_retries_until_the_provider_starts() -> None:
     provider = Provider(start_failures=2)
-    starter = ProviderStarter("r", provider, 10, QUICK, lambda: 1.0)  # type: ignore[arg-type]
+    starter = ProviderStarter("r", provider, 10, QUICK, lambda: 1.0)
     async with asyncio.timeout(10):
         assert await starter(asyncio.Event()) is True
     assert provider.starts == 3 and starter.failures == 0
@@ -99,19 +99,19 @@ async def test_the_starter_stops_when_asked_and_raises_a_configuration_error() -
     stopped.set()
     provider = Provider(start_failures=10**6)
     async with asyncio.timeout(10):
-        assert await ProviderStarter("r", provider, 1, QUICK, lambda: 1.0)(stopped) is False  # type: ignore[arg-type]
+        assert await ProviderStarter("r", provider, 1, QUICK, lambda: 1.0)(stopped) is False
 
     class Refused(Provider):
         async def start(self, capacity: int) -> None:
             raise ConfigurationError("no such queue")
 
     with pytest.raises(ConfigurationError, match="no such queue"):
-        await ProviderStarter("r", Refused(), 1, QUICK, lambda: 1.0)(asyncio.Event())  # type: ignore[arg-type]
+        await ProviderStarter("r", Refused(), 1, QUICK, lambda: 1.0)(asyncio.Event())
 
 
 def settler(provider: Provider, forgotten: list[Delivery], failed: list[Any]) -> Settler:
     clock = ShutdownClock(close_timeout=5, forced_grace=0.1)
-    return Settler("r", provider, 3, QUICK, clock, forgotten.append, failed.append)  # type: ignore[arg-type]
+    return Settler("r", provider, 3, QUICK, clock, forgotten.append, failed.append)
 
 
 async def test_the_settler_tries_again_then_gives_up_and_frees_the_slot() -> None:
@@ -143,7 +143,7 @@ async def test_the_lease_keeper_extends_what_is_unsettled_only() -> None:
     held, settled = delivery(1), delivery(2)
     unsettled = {held: time.monotonic(), settled: time.monotonic()}
     del unsettled[settled]  # settled before the first tick
-    task = LeaseKeeper("r", provider, unsettled, lambda exc: None).start()  # type: ignore[arg-type]
+    task = LeaseKeeper("r", provider, unsettled, lambda exc: None).start()
     assert task is not None
     try:
         async with asyncio.timeout(10):
@@ -156,7 +156,7 @@ async def test_the_lease_keeper_extends_what_is_unsettled_only() -> None:
 def test_no_lease_keeper_without_lease_extension() -> None:
     provider = Provider()
     provider.capabilities = Capabilities()
-    assert LeaseKeeper("r", provider, {}, lambda exc: None).start() is None  # type: ignore[arg-type]
+    assert LeaseKeeper("r", provider, {}, lambda exc: None).start() is None
 
 
 # -- KeyedQueue ------------------------------------------------------------------------

@@ -65,7 +65,7 @@ async def test_a_fast_handlers_batch_costs_no_wake_per_delivery() -> None:
             async with asyncio.timeout(10):
                 await provider.done.wait()
     finally:
-        del loop.create_future  # type: ignore[method-assign]
+        del loop.create_future
     # an idle worker parks on a future and is woken through it: one wake in flight at a
     # time, where a wake per delivery parked and woke a worker for nearly every one
     assert futures < total // 5, f"{futures} futures for {total} deliveries"

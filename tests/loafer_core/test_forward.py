@@ -547,7 +547,8 @@ async def test_returning_an_empty_list_of_publishes_accepts(
     broker.publish("q", "a")
 
     async def handler(content: Any, metadata: Any) -> list[Publish]:
-        return [Publish(item) for item in ()]
+        nothing: tuple[Any, ...] = ()
+        return [Publish(item) for item in nothing]
 
     await run_until_idle(Route(provider, handler, publish_to=target, retry=None), timeout=5)
     assert outcomes(broker) == [OutcomeKind.ACCEPT]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from loafer_core import ConfigurationError, Manager, Outcome, ProviderError, Route
+from loafer_core.context import RouteContext
 from loafer_core.forward import Publish
 from loafer_core.idempotency import Claim, Idempotency, MemoryStore, body_hash
 from loafer_core.memory import MemoryBroker, MemoryProvider
@@ -20,7 +21,6 @@ from loafer_core.middleware import Process
 from loafer_core.outcome import OutcomeKind
 from loafer_core.provider import Delivery
 from loafer_core.testing import run_until_idle
-from tests.brokers import port_open, resolve
 
 K = "idempotency-key"
 
@@ -140,7 +140,7 @@ async def test_concurrent_deliveries_with_one_key_run_the_handler_once(
     idem = Idempotency(lock_ttl=0.2)  # the busy one comes back after lock_ttl
     first_outcome = asyncio.Event()
 
-    async def watch(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def watch(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         outcome = await call_next(delivery)
         first_outcome.set()
         return outcome
@@ -229,16 +229,6 @@ def test_header_lookup_is_case_insensitive_and_decodes_bytes() -> None:
 
 
 # -- the Redis store, against a real Redis --------------------------------------------------
-
-
-def _local_redis() -> str | None:
-    return "redis://127.0.0.1:6379/0" if port_open("127.0.0.1", 6379) else None
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    pytest.importorskip("redis", reason="redis-py is not installed (extra 'redis')")
-    return resolve(env_var="LOAFER_TEST_REDIS_URL", local=_local_redis, what="Redis server")
 
 
 @pytest.fixture

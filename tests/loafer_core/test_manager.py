@@ -201,9 +201,12 @@ def test_run_forever_false_blocks_for_one_iteration() -> None:
     broker = MemoryBroker(history=HISTORY)
     broker.publish_many("q", ["a", "b", "c"])
     seen: list[str] = []
-    Manager(routes=[Route(MemoryProvider(broker, "q"), lambda c, m: seen.append(c) is None)]).run(
-        forever=False
-    )
+
+    def handler(content: str, metadata: Any) -> bool:
+        seen.append(content)
+        return True
+
+    Manager(routes=[Route(MemoryProvider(broker, "q"), handler)]).run(forever=False)
     assert sorted(seen) == ["a", "b", "c"]
     assert broker.is_idle("q")
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from loafer_core import ACCEPT, REJECT, RETRY, ConfigurationError, Manager, Outcome, Route
+from loafer_core.context import RouteContext
 from loafer_core.dispatcher import Dispatcher
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.middleware import Process
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.memory
 
 
 def recorder(name: str, log: list[str]) -> Any:
-    async def middleware(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def middleware(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         log.append(f"{name} in")
         outcome = await call_next(delivery)
         log.append(f"{name} out")
@@ -64,7 +65,7 @@ async def test_a_middleware_sees_the_delivery_route_outcome_and_exception_and_ca
     async def handler(content: Any, metadata: Any) -> bool:
         raise ValueError("no good")
 
-    async def reject_errors(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def reject_errors(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         outcome = await call_next(delivery)
         seen.append(
             (delivery.raw, delivery.attempt, delivery.metadata["headers"], route.name, outcome)
@@ -92,13 +93,13 @@ async def test_a_middleware_can_skip_the_handler_and_time_it() -> None:
         await asyncio.sleep(0.05)
         return True
 
-    async def dedup(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def dedup(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         if delivery.message_id in seen_ids:
             return ACCEPT  # a duplicate: settled without running the handler
         seen_ids.add(delivery.message_id)
         return await call_next(delivery)
 
-    async def timer(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def timer(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         began = time.perf_counter()
         try:
             return await call_next(delivery)
@@ -120,7 +121,7 @@ async def test_a_failing_middleware_retries_the_delivery_and_the_route_runs_on(
     broker = MemoryBroker(history=10)
     broker.publish_many("q", ["boom", "fine"])
 
-    async def explosive(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def explosive(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         if delivery.raw == "boom" and delivery.attempt == 1:
             raise RuntimeError("middleware bug")
         return await call_next(delivery)
@@ -138,7 +139,7 @@ async def test_a_failing_middleware_retries_the_delivery_and_the_route_runs_on(
 def test_bad_middleware_is_refused_naming_the_argument() -> None:
     provider = MemoryProvider(MemoryBroker(), "q")
 
-    async def one(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def one(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         return await call_next(delivery)
 
     with pytest.raises(ConfigurationError, match=r"Route\(middleware=...\): .* wrap it in a list"):
@@ -162,7 +163,7 @@ async def test_a_middleware_failing_on_every_delivery_is_bounded_by_max_attempts
     broker = MemoryBroker(history=100)
     broker.publish_many("q", [f"m{i}" for i in range(20)])
 
-    async def broken(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def broken(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         raise RuntimeError("middleware bug")
 
     route = Route(
@@ -185,7 +186,7 @@ async def test_a_middleware_returning_no_outcome_is_an_error_of_the_message(
     broker = MemoryBroker(history=10)
     broker.publish("q", "a")
 
-    async def forgets_to_return(delivery: Delivery, route: Route, call_next: Process) -> Any:
+    async def forgets_to_return(delivery: Delivery, route: RouteContext, call_next: Process) -> Any:
         await call_next(delivery)
 
     route = Route(
@@ -207,7 +208,7 @@ async def test_a_stray_cancellation_in_a_middleware_is_an_error_not_a_lost_worke
     broker = MemoryBroker(history=10)
     broker.publish("q", "a")
 
-    async def stray(delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def stray(delivery: Delivery, route: RouteContext, call_next: Process) -> Outcome:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.cancel()  # by its owner, not by loafer
         await future

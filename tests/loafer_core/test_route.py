@@ -134,7 +134,7 @@ async def test_shapes_that_work_are_accepted(provider: MemoryProvider) -> None:
 
     route = Route(provider, only_content)  # the wrapper is what gets called
     assert await route.process(delivery()) == ACCEPT
-    route = Route(provider, ClassHandler, translator=StaticTranslator)  # type: ignore[arg-type]
+    route = Route(provider, ClassHandler, translator=StaticTranslator)
     assert await route.process(delivery()) == ACCEPT
 
 

@@ -125,7 +125,7 @@ async def test_an_error_handler_overrides_the_rejection() -> None:
 async def test_untyped_and_other_annotations_are_unchanged() -> None:
     got: list[Any] = []
 
-    async def plain(content, metadata):  # type: ignore[no-untyped-def]
+    async def plain(content, metadata):
         got.append(content)
 
     async def as_dict(content: dict[str, Any], metadata: Any) -> None:

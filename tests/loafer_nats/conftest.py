@@ -17,29 +17,6 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from loafer_core.testing import eventually
-from tests.brokers import port_open, resolve
-
-LOCAL_URL = "nats://127.0.0.1:4222"
-
-
-def _local() -> str | None:
-    return LOCAL_URL if port_open("127.0.0.1", 4222) else None
-
-
-def _container() -> str:  # pragma: no cover - needs a Docker engine
-    from testcontainers.nats import NatsContainer
-
-    container = NatsContainer("nats:2.10", jetstream=True)
-    container.start()
-    return str(container.nats_uri())
-
-
-@pytest.fixture(scope="session")
-def nats_url() -> str:
-    """URL of the NATS server under test (LOAFER_TEST_NATS_URL, local, or a container)."""
-    return resolve(
-        env_var="LOAFER_TEST_NATS_URL", local=_local, container=_container, what="NATS server"
-    )
 
 
 def unique(prefix: str = "loafer-test") -> str:

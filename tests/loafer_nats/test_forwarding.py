@@ -18,7 +18,7 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Delivery
 from loafer_nats import NATSPublisher, NATSRoute
 from loafer_rabbit import RabbitPublisher
-from tests.loafer_rabbit.conftest import RabbitAdmin, rabbit_url  # noqa: F401 - a fixture
+from tests.loafer_rabbit.conftest import RabbitAdmin
 
 from .conftest import NatsAdmin, unique
 
@@ -109,7 +109,7 @@ async def test_a_subject_no_stream_captures_retries_the_source_until_one_does(
 @pytest.mark.rabbit
 async def test_a_nats_route_forwards_to_rabbitmq(
     admin: NatsAdmin,
-    rabbit_url: str,  # noqa: F811
+    rabbit_url: str,
 ) -> None:
     stream = await admin.stream()
     rabbit = RabbitAdmin(rabbit_url)
@@ -140,7 +140,7 @@ async def test_a_nats_route_forwards_to_rabbitmq(
 @pytest.mark.rabbit
 async def test_a_nats_delivery_is_retried_while_rabbitmq_refuses_the_forward(
     admin: NatsAdmin,
-    rabbit_url: str,  # noqa: F811
+    rabbit_url: str,
 ) -> None:
     """Publishing (mandatory) to a queue that does not exist yet is refused: the NATS
     message is nak'ed (RETRY), stays in the stream, and arrives once the queue exists."""

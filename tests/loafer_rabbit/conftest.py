@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import uuid
@@ -14,31 +15,6 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from loafer_core.testing import eventually
-from tests.brokers import port_open, resolve
-
-LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-def _local() -> str | None:
-    return LOCAL_URL if port_open("127.0.0.1", 5672) else None
-
-
-def _container() -> str:  # pragma: no cover - needs a Docker engine
-    from testcontainers.rabbitmq import RabbitMqContainer
-
-    container = RabbitMqContainer("rabbitmq:3.13-management")
-    container.start()
-    host = container.get_container_host_ip()
-    port = container.get_exposed_port(5672)
-    return f"amqp://guest:guest@{host}:{port}/"
-
-
-@pytest.fixture(scope="session")
-def rabbit_url() -> str:
-    """URL of the RabbitMQ under test (LOAFER_TEST_RABBIT_URL, local, or a container)."""
-    return resolve(
-        env_var="LOAFER_TEST_RABBIT_URL", local=_local, container=_container, what="RabbitMQ"
-    )
 
 
 def unique(prefix: str = "loafer-test") -> str:
@@ -202,15 +178,22 @@ class RabbitAdmin:
                 await channel.exchange_delete(exchange)
 
 
-@pytest.fixture
-async def admin(rabbit_url: str) -> AsyncIterator[RabbitAdmin]:
-    """An admin client; every queue it declares or tracks is deleted after the test."""
-    helper = RabbitAdmin(rabbit_url)
+@contextlib.asynccontextmanager
+async def open_admin(url: str) -> AsyncIterator[RabbitAdmin]:
+    """A :class:`RabbitAdmin` on ``url``, opened; what it declared is deleted at the end."""
+    helper = RabbitAdmin(url)
     await helper.open()
     try:
         yield helper
     finally:
         await helper.cleanup()
+
+
+@pytest.fixture
+async def admin(rabbit_url: str) -> AsyncIterator[RabbitAdmin]:
+    """An admin client; every queue it declares or tracks is deleted after the test."""
+    async with open_admin(rabbit_url) as helper:
+        yield helper
 
 
 class SilentBroker:

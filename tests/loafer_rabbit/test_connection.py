@@ -273,8 +273,8 @@ async def _cycle(name: str, url: str, silent: tuple[SilentBroker, str]) -> list[
     refs = [
         weakref.ref(provider),
         weakref.ref(publisher),
-        weakref.ref(provider._connection),  # type: ignore[arg-type]
-        weakref.ref(publisher._connection),  # type: ignore[arg-type]
+        weakref.ref(provider._connection),
+        weakref.ref(publisher._connection),
     ]
     await provider.close()
     await publisher.close()

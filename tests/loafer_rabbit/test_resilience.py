@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 from loafer_core import Manager
 from loafer_core.testing import eventually
 from loafer_rabbit import RabbitPublisher, RabbitRoute
+from tests._process import Child, Events, Spawn, python, python_env
 from tests.loafer_rabbit.conftest import (
     RabbitAdmin,
     SilentBroker,
@@ -181,121 +180,57 @@ async def test_broker_restart_loses_nothing(admin: RabbitAdmin, rabbit_url: str)
 # -- subprocess tests -------------------------------------------------------------------
 
 
-class Worker:
-    """``worker.py`` in a subprocess, with its event log."""
-
-    def __init__(self, url: str, queue: str, log: Path, *args: str) -> None:
-        self.log = log
-        self.stderr_path = log.with_suffix(f".{uuid.uuid4().hex[:6]}.stderr")
-        self.stderr = self.stderr_path.open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), "--url", url, "--queue", queue, "--log", str(log), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=self.stderr,
-            env=env,
-        )
-
-    def events(self, kind: str) -> list[int]:
-        if not self.log.exists():
-            return []
-        out = []
-        for line in self.log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == kind and int(parts[2]) == self.process.pid:
-                out.append(int(parts[1]))
-        return out
-
-    async def wait_for(self, condition: Callable[[], bool], timeout: float) -> None:
-        """Poll the log file (another process writes it: there is no event to await)."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not condition():
-                    if self.process.poll() is not None:
-                        raise AssertionError(f"worker exited early:\n{self.output()}")
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            events = self.log.read_text() if self.log.exists() else ""
-            raise AssertionError(
-                f"condition not met in {timeout}s; events:\n{events[-3000:]}\n"
-                f"worker output:\n{self.output()[-5000:]}"
-            ) from None
-
-    async def exit_code(self, timeout: float) -> int:
-        return await asyncio.to_thread(self.process.wait, timeout)
-
-    def output(self) -> str:
-        self.stderr.flush()
-        return self.stderr_path.read_text(errors="replace")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.stderr.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.close()
-
-
-def all_events(log: Path, kind: str) -> list[int]:
-    return [
-        int(line.split()[1]) for line in log.read_text().splitlines() if line.split()[0] == kind
-    ]
+def start_worker(spawn: Spawn, url: str, queue: str, log: Path, *args: str) -> Child:
+    """``worker.py`` in a subprocess, writing its events to ``log``."""
+    command = python(WORKER, "--url", url, "--queue", queue, "--log", str(log), *args)
+    return spawn(command, env=python_env())
 
 
 async def test_sigkill_mid_batch_then_restart_handles_every_message(
-    admin: RabbitAdmin, rabbit_url: str, tmp_path: Path, workers: list[Worker]
+    admin: RabbitAdmin, rabbit_url: str, tmp_path: Path, spawn: Spawn
 ) -> None:
     name = await admin.declare()
     total = 100
     await admin.put_many(name, bodies(range(total)))
     log = tmp_path / "events.log"
-    first = Worker(
-        rabbit_url, name, log, "--sleep", "0.05", "--concurrency", "10", "--hang-after", "30"
+    events = Events(log)
+    first = start_worker(
+        spawn, rabbit_url, name, log, "--sleep", "0.05", "--concurrency", "10", "--hang-after", "30"
     )
-    workers.append(first)
     # 30 handled, then handlers stuck mid-message: kill the process there.
-    await first.wait_for(lambda: len(first.events("hang")) >= 1, 60)
-    first.process.send_signal(signal.SIGKILL)
-    assert await first.exit_code(10) == -signal.SIGKILL
-    in_flight = set(first.events("start")) - set(first.events("done"))
-    assert in_flight and set(first.events("hang")) <= in_flight
+    await first.until(lambda: events.of("hang", first), 60, "a handler hanging")
+    assert await first.akill() == -signal.SIGKILL
+    in_flight = set(events.of("start", first)) - set(events.of("done", first))
+    assert in_flight and set(events.of("hang", first)) <= in_flight
 
-    second = Worker(rabbit_url, name, log, "--concurrency", "10")
-    workers.append(second)
-    await second.wait_for(lambda: set(all_events(log, "done")) >= set(range(total)), 60)
+    second = start_worker(spawn, rabbit_url, name, log, "--concurrency", "10")
+    await second.until(lambda: set(events.of("done")) >= set(range(total)), 60, "all done")
     # Every message handled at least once; the interrupted ones were redelivered.
-    assert in_flight <= set(second.events("done"))
-    second.process.send_signal(signal.SIGTERM)
-    assert await second.exit_code(30) == 0, second.output()
+    assert in_flight <= set(events.of("done", second))
+    assert await second.aterminate(30) == 0, second.describe()
     assert await admin.count(name) == 0
 
 
 async def test_sigterm_finishes_in_flight_handlers_and_leaves_the_rest_on_the_queue(
-    admin: RabbitAdmin, rabbit_url: str, tmp_path: Path, workers: list[Worker]
+    admin: RabbitAdmin, rabbit_url: str, tmp_path: Path, spawn: Spawn
 ) -> None:
     name = await admin.declare()
     total, concurrency, sleep = 20, 5, 3.0
     await admin.put_many(name, bodies(range(total)))
     log = tmp_path / "events.log"
-    worker = Worker(rabbit_url, name, log, "--sleep", str(sleep), "--concurrency", str(concurrency))
-    workers.append(worker)
-    await worker.wait_for(lambda: len(worker.events("start")) == concurrency, 30)
+    events = Events(log)
+    worker = start_worker(
+        spawn, rabbit_url, name, log, "--sleep", str(sleep), "--concurrency", str(concurrency)
+    )
+    await worker.until(lambda: len(events.of("start")) == concurrency, 30, "handlers started")
     signalled = time.monotonic()
-    worker.process.send_signal(signal.SIGTERM)
-    assert await worker.exit_code(30) == 0, worker.output()
+    assert await worker.aterminate(30) == 0, worker.describe()
     took = time.monotonic() - signalled
-    started = worker.events("start")
+    started = events.of("start", worker)
     # In-flight handlers finished (and were acked: they are not back on the queue) ...
-    assert sorted(worker.events("done")) == sorted(started)
+    assert sorted(events.of("done", worker)) == sorted(started)
     assert len(started) == concurrency
-    assert worker.events("exit") == [0]
+    assert events.of("exit", worker) == [0]
     # ... the process did not wait for more than their remaining time ...
     assert took < sleep + 5, took
     # ... and every unstarted message is ready on the queue at once (none held unacked).
@@ -305,16 +240,14 @@ async def test_sigterm_finishes_in_flight_handlers_and_leaves_the_rest_on_the_qu
 
 
 async def test_sigterm_while_the_route_is_still_connecting_exits(
-    silent: tuple[SilentBroker, str], tmp_path: Path, workers: list[Worker]
+    silent: tuple[SilentBroker, str], tmp_path: Path, spawn: Spawn
 ) -> None:
     # The broker accepts the TCP connection and never answers: the route is connecting
     # (for up to connect_timeout, 30 s) when the process is told to stop.
     broker, url = silent
     log = tmp_path / "events.log"
-    worker = Worker(url, "q", log, "--shutdown-timeout", "5")
-    workers.append(worker)
+    worker = start_worker(spawn, url, "q", log, "--shutdown-timeout", "5")
     async with asyncio.timeout(30):
         await broker.accepted.wait()
-    worker.process.send_signal(signal.SIGTERM)
-    assert await worker.exit_code(15) == 0, worker.output()
-    assert worker.events("exit") == [0]
+    assert await worker.aterminate(15) == 0, worker.describe()
+    assert Events(log).of("exit", worker) == [0]

@@ -8,32 +8,6 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 import redis.asyncio
 
-from tests.brokers import port_open, resolve
-
-LOCAL_URL = "redis://127.0.0.1:6379/0"
-
-
-def _local() -> str | None:
-    return LOCAL_URL if port_open("127.0.0.1", 6379) else None
-
-
-def _container() -> str:  # pragma: no cover - needs a Docker engine
-    from testcontainers.redis import RedisContainer
-
-    container = RedisContainer("redis:7")
-    container.start()
-    host = container.get_container_host_ip()
-    port = container.get_exposed_port(6379)
-    return f"redis://{host}:{port}/0"
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """URL of the Redis under test (LOAFER_TEST_REDIS_URL, local, or a container)."""
-    return resolve(
-        env_var="LOAFER_TEST_REDIS_URL", local=_local, container=_container, what="Redis"
-    )
-
 
 def unique(prefix: str = "loafer-test") -> str:
     """A stream name no other test uses."""

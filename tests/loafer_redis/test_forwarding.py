@@ -20,7 +20,7 @@ from loafer_core.provider import Delivery
 from loafer_core.testing import eventually
 from loafer_rabbit import RabbitPublisher
 from loafer_redis import RedisPublisher, RedisRoute
-from tests.loafer_rabbit.conftest import RabbitAdmin, rabbit_url  # noqa: F401 - a fixture
+from tests.loafer_rabbit.conftest import RabbitAdmin
 
 from .conftest import RedisAdmin, unique
 
@@ -111,7 +111,7 @@ async def test_a_refused_add_retries_the_source_until_redis_takes_it(
 @pytest.mark.rabbit
 async def test_a_redis_route_forwards_to_rabbitmq(
     admin: RedisAdmin,
-    rabbit_url: str,  # noqa: F811
+    rabbit_url: str,
 ) -> None:
     stream = await admin.stream()
     rabbit = RabbitAdmin(rabbit_url)
@@ -148,7 +148,7 @@ async def _none_pending(admin: RedisAdmin, stream: str) -> bool:
 @pytest.mark.rabbit
 async def test_a_redis_delivery_is_retried_while_rabbitmq_refuses_the_forward(
     admin: RedisAdmin,
-    rabbit_url: str,  # noqa: F811
+    rabbit_url: str,
 ) -> None:
     """Publishing (mandatory) to a queue that does not exist yet is refused: the Redis
     entries are RETRIED (never acknowledged as handled), and arrive, each once, once the

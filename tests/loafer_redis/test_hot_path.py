@@ -157,8 +157,8 @@ class Watched(RedisProvider):
         await super()._send_acks(ids)
 
 
-async def fetch_all(p: RedisProvider, n: int) -> list:  # type: ignore[type-arg]
-    got: list = []  # type: ignore[type-arg]
+async def fetch_all(p: RedisProvider, n: int) -> list:
+    got: list = []
     async with asyncio.timeout(10):
         while len(got) < n:
             got.extend(await p.fetch(n - len(got)))

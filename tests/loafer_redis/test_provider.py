@@ -20,9 +20,9 @@ from tests.loafer_redis.conftest import RedisAdmin, unique
 pytestmark = pytest.mark.redis
 
 
-async def fetch_n(provider: RedisProvider, n: int, timeout: float = 10.0) -> list:  # type: ignore[type-arg]
+async def fetch_n(provider: RedisProvider, n: int, timeout: float = 10.0) -> list:
     """Fetch until ``n`` deliveries arrived (bounded)."""
-    got: list = []  # type: ignore[type-arg]
+    got: list = []
     async with asyncio.timeout(timeout):
         while len(got) < n:
             got.extend(await provider.fetch(n - len(got)))
@@ -304,7 +304,7 @@ async def test_a_delayed_retry_idle_past_the_lease_waits_for_its_delay(
         [d] = await fetch_n(a, 1)
         settled_at = time.monotonic()
         await a.settle(d, RETRY(2.5))
-        got: list = []  # type: ignore[type-arg]
+        got: list = []
         async with asyncio.timeout(10):
             while not got:
                 for p in (a, b):
@@ -501,7 +501,7 @@ async def test_bad_settings_are_configuration_errors() -> None:
         {"url": "http://localhost"},
     ):
         with pytest.raises(ConfigurationError):
-            RedisProvider("s", **options)  # type: ignore[arg-type]
+            RedisProvider("s", **options)
 
 
 async def test_idle_consumers_with_nothing_pending_are_forgotten(

@@ -79,7 +79,7 @@ class Blackhole:
 
     def _run(self, coro: object) -> int:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
-        return future.result(10)  # type: ignore[no-any-return]
+        return future.result(10)
 
     async def _start(self) -> int:
         self._idle = asyncio.Event()

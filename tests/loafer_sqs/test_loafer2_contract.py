@@ -356,7 +356,7 @@ async def test_error_handler_signatures_and_return_values(
 
     elif shape == "exc_info, message":
 
-        async def error_handler(exc_info: Any, message: Any) -> bool:  # type: ignore[misc]
+        async def error_handler(exc_info: Any, message: Any) -> bool:
             assert exc_info[2] is not None  # (type, value, traceback)
             return decide(exc_info[0], exc_info[1], message)
 
