@@ -20,7 +20,7 @@ pytestmark = pytest.mark.nats
 def provider(admin: NatsAdmin, stream: str, **options: object) -> NATSProvider:
     options.setdefault("consumer", "work")
     options.setdefault("poll_timeout", 1.0)
-    return NATSProvider(stream, url=admin.url, **options)  # type: ignore[arg-type]
+    return NATSProvider(stream, url=admin.url, **options)
 
 
 async def fetch_n(p: NATSProvider, n: int, timeout: float = 10.0) -> list:

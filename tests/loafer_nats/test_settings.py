@@ -226,6 +226,7 @@ def test_a_config_file_option_of_the_wrong_type_is_refused(tmp_path: Path) -> No
     assert "provider_options.max_deliver: expected int | None, got 'many'" in str(caught.value)
     path.write_text(path.read_text().replace('"many"', "3"), encoding="utf-8")
     (route,) = build_routes(load_config(path, {}))
+    assert isinstance(route.provider, NATSProvider)
     assert route.provider.settings.consumer_setup.max_deliver == 3
 
 

@@ -248,6 +248,7 @@ def test_the_route_builds_its_provider_from_the_flat_names() -> None:
         return None
 
     route = RedisRoute("orders", handler=handler, group="billing", lease=5, block=0.5)
+    assert isinstance(route.provider, RedisProvider)
     assert route.provider.settings == RedisSettings(
         stream="orders",
         group=ConsumerGroup(name="billing", lease=5),
@@ -280,6 +281,7 @@ handler = "{APP}:handle"
 def test_a_config_file_builds_the_provider_from_its_settings(tmp_path: Path) -> None:
     text = ROUTE + 'group = "billing"\nlease = 5\ndead_letter = false\nblock = "${BLOCK}"\n'
     (route,) = build_routes(load_config(write(tmp_path, text), {"BLOCK": "0.5"}))
+    assert isinstance(route.provider, RedisProvider)
     assert route.provider.settings == RedisSettings(
         stream="orders",
         group=ConsumerGroup(name="billing", lease=5),
@@ -331,6 +333,7 @@ def test_a_config_file_with_a_wrong_publisher_option_is_refused(tmp_path: Path) 
         load_config(write(tmp_path, text.replace('"many"', "10")), {})
     )  # the right type: built
     (publisher,) = manager.routes[0].publish_to.publishers.values()  # type: ignore[union-attr]
+    assert isinstance(publisher, RedisPublisher)
     assert publisher.settings.trimming == Trimming(maxlen=10)
 
 

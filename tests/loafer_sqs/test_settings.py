@@ -179,6 +179,7 @@ def test_the_loafer_route_keeps_its_signature() -> None:
     route = SQSRoute(
         "q", {"options": {"WaitTimeSeconds": 1}, "region_name": "eu-west-1"}, handler=print
     )
+    assert isinstance(route.provider, SQSProvider)
     assert route.provider.settings.receive_options == {"WaitTimeSeconds": 1}
     with pytest.raises(SettingError, match=r"SQSProvider\(retry_visibility=\.\.\.\)"):
         SQSRoute("q", {"retry_visibility": "soon"}, handler=print)
@@ -215,6 +216,7 @@ def test_a_config_file_option_of_the_wrong_type_is_refused(tmp_path: Path) -> No
     assert SECRET not in str(caught.value)
     path.write_text(path.read_text().replace('"long"', "0.5"), encoding="utf-8")
     (route,) = build_routes(load_config(path, {"AWS_SECRET": SECRET}))
+    assert isinstance(route.provider, SQSProvider)
     assert route.provider.settings.closing.grace == 0.5
     assert SECRET not in repr(route.provider)
 
