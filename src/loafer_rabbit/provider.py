@@ -37,7 +37,8 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_core.errors import ConfigurationError, ProviderError
+from loafer_core.kit import map_exceptions
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_core.settings import from_flat
@@ -405,7 +406,9 @@ class RabbitProvider:
 
     async def _open(self) -> None:
         self._connection = await self._connect()
-        try:
+        with map_exceptions(
+            lambda exc: operation_error(f"starting {self.describe()}", exc, self._url)
+        ):
             self._channel = channel = await self._open_channel(publisher_confirms=False)
             # per consumer: quorum queues refuse a channel-wide (global) prefetch. So after
             # a pause (stop_fetching) a new consumer's prefetch does not count what the old
@@ -420,12 +423,6 @@ class RabbitProvider:
             if self._delayed_retry and not self.settings.retries.tiers:
                 await self._declare_retry_queue(self.retry_queue)
             self._consumer_tag = await self._queue_obj.consume(self._callback, no_ack=False)
-        except LoaferError:
-            raise
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise operation_error(f"starting {self.describe()}", exc, self._url) from None
         logger.info("%s: consuming (prefetch %d) from %s", self.describe(), self.prefetch, self.url)
 
     async def _open_channel(self, *, publisher_confirms: bool) -> AbstractRobustChannel:
@@ -535,13 +532,10 @@ class RabbitProvider:
                 await task
         queue = self._queue_obj
         assert queue is not None
-        try:
+        doing = f"consuming from {self.describe()}"
+        with map_exceptions(lambda exc: operation_error(doing, exc, self._url)):
             async with asyncio.timeout(self._publish_timeout):
                 tag = await queue.consume(self._callback, no_ack=False)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise operation_error(f"consuming from {self.describe()}", exc, self._url) from None
         self._consumer_tag = tag
         self._paused = False
 
