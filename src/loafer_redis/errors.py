@@ -10,16 +10,18 @@ from __future__ import annotations
 import redis.exceptions
 
 from loafer_core import kit
-from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
+from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, PublishRefused
 
 __all__ = [
     "LOGGERS",
+    "REFUSALS",
     "URL_RULES",
     "check_url",
     "is_no_group",
     "mask_url",
     "operation_error",
     "protect",
+    "publish_error",
     "scrub",
     "secrets_of",
 ]
@@ -114,3 +116,16 @@ def operation_error(what: str, exc: BaseException, url: str) -> LoaferError:
     if isinstance(exc, redis.exceptions.TimeoutError | TimeoutError):
         return ProviderError(f"{where}: {what} timed out")
     return ProviderError(f"{where}: {what} failed ({_describe(exc, url)})")
+
+
+#: Replies by which Redis refuses an XADD itself (the key holds another type; memory
+#: full under ``maxmemory`` with a ``noeviction`` policy).
+REFUSALS = ("WRONGTYPE", "OOM")
+
+
+def publish_error(what: str, exc: BaseException, url: str) -> LoaferError:
+    """:func:`operation_error` for a publish: an XADD Redis refuses (:data:`REFUSALS`)
+    is :class:`~loafer_core.errors.PublishRefused`, as every publisher says a refusal."""
+    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(REFUSALS):
+        return PublishRefused(f"Redis at {mask_url(url)} refused {what} ({_describe(exc, url)})")
+    return operation_error(what, exc, url)

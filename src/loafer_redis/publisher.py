@@ -16,7 +16,7 @@ from loafer_core.provider import Description
 from loafer_core.typed import encode
 from loafer_redis import _describe
 from loafer_redis._connection import open_client
-from loafer_redis.errors import mask_url, operation_error, protect
+from loafer_redis.errors import mask_url, operation_error, protect, publish_error
 from loafer_redis.settings import RedisPublisherSettings, settings_from
 
 __all__ = ["RedisPublisher"]
@@ -220,7 +220,7 @@ class RedisPublisher:
             args = (*self._head_for(stream), self.body_field, data, *self._fields(sent))
             client = self._ensure()
             with map_exceptions(
-                lambda exc: operation_error(f"adding to stream {target!r}", exc, self._url)
+                lambda exc: publish_error(f"adding to stream {target!r}", exc, self._url)
             ):
                 async with asyncio.timeout(self._socket_timeout):
                     entry_id = await client.execute_command(*args)  # type: ignore[no-untyped-call]
@@ -275,7 +275,7 @@ class RedisPublisher:
         for args in batch:
             pipe.execute_command(*args)
         what = f"adding {len(batch)} entries to stream {stream or self.stream!r}"
-        with map_exceptions(lambda exc: operation_error(what, exc, self._url)):
+        with map_exceptions(lambda exc: publish_error(what, exc, self._url)):
             async with asyncio.timeout(self._socket_timeout + len(batch) / 1000):
                 results = await pipe.execute(raise_on_error=True)
         return len(results)

@@ -50,12 +50,8 @@ class TestRedisPublisherContract(PublisherContract):
             await client.set(f"{destination}-string", "not a stream")
         return RedisPublisher(f"{destination}-string", url=self.url)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="RedisPublisher raises ProviderError, not PublishRefused, when Redis refuses "
-        "an XADD for good (WRONGTYPE: the key holds another type)",
-    )
     def test_a_refused_publish_raises_publish_refused(self) -> None:
+        """An XADD to a key holding another type (WRONGTYPE) is PublishRefused."""
         PublisherContract.test_a_refused_publish_raises_publish_refused(self)
 
     async def make_publisher_with_secret(self, destination: str) -> tuple[Any, str]:
