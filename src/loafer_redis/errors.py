@@ -126,6 +126,12 @@ REFUSALS = ("WRONGTYPE", "OOM")
 def publish_error(what: str, exc: BaseException, url: str) -> LoaferError:
     """:func:`operation_error` for a publish: an XADD Redis refuses (:data:`REFUSALS`)
     is :class:`~loafer_core.errors.PublishRefused`, as every publisher says a refusal."""
-    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(REFUSALS):
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.ResponseError) and any(
+        # a pipeline's error is prefixed ("Command # 1 (XADD ...) of pipeline caused
+        # error: WRONGTYPE ...")
+        text.startswith(code) or f"error: {code}" in text
+        for code in REFUSALS
+    ):
         return PublishRefused(f"Redis at {mask_url(url)} refused {what} ({_describe(exc, url)})")
     return operation_error(what, exc, url)

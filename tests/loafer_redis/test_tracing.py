@@ -206,7 +206,7 @@ async def test_a_refused_add_is_an_error_on_its_producer_span(
     assert [s.name for s in spans] == [f"publish {stream}"] * 2
     for span in spans:
         assert span.status.status_code is StatusCode.ERROR
-        assert span.attributes["error.type"] == "ProviderError"  # type: ignore[index]
+        assert span.attributes["error.type"] == "PublishRefused"  # type: ignore[index]
         assert "messaging.message.id" not in span.attributes  # type: ignore[operator]
         assert [e.name for e in span.events] == ["exception"]
 
