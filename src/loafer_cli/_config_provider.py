@@ -87,25 +87,25 @@ def _has_default(f: dataclasses.Field[Any]) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
+def _required(
+    path: str, f: dataclasses.Field[Any], top: Mapping[str, dataclasses.Field[Any]]
+) -> bool:
+    """A field without a default, in a piece without one (or at the top)."""
+    head = path.partition(".")[0]
+    return not _has_default(f) and (head == path or not _has_default(top[head]))
+
+
 def _from_settings(settings_type: type[Settings]) -> Accepted:
-    fields = flat_fields(settings_type)
-    top = {f.name: f for f in dataclasses.fields(settings_type)}  # type: ignore[arg-type]
-    required = set()
-    pieces = {path.partition(".")[0] for path, _ in fields.values() if "." in path}
-    for key, (path, f) in fields.items():
-        head = path.partition(".")[0]
-        if path in pieces:
-            continue  # a piece with flat names (connection: url): they say what is required
-        if not _has_default(f) and (head == path or not _has_default(top[head])):
-            required.add(key)
     # a nested piece (connection, timeouts, ...) is an object in Python; a config file
-    # sets its fields by their flat names (url, poll_timeout, ...)
+    # sets its fields by their flat names (url, poll_timeout, ...), which say what is
+    # required of it
+    top = {f.name: f for f in dataclasses.fields(settings_type)}  # type: ignore[arg-type]
     fields = {
         key: (path, f)
-        for key, (path, f) in fields.items()
+        for key, (path, f) in flat_fields(settings_type).items()
         if not (isinstance(f.type, type) and issubclass(f.type, Settings))
     }
-    required &= set(fields)
+    required = {key for key, (path, f) in fields.items() if _required(path, f, top)}
     return Accepted(
         types={key: f.type for key, (_, f) in fields.items()},
         required=frozenset(required),

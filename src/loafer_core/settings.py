@@ -318,12 +318,14 @@ def flat_names(settings_type: type[Settings]) -> list[str]:
     return sorted(flat_fields(settings_type))
 
 
-def _iter_defaults(settings_type: type[Any], field_name: str) -> Iterator[Any]:
+def _default(settings_type: type[Any], field_name: str) -> Any:
+    """A field's default (made by its factory), or ``None`` when it has none."""
     f = _nested_fields(settings_type)[field_name]
     if f.default is not dataclasses.MISSING:
-        yield f.default
-    elif f.default_factory is not dataclasses.MISSING:
-        yield f.default_factory()
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def from_flat(settings_type: type[S], owner: str, values: Mapping[str, Any]) -> S:
@@ -359,7 +361,7 @@ def from_flat(settings_type: type[S], owner: str, values: Mapping[str, Any]) -> 
         if head in top:
             names = sorted(given_as[f"{head}.{k}"] for k in changes)
             raise ConfigurationError(f"{owner}: {head!r} given with {names}; give one or the other")
-        base = next(_iter_defaults(settings_type, head), None)
+        base = _default(settings_type, head)
         with _as_flat(owner, given_as, values, head):
             if base is None:
                 top[head] = _settings_class(settings_type, head)(**changes)

@@ -20,7 +20,8 @@ from typing import Any
 import nats.aio.client
 import nats.errors
 
-from loafer_nats.errors import connect_error, mask_url, scrub
+from loafer_core.settings import Connection
+from loafer_nats.errors import connect_error, mask_url, protect, scrub, secrets_of
 
 __all__ = ["close_connection", "open_connection"]
 
@@ -31,6 +32,17 @@ Callback = Callable[[], Awaitable[None] | None]
 #: Seconds nats-py waits for one TCP connect + handshake (the whole connect is bounded
 #: by our ``connect_timeout``).
 ATTEMPT_TIMEOUT = 2.0
+
+
+def client_options(connection: Connection) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """nats-py's connect options from ``connection`` (its TLS context as ``tls``) and the
+    secrets they and the URL hold, masked from now on in every log record."""
+    options = dict(connection.options)
+    secrets = secrets_of(connection.url, options)
+    protect(secrets)
+    if connection.tls is not None:
+        options["tls"] = connection.tls
+    return options, secrets
 
 
 async def open_connection(

@@ -38,15 +38,13 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_core.translator import JSONTranslator
 from loafer_nats import _describe
-from loafer_nats._connection import close_connection, open_connection
+from loafer_nats._connection import client_options, close_connection, open_connection
 from loafer_nats._pull import Puller
 from loafer_nats._topology import Topology, ensure, jetstream_error
 from loafer_nats.errors import (
     mask_url,
     operation_error,
-    protect,
     scrub,
-    secrets_of,
 )
 from loafer_nats.settings import NATSSettings, settings_of
 
@@ -139,11 +137,7 @@ class NATSProvider:
     def _configure(self, settings: NATSSettings) -> None:
         """The settings as the attributes the provider reads."""
         connection, timeouts = settings.connection, settings.timeouts
-        self._options = dict(connection.options)
-        self._secrets = secrets_of(connection.url, self._options)
-        protect(self._secrets)
-        if connection.tls is not None:
-            self._options["tls"] = connection.tls
+        self._options, self._secrets = client_options(connection)
         self.stream = settings.stream
         self.consumer = settings.consumer_name
         self.dead_letter_subject = settings.dead_letters.subject

@@ -17,13 +17,11 @@ from loafer_core.kit import map_exceptions
 from loafer_core.provider import Description
 from loafer_core.typed import encode
 from loafer_nats import _describe
-from loafer_nats._connection import close_connection, open_connection
+from loafer_nats._connection import client_options, close_connection, open_connection
 from loafer_nats.errors import (
     MessageTooLarge,
     mask_url,
     operation_error,
-    protect,
-    secrets_of,
 )
 from loafer_nats.settings import NATSPublisherSettings, settings_of
 
@@ -104,11 +102,7 @@ class NATSPublisher:
     def _configure(self, settings: NATSPublisherSettings) -> None:
         """The settings as the attributes the publisher reads."""
         connection, timeouts = settings.connection, settings.timeouts
-        self._options = dict(connection.options)
-        self._secrets = secrets_of(connection.url, self._options)
-        protect(self._secrets)
-        if connection.tls is not None:
-            self._options["tls"] = connection.tls
+        self._options, self._secrets = client_options(connection)
         self.subject = settings.subject
         self.stream = settings.stream
         self.pipeline = settings.pipeline
