@@ -1,9 +1,9 @@
 """pytest plugin: the brokers' session fixtures, for every test directory at once.
 
-``rabbit_url``, ``amqp_url``, ``nats_url``, ``redis_url`` and ``sqs_endpoint`` (with
-``client_options`` and ``aws_env``, and the SQS set-up clients ``sqs``, ``sns`` and
-``make_queue``) resolve their broker as :mod:`tests.brokers` says: an environment
-variable, the local service, a testcontainers container when Docker answers, else the
+``rabbit_url``, ``amqp_url``, ``nats_url``, ``redis_url``, ``postgres_url`` and
+``sqs_endpoint`` (with ``client_options`` and ``aws_env``, and the SQS set-up clients
+``sqs``, ``sns`` and ``make_queue``) resolve their broker as :mod:`tests.brokers` says:
+an environment variable, the local service, a testcontainers container when Docker answers, else the
 test is skipped (failed under ``CI=true``). Each broker's ``admin`` stays in its own
 directory's conftest (the name means a different client in each).
 
@@ -156,6 +156,35 @@ def redis_url() -> str:
         local=_redis_local,
         container=_redis_container,
         what="Redis",
+    )
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+POSTGRES_LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_local() -> str | None:
+    return POSTGRES_LOCAL_URL if port_open("127.0.0.1", 5432) else None
+
+
+def _postgres_container() -> str:  # pragma: no cover - needs a Docker engine
+    from testcontainers.postgres import PostgresContainer
+
+    container = PostgresContainer("postgres:16", driver=None)
+    container.start()
+    return str(container.get_connection_url())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of the PostgreSQL under test (LOAFER_TEST_POSTGRES_URL, local, or a container)."""
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed (extra 'postgres')")
+    return resolve(
+        env_var="LOAFER_TEST_POSTGRES_URL",
+        local=_postgres_local,
+        container=_postgres_container,
+        what="PostgreSQL",
     )
 
 
