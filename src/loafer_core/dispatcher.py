@@ -34,7 +34,7 @@ from loafer_core._provider_start import ProviderStarter
 from loafer_core._settler import Settler
 from loafer_core._shutdown_clock import ShutdownClock
 from loafer_core.errors import ConfigurationError
-from loafer_core.middleware import Middleware, chain
+from loafer_core.middleware import Middleware, chain, fetch_gates
 from loafer_core.outcome import RELEASE, RETRY, Outcome, OutcomeKind
 from loafer_core.policy import Backoff
 from loafer_core.provider import Delivery, Drainable
@@ -77,6 +77,9 @@ class Dispatcher:
         self.route = route
         #: the route's processing inside the manager's and the route's middlewares
         self._process = chain(route, [*middleware, *route.middleware], route.pipeline())
+        #: middlewares that may hold fetching (the circuit breaker); asked before a fetch
+        self._gates = fetch_gates([*middleware, *route.middleware])
+        self._paused = False
         #: told when a handler raises KeyboardInterrupt or SystemExit (a request to stop
         #: the service); without it, the dispatcher stops only its own route
         self.on_exit = on_exit
@@ -167,6 +170,8 @@ class Dispatcher:
         elif self._fetch_failures:
             failures = self._fetch_failures
             state = RouteState.BACKING_OFF
+        elif self._paused:
+            state = RouteState.PAUSED
         elif self._capacity <= 0:
             state = RouteState.STALLED
         else:
@@ -352,6 +357,9 @@ class Dispatcher:
                 unsettled = len(self._unsettled)
                 free = self._capacity - unsettled
                 if free >= self._batch or (free > 0 and unsettled == 0):
+                    if self._gates and (hold := self._held()) is not None:
+                        await self._pause(hold)
+                        continue
                     await self._fetch()
                     continue
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -361,6 +369,13 @@ class Dispatcher:
             finally:
                 if self._woken is fut:
                     self._woken = None
+
+    def _held(self) -> float | None:
+        """How long a gate holds fetching (the longest), or None; sets the paused state."""
+        name = self.route.name
+        holds = [hold for gate in self._gates if (hold := gate(name)) is not None]
+        self._paused = bool(holds)
+        return max(holds) if holds else None
 
     async def _fetch(self) -> None:
         route, provider = self.route, self.provider

@@ -58,7 +58,7 @@ from loafer_core.errors import ConfigurationError, TranslationError
 from loafer_core.middleware import Process
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Backlog, Delivery, Reconnects
-from loafer_core.status import RouteStatus
+from loafer_core.status import RouteState, RouteStatus
 
 if TYPE_CHECKING:
     from loafer_core.context import RouteContext
@@ -201,6 +201,13 @@ class PrometheusMetrics:
             _LABELS,
             registry=r,
         )
+        self.paused = Gauge(
+            "loafer_route_paused",
+            "1 while a circuit breaker holds the route's fetching (state paused), else 0.",
+            _LABELS,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.backlog = Gauge(
             "loafer_queue_backlog",
             "Messages waiting in the queue, as the broker tells (approximate).",
@@ -335,6 +342,7 @@ class PrometheusMetrics:
                 counter.labels(*labels).inc(grown)
             self._seen[(status.name, name)] = total
         self.in_flight.labels(*labels).set(status.in_flight)
+        self.paused.labels(*labels).set(1 if status.state is RouteState.PAUSED else 0)
 
     async def read_backlogs(self) -> None:
         """Read each route's queue backlog now (providers implementing

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from loafer_core._handler import really_cancelled
 from loafer_core._strings import refuse_string
@@ -55,7 +55,15 @@ from loafer_core.provider import Delivery
 if TYPE_CHECKING:
     from loafer_core.context import RouteContext
 
-__all__ = ["Middleware", "Process", "chain", "check_middleware", "middleware_services"]
+__all__ = [
+    "FetchGate",
+    "Middleware",
+    "Process",
+    "chain",
+    "check_middleware",
+    "fetch_gates",
+    "middleware_services",
+]
 
 Process = Callable[[Delivery], Awaitable[Outcome]]
 """The processing of one delivery: the route's, or the rest of a middleware chain."""
@@ -67,6 +75,23 @@ class Middleware(Protocol):
     def __call__(
         self, delivery: Delivery, route: RouteContext, call_next: Process
     ) -> Awaitable[Outcome]: ...
+
+
+@runtime_checkable
+class FetchGate(Protocol):
+    """A middleware that may also hold its route's fetching (the circuit breaker).
+
+    The dispatcher asks ``fetch_pause(route_name)`` before each fetch: ``None`` to fetch
+    now, or for how many seconds to hold fetching (the route's state is ``paused``
+    meanwhile; it asks again after). Called on the hot path: keep it cheap.
+    """
+
+    def fetch_pause(self, route: str) -> float | None: ...
+
+
+def fetch_gates(middlewares: Iterable[object]) -> list[Callable[[str], float | None]]:
+    """The ``fetch_pause`` of each middleware that is a :class:`FetchGate`."""
+    return [m.fetch_pause for m in middlewares if isinstance(m, FetchGate)]
 
 
 def check_middleware(owner: str, middleware: object) -> list[Middleware]:

@@ -6,6 +6,8 @@ A route is, in order of its life:
 - ``running``: fetching and handling;
 - ``backing_off``: starting or fetching failed ``failures`` times in a row; retried with
   backoff (``error`` says the last failure);
+- ``paused``: a :class:`~loafer_core.middleware.FetchGate` (the circuit breaker) holds
+  fetching; handlers in flight go on;
 - ``stalled``: every sync handler thread is stuck in a call that overran
   ``handler_timeout``; nothing is fetched until one returns;
 - ``draining``: stopping: no more fetching, in-flight handlers finishing;
@@ -33,6 +35,7 @@ class RouteState(StrEnum):
     RUNNING = "running"
     BACKING_OFF = "backing_off"
     STALLED = "stalled"
+    PAUSED = "paused"
     DRAINING = "draining"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -67,8 +70,9 @@ class RouteStatus:
 
     @property
     def ready(self) -> bool:
-        """Serving: running (or stalled, which is running with no free thread)."""
-        return self.state in (RouteState.RUNNING, RouteState.STALLED)
+        """Serving: running (or stalled, which is running with no free thread, or paused
+        on purpose by a circuit breaker, which a restart would not help)."""
+        return self.state in (RouteState.RUNNING, RouteState.STALLED, RouteState.PAUSED)
 
     def as_dict(self) -> dict[str, object]:
         """Plain data, for JSON."""
