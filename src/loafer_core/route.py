@@ -129,6 +129,13 @@ class Route:
         self._error_call = adapt_error_handler(error_handler)
         self.error_handler = error_handler
         self.max_concurrency: int = whole("Route", "max_concurrency", max_concurrency, 1)
+        batch_size = getattr(handler, "batch_size", None)
+        if isinstance(batch_size, int) and batch_size > self.max_concurrency:
+            raise ConfigurationError(
+                f"Route: a batch handler of up to {batch_size} messages needs "
+                f"max_concurrency >= {batch_size} (each message of a batch holds a slot; "
+                f"got {self.max_concurrency}): raise max_concurrency or lower max_size"
+            )
         for call in (self._call, self._error_call):
             if isinstance(call, InThreads):  # a sync handler: as many threads as slots
                 call.max_workers = max_concurrency

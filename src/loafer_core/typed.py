@@ -51,6 +51,7 @@ __all__ = [
     "encode",
     "is_typed",
     "message_type",
+    "type_converter",
     "type_schema",
 ]
 
@@ -103,7 +104,12 @@ def declared_type(fn: Any) -> Any:
 def content_converter(fn: Any) -> Converter | None:
     """A function turning content into what ``fn``'s first parameter declares, or None
     when it declares nothing we validate."""
-    kind = declared_type(fn)
+    return type_converter(declared_type(fn))
+
+
+def type_converter(kind: Any) -> Converter | None:
+    """A function turning content into ``kind`` (a pydantic model, msgspec Struct,
+    dataclass or TypedDict), or None for a type we do not validate into."""
     if not isinstance(kind, type):
         return None
     if _is_pydantic_model(kind):
