@@ -629,6 +629,63 @@ def asyncapi(
         sys.stdout.write(text)
 
 
+class ScalerKind(StrEnum):
+    """``loafer autoscale`` manifest kinds."""
+
+    keda = "keda"
+    hpa = "hpa"
+
+
+@app.command(
+    help="Write a KEDA ScaledObject (or an HPA) scaling the Deployment that runs the "
+    "service on each route's backlog (loafer_queue_backlog); connects to nothing."
+)
+def autoscale(
+    target: TargetArg = None,
+    config_file: ConfigOpt = None,
+    deployment: Annotated[
+        str, typer.Option("--deployment", "-d", help="The Deployment running the service.")
+    ] = "loafer",
+    kind: Annotated[
+        ScalerKind, typer.Option("--kind", help="keda (a ScaledObject) or hpa.")
+    ] = ScalerKind.keda,
+    per_replica: Annotated[
+        int,
+        typer.Option("--target", help="Messages waiting per replica, per route, to aim at."),
+    ] = 100,
+    min_replicas: Annotated[int, typer.Option("--min", help="Fewest replicas (KEDA: 0 ok).")] = 1,
+    max_replicas: Annotated[int, typer.Option("--max", help="Most replicas.")] = 10,
+    prometheus: Annotated[
+        str, typer.Option("--prometheus", help="Prometheus's address, for KEDA.")
+    ] = "http://prometheus.monitoring.svc:9090",
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+) -> None:
+    """Write autoscaling manifests for the service (see docs/workers.md)."""
+    from loafer_cli.asyncapi import render
+    from loafer_cli.autoscale import build_manifests
+
+    with _config_errors():
+        manager = build_manager(target, config_file)
+        try:
+            manifests = build_manifests(
+                manager,
+                deployment=deployment,
+                kind=kind.value,
+                target=per_replica,
+                min_replicas=min_replicas,
+                max_replicas=max_replicas,
+                prometheus=prometheus,
+                namespace=namespace,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        try:
+            text = "---\n".join(render(m, "yaml") for m in manifests)
+        except ConfigurationError:  # no PyYAML: kubectl reads JSON as well
+            text = "".join(render(m, "json") for m in manifests)
+    sys.stdout.write(text)
+
+
 @app.callback()
 def _root() -> None:
     """loafer-core's command line."""

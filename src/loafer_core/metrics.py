@@ -39,7 +39,6 @@ import logging
 import os
 import re
 from bisect import bisect_left
-from importlib import metadata
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +56,7 @@ from loafer_core import _http
 from loafer_core.errors import ConfigurationError, TranslationError
 from loafer_core.middleware import Process
 from loafer_core.outcome import Outcome, OutcomeKind
+from loafer_core.plugins import provider_kind
 from loafer_core.provider import Backlog, Delivery, Reconnects
 from loafer_core.status import RouteState, RouteStatus
 
@@ -79,25 +79,6 @@ STATUS_INTERVAL = 1.0
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 _LABELS = ("route", "provider")
-_kinds: dict[type, str] = {}
-
-
-def provider_kind(provider: object) -> str:
-    """The name the provider's class is registered under in the ``loafer.providers``
-    entry point group (``rabbit``, ``sqs``, ``amqp``, ``memory``), else its class name
-    in lower case."""
-    cls = type(provider)
-    kind = _kinds.get(cls)
-    if kind is None:
-        target = f"{cls.__module__}:{cls.__qualname__}"
-        names = [
-            ep.name
-            for ep in metadata.entry_points(group="loafer.providers")
-            if ep.value.replace(" ", "") == target
-        ]
-        kind = min(names) if names else cls.__name__.lower()
-        _kinds[cls] = kind
-    return kind
 
 
 class PrometheusMetrics:

@@ -15,7 +15,13 @@ from typing import Any
 
 from loafer_core.errors import ConfigurationError
 
-__all__ = ["ENTRY_POINT_GROUP", "ProviderInfo", "available_providers", "load_provider"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ProviderInfo",
+    "available_providers",
+    "load_provider",
+    "provider_kind",
+]
 
 ENTRY_POINT_GROUP = "loafer.providers"
 
@@ -140,3 +146,24 @@ def available_providers() -> list[ProviderInfo]:
         else:
             infos.append(ProviderInfo(ep.name, ep.value, distribution, version, True))
     return infos
+
+
+_kinds: dict[type, str] = {}
+
+
+def provider_kind(provider: object) -> str:
+    """The name the provider's class is registered under in the ``loafer.providers``
+    entry point group (``rabbit``, ``sqs``, ``amqp``, ``memory``), else its class name
+    in lower case."""
+    cls = type(provider)
+    kind = _kinds.get(cls)
+    if kind is None:
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        names = [
+            ep.name
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+            if ep.value.replace(" ", "") == target
+        ]
+        kind = min(names) if names else cls.__name__.lower()
+        _kinds[cls] = kind
+    return kind
