@@ -289,12 +289,15 @@ class PostgresProvider:
         return [self._delivery(row) for row in rows]
 
     def _delivery(self, row: Any) -> Delivery:
-        try:
-            headers = json.loads(row["headers"]) if row["headers"] else {}
-        except ValueError:
-            headers = {}
-        if not isinstance(headers, dict):
-            headers = {}
+        text = row["headers"]
+        headers: Any = {}
+        if text and text != "{}":
+            try:
+                headers = json.loads(text)
+            except ValueError:
+                headers = {}
+            if not isinstance(headers, dict):
+                headers = {}
         message_id = str(row["id"])
         attempt = int(row["attempts"])
         return Delivery(
@@ -326,7 +329,10 @@ class PostgresProvider:
             raise ValueError(f"{self.describe()}: not a delivery of this provider: {delivery!r}")
         kind = outcome.kind
         if kind is OutcomeKind.ACCEPT:
-            await self._shielded(self._accepts.add((token.id, token.lease)))
+            self._pool_or_fail()
+            # queued: deleted by the next DELETE of accepted rows (close() flushes them);
+            # the slot is free at once, the row stays leased until then
+            self._accepts.add((token.id, token.lease))
             return
         if kind is OutcomeKind.RETRY:
             args: tuple[Any, ...] = (float(outcome.delay or 0.0), self._sql.channel)
