@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -19,9 +20,18 @@ class Coalescer:
     leased: delivered again once the leases lapse)."""
 
     def __init__(
-        self, send: Send, *, max_batch: int = 500, attempts: int = 4, backoff: float = 0.2
+        self,
+        send: Send,
+        *,
+        max_batch: int = 500,
+        linger: float = 0.0,
+        attempts: int = 4,
+        backoff: float = 0.2,
     ) -> None:
         self._send = send
+        self._linger = linger
+        self._urgent = False
+        self._hurry = asyncio.Event()
         self._max_batch = max_batch
         self._attempts = attempts
         self._backoff = backoff
@@ -33,17 +43,28 @@ class Coalescer:
         """Entries queued and not yet sent (those of a running call not counted)."""
         return len(self._pending)
 
-    def add(self, entry: tuple[int, object]) -> asyncio.Future[None]:
-        """Queue ``entry``; the future is done when a call including it ended."""
+    def add(self, entry: tuple[int, object], *, urgent: bool = False) -> asyncio.Future[None]:
+        """Queue ``entry``; the future is done when a call including it ended. An
+        ``urgent`` entry (a keyed row: its key's next row waits for it) skips the linger."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._pending.append((entry, future))
+        if urgent:
+            self._urgent = True
+            self._hurry.set()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name="loafer:postgres:accepts")
         return future
 
     async def _run(self) -> None:
         while self._pending:
+            if self._linger and not self._urgent and len(self._pending) < self._max_batch:
+                # let the ACCEPTs of the next moments join (an urgent one cuts it short)
+                self._hurry.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._linger):
+                        await self._hurry.wait()
+            self._urgent = False
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
