@@ -354,3 +354,36 @@ async def test_stop_fetching_gives_back_a_cancelled_fetch_s_rows(pg: PgAdmin) ->
         assert [r["attempts"] for r in rows] == [0, 0, 0]
     finally:
         await p.close()
+
+
+async def test_settlements_that_make_a_row_ready_wake_another_idle_consumer(
+    pg: PgAdmin,
+) -> None:
+    """A RELEASE, and the ACCEPT of a keyed row (its key's next row), notify: a consumer
+    idle with a 30 s poll interval takes the row within a second."""
+    q = queue_name()
+    await pg.put_many(q, [b'{"n": 1}', b'{"n": 2}'], keys=["k", "k"])
+    a = provider(pg, q, wait=10.0, poll_interval=30.0)
+    b = provider(pg, q, wait=10.0, poll_interval=30.0)
+    await a.start(1)
+    await b.start(1)
+    try:
+        (first,) = await fetch_n(a, 1)
+        waiting = asyncio.ensure_future(b.fetch(1))
+        await asyncio.sleep(0.3)
+        assert not waiting.done(), "the key's second row went out with its first"
+        started = time.monotonic()
+        await a.settle(first, RELEASE)
+        (again,) = await waiting
+        assert again.body == b'{"n": 1}' and time.monotonic() - started < 1.0
+        waiting = asyncio.ensure_future(a.fetch(1))
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await b.settle(again, ACCEPT)
+        (second,) = await waiting
+        assert second.body == b'{"n": 2}' and time.monotonic() - started < 1.0
+        await a.settle(second, ACCEPT)
+    finally:
+        await a.close()
+        await b.close()
+    assert await pg.rows(q) == []
