@@ -147,7 +147,7 @@ async def test_an_idle_consumer_waits_on_notifications_not_polling(pg: PgAdmin) 
         got = await fetching
         took = time.monotonic() - started
         assert [d.body for d in got] == [b'{"wake": 1}']
-        assert took < 1.5, f"a notified row was leased after {took:.2f}s"
+        assert took < 2.5, f"a notified row was leased after {took:.2f}s (poll interval 10 s)"
         assert p.claims <= 3
     finally:
         await p.close()
@@ -159,7 +159,7 @@ async def test_without_listen_it_polls_at_the_poll_interval(pg: PgAdmin) -> None
     await p.start(1)
     try:
         assert await p.fetch(1) == []
-        assert 3 <= p.claims <= 7, p.claims
+        assert 2 <= p.claims <= 7, p.claims
     finally:
         await p.close()
 
@@ -173,7 +173,7 @@ async def test_a_delayed_row_is_leased_when_due_without_a_notification(pg: PgAdm
         started = time.monotonic()
         got = await fetch_n(p, 1, timeout=5)
         took = time.monotonic() - started
-        assert 0.8 <= took < 2.0, f"a row due in 1 s was leased after {took:.2f}s"
+        assert 0.8 <= took < 3.0, f"a row due in 1 s was leased after {took:.2f}s"
         assert p.claims <= 4, p.claims
         await p.settle(got[0], ACCEPT)
     finally:
@@ -189,7 +189,7 @@ async def test_a_lapsed_lease_wakes_an_idle_consumer(pg: PgAdmin) -> None:
         (first,) = await fetch_n(p, 1)
         started = time.monotonic()
         (again,) = await fetch_n(p, 1, timeout=5)
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 3.0
         assert again.attempt == 2
         await p.settle(first, ACCEPT)  # the lapsed lease's late settle: nothing
         await asyncio.sleep(0.2)
@@ -360,7 +360,7 @@ async def test_settlements_that_make_a_row_ready_wake_another_idle_consumer(
     pg: PgAdmin,
 ) -> None:
     """A RELEASE, and the ACCEPT of a keyed row (its key's next row), notify: a consumer
-    idle with a 30 s poll interval takes the row within a second."""
+    idle with a 30 s poll interval takes the row at once (well under the poll interval)."""
     q = queue_name()
     await pg.put_many(q, [b'{"n": 1}', b'{"n": 2}'], keys=["k", "k"])
     a = provider(pg, q, wait=10.0, poll_interval=30.0)
@@ -375,13 +375,13 @@ async def test_settlements_that_make_a_row_ready_wake_another_idle_consumer(
         started = time.monotonic()
         await a.settle(first, RELEASE)
         (again,) = await waiting
-        assert again.body == b'{"n": 1}' and time.monotonic() - started < 1.0
+        assert again.body == b'{"n": 1}' and time.monotonic() - started < 2.5
         waiting = asyncio.ensure_future(a.fetch(1))
         await asyncio.sleep(0.3)
         started = time.monotonic()
         await b.settle(again, ACCEPT)
         (second,) = await waiting
-        assert second.body == b'{"n": 2}' and time.monotonic() - started < 1.0
+        assert second.body == b'{"n": 2}' and time.monotonic() - started < 2.5
         await a.settle(second, ACCEPT)
     finally:
         await a.close()
