@@ -112,6 +112,9 @@ PUBLIC_MODULES = [
     "loafer_sqs",
     "loafer_nats",
     "loafer_redis",
+    "loafer_postgres",
+    "loafer_postgres.schema",
+    "loafer_postgres.settings",
     "loafer_cli.config",
     "loafer_cli.workers",
 ]

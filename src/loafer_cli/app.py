@@ -686,6 +686,15 @@ def autoscale(
     sys.stdout.write(text)
 
 
+def _add_postgres() -> None:
+    from loafer_cli.postgres import postgres_app
+
+    app.add_typer(postgres_app, name="postgres")
+
+
+_add_postgres()
+
+
 @app.callback()
 def _root() -> None:
     """loafer-core's command line."""
