@@ -1,0 +1,201 @@
+"""Every statement the queue provider and publisher run, for one table.
+
+Each settlement is one statement (one transaction), naming the lease it settles
+(``id = $1 AND lease = $2``): repeated, or sent after the lease lapsed and the row was
+leased again, it changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loafer_postgres.schema import check_identifier
+
+
+@dataclass(frozen=True)
+class Statements:
+    """The SQL of one ``schema.table`` (names checked as plain identifiers)."""
+
+    schema: str
+    table: str
+
+    def __post_init__(self) -> None:
+        check_identifier(self.schema, "schema")
+        check_identifier(self.table)
+
+    @property
+    def qualified(self) -> str:
+        """``"schema"."table"``."""
+        return f'"{self.schema}"."{self.table}"'
+
+    @property
+    def dead(self) -> str:
+        """``"schema"."table_dead"``."""
+        return f'"{self.schema}"."{self.table}_dead"'
+
+    @property
+    def channel(self) -> str:
+        """The notification channel of the table's inserts: ``schema.table``."""
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def exists(self) -> str:
+        """``$1``: the table's qualified name; ``$2`` its dead-letter table's."""
+        return "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL"
+
+    @property
+    def claim(self) -> str:
+        """Lease up to ``$2`` ready rows of queue ``$1`` for ``$3`` seconds, counting an
+        attempt on each. Ready: available, not leased (or its lease lapsed), and, for a
+        keyed row, the oldest row of its key still in the table (so a key's rows go one
+        at a time, in id order, whatever the number of consumers)."""
+        t = self.qualified
+        return f"""
+WITH ready AS (
+    SELECT r.id FROM {t} AS r
+    WHERE r.queue = $1 AND r.available_at <= now()
+      AND (r.leased_until IS NULL OR r.leased_until <= now())
+      AND (r.key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM {t} AS o WHERE o.queue = r.queue AND o.key = r.key AND o.id < r.id))
+    ORDER BY r.id
+    LIMIT $2
+    FOR UPDATE OF r SKIP LOCKED
+)
+UPDATE {t} AS q
+SET attempts = q.attempts + 1,
+    leased_until = now() + $3 * interval '1 second',
+    lease = gen_random_uuid()
+FROM ready WHERE q.id = ready.id
+RETURNING q.id, q.key, q.destination, q.body, q.headers::text AS headers, q.attempts,
+          q.lease, q.created_at
+"""
+
+    @property
+    def due(self) -> str:
+        """Seconds until the next row of queue ``$1`` may become ready without a
+        notification (a delayed row, a lease lapsing); NULL when none."""
+        t = self.qualified
+        return f"""
+SELECT EXTRACT(EPOCH FROM LEAST(
+    (SELECT min(available_at) FROM {t} WHERE queue = $1 AND available_at > now()),
+    (SELECT min(leased_until) FROM {t} WHERE queue = $1 AND leased_until > now())
+) - now())::float8
+"""
+
+    @property
+    def accept(self) -> str:
+        """Delete the leased rows ``($1[i], $2[i])``; notify ``$3`` (payload ``$4``) when a
+        keyed row went (the next row of its key is ready). Returns how many went."""
+        return f"""
+WITH gone AS (
+    DELETE FROM {self.qualified} AS q
+    USING unnest($1::bigint[], $2::uuid[]) AS s(id, lease)
+    WHERE q.id = s.id AND q.lease = s.lease
+    RETURNING q.key
+), told AS (
+    SELECT pg_notify($3, $4) FROM (SELECT 1 FROM gone WHERE key IS NOT NULL LIMIT 1) AS k
+)
+SELECT (SELECT count(*) FROM gone) + 0 * (SELECT count(*) FROM told)
+"""
+
+    @property
+    def retry(self) -> str:
+        """Row ``$1`` of lease ``$2`` available again in ``$3`` seconds; notify ``$4``."""
+        return f"""
+WITH back AS (
+    UPDATE {self.qualified}
+    SET available_at = now() + $3 * interval '1 second', leased_until = NULL, lease = NULL
+    WHERE id = $1 AND lease = $2
+    RETURNING queue
+)
+SELECT count(*) FROM (SELECT pg_notify($4, queue) FROM back) AS n
+"""
+
+    @property
+    def release(self) -> str:
+        """The leased rows ``($1[i], $2[i])`` ready again at once, their attempt given
+        back; notify ``$3`` (payload ``$4``) when any was."""
+        return f"""
+WITH back AS (
+    UPDATE {self.qualified} AS q
+    SET attempts = greatest(q.attempts - 1, 0), leased_until = NULL, lease = NULL
+    FROM unnest($1::bigint[], $2::uuid[]) AS s(id, lease)
+    WHERE q.id = s.id AND q.lease = s.lease
+    RETURNING q.id
+), told AS (
+    SELECT pg_notify($3, $4) FROM (SELECT 1 FROM back LIMIT 1) AS k
+)
+SELECT (SELECT count(*) FROM back) + 0 * (SELECT count(*) FROM told)
+"""
+
+    @property
+    def reject(self) -> str:
+        """Move row ``$1`` of lease ``$2`` to the dead-letter table with reason ``$3``,
+        in one statement; notify ``$4`` when it had a key."""
+        return f"""
+WITH gone AS (
+    DELETE FROM {self.qualified} WHERE id = $1 AND lease = $2
+    RETURNING id, queue, destination, key, body, headers, attempts, created_at
+), dead AS (
+    INSERT INTO {self.dead}
+        (id, queue, destination, key, body, headers, attempts, reason, created_at)
+    SELECT id, queue, destination, key, body, headers, attempts, $3, created_at FROM gone
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), told AS (
+    SELECT pg_notify($4, queue) FROM gone WHERE key IS NOT NULL
+)
+SELECT (SELECT count(*) FROM gone) + 0 * (SELECT count(*) FROM dead)
+       + 0 * (SELECT count(*) FROM told)
+"""
+
+    @property
+    def drop(self) -> str:
+        """Delete row ``$1`` of lease ``$2`` (a REJECT without dead letters); notify
+        ``$3`` when it had a key. Returns the row's attempts."""
+        return f"""
+WITH gone AS (
+    DELETE FROM {self.qualified} WHERE id = $1 AND lease = $2 RETURNING queue, key, attempts
+), told AS (
+    SELECT pg_notify($3, queue) FROM gone WHERE key IS NOT NULL
+)
+SELECT (SELECT max(attempts) FROM gone) + 0 * (SELECT count(*) FROM told)
+"""
+
+    @property
+    def extend(self) -> str:
+        """The leases ``($1[i], $2[i])`` held ``$3`` more seconds (from now)."""
+        return f"""
+UPDATE {self.qualified} AS q SET leased_until = now() + $3 * interval '1 second'
+FROM unnest($1::bigint[], $2::uuid[]) AS s(id, lease)
+WHERE q.id = s.id AND q.lease = s.lease
+"""
+
+    @property
+    def backlog(self) -> str:
+        """Rows of queue ``$1`` ready now (keyed rows behind an older one included)."""
+        return f"""
+SELECT count(*) FROM {self.qualified}
+WHERE queue = $1 AND available_at <= now() AND (leased_until IS NULL OR leased_until <= now())
+"""
+
+    @property
+    def insert(self) -> str:
+        """One row: queue ``$1``, body ``$2``, headers ``$3`` (JSON text), key ``$4``,
+        available in ``$5`` seconds, destination ``$6``. Returns its id."""
+        return f"""
+INSERT INTO {self.qualified} (queue, body, headers, key, available_at, destination)
+VALUES ($1, $2, $3::jsonb, $4, now() + $5 * interval '1 second', $6)
+RETURNING id
+"""
+
+    @property
+    def insert_many(self) -> str:
+        """Rows ``$2[i]`` (bodies) with headers ``$3[i]``, keys ``$4[i]``, all in queue
+        ``$1``, available in ``$5`` seconds, in array order."""
+        return f"""
+INSERT INTO {self.qualified} (queue, body, headers, key, available_at)
+SELECT $1, m.body, m.headers::jsonb, m.key, now() + $5 * interval '1 second'
+FROM unnest($2::bytea[], $3::text[], $4::text[]) WITH ORDINALITY AS m(body, headers, key, n)
+ORDER BY m.n
+"""
