@@ -40,7 +40,7 @@ def unique_schema() -> str:
 
 
 @pytest.fixture
-async def pg(postgres_url: str) -> AsyncIterator[PgSchema]:
+async def pgo(postgres_url: str) -> AsyncIterator[PgSchema]:
     """A fresh schema (dropped afterwards) with the default tables, and a pool."""
     name = unique_schema()
     conn = await asyncpg.connect(postgres_url)

@@ -21,11 +21,13 @@ from loafer_postgres.inbox import Inbox, current_connection
 from loafer_postgres.outbox import MESSAGE_ID_HEADER, Outbox
 from loafer_rabbit import RabbitRoute
 from loafer_redis import RedisRoute
-from tests.loafer_postgres._outbox_fixtures import PgSchema, pg
+from tests.loafer_postgres._outbox_fixtures import PgSchema, pgo
 from tests.loafer_rabbit.conftest import RabbitAdmin, open_admin
 from tests.loafer_redis.conftest import RedisAdmin
 
-__all__ = ["pg"]
+__all__ = ["pgo"]
+
+pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
@@ -45,31 +47,31 @@ async def redis_admin(redis_url: str) -> AsyncIterator[RedisAdmin]:
         await helper.client.aclose()
 
 
-async def effects_table(pg: PgSchema) -> str:
-    table = f'"{pg.name}".effects'
-    async with pg.pool.acquire() as conn:
+async def effects_table(pgo: PgSchema) -> str:
+    table = f'"{pgo.name}".effects'
+    async with pgo.pool.acquire() as conn:
         await conn.execute(f"CREATE TABLE {table} (message text NOT NULL)")
     return table
 
 
-async def effects(pg: PgSchema, table: str) -> list[str]:
-    async with pg.pool.acquire() as conn:
+async def effects(pgo: PgSchema, table: str) -> list[str]:
+    async with pgo.pool.acquire() as conn:
         return [r["message"] for r in await conn.fetch(f"SELECT message FROM {table}")]
 
 
-async def recorded(pg: PgSchema) -> list[tuple[str, str]]:
-    async with pg.pool.acquire() as conn:
+async def recorded(pgo: PgSchema) -> list[tuple[str, str]]:
+    async with pgo.pool.acquire() as conn:
         rows = await conn.fetch(
-            f'SELECT consumer, message_id FROM "{pg.name}".loafer_inbox ORDER BY message_id'
+            f'SELECT consumer, message_id FROM "{pgo.name}".loafer_inbox ORDER BY message_id'
         )
     return [(r["consumer"], r["message_id"]) for r in rows]
 
 
 @pytest.mark.rabbit
 async def test_rabbit_redelivered_committed_message_is_skipped(
-    pg: PgSchema, rabbit: RabbitAdmin, rabbit_url: str
+    pgo: PgSchema, rabbit: RabbitAdmin, rabbit_url: str
 ) -> None:
-    table = await effects_table(pg)
+    table = await effects_table(pgo)
     queue = await rabbit.declare()
     calls: list[str] = []
 
@@ -77,7 +79,7 @@ async def test_rabbit_redelivered_committed_message_is_skipped(
         calls.append(metadata["message_id"])
         await current_connection().execute(f"INSERT INTO {table} VALUES ($1)", content.decode())
 
-    inbox = Inbox(pool=pg.pool, schema=pg.name, consumer="billing")
+    inbox = Inbox(pool=pgo.pool, schema=pgo.name, consumer="billing")
     route = RabbitRoute(
         queue,
         url=rabbit_url,
@@ -94,15 +96,15 @@ async def test_rabbit_redelivered_committed_message_is_skipped(
         await eventually(lambda: inbox.skipped == 1 and inbox.handled == 2, what="3 settled")
         await rabbit.wait_count(queue, 0)
     assert calls == ["m-1", "m-2"]
-    assert sorted(await effects(pg, table)) == ["a", "b"]
-    assert await recorded(pg) == [("billing", "m-1"), ("billing", "m-2")]
+    assert sorted(await effects(pgo, table)) == ["a", "b"]
+    assert await recorded(pgo) == [("billing", "m-1"), ("billing", "m-2")]
 
 
 @pytest.mark.rabbit
 async def test_rabbit_failed_attempts_roll_back_and_the_writes_happen_once(
-    pg: PgSchema, rabbit: RabbitAdmin, rabbit_url: str
+    pgo: PgSchema, rabbit: RabbitAdmin, rabbit_url: str
 ) -> None:
-    table = await effects_table(pg)
+    table = await effects_table(pgo)
     queue = await rabbit.declare()
     attempts: dict[str, int] = {}
 
@@ -116,7 +118,7 @@ async def test_rabbit_failed_attempts_roll_back_and_the_writes_happen_once(
             raise RuntimeError("the first attempt fails after writing")
         return attempts[name] != 2  # the second: False, a plain RETRY, rolled back too
 
-    inbox = Inbox(pool=pg.pool, schema=pg.name)
+    inbox = Inbox(pool=pgo.pool, schema=pgo.name)
     route = RabbitRoute(
         queue,
         url=rabbit_url,
@@ -132,23 +134,23 @@ async def test_rabbit_failed_attempts_roll_back_and_the_writes_happen_once(
         await eventually(lambda: inbox.handled == 1 and attempts.get("poison") == 1)
         await rabbit.wait_count(queue, 0)
     assert attempts == {"ok": 3, "poison": 1}
-    assert await effects(pg, table) == ["ok"]  # the failed attempts and the REJECT rolled back
+    assert await effects(pgo, table) == ["ok"]  # the failed attempts and the REJECT rolled back
     assert inbox.rolled_back == 3
-    assert [m for _, m in await recorded(pg)] == ["m-ok"]  # a REJECT is not recorded
+    assert [m for _, m in await recorded(pgo)] == ["m-ok"]  # a REJECT is not recorded
 
 
 @pytest.mark.rabbit
 async def test_rabbit_concurrent_deliveries_of_one_id_run_once(
-    pg: PgSchema, rabbit: RabbitAdmin, rabbit_url: str
+    pgo: PgSchema, rabbit: RabbitAdmin, rabbit_url: str
 ) -> None:
-    table = await effects_table(pg)
+    table = await effects_table(pgo)
     queue = await rabbit.declare()
 
     async def handler(content: Any, metadata: Any) -> None:
         await current_connection().execute(f"INSERT INTO {table} VALUES ($1)", content.decode())
         await asyncio.sleep(0.5)  # the other delivery waits on the inbox row's lock
 
-    inbox = Inbox(pool=pg.pool, schema=pg.name)
+    inbox = Inbox(pool=pgo.pool, schema=pgo.name)
     route = RabbitRoute(
         queue,
         url=rabbit_url,
@@ -162,18 +164,18 @@ async def test_rabbit_concurrent_deliveries_of_one_id_run_once(
     async with Manager([route]):
         await eventually(lambda: inbox.handled == 1 and inbox.skipped == 2)
         await rabbit.wait_count(queue, 0)
-    assert await effects(pg, table) == ["same"]
+    assert await effects(pgo, table) == ["same"]
 
 
 @pytest.mark.redis
 async def test_redis_header_id_and_the_outbox_in_the_inbox_transaction(
-    pg: PgSchema, redis_admin: RedisAdmin, redis_url: str
+    pgo: PgSchema, redis_admin: RedisAdmin, redis_url: str
 ) -> None:
     """Redis's entry ids differ per copy: the producer's id in a header deduplicates; the
     handler's outbox row commits with the inbox record (and not on the failed attempt)."""
-    table = await effects_table(pg)
+    table = await effects_table(pgo)
     stream = await redis_admin.stream()
-    outbox = Outbox(schema=pg.name)
+    outbox = Outbox(schema=pgo.name)
     seen = 0
 
     async def handler(content: Any, metadata: Any) -> None:
@@ -185,7 +187,7 @@ async def test_redis_header_id_and_the_outbox_in_the_inbox_transaction(
         if seen == 1:
             raise RuntimeError("fails once, after writing")
 
-    inbox = Inbox(pool=pg.pool, schema=pg.name, message_id=MESSAGE_ID_HEADER)
+    inbox = Inbox(pool=pgo.pool, schema=pgo.name, message_id=MESSAGE_ID_HEADER)
     route = RedisRoute(
         stream,
         url=redis_url,
@@ -199,13 +201,13 @@ async def test_redis_header_id_and_the_outbox_in_the_inbox_transaction(
     async with Manager([route]):
         await eventually(lambda: inbox.handled == 1 and inbox.skipped == 1, timeout=20)
     assert seen == 2
-    assert await effects(pg, table) == ["o-1"]
-    rows = await pg.rows()
+    assert await effects(pgo, table) == ["o-1"]
+    rows = await pgo.rows()
     assert [(r["destination"], r["key"]) for r in rows] == [("shipping", "o-1")]
 
 
-async def test_missing_id_is_an_error_of_the_message_never_handled(pg: PgSchema) -> None:
-    inbox = Inbox(pool=pg.pool, schema=pg.name, message_id="order-id")
+async def test_missing_id_is_an_error_of_the_message_never_handled(pgo: PgSchema) -> None:
+    inbox = Inbox(pool=pgo.pool, schema=pgo.name, message_id="order-id")
     failed: list[BaseException] = []
     retried = RETRY(1.0)
 

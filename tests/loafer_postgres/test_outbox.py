@@ -9,9 +9,11 @@ import pytest
 
 from loafer_core.errors import ConfigurationError
 from loafer_postgres.outbox import MESSAGE_ID_HEADER, Outbox
-from tests.loafer_postgres._outbox_fixtures import PgSchema, pg
+from tests.loafer_postgres._outbox_fixtures import PgSchema, pgo
 
-__all__ = ["pg"]
+__all__ = ["pgo"]
+
+pytestmark = pytest.mark.postgres
 
 
 @dataclasses.dataclass
@@ -19,13 +21,13 @@ class OrderPlaced:
     id: int
 
 
-async def test_commit_writes_the_row_with_its_fields(pg: PgSchema) -> None:
-    outbox = Outbox(schema=pg.name, name="shop")
-    async with pg.pool.acquire() as conn, conn.transaction():
+async def test_commit_writes_the_row_with_its_fields(pgo: PgSchema) -> None:
+    outbox = Outbox(schema=pgo.name, name="shop")
+    async with pgo.pool.acquire() as conn, conn.transaction():
         message_id = await outbox.publish(
             conn, "orders", {"id": 7}, headers={"tenant": "a", "n": 3}, key="customer-42"
         )
-    (row,) = await pg.rows()
+    (row,) = await pgo.rows()
     assert row["queue"] == "shop"
     assert row["destination"] == "orders"
     assert row["key"] == "customer-42"
@@ -35,46 +37,46 @@ async def test_commit_writes_the_row_with_its_fields(pg: PgSchema) -> None:
     assert row["attempts"] == 0 and row["lease"] is None
 
 
-async def test_rollback_writes_nothing(pg: PgSchema) -> None:
-    outbox = Outbox(schema=pg.name)
-    async with pg.pool.acquire() as conn:
+async def test_rollback_writes_nothing(pgo: PgSchema) -> None:
+    outbox = Outbox(schema=pgo.name)
+    async with pgo.pool.acquire() as conn:
         with pytest.raises(RuntimeError, match="boom"):
             async with conn.transaction():
-                await conn.execute(f'CREATE TABLE "{pg.name}".orders (id int)')
+                await conn.execute(f'CREATE TABLE "{pgo.name}".orders (id int)')
                 await outbox.publish(conn, "orders", b"x")
                 raise RuntimeError("boom")
-    assert await pg.count() == 0
+    assert await pgo.count() == 0
 
 
-async def test_not_visible_before_commit(pg: PgSchema) -> None:
-    outbox = Outbox(schema=pg.name)
-    async with pg.pool.acquire() as conn:
+async def test_not_visible_before_commit(pgo: PgSchema) -> None:
+    outbox = Outbox(schema=pgo.name)
+    async with pgo.pool.acquire() as conn:
         tr = conn.transaction()
         await tr.start()
         await outbox.publish(conn, "orders", "text body")
-        assert await pg.count() == 0  # another connection does not see it
+        assert await pgo.count() == 0  # another connection does not see it
         await tr.commit()
-    (row,) = await pg.rows()
+    (row,) = await pgo.rows()
     assert bytes(row["body"]) == b"text body"
 
 
-async def test_refuses_a_connection_outside_a_transaction(pg: PgSchema) -> None:
-    outbox = Outbox(schema=pg.name)
-    async with pg.pool.acquire() as conn:
+async def test_refuses_a_connection_outside_a_transaction(pgo: PgSchema) -> None:
+    outbox = Outbox(schema=pgo.name)
+    async with pgo.pool.acquire() as conn:
         with pytest.raises(ConfigurationError, match="not inside a transaction"):
             await outbox.publish(conn, "orders", b"x")
     with pytest.raises(ConfigurationError, match="a pool is not a transaction"):
-        await outbox.publish(pg.pool, "orders", b"x")
-    assert await pg.count() == 0
+        await outbox.publish(pgo.pool, "orders", b"x")
+    assert await pgo.count() == 0
 
 
-async def test_typed_body_delay_and_message_id(pg: PgSchema) -> None:
-    outbox = Outbox(schema=pg.name)
-    async with pg.pool.acquire() as conn, conn.transaction():
+async def test_typed_body_delay_and_message_id(pgo: PgSchema) -> None:
+    outbox = Outbox(schema=pgo.name)
+    async with pgo.pool.acquire() as conn, conn.transaction():
         got = await outbox.publish(conn, "orders", OrderPlaced(5), delay=60, message_id="m-1")
         now = await conn.fetchval("SELECT now()")
     assert got == "m-1"
-    (row,) = await pg.rows()
+    (row,) = await pgo.rows()
     assert json.loads(row["body"]) == {"id": 5}
     headers = json.loads(row["headers"])
     assert headers[MESSAGE_ID_HEADER] == "m-1"
@@ -82,37 +84,37 @@ async def test_typed_body_delay_and_message_id(pg: PgSchema) -> None:
     assert 59 < (row["available_at"] - now).total_seconds() < 61
 
 
-async def test_publish_many_keeps_order(pg: PgSchema) -> None:
-    outbox = Outbox(schema=pg.name)
-    async with pg.pool.acquire() as conn, conn.transaction():
+async def test_publish_many_keeps_order(pgo: PgSchema) -> None:
+    outbox = Outbox(schema=pgo.name)
+    async with pgo.pool.acquire() as conn, conn.transaction():
         ids = await outbox.publish_many(conn, "orders", [b"1", b"2", b"3"], key="k")
-    rows = await pg.rows()
+    rows = await pgo.rows()
     assert [bytes(r["body"]) for r in rows] == [b"1", b"2", b"3"]
     assert [json.loads(r["headers"])[MESSAGE_ID_HEADER] for r in rows] == ids
     assert len(set(ids)) == 3
 
 
-async def test_sqlalchemy_async_session(pg: PgSchema) -> None:
+async def test_sqlalchemy_async_session(pgo: PgSchema) -> None:
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-    engine = create_async_engine(pg.url.replace("postgresql://", "postgresql+asyncpg://"))
-    outbox = Outbox(schema=pg.name)
+    engine = create_async_engine(pgo.url.replace("postgresql://", "postgresql+asyncpg://"))
+    outbox = Outbox(schema=pgo.name)
     try:
         sessions = async_sessionmaker(engine)
         async with sessions() as session:  # autobegun; rolled back at close without commit
             await outbox.publish(session, "orders", {"a": 1})
-        assert await pg.count() == 0
+        assert await pgo.count() == 0
         async with sessions() as session, session.begin():
-            await session.execute(text(f'CREATE TABLE "{pg.name}".orders (id int)'))
+            await session.execute(text(f'CREATE TABLE "{pgo.name}".orders (id int)'))
             await outbox.publish(session, "orders", {"a": 2}, key="k")
             await outbox.publish_many(session, "orders", [b"3", b"4"])
-        rows = await pg.rows()
+        rows = await pgo.rows()
         assert [bytes(r["body"]) for r in rows] == [b'{"a": 2}', b"3", b"4"]
         async with engine.connect() as connection:  # AsyncConnection: commit as you go
             await outbox.publish(connection, "audit", b"5")
             await connection.rollback()
-        assert await pg.count() == 3
+        assert await pgo.count() == 3
     finally:
         await engine.dispose()
 
