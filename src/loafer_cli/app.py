@@ -629,6 +629,15 @@ def asyncapi(
         sys.stdout.write(text)
 
 
+def _add_postgres() -> None:
+    from loafer_cli.postgres import postgres_app
+
+    app.add_typer(postgres_app, name="postgres")
+
+
+_add_postgres()
+
+
 @app.callback()
 def _root() -> None:
     """loafer-core's command line."""

@@ -240,6 +240,8 @@ class PostgresProvider:
             if out or left <= 0:
                 return out
             await self._idle(min(left, await self._due()), listener)
+            if loop.time() >= deadline and not (listener is not None and listener.wake.is_set()):
+                return []
 
     async def _due(self) -> float:
         """Seconds to wait at most: until the next delayed row or lapsing lease, at most
