@@ -136,6 +136,7 @@ def bench(session: nox.Session) -> None:
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
     extras = {"core": "", "instructions": "", "sqs": "sqs,test", "amqp": "amqp,rabbit"}
+    extras["outbox"] = "postgres,rabbit"  # the relay vs raw asyncpg + aio-pika
     extra = extras.get(which, which)
     _locked(session, *filter(None, extra.split(",")))
     session.run("bash", "scripts/brokers.sh", external=True)

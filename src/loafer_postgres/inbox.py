@@ -148,6 +148,8 @@ class Inbox:
         self.handled = 0
         self.skipped = 0
         self.rolled_back = 0
+        self._checked = False
+        self._opening = asyncio.Lock()
         self._insert = (
             f'INSERT INTO "{schema}"."{table}" (consumer, message_id) VALUES ($1, $2) '
             "ON CONFLICT DO NOTHING RETURNING 1"
@@ -170,23 +172,47 @@ class Inbox:
         return [self]
 
     async def start(self) -> None:
-        """Open the pool (``url``) and check the inbox table exists (else a
-        ``ConfigurationError`` naming ``loafer postgres init``)."""
+        """Open the pool (``url``) and check the inbox table exists: a missing table is a
+        ``ConfigurationError`` naming ``loafer postgres init`` (the manager does not
+        start); a server not reachable yet is logged, and the first delivery connects
+        (its deliveries are RETRIED meanwhile)."""
+        try:
+            await self._ready()
+        except ProviderError as exc:
+            logger.warning("%s; the first delivery connects again", exc)
+
+    async def _ready(self) -> Any:
+        """The pool, opened and checked (once); ``ProviderError`` if the server cannot be
+        reached."""
+        if self.pool is not None and self._checked:
+            return self.pool
+        async with self._opening:
+            if self.pool is None:
+                self.pool = await self._open()
+            if not self._checked:
+                await self.verify()
+                self._checked = True
+        return self.pool
+
+    async def _open(self) -> Any:
         import asyncpg
 
-        if self.pool is None:
-            try:
-                self.pool = await asyncpg.create_pool(
-                    self._url, min_size=1, max_size=self.pool_size
-                )
-            except (OSError, asyncpg.PostgresError) as exc:
-                raise ProviderError(
-                    f"Inbox: cannot connect to PostgreSQL ({type(exc).__name__})"
+        try:
+            return await asyncpg.create_pool(self._url, min_size=1, max_size=self.pool_size)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidCatalogNameError):
+                raise ConfigurationError(
+                    f"Inbox: PostgreSQL refused the connection ({type(exc).__name__}); check "
+                    "the url's user, password and database"
                 ) from None
-        await self.verify()
+            raise ProviderError(
+                f"Inbox: cannot connect to PostgreSQL ({type(exc).__name__})"
+            ) from None
 
     async def verify(self) -> None:
-        """Check the inbox table exists (``loafer check``)."""
+        """Check the inbox table exists (``loafer check``); opens the pool if needed."""
+        if self.pool is None:
+            self.pool = await self._open()
         async with self.pool.acquire() as conn:
             found = await conn.fetchval("SELECT to_regclass($1)", f'"{self.schema}"."{self.table}"')
         if found is None:
@@ -199,6 +225,7 @@ class Inbox:
     async def close(self) -> None:
         """Close the pool it opened (idempotent); a pool given to it is left open."""
         pool = self.pool
+        self._checked = False
         if pool is not None and self._own_pool:
             self.pool = None
             await pool.close()
@@ -230,10 +257,15 @@ class Inbox:
                 delivery.message_id,
                 getattr(self.message_id, "__qualname__", self.message_id),
             )
-        pool = self.pool
-        if pool is None:
-            raise ProviderError(
-                "Inbox: not started (the manager starts it; or await inbox.start())"
+        try:
+            pool = self.pool if self._checked else await self._ready()
+        except Exception as exc:  # not reachable (or the table gone): retried, never unguarded
+            return route.failed(
+                exc,
+                delivery,
+                "route %r: the inbox cannot reach PostgreSQL for message %s; it will be retried",
+                route.name,
+                delivery.message_id,
             )
         consumer = self.consumer if self.consumer is not None else route.name
         async with pool.acquire() as conn:

@@ -244,3 +244,28 @@ def test_arguments_and_accessor() -> None:
     with pytest.raises(RuntimeError, match="no inbox transaction"):
         current_connection()
     assert Inbox("postgresql://x/y").on_duplicate is ACCEPT
+
+
+async def test_unreachable_server_at_start_is_logged_and_deliveries_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    inbox = Inbox("postgresql://postgres@127.0.0.1:1/test")
+    await inbox.start()  # no exception: the manager starts; deliveries are retried
+    assert "cannot connect to PostgreSQL" in caplog.text
+    failed: list[BaseException] = []
+    retried = RETRY(1.0)
+
+    class Route:
+        name = "r"
+
+        def failed(self, exc: BaseException, delivery: Delivery, message: str, *args: Any) -> Any:
+            failed.append(exc)
+            return retried
+
+    async def call_next(delivery: Delivery) -> Any:
+        raise AssertionError("the handler must not run unguarded")
+
+    delivery = Delivery(b"x", b"x", "m-1", {"headers": {}}, 1, None, None)
+    assert await inbox(delivery, Route(), call_next) is retried  # type: ignore[arg-type]
+    assert "cannot connect" in str(failed[0])
+    await inbox.close()
