@@ -110,6 +110,9 @@ PUBLIC_MODULES = [
     "loafer_redis",
     "loafer_cli.config",
     "loafer_cli.workers",
+    "loafer_postgres.outbox",
+    "loafer_postgres.relay",
+    "loafer_postgres.inbox",
 ]
 
 

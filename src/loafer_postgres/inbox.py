@@ -96,8 +96,8 @@ class Inbox:
             records); the route's name by default.
         message_id: ``None`` (the broker's id), a header name, or a function of the
             delivery returning the id.
-        table, schema: the inbox table (``loafer_inbox``, created by ``loafer postgres
-            init``).
+        table: the inbox table (``loafer_inbox``, created by ``loafer postgres init``).
+        schema: its schema (``public``).
         pool_size: the pool's maximum size when ``url`` is given: one connection per
             delivery being handled, so at least the route's ``max_concurrency``.
         on_duplicate: the outcome of a message already handled (ACCEPT).

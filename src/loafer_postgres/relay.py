@@ -148,7 +148,9 @@ class OutboxRelay(PostgresRoute):
         publishers: ``{destination: publisher}``: the names ``Outbox.publish`` writes as
             ``destination``.
         outbox: the outbox's name (``Outbox(name=...)``, the rows' ``queue``): "default".
-        key_option, id_option, key_header: see :class:`Relay`.
+        key_option: see :class:`Relay`.
+        id_option: see :class:`Relay`.
+        key_header: see :class:`Relay`.
 
     Every other keyword is the ``postgres`` provider's (``url``, ``table`` (the outbox
     table by default), ``schema``, ``lease``, ``batch_size``, ...) or the route's
