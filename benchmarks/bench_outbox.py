@@ -36,6 +36,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from loafer_core import Manager
+from loafer_core.testing import eventually
 from loafer_postgres.outbox import Outbox
 from loafer_postgres.relay import OutboxRelay
 from loafer_postgres.schema import create_schema
@@ -137,8 +138,11 @@ async def loafer_relay(pg_url: str, amqp_url: str, schema: str, queue: str, batc
     conn = await asyncpg.connect(pg_url)
     try:
         async with Manager([route]):
-            while await remaining(conn, schema):
-                await asyncio.sleep(0.02)
+
+            async def relayed() -> bool:
+                return await remaining(conn, schema) == 0
+
+            await eventually(relayed, timeout=600, interval=0.02, what="every row relayed")
             elapsed = time.perf_counter() - started
     finally:
         await conn.close()
