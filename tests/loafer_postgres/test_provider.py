@@ -228,8 +228,9 @@ async def test_it_reconnects_after_the_server_drops_its_connections(pg: PgAdmin)
         assert await _terminate(pg, name) >= 1
         async with asyncio.timeout(30):
             await done.wait()
-        assert p._listener is not None
-        await eventually(lambda: p._listener.connected, timeout=10, what="listening again")
+        listener = p._listener
+        assert listener is not None
+        await eventually(lambda: listener.connected, timeout=10, what="listening again")
         late = time.monotonic()
         await pg.put(q, b'{"late": 1}')
         await eventually(lambda: b'{"late": 1}' in seen, timeout=10, what="the late row")
