@@ -2,7 +2,8 @@
 
 :class:`Inbox` is a middleware for a route of ANY broker. For each delivery it:
 
-1. takes a connection from its pool and opens a transaction;
+1. takes a connection from its pool and opens a transaction (or, given
+   ``sessions=async_sessionmaker``, a new SQLAlchemy ``AsyncSession``);
 2. inserts ``(consumer, message_id)`` into the inbox table (``ON CONFLICT DO NOTHING``).
    Nothing inserted means the id was recorded by a transaction that **committed**: the
    message was handled; it is settled with ``on_duplicate`` (ACCEPT) and the handler does
@@ -11,7 +12,8 @@
    that transaction ends, then finds the row (it committed: skipped) or inserts it (it
    rolled back: handled again);
 3. runs the route, the handler given that connection: :meth:`Inbox.connection` (or
-   :func:`current_connection`) inside the handler returns it, in its transaction. Write
+   :func:`current_connection`; :meth:`Inbox.session` for a session) inside the handler
+   returns it, in its transaction. Write
    with it (an :class:`~loafer_postgres.outbox.Outbox` too: ``outbox.publish(
    inbox.connection(), ...)``) and never commit it yourself;
 4. **commits only if the route's outcome is ACCEPT** (the handler succeeded, and the
@@ -70,8 +72,9 @@ MessageId = Callable[[Delivery], "str | None"]
 
 
 def current_connection() -> Any:
-    """The asyncpg connection, in its transaction, of the delivery the current handler
-    handles under an :class:`Inbox`; ``RuntimeError`` outside one."""
+    """The asyncpg connection (or, for ``Inbox(sessions=...)``, the SQLAlchemy
+    ``AsyncSession``), in its transaction, of the delivery the current handler handles
+    under an :class:`Inbox`; ``RuntimeError`` outside one."""
     conn = _current.get()
     if conn is None:
         raise RuntimeError(
@@ -91,7 +94,9 @@ class Inbox:
 
     Arguments:
         url: the PostgreSQL to open a pool on (at the manager's start; closed after the
-            drain); or ``pool``: an asyncpg pool of yours (not opened nor closed here).
+            drain); or ``pool``: an asyncpg pool of yours (not opened nor closed here);
+            or ``sessions``: a SQLAlchemy ``async_sessionmaker`` (each delivery gets a
+            new ``AsyncSession``, in its transaction).
         consumer: the name the ids are recorded under (the same id on two consumers is two
             records); the route's name by default.
         message_id: ``None`` (the broker's id), a header name, or a function of the
@@ -110,6 +115,7 @@ class Inbox:
         url: str | None = None,
         *,
         pool: Any = None,
+        sessions: Any = None,
         consumer: str | None = None,
         message_id: str | MessageId | None = None,
         table: str = DEFAULT_INBOX_TABLE,
@@ -117,8 +123,15 @@ class Inbox:
         pool_size: int = 10,
         on_duplicate: Outcome = ACCEPT,
     ) -> None:
-        if (url is None) == (pool is None):
-            raise ConfigurationError("Inbox: give url=... (a pool is opened) or pool=..., not both")
+        if sum(given is not None for given in (url, pool, sessions)) != 1:
+            raise ConfigurationError(
+                "Inbox: give one of url=... (a pool is opened), pool=... (an asyncpg pool) or "
+                "sessions=... (a SQLAlchemy async_sessionmaker)"
+            )
+        if sessions is not None and not callable(sessions):
+            raise ConfigurationError(
+                f"Inbox(sessions=...): expected an async_sessionmaker, got {sessions!r}"
+            )
         if url is not None and (not isinstance(url, str) or not url):
             raise ConfigurationError(f"Inbox(url=...): expected a PostgreSQL URL, got {url!r}")
         try:
@@ -139,7 +152,8 @@ class Inbox:
             )
         self._url = url
         self.pool: Any = pool
-        self._own_pool = pool is None
+        self.sessions: Any = sessions
+        self._own_pool = url is not None
         self.consumer = consumer
         self.table = table
         self.schema = schema
@@ -154,6 +168,7 @@ class Inbox:
             f'INSERT INTO "{schema}"."{table}" (consumer, message_id) VALUES ($1, $2) '
             "ON CONFLICT DO NOTHING RETURNING 1"
         )
+        self._insert_named = self._insert.replace("$1", ":consumer").replace("$2", ":message_id")
 
     def __repr__(self) -> str:
         return f"Inbox(table={self.schema}.{self.table}, consumer={self.consumer!r})"
@@ -162,6 +177,12 @@ class Inbox:
     def connection() -> Any:
         """The current delivery's connection, in its transaction (see
         :func:`current_connection`)."""
+        return current_connection()
+
+    @staticmethod
+    def session() -> Any:
+        """The current delivery's SQLAlchemy ``AsyncSession`` (an inbox given
+        ``sessions=``), in its transaction: the same as :meth:`connection`."""
         return current_connection()
 
     # -- lifecycle (a manager service: started before the routes, closed after the drain) --
@@ -184,10 +205,10 @@ class Inbox:
     async def _ready(self) -> Any:
         """The pool, opened and checked (once); ``ProviderError`` if the server cannot be
         reached."""
-        if self.pool is not None and self._checked:
+        if self._checked:
             return self.pool
         async with self._opening:
-            if self.pool is None:
+            if self.pool is None and self.sessions is None:
                 self.pool = await self._open()
             if not self._checked:
                 await self.verify()
@@ -211,16 +232,32 @@ class Inbox:
 
     async def verify(self) -> None:
         """Check the inbox table exists (``loafer check``); opens the pool if needed."""
-        if self.pool is None:
-            self.pool = await self._open()
-        async with self.pool.acquire() as conn:
-            found = await conn.fetchval("SELECT to_regclass($1)", f'"{self.schema}"."{self.table}"')
+        name = f'"{self.schema}"."{self.table}"'
+        if self.sessions is not None:
+            found = await self._verify_with_session(name)
+        else:
+            if self.pool is None:
+                self.pool = await self._open()
+            async with self.pool.acquire() as conn:
+                found = await conn.fetchval("SELECT to_regclass($1)", name)
         if found is None:
             raise ConfigurationError(
                 f"Inbox: the table {self.schema}.{self.table} does not exist; create it with "
                 f"`loafer postgres init --schema {self.schema}` (or loafer_postgres.schema."
                 "create_schema in your migrations)"
             )
+
+    async def _verify_with_session(self, name: str) -> Any:
+        from sqlalchemy import text  # the caller's: it gave a sessionmaker
+
+        try:
+            async with self.sessions() as session:
+                result = await session.execute(text("SELECT to_regclass(:name)"), {"name": name})
+                return result.scalar()
+        except Exception as exc:
+            raise ProviderError(
+                f"Inbox: cannot reach PostgreSQL through the sessions ({type(exc).__name__})"
+            ) from None
 
     async def close(self) -> None:
         """Close the pool it opened (idempotent); a pool given to it is left open."""
@@ -268,25 +305,34 @@ class Inbox:
                 delivery.message_id,
             )
         consumer = self.consumer if self.consumer is not None else route.name
+        if self.sessions is not None:
+            async with self.sessions() as session:
+                unit: Any = _SessionUnit(session, self._insert_named)
+                return await self._in_transaction(
+                    unit, consumer, str(message_id), delivery, route, call_next
+                )
         async with pool.acquire() as conn:
             return await self._in_transaction(
-                conn, consumer, str(message_id), delivery, route, call_next
+                _ConnectionUnit(conn, self._insert),
+                consumer,
+                str(message_id),
+                delivery,
+                route,
+                call_next,
             )
 
     async def _in_transaction(
         self,
-        conn: Any,
+        unit: _ConnectionUnit | _SessionUnit,
         consumer: str,
         message_id: str,
         delivery: Delivery,
         route: RouteContext,
         call_next: Process,
     ) -> Outcome:
-        transaction = conn.transaction()
-        await transaction.start()
         committed = ran = False
         try:
-            if await conn.fetchval(self._insert, consumer, message_id) is None:
+            if not await unit.claim(consumer, message_id):
                 self.skipped += 1
                 logger.info(
                     "route %r: message %s skipped: its inbox id %r was handled and committed",
@@ -296,7 +342,7 @@ class Inbox:
                 )
                 return self.on_duplicate
             ran = True
-            token = _current.set(conn)
+            token = _current.set(unit.handle)
             try:
                 outcome = await call_next(delivery)
             finally:
@@ -304,7 +350,7 @@ class Inbox:
             if outcome.kind is not OutcomeKind.ACCEPT:
                 return outcome
             try:
-                await transaction.commit()
+                await unit.commit()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -322,13 +368,58 @@ class Inbox:
         finally:
             if not committed:
                 self.rolled_back += int(ran)
-                await self._rollback(transaction)
+                await self._rollback(unit)
 
-    async def _rollback(self, transaction: Any) -> None:
+    async def _rollback(self, unit: _ConnectionUnit | _SessionUnit) -> None:
         try:
-            await asyncio.shield(transaction.rollback())
+            await asyncio.shield(unit.rollback())
         except Exception:  # a connection lost: its transaction is gone with it
             logger.debug("inbox rollback failed", exc_info=True)
+
+
+class _ConnectionUnit:
+    """One delivery's transaction on an asyncpg connection."""
+
+    __slots__ = ("handle", "insert", "transaction")
+
+    def __init__(self, conn: Any, insert: str) -> None:
+        self.handle, self.insert = conn, insert
+        self.transaction: Any = None
+
+    async def claim(self, consumer: str, message_id: str) -> bool:
+        """Begin; record the id; False if it was recorded (and committed) already."""
+        self.transaction = self.handle.transaction()
+        await self.transaction.start()
+        return await self.handle.fetchval(self.insert, consumer, message_id) is not None
+
+    async def commit(self) -> None:
+        await self.transaction.commit()
+
+    async def rollback(self) -> None:
+        if self.transaction is not None:
+            await self.transaction.rollback()
+
+
+class _SessionUnit:
+    """One delivery's transaction in a SQLAlchemy ``AsyncSession`` (autobegun)."""
+
+    __slots__ = ("handle", "insert")
+
+    def __init__(self, session: Any, insert: str) -> None:
+        self.handle, self.insert = session, insert
+
+    async def claim(self, consumer: str, message_id: str) -> bool:
+        from sqlalchemy import text
+
+        params = {"consumer": consumer, "message_id": message_id}
+        result = await self.handle.execute(text(self.insert), params)
+        return result.first() is not None
+
+    async def commit(self) -> None:
+        await self.handle.commit()
+
+    async def rollback(self) -> None:
+        await self.handle.rollback()
 
 
 def _message_id(value: str | MessageId | None) -> MessageId:

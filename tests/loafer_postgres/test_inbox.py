@@ -269,3 +269,47 @@ async def test_unreachable_server_at_start_is_logged_and_deliveries_retried(
     assert await inbox(delivery, Route(), call_next) is retried  # type: ignore[arg-type]
     assert "cannot connect" in str(failed[0])
     await inbox.close()
+
+
+async def test_sqlalchemy_sessions_on_the_memory_broker(pgo: PgSchema) -> None:
+    """``Inbox(sessions=async_sessionmaker)``: the handler gets an AsyncSession in the
+    inbox's transaction; any broker (here the embedded one)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from loafer_core import Route
+    from loafer_core.memory import MemoryBroker, MemoryProvider
+
+    table = await effects_table(pgo)
+    engine = create_async_engine(pgo.url.replace("postgresql://", "postgresql+asyncpg://"))
+    attempts: dict[str, int] = {}
+
+    async def handler(content: Any, metadata: Any) -> None:
+        name = content.decode()
+        attempts[name] = attempts.get(name, 0) + 1
+        session = Inbox.session()
+        await session.execute(text(f"INSERT INTO {table} VALUES (:m)"), {"m": name})
+        if attempts[name] == 1:
+            raise RuntimeError("the first attempt fails after writing")
+
+    try:
+        inbox = Inbox(sessions=async_sessionmaker(engine), schema=pgo.name)
+        broker = MemoryBroker()
+        for _ in range(2):  # the second: a redelivery of a committed message
+            broker.publish("orders", b"a", message_id="m-a")
+        route = Route(
+            MemoryProvider(broker, "orders"),
+            handler,
+            translator=None,
+            retry=None,
+            max_concurrency=1,
+            middleware=[inbox],
+            error_handler=lambda *exc: None,
+        )
+        async with Manager([route]):
+            await eventually(lambda: inbox.handled == 1 and inbox.skipped == 1)
+        assert attempts == {"a": 2}
+        assert await effects(pgo, table) == ["a"]
+        assert inbox.rolled_back == 1
+    finally:
+        await engine.dispose()
