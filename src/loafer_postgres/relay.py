@@ -122,7 +122,13 @@ class Relay:
         option = _option_for(self.id_option, destination)
         if option is not None and message_id is not None:
             options[option] = message_id
-        body = bytes(content) if isinstance(content, bytearray | memoryview) else content
+        if not isinstance(content, bytes | bytearray | memoryview):
+            # a translator decoded the row: its bytes would not be forwarded as written
+            raise TypeError(
+                "the relay route must hand the handler the row's raw body: give the route "
+                "translator=None (translator = false in a config file); the row is retried"
+            )
+        body = bytes(content)
         try:
             await publish(body, to=destination, headers=headers, **options)
         except ConfigurationError as exc:  # no such target on the route: not retryable

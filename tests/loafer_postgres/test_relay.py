@@ -233,3 +233,10 @@ def test_relay_arguments() -> None:
     )
     assert route.name == "outbox-relay:loafer_outbox/shop"
     assert route.provider.queue == "shop"
+
+
+async def test_a_decoded_body_is_refused_not_forwarded() -> None:
+    """A relay route given a translator (a config file without translator = false): the
+    row is retried with an error naming the fix, never forwarded re-encoded."""
+    with pytest.raises(TypeError, match="translator"):
+        await Relay()({"decoded": True}, {"destination": "orders", "headers": {}})
