@@ -49,6 +49,10 @@ MESSAGE_ID_HEADER = "loafer-message-id"
 relay may publish (a consumer deduplicates on it: ``Inbox(message_id=MESSAGE_ID_HEADER)``)."""
 
 
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+_LOCK_NAMED = "SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"
+
+
 def _encode_body(body: Any, type_header: str | None) -> tuple[bytes, dict[str, str]]:
     """The body's bytes, and the headers its encoding adds (a typed object's type)."""
     if isinstance(body, bytes | bytearray | memoryview):
@@ -132,6 +136,13 @@ class Outbox:
         name: this outbox's name, the rows' ``queue`` column: the relay of that name reads
             them (several outboxes may share one table).
         type_header: the header naming a typed body's type (``None``: none).
+        serialize_keys: take a transaction-scoped advisory lock on each key published
+            (``pg_advisory_xact_lock``), so two transactions writing one key run one after
+            the other: the key's rows then get their ids in commit order, and the relay's
+            order per key is the commit order even with several writers per key. The
+            cost: a second writer of a key waits for the first to commit; a transaction
+            publishing several keys should publish them in one order (two taking the same
+            keys in opposite orders deadlock, and PostgreSQL aborts one of them).
 
     No I/O here: the first :meth:`publish` finds a missing table (asyncpg's
     ``UndefinedTableError``, in the caller's transaction, which it aborts).
@@ -144,6 +155,7 @@ class Outbox:
         schema: str = "public",
         name: str = "default",
         type_header: str | None = TYPE_HEADER,
+        serialize_keys: bool = False,
     ) -> None:
         try:
             check_identifier(table)
@@ -156,6 +168,12 @@ class Outbox:
         self.schema = schema
         self.name = name
         self.type_header = type_header
+        if not isinstance(serialize_keys, bool):
+            raise ConfigurationError(
+                f"Outbox(serialize_keys=...): expected a bool, got {serialize_keys!r}"
+            )
+        self.serialize_keys = serialize_keys
+        self._lock_prefix = f"loafer_outbox:{schema}.{table}/{name}/"
         columns = "(queue, destination, key, body, headers, available_at)"
         self._sql = (
             f'INSERT INTO "{schema}"."{table}" {columns} VALUES '
@@ -234,12 +252,22 @@ class Outbox:
             await self._insert(conn_or_session, rows)
         return [str(json.loads(r[4])[MESSAGE_ID_HEADER]) for r in rows]
 
+    def _locks(self, rows: list[tuple[Any, ...]]) -> list[str]:
+        """The advisory lock names of the rows' keys (``serialize_keys``), each once, in
+        the order the rows name them."""
+        if not self.serialize_keys:
+            return []
+        return list(dict.fromkeys(self._lock_prefix + r[2] for r in rows if r[2] is not None))
+
     async def _insert(self, target: Any, rows: list[tuple[Any, ...]]) -> None:
+        locks = self._locks(rows)
         if _is_sqlalchemy(target):
             from sqlalchemy import text  # the caller's: imported only once it gave one
 
             names = ("queue", "destination", "key", "body", "headers", "delay")
             params = [dict(zip(names, r, strict=True)) for r in rows]
+            for lock in locks:
+                await target.execute(text(_LOCK_NAMED), {"name": lock})
             await target.execute(text(self._sql_named), params if len(params) > 1 else params[0])
             return
         if not _is_asyncpg(target):
@@ -254,6 +282,8 @@ class Outbox:
                 "message would be committed on its own, whatever happens to your writes; "
                 "publish inside `async with conn.transaction():`"
             )
+        for lock in locks:
+            await target.execute(_LOCK, lock)
         if len(rows) == 1:
             await target.execute(self._sql, *rows[0])
         else:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
 import pytest
 
 from loafer_core.errors import ConfigurationError
+from loafer_core.testing import eventually
 from loafer_postgres.outbox import MESSAGE_ID_HEADER, Outbox
 from tests.loafer_postgres._outbox_fixtures import PgSchema, pgo
 
@@ -99,7 +101,7 @@ async def test_sqlalchemy_async_session(pgo: PgSchema) -> None:
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
     engine = create_async_engine(pgo.url.replace("postgresql://", "postgresql+asyncpg://"))
-    outbox = Outbox(schema=pgo.name)
+    outbox = Outbox(schema=pgo.name, serialize_keys=True)  # its lock through the session too
     try:
         sessions = async_sessionmaker(engine)
         async with sessions() as session:  # autobegun; rolled back at close without commit
@@ -133,3 +135,37 @@ def test_bad_arguments_fail_clearly() -> None:
         outbox.row("d", b"x", headers={"h": object()})
     with pytest.raises(ConfigurationError, match="JSON"):
         outbox.row("d", object())
+
+
+async def test_serialize_keys_orders_a_keys_rows_by_commit(pgo: PgSchema) -> None:
+    """Two transactions writing one key: with serialize_keys the second waits for the first
+    to commit, so the key's ids follow the commit order; another key is not held up."""
+    outbox = Outbox(schema=pgo.name, serialize_keys=True)
+    async with pgo.pool.acquire() as first, pgo.pool.acquire() as second:
+        tx = first.transaction()
+        await tx.start()
+        await outbox.publish(first, "orders", b"first", key="k")
+
+        async def later() -> None:
+            async with second.transaction():
+                await outbox.publish(second, "orders", b"second", key="k")
+
+        waiting = asyncio.create_task(later())
+
+        async def blocked() -> bool:
+            async with pgo.pool.acquire() as conn:
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND pid = $1",
+                    second.get_server_pid(),
+                )
+            return bool(n)
+
+        await eventually(blocked, what="the second writer waiting for the key's lock")
+        async with pgo.pool.acquire() as conn, conn.transaction():  # another key: not held
+            await outbox.publish(conn, "orders", b"other", key="other")
+        await tx.commit()
+        await asyncio.wait_for(waiting, 10)
+    rows = await pgo.rows()
+    keyed = [bytes(r["body"]) for r in rows if r["key"] == "k"]
+    assert keyed == [b"first", b"second"]  # id order = commit order
