@@ -27,7 +27,8 @@ Guarantees (the proofs are ``tests/loafer_postgres/test_relay.py`` and
   overlap, e.g. each locks its aggregate's row first) that is the key's commit order.
   Two transactions writing the same key at the same time commit in an order nobody
   chose; the relay keeps whichever order their rows became visible in (a row of the
-  one that committed first may go first although its id is higher).
+  one that committed first may go first although its id is higher);
+  ``Outbox(serialize_keys=True)`` keeps such transactions from overlapping.
 - **Several relays**: leases are taken with ``FOR UPDATE SKIP LOCKED``: run as many as
   you like; a key's rows still go one at a time.
 """
