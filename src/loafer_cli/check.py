@@ -78,6 +78,7 @@ async def check_route(route: Route, timeout: float) -> RouteCheck:
             problems.extend(_needs(route))  # while started: what it read is known
         await _bounded(provider.close(), timeout, problems, "close")
     problems.extend(await _check_publishers(route, timeout))
+    problems.extend(await _check_middleware(route, timeout))
     return RouteCheck(route.name, _describe(route), tuple(problems))
 
 
@@ -102,6 +103,23 @@ async def _check_publishers(route: Route, timeout: float) -> list[str]:
         problems += [
             f"publish_to {name!r}: {p.replace('the provider', 'the publisher')}" for p in found
         ]
+    return problems
+
+
+async def _check_middleware(route: Route, timeout: float) -> list[str]:
+    """Each of the route's middlewares that has ``verify()`` (an inbox checking its table),
+    verified under ``timeout``, then closed."""
+    problems: list[str] = []
+    for middleware in route.middleware:
+        verify, close = getattr(middleware, "verify", None), getattr(middleware, "close", None)
+        if not callable(verify):
+            continue
+        found: list[str] = []
+        await _bounded(verify(), timeout, found, "verify")
+        if callable(close):
+            await _bounded(close(), timeout, found, "close")
+        name = type(middleware).__name__
+        problems += [f"middleware {name}: {p.replace('the provider', 'it')}" for p in found]
     return problems
 
 

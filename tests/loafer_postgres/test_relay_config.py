@@ -94,3 +94,47 @@ async def test_loafer_check_verifies_the_outbox_table_and_the_publishers(
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "publish_to 'orders'" in bad.stdout + bad.stderr
     assert "wrong-password" not in bad.stdout + bad.stderr
+
+
+INBOX_APP = textwrap.dedent(
+    """
+    import os
+
+    from loafer_postgres.inbox import Inbox
+
+    inbox = Inbox(os.environ["POSTGRES_URL"], schema=os.environ["SCHEMA"])
+
+
+    async def handle(message, metadata):
+        await inbox.connection().execute("SELECT 1")
+    """
+)
+
+INBOX_CONFIG = textwrap.dedent(
+    """
+    [[routes]]
+    name = "orders"
+    provider = "rabbit"
+    queue = "${QUEUE}"
+    handler = "inboxapp:handle"
+    middleware = ["inboxapp:inbox"]
+
+    [routes.provider_options]
+    url = "${RABBIT_URL}"
+    """
+)
+
+
+async def test_loafer_check_verifies_an_inbox_middleware_table(
+    pgo: PgSchema, rabbit: RabbitAdmin, rabbit_url: str, tmp_path: Path
+) -> None:
+    queue = await rabbit.declare()
+    (tmp_path / "inboxapp.py").write_text(INBOX_APP)
+    (tmp_path / "loafer.toml").write_text(INBOX_CONFIG)
+    env = {"QUEUE": queue, "RABBIT_URL": rabbit_url, "POSTGRES_URL": pgo.url, "SCHEMA": pgo.name}
+    done = loafer("check", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    missing = loafer("check", cwd=tmp_path, env={**env, "SCHEMA": "loafer_pgo_missing"})
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    out = missing.stdout + missing.stderr
+    assert "middleware Inbox" in out and "loafer postgres init" in out
