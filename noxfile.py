@@ -1,9 +1,9 @@
 """nox sessions: tests (core alone, then each plugin), lint, typecheck, docs, benchmarks.
 
 nox -s tests_core          # core only, installed with no plugin extras (isolation)
-nox -s tests_rabbit tests_amqp tests_sqs tests_nats tests_redis
+nox -s tests_rabbit tests_amqp tests_sqs tests_nats tests_redis tests_postgres
 nox -s lint typecheck docs
-nox -s bench -- core       # or rabbit, amqp, sqs, nats, redis; extra args go to the script
+nox -s bench -- core       # or rabbit, amqp, sqs, nats, redis, postgres; extra args: the script
 nox -s tests_latest        # the whole suite on the newest releases (the lock ignored)
 nox -s tests_sentry        # the Sentry handler on sentry-sdk 2.x and 3.x
 
@@ -23,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 # uv creates and fills the sessions' environments in seconds; virtualenv + pip without it
 nox.options.default_venv_backend = "uv|virtualenv"
 
-PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis")
+PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis", "postgres")
 CONSTRAINTS = "requirements/constraints.txt"
 
 
@@ -65,6 +65,7 @@ def tests_core(session: nox.Session) -> None:
 
 # the AMQP 1.0 tests and benchmark watch the broker over AMQP 0-9-1 (aio-pika)
 EXTRAS = {"amqp": "amqp,rabbit", "sqs": "sqs", "rabbit": "rabbit", "nats": "nats", "redis": "redis"}
+EXTRAS["postgres"] = "postgres"
 
 
 def _plugin_tests(session: nox.Session, plugin: str) -> None:
@@ -106,6 +107,12 @@ def tests_redis(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def tests_postgres(session: nox.Session) -> None:
+    """PostgreSQL queue plugin against the real server (tests/loafer_postgres)."""
+    _plugin_tests(session, "postgres")
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
     _locked(session, "lint")
@@ -132,7 +139,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis)."""
+    """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis,
+    postgres)."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
     extras = {"core": "", "instructions": "", "sqs": "sqs,test", "amqp": "amqp,rabbit"}
