@@ -50,8 +50,14 @@ class Statements:
         keyed row, the oldest row of its key still in the table (so a key's rows go one
         at a time, in id order, whatever the number of consumers)."""
         t = self.qualified
+        # ``id = ANY(ARRAY(...))``: the leased rows found by their primary key (a join
+        # with the CTE may be planned as a scan of the whole table)
         return f"""
-WITH ready AS (
+UPDATE {t} AS q
+SET attempts = q.attempts + 1,
+    leased_until = now() + $3 * interval '1 second',
+    lease = gen_random_uuid()
+WHERE q.id = ANY(ARRAY(
     SELECT r.id FROM {t} AS r
     WHERE r.queue = $1 AND r.available_at <= now()
       AND (r.leased_until IS NULL OR r.leased_until <= now())
@@ -60,12 +66,7 @@ WITH ready AS (
     ORDER BY r.id
     LIMIT $2
     FOR UPDATE OF r SKIP LOCKED
-)
-UPDATE {t} AS q
-SET attempts = q.attempts + 1,
-    leased_until = now() + $3 * interval '1 second',
-    lease = gen_random_uuid()
-FROM ready WHERE q.id = ready.id
+))
 RETURNING q.id, q.key, q.destination, q.body, q.headers::text AS headers, q.attempts,
           q.lease, q.created_at
 """

@@ -46,6 +46,8 @@ logger = logging.getLogger("loafer_postgres")
 
 #: Longest reject reason stored.
 MAX_REASON = 2000
+#: How long an ACCEPT of an unkeyed row waits for others to share its DELETE (seconds).
+ACCEPT_LINGER = 0.002
 
 
 class _Lease:
@@ -89,7 +91,7 @@ class PostgresProvider:
         )
         self._pool: Any = None
         self._listener: Listener | None = None
-        self._accepts = Coalescer(self._delete)
+        self._accepts = Coalescer(self._delete, linger=ACCEPT_LINGER)
         self._buffer: list[Delivery] = []
         self._claiming: set[asyncio.Task[list[Delivery]]] = set()
         self._started = False
@@ -289,12 +291,15 @@ class PostgresProvider:
         return [self._delivery(row) for row in rows]
 
     def _delivery(self, row: Any) -> Delivery:
-        try:
-            headers = json.loads(row["headers"]) if row["headers"] else {}
-        except ValueError:
-            headers = {}
-        if not isinstance(headers, dict):
-            headers = {}
+        text = row["headers"]
+        headers: Any = {}
+        if text and text != "{}":
+            try:
+                headers = json.loads(text)
+            except ValueError:
+                headers = {}
+            if not isinstance(headers, dict):
+                headers = {}
         message_id = str(row["id"])
         attempt = int(row["attempts"])
         return Delivery(
@@ -326,7 +331,10 @@ class PostgresProvider:
             raise ValueError(f"{self.describe()}: not a delivery of this provider: {delivery!r}")
         kind = outcome.kind
         if kind is OutcomeKind.ACCEPT:
-            await self._shielded(self._accepts.add((token.id, token.lease)))
+            self._pool_or_fail()
+            # queued: deleted by the next DELETE of accepted rows (close() flushes them);
+            # the slot is free at once, the row stays leased until then
+            self._accepts.add((token.id, token.lease), urgent=delivery.ordering_key is not None)
             return
         if kind is OutcomeKind.RETRY:
             args: tuple[Any, ...] = (float(outcome.delay or 0.0), self._sql.channel)
@@ -447,8 +455,16 @@ class PostgresProvider:
             async with asyncio.timeout(timeout):
                 if self._claiming:
                     await asyncio.wait(set(self._claiming))
-                if self._pool is not None:
-                    await self._give_back()
+                try:
+                    if self._pool is not None:
+                        await self._give_back()
+                except LoaferError as exc:
+                    logger.warning(
+                        "%s: giving back rows at close failed (%s); they come back when "
+                        "their leases lapse",
+                        self.describe(),
+                        exc,
+                    )
                 await self._accepts.flush()
         except TimeoutError:
             logger.warning(
@@ -457,8 +473,6 @@ class PostgresProvider:
                 self.describe(),
                 timeout,
             )
-        except LoaferError as exc:
-            logger.warning("%s: giving back rows at close failed: %s", self.describe(), exc)
         finally:
             self._closed = True
             listener, self._listener = self._listener, None

@@ -40,10 +40,10 @@ S = TypeVar("S", bound=Settings)
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 """The server when no URL is given: a local PostgreSQL, user and database ``postgres``."""
-#: The plugin's timeouts (seconds): connect 10, close 10, poll 5 (one fetch's longest
-#: wait when nothing is ready), publish (one statement: an insert, a settlement) 30,
-#: reconnect (the listening connection's pause between attempts) 1.
 DEFAULT_TIMEOUTS = Timeouts(connect=10.0, close=10.0, poll=5.0, publish=30.0, reconnect=1.0)
+"""The plugin's timeouts (seconds): connect 10, close 10, poll 5 (one fetch's longest wait
+when nothing is ready), publish (one statement: an insert, a settlement) 30, reconnect
+(the listening connection's pause between attempts) 1."""
 
 
 def _identifier(what: str) -> Any:
