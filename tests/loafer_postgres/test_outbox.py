@@ -169,3 +169,15 @@ async def test_serialize_keys_orders_a_keys_rows_by_commit(pgo: PgSchema) -> Non
     rows = await pgo.rows()
     keyed = [bytes(r["body"]) for r in rows if r["key"] == "k"]
     assert keyed == [b"first", b"second"]  # id order = commit order
+
+
+def test_importing_the_outbox_inbox_and_relay_imports_no_sqlalchemy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, loafer_postgres.outbox, loafer_postgres.inbox, loafer_postgres.relay\n"
+        "assert 'sqlalchemy' not in sys.modules, 'sqlalchemy imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
