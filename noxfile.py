@@ -140,7 +140,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis,
-    batches, postgres)."""
+    batches, postgres, outbox)."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
     extras = {
@@ -149,6 +149,7 @@ def bench(session: nox.Session) -> None:
         "sqs": "sqs,test",
         "amqp": "amqp,rabbit",
         "batches": "rabbit,redis",
+        "outbox": "postgres,rabbit",  # the relay vs raw asyncpg + aio-pika
     }
     extra = extras.get(which, which)
     _locked(session, *filter(None, extra.split(",")))

@@ -117,6 +117,9 @@ PUBLIC_MODULES = [
     "loafer_postgres.settings",
     "loafer_cli.config",
     "loafer_cli.workers",
+    "loafer_postgres.outbox",
+    "loafer_postgres.relay",
+    "loafer_postgres.inbox",
 ]
 
 

@@ -77,7 +77,50 @@ async def check_route(route: Route, timeout: float) -> RouteCheck:
         if await _bounded(provider.start(route.max_concurrency), timeout, problems, "start"):
             problems.extend(_needs(route))  # while started: what it read is known
         await _bounded(provider.close(), timeout, problems, "close")
+    problems.extend(await _check_publishers(route, timeout))
+    problems.extend(await _check_middleware(route, timeout))
     return RouteCheck(route.name, _describe(route), tuple(problems))
+
+
+async def _check_publishers(route: Route, timeout: float) -> list[str]:
+    """Open and close each of the route's ``publish_to`` publishers (``verify()`` where a
+    publisher has it), each under ``timeout``: refused credentials, a missing exchange or
+    an unreachable broker is a problem named after the target (an outbox relay's
+    destinations, say)."""
+    targets = route.publish_to
+    if targets is None:
+        return []
+    problems: list[str] = []
+    for name, publisher in targets.publishers.items():
+        found: list[str] = []
+        verify = getattr(publisher, "verify", None)
+        start, close = getattr(publisher, "start", None), getattr(publisher, "close", None)
+        if callable(verify):
+            await _bounded(verify(), timeout, found, "verify")
+        elif callable(start) and callable(close):
+            await _bounded(start(), timeout, found, "start")
+            await _bounded(close(), timeout, found, "close")
+        problems += [
+            f"publish_to {name!r}: {p.replace('the provider', 'the publisher')}" for p in found
+        ]
+    return problems
+
+
+async def _check_middleware(route: Route, timeout: float) -> list[str]:
+    """Each of the route's middlewares that has ``verify()`` (an inbox checking its table),
+    verified under ``timeout``, then closed."""
+    problems: list[str] = []
+    for middleware in route.middleware:
+        verify, close = getattr(middleware, "verify", None), getattr(middleware, "close", None)
+        if not callable(verify):
+            continue
+        found: list[str] = []
+        await _bounded(verify(), timeout, found, "verify")
+        if callable(close):
+            await _bounded(close(), timeout, found, "close")
+        name = type(middleware).__name__
+        problems += [f"middleware {name}: {p.replace('the provider', 'it')}" for p in found]
+    return problems
 
 
 def _needs(route: Route) -> list[str]:
