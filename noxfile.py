@@ -56,7 +56,7 @@ def tests_core(session: nox.Session) -> None:
         "import importlib.util as u, sys; "
         # redis-py is not among them: loafer_core.ext.redis_store (the idempotency store)
         # is core's, and the test extra installs it for its tests against a real Redis
-        "libs = ('aio_pika', 'proton', 'aiobotocore', 'nats'); "
+        "libs = ('aio_pika', 'proton', 'aiobotocore', 'nats', 'asyncpg', 'aiokafka', 'gcloud'); "
         "bad = [m for m in libs if u.find_spec(m)]; "
         "sys.exit(f'broker libraries installed: {bad}' if bad else 0)",
     )
