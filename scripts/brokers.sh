@@ -22,6 +22,22 @@ if [ -z "${LOAFER_TEST_NATS_URL:-}" ] && ! answers 127.0.0.1 4222 '' 'INFO'; the
   echo "brokers: NATS does not answer on 127.0.0.1:4222 (its tests skip, or fail under CI=true)"
 fi
 
+# -- Google Cloud Pub/Sub emulator (not a machine service: started here, on 127.0.0.1:8085) --
+# Debian package google-cloud-cli-pubsub-emulator (Java 17); its own launcher, a modest heap.
+pubsub_answers() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:8085/v1/projects/loafer-probe/topics"; }
+PUBSUB_LAUNCHER=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
+if [ -z "${PUBSUB_EMULATOR_HOST:-}" ] && ! pubsub_answers; then
+  if [ -x "$PUBSUB_LAUNCHER" ] && command -v java >/dev/null 2>&1; then
+    echo "brokers: starting the Pub/Sub emulator on 127.0.0.1:8085 (log /tmp/loafer-pubsub-emulator.log)"
+    JAVA_OPTS="${LOAFER_PUBSUB_JAVA_OPTS:--Xmx384m}" setsid nohup "$PUBSUB_LAUNCHER" \
+      --host=127.0.0.1 --port=8085 >/tmp/loafer-pubsub-emulator.log 2>&1 </dev/null &
+    for _ in $(seq 1 60); do pubsub_answers && break; sleep 0.5; done
+    pubsub_answers || echo "brokers: the Pub/Sub emulator did not answer within 30 s"
+  else
+    echo "brokers: no Pub/Sub emulator here (its tests skip, or fail under CI=true)"
+  fi
+fi
+
 if [ -n "${LOAFER_TEST_RABBIT_URL:-}" ]; then
   exit 0
 fi
