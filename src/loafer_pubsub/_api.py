@@ -10,6 +10,7 @@ auth library (``gcloud.aio.auth.Token``) and the emulator convention
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,8 @@ __all__ = ["SCOPES", "Api", "Received", "api_root", "encode_message"]
 
 SCOPES = ["https://www.googleapis.com/auth/pubsub"]
 SERVICE_ROOT = "https://pubsub.googleapis.com/v1"
+#: A request body aiohttp would rather read from a file object, bytes.
+LARGE = 512 * 1024
 
 
 def api_root(endpoint: Endpoint) -> tuple[str, bool]:
@@ -112,7 +115,9 @@ class Api:
         headers = {"Content-Type": "application/json"}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {await self._token.get()}"
-        data = json.dumps(body).encode() if body is not None else None
+        data: Any = json.dumps(body).encode() if body is not None else None
+        if data is not None and len(data) > LARGE:
+            data = io.BytesIO(data)  # aiohttp warns of a large bytes body
         async with session.request(
             method,
             f"{self.root}/{path}",
