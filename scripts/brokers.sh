@@ -24,12 +24,15 @@ fi
 
 # -- Google Cloud Pub/Sub emulator (not a machine service: started here, on 127.0.0.1:8085) --
 # Debian package google-cloud-cli-pubsub-emulator (Java 17); its own launcher, a modest heap.
-pubsub_answers() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:8085/v1/projects/loafer-probe/topics"; }
+pubsub_answers() { (exec 3<>/dev/tcp/127.0.0.1/8085) 2>/dev/null; }
 PUBSUB_LAUNCHER=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
 if [ -z "${PUBSUB_EMULATOR_HOST:-}" ] && ! pubsub_answers; then
   if [ -x "$PUBSUB_LAUNCHER" ] && command -v java >/dev/null 2>&1; then
     echo "brokers: starting the Pub/Sub emulator on 127.0.0.1:8085 (log /tmp/loafer-pubsub-emulator.log)"
-    JAVA_OPTS="${LOAFER_PUBSUB_JAVA_OPTS:--Xmx384m}" setsid nohup "$PUBSUB_LAUNCHER" \
+    # it logs every request's headers at INFO: warnings only, or the log grows by MBs a minute
+    printf '.level=WARNING\nhandlers=java.util.logging.ConsoleHandler\n' >/tmp/loafer-pubsub-logging.properties
+    JAVA_OPTS="${LOAFER_PUBSUB_JAVA_OPTS:--Xmx384m -Djava.util.logging.config.file=/tmp/loafer-pubsub-logging.properties}" \
+      setsid nohup "$PUBSUB_LAUNCHER" \
       --host=127.0.0.1 --port=8085 >/tmp/loafer-pubsub-emulator.log 2>&1 </dev/null &
     for _ in $(seq 1 60); do pubsub_answers && break; sleep 0.5; done
     pubsub_answers || echo "brokers: the Pub/Sub emulator did not answer within 30 s"
