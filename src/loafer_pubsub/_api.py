@@ -9,7 +9,9 @@ auth library (``gcloud.aio.auth.Token``) and the emulator convention
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
@@ -20,9 +22,10 @@ import aiohttp
 from gcloud.aio.auth import Token
 
 from loafer_pubsub.errors import ApiError
+from loafer_pubsub.errors import secrets_of as url_secrets
 from loafer_pubsub.settings import Endpoint
 
-__all__ = ["SCOPES", "Api", "Received", "api_root", "encode_message"]
+__all__ = ["SCOPES", "Api", "Received", "api_root", "encode_message", "secrets_of"]
 
 SCOPES = ["https://www.googleapis.com/auth/pubsub"]
 SERVICE_ROOT = "https://pubsub.googleapis.com/v1"
@@ -38,6 +41,24 @@ def api_root(endpoint: Endpoint) -> tuple[str, bool]:
     if host:
         return f"http://{host}/v1", True
     return SERVICE_ROOT, False
+
+
+def secrets_of(endpoint: Endpoint) -> tuple[str, ...]:
+    """What must never be shown: the API root's query secrets, the service file's path
+    and its private key (its lines too), longest first."""
+    found = list(url_secrets(endpoint.api_root)) if endpoint.api_root else []
+    service_file = endpoint.service_file
+    if service_file:
+        found.append(service_file)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            with open(service_file, encoding="utf-8") as file:
+                data = json.load(file)
+            for name in ("private_key", "private_key_id", "client_secret", "refresh_token"):
+                value = data.get(name)
+                if isinstance(value, str) and value:
+                    found.append(value)
+                    found.extend(line for line in value.splitlines() if len(line) >= 16)
+    return tuple(sorted(set(found), key=len, reverse=True))
 
 
 def encode_message(
@@ -110,7 +131,12 @@ class Api:
     async def call(
         self, method: str, path: str, body: Mapping[str, Any] | None, timeout: float
     ) -> dict[str, Any]:
-        """One request; its JSON answer (``{}`` when empty)."""
+        """One request; its JSON answer (``{}`` when empty). ``timeout`` bounds it all,
+        the credentials' token request included (gcloud-aio-auth retries it)."""
+        async with asyncio.timeout(timeout):
+            return await self._call(method, path, body)
+
+    async def _call(self, method: str, path: str, body: Mapping[str, Any] | None) -> dict[str, Any]:
         session = self._open()
         headers = {"Content-Type": "application/json"}
         if self._token is not None:
@@ -119,11 +145,7 @@ class Api:
         if data is not None and len(data) > LARGE:
             data = io.BytesIO(data)  # aiohttp warns of a large bytes body
         async with session.request(
-            method,
-            f"{self.root}/{path}",
-            data=data,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            method, f"{self.root}/{path}", data=data, headers=headers
         ) as response:
             text = await response.text()
             if response.status >= 400:

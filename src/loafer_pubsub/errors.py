@@ -26,13 +26,15 @@ __all__ = [
     "mask_url",
     "protect",
     "scrub",
+    "secrets_of",
     "translate",
 ]
 
-#: API roots: an API key or an access token in the query is a secret.
+#: API roots: every query value is masked (an API key, an access token).
 URL_RULES = kit.UrlRules(
     schemes=("http", "https"),
     lone_user_is_secret=True,
+    mask_query=True,
     secret_query=r"key|token|access_token|sig",
 )
 #: Credentials written as ``name=value`` or JSON ``"name": "value"`` in library text.
@@ -62,6 +64,11 @@ class ApiError(Exception):
 def mask_url(url: str) -> str:
     """``url`` with its secret query values replaced by ``******``."""
     return kit.mask_url(url, URL_RULES)
+
+
+def secrets_of(url: str) -> tuple[str, ...]:
+    """The secret query values of an API root (``key=...``), longest first."""
+    return kit.secrets_of(url, URL_RULES)
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:

@@ -30,8 +30,6 @@ message that many times nacked or lapsed to the dead-letter topic by the service
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -43,7 +41,7 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_core.translator import JSONTranslator
 from loafer_pubsub import _describe
-from loafer_pubsub._api import Api, Received, api_root, encode_message
+from loafer_pubsub._api import Api, Received, api_root, encode_message, secrets_of
 from loafer_pubsub.errors import ApiError, mask_url, protect, scrub, translate
 from loafer_pubsub.settings import MAX_ACK_DEADLINE, PubSubSettings, settings_of
 
@@ -188,7 +186,7 @@ class PubSubProvider:
     def _new_api(self) -> Api:
         api = Api(self.settings.endpoint, self.project)
         self._root, self._emulator = api.root, api.emulator
-        self._secrets = _secrets_of(self.settings.endpoint.service_file)
+        self._secrets = secrets_of(self.settings.endpoint)
         protect(self._secrets)
         return api
 
@@ -574,19 +572,3 @@ async def _create(api: Api, path: str, body: dict[str, Any], timeout: float) -> 
     except ApiError as exc:
         if exc.status != 409:
             raise
-
-
-def _secrets_of(service_file: str | None) -> tuple[str, ...]:
-    """The service file's path and its private key (its lines too), longest first."""
-    if not service_file:
-        return ()
-    found = [service_file]
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        with open(service_file, encoding="utf-8") as file:
-            data = json.load(file)
-        for name in ("private_key", "private_key_id", "client_secret", "refresh_token"):
-            value = data.get(name)
-            if isinstance(value, str) and value:
-                found.append(value)
-                found.extend(line for line in value.splitlines() if len(line) >= 16)
-    return tuple(sorted(set(found), key=len, reverse=True))

@@ -16,9 +16,8 @@ from loafer_core.kit import Batcher, Batching, Failure, map_exceptions
 from loafer_core.provider import Description
 from loafer_core.typed import encode
 from loafer_pubsub import _describe
-from loafer_pubsub._api import Api, api_root, encode_message
+from loafer_pubsub._api import Api, api_root, encode_message, secrets_of
 from loafer_pubsub.errors import ApiError, mask_url, protect, scrub, translate
-from loafer_pubsub.provider import _secrets_of
 from loafer_pubsub.settings import PubSubPublisherSettings, settings_of
 
 __all__ = ["MAX_MESSAGE", "PubSubPublisher", "encode_body"]
@@ -116,7 +115,7 @@ class PubSubPublisher:
                 f"PubSubPublisher to {self.topic!r}: closed (start() opens it again)"
             )
         if self._api is None:
-            self._secrets = _secrets_of(self.settings.endpoint.service_file)
+            self._secrets = secrets_of(self.settings.endpoint)
             protect(self._secrets)
             self._api = Api(self.settings.endpoint, self.project)
         return self._api

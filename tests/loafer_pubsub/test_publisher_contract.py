@@ -18,7 +18,11 @@ from tests.loafer_pubsub.conftest import PROJECT, PubSubAdmin, attributes, data
 pytestmark = pytest.mark.pubsub
 
 #: A private key as a service account file holds one (not a real key).
-FAKE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7fakekeyLOAFER\n-----END PRIVATE KEY-----\n"
+FAKE_KEY = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7fakekeyLOAFER\n"
+    "-----END PRIVATE KEY-----\n"
+)
 
 
 class TestPubSubPublisherContract(PublisherContract):
