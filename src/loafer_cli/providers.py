@@ -37,6 +37,7 @@ _SAMPLES: dict[str, Callable[[Any], Any]] = {
     "sqs": lambda cls: cls("queue", region_name="us-east-1"),
     "nats": lambda cls: cls("stream"),
     "redis": lambda cls: cls("stream"),
+    "pubsub": lambda cls: cls("subscription", project="project"),
 }
 
 

@@ -37,6 +37,7 @@ _EXTRAS = {
     "sns": "sqs",
     "nats": "nats",
     "redis": "redis",
+    "pubsub": "pubsub",
 }
 
 # How each bundled publisher takes the target and the URL: (target keyword, URL keyword).
@@ -47,6 +48,7 @@ _BUNDLED: dict[str, tuple[str, str]] = {
     "sns": ("topic", "endpoint_url"),
     "nats": ("subject", "url"),
     "redis": ("stream", "url"),
+    "pubsub": ("topic", "api_root"),
 }
 
 #: messages published concurrently (each awaits its own confirm)

@@ -6,7 +6,10 @@ from urllib.parse import urlsplit
 
 from loafer_core import kit
 
-#: AsyncAPI's googlepubsub bindings version.
+#: AsyncAPI's googlepubsub bindings version. Its channel binding requires
+#: ``schemaSettings`` (a Pub/Sub topic schema), which loafer cannot know without
+#: connecting: channels get no binding, the server's protocol is ``googlepubsub`` and the
+#: subscription and topic are in ``x-loafer-pubsub``.
 GOOGLEPUBSUB_BINDING = "0.2.0"
 
 
@@ -27,14 +30,12 @@ def provider(
     root: str, emulator: bool, subscription: str, topic: str | None, ordering: bool
 ) -> kit.Description:
     """A pull subscription (its topic, when known, in the summary)."""
-    binding: dict[str, object] = {"bindingVersion": GOOGLEPUBSUB_BINDING}
     return kit.Description(
         kind="pubsub",
         system="gcp_pubsub",
         destination=subscription,
         address=root,
         server=server(root, emulator),
-        bindings={"googlepubsub": binding},
         summary=(
             f"Pub/Sub subscription {subscription!r}"
             + (f" of topic {topic!r}" if topic else "")
@@ -52,6 +53,5 @@ def publisher(root: str, emulator: bool, topic: str | None) -> kit.Description:
         destination=topic,
         address=root,
         server=server(root, emulator),
-        bindings={"googlepubsub": {"bindingVersion": GOOGLEPUBSUB_BINDING}},
         summary=f"Pub/Sub topic {topic!r}" if topic else None,
     )
