@@ -202,10 +202,10 @@ def _pubsub_local() -> str | None:
 def pubsub_emulator() -> str:
     """``host:port`` of the Pub/Sub emulator under test (PUBSUB_EMULATOR_HOST, or the one
     scripts/brokers.sh starts on 127.0.0.1:8085; no container)."""
-    pytest.importorskip("gcloud.aio.pubsub", reason="gcloud-aio-pubsub is not installed (extra 'pubsub')")
-    return resolve(
-        env_var="PUBSUB_EMULATOR_HOST", local=_pubsub_local, what="Pub/Sub emulator"
+    pytest.importorskip(
+        "gcloud.aio.pubsub", reason="gcloud-aio-pubsub is not installed (extra 'pubsub')"
     )
+    return resolve(env_var="PUBSUB_EMULATOR_HOST", local=_pubsub_local, what="Pub/Sub emulator")
 
 
 # -- SQS (moto) -------------------------------------------------------------------------------

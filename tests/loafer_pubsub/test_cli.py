@@ -107,7 +107,7 @@ def test_asyncapi_writes_the_googlepubsub_binding_and_server(
     done = loafer("asyncapi", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert errors_of(validator, doc) == []  # type: ignore[arg-type]
+    assert errors_of(validator, doc) == []
     channel = doc["channels"]["orders"]
     assert channel["address"] == "orders-billing"
     assert channel["x-loafer-provider"] == "pubsub"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from loafer_core import Manager, Route
+from loafer_core.context import RouteContext
 from loafer_core.forward import Publish
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_core.middleware import Process
@@ -40,7 +41,9 @@ class Outcomes:
         self.retries = retries
         self.enough = asyncio.Event()
 
-    async def __call__(self, delivery: Delivery, route: Route, call_next: Process) -> Outcome:
+    async def __call__(
+        self, delivery: Delivery, route: RouteContext, call_next: Process
+    ) -> Outcome:
         outcome = await call_next(delivery)
         self.counts[outcome.kind] += 1
         if self.retries and self.counts[OutcomeKind.RETRY] >= self.retries:
