@@ -10,7 +10,9 @@ deadline.
 
 Outcome mapping:
 
-- ``ACCEPT`` -> ``acknowledge`` (batched: concurrent settles share calls).
+- ``ACCEPT`` -> ``acknowledge``, batched: the settle returns once the ack is queued
+  (sent within 5 ms with the others, retried, flushed by ``close``); an ack lost with the
+  process means a redelivery (at least once), never a loss.
 - ``RETRY(delay)`` -> ``modifyAckDeadline(delay)``: the message stays leased for
   ``delay`` seconds (rounded up to whole seconds, at most 600), then Pub/Sub redelivers
   it; ``RETRY()`` -> ``modifyAckDeadline(0)``, redelivered at once.
@@ -30,6 +32,7 @@ message that many times nacked or lapsed to the dead-letter topic by the service
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -64,6 +67,9 @@ ORIGINAL_MESSAGE_ID_ATTRIBUTE = "x-loafer-original-message-id"
 MAX_REASON = 900
 #: Ack ids per acknowledge / modifyAckDeadline call (the request limit is 512 KB).
 MAX_IDS = 1000
+#: The longest a fetch asking for less than half the capacity waits for more to free up,
+#: seconds (fewer, larger pulls: each is an HTTP call).
+GATHER = 0.01
 
 
 class _Token:
@@ -126,6 +132,10 @@ class PubSubProvider:
         self._reads: set[asyncio.Task[list[Received]]] = set()
         self._acks: Batcher[str] | None = None
         self._modacks: Batcher[tuple[str, int]] | None = None
+        self._capacity = 1
+        #: deliveries handed out and not yet settled; set ``_freed`` at half the capacity
+        self._outstanding = 0
+        self._freed = asyncio.Event()
         self._started = False
         self._closed = False
         self._paused = False
@@ -220,6 +230,7 @@ class PubSubProvider:
             await api.close()
             raise
         self._api = api
+        self._capacity = capacity
         self._acks = self._batcher("acknowledge", self._send_acks)
         self._modacks = self._batcher("modifyAckDeadline", self._send_modacks)
         self._started = True
@@ -319,22 +330,34 @@ class PubSubProvider:
         if not self._started or self._api is None:
             raise ProviderError(f"{self.describe()}: fetch before start")
         self._paused = False
-        if self._buffer:
-            out, self._buffer = self._buffer[:max_messages], self._buffer[max_messages:]
-            return [self._delivery(r) for r in out]
+        if not self._buffer:
+            await self._gather(max_messages)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(self._timeouts.poll)
         pause = min(0.01, self.settings.poll_interval)
-        while not self._closed and not self._paused:
-            received = await self._pull(min(max_messages, self.settings.max_messages))
-            if received:
-                return [self._delivery(r) for r in received]
+        while not self._buffer and not self._closed and not self._paused:
+            # what is free now (at least what was asked): the rest waits in the buffer
+            # for the next fetch, which comes at once: outstanding + buffered <= capacity
+            free = max(max_messages, self._capacity - self._outstanding)
+            self._buffer = await self._pull(min(free, self.settings.max_messages))
             left = deadline - loop.time()
-            if left <= 0:
+            if self._buffer or left <= 0:
                 break
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, self.settings.poll_interval)
-        return []
+        out, self._buffer = self._buffer[:max_messages], self._buffer[max_messages:]
+        self._outstanding += len(out)
+        return [self._delivery(r) for r in out]
+
+    async def _gather(self, asked: int) -> None:
+        """Asked for less than half the capacity while deliveries are out: wait (up to
+        :data:`GATHER`) for half to be free, so that one pull takes more."""
+        if asked * 2 >= self._capacity or self._outstanding <= self._capacity // 2:
+            return
+        self._freed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(GATHER):
+                await self._freed.wait()
 
     async def _pull(self, count: int) -> list[Received]:
         api = self._api
@@ -438,12 +461,18 @@ class PubSubProvider:
                     await asyncio.wait([extension])  # an extension never lands after this
                 await self._modack(token.ack_id, seconds)
         token.settled = True
+        self._outstanding -= 1
+        if self._outstanding <= self._capacity // 2:
+            self._freed.set()
 
     async def _ack(self, token: _Token) -> None:
+        """Queue the acknowledgement: sent within the batcher's linger with others (and
+        retried), flushed by ``close``. An ack lost with the process (or after its
+        retries) means a redelivery, never a loss."""
         acks = self._acks
-        if acks is None:
+        if acks is None or self._api is None:
             raise ProviderError(f"{self.describe()}: not started")
-        await asyncio.shield(acks.submit(token.ack_id))
+        acks.add(token.ack_id)
 
     async def _modack(self, ack_id: str, seconds: int) -> None:
         modacks = self._modacks

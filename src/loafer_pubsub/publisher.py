@@ -28,6 +28,8 @@ SYSTEM = "gcp_pubsub"
 MAX_MESSAGE = 10_000_000
 #: The most one publish call carries, bytes (the request limit is 10 MB, base64 counted).
 MAX_CALL = 9_000_000
+#: Publish calls of one ``publish_many`` in flight at once.
+CONCURRENT_CALLS = 4
 
 
 def encode_body(body: Any, owner: str = "PubSubPublisher") -> bytes:
@@ -200,14 +202,34 @@ class PubSubPublisher:
             if ordering_key:
                 await self._send_in_order(api, path, ordering_key, messages)
             else:
-                batcher = self._batcher(path)
-                results = await asyncio.gather(
-                    *(batcher.submit(m) for m in messages), return_exceptions=True
-                )
-                for result in results:
-                    if isinstance(result, BaseException):
-                        raise result
+                await self._send_chunks(api, path, messages)
             return len(messages)
+
+    async def _send_chunks(self, api: Api, path: str, messages: Sequence[dict[str, Any]]) -> None:
+        """Calls of up to ``max_batch`` messages (and 9 MB), :data:`CONCURRENT_CALLS` at a
+        time; the first failure is raised once its window has finished."""
+        chunks: list[list[dict[str, Any]]] = [[]]
+        weight = 0
+        for message in messages:
+            size = _weight(message)
+            if chunks[-1] and (
+                len(chunks[-1]) >= self.settings.max_batch or weight + size > MAX_CALL
+            ):
+                chunks.append([])
+                weight = 0
+            chunks[-1].append(message)
+            weight += size
+        for start in range(0, len(chunks), CONCURRENT_CALLS):
+            window = chunks[start : start + CONCURRENT_CALLS]
+            results = await asyncio.gather(
+                *(api.publish(path, chunk, self.timeout) for chunk in window if chunk),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, Exception):
+                    raise self._error(f"publishing to {path!r}", result) from None
+                if isinstance(result, BaseException):
+                    raise result
 
     async def _send_in_order(
         self, api: Api, path: str, key: str, messages: Sequence[dict[str, Any]]
