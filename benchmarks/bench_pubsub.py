@@ -52,9 +52,11 @@ class Admin:
         self.root = f"http://{host}/v1/projects/{PROJECT}"
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with aiohttp.ClientSession() as session:
-            async with session.request(method, f"{self.root}/{path}", json=body) as response:
-                return await response.json(content_type=None)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, f"{self.root}/{path}", json=body) as response,
+        ):
+            return await response.json(content_type=None)
 
     async def create(self, name: str) -> None:
         await self.call("PUT", f"topics/{name}", {})
