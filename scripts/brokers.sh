@@ -29,9 +29,14 @@ PUBSUB_LAUNCHER=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pub
 if [ -z "${PUBSUB_EMULATOR_HOST:-}" ] && ! pubsub_answers; then
   if [ -x "$PUBSUB_LAUNCHER" ] && command -v java >/dev/null 2>&1; then
     echo "brokers: starting the Pub/Sub emulator on 127.0.0.1:8085 (log /tmp/loafer-pubsub-emulator.log)"
-    # it logs every request's headers at INFO: warnings only, or the log grows by MBs a minute
+    # it logs every request's headers at INFO: warnings only, or the log grows by MBs a minute.
+    # Its HTTP/1.1 gateway leaks a netty buffer per request body: pooled direct buffers run
+    # out of memory within minutes (OutOfMemoryError, connections dropped); unpooled heap
+    # buffers are reclaimed by the GC.
     printf '.level=WARNING\nhandlers=java.util.logging.ConsoleHandler\n' >/tmp/loafer-pubsub-logging.properties
-    JAVA_OPTS="${LOAFER_PUBSUB_JAVA_OPTS:--Xmx384m -Djava.util.logging.config.file=/tmp/loafer-pubsub-logging.properties}" \
+    PUBSUB_JVM="-Xmx384m -Dio.netty.allocator.type=unpooled -Dio.netty.noPreferDirect=true"
+    PUBSUB_JVM="$PUBSUB_JVM -Djava.util.logging.config.file=/tmp/loafer-pubsub-logging.properties"
+    JAVA_OPTS="${LOAFER_PUBSUB_JAVA_OPTS:-$PUBSUB_JVM}" \
       setsid nohup "$PUBSUB_LAUNCHER" \
       --host=127.0.0.1 --port=8085 >/tmp/loafer-pubsub-emulator.log 2>&1 </dev/null &
     for _ in $(seq 1 60); do pubsub_answers && break; sleep 0.5; done
