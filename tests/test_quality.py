@@ -108,6 +108,7 @@ PUBLIC_MODULES = [
     "loafer_sqs",
     "loafer_nats",
     "loafer_redis",
+    "loafer_pubsub",
     "loafer_cli.config",
     "loafer_cli.workers",
 ]
