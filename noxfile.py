@@ -132,7 +132,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis, pubsub)."""
+    """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis,
+    pubsub)."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
     extras = {"core": "", "instructions": "", "sqs": "sqs,test", "amqp": "amqp,rabbit"}
