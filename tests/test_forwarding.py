@@ -1,11 +1,11 @@
 """Forwarding across brokers, proved against the real ones: SQS -> RabbitMQ, RabbitMQ ->
-AMQP 1.0, AMQP 1.0 -> SQS, RabbitMQ -> Pub/Sub and Pub/Sub -> RabbitMQ, 2,000 messages each, through a forwarding service
-(tests/forward_worker.py) SIGKILLed (a) after a publish was sent and before its confirm,
-then (b) after a confirm and before the source settlement, then run to the end: every id
-arrives at the target at least once; the duplicates are counted and printed. With the
-Redis idempotency store, the message redelivered after (b) is skipped. Then the target
-dropping its connections, and refusing messages (no queue bound), mid-run: the source
-messages are retried and all arrive.
+AMQP 1.0, AMQP 1.0 -> SQS, RabbitMQ -> Pub/Sub and Pub/Sub -> RabbitMQ, 2,000 messages
+each, through a forwarding service (tests/forward_worker.py) SIGKILLed (a) after a
+publish was sent and before its confirm, then (b) after a confirm and before the source
+settlement, then run to the end: every id arrives at the target at least once; the
+duplicates are counted and printed. With the Redis idempotency store, the message
+redelivered after (b) is skipped. Then the target dropping its connections, and refusing
+messages (no queue bound), mid-run: the source messages are retried and all arrive.
 
 moto's SQS server slows down with its backlog, so the source is fed while the target is
 drained, a bounded window ahead (no more than WINDOW messages unforwarded).
