@@ -10,10 +10,12 @@ call after another; the loafer side ``PubSubPublisher.publish_many`` (calls of u
 ``max_batch`` = ``--batch`` messages).
 
 Consuming: the same N messages pre-published; the raw side is the simplest fast loop of
-gcloud-aio-pubsub's ``SubscriberClient`` (``pull(subscription, 100)``, then one
-``acknowledge`` of the batch's ack ids); the loafer side is a ``PubSubRoute`` with
-``max_concurrency=100``, the default JSON translator and a no-op async handler, run by a
-``Manager``, timed until the N-th settle has returned. Rounds alternate which side goes
+gcloud-aio-pubsub's ``SubscriberClient`` (``pull(subscription, 100)``, ``json.loads`` of
+each body, then one ``acknowledge`` of the batch's ack ids); the loafer side is a
+``PubSubRoute`` with ``max_concurrency=100``, the default JSON translator and a no-op
+async handler, run by a ``Manager``, timed until the N-th settle has returned and the
+queued acks were sent. ``--no-decode``: neither side decodes (the route with
+``PassThroughTranslator``). Rounds alternate which side goes
 first. The emulator (a JVM on the same machine) is most of the cost: the ratio is the
 figure, not the rate.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from loafer_core import Manager
 from loafer_core.outcome import Outcome
 from loafer_core.provider import Delivery
+from loafer_core.translator import PassThroughTranslator
 from loafer_pubsub import PubSubProvider, PubSubPublisher, PubSubRoute
 
 PROJECT = "loafer-bench"
@@ -104,13 +108,16 @@ async def loafer_publish(host: str, topic: str, payloads: list[bytes], batch: in
 # -- consuming ----------------------------------------------------------------------------
 
 
-async def raw_consume(host: str, subscription: str, n: int, batch: int) -> float:
+async def raw_consume(host: str, subscription: str, n: int, batch: int, decode: bool) -> float:
     started = time.perf_counter()
     async with SubscriberClient(api_root=f"http://{host}/v1") as client:
         path = client.subscription_path(PROJECT, subscription)
         count = 0
         while count < n:
             messages = await client.pull(path, batch, timeout=30)
+            if decode:
+                for message in messages:
+                    json.loads(message.data or b"")
             if messages:
                 await client.acknowledge(path, [m.ack_id for m in messages])
             count += len(messages)
@@ -133,12 +140,17 @@ class CountingProvider(PubSubProvider):
             self.done.set()
 
 
-async def loafer_consume(host: str, subscription: str, n: int, concurrency: int) -> float:
+async def loafer_consume(
+    host: str, subscription: str, n: int, concurrency: int, decode: bool
+) -> float:
     async def handler(content: Any, metadata: Any) -> None:
         return None
 
     options: dict[str, Any] = {"project": PROJECT, "emulator_host": host}
+    if not decode:
+        options["translator"] = PassThroughTranslator()
     route = PubSubRoute(subscription, handler=handler, max_concurrency=concurrency, **options)
+    options.pop("translator", None)
     provider = CountingProvider(subscription, n=n, **options)
     route.provider = provider  # same options, with a settle counter
     started = time.perf_counter()
@@ -172,11 +184,11 @@ async def one_round(args: argparse.Namespace, admin: Admin, round_: int) -> list
             pub_loafer = await loafer_publish(host, loafer_t, payloads, args.batch)
             pub_raw = await raw_publish(host, raw_t, payloads, args.batch)
         if round_ % 2:
-            con_raw = await raw_consume(host, raw_t, n, args.concurrency)
-            con_loafer = await loafer_consume(host, loafer_t, n, args.concurrency)
+            con_raw = await raw_consume(host, raw_t, n, args.concurrency, args.decode)
+            con_loafer = await loafer_consume(host, loafer_t, n, args.concurrency, args.decode)
         else:
-            con_loafer = await loafer_consume(host, loafer_t, n, args.concurrency)
-            con_raw = await raw_consume(host, raw_t, n, args.concurrency)
+            con_loafer = await loafer_consume(host, loafer_t, n, args.concurrency, args.decode)
+            con_raw = await raw_consume(host, raw_t, n, args.concurrency, args.decode)
         assert await admin.left(loafer_t) == 0, "loafer left messages behind"
     finally:
         await admin.delete(raw_t, loafer_t)
@@ -196,6 +208,12 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100, help="= raw pull batch")
     parser.add_argument("--batch", type=int, default=1000, help="messages per publish call")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--no-decode",
+        dest="decode",
+        action="store_false",
+        help="neither side decodes the JSON bodies (the route with PassThroughTranslator)",
+    )
     args = parser.parse_args()
     n = args.messages
     admin = Admin(args.host)
@@ -208,7 +226,9 @@ async def main() -> None:
     print()
     print(
         f"{n:,} messages on the Pub/Sub emulator, max_concurrency / raw pull batch "
-        f"{args.concurrency}, publish calls of {args.batch}, {args.rounds} round(s), medians:"
+        f"{args.concurrency}, publish calls of {args.batch}, "
+        f"{'JSON decoded on both sides' if args.decode else 'no decoding'}, "
+        f"{args.rounds} round(s), medians:"
     )
     print(
         f"  publish with confirms: raw gcloud-aio-pubsub {rate(n, med['pub_raw'])}, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import io
 import json
@@ -93,8 +94,9 @@ class Received:
         self.attempt: int | None = attempt if isinstance(attempt, int) and attempt > 0 else None
         self.message_id: str = str(message.get("messageId", ""))
         raw = message.get("data")
-        self.data: bytes = base64.b64decode(raw) if raw else b""
-        self.attributes: dict[str, str] = dict(message.get("attributes") or {})
+        self.data: bytes = binascii.a2b_base64(raw) if raw else b""
+        # the answer's own dict (parsed for this message alone): no copy
+        self.attributes: dict[str, str] = message.get("attributes") or {}
         self.ordering_key: str | None = message.get("orderingKey") or None
         self.published: str | None = message.get("publishTime")
 

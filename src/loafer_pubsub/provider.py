@@ -391,7 +391,6 @@ class PubSubProvider:
             "topic": self._topic,
             "ordering_key": received.ordering_key,
             "publish_time": received.published,
-            "delivery_attempt": attempt,
         }
         return Delivery(
             raw=received.data,
