@@ -247,8 +247,8 @@ class PubSubProvider:
             f"{self.describe()}: {name}",
             send,
             describe=lambda entry: f"ack id {entry[0] if isinstance(entry, tuple) else entry}",
-            batching=Batching(linger=0.005, max_batch=MAX_IDS, max_weight=400_000),
-            weigh=lambda entry: len(entry[0] if isinstance(entry, tuple) else entry) + 4,
+            # 1,000 ack ids (a few hundred bytes each at most) stay under the 512 KB limit
+            batching=Batching(linger=0.005, max_batch=MAX_IDS),
             error_type=ProviderError,
             classify=self._classify,
             logger=logger,
@@ -445,26 +445,33 @@ class PubSubProvider:
             return
         token.settling = True
         kind = outcome.kind
-        with map_exceptions(
-            lambda exc: self._error(f"settling message {delivery.message_id} with {outcome!r}", exc)
-        ):
-            if kind is OutcomeKind.ACCEPT:
-                await self._ack(token)
-            elif kind is OutcomeKind.REJECT:
-                await self._reject(delivery, token, outcome.reason or "rejected")
-            else:
-                delay = outcome.delay if kind is OutcomeKind.RETRY else None
-                seconds = min(math.ceil(delay), MAX_ACK_DEADLINE) if delay and delay > 0 else 0
-                extension = token.extension
-                if extension is not None and not extension.done():
-                    await asyncio.wait([extension])  # an extension never lands after this
-                await self._modack(token.ack_id, seconds)
+        if kind is OutcomeKind.ACCEPT:
+            self._ack(token)  # queued: no call to wait for
+        else:
+            with map_exceptions(
+                lambda exc: self._error(
+                    f"settling message {delivery.message_id} with {outcome!r}", exc
+                )
+            ):
+                await self._settle_other(delivery, token, outcome)
         token.settled = True
         self._outstanding -= 1
         if self._outstanding <= self._capacity // 2:
             self._freed.set()
 
-    async def _ack(self, token: _Token) -> None:
+    async def _settle_other(self, delivery: Delivery, token: _Token, outcome: Outcome) -> None:
+        kind = outcome.kind
+        if kind is OutcomeKind.REJECT:
+            await self._reject(delivery, token, outcome.reason or "rejected")
+            return
+        delay = outcome.delay if kind is OutcomeKind.RETRY else None
+        seconds = min(math.ceil(delay), MAX_ACK_DEADLINE) if delay and delay > 0 else 0
+        extension = token.extension
+        if extension is not None and not extension.done():
+            await asyncio.wait([extension])  # an extension never lands after this
+        await self._modack(token.ack_id, seconds)
+
+    def _ack(self, token: _Token) -> None:
         """Queue the acknowledgement: sent within the batcher's linger with others (and
         retried), flushed by ``close``. An ack lost with the process (or after its
         retries) means a redelivery, never a loss."""
@@ -497,7 +504,7 @@ class PubSubProvider:
             except Exception:
                 token.dead = None  # not surely published: a settle sent again publishes again
                 raise
-        await self._ack(token)
+        self._ack(token)
 
     async def _publish_dead(self, delivery: Delivery, reason: str) -> None:
         api, topic = self._api, self._dead_topic
