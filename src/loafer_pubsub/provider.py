@@ -42,11 +42,12 @@ from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.kit import Batcher, Batching, Failure, map_exceptions
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Description, Support
+from loafer_core.settings import settings_of
 from loafer_core.translator import JSONTranslator
 from loafer_pubsub import _describe
 from loafer_pubsub._api import Api, Received, api_root, encode_message, secrets_of
 from loafer_pubsub.errors import ApiError, mask_url, protect, scrub, translate
-from loafer_pubsub.settings import MAX_ACK_DEADLINE, PubSubSettings, settings_of
+from loafer_pubsub.settings import MAX_ACK_DEADLINE, PubSubSettings
 
 __all__ = [
     "ORIGINAL_MESSAGE_ID_ATTRIBUTE",

@@ -14,11 +14,12 @@ from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, P
 from loafer_core.ext.otel import publish_span
 from loafer_core.kit import Batcher, Batching, Failure, map_exceptions
 from loafer_core.provider import Description
+from loafer_core.settings import settings_of
 from loafer_core.typed import encode
 from loafer_pubsub import _describe
 from loafer_pubsub._api import Api, api_root, encode_message, secrets_of
 from loafer_pubsub.errors import ApiError, mask_url, protect, scrub, translate
-from loafer_pubsub.settings import PubSubPublisherSettings, settings_of
+from loafer_pubsub.settings import PubSubPublisherSettings
 
 __all__ = ["MAX_MESSAGE", "PubSubPublisher", "encode_body"]
 

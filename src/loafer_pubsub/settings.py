@@ -13,7 +13,7 @@ keywords are mapped onto these fields (:attr:`PubSubSettings.flat`). The pieces:
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from loafer_core.settings import (
     Check,
@@ -24,7 +24,6 @@ from loafer_core.settings import (
     setting,
     whole,
 )
-from loafer_core.settings import settings_of as _settings_of
 from loafer_core.typed import TYPE_HEADER
 
 __all__ = [
@@ -45,8 +44,6 @@ DEFAULT_TIMEOUTS = Timeouts(connect=10.0, close=10.0, poll=5.0, publish=30.0, re
 MAX_ACK_DEADLINE = 600
 #: The most messages one pull returns.
 MAX_PULL = 1000
-
-S = TypeVar("S", bound=Settings)
 
 # https://cloud.google.com/pubsub/docs/pubsub-basics#resource_names
 _RESOURCE = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
@@ -234,11 +231,3 @@ class PubSubPublisherSettings(Settings):
         super().__post_init__()
         if self.max_batch > MAX_PULL:
             object.__setattr__(self, "max_batch", MAX_PULL)
-
-
-def settings_of(
-    settings_type: type[S], owner: str, settings: S | str | None, options: Mapping[str, Any]
-) -> S:
-    """Core's :func:`~loafer_core.settings.settings_of` (kept here for symmetry with the
-    other plugins)."""
-    return _settings_of(settings_type, owner, settings, options)
