@@ -409,6 +409,8 @@ class PubSubProvider:
         if self._closed or not self._started:
             return
         self._paused = True
+        if self._reads:  # a cancelled fetch's pull, still answering: its messages too
+            await asyncio.wait(set(self._reads), timeout=float(self._timeouts.close))
         await self._give_back()
 
     async def _give_back(self) -> None:
