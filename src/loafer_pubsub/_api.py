@@ -35,9 +35,11 @@ LARGE = 512 * 1024
 
 
 def api_root(endpoint: Endpoint) -> tuple[str, bool]:
-    """The API's root URL and whether it is an emulator (no credentials)."""
+    """The API's root URL and whether it takes no credentials: an emulator, or any plain
+    ``http://`` root (a bearer token is never sent without TLS)."""
     if endpoint.api_root:
-        return endpoint.api_root.rstrip("/"), False
+        root = endpoint.api_root.rstrip("/")
+        return root, root.startswith("http://")
     host = endpoint.emulator_host or os.environ.get("PUBSUB_EMULATOR_HOST")
     if host:
         return f"http://{host}/v1", True

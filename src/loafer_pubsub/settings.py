@@ -105,7 +105,8 @@ class Endpoint(Settings):
         credentials). ``None``: the ``PUBSUB_EMULATOR_HOST`` environment variable when
         set (read at start), else the real service.
     :param api_root: the API's root URL instead (``https://pubsub.googleapis.com/v1``,
-        a regional endpoint, a proxy); wins over both.
+        a regional endpoint, a proxy); wins over both. A plain ``http://`` root is sent
+        no credentials (an emulator elsewhere, a local proxy).
     :param service_file: a service account key file (``None``: the application default
         credentials). Its path is kept out of reprs and errors, its content out of logs.
     """

@@ -85,7 +85,7 @@ class TestPubSubPublisherContract(PublisherContract):
         publisher = PubSubPublisher(
             destination,
             project=PROJECT,
-            api_root="http://127.0.0.1:9/v1",
+            api_root="https://127.0.0.1:9/v1",
             service_file=str(key_file),
             timeout=3,
         )

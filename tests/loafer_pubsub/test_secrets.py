@@ -85,7 +85,7 @@ async def test_a_failed_start_and_publish_log_and_raise_no_credential(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     path, secret = key_file
-    root = f"http://127.0.0.1:9/v1?key={API_KEY}"
+    root = f"https://127.0.0.1:9/v1?key={API_KEY}"  # https: the credentials are used
     provider = PubSubProvider(
         "sub-name", project=PROJECT, api_root=root, service_file=str(path), connect_timeout=2
     )
