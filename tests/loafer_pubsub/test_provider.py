@@ -201,3 +201,33 @@ async def test_an_extension_racing_a_release_does_not_hide_the_message_again(
         await p.settle(again, ACCEPT)
     finally:
         await p.close()
+
+
+async def test_the_provider_never_holds_more_than_the_capacity(
+    admin: PubSubAdmin, pubsub_emulator: str
+) -> None:
+    """Pulls take what is free (a small fetch: more than it asked, the rest buffered for
+    the next one), never more than the capacity out and buffered together."""
+    queue = await admin.queue(dead_letters=False, ack_deadline=60)
+    await admin.put_many(queue, [b'{"n": %d}' % i for i in range(50)])
+    p = provider(pubsub_emulator, queue)
+    await p.start(10)
+    try:
+        first: list[Delivery] = []
+        async with asyncio.timeout(10):
+            while len(first) < 10:
+                first.extend(await p.fetch(10 - len(first)))
+        for d in first[:6]:
+            await p.settle(d, ACCEPT)  # 4 out now, 6 free
+        second = await p.fetch(2)
+        assert len(second) == 2
+        # 4 out + 2 handed out + what the pull took beyond them: 10 leased at most
+        left = await admin.pull(queue, ack=False)
+        assert len(left) == 50 - 6 - 10, len(left)
+        third = await p.fetch(10)  # the buffered ones first
+        assert len(third) == 4
+    finally:
+        await p.close()
+    # close gives back only what it held unhanded (none now): the 10 handed out and not
+    # settled stay leased (the dispatcher RELEASEs those before close)
+    assert len(await admin.pull(queue, ack=False)) == 34
