@@ -23,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 # uv creates and fills the sessions' environments in seconds; virtualenv + pip without it
 nox.options.default_venv_backend = "uv|virtualenv"
 
-PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis", "postgres")
+PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis", "postgres", "pubsub")
 CONSTRAINTS = "requirements/constraints.txt"
 
 
@@ -140,7 +140,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis,
-    batches, postgres, outbox)."""
+    batches, postgres, outbox, pubsub)."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
     extras = {

@@ -22,6 +22,30 @@ if [ -z "${LOAFER_TEST_NATS_URL:-}" ] && ! answers 127.0.0.1 4222 '' 'INFO'; the
   echo "brokers: NATS does not answer on 127.0.0.1:4222 (its tests skip, or fail under CI=true)"
 fi
 
+# -- Google Cloud Pub/Sub emulator (not a machine service: started here, on 127.0.0.1:8085) --
+# Debian package google-cloud-cli-pubsub-emulator (Java 17); its own launcher, a modest heap.
+pubsub_answers() { (exec 3<>/dev/tcp/127.0.0.1/8085) 2>/dev/null; }
+PUBSUB_LAUNCHER=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
+if [ -z "${PUBSUB_EMULATOR_HOST:-}" ] && ! pubsub_answers; then
+  if [ -x "$PUBSUB_LAUNCHER" ] && command -v java >/dev/null 2>&1; then
+    echo "brokers: starting the Pub/Sub emulator on 127.0.0.1:8085 (log /tmp/loafer-pubsub-emulator.log)"
+    # it logs every request's headers at INFO: warnings only, or the log grows by MBs a minute.
+    # Its HTTP/1.1 gateway leaks a netty buffer per request body: pooled direct buffers run
+    # out of memory within minutes (OutOfMemoryError, connections dropped); unpooled heap
+    # buffers are reclaimed by the GC.
+    printf '.level=WARNING\nhandlers=java.util.logging.ConsoleHandler\n' >/tmp/loafer-pubsub-logging.properties
+    PUBSUB_JVM="-Xmx384m -Dio.netty.allocator.type=unpooled -Dio.netty.noPreferDirect=true"
+    PUBSUB_JVM="$PUBSUB_JVM -Djava.util.logging.config.file=/tmp/loafer-pubsub-logging.properties"
+    JAVA_OPTS="${LOAFER_PUBSUB_JAVA_OPTS:-$PUBSUB_JVM}" \
+      setsid nohup "$PUBSUB_LAUNCHER" \
+      --host=127.0.0.1 --port=8085 >/tmp/loafer-pubsub-emulator.log 2>&1 </dev/null &
+    for _ in $(seq 1 60); do pubsub_answers && break; sleep 0.5; done
+    pubsub_answers || echo "brokers: the Pub/Sub emulator did not answer within 30 s"
+  else
+    echo "brokers: no Pub/Sub emulator here (its tests skip, or fail under CI=true)"
+  fi
+fi
+
 if [ -n "${LOAFER_TEST_RABBIT_URL:-}" ]; then
   exit 0
 fi

@@ -1,6 +1,6 @@
 """pytest plugin: the brokers' session fixtures, for every test directory at once.
 
-``rabbit_url``, ``amqp_url``, ``nats_url``, ``redis_url``, ``postgres_url`` and
+``rabbit_url``, ``amqp_url``, ``nats_url``, ``redis_url``, ``postgres_url``, ``pubsub_emulator`` and
 ``sqs_endpoint`` (with ``client_options`` and ``aws_env``, and the SQS set-up clients
 ``sqs``, ``sns`` and ``make_queue``) resolve their broker as :mod:`tests.brokers` says:
 an environment variable, the local service, a testcontainers container when Docker answers, else the
@@ -186,6 +186,26 @@ def postgres_url() -> str:
         container=_postgres_container,
         what="PostgreSQL",
     )
+
+
+# -- Google Cloud Pub/Sub (the emulator) ----------------------------------------------------
+
+PUBSUB_LOCAL_HOST = "127.0.0.1:8085"
+
+
+def _pubsub_local() -> str | None:
+    # started by scripts/brokers.sh (the emulator is not a machine service)
+    return PUBSUB_LOCAL_HOST if port_open("127.0.0.1", 8085) else None
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> str:
+    """``host:port`` of the Pub/Sub emulator under test (PUBSUB_EMULATOR_HOST, or the one
+    scripts/brokers.sh starts on 127.0.0.1:8085; no container)."""
+    pytest.importorskip(
+        "gcloud.aio.pubsub", reason="gcloud-aio-pubsub is not installed (extra 'pubsub')"
+    )
+    return resolve(env_var="PUBSUB_EMULATOR_HOST", local=_pubsub_local, what="Pub/Sub emulator")
 
 
 # -- SQS (moto) -------------------------------------------------------------------------------

@@ -39,8 +39,12 @@ key_of = from_header(ID)
 
 
 def make_provider(spec: Mapping[str, Any]) -> Any:
-    """The provider consuming ``spec`` (a queue on rabbit, amqp or sqs)."""
+    """The provider consuming ``spec`` (a queue on rabbit, amqp, sqs or pubsub)."""
     kind = spec["kind"]
+    if kind == "pubsub":
+        from loafer_pubsub import PubSubProvider
+
+        return PubSubProvider(spec["queue"], project=spec["project"], emulator_host=spec["host"])
     if kind == "rabbit":
         from loafer_rabbit import RabbitProvider
 
@@ -57,6 +61,10 @@ def make_provider(spec: Mapping[str, Any]) -> Any:
 def make_publisher(spec: Mapping[str, Any]) -> Any:
     """A publisher to ``spec``'s queue."""
     kind = spec["kind"]
+    if kind == "pubsub":
+        from loafer_pubsub import PubSubPublisher
+
+        return PubSubPublisher(spec["queue"], project=spec["project"], emulator_host=spec["host"])
     if kind == "rabbit":
         from loafer_rabbit import RabbitPublisher
 

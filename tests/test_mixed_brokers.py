@@ -1,5 +1,5 @@
 """One Manager, one route on each broker (memory, RabbitMQ, AMQP 1.0, SQS, NATS JetStream,
-Redis Streams), side by side."""
+Redis Streams, Google Cloud Pub/Sub), side by side."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from loafer_amqp import AMQPRoute
 from loafer_core import JSONTranslator, Manager, Route
 from loafer_core.memory import MemoryBroker, MemoryProvider
 from loafer_nats import NATSPublisher, NATSRoute
+from loafer_pubsub import PubSubPublisher, PubSubRoute
 from loafer_rabbit import RabbitRoute
 from loafer_redis import RedisPublisher, RedisRoute
 from loafer_sqs import SQSRoute
@@ -28,8 +29,9 @@ pytestmark = [
     pytest.mark.sqs,
     pytest.mark.nats,
     pytest.mark.redis,
+    pytest.mark.pubsub,
 ]
-BROKERS = ("memory", "rabbit", "amqp", "sqs", "nats", "redis")
+BROKERS = ("memory", "rabbit", "amqp", "sqs", "nats", "redis", "pubsub")
 
 PER_BROKER = 5
 
@@ -91,18 +93,38 @@ async def _redis_state(url: str, stream: str, group: str) -> int:
         await client.aclose()
 
 
+async def _pubsub_left_and_delete(host: str, name: str) -> int:
+    """Messages the subscription still gives (pulled, not acknowledged); then the
+    subscription and topic are deleted."""
+    import aiohttp
+
+    root = f"http://{host}/v1/projects/loafer-test"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{root}/subscriptions/{name}:pull",
+            json={"maxMessages": 100, "returnImmediately": True},
+        ) as response:
+            left = len((await response.json()).get("receivedMessages") or [])
+        for path in (f"subscriptions/{name}", f"topics/{name}"):
+            async with session.delete(f"{root}/{path}"):
+                pass
+    return left
+
+
 async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
     rabbit_url: str,
     amqp_url: str,
     client_options: dict[str, Any],
     nats_url: str,
     redis_url: str,
+    pubsub_emulator: str,
 ) -> None:
     from aiobotocore.session import get_session
 
     suffix = uuid.uuid4().hex[:12]
     rabbit_queue, amqp_queue, sqs_queue = (f"loafer-mixed-{b}-{suffix}" for b in "rab")
     nats_stream, redis_stream = f"loafer-mixed-n-{suffix}", f"loafer-mixed-d-{suffix}"
+    pubsub_name = f"loafer-mixed-g-{suffix}"
     amqp_pika_url = f"amqp://{urlsplit(amqp_url).netloc}/"
     memory = MemoryBroker()
     memory.publish_many("q", bodies("memory"))
@@ -143,6 +165,14 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
                 RedisRoute(
                     redis_stream, url=redis_url, group="mixed", create=True, handler=handler
                 ),
+                PubSubRoute(
+                    pubsub_name,
+                    project="loafer-test",
+                    emulator_host=pubsub_emulator,
+                    create=True,
+                    topic=pubsub_name,
+                    handler=handler,
+                ),
             ]
             async with Manager(routes) as manager:
                 await manager.wait_started()  # the stream and group exist: publish now
@@ -150,6 +180,10 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
                     await nats_publisher.publish_many(bodies("nats"))
                 async with RedisPublisher(redis_stream, url=redis_url) as redis_publisher:
                     await redis_publisher.publish_many(bodies("redis"))
+                async with PubSubPublisher(
+                    pubsub_name, project="loafer-test", emulator_host=pubsub_emulator
+                ) as pubsub_publisher:
+                    await pubsub_publisher.publish_many(bodies("pubsub"))
                 await asyncio.wait_for(all_seen.wait(), 60)
             assert seen == {b: set(range(PER_BROKER)) for b in seen}
             # every message settled where it came from: nothing left, nothing in flight
@@ -174,7 +208,10 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
             amqp_left = await _rabbit_depth_and_delete(amqp_pika_url, amqp_queue)
             nats_left = await _nats_state(nats_url, nats_stream, "mixed")
             redis_pending = await _redis_state(redis_url, redis_stream, "mixed")
+            pubsub_left = await _pubsub_left_and_delete(pubsub_emulator, pubsub_name)
     assert (rabbit_left, amqp_left) == (0, 0)
     # NATS: a work-queue stream drops acked messages; nothing delivered and unacked
     assert nats_left == (0, 0)
     assert redis_pending == 0
+    # Pub/Sub: nothing left to pull (every message acknowledged)
+    assert pubsub_left == 0

@@ -115,6 +115,7 @@ PUBLIC_MODULES = [
     "loafer_postgres",
     "loafer_postgres.schema",
     "loafer_postgres.settings",
+    "loafer_pubsub",
     "loafer_cli.config",
     "loafer_cli.workers",
     "loafer_postgres.outbox",

@@ -38,6 +38,7 @@ _SAMPLES: dict[str, Callable[[Any], Any]] = {
     "nats": lambda cls: cls("stream"),
     "redis": lambda cls: cls("stream"),
     "postgres": lambda cls: cls("queue"),
+    "pubsub": lambda cls: cls("subscription", project="project"),
 }
 
 

@@ -38,6 +38,7 @@ _EXTRAS = {
     "nats": "nats",
     "redis": "redis",
     "postgres": "postgres",
+    "pubsub": "pubsub",
 }
 
 # How each bundled publisher takes the target and the URL: (target keyword, URL keyword).
@@ -49,6 +50,7 @@ _BUNDLED: dict[str, tuple[str, str]] = {
     "nats": ("subject", "url"),
     "redis": ("stream", "url"),
     "postgres": ("queue", "url"),
+    "pubsub": ("topic", "api_root"),
 }
 
 #: messages published concurrently (each awaits its own confirm)
