@@ -4,7 +4,6 @@ and the Redis bucket shared by several processes' buckets against a real Redis."
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 import time
 import uuid
@@ -108,8 +107,10 @@ async def test_a_route_handles_no_faster_than_the_rate() -> None:
     assert len(started) == 30
     rate = (len(started) - 1) / (started[-1] - started[0])
     assert 45 <= rate <= 50 * 1.02, rate  # 50 per second: never faster, hardly slower
-    gaps = [b - a for a, b in itertools.pairwise(started)]
-    assert min(gaps) >= 0.02 * 0.9  # one at a time: no two together
+    # never ahead of the schedule: the k-th start no earlier than k - 1 intervals after
+    # the first (a late start may be followed by a quick one: tokens keep their times)
+    ahead = [k for k, t in enumerate(started) if t - started[0] < (k - 1) * 0.02 - 0.002]
+    assert not ahead, ahead
 
 
 async def test_a_delivery_that_would_wait_past_max_wait_is_released_uncounted() -> None:
