@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,8 @@ async def test_a_delayed_message_waits_beside_the_stream_then_is_added_once(
 
         await eventually(added, timeout=10, what="the scheduled entry added")
     assert time.monotonic() - started >= 0.6
-    [(_, fields)] = await admin.client.xrange(stream)
+    entries: Any = await admin.client.xrange(stream)
+    [(_, fields)] = entries
     assert fields == {b"body": body, b"k": b"v:1", b"n": b"7"}
     assert await admin.client.zcard(key_of(stream)) == 0
 
@@ -74,7 +76,7 @@ async def test_movers_racing_add_each_member_once(admin: RedisAdmin, redis_url: 
     await eventually(all_moved, timeout=10, what="every member moved")
     for mover in movers:
         await mover.stop()
-    entries = await admin.client.xrange(stream)
+    entries: Any = await admin.client.xrange(stream)
     assert sorted(f[b"body"] for _, f in entries) == sorted(f"m{i}".encode() for i in range(500))
 
 
@@ -87,4 +89,5 @@ async def test_trimming_applies_to_delayed_entries(admin: RedisAdmin, redis_url:
             return await admin.client.zcard(key_of(stream)) == 0
 
         await eventually(moved, timeout=10, what="the scheduled entries added")
-    assert [f[b"body"] for _, f in await admin.client.xrange(stream)] == [b"2", b"3"]
+    entries: Any = await admin.client.xrange(stream)
+    assert [f[b"body"] for _, f in entries] == [b"2", b"3"]
