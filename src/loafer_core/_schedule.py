@@ -35,9 +35,9 @@ __all__ = [
     "not_before",
 ]
 
-#: The header an emulated delay travels in: the time the message is due, as Unix
-#: seconds (a decimal string), read back by :func:`not_before`.
 NOT_BEFORE = "x-loafer-not-before"
+"""The header an emulated delay travels in: the time the message is due, as Unix seconds
+(a decimal string), read back by :func:`not_before`."""
 
 
 def due_in(delay: float | None = None, at: datetime | None = None) -> float | None:
