@@ -168,7 +168,8 @@ class DelayingPublisher:
         scheduled = check_delay(delay, at, what=self.what, maximum=self.maximum)
         if scheduled is None:
             return headers
-        return {**(headers or {}), NOT_BEFORE: f"{scheduled.not_before:.3f}"}
+        due = math.ceil(scheduled.not_before * 1000) / 1000  # rounded up: never early
+        return {**(headers or {}), NOT_BEFORE: f"{due:.3f}"}
 
     async def publish(
         self,

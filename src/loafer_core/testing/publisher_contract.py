@@ -55,8 +55,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from loafer_core._schedule import not_before
 from loafer_core.errors import ConfigurationError, LoaferError, PublishRefused
+from loafer_core.kit import not_before
 from loafer_core.provider import Support
 from loafer_core.testing._eventually import eventually
 
