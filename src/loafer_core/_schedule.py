@@ -111,7 +111,10 @@ def check_delay(
     :raises ConfigurationError: what :func:`due_in` refuses, a delay beyond
         ``maximum``, any delay where ``refused`` is given.
     """
-    seconds = due_in(delay, at)
+    try:
+        seconds = due_in(delay, at)
+    except ConfigurationError as exc:  # name the publisher that was asked
+        raise ConfigurationError(f"{what}: {str(exc).removeprefix('publish: ')}") from None
     if not seconds:
         return None
     if refused is not None:

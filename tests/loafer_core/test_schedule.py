@@ -136,3 +136,8 @@ def test_memory_refuses_a_naive_datetime() -> None:
     with pytest.raises(ConfigurationError, match="naive"):
         broker.publish("q", b"x", at=datetime.now())
     assert not broker.has_queue("q")
+
+
+def test_check_delay_names_the_publisher_in_what_due_in_refuses() -> None:
+    with pytest.raises(ConfigurationError, match=r"^SQSPublisher to 'q': at=.* is a naive"):
+        check_delay(at=datetime.now(), what="SQSPublisher to 'q'")
