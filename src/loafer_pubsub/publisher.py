@@ -94,7 +94,8 @@ class PubSubPublisher:
     def description(self) -> Description:
         """The topic, the API's host (no credentials): see
         :class:`~loafer_core.provider.Describable`."""
-        return _describe.publisher(mask_url(self._root), self._emulator, self.topic)
+        binding = _describe.bindings(self.settings.schema, self.settings.schema_encoding)
+        return _describe.publisher(mask_url(self._root), self._emulator, self.topic, binding)
 
     def __repr__(self) -> str:
         return f"PubSubPublisher(topic={self.topic!r}, project={self.project!r})"
