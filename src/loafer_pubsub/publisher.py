@@ -6,10 +6,10 @@ per key, in the order ``publish`` was called."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any
 
+from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, PublishRefused
 from loafer_core.ext.otel import publish_span
 from loafer_core.kit import Batcher, Batching, Failure, map_exceptions
@@ -34,18 +34,9 @@ CONCURRENT_CALLS = 4
 
 
 def encode_body(body: Any, owner: str = "PubSubPublisher") -> bytes:
-    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    try:
-        return json.dumps(body).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"{owner}: cannot encode a {type(body).__name__} body as JSON ({exc}); pass "
-            "bytes, str or a JSON-serialisable object"
-        ) from exc
+    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON
+    (:func:`loafer_core.kit.encode_body`)."""
+    return kit.encode_body(body, owner)
 
 
 def _weight(message: Mapping[str, Any]) -> int:
