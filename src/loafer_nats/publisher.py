@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections.abc import Iterable, Mapping, Sized
 from datetime import datetime
 from typing import Any, ClassVar
@@ -12,6 +11,7 @@ from typing import Any, ClassVar
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.ext.otel import publish_span
 from loafer_core.kit import DelayingPublisher, map_exceptions
@@ -33,18 +33,9 @@ SYSTEM = "nats"
 
 
 def encode_body(body: Any, owner: str = "NATSPublisher") -> bytes:
-    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    try:
-        return json.dumps(body).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"{owner}: cannot encode a {type(body).__name__} body as JSON ({exc}); pass "
-            "bytes, str or a JSON-serialisable object"
-        ) from exc
+    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON
+    (:func:`loafer_core.kit.encode_body`)."""
+    return kit.encode_body(body, owner)
 
 
 def message_size(data: bytes, headers: Mapping[str, str] | None) -> int:

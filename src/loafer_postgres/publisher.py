@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import asyncpg
 
+from loafer_core import kit
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.ext.otel import publish_span
 from loafer_core.kit import check_delay, map_exceptions
@@ -29,18 +30,9 @@ SYSTEM = "postgresql"
 
 
 def encode_body(body: Any, owner: str = "PostgresPublisher") -> bytes:
-    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    try:
-        return json.dumps(body).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"{owner}: cannot encode a {type(body).__name__} body as JSON ({exc}); pass "
-            "bytes, str or a JSON-serialisable object"
-        ) from exc
+    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON
+    (:func:`loafer_core.kit.encode_body`)."""
+    return kit.encode_body(body, owner)
 
 
 def _delay(delay: float | None, at: datetime | None) -> float:

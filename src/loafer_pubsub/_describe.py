@@ -7,10 +7,18 @@ from urllib.parse import urlsplit
 from loafer_core import kit
 
 #: AsyncAPI's googlepubsub bindings version. Its channel binding requires
-#: ``schemaSettings`` (a Pub/Sub topic schema), which loafer cannot know without
-#: connecting: channels get no binding, the server's protocol is ``googlepubsub`` and the
-#: subscription and topic are in ``x-loafer-pubsub``.
+#: ``schemaSettings`` (the topic's schema): a channel has one when the settings name the
+#: schema (``schema=``), none otherwise; the server's protocol is ``googlepubsub`` and
+#: the subscription and topic are in ``x-loafer-pubsub``.
 GOOGLEPUBSUB_BINDING = "0.2.0"
+
+
+def bindings(schema: str | None, encoding: str) -> dict[str, object]:
+    """The ``googlepubsub`` channel binding when the topic's schema is known."""
+    if schema is None:
+        return {}
+    settings = {"encoding": encoding, "name": schema}
+    return {"googlepubsub": {"schemaSettings": settings, "bindingVersion": GOOGLEPUBSUB_BINDING}}
 
 
 def server(root: str, emulator: bool) -> kit.Server | None:
@@ -27,7 +35,12 @@ def server(root: str, emulator: bool) -> kit.Server | None:
 
 
 def provider(
-    root: str, emulator: bool, subscription: str, topic: str | None, ordering: bool
+    root: str,
+    emulator: bool,
+    subscription: str,
+    topic: str | None,
+    ordering: bool,
+    binding: dict[str, object],
 ) -> kit.Description:
     """A pull subscription (its topic, when known, in the summary)."""
     return kit.Description(
@@ -36,6 +49,7 @@ def provider(
         destination=subscription,
         address=root,
         server=server(root, emulator),
+        bindings=binding,
         summary=(
             f"Pub/Sub subscription {subscription!r}"
             + (f" of topic {topic!r}" if topic else "")
@@ -45,7 +59,9 @@ def provider(
     )
 
 
-def publisher(root: str, emulator: bool, topic: str | None) -> kit.Description:
+def publisher(
+    root: str, emulator: bool, topic: str | None, binding: dict[str, object]
+) -> kit.Description:
     """A publisher to ``topic``."""
     return kit.Description(
         kind="pubsub",
@@ -53,5 +69,6 @@ def publisher(root: str, emulator: bool, topic: str | None) -> kit.Description:
         destination=topic,
         address=root,
         server=server(root, emulator),
+        bindings=binding,
         summary=f"Pub/Sub topic {topic!r}" if topic else None,
     )

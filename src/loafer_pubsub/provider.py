@@ -158,8 +158,9 @@ class PubSubProvider:
         """The subscription, the API's host (no credentials), the googlepubsub binding:
         see :class:`~loafer_core.provider.Describable`."""
         root, emulator = api_root(self.settings.endpoint)
+        binding = _describe.bindings(self.settings.schema, self.settings.schema_encoding)
         return _describe.provider(
-            mask_url(root), emulator, self.subscription, self._topic, self._ordering
+            mask_url(root), emulator, self.subscription, self._topic, self._ordering, binding
         )
 
     def __repr__(self) -> str:

@@ -6,11 +6,11 @@ per key, in the order ``publish`` was called."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Mapping, Sequence, Sized
 from datetime import datetime
 from typing import Any, ClassVar
 
+from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, PublishRefused
 from loafer_core.ext.otel import publish_span
 from loafer_core.kit import Batcher, Batching, Failure, check_delay, map_exceptions
@@ -35,18 +35,9 @@ CONCURRENT_CALLS = 4
 
 
 def encode_body(body: Any, owner: str = "PubSubPublisher") -> bytes:
-    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    try:
-        return json.dumps(body).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"{owner}: cannot encode a {type(body).__name__} body as JSON ({exc}); pass "
-            "bytes, str or a JSON-serialisable object"
-        ) from exc
+    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON
+    (:func:`loafer_core.kit.encode_body`)."""
+    return kit.encode_body(body, owner)
 
 
 def _weight(message: Mapping[str, Any]) -> int:
@@ -105,7 +96,8 @@ class PubSubPublisher:
     def description(self) -> Description:
         """The topic, the API's host (no credentials): see
         :class:`~loafer_core.provider.Describable`."""
-        return _describe.publisher(mask_url(self._root), self._emulator, self.topic)
+        binding = _describe.bindings(self.settings.schema, self.settings.schema_encoding)
+        return _describe.publisher(mask_url(self._root), self._emulator, self.topic, binding)
 
     def __repr__(self) -> str:
         return f"PubSubPublisher(topic={self.topic!r}, project={self.project!r})"

@@ -48,6 +48,7 @@ MAX_PULL = 1000
 # https://cloud.google.com/pubsub/docs/pubsub-basics#resource_names
 _RESOURCE = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
 _PROJECT = re.compile(r"[a-z][a-z0-9\-.:]{0,61}[a-z0-9]|[a-z]")
+_SCHEMA = re.compile(r"projects/[^/\s]+/schemas/[^/\s]+")
 _HOST = re.compile(r"[A-Za-z0-9.\-]+:[0-9]{1,5}|\[[0-9A-Fa-f:]+\]:[0-9]{1,5}")
 
 
@@ -89,6 +90,16 @@ def _attempts(value: Any) -> str | None:
     ):
         return None
     return "an int from 5 to 100 (Pub/Sub's bounds) or None"
+
+
+def _schema(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and _SCHEMA.fullmatch(value)):
+        return None
+    return "a schema's full name, projects/<project>/schemas/<schema>, or None"
+
+
+def _encoding(value: Any) -> str | None:
+    return None if value in ("JSON", "BINARY") else "'JSON' or 'BINARY' (Pub/Sub's encodings)"
 
 
 def _deadline(value: Any) -> str | None:
@@ -157,6 +168,11 @@ class PubSubSettings(Settings):
         route's free capacity: Pub/Sub's flow control is ours).
     :param poll_interval: the pause between two pulls that found nothing, seconds
         (pulls return at once: a pull abandoned mid-wait would keep its messages leased).
+    :param schema: the topic's schema (``projects/<project>/schemas/<schema>``), when it
+        has one: named in the AsyncAPI ``googlepubsub`` channel binding, which requires
+        it (loafer validates nothing against it; Pub/Sub does, at publish).
+    :param schema_encoding: how the topic's messages are encoded against ``schema``:
+        ``"JSON"`` or ``"BINARY"``.
     :param endpoint: :class:`Endpoint` (flat: ``emulator_host``, ``api_root``,
         ``service_file``).
     :param timeouts: :data:`DEFAULT_TIMEOUTS` (flat: ``poll_timeout``,
@@ -186,6 +202,8 @@ class PubSubSettings(Settings):
     dead_letter_topic: str | None = setting(None, check=optional(_resource("topic")))
     max_messages: int = setting(500, check=whole(1))
     poll_interval: float = setting(0.05, check=seconds)
+    schema: str | None = setting(None, check=_schema)
+    schema_encoding: str = setting("JSON", check=_encoding)
     endpoint: Endpoint = Endpoint()
     timeouts: Timeouts = DEFAULT_TIMEOUTS
 
@@ -205,6 +223,10 @@ class PubSubPublisherSettings(Settings):
         share calls; Pub/Sub takes 1,000 and 10 MB a call).
     :param linger: how long a publish waits for others to share its call, seconds.
     :param type_header: the attribute a typed object's type is named in (``None``: none).
+    :param schema: the topic's schema, for the AsyncAPI binding (as
+        :attr:`PubSubSettings.schema`).
+    :param schema_encoding: ``"JSON"`` or ``"BINARY"`` (as
+        :attr:`PubSubSettings.schema_encoding`).
     :param endpoint: :class:`Endpoint` (flat: ``emulator_host``, ``api_root``,
         ``service_file``).
     :param timeouts: :data:`DEFAULT_TIMEOUTS` (flat: ``timeout``, one publish answer's
@@ -225,6 +247,8 @@ class PubSubPublisherSettings(Settings):
     max_batch: int = setting(1000, check=whole(1))
     linger: float = setting(0.005, check=lambda v: None if v == 0 else seconds(v))
     type_header: str | None = TYPE_HEADER
+    schema: str | None = setting(None, check=_schema)
+    schema_encoding: str = setting("JSON", check=_encoding)
     endpoint: Endpoint = Endpoint()
     timeouts: Timeouts = DEFAULT_TIMEOUTS
 

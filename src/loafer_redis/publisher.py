@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Mapping, Sized
 from datetime import datetime
 from typing import Any, ClassVar
 
 import redis.asyncio
 
+from loafer_core import kit
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.ext.otel import MESSAGE_ID, publish_span
 from loafer_core.kit import DelayedPublish, check_delay, map_exceptions
@@ -28,18 +28,7 @@ SYSTEM = "redis"
 
 
 def _encode(body: Any) -> bytes:
-    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    try:
-        return json.dumps(body).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"RedisPublisher: cannot encode a {type(body).__name__} body as JSON ({exc}); "
-            "pass bytes, str or a JSON-serialisable object"
-        ) from exc
+    return kit.encode_body(body, "RedisPublisher")
 
 
 def _field(name: str, value: Any) -> bytes | str | int | float:

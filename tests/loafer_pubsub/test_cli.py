@@ -22,7 +22,7 @@ __all__ = ["schema", "validator"]  # the fixtures, used here
 HANDLERS = "def handle(message, metadata):\n    return True\n"
 
 
-def config(tmp_path: Path, subscription: str, host: str) -> Path:
+def config(tmp_path: Path, subscription: str, host: str, extra: str = "") -> Path:
     (tmp_path / "handlers.py").write_text(HANDLERS)
     path = tmp_path / "loafer.toml"
     path.write_text(
@@ -40,6 +40,7 @@ def config(tmp_path: Path, subscription: str, host: str) -> Path:
             emulator_host = "{host}"
             """
         )
+        + extra
     )
     return path
 
@@ -118,3 +119,20 @@ def test_asyncapi_writes_the_googlepubsub_binding_and_server(
     (server,) = doc["servers"].values()
     assert server["protocol"] == "googlepubsub"
     assert server["host"] == "127.0.0.1:8085"
+
+
+def test_asyncapi_writes_the_channel_binding_of_a_topic_with_a_schema(
+    tmp_path: Path, validator: object
+) -> None:
+    name = f"projects/{PROJECT}/schemas/orders-v1"
+    extra = f'schema = "{name}"\nschema_encoding = "BINARY"\n'
+    config(tmp_path, "orders-billing", "127.0.0.1:8085", extra)
+    done = loafer("asyncapi", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert errors_of(validator, doc) == []
+    binding = doc["channels"]["orders"]["bindings"]["googlepubsub"]
+    assert binding == {
+        "schemaSettings": {"encoding": "BINARY", "name": name},
+        "bindingVersion": "0.2.0",
+    }

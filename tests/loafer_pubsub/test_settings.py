@@ -95,6 +95,8 @@ def test_defaults() -> None:
         ("emulator_host", "localhost", "host:port"),
         ("max_messages", 0, "an int >= 1"),
         ("poll_timeout", -1, "seconds"),
+        ("schema", "orders-v1", "projects/<project>/schemas/<schema>"),
+        ("schema_encoding", "AVRO", "'JSON' or 'BINARY'"),
     ],
 )
 def test_each_provider_check_names_the_flat_keyword(

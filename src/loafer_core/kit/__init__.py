@@ -17,6 +17,8 @@
 - **Batches**: :class:`Batcher` gathers entries (settlements, publishes) into batch
   calls within a linger, with bounded concurrency, per-entry retries and a bounded
   :meth:`Batcher.abort` for close.
+- **Bodies**: :func:`encode_body`, what a publisher sends of a ``bytes``, ``str`` or
+  JSON-serialisable body.
 - **Routes**: :class:`ProviderRoute`, the route of a plugin that builds its provider
   from the route's keywords (a plugin's ``route.py`` is a subclass of a few lines).
 - **Delayed publish** (:mod:`loafer_core._schedule`): :func:`due_in` and
@@ -41,6 +43,7 @@ from loafer_core._schedule import (
 )
 from loafer_core.errors import PublishRefused
 from loafer_core.kit._batch import Batcher, Batching, Failure, SendBatch
+from loafer_core.kit._body import encode_body
 from loafer_core.kit._edge import map_exceptions
 from loafer_core.kit._logs import SecretFilter, protect, secret_filter
 from loafer_core.kit._route import ProviderRoute
@@ -80,6 +83,7 @@ __all__ = [
     "check_delay",
     "check_url",
     "due_in",
+    "encode_body",
     "host_of",
     "is_clean",
     "map_exceptions",
