@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from proton import Delivery as ProtonDelivery
 from proton import Message
@@ -17,7 +17,8 @@ from loafer_amqp.errors import PublishRefused
 from loafer_amqp.settings import AMQPPublisherSettings
 from loafer_core.errors import ProviderError
 from loafer_core.ext.otel import publish_span
-from loafer_core.provider import Description
+from loafer_core.kit import check_delay
+from loafer_core.provider import Description, Support
 from loafer_core.typed import encode
 
 __all__ = ["AMQPPublisher"]
@@ -218,6 +219,12 @@ class _Batch:
         self.remaining = remaining
 
 
+_NO_DELAY = (
+    "AMQP 1.0 has no delayed delivery (RabbitMQ's AMQP 1.0 plugin neither); publish with "
+    "loafer_rabbit's RabbitPublisher (AMQP 0-9-1) for delays, or later"
+)
+
+
 class AMQPPublisher:
     """Send messages to one AMQP 1.0 address and await the broker's outcome.
 
@@ -244,6 +251,10 @@ class AMQPPublisher:
     """
 
     settings_type = AMQPPublisherSettings
+    #: Delayed publish: none (AMQP 1.0 has no delay; ``delay=``/``at=`` raise
+    #: ConfigurationError).
+    delay_support: ClassVar[Support] = Support.NONE
+    max_delay: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -310,6 +321,12 @@ class AMQPPublisher:
                 raise
 
     def _check_options(self, options: dict[str, Any]) -> None:
+        check_delay(
+            options.pop("delay", None),
+            options.pop("at", None),
+            what="AMQPPublisher",
+            refused=_NO_DELAY,
+        )
         if not options:
             options["durable"] = self.durable
             return

@@ -544,16 +544,31 @@ def publish(
         list[str] | None,
         typer.Option("--header", "-H", help="Message header key=value (repeatable)."),
     ] = None,
+    delay: Annotated[
+        float | None,
+        typer.Option(
+            "--delay",
+            metavar="SECONDS",
+            help="Deliver no earlier than SECONDS from now (see docs/scheduling.md).",
+        ),
+    ] = None,
 ) -> None:
     """Publish messages and report each broker confirm. Exit 1 if any publish failed."""
     import asyncio
 
-    from loafer_cli.publish import PublishResult, build_publisher, parse_pairs, publish_all
+    from loafer_cli.publish import (
+        PublishResult,
+        build_publisher,
+        check_publish_delay,
+        parse_pairs,
+        publish_all,
+    )
 
     with _config_errors():
         opts = parse_pairs(options or [], "--option")
         heads = parse_pairs(headers or [], "--header")
         publisher = build_publisher(provider, queue, url, opts)
+        check_publish_delay(publisher, provider, delay)
     if body is None or body == "-":
         bodies: Any = (line.rstrip("\r\n") for line in sys.stdin if line.strip())
     else:
@@ -566,7 +581,7 @@ def publish(
             print(f"{result.index + 1}: FAILED: {result.error}", flush=True)
 
     with _config_errors():
-        confirmed, failed = asyncio.run(publish_all(publisher, bodies, heads, report))
+        confirmed, failed = asyncio.run(publish_all(publisher, bodies, heads, report, delay=delay))
     print(f"{confirmed} confirmed, {failed} failed")
     if failed:
         raise typer.Exit(1)

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from loafer_core.errors import ConfigurationError
+from loafer_core.kit import check_delay
+from loafer_core.provider import Support
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PublishResult",
     "build_publisher",
+    "check_publish_delay",
     "load_publisher",
     "parse_pairs",
     "publish_all",
@@ -120,6 +123,23 @@ def build_publisher(name: str, target: str, url: str | None, options: Mapping[st
         raise ConfigurationError(f"publisher {name!r}: {exc}") from exc
 
 
+def check_publish_delay(publisher: Any, name: str, delay: float | None) -> None:
+    """Refuse ``--delay`` before anything is sent where ``publisher`` takes no delay (its
+    ``delay_support``) or not that long (its ``max_delay``): a ConfigurationError."""
+    if delay is None:
+        return
+    support = getattr(publisher, "delay_support", Support.NONE)
+    refused = None
+    if support is Support.NONE:
+        refused = f"publisher {name!r} declares no delayed publish (docs/scheduling.md)"
+    check_delay(
+        delay,
+        what=f"loafer publish {name} --delay",
+        maximum=getattr(publisher, "max_delay", None),
+        refused=refused,
+    )
+
+
 @dataclass(frozen=True)
 class PublishResult:
     """One message's fate: ``error`` is ``None`` once the broker confirmed it."""
@@ -135,14 +155,17 @@ async def publish_all(
     report: Callable[[PublishResult], None],
     *,
     window: int = WINDOW,
+    delay: float | None = None,
 ) -> tuple[int, int]:
     """Publish every body (``window`` awaiting their confirms at a time), calling
-    ``report`` per message in order; close the publisher; return (confirmed, failed)."""
+    ``report`` per message in order; close the publisher; return (confirmed, failed).
+    ``delay``: seconds each message is held back (``publish(..., delay=...)``)."""
     confirmed = failed = 0
+    extra: dict[str, Any] = {} if delay is None else {"delay": delay}
 
     async def one(index: int, body: str) -> PublishResult:
         try:
-            await publisher.publish(body, headers=dict(headers) or None)
+            await publisher.publish(body, headers=dict(headers) or None, **extra)
         except Exception as exc:
             return PublishResult(index, f"{type(exc).__name__}: {exc}")
         return PublishResult(index, None)

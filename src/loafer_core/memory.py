@@ -31,8 +31,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from datetime import datetime
+from typing import Any, ClassVar, NamedTuple
 
+from loafer_core._schedule import check_delay
 from loafer_core.errors import ConfigurationError
 from loafer_core.ext.otel import publish_span
 from loafer_core.outcome import Outcome, OutcomeKind
@@ -175,24 +177,35 @@ class MemoryBroker:
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         ordering_key: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> str:
-        """Put one message on ``queue`` (declaring it if needed); returns its message id."""
+        """Put one message on ``queue`` (declaring it if needed); returns its message id.
+
+        ``delay`` (seconds) or ``at`` (an aware datetime) hold it back until then (a
+        message with an ``ordering_key`` holds the later ones of its key back too, as a
+        delayed retry does); see :func:`~loafer_core.kit.check_delay`."""
+        scheduled = check_delay(delay, at, what=f"MemoryBroker queue {queue!r}")
         if queue not in self._queues:
             self.declare(queue)
         with self._lock:
             q = self._queues[queue]
             mid = message_id or f"m-{next(self._ids)}"
-            q.ready.append(
-                MemoryMessage(
-                    _snapshot(body),
-                    _snapshot(dict(headers or {})),
-                    mid,
-                    ordering_key,
-                    next(self._seq),
-                )
+            msg = MemoryMessage(
+                _snapshot(body),
+                _snapshot(dict(headers or {})),
+                mid,
+                ordering_key,
+                next(self._seq),
             )
             if ordering_key is not None:
                 q.keyed += 1
+            if scheduled is None:
+                q.ready.append(msg)
+            else:
+                heapq.heappush(q.delayed, (time.monotonic() + scheduled.delay, msg.seq, msg))
+                if ordering_key is not None:
+                    q.busy_keys[ordering_key] += 1
             _wake(q.waiters)
         return mid
 
@@ -451,6 +464,11 @@ class MemoryProvider:
     header :meth:`publish` names a typed object's type in (``None``: none).
     """
 
+    #: Delayed publish (``publish(..., delay=...)`` / ``at=...``): held by the broker.
+    delay_support: ClassVar[Support] = Support.NATIVE
+    #: The longest delay a publish may ask for (None: no limit).
+    max_delay: ClassVar[float | None] = None
+
     def __init__(
         self,
         broker: MemoryBroker,
@@ -560,7 +578,8 @@ class MemoryProvider:
     async def publish(
         self, body: Any, *, headers: Mapping[str, Any] | None = None, **options: Any
     ) -> None:
-        """Publish to this provider's queue (options: ``message_id``, ``ordering_key``).
+        """Publish to this provider's queue (options: ``message_id``, ``ordering_key``,
+        ``delay`` seconds or ``at`` an aware datetime: delivered no earlier).
 
         A typed object (pydantic model, dataclass, msgspec Struct,
         :class:`~loafer_core.typed.Typed`) is published as JSON bytes with its type in

@@ -39,6 +39,7 @@ from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_core.translator import JSONTranslator
 from loafer_nats import _describe
 from loafer_nats._connection import client_options, close_connection, open_connection
+from loafer_nats._delayed import HoldBack
 from loafer_nats._pull import Puller
 from loafer_nats._topology import Topology, ensure, jetstream_error
 from loafer_nats.errors import (
@@ -125,6 +126,7 @@ class NATSProvider:
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._puller: Puller | None = None
+        self._hold_back: HoldBack | None = None
         self._ack_wait: float | None = None
         self._max_deliver: int | None = None
         self._started = False
@@ -305,6 +307,7 @@ class NATSProvider:
                 raise
             raise self._error(f"starting {self.describe()}", exc) from None
         self._client, self._js, self._puller = client, js, puller
+        self._hold_back = HoldBack(self.describe(), self._max_deliver)
         logger.info(
             "%s: consuming from %s (ack_wait %ss, max_deliver %s)",
             self.describe(),
@@ -402,7 +405,10 @@ class NATSProvider:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(wait_until):
                         await puller.ready.wait()
-        return [self._delivery(msg) for msg in puller.take(max_messages)]
+        taken = puller.take(max_messages)
+        if self._hold_back is not None:  # delayed publishes not yet due: nak'ed back
+            taken = self._hold_back.due(taken)
+        return [self._delivery(msg) for msg in taken]
 
     def _delivery(self, msg: Msg) -> Delivery:
         meta = msg.metadata
@@ -582,6 +588,8 @@ class NATSProvider:
                 starting.cancel()
                 await asyncio.wait({starting}, timeout=self._close_timeout)
             async with asyncio.timeout_at(deadline):
+                if self._hold_back is not None:
+                    await self._hold_back.wait(self._close_timeout / 2)
                 if puller is not None:
                     await puller.stop()
                     left = puller.take(len(puller.buffer))

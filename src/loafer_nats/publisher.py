@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterable, Mapping, Sized
-from typing import Any
+from datetime import datetime
+from typing import Any, ClassVar
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -13,8 +14,8 @@ from nats.js import JetStreamContext
 from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.ext.otel import publish_span
-from loafer_core.kit import map_exceptions
-from loafer_core.provider import Description
+from loafer_core.kit import DelayingPublisher, map_exceptions
+from loafer_core.provider import Description, Support
 from loafer_core.typed import encode
 from loafer_nats import _describe
 from loafer_nats._connection import client_options, close_connection, open_connection
@@ -79,6 +80,11 @@ class NATSPublisher:
     """
 
     settings_type = NATSPublisherSettings
+    #: Delayed publish (``delay=`` / ``at=``): emulated, a not-before header that
+    #: loafer's NATSProvider holds the message back by (``nak(delay)``: one attempt).
+    delay_support: ClassVar[Support] = Support.EMULATED
+    #: The longest delay a publish may ask for (None: no limit).
+    max_delay: ClassVar[float | None] = None
 
     def __init__(
         self, settings: NATSPublisherSettings | str | None = None, /, **options: Any
@@ -89,6 +95,7 @@ class NATSPublisher:
         self._js: JetStreamContext | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self._delaying = DelayingPublisher(self, what="NATSPublisher", maximum=self.max_delay)
 
     def _configure(self, settings: NATSPublisherSettings) -> None:
         """The settings as the attributes the publisher reads."""
@@ -212,14 +219,19 @@ class NATSPublisher:
         headers: Mapping[str, Any] | None = None,
         subject: str | None = None,
         msg_id: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> None:
         """Publish one message and wait for its publish ack.
 
         ``body``: bytes, str (UTF-8), a typed object (JSON, its type in ``type_header``) or
         a JSON-serialisable object. ``headers``: string values. ``msg_id``: JetStream's
-        de-duplication id (``Nats-Msg-Id``).
+        de-duplication id (``Nats-Msg-Id``). ``delay`` (seconds) or ``at`` (an aware
+        datetime): emulated, stored at once with the ``x-loafer-not-before`` header that
+        loafer's NATSProvider holds it back by (one delivery attempt spent).
         """
         target = self._subject(subject)
+        headers = self._delaying.stamp(headers, delay, at)
         data, hdrs = self._encode(body, self._headers(headers, msg_id))
         with publish_span(SYSTEM, target, hdrs, message_id=msg_id) as sent:
             js = await self._ensure_open()
@@ -232,15 +244,19 @@ class NATSPublisher:
         *,
         headers: Mapping[str, Any] | None = None,
         subject: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> int:
         """Publish many messages pipelined (``pipeline`` acks awaited at a time); return
-        how many were stored. Every body is checked against ``max_payload`` before its
-        window is sent. Raises the first failure once its window has finished (others
-        of it may be stored: publishing them again may duplicate them).
+        how many were stored (``delay``/``at`` as :meth:`publish`). Every body is
+        checked against ``max_payload`` before its window is sent. Raises the first
+        failure once its window has finished (others of it may be stored: publishing
+        them again may duplicate them).
 
         Traced as one producer span for the whole batch (its context in every message;
         ``messaging.batch.message_count`` when ``bodies`` has a length)."""
         target = self._subject(subject)
+        headers = self._delaying.stamp(headers, delay, at)
         count = len(bodies) if isinstance(bodies, Sized) else None
         with publish_span(SYSTEM, target, self._headers(headers, None), count=count) as sent:
             return await self._publish_many(bodies, target, dict(sent) if sent else None)

@@ -33,12 +33,13 @@ UUID unless ``message_id=`` is given), ``available_at`` the transaction's start 
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from loafer_core.errors import ConfigurationError
+from loafer_core.kit import check_delay
 from loafer_core.typed import TYPE_HEADER, encode
 from loafer_postgres.schema import DEFAULT_OUTBOX_TABLE, check_identifier
 
@@ -88,14 +89,10 @@ def _header_value(name: Any, value: Any) -> str:
     )
 
 
-def _delay(value: float | None) -> float:
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigurationError(f"Outbox.publish(delay=...): expected seconds >= 0, got {value!r}")
-    if value < 0:
-        raise ConfigurationError(f"Outbox.publish(delay=...): expected seconds >= 0, got {value!r}")
-    return float(value)
+def _delay(value: float | None, at: datetime | None = None) -> float:
+    """Seconds before the relay may forward the row (``delay`` or an aware ``at``)."""
+    scheduled = check_delay(value, at, what="Outbox.publish")
+    return 0.0 if scheduled is None else scheduled.delay
 
 
 def _text(what: str, value: Any, *, optional: bool = False) -> str | None:
@@ -197,6 +194,7 @@ class Outbox:
         key: str | None = None,
         delay: float | None = None,
         message_id: str | None = None,
+        at: datetime | None = None,
     ) -> tuple[str, str, str | None, bytes, str, float]:
         """The values of the row :meth:`publish` inserts (queue, destination, key, body,
         headers as JSON, delay), checked; no I/O."""
@@ -210,7 +208,7 @@ class Outbox:
             written[MESSAGE_ID_HEADER] = str(_text("message_id", message_id))
         else:
             written.setdefault(MESSAGE_ID_HEADER, uuid.uuid4().hex)
-        return (self.name, destination, key, data, json.dumps(written), _delay(delay))
+        return (self.name, destination, key, data, json.dumps(written), _delay(delay, at))
 
     async def publish(
         self,
@@ -222,16 +220,25 @@ class Outbox:
         key: str | None = None,
         delay: float | None = None,
         message_id: str | None = None,
+        at: datetime | None = None,
     ) -> str:
         """Write one message in the caller's transaction; return its message id.
 
         ``destination``: the name of the relay's publisher to forward it to; ``key``: its
         ordering key (rows of one key are relayed one at a time, in order); ``delay``:
-        seconds before the relay may forward it; ``message_id``: the id it carries in
-        :data:`MESSAGE_ID_HEADER` (a new UUID by default). Never commits.
+        seconds before the relay may forward it, or ``at``: an aware datetime (the
+        relay's publisher may delay it further: ``docs/scheduling.md``); ``message_id``:
+        the id it carries in :data:`MESSAGE_ID_HEADER` (a new UUID by default). Never
+        commits.
         """
         values = self.row(
-            destination, body, headers=headers, key=key, delay=delay, message_id=message_id
+            destination,
+            body,
+            headers=headers,
+            key=key,
+            delay=delay,
+            message_id=message_id,
+            at=at,
         )
         await self._insert(conn_or_session, [values])
         return str(json.loads(values[4])[MESSAGE_ID_HEADER])
@@ -244,10 +251,16 @@ class Outbox:
         *,
         headers: Mapping[str, Any] | None = None,
         key: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> list[str]:
-        """Write many messages (the same ``destination``, ``headers`` and ``key``, in the
-        order given) in the caller's transaction, in one round trip; return their ids."""
-        rows = [self.row(destination, body, headers=headers, key=key) for body in bodies]
+        """Write many messages (the same ``destination``, ``headers``, ``key`` and
+        ``delay``/``at``, in the order given) in the caller's transaction, in one round
+        trip; return their ids."""
+        wait = _delay(delay, at)
+        rows = [
+            self.row(destination, body, headers=headers, key=key, delay=wait) for body in bodies
+        ]
         if rows:
             await self._insert(conn_or_session, rows)
         return [str(json.loads(r[4])[MESSAGE_ID_HEADER]) for r in rows]

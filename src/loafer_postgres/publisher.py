@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sized
-from typing import Any
+from datetime import datetime
+from typing import Any, ClassVar
 
 import asyncpg
 
 from loafer_core import kit
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.ext.otel import publish_span
-from loafer_core.kit import map_exceptions
-from loafer_core.provider import Description
+from loafer_core.kit import check_delay, map_exceptions
+from loafer_core.provider import Description, Support
 from loafer_core.typed import encode
 from loafer_postgres import _describe
 from loafer_postgres._connection import close_pool, connect_options, open_pool
@@ -34,12 +35,10 @@ def encode_body(body: Any, owner: str = "PostgresPublisher") -> bytes:
     return kit.encode_body(body, owner)
 
 
-def _delay(delay: float | None) -> float:
-    if delay is None:
-        return 0.0
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
-        raise ConfigurationError(f"PostgresPublisher: delay must be seconds >= 0, got {delay!r}")
-    return float(delay)
+def _delay(delay: float | None, at: datetime | None) -> float:
+    """Seconds the row waits (``available_at = now() + them``): 0 for none."""
+    scheduled = check_delay(delay, at, what="PostgresPublisher")
+    return 0.0 if scheduled is None else scheduled.delay
 
 
 class PostgresPublisher:
@@ -47,7 +46,8 @@ class PostgresPublisher:
 
     ``publish`` returns once the row is committed (an INSERT in its own transaction);
     ``key=`` gives it an ordering key (rows of one key are consumed one at a time, in
-    order), ``delay=`` makes it available only that many seconds later. A missing
+    order), ``delay=`` (seconds) or ``at=`` (an aware datetime) makes it available
+    only then (natively: the row's ``available_at``). A missing
     table is a ConfigurationError naming ``loafer postgres init``; a row the server
     refuses (a constraint, a trigger) a :class:`~loafer_core.errors.PublishRefused`; a
     lost connection a ProviderError (the row may or may not be committed).
@@ -65,6 +65,10 @@ class PostgresPublisher:
     """
 
     settings_type = PostgresPublisherSettings
+    #: Delayed publish (``delay=`` / ``at=``): native, the row's ``available_at``.
+    delay_support: ClassVar[Support] = Support.NATIVE
+    #: The longest delay a publish may ask for (None: no limit).
+    max_delay: ClassVar[float | None] = None
 
     def __init__(
         self, settings: PostgresPublisherSettings | str | None = None, /, **options: Any
@@ -174,16 +178,18 @@ class PostgresPublisher:
         headers: Mapping[str, Any] | None = None,
         key: str | None = None,
         delay: float | None = None,
+        at: datetime | None = None,
         queue: str | None = None,
     ) -> None:
         """Insert one row and return once it is committed.
 
         ``body``: bytes, str (UTF-8), a typed object or a JSON-serialisable object.
         ``headers``: string values. ``key``: its ordering key. ``delay``: seconds before
-        it may be consumed. ``queue``: another queue than the publisher's.
+        it may be consumed, or ``at``: an aware datetime (the row's ``available_at``,
+        counted on the server's clock). ``queue``: another queue than the publisher's.
         """
         target = self._queue(queue)
-        wait = _delay(delay)
+        wait = _delay(delay, at)
         if key is not None and not isinstance(key, str):
             raise ConfigurationError(f"PostgresPublisher: key must be a str, got {key!r}")
         with publish_span(SYSTEM, target, headers) as sent:
@@ -199,12 +205,13 @@ class PostgresPublisher:
         headers: Mapping[str, Any] | None = None,
         key: str | None = None,
         delay: float | None = None,
+        at: datetime | None = None,
         queue: str | None = None,
     ) -> int:
         """Insert many rows in one statement (one transaction: all or none), in order;
-        return how many."""
+        return how many (``delay``/``at`` as :meth:`publish`, for every row)."""
         target = self._queue(queue)
-        wait = _delay(delay)
+        wait = _delay(delay, at)
         items = list(bodies)
         count = len(items) if isinstance(items, Sized) else None
         with publish_span(SYSTEM, target, headers, count=count) as sent:

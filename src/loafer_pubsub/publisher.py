@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence, Sized
-from typing import Any
+from datetime import datetime
+from typing import Any, ClassVar
 
 from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, PublishRefused
 from loafer_core.ext.otel import publish_span
-from loafer_core.kit import Batcher, Batching, Failure, map_exceptions
-from loafer_core.provider import Description
+from loafer_core.kit import Batcher, Batching, Failure, check_delay, map_exceptions
+from loafer_core.provider import Description, Support
 from loafer_core.settings import settings_of
 from loafer_core.typed import encode
 from loafer_pubsub import _describe
@@ -44,6 +45,12 @@ def _weight(message: Mapping[str, Any]) -> int:
     return len(message["data"]) + sum(len(k) + len(v) + 8 for k, v in attributes.items()) + 64
 
 
+_NO_DELAY = (
+    "Google Cloud Pub/Sub delivers at once (no per-message delay); publish later, or "
+    "use a subscription's retry policy for delays after a failure"
+)
+
+
 class PubSubPublisher:
     """Publish messages to a Pub/Sub topic and wait for the service's message ids.
 
@@ -65,6 +72,10 @@ class PubSubPublisher:
     """
 
     settings_type = PubSubPublisherSettings
+    #: Delayed publish: none (Pub/Sub delivers at once; ``delay=``/``at=`` raise
+    #: ConfigurationError).
+    delay_support: ClassVar[Support] = Support.NONE
+    max_delay: ClassVar[float | None] = None
 
     def __init__(
         self, settings: PubSubPublisherSettings | str | None = None, /, **options: Any
@@ -159,6 +170,8 @@ class PubSubPublisher:
         headers: Mapping[str, Any] | None = None,
         topic: str | None = None,
         ordering_key: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> None:
         """Publish one message and wait for its message id.
 
@@ -166,7 +179,9 @@ class PubSubPublisher:
         or a JSON-serialisable object. ``headers``: the attributes (string values).
         ``ordering_key``: Pub/Sub's ordering key (messages of one key, published one
         after another, are delivered in order to subscriptions with message ordering).
+        ``delay``/``at``: refused (ConfigurationError): Pub/Sub has no delayed delivery.
         """
+        check_delay(delay, at, what="PubSubPublisher", refused=_NO_DELAY)
         path = self._topic_path(topic)
         with publish_span(SYSTEM, path.rsplit("/", 1)[-1], headers) as sent:
             message = self._message(body, sent, ordering_key)
@@ -183,10 +198,14 @@ class PubSubPublisher:
         headers: Mapping[str, Any] | None = None,
         topic: str | None = None,
         ordering_key: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> int:
         """Publish many messages (calls of up to ``max_batch``); return how many were
         stored. Raises the first failure (others may be stored: publishing them again may
-        duplicate them). Traced as one producer span for the batch."""
+        duplicate them). Traced as one producer span for the batch. ``delay``/``at``:
+        refused, as in :meth:`publish`."""
+        check_delay(delay, at, what="PubSubPublisher", refused=_NO_DELAY)
         path = self._topic_path(topic)
         count = len(bodies) if isinstance(bodies, Sized) else None
         with publish_span(SYSTEM, path.rsplit("/", 1)[-1], headers, count=count) as sent:

@@ -6,7 +6,8 @@ import asyncio
 import itertools
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from datetime import datetime
+from typing import Any, ClassVar
 
 import aio_pika
 import aiormq.exceptions
@@ -14,10 +15,11 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobust
 
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError, PublishRefused
 from loafer_core.ext.otel import ROUTING_KEY, inject_each, publish_span
-from loafer_core.provider import Description
+from loafer_core.kit import DelayedPublish, check_delay
+from loafer_core.provider import Description, Support
 from loafer_core.settings import from_flat
 from loafer_core.typed import encode
-from loafer_rabbit import _describe
+from loafer_rabbit import _delay, _describe
 from loafer_rabbit._connection import close_connection, open_connection
 from loafer_rabbit.errors import mask_url, operation_error, protect
 from loafer_rabbit.settings import RabbitPublisherSettings
@@ -110,11 +112,21 @@ class RabbitPublisher:
     when the process uses OpenTelemetry (:mod:`loafer_core.ext.otel`: a producer span,
     its context in the message's headers).
 
+    ``delay=`` (seconds) or ``at=`` (an aware datetime) holds a message back: it is
+    confirmed into the delay queue ``<target>.delay.<ms>`` (declared on first use, TTL
+    the delay rounded up to three significant digits, dead-lettered to the exchange and
+    routing key) and RabbitMQ moves it there when the TTL is over (``docs/scheduling.md``).
+
     Use it as ``async with RabbitPublisher(url) as publisher:`` or call :meth:`connect`
     and :meth:`close`.
     """
 
     settings_type = RabbitPublisherSettings
+    #: Delayed publish (``delay=`` / ``at=``): emulated with TTL delay queues that
+    #: dead-letter to the target (what RabbitMQ offers without a plugin).
+    delay_support: ClassVar[Support] = Support.EMULATED
+    #: The longest delay: RabbitMQ's largest TTL (about 49 days).
+    max_delay: ClassVar[float | None] = _delay.MAX_DELAY
 
     def __init__(
         self,
@@ -131,6 +143,7 @@ class RabbitPublisher:
         self._lock = asyncio.Lock()
         self._opening: asyncio.Task[None] | None = None
         self._closed = False
+        self._delay_queues = _delay.DelayQueues(self._url)
 
     @property
     def _url(self) -> str:
@@ -282,15 +295,19 @@ class RabbitPublisher:
         *,
         headers: Mapping[str, Any] | None = None,
         routing_key: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
         **properties: Any,
     ) -> None:
         """Publish one message and wait for its confirm.
 
         ``body``: bytes, str (UTF-8), a typed object or a JSON-serialisable object.
-        ``properties`` are AMQP properties (``message_id``, ``correlation_id``,
-        ``content_type``, ``expiration``, ``priority``, ...).
+        ``delay`` (seconds) or ``at`` (an aware datetime): delivered no earlier, through
+        a delay queue. ``properties`` are AMQP properties (``message_id``,
+        ``correlation_id``, ``content_type``, ``expiration``, ``priority``, ...).
         """
         key = self._key(routing_key)
+        scheduled = self._scheduled(delay, at, properties)
         with publish_span(
             "rabbitmq",
             self.exchange or key,
@@ -299,7 +316,10 @@ class RabbitPublisher:
             attributes={ROUTING_KEY: key},
         ) as sent:
             message = self.message(body, headers=sent, **properties)
-            await self._send(message, key)
+            if scheduled is None:
+                await self._send(message, key)
+            else:
+                await self._send(message, await self._delay_queue(key, scheduled), direct=True)
 
     async def publish_many(
         self,
@@ -307,17 +327,46 @@ class RabbitPublisher:
         *,
         headers: Mapping[str, Any] | None = None,
         routing_key: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
         **properties: Any,
     ) -> int:
         """Publish many messages pipelined (``pipeline`` at a time); return how many were
-        confirmed.
+        confirmed (``delay``/``at`` as :meth:`publish`, for every message).
 
         Raises the first failure once every publish of its window has finished (the
         others may have been confirmed: publishing them again may duplicate them).
         """
         key = self._key(routing_key)
+        scheduled = self._scheduled(delay, at, properties)
         messages = (self.message(b, headers=headers, **properties) for b in bodies)
-        return await self.publish_messages(messages, routing_key=key)
+        if scheduled is None:
+            return await self.publish_messages(messages, routing_key=key)
+        queue = await self._delay_queue(key, scheduled)
+        span = publish_span("rabbitmq", self.exchange or key, None, attributes={ROUTING_KEY: key})
+        with span:
+            prepared = inject_each(span, messages, _headers_of)
+            return await self._publish_messages(prepared, queue, direct=True)
+
+    def _scheduled(
+        self, delay: float | None, at: datetime | None, properties: Mapping[str, Any]
+    ) -> DelayedPublish | None:
+        scheduled = check_delay(
+            delay, at, what=f"RabbitPublisher to {self.exchange!r}", maximum=_delay.MAX_DELAY
+        )
+        if scheduled is not None and properties.get("expiration") is not None:
+            raise ConfigurationError(
+                "RabbitPublisher: expiration= and a delay cannot go together (the delay "
+                "queue expires the message into its target)"
+            )
+        return scheduled
+
+    async def _delay_queue(self, key: str, scheduled: DelayedPublish) -> str:
+        await self._ensure_open()
+        channel = self._channel
+        if channel is None:  # close() came in between
+            raise ProviderError(f"RabbitPublisher to {mask_url(self._url)}: closed")
+        return await self._delay_queues.queue_for(channel, self.exchange, key, scheduled.delay)
 
     async def publish_messages(
         self, messages: Iterable[aio_pika.Message], *, routing_key: str | None = None
@@ -330,7 +379,9 @@ class RabbitPublisher:
         with span:
             return await self._publish_messages(inject_each(span, messages, _headers_of), key)
 
-    async def _publish_messages(self, messages: Iterable[aio_pika.Message], key: str) -> int:
+    async def _publish_messages(
+        self, messages: Iterable[aio_pika.Message], key: str, *, direct: bool = False
+    ) -> int:
         await self._ensure_open()
         send, size = self._send, self.pipeline
         sent = 0
@@ -343,7 +394,8 @@ class RabbitPublisher:
             # One window at a time, as raw aio-pika code does: every publish of the window
             # is written before the first confirm is awaited.
             results = await asyncio.gather(
-                *(send(message, key) for message in batch), return_exceptions=True
+                *(send(message, key, direct=direct) for message in batch),
+                return_exceptions=True,
             )
             for result in results:
                 if isinstance(result, BaseException):
@@ -359,10 +411,16 @@ class RabbitPublisher:
             )
         return key
 
-    async def _send(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def _send(
+        self, message: aio_pika.Message, routing_key: str, *, direct: bool = False
+    ) -> None:
+        """Publish and wait for the confirm; ``direct``: to the queue ``routing_key``
+        through the default exchange (a delay queue)."""
         if self._exchange is None:
             await self._ensure_open()
         exchange = self._exchange
+        if direct and self._channel is not None:
+            exchange = self._channel.default_exchange
         if exchange is None:  # close() came in between
             raise ProviderError(f"RabbitPublisher to {mask_url(self._url)}: closed")
         try:
@@ -403,5 +461,6 @@ class RabbitPublisher:
         connection, self._connection = self._connection, None
         self._channel = None
         self._exchange = None
+        self._delay_queues.forget()
         if connection is not None:
             await close_connection(connection, self.settings.timeouts.close, self._url)

@@ -8,7 +8,10 @@ whose lease lapsed (a consumer that died), entries parked by a RETRY or a RELEAS
 delayed retries now due; ``fetch`` hands the buffer out.
 
 The stream is never written to: it belongs to its producers and to every consumer group
-reading it. Outcome mapping (see ``docs/providers/redis.md``):
+reading it. (The one exception is what producers asked for: while started, the provider
+also adds to the stream the messages a ``RedisPublisher`` scheduled with a delay in
+``<stream>:scheduled``, once due: see ``loafer_redis._scheduled``.) Outcome mapping
+(see ``docs/providers/redis.md``):
 
 - ``ACCEPT`` -> ``XACK`` (coalesced: one ``XACK`` per two turns of the event loop, on a
   connection of its own).
@@ -50,7 +53,7 @@ import redis.exceptions
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Description, Support
-from loafer_redis import _describe
+from loafer_redis import _describe, _scheduled
 from loafer_redis._connection import BlockingReader, DirectConnection, open_client
 from loafer_redis._resp import pack
 from loafer_redis._scripts import Scripts
@@ -180,6 +183,7 @@ class RedisProvider:
         self.consumer: str | None = None
         self._last_forget = time.monotonic()
         self._client: redis.asyncio.Redis | None = None
+        self._scheduled: _scheduled.Mover | None = None
         self._scripts: Scripts | None = None
         self._reader: BlockingReader | None = None
         self._acker: DirectConnection | None = None  # the XACKs' own connection
@@ -382,6 +386,11 @@ class RedisProvider:
         self._releases = Batch(self._send_releases, limit=_PAGE)
         self._started = True
         await self._start_legacy_mover(client)
+        # messages published with a delay (<stream>:scheduled): added to the stream when due
+        self._scheduled = _scheduled.Mover(
+            client, what=self.describe(), url=self._url, keep_polling=True
+        )
+        self._scheduled.watch(self.stream)
         logger.info(
             "%s: consuming as %s from %s (lease %ss)",
             self.describe(),
@@ -1244,6 +1253,9 @@ class RedisProvider:
             )
         finally:
             self._closed = True
+            scheduled, self._scheduled = self._scheduled, None
+            if scheduled is not None:
+                await scheduled.stop(min(self._socket_timeout, self._close_timeout))
             for batch in (self._acks, self._releases):
                 if batch is not None:
                     batch.cancel()

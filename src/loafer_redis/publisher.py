@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sized
-from typing import Any
+from datetime import datetime
+from typing import Any, ClassVar
 
 import redis.asyncio
 
 from loafer_core import kit
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.ext.otel import MESSAGE_ID, publish_span
-from loafer_core.kit import map_exceptions
-from loafer_core.provider import Description
+from loafer_core.kit import DelayedPublish, check_delay, map_exceptions
+from loafer_core.provider import Description, Support
 from loafer_core.typed import encode
-from loafer_redis import _describe
+from loafer_redis import _describe, _scheduled
 from loafer_redis._connection import open_client
 from loafer_redis.errors import mask_url, operation_error, protect, publish_error
 from loafer_redis.settings import RedisPublisherSettings, settings_from
@@ -67,11 +68,21 @@ class RedisPublisher:
     OpenTelemetry (:mod:`loafer_core.ext.otel`: a producer span, its W3C context in the
     entry's header fields).
 
+    ``delay=`` (seconds) or ``at=`` (an aware datetime) holds a message back: it waits
+    in the sorted set ``<stream>:scheduled`` and is added to the stream when due, by
+    this publisher while it runs and by every :class:`~loafer_redis.RedisProvider` of the
+    stream (``docs/scheduling.md``).
+
     Use it as ``async with RedisPublisher("orders", url=...) as publisher:`` or call
     :meth:`close` when done (it connects on first use).
     """
 
     settings_type = RedisPublisherSettings
+    #: Delayed publish (``delay=`` / ``at=``): emulated, a sorted set beside the stream
+    #: and a Lua mover (run by the publisher and by the stream's providers).
+    delay_support: ClassVar[Support] = Support.EMULATED
+    #: The longest delay a publish may ask for (None: no limit).
+    max_delay: ClassVar[float | None] = None
 
     def __init__(
         self, settings: RedisPublisherSettings | str | None = None, /, **options: Any
@@ -92,6 +103,7 @@ class RedisPublisher:
         self._max_connections = settings.max_connections
         self._connection_options = dict(settings.connection.options or {})
         self._client: redis.asyncio.Redis | None = None
+        self._mover: _scheduled.Mover | None = None
         self._closed = False
         # the start of every XADD: key, trimming, id
         head: list[Any] = ["XADD", self.stream]
@@ -188,25 +200,33 @@ class RedisPublisher:
         *,
         headers: Mapping[str, Any] | None = None,
         stream: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
         **options: Any,
     ) -> str:
-        """Add one message; return its entry id.
+        """Add one message; return its entry id (a delayed one: ``scheduled:`` and its
+        member's prefix, the entry id being known only when it is added).
 
         ``body``: bytes, str (UTF-8), a typed object (JSON, its type in ``type_header``)
         or a JSON-serialisable object; ``headers``: str, bytes, int or float values, one
-        field each; ``stream``: another stream than the publisher's. Traced as a producer
-        span (``publish <stream>``, the entry id as ``messaging.message.id``).
+        field each; ``stream``: another stream than the publisher's; ``delay`` (seconds)
+        or ``at`` (an aware datetime): added no earlier, through ``<stream>:scheduled``.
+        Traced as a producer span (``publish <stream>``, the entry id as
+        ``messaging.message.id``).
         """
         if options:
             raise ConfigurationError(
                 f"RedisPublisher.publish: unknown option(s) {sorted(options)}; it takes "
-                "headers= and stream="
+                "headers=, stream=, delay= and at="
             )
         data, headers = self._typed(body, headers)
         target = stream or self.stream
+        scheduled = check_delay(delay, at, what=f"RedisPublisher to {target!r}")
         span = publish_span(SYSTEM, target, headers)
         with span as sent:
             args = (*self._head_for(stream), self.body_field, data, *self._fields(sent))
+            if scheduled is not None:
+                return await self._schedule(target, [args], scheduled)
             client = self._ensure()
             with map_exceptions(
                 lambda exc: publish_error(f"adding to stream {target!r}", exc, self._url)
@@ -225,14 +245,54 @@ class RedisPublisher:
         *,
         headers: Mapping[str, Any] | None = None,
         stream: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> int:
-        """Add many messages, ``pipeline`` per round trip; return how many were added.
+        """Add many messages, ``pipeline`` per round trip; return how many were added
+        (``delay``/``at`` as :meth:`publish`: scheduled, ``pipeline`` per script call).
 
         Traced as one producer span for the whole batch (its context in every entry;
         ``messaging.batch.message_count`` when ``bodies`` has a length)."""
+        target = stream or self.stream
+        scheduled = check_delay(delay, at, what=f"RedisPublisher to {target!r}")
         count = len(bodies) if isinstance(bodies, Sized) else None
-        with publish_span(SYSTEM, stream or self.stream, headers, count=count) as sent:
-            return await self._publish_many(bodies, sent, stream)
+        with publish_span(SYSTEM, target, headers, count=count) as sent:
+            if scheduled is None:
+                return await self._publish_many(bodies, sent, stream)
+            added = 0
+            batch: list[tuple[Any, ...]] = []
+            for body in bodies:
+                batch.append(self.command(body, sent, stream))
+                if len(batch) >= self.pipeline:
+                    await self._schedule(target, batch, scheduled)
+                    added, batch = added + len(batch), []
+            if batch:
+                await self._schedule(target, batch, scheduled)
+            return added + len(batch)
+
+    async def _schedule(
+        self, target: str, commands: list[tuple[Any, ...]], scheduled: DelayedPublish
+    ) -> str:
+        """Add ``commands`` (whole ``XADD`` commands) to ``target``'s scheduled set, due after
+        the delay; return the first member's prefix as ``scheduled:<prefix>``."""
+        client = self._ensure()
+        members = [_scheduled.pack(args[2:]) for args in commands]
+        what = f"scheduling {len(members)} entries for stream {target!r}"
+        with map_exceptions(lambda exc: publish_error(what, exc, self._url)):
+            async with asyncio.timeout(self._socket_timeout + len(members) / 1000):
+                await client.eval(
+                    _scheduled.SCHEDULE,
+                    1,
+                    _scheduled.key_of(target),
+                    scheduled.milliseconds,
+                    *members,
+                )
+        if self._mover is None:
+            self._mover = _scheduled.Mover(
+                client, what=repr(self), url=self._url, keep_polling=False
+            )
+        self._mover.watch(target)
+        return f"scheduled:{members[0][:32].decode()}"
 
     async def _publish_many(
         self, bodies: Iterable[Any], headers: Mapping[str, Any] | None, stream: str | None
@@ -273,6 +333,9 @@ class RedisPublisher:
         """Disconnect. Idempotent; a later publish raises ProviderError (until
         :meth:`start` opens it again)."""
         self._closed = True
+        mover, self._mover = self._mover, None
+        if mover is not None:
+            await mover.stop(self._socket_timeout)
         client, self._client = self._client, None
         if client is not None:
             try:

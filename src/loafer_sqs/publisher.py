@@ -15,11 +15,13 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, ClassVar
 
 from loafer_core.errors import ConfigurationError, ProviderError, PublishRefused
 from loafer_core.ext.otel import publish_span
-from loafer_core.provider import Description
+from loafer_core.kit import check_delay
+from loafer_core.provider import Description, Support
 from loafer_core.typed import encode
 from loafer_sqs import _closing, _describe
 from loafer_sqs._batch import Batcher, Failure, failures_in, refusal
@@ -30,6 +32,9 @@ from loafer_sqs.settings import SNSPublisherSettings, SQSPublisherSettings, sett
 __all__ = ["SNSPublisher", "SQSPublisher", "encode_body", "message_attributes"]
 
 logger = logging.getLogger("loafer_sqs")
+
+#: SQS's longest ``DelaySeconds``: 15 minutes.
+MAX_DELAY = 900.0
 
 
 def encode_body(body: Any, encoder: Callable[[Any], str] = json.dumps) -> str:
@@ -239,6 +244,11 @@ class SQSPublisher(_BasePublisher):
 
     _service = "sqs"
     settings_type = SQSPublisherSettings
+    #: Delayed publish (``delay=`` / ``at=``): native, ``DelaySeconds`` (standard queues;
+    #: a FIFO queue refuses a per-message delay: its own ``DelaySeconds`` applies).
+    delay_support: ClassVar[Support] = Support.NATIVE
+    #: SQS holds a message back 15 minutes at most.
+    max_delay: ClassVar[float | None] = MAX_DELAY
 
     def __init__(
         self, settings: SQSPublisherSettings | str | None = None, /, **options: Any
@@ -276,15 +286,18 @@ class SQSPublisher(_BasePublisher):
         queue: str | None = None,
         group_id: str | None = None,
         deduplication_id: str | None = None,
-        delay: int | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
         **options: Any,
     ) -> None:
         """Send one message; returns once SQS has it.
 
         ``headers`` become message attributes. On FIFO queues ``group_id`` is required
         and ``deduplication_id`` defaults to a fresh UUID (pass ``content_based=True``
-        to leave it to the queue's content-based deduplication). ``delay`` is
-        ``DelaySeconds`` (standard queues).
+        to leave it to the queue's content-based deduplication). ``delay`` (seconds) or
+        ``at`` (an aware datetime) is ``DelaySeconds``, rounded up to whole seconds, at
+        most 900 (15 minutes); standard queues only (a FIFO queue refuses it: a
+        ConfigurationError).
         """
         unknown = sorted(options.keys() - {"content_based", "message_attributes"})
         if unknown:
@@ -297,6 +310,13 @@ class SQSPublisher(_BasePublisher):
         body, headers = self._typed(body, headers)
         text = encode_body(body, self._encoder)
         fifo = target.rstrip("/").endswith(".fifo")
+        scheduled = check_delay(
+            delay,
+            at,
+            what=f"SQSPublisher to {target!r}",
+            maximum=MAX_DELAY,
+            refused=_FIFO_DELAY if fifo else None,
+        )
         if fifo:
             if not group_id:
                 raise ConfigurationError(f"publishing to the FIFO queue {target!r} needs group_id")
@@ -311,7 +331,8 @@ class SQSPublisher(_BasePublisher):
         attributes.update(message_attributes(options.get("message_attributes")))
         with publish_span("aws_sqs", name, headers) as sent:
             attributes = _with_trace(attributes, headers, sent)
-            await self._publish(_Entry(url, text, attributes, group_id, deduplication_id, delay))
+            seconds = None if scheduled is None else scheduled.seconds
+            await self._publish(_Entry(url, text, attributes, group_id, deduplication_id, seconds))
 
     async def _send(self, entries: Sequence[_Entry]) -> dict[int, Failure]:
         batch: list[dict[str, Any]] = []
@@ -330,6 +351,16 @@ class SQSPublisher(_BasePublisher):
         return failures_in(response, len(entries))
 
 
+_FIFO_DELAY = (
+    "a FIFO queue takes no per-message delay (SQS refuses DelaySeconds on it); set the "
+    "queue's DelaySeconds attribute, or publish to a standard queue"
+)
+_SNS_DELAY = (
+    "SNS delivers at once; publish to the subscribed SQS queues with SQSPublisher(delay=...) "
+    "or set DelaySeconds on those queues"
+)
+
+
 class SNSPublisher(_BasePublisher):
     """Publish to SNS topics with ``PublishBatch`` (10 per call, short linger).
 
@@ -346,6 +377,10 @@ class SNSPublisher(_BasePublisher):
 
     _service = "sns"
     settings_type = SNSPublisherSettings
+    #: Delayed publish: none (SNS has no delay; ``delay=``/``at=`` raise
+    #: ConfigurationError).
+    delay_support: ClassVar[Support] = Support.NONE
+    max_delay: ClassVar[float | None] = None
 
     def __init__(
         self, settings: SNSPublisherSettings | str | None = None, /, **options: Any
@@ -390,9 +425,13 @@ class SNSPublisher(_BasePublisher):
         subject: str | None = None,
         group_id: str | None = None,
         deduplication_id: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
         **options: Any,
     ) -> None:
-        """Publish one message to the topic; returns once SNS has it."""
+        """Publish one message to the topic; returns once SNS has it. ``delay``/``at``
+        are refused (ConfigurationError): SNS has no delay."""
+        check_delay(delay, at, what="SNSPublisher", refused=_SNS_DELAY)
         if options:
             raise ConfigurationError(f"unknown publish option(s) {sorted(options)}")
         target = topic or self.topic

@@ -160,3 +160,23 @@ async def test_publish_from_stdin_then_run_round_trips_on_amqp_1_0(
     assert await admin.count(queue) == COUNT
     _run_until_handled(tmp_path, "amqp", {"QUEUE": queue, "URL": amqp_url})
     assert await admin.count(queue) == 0
+
+
+@pytest.mark.rabbit
+async def test_publish_with_a_delay_arrives_after_it(admin: RabbitAdmin, rabbit_url: str) -> None:
+    queue = await admin.declare()
+    admin.track(f"{queue}.delay.1000")
+    done = loafer("publish", "rabbit", queue, '{"n": 1}', "--url", rabbit_url, "--delay", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["1: confirmed", "1 confirmed, 0 failed"]
+    assert await admin.count(f"{queue}.delay.1000") in (0, 1)
+    await admin.wait_count(queue, 1)
+
+
+def test_a_delay_the_publisher_refuses_exits_78() -> None:
+    done = loafer("publish", "sns", "topic", "x", "--url", "http://127.0.0.1:9", "--delay", "5")
+    assert done.returncode == 78, done.stdout + done.stderr
+    assert "publisher 'sns' declares no delayed publish" in done.stderr
+    done = loafer("publish", "sqs", "q", "x", "--url", "http://127.0.0.1:9", "--delay", "901")
+    assert done.returncode == 78, done.stdout + done.stderr
+    assert "beyond the broker's limit of 900s" in done.stderr

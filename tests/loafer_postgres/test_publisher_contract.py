@@ -1,6 +1,6 @@
 """loafer-core's publisher conformance kit, run against PostgresPublisher on a real
 PostgreSQL (each destination a queue name in a fresh schema's queue table; what arrived
-is read, and deleted, with one DELETE ... RETURNING)."""
+is read, and deleted, with one DELETE ... RETURNING, once available: a consumer's view)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ class TestPostgresPublisherContract(PublisherContract):
         try:
             rows = await conn.fetch(
                 f'WITH t AS (DELETE FROM "{self.schema}"."loafer_queue" WHERE queue = $1 '
-                "RETURNING id, body, headers::text AS headers) SELECT * FROM t ORDER BY id",
+                "AND available_at <= now() RETURNING id, body, headers::text AS headers) "
+                "SELECT * FROM t ORDER BY id",
                 destination,
             )
         finally:

@@ -19,6 +19,7 @@ def keys_of(stream: str, groups: tuple[str, ...] = ("loafer",)) -> list[str]:
     return [
         stream,
         f"{stream}:dead",
+        f"{stream}:scheduled",  # delayed publishes
         f"{stream}:delayed",  # earlier versions' delayed copies
         *(f"{stream}:{group}:delayed" for group in groups),
     ]

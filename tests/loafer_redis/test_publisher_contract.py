@@ -31,7 +31,7 @@ class TestRedisPublisherContract(PublisherContract):
 
     async def delete_destination(self, destination: str) -> None:
         async with self._client() as client:
-            await client.delete(destination, f"{destination}-string")
+            await client.delete(destination, f"{destination}-string", f"{destination}:scheduled")
 
     async def take(self, destination: str) -> Sequence[Arrived]:
         start = self.last_id.get(destination)

@@ -21,6 +21,10 @@
   JSON-serialisable body.
 - **Routes**: :class:`ProviderRoute`, the route of a plugin that builds its provider
   from the route's keywords (a plugin's ``route.py`` is a subclass of a few lines).
+- **Delayed publish** (:mod:`loafer_core._schedule`): :func:`due_in` and
+  :func:`check_delay` turn ``delay=``/``at=`` into a checked :class:`DelayedPublish`;
+  :class:`DelayingPublisher` and :func:`not_before` emulate it with the
+  :data:`NOT_BEFORE` header where the broker cannot hold a message back.
 - **Settings**: :mod:`loafer_core.settings` (frozen dataclasses, the shared
   ``Connection`` and ``Timeouts``, the flat-keyword adapter ``from_flat``).
 
@@ -29,6 +33,14 @@
 
 from __future__ import annotations
 
+from loafer_core._schedule import (
+    NOT_BEFORE,
+    DelayedPublish,
+    DelayingPublisher,
+    check_delay,
+    due_in,
+    not_before,
+)
 from loafer_core.errors import PublishRefused
 from loafer_core.kit._batch import Batcher, Batching, Failure, SendBatch
 from loafer_core.kit._body import encode_body
@@ -52,8 +64,11 @@ from loafer_core.provider import Describable, Description, PublisherLifecycle, S
 
 __all__ = [
     "MASK",
+    "NOT_BEFORE",
     "Batcher",
     "Batching",
+    "DelayedPublish",
+    "DelayingPublisher",
     "Describable",
     "Description",
     "Failure",
@@ -65,13 +80,16 @@ __all__ = [
     "Server",
     "TextRules",
     "UrlRules",
+    "check_delay",
     "check_url",
+    "due_in",
     "encode_body",
     "host_of",
     "is_clean",
     "map_exceptions",
     "mask_text",
     "mask_url",
+    "not_before",
     "protect",
     "scrub",
     "secret_filter",

@@ -23,6 +23,17 @@ destinations, and to read what arrived::
         # optional: a publisher holding a secret (else skipped)
         async def make_publisher_with_secret(self, destination): ...
 
+Delayed publish (``publish(..., delay=seconds)`` / ``at=datetime``) is checked from what
+the publisher declares: its ``delay_support`` (:class:`~loafer_core.provider.Support`;
+none declared: ``NONE``) and ``max_delay``. Where it takes delays, a delayed message
+must not arrive before its delay and must arrive after it, ``at=`` too; where it takes
+none, or beyond ``max_delay``, the publish raises
+:class:`~loafer_core.errors.ConfigurationError` and sends nothing. A naive ``at`` is
+refused everywhere. For an emulated delay (the message is in the destination at once,
+its :data:`~loafer_core.kit.NOT_BEFORE` header read by the consumer), :meth:`take`'s
+messages are held back by the kit until their header says they are due, as the
+consumer does.
+
 Every test runs in its own event loop (``asyncio.run``) on a fresh destination, bounded by
 ``timeout``. The tests are plain (sync) pytest methods: no asyncio pytest plugin is needed.
 """
@@ -39,11 +50,14 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 
-from loafer_core.errors import LoaferError, PublishRefused
+from loafer_core.errors import ConfigurationError, LoaferError, PublishRefused
+from loafer_core.kit import not_before
+from loafer_core.provider import Support
 from loafer_core.testing._eventually import eventually
 
 __all__ = ["Arrived", "ContractOrder", "PublisherContract"]
@@ -87,6 +101,10 @@ class PublisherContract:
     concurrent_publishes: ClassVar[int] = 50
     #: The body ``make_refusing_publisher``'s publisher is given to publish.
     refused_body: ClassVar[Any] = b'{"refused": true}'
+    #: The delay the delayed-publish tests ask for, in seconds.
+    publish_delay: ClassVar[float] = 1.5
+    #: How early a delayed message may arrive (clock granularity of the broker), seconds.
+    delay_tolerance: ClassVar[float] = 0.1
     #: The start of the name of each destination a test makes (a unique suffix follows).
     destination_prefix: ClassVar[str] = "loafer-pub-contract"
 
@@ -135,6 +153,19 @@ class PublisherContract:
     ) -> Any:
         """Publish ``body`` to the publisher's destination."""
         return await publisher.publish(body, headers=headers)
+
+    async def publish_delayed(
+        self,
+        publisher: Any,
+        body: Any,
+        *,
+        delay: float | None = None,
+        at: datetime | None = None,
+    ) -> Any:
+        """Publish ``body`` held back by ``delay`` seconds or until ``at``."""
+        if at is not None:
+            return await publisher.publish(body, at=at)
+        return await publisher.publish(body, delay=delay)
 
     # -- machinery ------------------------------------------------------------------------
 
@@ -369,6 +400,92 @@ class PublisherContract:
             assert {a.body for a in got} == set(bodies)
 
         self._run(scenario)
+
+    # -- delayed publish ------------------------------------------------------------------
+
+    def test_a_delayed_message_arrives_after_its_delay_not_before(self) -> None:
+        """``publish(..., delay=d)``: nothing arrives for ``d`` seconds, then it does."""
+
+        async def scenario(destination: str) -> None:
+            publisher = await self._delaying(destination)
+            started = time.monotonic()
+            await self.publish_delayed(publisher, b'{"delayed": 1}', delay=self.publish_delay)
+            await self._held_back_then_arrives(destination, started, b'{"delayed": 1}')
+
+        self._run(scenario)
+
+    def test_a_message_published_at_a_time_arrives_then(self) -> None:
+        """``publish(..., at=aware_datetime)`` holds the message back until then."""
+
+        async def scenario(destination: str) -> None:
+            publisher = await self._delaying(destination)
+            started = time.monotonic()
+            at = datetime.now(UTC) + timedelta(seconds=self.publish_delay)
+            await self.publish_delayed(publisher, b'{"at": 1}', at=at)
+            await self._held_back_then_arrives(destination, started, b'{"at": 1}')
+
+        self._run(scenario)
+
+    def test_a_naive_datetime_is_refused_and_nothing_sent(self) -> None:
+        async def scenario(destination: str) -> None:
+            publisher = await self._made(destination)
+            naive = datetime.now() + timedelta(seconds=1)
+            with pytest.raises(ConfigurationError, match="naive"):
+                await self.publish_delayed(publisher, b'{"naive": 1}', at=naive)
+            await self._nothing_arrives(destination)
+
+        self._run(scenario)
+
+    def test_a_refused_delay_raises_configuration_error_and_nothing_sent(self) -> None:
+        """No delay declared: any delay is refused; else one beyond ``max_delay``."""
+
+        async def scenario(destination: str) -> None:
+            publisher = await self._made(destination)
+            support = getattr(publisher, "delay_support", Support.NONE)
+            limit = getattr(publisher, "max_delay", None)
+            if support is not Support.NONE and limit is None:
+                pytest.skip("the publisher takes any delay: nothing to refuse")
+            too_long = 30.0 if limit is None else float(limit) + 1
+            with pytest.raises(ConfigurationError, match="delay"):
+                await self.publish_delayed(publisher, b'{"refused": "delay"}', delay=too_long)
+            await self._nothing_arrives(destination)
+
+        self._run(scenario)
+
+    async def _delaying(self, destination: str) -> Any:
+        publisher = await self._made(destination)
+        if getattr(publisher, "delay_support", Support.NONE) is Support.NONE:
+            pytest.skip(f"{type(publisher).__name__} declares no delayed publish")
+        self._emulated = publisher.delay_support is Support.EMULATED
+        return publisher
+
+    async def _held_back_then_arrives(self, destination: str, started: float, body: bytes) -> None:
+        early = self.publish_delay - self.delay_tolerance
+        held: list[Arrived] = []
+        while time.monotonic() - started < early * 0.8:
+            held += await self.take(destination)
+            due = [a for a in held if not_before(a.headers) is None] if self._emulated else held
+            assert not due, f"a delayed message arrived after {time.monotonic() - started:.2f}s"
+            await asyncio.sleep(0.05)
+        got: list[Arrived] = []
+
+        async def arrived() -> bool:
+            held.extend(await self.take(destination))
+            for a in list(held):
+                if not self._emulated or not_before(a.headers) is None:
+                    held.remove(a)
+                    got.append(a)
+            return bool(got)
+
+        await eventually(
+            arrived,
+            timeout=self.publish_delay + self.arrival_timeout,
+            interval=0.05,
+            what=f"the delayed message arriving at {destination!r}",
+        )
+        took = time.monotonic() - started
+        assert took >= early, f"the delayed message arrived after {took:.2f}s, before its delay"
+        assert [a.body for a in got] == [body]
 
     # -- secrets --------------------------------------------------------------------------
 
