@@ -1,7 +1,7 @@
 """nox sessions: tests (core alone, then each plugin), lint, typecheck, docs, benchmarks.
 
 nox -s tests_core          # core only, installed with no plugin extras (isolation)
-nox -s tests_rabbit tests_amqp tests_sqs tests_nats tests_redis tests_postgres
+nox -s tests_rabbit tests_amqp tests_sqs tests_nats tests_redis tests_postgres tests_kafka
 nox -s lint typecheck docs
 nox -s bench -- core       # or rabbit, amqp, sqs, nats, redis, postgres; extra args: the script
 nox -s tests_latest        # the whole suite on the newest releases (the lock ignored)
@@ -23,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 # uv creates and fills the sessions' environments in seconds; virtualenv + pip without it
 nox.options.default_venv_backend = "uv|virtualenv"
 
-PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis", "postgres", "pubsub")
+PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis", "postgres", "pubsub", "kafka")
 CONSTRAINTS = "requirements/constraints.txt"
 
 
@@ -110,6 +110,12 @@ def tests_redis(session: nox.Session) -> None:
 def tests_postgres(session: nox.Session) -> None:
     """PostgreSQL queue plugin against the real server (tests/loafer_postgres)."""
     _plugin_tests(session, "postgres")
+
+
+@nox.session(python="3.11")
+def tests_kafka(session: nox.Session) -> None:
+    """Kafka plugin against Tansu, a Kafka-protocol broker (scripts/brokers.sh starts it)."""
+    _plugin_tests(session, "kafka")
 
 
 @nox.session(python="3.11")
