@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
+
+import pytest
 
 from loafer_core.settings import Connection
 from loafer_kafka._client import options
@@ -109,3 +111,32 @@ class KafkaAdmin:
         if self.created:
             names, self.created = self.created, []
             await self.delete(*names)
+
+
+async def lag(url: str, topic: str, group: str) -> int:
+    """Records of ``topic`` after ``group``'s committed offsets, the ends read from the
+    records themselves (Tansu's ListOffsets "latest" answers wrong ends)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    ends: dict[int, int] = {}
+    for record in await KafkaAdmin(url).read(topic, timeout=2.0):
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    consumer = AIOKafkaConsumer(**options(Connection(url=url), "loafer-test-lag"), group_id=group)
+    await consumer.start()
+    try:
+        total = 0
+        for partition, end in ends.items():
+            total += end - (await consumer.committed(TopicPartition(topic, partition)) or 0)
+        return total
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+async def admin(kafka_url: str) -> AsyncIterator[KafkaAdmin]:
+    """A :class:`KafkaAdmin`; the topics it made are deleted after the test."""
+    made = KafkaAdmin(kafka_url)
+    try:
+        yield made
+    finally:
+        await made.close()
