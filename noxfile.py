@@ -146,7 +146,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis,
-    batches, postgres, outbox, pubsub)."""
+    batches, postgres, outbox, pubsub, kafka)."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
     extras = {
