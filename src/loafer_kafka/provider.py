@@ -152,6 +152,7 @@ class KafkaProvider:
         self._committer: asyncio.Task[None] | None = None
         self._partitions: int | None = None
         self._drained: asyncio.Event | None = None
+        self._ordering = s.ordering
         self._started = False
         self._closed = False
         #: Deliveries abandoned by revocations (read again by the partition's new owner).
@@ -378,36 +379,41 @@ class KafkaProvider:
         record = token.record
         key = record.key
         key_text = key.decode("utf-8", "backslashreplace") if key is not None else None
-        headers = {
-            k: v.decode("utf-8", "backslashreplace") if v is not None else ""
-            for k, v in record.headers or ()
-        }
-        message_id = f"{record.topic}/{record.partition}/{record.offset}"
-        ordering = self.settings.ordering
-        value = record.value if record.value is not None else b""
+        raw_headers = record.headers
+        headers = (
+            {
+                k: v.decode("utf-8", "backslashreplace") if v is not None else ""
+                for k, v in raw_headers
+            }
+            if raw_headers
+            else {}
+        )
+        topic, partition, offset = record.topic, record.partition, record.offset
+        message_id = f"{topic}/{partition}/{offset}"
+        value = record.value
+        if value is None:
+            value = b""
+        ordering = self._ordering
+        attempt = token.attempt
         return Delivery(
-            raw=value,
-            body=value,
-            message_id=message_id,
-            metadata={
+            value,
+            value,
+            message_id,
+            {
                 "headers": headers,
                 "message_id": message_id,
-                "attempt": token.attempt,
-                "queue": record.topic,
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
+                "attempt": attempt,
+                "queue": topic,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
                 "key": key_text,
                 "timestamp": record.timestamp,
                 "group_id": self.group_id,
             },
-            attempt=token.attempt,
-            ordering_key=key_text
-            if ordering == "key"
-            else str(record.partition)
-            if ordering == "partition"
-            else None,
-            token=token,
+            attempt,
+            key_text if ordering == "key" else str(partition) if ordering == "partition" else None,
+            token,
         )
 
     def _due(self, limit: int, now: float) -> list[Delivery]:
