@@ -1,7 +1,7 @@
 """nox sessions: tests (core alone, then each plugin), lint, typecheck, docs, benchmarks.
 
 nox -s tests_core          # core only, installed with no plugin extras (isolation)
-nox -s tests_rabbit tests_amqp tests_sqs tests_nats tests_redis tests_postgres
+nox -s tests_rabbit tests_amqp tests_sqs tests_nats tests_redis tests_postgres tests_kafka
 nox -s lint typecheck docs
 nox -s bench -- core       # or rabbit, amqp, sqs, nats, redis, postgres; extra args: the script
 nox -s tests_latest        # the whole suite on the newest releases (the lock ignored)
@@ -23,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 # uv creates and fills the sessions' environments in seconds; virtualenv + pip without it
 nox.options.default_venv_backend = "uv|virtualenv"
 
-PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis", "postgres", "pubsub")
+PLUGINS = ("rabbit", "amqp", "sqs", "nats", "redis", "postgres", "pubsub", "kafka")
 CONSTRAINTS = "requirements/constraints.txt"
 
 
@@ -113,6 +113,12 @@ def tests_postgres(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def tests_kafka(session: nox.Session) -> None:
+    """Kafka plugin against Tansu, a Kafka-protocol broker (scripts/brokers.sh starts it)."""
+    _plugin_tests(session, "kafka")
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
     _locked(session, "lint")
@@ -140,7 +146,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks: `nox -s bench -- core` (or instructions, rabbit, amqp, sqs, nats, redis,
-    batches, postgres, outbox, pubsub)."""
+    batches, postgres, outbox, pubsub, kafka)."""
     which = session.posargs[0] if session.posargs else "core"
     # the SQS benchmark runs moto's server; the AMQP one declares its queue with aio-pika
     extras = {

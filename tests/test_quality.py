@@ -116,6 +116,8 @@ PUBLIC_MODULES = [
     "loafer_postgres.schema",
     "loafer_postgres.settings",
     "loafer_pubsub",
+    "loafer_kafka",
+    "loafer_kafka.settings",
     "loafer_cli.config",
     "loafer_cli.workers",
     "loafer_postgres.outbox",

@@ -39,6 +39,7 @@ _SAMPLES: dict[str, Callable[[Any], Any]] = {
     "redis": lambda cls: cls("stream"),
     "postgres": lambda cls: cls("queue"),
     "pubsub": lambda cls: cls("subscription", project="project"),
+    "kafka": lambda cls: cls("topic"),
 }
 
 
