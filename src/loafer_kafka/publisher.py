@@ -5,16 +5,17 @@ batches (aiokafka's ``linger``); each awaits its own acknowledgement."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Mapping, Sized
-from typing import Any
+from datetime import datetime
+from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaProducer
 
+from loafer_core import kit
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.ext.otel import publish_span
-from loafer_core.kit import map_exceptions
-from loafer_core.provider import Description
+from loafer_core.kit import check_delay, map_exceptions
+from loafer_core.provider import Description, Support
 from loafer_core.settings import settings_of
 from loafer_core.typed import encode
 from loafer_kafka import _client, _describe
@@ -28,18 +29,15 @@ SYSTEM = "kafka"
 
 
 def encode_body(body: Any, owner: str = "KafkaPublisher") -> bytes:
-    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    try:
-        return json.dumps(body).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"{owner}: cannot encode a {type(body).__name__} body as JSON ({exc}); pass "
-            "bytes, str or a JSON-serialisable object"
-        ) from exc
+    """Bytes pass through; ``str`` is UTF-8 text; anything else is encoded as JSON
+    (:func:`loafer_core.kit.encode_body`)."""
+    return kit.encode_body(body, owner)
+
+
+_NO_DELAY = (
+    "Kafka delivers a record once it is written (no per-record delay); publish later, or "
+    "let the consuming route RETRY(delay) it"
+)
 
 
 def _key(key: str | bytes | None) -> bytes | None:
@@ -69,6 +67,9 @@ class KafkaPublisher:
     """
 
     settings_type = KafkaPublisherSettings
+    #: Delayed publish: none (``delay=``/``at=`` raise ConfigurationError).
+    delay_support: ClassVar[Support] = Support.NONE
+    max_delay: ClassVar[float | None] = None
 
     def __init__(
         self, settings: KafkaPublisherSettings | str | None = None, /, **options: Any
@@ -173,14 +174,18 @@ class KafkaPublisher:
         key: str | bytes | None = None,
         ordering_key: str | None = None,
         partition: int | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> None:
         """Produce one record and wait for its acknowledgement.
 
         ``body``: bytes, str (UTF-8), a typed object (JSON, its type in ``type_header``)
         or a JSON-serialisable object. ``headers``: the record's headers. ``key`` (or
         ``ordering_key``): the record's key. ``partition``: a partition of its own
-        choosing instead of the key's.
+        choosing instead of the key's. ``delay``/``at``: refused (ConfigurationError):
+        Kafka has no delayed delivery.
         """
+        check_delay(delay, at, what="KafkaPublisher", refused=_NO_DELAY)
         name = self._topic(topic)
         with publish_span(SYSTEM, name, headers) as sent:
             value, pairs = self._record(body, sent)
@@ -200,10 +205,14 @@ class KafkaPublisher:
         topic: str | None = None,
         key: str | bytes | None = None,
         ordering_key: str | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> int:
         """Produce many records (pipelined) and wait for every acknowledgement; return
         how many were stored. Raises the first failure (others may be stored). Traced as
-        one producer span for the batch."""
+        one producer span for the batch. ``delay``/``at``: refused, as in
+        :meth:`publish`."""
+        check_delay(delay, at, what="KafkaPublisher", refused=_NO_DELAY)
         name = self._topic(topic)
         count = len(bodies) if isinstance(bodies, Sized) else None
         with publish_span(SYSTEM, name, headers, count=count) as sent:
