@@ -109,8 +109,8 @@ BAD_CONFIGS = [
     ),
     (
         "unknown provider",
-        route(MEMORY, provider="kafka"),
-        "loafer.toml: routes[0] ('orders'): provider: no provider named 'kafka' in the "
+        route(MEMORY, provider="zeromq"),
+        "loafer.toml: routes[0] ('orders'): provider: no provider named 'zeromq' in the "
         "'loafer.providers' entry point group; installed: "
         + ", ".join(sorted({ep.name for ep in entry_points(group="loafer.providers")})),
     ),

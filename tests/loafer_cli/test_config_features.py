@@ -223,8 +223,8 @@ BAD = [
     ),
     (
         "an unknown publisher plugin",
-        PUBLISHERS.replace('publisher = "nats"', 'publisher = "kafka"'),
-        "loafer.toml: publishers.stream.publisher: no publisher named 'kafka' in the "
+        PUBLISHERS.replace('publisher = "nats"', 'publisher = "zeromq"'),
+        "loafer.toml: publishers.stream.publisher: no publisher named 'zeromq' in the "
         "'loafer.publishers' entry point group; installed: "
         + ", ".join(sorted({ep.name for ep in entry_points(group="loafer.publishers")})),
     ),

@@ -313,7 +313,7 @@ def _route(
             "aws_access_key_id": "testing",
             "aws_secret_access_key": "${SQS_SECRET}",
         },
-        "kafka": {},
+        "zeromq": {},
     }[provider] | keys.pop("provider_options", {})
     lines = [
         "[[routes]]",
@@ -334,10 +334,10 @@ def _route(
 BAD_CONFIGS = [
     (
         "unknown-provider",
-        _route("kafka"),
+        _route("zeromq"),
         78,
         "loafer: error: loafer.toml: routes[0] ('orders'): provider: no provider named "
-        "'kafka' in the 'loafer.providers' entry point group; installed: "
+        "'zeromq' in the 'loafer.providers' entry point group; installed: "
         + ", ".join(sorted({ep.name for ep in entry_points(group="loafer.providers")})),
     ),
     (
