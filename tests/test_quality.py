@@ -100,6 +100,7 @@ PUBLIC_MODULES = [
     "loafer_core.middleware",
     "loafer_core.forward",
     "loafer_core.idempotency",
+    "loafer_core.deadletters",
     "loafer_core.batches",
     "loafer_core.ratelimit",
     "loafer_core.breaker",
