@@ -4,6 +4,7 @@ each entry back in one script."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -41,14 +42,17 @@ class TestRedisDeadLetters(DeadLetterContract):
 
     async def put(self, queue: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         async with self._client() as client:
-            await client.xadd(queue, {"body": body, **(headers or {})})
+            fields: dict[Any, Any] = {"body": body, **(headers or {})}
+            await client.xadd(queue, fields)
 
     def test_the_older_fields_are_still_written(self) -> None:
         async def scenario(queue: str) -> None:
             async with await self.store(queue) as store:
                 await self.reject_all(queue, store)
             async with self._client() as client:
-                entries = await client.xrange(f"{queue}:dead")
+                entries: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(
+                    f"{queue}:dead"
+                )  # type: ignore[assignment]
             for _, fields in entries:
                 assert fields[REJECT_REASON_FIELD.encode()] == fields[DEAD_REASON.encode()]
 
