@@ -119,6 +119,7 @@ PUBLIC_MODULES = [
     "loafer_pubsub",
     "loafer_cli.config",
     "loafer_cli.workers",
+    "loafer_cli.dlq",
     "loafer_postgres.outbox",
     "loafer_postgres.relay",
     "loafer_postgres.inbox",
