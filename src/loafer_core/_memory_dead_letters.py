@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 from loafer_core.deadletters import DeadLetter, DeadLetters, read_dead_letter, replay_headers
@@ -42,7 +42,7 @@ class MemoryDeadLetters(DeadLetters):
         """Messages in the queue's dead-letter list."""
         return len(self._broker.dead_letters(self._queue))
 
-    async def _scan(self) -> AsyncIterator[DeadLetter]:
+    async def _scan(self) -> AsyncGenerator[DeadLetter, None]:
         for msg in self._broker.dead_letters(self._queue):
             yield read_dead_letter(msg.message_id, msg.body, msg.headers, origin=self._queue)
 

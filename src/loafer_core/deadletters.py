@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -313,7 +314,7 @@ class DeadLetters(abc.ABC):
         """How many dead letters there are."""
 
     @abc.abstractmethod
-    def _scan(self) -> AsyncIterator[DeadLetter]:
+    def _scan(self) -> AsyncGenerator[DeadLetter, None]:
         """Every dead letter, oldest first (a letter moved or removed meanwhile may be
         skipped, never yielded twice)."""
 
@@ -340,11 +341,12 @@ class DeadLetters(abc.ABC):
         if limit is not None and limit <= 0:
             return out
         now = _now()
-        async for letter in self._scan():
-            if filter.matches(letter, now):
-                out.append(letter)
-                if limit is not None and len(out) >= limit:
-                    break
+        async with contextlib.aclosing(self._scan()) as letters:
+            async for letter in letters:
+                if filter.matches(letter, now):
+                    out.append(letter)
+                    if limit is not None and len(out) >= limit:
+                        break
         return out
 
     async def replay(
@@ -366,27 +368,29 @@ class DeadLetters(abc.ABC):
         now = _now()
         ids: list[str] = []
         moved = 0
-        async for letter in self._scan():
-            if not filter.matches(letter, now):
-                continue
-            ids.append(letter.id)
-            if dry_run:
-                continue
-            await pacer.wait()
-            await self._move(letter)
-            moved += 1
-            if progress is not None:
-                progress(moved)
+        async with contextlib.aclosing(self._scan()) as letters:
+            async for letter in letters:
+                if not filter.matches(letter, now):
+                    continue
+                ids.append(letter.id)
+                if dry_run:
+                    continue
+                await pacer.wait()
+                await self._move(letter)
+                moved += 1
+                if progress is not None:
+                    progress(moved)
         return ReplayReport(matched=len(ids), replayed=moved, ids=tuple(ids), dry_run=dry_run)
 
     async def purge(self, filter: Filter = _ALL) -> int:
         """Delete the dead letters matching ``filter``; how many were deleted."""
         now = _now()
         removed = 0
-        async for letter in self._scan():
-            if filter.matches(letter, now):
-                await self._remove(letter)
-                removed += 1
+        async with contextlib.aclosing(self._scan()) as letters:
+            async for letter in letters:
+                if filter.matches(letter, now):
+                    await self._remove(letter)
+                    removed += 1
         return removed
 
 

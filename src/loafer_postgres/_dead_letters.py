@@ -9,7 +9,7 @@ back exactly once, even if the replay is killed.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from datetime import UTC
 from typing import Any
 
@@ -82,7 +82,7 @@ class PostgresDeadLetters(DeadLetters):
             last_failure=letter.last_failure or failed,
         )
 
-    async def _scan(self) -> AsyncIterator[DeadLetter]:
+    async def _scan(self) -> AsyncGenerator[DeadLetter, None]:
         conn = await self._connection()
         after = 0
         while True:

@@ -12,7 +12,7 @@ store sees only the entries that came from its stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import redis.asyncio
@@ -119,7 +119,7 @@ class RedisDeadLetters(DeadLetters):
             return None  # a shared dead-letter stream: another stream's entry
         return letter
 
-    async def _scan(self) -> AsyncIterator[DeadLetter]:
+    async def _scan(self) -> AsyncGenerator[DeadLetter, None]:
         client = self._open()
         start = "-"
         while True:
