@@ -33,6 +33,7 @@ pytestmark = pytest.mark.memory
 class TestMemoryDeadLetters(DeadLetterContract):
     timeout = 20.0
     arrival_timeout = 5.0
+    across_processes = False  # the broker lives in this process
 
     broker: MemoryBroker
 

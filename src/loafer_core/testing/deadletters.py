@@ -24,9 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
+
+import pytest
 
 from loafer_core.deadletters import (
     DEAD_ATTEMPTS,
@@ -70,6 +76,14 @@ class DeadLetterContract:
     messages: ClassVar[int] = 6
     #: The start of the name of each queue a test makes.
     queue_prefix: ClassVar[str] = "loafer-dlq"
+    #: Messages in the SIGKILL test, and the rate its replay runs at (messages/s).
+    kill_messages: ClassVar[int] = 60
+    kill_rate: ClassVar[float] = 30.0
+    #: Whether the SIGKILL test can run (a store another process can reach: not the
+    #: in-process memory broker).
+    across_processes: ClassVar[bool] = True
+    #: How long the SIGKILL test watches for a duplicate once everything arrived.
+    duplicate_window: ClassVar[float] = 1.0
     #: Whether the store keeps the ``loafer-dead-*`` keys (a broker's own dead-lettering
     #: keeps no reason of ours).
     keeps_reason: ClassVar[bool] = True
@@ -118,10 +132,12 @@ class DeadLetterContract:
         """The store of ``queue``'s dead letters (the caller closes it)."""
         return dead_letters_of(await self.make_provider(queue))
 
-    async def reject_all(self, queue: str, store: DeadLetters) -> None:
-        """Put :attr:`messages` messages ``{"i": n}`` on ``queue``, reject each through a
-        route (reason ``"even n"`` or ``"odd n"``), wait until the store counts them."""
-        for i in range(self.messages):
+    async def reject_all(self, queue: str, store: DeadLetters, count: int | None = None) -> None:
+        """Put ``count`` (default :attr:`messages`) messages ``{"i": n}`` on ``queue``,
+        reject each through a route (reason ``"even n"`` or ``"odd n"``), wait until the
+        store counts them."""
+        total = self.messages if count is None else count
+        for i in range(total):
             await self.put(queue, json.dumps({"i": i}).encode())
 
         async def handler(content: Any, metadata: Any) -> bool:
@@ -132,10 +148,10 @@ class DeadLetterContract:
         async with Manager([route]):
 
             async def all_dead() -> bool:
-                return await store.count() >= self.messages
+                return await store.count() >= total
 
             await eventually(all_dead, timeout=self.arrival_timeout, what="all dead letters")
-        assert await store.count() == self.messages
+        assert await store.count() == total
 
     async def handle_replayed(
         self, queue: str, store: DeadLetters, flt: Filter, expected: int
@@ -256,3 +272,87 @@ class DeadLetterContract:
                 assert await store.count() == 0
 
         self._run(scenario)
+
+    # -- the SIGKILL proof ----------------------------------------------------------------
+
+    def _replay_child(self, queue: str) -> subprocess.Popen[bytes]:
+        """A process that builds this test class (with this instance's string
+        attributes: the broker's URL, a schema...) and replays ``queue``'s dead letters
+        at :attr:`kill_rate`; the current directory importable."""
+        cls = type(self)
+        state = {k: v for k, v in vars(self).items() if isinstance(v, str)}
+        code = (
+            "import asyncio, importlib, json, sys\n"
+            "from loafer_core.deadletters import dead_letters_of\n"
+            f"cls = getattr(importlib.import_module({cls.__module__!r}), {cls.__qualname__!r})\n"
+            "kit = cls.__new__(cls)\n"
+            "vars(kit).update(json.loads(sys.argv[1]))\n"
+            "async def main():\n"
+            "    store = dead_letters_of(await kit.make_provider(sys.argv[2]))\n"
+            "    async with store:\n"
+            f"        await store.replay(rate={self.kill_rate!r})\n"
+            "asyncio.run(main())\n"
+        )
+        return subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(state), queue],
+            cwd=os.getcwd(),
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+        )
+
+    @pytest.mark.slow
+    def test_replay_killed_midway_loses_nothing(self) -> None:
+        """SIGKILL the replay midway, run it again: every message handled, none lost, no
+        duplicate beyond one per kill on an at-least-once store (same replay id)."""
+        if not self.across_processes:
+            pytest.skip("the store is not reachable from another process")
+
+        async def scenario(queue: str) -> None:
+            async with await self.store(queue) as store:
+                await self.reject_all(queue, store, self.kill_messages)
+                child = self._replay_child(queue)
+                try:
+
+                    async def midway() -> bool:
+                        assert child.poll() is None, "the replay ended before it was killed"
+                        return await store.count() <= self.kill_messages - 5
+
+                    await eventually(midway, timeout=self.arrival_timeout, what="replay midway")
+                finally:
+                    child.send_signal(signal.SIGKILL)
+                    await asyncio.to_thread(child.wait, 10)
+                left = await store.count()
+                assert 0 < left < self.kill_messages, left
+                allowed = 0 if store.guarantee == "exactly-once" else 1
+                handled = await self._handle_rest(queue, store, self.kill_messages, allowed)
+                numbers = [n for n, _ in handled]
+                assert sorted(set(numbers)) == list(range(self.kill_messages)), "lost some"
+                extra = len(numbers) - self.kill_messages
+                assert extra <= allowed, f"{extra} duplicates ({store.guarantee})"
+                ids = [h.get(REPLAY_ID) for _, h in handled]
+                assert len(set(ids)) == self.kill_messages, "a duplicate has its own replay id"
+                assert await store.count() == 0
+
+        self._run(scenario)
+
+    async def _handle_rest(
+        self, queue: str, store: DeadLetters, total: int, allowed: int
+    ) -> list[tuple[int, Mapping[str, Any]]]:
+        """Replay what is left while a route accepts; everything the route handled once
+        ``total`` distinct messages arrived (and a short while for duplicates)."""
+        handled: list[tuple[int, Mapping[str, Any]]] = []
+
+        async def handler(content: Any, metadata: Any) -> bool:
+            handled.append((content["i"], dict(self.headers_of(metadata))))
+            return True
+
+        route = Route(await self.make_provider(queue), handler, translator=self.translator())
+        async with Manager([route]) as manager:
+            await manager.wait_started()
+            await store.replay(rate=None)
+            await eventually(
+                lambda: len({n for n, _ in handled}) >= total,
+                timeout=self.arrival_timeout,
+                what=f"{total} messages handled",
+            )
+            await asyncio.sleep(self.duplicate_window)  # a duplicate still on its way
+        return handled
