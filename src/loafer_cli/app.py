@@ -710,6 +710,15 @@ def _add_postgres() -> None:
 _add_postgres()
 
 
+def _add_dlq() -> None:
+    from loafer_cli.dlq import build_dlq_app
+
+    app.add_typer(build_dlq_app(load_routes, _config_errors), name="dlq")
+
+
+_add_dlq()
+
+
 @app.callback()
 def _root() -> None:
     """loafer-core's command line."""

@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any, ClassVar, NamedTuple
 
 from loafer_core._schedule import check_delay
+from loafer_core.deadletters import DeadLetters, dead_headers
 from loafer_core.errors import ConfigurationError
 from loafer_core.ext.otel import publish_span
 from loafer_core.outcome import Outcome, OutcomeKind
@@ -241,6 +242,27 @@ class MemoryBroker:
         """Deliveries handed out and not yet settled."""
         return len(self._queue(queue).in_flight)
 
+    def _take_dead(self, queue: str, message_id: str, requeue: dict[str, Any] | None) -> bool:
+        """Remove the dead letter ``message_id`` of ``queue`` and, with ``requeue``
+        headers, put it back on the queue with them, in one step; False if it is gone."""
+        q = self._queue(queue)
+        with self._lock:
+            for i, msg in enumerate(q.dead):
+                if msg.message_id == message_id:
+                    del q.dead[i]
+                    break
+            else:
+                return False
+            if requeue is not None:
+                again = MemoryMessage(
+                    msg.body, requeue, msg.message_id, msg.ordering_key, next(self._seq)
+                )
+                q.ready.append(again)
+                if msg.ordering_key is not None:
+                    q.keyed += 1
+                _wake(q.waiters)
+        return True
+
     def dead_letters(self, queue: str) -> list[MemoryMessage]:
         """Messages REJECTED on ``queue`` (with ``reject_reason``), oldest first."""
         return list(self._queue(queue).dead)
@@ -408,6 +430,12 @@ class MemoryBroker:
                     q.keyed -= 1
             elif kind is OutcomeKind.REJECT:
                 msg.reject_reason = outcome.reason
+                msg.headers = {
+                    **msg.headers,
+                    **dead_headers(
+                        msg.headers, reason=outcome.reason, attempts=msg.attempts, origin=q.name
+                    ),
+                }
                 q.dead.append(msg)
                 if msg.ordering_key is not None:
                     q.keyed -= 1
@@ -595,6 +623,13 @@ class MemoryProvider:
             "memory", self.queue, headers, message_id=options.get("message_id")
         ) as sent:
             self.broker.publish(self.queue, body, headers=sent, **options)
+
+    def dead_letter_store(self) -> DeadLetters:
+        """The queue's dead letters (:class:`~loafer_core.deadletters.HasDeadLetters`;
+        a replay is exactly once)."""
+        from loafer_core._memory_dead_letters import MemoryDeadLetters
+
+        return MemoryDeadLetters(self.broker, self.queue)
 
     async def health(self) -> bool:
         """Always healthy once the queue exists."""

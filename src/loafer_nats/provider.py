@@ -33,12 +33,14 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from loafer_core.deadletters import dead_headers
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_core.translator import JSONTranslator
 from loafer_nats import _describe
 from loafer_nats._connection import client_options, close_connection, open_connection
+from loafer_nats._dead_letters import NATSDeadLetters
 from loafer_nats._delayed import HoldBack
 from loafer_nats._pull import Puller
 from loafer_nats._topology import Topology, ensure, jetstream_error
@@ -523,6 +525,14 @@ class NATSProvider:
             headers[REJECT_REASON_HEADER] = _one_line(reason) or "rejected"
             headers[REJECTED_FROM_HEADER] = f"{self.stream}/{self.consumer}/{msg.subject}"
             headers[DEAD_LETTER_ID_HEADER] = f"loafer-dead:{self.stream}:{seq}"
+            headers.update(
+                dead_headers(
+                    headers,
+                    reason=reason,
+                    attempts=delivery.attempt if delivery is not None else None,
+                    origin=msg.subject,
+                )
+            )
             try:
                 await js.publish(subject, msg.data, timeout=self._publish_timeout, headers=headers)
             except asyncio.CancelledError:
@@ -533,6 +543,23 @@ class NATSProvider:
                     f"dead-lettering message {message_id} to {subject!r}", exc
                 ) from None
         await msg.term()
+
+    def dead_letter_store(self) -> NATSDeadLetters:
+        """The dead-letter stream's store (:class:`~loafer_core.deadletters.HasDeadLetters`):
+        a replay publishes each message to the subject it came from (awaiting the
+        stream's ack, with a ``Nats-Msg-Id`` the stream de-duplicates), then deletes it
+        from the dead-letter stream. ConfigurationError without a dead-letter subject."""
+        if not self.dead_letter_subject:
+            raise ConfigurationError(
+                f"{self.describe()}: no dead_letter_subject: REJECT keeps nothing to read"
+            )
+        return NATSDeadLetters(
+            self._url,
+            self.dead_letter_subject,
+            self._options,
+            self._secrets,
+            timeout=self._publish_timeout,
+        )
 
     async def extend_leases(self, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Reset the ack timer of each unsettled delivery (``in_progress``, +WPI): the

@@ -11,6 +11,17 @@ from dataclasses import dataclass
 
 from loafer_postgres.schema import check_identifier
 
+#: Now, as ``datetime.isoformat()`` writes a UTC time.
+_NOW_ISO = "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '+00:00'"
+#: The common dead-letter keys (see loafer_core.deadletters) of a rejected row ``gone``
+#: with reason ``$3``: a JSON object merged into its headers.
+DEAD_KEYS_SQL = f"""jsonb_build_object(
+        'loafer-dead-reason', $3::text,
+        'loafer-dead-attempts', greatest(attempts, 1)::text,
+        'loafer-dead-origin', queue,
+        'loafer-dead-first-failure', coalesce(headers->>'loafer-dead-first-failure', {_NOW_ISO}),
+        'loafer-dead-last-failure', {_NOW_ISO})"""
+
 
 @dataclass(frozen=True)
 class Statements:
@@ -131,8 +142,9 @@ SELECT (SELECT count(*) FROM back) + 0 * (SELECT count(*) FROM told)
 
     @property
     def reject(self) -> str:
-        """Move row ``$1`` of lease ``$2`` to the dead-letter table with reason ``$3``,
-        in one statement; notify ``$4`` when it had a key."""
+        """Move row ``$1`` of lease ``$2`` to the dead-letter table with reason ``$3``
+        (also in its headers, with the other ``loafer-dead-*`` keys), in one statement;
+        notify ``$4`` when it had a key."""
         return f"""
 WITH gone AS (
     DELETE FROM {self.qualified} WHERE id = $1 AND lease = $2
@@ -140,7 +152,8 @@ WITH gone AS (
 ), dead AS (
     INSERT INTO {self.dead}
         (id, queue, destination, key, body, headers, attempts, reason, created_at)
-    SELECT id, queue, destination, key, body, headers, attempts, $3, created_at FROM gone
+    SELECT id, queue, destination, key, body, headers || {DEAD_KEYS_SQL},
+           attempts, $3, created_at FROM gone
     ON CONFLICT DO NOTHING
     RETURNING id
 ), told AS (
@@ -200,3 +213,44 @@ SELECT $1, m.body, m.headers::jsonb, m.key, now() + $5 * interval '1 second'
 FROM unnest($2::bytea[], $3::text[], $4::text[]) WITH ORDINALITY AS m(body, headers, key, n)
 ORDER BY m.n
 """
+
+
+@dataclass(frozen=True)
+class DeadStatements:
+    """The SQL of the dead letters of one queue in ``schema.table_dead``."""
+
+    sql: Statements
+
+    @property
+    def page(self) -> str:
+        """Up to ``$3`` dead rows of queue ``$1`` after id ``$2``, by id."""
+        return f"""
+SELECT id, body, headers::text AS headers, reason, attempts, failed_at
+FROM {self.sql.dead} WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3
+"""
+
+    @property
+    def count(self) -> str:
+        """Dead rows of queue ``$1``."""
+        return f"SELECT count(*) FROM {self.sql.dead} WHERE queue = $1"
+
+    @property
+    def replay(self) -> str:
+        """Dead row ``$2`` of queue ``$1`` back in the queue table with headers ``$3``
+        (JSON text), in one statement (one transaction: exactly once). Returns 1 if moved."""
+        return f"""
+WITH gone AS (
+    DELETE FROM {self.sql.dead} WHERE queue = $1 AND id = $2
+    RETURNING queue, destination, key, body
+), back AS (
+    INSERT INTO {self.sql.qualified} (queue, destination, key, body, headers)
+    SELECT queue, destination, key, body, $3::jsonb FROM gone
+    RETURNING id
+)
+SELECT count(*) FROM back
+"""
+
+    @property
+    def remove(self) -> str:
+        """Delete dead row ``$2`` of queue ``$1``."""
+        return f"DELETE FROM {self.sql.dead} WHERE queue = $1 AND id = $2"

@@ -36,6 +36,7 @@ from loafer_core.translator import JSONTranslator
 from loafer_postgres import _describe
 from loafer_postgres._accepts import Coalescer
 from loafer_postgres._connection import Listener, close_pool, connect_options, open_pool
+from loafer_postgres._dead_letters import PostgresDeadLetters
 from loafer_postgres._sql import Statements
 from loafer_postgres.errors import mask_url, missing_table, protect, secrets_of, translate
 from loafer_postgres.settings import PostgresSettings, settings_of
@@ -411,6 +412,16 @@ class PostgresProvider:
             )
 
     # -- health and shutdown --------------------------------------------------------------
+
+    def dead_letter_store(self) -> PostgresDeadLetters:
+        """The queue's rows in ``<table>_dead``
+        (:class:`~loafer_core.deadletters.HasDeadLetters`): a replay moves each row back
+        in one transaction (exactly once). ConfigurationError with ``dead_letters=False``."""
+        if not self.settings.dead_letters:
+            raise ConfigurationError(
+                f"{self.describe()}: dead letters are off (dead_letters=False): nothing to read"
+            )
+        return PostgresDeadLetters(self._options, self._sql, self.queue, self._secrets)
 
     async def health(self) -> bool:
         """True while started and the server answers (``SELECT 1``, within 5 s)."""

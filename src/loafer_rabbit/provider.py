@@ -37,6 +37,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from loafer_core.deadletters import dead_headers
 from loafer_core.errors import ConfigurationError, ProviderError
 from loafer_core.kit import map_exceptions
 from loafer_core.outcome import Outcome, OutcomeKind
@@ -46,6 +47,7 @@ from loafer_core.translator import JSONTranslator
 from loafer_rabbit import _describe
 from loafer_rabbit._acks import AckTracker
 from loafer_rabbit._connection import close_connection, open_connection
+from loafer_rabbit._dead_letters import RabbitDeadLetters
 from loafer_rabbit._topology import (
     DEAD_LETTER_ARGUMENTS,
     declare_dead_letter,
@@ -829,8 +831,30 @@ class RabbitProvider:
         headers.pop("x-delivery-count", None)
         headers[REJECT_REASON_HEADER] = reason or "rejected"
         headers[REJECTED_FROM_HEADER] = self.queue
+        headers.update(
+            dead_headers(headers, reason=reason, attempts=delivery.attempt, origin=self.queue)
+        )
         copy = self._copy(message, headers)
         await self._publish_then_ack(message, delivery, copy, self.dead_letter_exchange, self.queue)
+
+    def dead_letter_store(self) -> RabbitDeadLetters:
+        """The dead-letter queue's store (:class:`~loafer_core.deadletters.HasDeadLetters`):
+        a replay publishes each message to the work queue, awaits the confirm, then acks it
+        off the dead-letter queue (at least once). ConfigurationError with
+        ``dead_letter=False``; with ``dead_letter="queue"`` the queue's own dead-letter
+        queue is not known here."""
+        if self._dead_letter is not True:
+            raise ConfigurationError(
+                f"{self.describe()}: the provider knows no dead-letter queue "
+                f"(dead_letter={self._dead_letter!r}); use dead_letter=True"
+            )
+        return RabbitDeadLetters(
+            self._url,
+            self.dead_letter_queue,
+            self.queue,
+            native=self._native_dead_letter,
+            timeout=self._publish_timeout,
+        )
 
     async def _publish_then_ack(
         self,

@@ -32,23 +32,6 @@ local function owned(id)
 end
 """
 
-_COPY = """
-local function copy(id, drop1, drop2, drop3, drop4)
-  local e = redis.call('XRANGE', KEYS[1], id, id)
-  if not e[1] then return nil end
-  local f = e[1][2]
-  local out = {}
-  for i = 1, #f, 2 do
-    local name = f[i]
-    if name ~= drop1 and name ~= drop2 and name ~= drop3 and name ~= drop4 then
-      out[#out + 1] = name
-      out[#out + 1] = f[i + 1]
-    end
-  end
-  return out
-end
-"""
-
 _LEGACY = """
 -- A member of a delayed set written by an earlier version (a cmsgpack array), not an
 -- entry id (digits first).
@@ -238,35 +221,53 @@ return {moved, wait}
 """
 )
 
-# KEYS: stream, dead-letter stream. ARGV: group, consumer, id, reason, maxlen (0: none),
-# reason field, from field, id field, group field (not copied: the dead-letter stream's
-# consumers, whatever their group, must not skip the entry).
+# KEYS: stream, dead-letter stream. ARGV: group, consumer, id, maxlen (0: none), n, then
+# n field names not copied (loafer's dead-letter fields, written anew, and the group
+# field: the dead-letter stream's consumers, whatever their group, must not skip the
+# entry), then the fields to add as name, value pairs (the reason, attempts, origin...).
 # Returns {1, 0, 0} (dead-lettered), {0, 1, 0} (not ours: nothing done) or {0, 0, 1}
 # (the entry is gone from the stream: acknowledged).
 REJECT = (
     _OWNED
-    + _COPY
     + """
 if not owned(ARGV[3]) then return {0, 1, 0} end
-local out = copy(ARGV[3], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
-if out then
-  out[#out + 1] = ARGV[6]
-  out[#out + 1] = ARGV[4]
-  out[#out + 1] = ARGV[7]
-  out[#out + 1] = KEYS[1]
-  out[#out + 1] = ARGV[8]
-  out[#out + 1] = ARGV[3]
-  if tonumber(ARGV[5]) > 0 then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(out))
+local e = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+local n = tonumber(ARGV[5])
+if e[1] then
+  local drop = {}
+  for i = 6, 5 + n do drop[ARGV[i]] = true end
+  local f = e[1][2]
+  local out = {}
+  for i = 1, #f, 2 do
+    if not drop[f[i]] then
+      out[#out + 1] = f[i]
+      out[#out + 1] = f[i + 1]
+    end
+  end
+  for i = 6 + n, #ARGV do out[#out + 1] = ARGV[i] end
+  if tonumber(ARGV[4]) > 0 then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(out))
   else
     redis.call('XADD', KEYS[2], '*', unpack(out))
   end
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-if out then return {1, 0, 0} end
+if e[1] then return {1, 0, 0} end
 return {0, 0, 1}
 """
 )
+
+# KEYS: dead-letter stream, origin stream. ARGV: dead entry id, then the fields of the
+# replayed entry as name, value pairs. Adds the entry to the origin and deletes the dead
+# one in one step (exactly once); returns 0 when the dead entry is gone (nothing done).
+REPLAY = """
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if not e[1] then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 # KEYS: stream. ARGV: group, consumer. Deletes the consumer only if nothing is pending
 # for it (XGROUP DELCONSUMER drops its pending entries otherwise). Returns 1 if deleted.
@@ -289,3 +290,4 @@ class Scripts:
         self.move_legacy_due = client.register_script(MOVE_LEGACY_DUE)
         self.reject = client.register_script(REJECT)
         self.forget_consumer = client.register_script(FORGET_CONSUMER)
+        self.replay = client.register_script(REPLAY)

@@ -55,6 +55,7 @@ from loafer_core.outcome import Outcome, OutcomeKind
 from loafer_core.provider import Capabilities, Delivery, Description, Support
 from loafer_redis import _describe, _scheduled
 from loafer_redis._connection import BlockingReader, DirectConnection, open_client
+from loafer_redis._dead_letters import RedisDeadLetters, reject_fields
 from loafer_redis._resp import pack
 from loafer_redis._scripts import Scripts
 from loafer_redis._settlement import Acks, Batch, Entry
@@ -951,15 +952,29 @@ class RedisProvider:
                     self.group,
                     self.consumer,
                     token.id,
-                    reason,
                     self._dead_letter_maxlen,
-                    REJECT_REASON_FIELD,
-                    REJECTED_FROM_FIELD,
-                    REJECTED_ID_FIELD,
-                    GROUP_FIELD,
+                    *reject_fields(
+                        delivery,
+                        self.stream,
+                        reason,
+                        (REJECT_REASON_FIELD, REJECTED_FROM_FIELD, REJECTED_ID_FIELD),
+                        GROUP_FIELD,
+                    ),
                 ],
             )
         self._note(done, delivery, "dead-lettered")
+
+    def dead_letter_store(self) -> RedisDeadLetters:
+        """The dead-letter stream's store (:class:`~loafer_core.deadletters.HasDeadLetters`):
+        a replay adds each entry back to the stream and deletes it from the dead-letter
+        stream in one script (exactly once). ConfigurationError with ``dead_letter=False``."""
+        if self.dead_letter_stream is None:
+            raise ConfigurationError(
+                f"{self.describe()}: dead letters are off (dead_letter=False): nothing to read"
+            )
+        return RedisDeadLetters(
+            self._url, self.stream, self.dead_letter_stream, self.body_field, self._socket_timeout
+        )
 
     def _note(self, done: Sequence[int], delivery: Delivery, what: str) -> None:
         """Log a settlement that did nothing: ``done`` is ``[done, not ours, gone]``."""

@@ -810,7 +810,9 @@ class SQSProvider:
         fifo = self._dlq_url is not None and self._dlq_url.endswith(".fifo")
         response = await self._client.send_message_batch(
             QueueUrl=self._dlq_url,
-            Entries=[dead_letter_entry(i, r, fifo=fifo) for i, r in enumerate(rejects)],
+            Entries=[
+                dead_letter_entry(i, r, fifo=fifo, origin=self._name) for i, r in enumerate(rejects)
+            ],
         )
         failed = failures_in(response, len(rejects))
         assert self._deleter is not None

@@ -2,6 +2,7 @@
 
 - :class:`ProviderContract`: the conformance suite every provider plugin, ours or a third
   party's, subclasses (see ``docs/writing-a-provider.md``).
+- :class:`DeadLetterContract`: the same for a provider's dead-letter store (``loafer dlq``).
 - :class:`PublisherContract`: the same for a publisher (what every ``publish`` promises).
 - :func:`run_until_idle` and :class:`Report`: for users testing their own handlers on the
   embedded broker, without signals or threads.
@@ -23,11 +24,13 @@ from loafer_core.testing.idle import Report, run_until_idle
 
 if TYPE_CHECKING:
     from loafer_core.testing.contract import ProviderContract
+    from loafer_core.testing.deadletters import DeadLetterContract
     from loafer_core.testing.publisher_contract import Arrived, PublisherContract
 
 __all__ = [
     "Arrived",
     "Capabilities",
+    "DeadLetterContract",
     "ProviderContract",
     "PublisherContract",
     "Report",
@@ -44,6 +47,10 @@ def __getattr__(name: str) -> Any:
         from loafer_core.testing.contract import ProviderContract
 
         return ProviderContract
+    if name == "DeadLetterContract":
+        from loafer_core.testing.deadletters import DeadLetterContract
+
+        return DeadLetterContract
     if name in ("PublisherContract", "Arrived"):
         from loafer_core.testing import publisher_contract
 
