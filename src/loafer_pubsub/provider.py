@@ -38,6 +38,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from loafer_core.deadletters import dead_headers
 from loafer_core.errors import ConfigurationError, LoaferError, ProviderError
 from loafer_core.kit import Batcher, Batching, Failure, map_exceptions
 from loafer_core.outcome import Outcome, OutcomeKind
@@ -514,6 +515,11 @@ class PubSubProvider:
         api, topic = self._api, self._dead_topic
         assert api is not None and topic is not None
         attributes = dict(delivery.metadata.get("attributes") or {})
+        attributes.update(
+            dead_headers(
+                attributes, reason=reason, attempts=delivery.attempt, origin=self.subscription
+            )
+        )
         attributes[REJECT_REASON_ATTRIBUTE] = _one_line(reason)
         attributes[REJECTED_FROM_ATTRIBUTE] = self._sub_path
         attributes[ORIGINAL_MESSAGE_ID_ATTRIBUTE] = delivery.message_id or ""

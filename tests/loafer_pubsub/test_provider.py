@@ -6,10 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 
 import pytest
 
 from loafer_core import Manager
+from loafer_core.deadletters import (
+    DEAD_ATTEMPTS,
+    DEAD_FIRST_FAILURE,
+    DEAD_LAST_FAILURE,
+    DEAD_ORIGIN,
+    DEAD_REASON,
+)
 from loafer_core.errors import ConfigurationError
 from loafer_core.outcome import ACCEPT, REJECT, RELEASE
 from loafer_core.provider import Delivery
@@ -122,11 +130,18 @@ async def test_a_dead_letter_carries_the_reason_origin_and_attributes(
         await p.close()
     [dead] = await eventually(lambda: admin.pull(f"{queue}-dead"), timeout=10, what="dead")
     assert data(dead) == b"bad"
-    assert attributes(dead) == {
+    dead_attributes = attributes(dead)
+    failed = {k: dead_attributes.pop(k) for k in (DEAD_FIRST_FAILURE, DEAD_LAST_FAILURE)}
+    assert failed[DEAD_FIRST_FAILURE] == failed[DEAD_LAST_FAILURE]  # dead-lettered once
+    assert datetime.fromisoformat(failed[DEAD_LAST_FAILURE]).tzinfo is not None
+    assert dead_attributes == {
         "tenant": "acme",
         REJECT_REASON_ATTRIBUTE: "invalid order line two",
         REJECTED_FROM_ATTRIBUTE: f"projects/{PROJECT}/subscriptions/{queue}",
         ORIGINAL_MESSAGE_ID_ATTRIBUTE: message_id,
+        DEAD_REASON: "invalid order line two",  # the keys every broker's dead letters carry
+        DEAD_ATTEMPTS: "1",
+        DEAD_ORIGIN: queue,
     }
     assert await admin.pull(queue) == []  # acknowledged
     assert await admin.pull(f"{queue}-dead") == []  # once
